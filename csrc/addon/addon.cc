@@ -1,0 +1,266 @@
+// N-API glue: JS values in, C++ views and parameter structs out; mla::Error out as MlaError.
+// No arithmetic here: validation lives in core/ops.cc, kernels in the backends.
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/errors.h"
+#include "../core/ops.h"
+#include "js_error.h"
+#include "stream.h"
+
+namespace mla::addon {
+namespace {
+
+Device parseDevice(const std::string& s, const char* name) {
+  if (s == "cpu") return Device{};
+  if (s.size() > 5 && s.size() < 9 && s.rfind("cuda:", 0) == 0 && s.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device{DeviceKind::Cuda, std::stoi(s.substr(5))};
+  throw Error(ErrorCode::Device, std::string(name) + " has an unknown device '" + s + "'");
+}
+
+// Tensor descriptors come from lib/tensor.ts: { data: TypedArray, dtype, shape, device }.
+// The checks here only make sure a descriptor cannot point outside its own buffer.
+TensorView toView(const Napi::Object& params, const char* name, bool optional,
+                  std::vector<Napi::ObjectReference>* keepAlive) {
+  TensorView v;
+  v.name = name;
+  Napi::Value value = params.Get(name);
+  if (value.IsUndefined() || value.IsNull()) {
+    if (optional) return v;
+    throw Error(ErrorCode::Argument, std::string(name) + " is required");
+  }
+  if (!value.IsObject()) throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
+  Napi::Object desc = value.As<Napi::Object>();
+  Napi::Value data = desc.Get("data"), dtype = desc.Get("dtype"), shape = desc.Get("shape"), device = desc.Get("device");
+  if (!data.IsTypedArray() || !dtype.IsString() || !shape.IsArray() || !device.IsString())
+    throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
+  if (!parseDType(dtype.As<Napi::String>().Utf8Value(), &v.dtype))
+    throw Error(ErrorCode::DType, std::string(name) + " has an unknown dtype");
+  v.device = parseDevice(device.As<Napi::String>().Utf8Value(), name);
+  Napi::Array dims = shape.As<Napi::Array>();
+  if (dims.Length() > static_cast<uint32_t>(kMaxDims))
+    throw Error(ErrorCode::Shape, std::string(name) + " has more than " + std::to_string(kMaxDims) + " dimensions");
+  v.ndim = static_cast<int>(dims.Length());
+  for (int i = 0; i < v.ndim; ++i) {
+    double d = dims.Get(static_cast<uint32_t>(i)).ToNumber().DoubleValue();
+    if (!(d >= 0 && d <= 2147483647.0) || std::floor(d) != d)
+      throw Error(ErrorCode::Shape, std::string(name) + " has an invalid dimension " + std::to_string(d));
+    v.shape[i] = static_cast<int64_t>(d);
+  }
+  Napi::TypedArray array = data.As<Napi::TypedArray>();
+  const size_t byteLength = array.ByteLength();
+  // numel can overflow only with absurd shapes; compare with a division to stay exact.
+  const size_t elem = dtypeSize(v.dtype);
+  size_t numel = 1;
+  for (int i = 0; i < v.ndim; ++i) {
+    if (v.shape[i] != 0 && numel > byteLength / elem / static_cast<size_t>(v.shape[i]) + 1)
+      throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
+    numel *= static_cast<size_t>(v.shape[i]);
+  }
+  if (numel * elem > byteLength)
+    throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
+  v.data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  if (keepAlive) keepAlive->push_back(Napi::Persistent(array.As<Napi::Object>()));
+  return v;
+}
+
+StreamWrap& toStream(const Napi::Value& v) {
+  if (!v.IsObject()) throw Error(ErrorCode::Argument, "stream must be a Stream");
+  return *StreamWrap::Unwrap(v.As<Napi::Object>());
+}
+
+double getNumber(const Napi::Object& params, const char* name) {
+  Napi::Value v = params.Get(name);
+  if (!v.IsNumber()) throw Error(ErrorCode::Argument, std::string(name) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims) {
+  Napi::Array a = Napi::Array::New(env, dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(dims[i])));
+  return a;
+}
+
+// --- parameter structs from JS objects ---------------------------------------------------------------
+using Refs = std::vector<Napi::ObjectReference>;
+
+AppendLatentCacheParams appendParams(const Napi::Object& o, Refs* refs) {
+  AppendLatentCacheParams p;
+  p.cache = toView(o, "cache", false, refs);
+  p.kvC = toView(o, "kvC", false, refs);
+  p.kPe = toView(o, "kPe", false, refs);
+  p.slotMapping = toView(o, "slotMapping", false, refs);
+  Napi::Value style = o.Get("ropeStyle");
+  if (style.IsString()) {
+    std::string s = style.As<Napi::String>().Utf8Value();
+    if (s == "interleaved") p.ropeStyle = RopeStyle::Interleaved;
+    else if (s == "neox") p.ropeStyle = RopeStyle::Neox;
+    else throw Error(ErrorCode::Argument, "rope.style must be 'interleaved' or 'neox', got '" + s + "'");
+    p.positions = toView(o, "positions", false, refs);
+    p.cos = toView(o, "cos", false, refs);
+    p.sin = toView(o, "sin", false, refs);
+  }
+  return p;
+}
+
+MlaDecodeParams decodeParams(const Napi::Object& o, Refs* refs, bool withOutputs) {
+  MlaDecodeParams p;
+  p.q = toView(o, "q", false, refs);
+  p.cache = toView(o, "cache", false, refs);
+  p.blockTable = toView(o, "blockTable", false, refs);
+  p.seqLens = toView(o, "seqLens", false, refs);
+  if (withOutputs) {
+    p.out = toView(o, "out", false, refs);
+    p.lse = toView(o, "lse", false, refs);
+  }
+  p.softmaxScale = static_cast<float>(getNumber(o, "softmaxScale"));
+  double rank = getNumber(o, "kvLoraRank");
+  if (!(rank >= 1 && rank <= 1e9) || std::floor(rank) != rank)
+    throw Error(ErrorCode::Range, "kvLoraRank must be a positive integer, got " + std::to_string(rank));
+  p.kvLoraRank = static_cast<int64_t>(rank);
+  p.causal = o.Get("causal").ToBoolean().Value();
+  return p;
+}
+
+AbsorbQueryParams absorbParams(const Napi::Object& o, Refs* refs, bool withOutputs) {
+  AbsorbQueryParams p;
+  p.qNope = toView(o, "qNope", false, refs);
+  p.wUk = toView(o, "wUk", false, refs);
+  p.qPe = toView(o, "qPe", true, refs);
+  if (withOutputs) p.out = toView(o, "out", false, refs);
+  return p;
+}
+
+UnabsorbOutputParams unabsorbParams(const Napi::Object& o, Refs* refs, bool withOutputs) {
+  UnabsorbOutputParams p;
+  p.oLat = toView(o, "oLat", false, refs);
+  p.wUv = toView(o, "wUv", false, refs);
+  if (withOutputs) p.out = toView(o, "out", false, refs);
+  return p;
+}
+
+// op(stream, params): validates, enqueues on the stream, returns the ticket.
+template <class Params, class Build, class Run>
+Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    StreamWrap& stream = toStream(info[0]);
+    Refs refs;
+    Params p = build(info[1].As<Napi::Object>(), &refs);
+    validate(p, stream.backend().device());
+    mla::Backend* backend = &stream.backend();
+    uint64_t ticket = stream.enqueue([p, backend, run] { run(*backend, p); }, std::move(refs));
+    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+  });
+}
+
+Napi::Value AppendLatentCache(const Napi::CallbackInfo& info) {
+  return enqueueOp<AppendLatentCacheParams>(
+      info, [](const Napi::Object& o, Refs* r) { return appendParams(o, r); },
+      [](mla::Backend& b, const AppendLatentCacheParams& p) { b.appendLatentCache(p); });
+}
+
+Napi::Value MlaDecode(const Napi::CallbackInfo& info) {
+  return enqueueOp<MlaDecodeParams>(
+      info, [](const Napi::Object& o, Refs* r) { return decodeParams(o, r, true); },
+      [](mla::Backend& b, const MlaDecodeParams& p) { b.mlaDecode(p); });
+}
+
+Napi::Value AbsorbQuery(const Napi::CallbackInfo& info) {
+  return enqueueOp<AbsorbQueryParams>(
+      info, [](const Napi::Object& o, Refs* r) { return absorbParams(o, r, true); },
+      [](mla::Backend& b, const AbsorbQueryParams& p) { b.absorbQuery(p); });
+}
+
+Napi::Value UnabsorbOutput(const Napi::CallbackInfo& info) {
+  return enqueueOp<UnabsorbOutputParams>(
+      info, [](const Napi::Object& o, Refs* r) { return unabsorbParams(o, r, true); },
+      [](mla::Backend& b, const UnabsorbOutputParams& p) { b.unabsorbOutput(p); });
+}
+
+// outputShapes(op, params): the shapes of the outputs the op would create, after validating inputs.
+Napi::Value OutputShapes(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    std::string op = info[0].As<Napi::String>().Utf8Value();
+    Napi::Object o = info[1].As<Napi::Object>();
+    Napi::Object result = Napi::Object::New(env);
+    if (op == "absorbQuery") {
+      AbsorbQueryParams p = absorbParams(o, nullptr, false);
+      result.Set("out", shapeToJs(env, absorbQueryOutShape(p)));
+    } else if (op == "unabsorbOutput") {
+      UnabsorbOutputParams p = unabsorbParams(o, nullptr, false);
+      result.Set("out", shapeToJs(env, unabsorbOutputOutShape(p)));
+    } else if (op == "mlaDecode") {
+      MlaDecodeParams p = decodeParams(o, nullptr, false);
+      std::vector<int64_t> outShape, lseShape;
+      mlaDecodeOutShapes(p, &outShape, &lseShape);
+      result.Set("out", shapeToJs(env, outShape));
+      result.Set("lse", shapeToJs(env, lseShape));
+    } else {
+      throw Error(ErrorCode::Internal, "outputShapes: unknown op " + op);
+    }
+    return result;
+  });
+}
+
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<BackendInfo> list = listBackends();
+  Napi::Array arr = Napi::Array::New(env, list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", list[i].name);
+    o.Set("available", list[i].available);
+    o.Set("reason", list[i].reason);
+    arr.Set(static_cast<uint32_t>(i), o);
+  }
+  return arr;
+}
+
+// The addon's own tables, so a test can check lib/ agrees with csrc/core/.
+Napi::Value Facts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object facts = Napi::Object::New(env);
+  Napi::Object dtypes = Napi::Object::New(env);
+  for (DType t : kAllDTypes) dtypes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(dtypeSize(t))));
+  facts.Set("dtypeSizes", dtypes);
+  Napi::Array codes = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (ErrorCode c : kAllErrorCodes) codes.Set(i++, Napi::String::New(env, errorCodeName(c)));
+  facts.Set("errorCodes", codes);
+  facts.Set("maxDims", Napi::Number::New(env, kMaxDims));
+  facts.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  return facts;
+}
+
+Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  info.Env().GetInstanceData<AddonData>()->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  napi_add_env_cleanup_hook(env, stopStreams, data);
+  exports.Set("NativeStream", StreamWrap::Define(env));
+  exports.Set("appendLatentCache", Napi::Function::New(env, AppendLatentCache));
+  exports.Set("mlaDecode", Napi::Function::New(env, MlaDecode));
+  exports.Set("absorbQuery", Napi::Function::New(env, AbsorbQuery));
+  exports.Set("unabsorbOutput", Napi::Function::New(env, UnabsorbOutput));
+  exports.Set("outputShapes", Napi::Function::New(env, OutputShapes));
+  exports.Set("backends", Napi::Function::New(env, Backends));
+  exports.Set("facts", Napi::Function::New(env, Facts));
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  return exports;
+}
+
+}  // namespace
+}  // namespace mla::addon
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return mla::addon::Init(env, exports); }
+NODE_API_MODULE(mla_kernels, InitAddon)

@@ -1,0 +1,126 @@
+#include "stream.h"
+
+#include <new>
+#include <set>
+
+#include "../core/errors.h"
+#include "js_error.h"
+
+namespace mla::addon {
+void stopStreams(void* arg) {
+  auto* data = static_cast<AddonData*>(arg);
+  std::set<StreamWrap*> streams = data->streams;  // shutdown() does not touch the set
+  for (StreamWrap* s : streams) s->shutdown();
+}
+
+Napi::Function StreamWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeStream",
+                     {InstanceMethod<&StreamWrap::BackendName>("backend"), InstanceMethod<&StreamWrap::Dispose>("dispose")});
+}
+
+StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
+  Napi::Env env = info.Env();
+  backend_ = guarded(env, [&] { return &getBackend(info[0].ToString().Utf8Value()); });
+  tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "mla-kernels stream", 0, 1);
+  tsfn_.Unref(env);  // only pending work keeps the event loop alive
+  data_ = env.GetInstanceData<AddonData>();
+  data_->streams.insert(this);
+  worker_ = std::thread([this] { workerLoop(); });
+}
+
+StreamWrap::~StreamWrap() {
+  shutdown();
+  data_->streams.erase(this);
+}
+
+void StreamWrap::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  releaseTsfn();
+}
+
+void StreamWrap::close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  cv_.notify_all();
+}
+
+void StreamWrap::releaseTsfn() {
+  if (!tsfnReleased_.exchange(true)) tsfn_.Release();
+}
+
+uint64_t StreamWrap::enqueue(std::function<void()> work, std::vector<Napi::ObjectReference> keepAlive) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ || closing_) throw Error(ErrorCode::Disposed, "the stream was disposed");
+  }
+  const uint64_t ticket = nextTicket_++;
+  keepAlive_.emplace(ticket, std::move(keepAlive));
+  if (pending_++ == 0) {
+    tsfn_.Ref(Env());
+    Ref();  // the stream object lives while it has work
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(Task{ticket, std::move(work)});
+  }
+  cv_.notify_one();
+  return ticket;
+}
+
+void StreamWrap::workerLoop() {
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || closing_ || !queue_.empty(); });
+      if (stop_ || queue_.empty()) break;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    auto* done = new Done{this, task.ticket, true, "", ""};
+    try {
+      task.work();
+    } catch (const Error& e) {
+      *done = Done{this, task.ticket, false, errorCodeName(e.code()), e.what()};
+    } catch (const std::bad_alloc&) {
+      *done = Done{this, task.ticket, false, "E_OOM", "out of host memory while running the operation"};
+    } catch (const std::exception& e) {
+      *done = Done{this, task.ticket, false, "E_INTERNAL", e.what()};
+    }
+    if (tsfn_.NonBlockingCall(done, onDone) != napi_ok) delete done;  // Node is shutting down
+  }
+  releaseTsfn();  // after the last completion was queued to the main thread
+}
+
+void StreamWrap::onDone(Napi::Env env, Napi::Function callback, Done* done) {
+  std::unique_ptr<Done> owned(done);
+  if (env == nullptr) return;
+  StreamWrap* self = done->stream;
+  self->keepAlive_.erase(done->ticket);
+  if (--self->pending_ == 0) {
+    self->tsfn_.Unref(env);
+    self->Unref();
+  }
+  Napi::Value code = done->ok ? env.Null() : Napi::String::New(env, done->code);
+  Napi::Value message = done->ok ? env.Null() : Napi::String::New(env, done->message);
+  callback.Call({Napi::Number::New(env, static_cast<double>(done->ticket)), code, message});
+}
+
+Napi::Value StreamWrap::BackendName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), backend_->name());
+}
+
+Napi::Value StreamWrap::Dispose(const Napi::CallbackInfo& info) {
+  close();
+  return info.Env().Undefined();
+}
+
+}  // namespace mla::addon

@@ -1,0 +1,35 @@
+// What every backend implements, and which backends this build has. Operations arrive validated.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "ops.h"
+
+namespace mla {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Where the backend's kernels read and write memory (cuda-sim runs CUDA kernels on host memory).
+  virtual Device device() const = 0;
+  virtual void appendLatentCache(const AppendLatentCacheParams& p) = 0;
+  virtual void mlaDecode(const MlaDecodeParams& p) = 0;
+  virtual void absorbQuery(const AbsorbQueryParams& p) = 0;
+  virtual void unabsorbOutput(const UnabsorbOutputParams& p) = 0;
+};
+
+struct BackendInfo {
+  std::string name;      // "cpu", "cuda-sim", "cuda"
+  bool available = false;
+  std::string reason;    // why it is unavailable, or what it runs on
+};
+
+std::vector<BackendInfo> listBackends();
+// The backend by name, or throws mla::Error (E_UNSUPPORTED) saying why it is unavailable.
+Backend& getBackend(const std::string& name);
+
+// Defined by each backend's translation unit.
+Backend& cpuBackend();
+
+}  // namespace mla

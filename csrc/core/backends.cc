@@ -1,0 +1,26 @@
+#include "backend.h"
+
+#include "errors.h"
+
+namespace mla {
+
+std::vector<BackendInfo> listBackends() {
+  std::vector<BackendInfo> list;
+  list.push_back({"cpu", true, "portable C++ kernels, fp32 accumulation"});
+#ifdef MLA_WITH_CUDA_SIM
+  list.push_back({"cuda-sim", true, "the CUDA kernel source run under the SIMT emulator (tests only)"});
+#else
+  list.push_back({"cuda-sim", false, "not built: the emulator is compiled only by the CMake build with MLA_CUDA_SIM=ON and CUDA kernels present"});
+#endif
+  list.push_back({"cuda", false, "not built: this version of mla-kernels has no CUDA kernels yet"});
+  return list;
+}
+
+Backend& getBackend(const std::string& name) {
+  if (name == "cpu") return cpuBackend();
+  for (const BackendInfo& info : listBackends())
+    if (info.name == name) throw Error(ErrorCode::Unsupported, "backend '" + name + "' is unavailable: " + info.reason);
+  throw Error(ErrorCode::Argument, "backend must be 'cpu', 'cuda-sim' or 'cuda', got '" + name + "'");
+}
+
+}  // namespace mla

@@ -1,0 +1,43 @@
+// Element types: the one C++ place for their names and sizes (lib/dtypes.ts is the TypeScript one;
+// a test checks the two agree through the addon's `facts()`).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace mla {
+
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 };
+
+inline constexpr DType kAllDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32};
+
+inline const char* dtypeName(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    case DType::I32: return "i32";
+  }
+  return "?";
+}
+
+inline size_t dtypeSize(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F16: return 2;
+    case DType::BF16: return 2;
+    case DType::I32: return 4;
+  }
+  return 0;
+}
+
+inline bool isFloating(DType t) { return t != DType::I32; }
+
+// Returns false when `name` is not a dtype.
+inline bool parseDType(const std::string& name, DType* out) {
+  for (DType t : kAllDTypes)
+    if (name == dtypeName(t)) { *out = t; return true; }
+  return false;
+}
+
+}  // namespace mla

@@ -1,0 +1,308 @@
+#include "ops.h"
+
+#include <cmath>
+#include <string>
+#include <unordered_set>
+
+#include "errors.h"
+
+namespace mla {
+namespace {
+
+[[noreturn]] void fail(ErrorCode code, const std::string& msg) { throw Error(code, msg); }
+
+std::string dimsStr(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+void requirePresent(const TensorView& t) {
+  if (!t.present()) fail(ErrorCode::Argument, std::string(t.name) + " is required");
+}
+
+void requireRank(const TensorView& t, int rank, const char* layout) {
+  requirePresent(t);
+  if (t.ndim != rank)
+    fail(ErrorCode::Shape, std::string(t.name) + " must have rank " + std::to_string(rank) + " " + layout +
+                               ", got shape " + t.shapeStr());
+}
+
+void requireMinRank(const TensorView& t, int rank, const char* layout) {
+  requirePresent(t);
+  if (t.ndim < rank)
+    fail(ErrorCode::Shape, std::string(t.name) + " must have rank >= " + std::to_string(rank) + " " + layout +
+                               ", got shape " + t.shapeStr());
+}
+
+void requireFloating(const TensorView& t) {
+  if (!isFloating(t.dtype))
+    fail(ErrorCode::DType, std::string(t.name) + " must be f32, f16 or bf16, got " + dtypeName(t.dtype));
+}
+
+void requireDType(const TensorView& t, DType want) {
+  if (t.dtype != want)
+    fail(ErrorCode::DType, std::string(t.name) + " must be " + dtypeName(want) + ", got " + dtypeName(t.dtype));
+}
+
+void requireSameDType(const TensorView& t, const TensorView& like) {
+  if (t.dtype != like.dtype)
+    fail(ErrorCode::DType, std::string(t.name) + " must have the dtype of " + like.name + " (" +
+                               dtypeName(like.dtype) + "), got " + dtypeName(t.dtype));
+}
+
+void requireDim(const TensorView& t, int axis, int64_t want, const std::string& what) {
+  if (t.dim(axis) != want)
+    fail(ErrorCode::Shape, std::string(t.name) + " dimension " + std::to_string(axis < 0 ? t.ndim + axis : axis) +
+                               " must be " + std::to_string(want) + " (" + what + "), got shape " + t.shapeStr());
+}
+
+void requireShape(const TensorView& t, const std::vector<int64_t>& want) {
+  bool same = t.ndim == static_cast<int>(want.size());
+  for (int i = 0; same && i < t.ndim; ++i) same = t.shape[i] == want[i];
+  if (!same) fail(ErrorCode::Shape, std::string(t.name) + " must have shape " + dimsStr(want) + ", got " + t.shapeStr());
+}
+
+void requireDevice(const TensorView& t, const Device& device) {
+  if (t.present() && t.device != device)
+    fail(ErrorCode::Device, std::string(t.name) + " is on " + t.device.str() + " but the stream runs on " + device.str());
+}
+
+// Index tensors are read on the host to validate their values before any kernel runs.
+void requireHostIndex(const TensorView& t) {
+  requireDType(t, DType::I32);
+  if (t.device.kind != DeviceKind::Cpu)
+    fail(ErrorCode::Device, std::string(t.name) + " must be a cpu tensor (its values are checked on the host), got " +
+                                t.device.str());
+}
+
+bool overlaps(const TensorView& a, const TensorView& b) {
+  if (!a.present() || !b.present() || a.nbytes() == 0 || b.nbytes() == 0) return false;
+  auto a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+// Outputs must not share memory with inputs: kernels read inputs after writing outputs.
+void requireNoOverlap(const TensorView& out, std::initializer_list<const TensorView*> inputs) {
+  for (const TensorView* in : inputs)
+    if (overlaps(out, *in))
+      fail(ErrorCode::Argument, std::string(out.name) + " shares memory with " + in->name + "; outputs must not alias inputs");
+}
+
+std::vector<int64_t> leadingDims(const TensorView& t, int trailing) {
+  return std::vector<int64_t>(t.shape, t.shape + t.ndim - trailing);
+}
+
+int64_t product(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+void validateCacheLayout(const TensorView& cache, int64_t rowWidth, const char* rowWhat) {
+  requireRank(cache, 3, "[numBlocks, blockSize, kvLoraRank + ropeDim]");
+  requireFloating(cache);
+  if (cache.dim(1) < 1) fail(ErrorCode::Shape, std::string(cache.name) + " block size (dimension 1) must be >= 1, got shape " + cache.shapeStr());
+  requireDim(cache, 2, rowWidth, rowWhat);
+}
+
+// --- absorbQuery ---------------------------------------------------------------------------------
+void absorbInputs(AbsorbQueryParams& p) {
+  requireMinRank(p.qNope, 2, "[..., numHeads, nopeDim]");
+  requireFloating(p.qNope);
+  requireRank(p.wUk, 3, "[numHeads, nopeDim, kvLoraRank]");
+  requireSameDType(p.wUk, p.qNope);
+  p.numHeads = p.qNope.dim(-2);
+  p.nopeDim = p.qNope.dim(-1);
+  p.numTokens = product(leadingDims(p.qNope, 2));
+  requireDim(p.wUk, 0, p.numHeads, "numHeads, from qNope");
+  requireDim(p.wUk, 1, p.nopeDim, "nopeDim, from qNope");
+  p.kvLoraRank = p.wUk.dim(2);
+  if (p.kvLoraRank < 1) fail(ErrorCode::Shape, "wUk kvLoraRank (dimension 2) must be >= 1, got shape " + p.wUk.shapeStr());
+  p.ropeDim = 0;
+  if (p.qPe.present()) {
+    requireSameDType(p.qPe, p.qNope);
+    std::vector<int64_t> want = leadingDims(p.qNope, 1);
+    if (p.qPe.ndim != p.qNope.ndim)
+      fail(ErrorCode::Shape, std::string("qPe must have the rank of qNope (") + std::to_string(p.qNope.ndim) + "), got shape " + p.qPe.shapeStr());
+    for (int i = 0; i < p.qNope.ndim - 1; ++i)
+      if (p.qPe.shape[i] != p.qNope.shape[i])
+        fail(ErrorCode::Shape, "qPe must match qNope in every dimension but the last: qNope " + p.qNope.shapeStr() + ", qPe " + p.qPe.shapeStr());
+    p.ropeDim = p.qPe.dim(-1);
+  }
+}
+
+// --- unabsorbOutput ------------------------------------------------------------------------------
+void unabsorbInputs(UnabsorbOutputParams& p) {
+  requireMinRank(p.oLat, 2, "[..., numHeads, kvLoraRank]");
+  requireFloating(p.oLat);
+  requireRank(p.wUv, 3, "[numHeads, vHeadDim, kvLoraRank]");
+  requireSameDType(p.wUv, p.oLat);
+  p.numHeads = p.oLat.dim(-2);
+  p.kvLoraRank = p.oLat.dim(-1);
+  p.numTokens = product(leadingDims(p.oLat, 2));
+  requireDim(p.wUv, 0, p.numHeads, "numHeads, from oLat");
+  requireDim(p.wUv, 2, p.kvLoraRank, "kvLoraRank, from oLat");
+  p.vHeadDim = p.wUv.dim(1);
+}
+
+// --- mlaDecode -----------------------------------------------------------------------------------
+void decodeInputs(MlaDecodeParams& p) {
+  requireRank(p.q, 4, "[batch, queryLen, numHeads, kvLoraRank + ropeDim]");
+  requireFloating(p.q);
+  p.batch = p.q.dim(0);
+  p.queryLen = p.q.dim(1);
+  p.numHeads = p.q.dim(2);
+  p.headDim = p.q.dim(3);
+  if (p.queryLen < 1) fail(ErrorCode::Shape, "q queryLen (dimension 1) must be >= 1, got shape " + p.q.shapeStr());
+  if (p.numHeads < 1) fail(ErrorCode::Shape, "q numHeads (dimension 2) must be >= 1, got shape " + p.q.shapeStr());
+  if (p.kvLoraRank < 1 || p.kvLoraRank > p.headDim)
+    fail(ErrorCode::Range, "kvLoraRank must be in [1, " + std::to_string(p.headDim) + "] (q's last dimension), got " +
+                               std::to_string(p.kvLoraRank));
+  p.ropeDim = p.headDim - p.kvLoraRank;
+  validateCacheLayout(p.cache, p.headDim, "kvLoraRank + ropeDim, from q");
+  requireSameDType(p.cache, p.q);
+  p.numBlocks = p.cache.dim(0);
+  p.blockSize = p.cache.dim(1);
+  requireRank(p.blockTable, 2, "[batch, maxBlocksPerSeq]");
+  requireHostIndex(p.blockTable);
+  requireDim(p.blockTable, 0, p.batch, "batch, from q");
+  p.maxBlocksPerSeq = p.blockTable.dim(1);
+  requireRank(p.seqLens, 1, "[batch]");
+  requireHostIndex(p.seqLens);
+  requireDim(p.seqLens, 0, p.batch, "batch, from q");
+  if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
+    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
+  if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
+
+  const int32_t* seqLens = p.seqLens.as<const int32_t>();
+  const int32_t* table = p.blockTable.as<const int32_t>();
+  const int64_t capacity = p.maxBlocksPerSeq * p.blockSize;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    int64_t len = seqLens[b];
+    if (len < 0 || len > capacity)
+      fail(ErrorCode::Range, "seqLens[" + std::to_string(b) + "] = " + std::to_string(len) + " is outside [0, " +
+                                 std::to_string(capacity) + "] (blockTable holds " + std::to_string(p.maxBlocksPerSeq) +
+                                 " blocks of " + std::to_string(p.blockSize) + ")");
+    int64_t usedBlocks = (len + p.blockSize - 1) / p.blockSize;
+    for (int64_t j = 0; j < usedBlocks; ++j) {
+      int64_t block = table[b * p.maxBlocksPerSeq + j];
+      if (block < 0 || block >= p.numBlocks)
+        fail(ErrorCode::Range, "blockTable[" + std::to_string(b) + "][" + std::to_string(j) + "] = " + std::to_string(block) +
+                                   " is not a block of cache (numBlocks " + std::to_string(p.numBlocks) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> absorbQueryOutShape(AbsorbQueryParams& p) {
+  absorbInputs(p);
+  std::vector<int64_t> s = leadingDims(p.qNope, 1);
+  s.push_back(p.kvLoraRank + p.ropeDim);
+  return s;
+}
+
+std::vector<int64_t> unabsorbOutputOutShape(UnabsorbOutputParams& p) {
+  unabsorbInputs(p);
+  std::vector<int64_t> s = leadingDims(p.oLat, 1);
+  s.push_back(p.vHeadDim);
+  return s;
+}
+
+void mlaDecodeOutShapes(MlaDecodeParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
+  decodeInputs(p);
+  *outShape = {p.batch, p.queryLen, p.numHeads, p.kvLoraRank};
+  *lseShape = {p.batch, p.numHeads, p.queryLen};
+}
+
+void validate(AbsorbQueryParams& p, const Device& device) {
+  std::vector<int64_t> want = absorbQueryOutShape(p);
+  requirePresent(p.out);
+  requireSameDType(p.out, p.qNope);
+  requireShape(p.out, want);
+  for (const TensorView* t : {&p.qNope, &p.wUk, &p.qPe, &p.out}) requireDevice(*t, device);
+  requireNoOverlap(p.out, {&p.qNope, &p.wUk, &p.qPe});
+}
+
+void validate(UnabsorbOutputParams& p, const Device& device) {
+  std::vector<int64_t> want = unabsorbOutputOutShape(p);
+  requirePresent(p.out);
+  requireSameDType(p.out, p.oLat);
+  requireShape(p.out, want);
+  for (const TensorView* t : {&p.oLat, &p.wUv, &p.out}) requireDevice(*t, device);
+  requireNoOverlap(p.out, {&p.oLat, &p.wUv});
+}
+
+void validate(MlaDecodeParams& p, const Device& device) {
+  std::vector<int64_t> outShape, lseShape;
+  mlaDecodeOutShapes(p, &outShape, &lseShape);
+  requirePresent(p.out);
+  requireSameDType(p.out, p.q);
+  requireShape(p.out, outShape);
+  requirePresent(p.lse);
+  requireDType(p.lse, DType::F32);
+  requireShape(p.lse, lseShape);
+  for (const TensorView* t : {&p.q, &p.cache, &p.out, &p.lse}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.cache, &p.blockTable, &p.seqLens});
+  requireNoOverlap(p.lse, {&p.out});
+}
+
+void validate(AppendLatentCacheParams& p, const Device& device) {
+  requireRank(p.kvC, 2, "[numTokens, kvLoraRank]");
+  requireFloating(p.kvC);
+  p.numTokens = p.kvC.dim(0);
+  p.kvLoraRank = p.kvC.dim(1);
+  if (p.kvLoraRank < 1) fail(ErrorCode::Shape, "kvC kvLoraRank (dimension 1) must be >= 1, got shape " + p.kvC.shapeStr());
+  requireRank(p.kPe, 2, "[numTokens, ropeDim]");
+  requireSameDType(p.kPe, p.kvC);
+  requireDim(p.kPe, 0, p.numTokens, "numTokens, from kvC");
+  p.ropeDim = p.kPe.dim(1);
+  validateCacheLayout(p.cache, p.kvLoraRank + p.ropeDim, "kvLoraRank + ropeDim, from kvC and kPe");
+  requireSameDType(p.cache, p.kvC);
+  p.numBlocks = p.cache.dim(0);
+  p.blockSize = p.cache.dim(1);
+  requireRank(p.slotMapping, 1, "[numTokens]");
+  requireHostIndex(p.slotMapping);
+  requireDim(p.slotMapping, 0, p.numTokens, "numTokens, from kvC");
+  for (const TensorView* t : {&p.cache, &p.kvC, &p.kPe}) requireDevice(*t, device);
+  requireNoOverlap(p.cache, {&p.kvC, &p.kPe, &p.slotMapping, &p.positions, &p.cos, &p.sin});
+
+  if (p.ropeStyle != RopeStyle::None) {
+    if (p.ropeDim % 2 != 0)
+      fail(ErrorCode::Shape, "kPe ropeDim (dimension 1) must be even to apply RoPE, got shape " + p.kPe.shapeStr());
+    requireRank(p.positions, 1, "[numTokens]");
+    requireHostIndex(p.positions);
+    requireDim(p.positions, 0, p.numTokens, "numTokens, from kvC");
+    requireRank(p.cos, 2, "[maxPositions, ropeDim / 2]");
+    requireDType(p.cos, DType::F32);
+    requireDim(p.cos, 1, p.ropeDim / 2, "ropeDim / 2, from kPe");
+    requireRank(p.sin, 2, "[maxPositions, ropeDim / 2]");
+    requireDType(p.sin, DType::F32);
+    requireShape(p.sin, std::vector<int64_t>(p.cos.shape, p.cos.shape + 2));
+    requireDevice(p.cos, device);
+    requireDevice(p.sin, device);
+    p.maxPositions = p.cos.dim(0);
+  }
+
+  const int64_t numSlots = p.numBlocks * p.blockSize;
+  const int32_t* slots = p.slotMapping.as<const int32_t>();
+  const int32_t* positions = p.ropeStyle != RopeStyle::None ? p.positions.as<const int32_t>() : nullptr;
+  std::unordered_set<int32_t> seen;
+  seen.reserve(static_cast<size_t>(p.numTokens));
+  for (int64_t i = 0; i < p.numTokens; ++i) {
+    int64_t slot = slots[i];
+    if (slot < 0) continue;
+    if (slot >= numSlots)
+      fail(ErrorCode::Range, "slotMapping[" + std::to_string(i) + "] = " + std::to_string(slot) + " is past the end of cache (" +
+                                 std::to_string(numSlots) + " slots)");
+    if (!seen.insert(static_cast<int32_t>(slot)).second)
+      fail(ErrorCode::Range, "slotMapping[" + std::to_string(i) + "] = " + std::to_string(slot) +
+                                 " repeats an earlier token's slot; each slot may be written once per call");
+    if (positions && (positions[i] < 0 || positions[i] >= p.maxPositions))
+      fail(ErrorCode::Range, "positions[" + std::to_string(i) + "] = " + std::to_string(positions[i]) + " is outside [0, " +
+                                 std::to_string(p.maxPositions) + ") (rows of cos and sin)");
+  }
+}
+
+}  // namespace mla

@@ -1,0 +1,86 @@
+// One plain parameter struct per operation, shared by every backend (CPU, CUDA, cuda-sim).
+// The N-API glue fills the tensors and options; validate*() checks everything (shapes, dtypes, devices,
+// and the values of the index tensors) and fills the derived sizes, so kernels never parse arguments.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "tensor.h"
+
+namespace mla {
+
+enum class RopeStyle : uint8_t { None = 0, Interleaved = 1, Neox = 2 };
+
+// Writes each new token's latent row [kvC, RoPE(kPe)] into its slot of the paged cache.
+struct AppendLatentCacheParams {
+  TensorView cache;        // [numBlocks, blockSize, kvLoraRank + ropeDim]   f32 | f16 | bf16
+  TensorView kvC;          // [numTokens, kvLoraRank]                        cache dtype
+  TensorView kPe;          // [numTokens, ropeDim]                           cache dtype
+  TensorView slotMapping;  // [numTokens] i32; slot = block * blockSize + offset; negative = skip
+  RopeStyle ropeStyle = RopeStyle::None;
+  TensorView positions;    // [numTokens] i32, when ropeStyle != None
+  TensorView cos;          // [maxPositions, ropeDim / 2] f32
+  TensorView sin;          // [maxPositions, ropeDim / 2] f32
+
+  // Derived by validate().
+  int64_t numTokens = 0, kvLoraRank = 0, ropeDim = 0, numBlocks = 0, blockSize = 0, maxPositions = 0;
+  int64_t rowWidth() const { return kvLoraRank + ropeDim; }
+};
+
+// Absorbed MLA decode: for each sequence, query position and head, attention over the sequence's cached
+// rows. Scores use all kvLoraRank + ropeDim columns; values are the first kvLoraRank columns.
+struct MlaDecodeParams {
+  TensorView q;           // [batch, queryLen, numHeads, kvLoraRank + ropeDim]
+  TensorView cache;       // [numBlocks, blockSize, kvLoraRank + ropeDim]   q dtype
+  TensorView blockTable;  // [batch, maxBlocksPerSeq] i32
+  TensorView seqLens;     // [batch] i32
+  TensorView out;         // [batch, queryLen, numHeads, kvLoraRank]        q dtype
+  TensorView lse;         // [batch, numHeads, queryLen] f32, natural log
+  float softmaxScale = 0.f;
+  bool causal = false;    // query j of n sees the first seqLen - n + 1 + j rows
+  int64_t kvLoraRank = 0;
+
+  // Derived by validate().
+  int64_t batch = 0, queryLen = 0, numHeads = 0, headDim = 0, ropeDim = 0;
+  int64_t numBlocks = 0, blockSize = 0, maxBlocksPerSeq = 0;
+
+  // How many cached rows query position t of sequence b attends to (0 when none).
+  int64_t visibleRows(int64_t seqLen, int64_t t) const {
+    int64_t n = causal ? seqLen - queryLen + 1 + t : seqLen;
+    return n < 0 ? 0 : (n > seqLen ? seqLen : n);
+  }
+};
+
+// q_lat[i] = W_uk[i]^T q_nope[i], optionally followed by q_pe[i] so the result is decode's q.
+struct AbsorbQueryParams {
+  TensorView qNope;  // [..., numHeads, nopeDim]
+  TensorView wUk;    // [numHeads, nopeDim, kvLoraRank]                    qNope dtype
+  TensorView qPe;    // optional [..., numHeads, ropeDim]                  qNope dtype
+  TensorView out;    // [..., numHeads, kvLoraRank + ropeDim]              qNope dtype
+
+  int64_t numTokens = 0, numHeads = 0, nopeDim = 0, kvLoraRank = 0, ropeDim = 0;
+};
+
+// o[i] = W_uv[i] o_lat[i].
+struct UnabsorbOutputParams {
+  TensorView oLat;  // [..., numHeads, kvLoraRank]
+  TensorView wUv;   // [numHeads, vHeadDim, kvLoraRank]                    oLat dtype
+  TensorView out;   // [..., numHeads, vHeadDim]                           oLat dtype
+
+  int64_t numTokens = 0, numHeads = 0, kvLoraRank = 0, vHeadDim = 0;
+};
+
+// Shapes of the outputs an operation creates when the caller gives none. They validate the inputs
+// (outputs absent) and throw mla::Error like validate().
+std::vector<int64_t> absorbQueryOutShape(AbsorbQueryParams& p);
+std::vector<int64_t> unabsorbOutputOutShape(UnabsorbOutputParams& p);
+void mlaDecodeOutShapes(MlaDecodeParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape);
+
+// Full validation, outputs included; throws mla::Error naming the argument. `device` is where the
+// stream that will run the operation reads and writes memory.
+void validate(AppendLatentCacheParams& p, const Device& device);
+void validate(MlaDecodeParams& p, const Device& device);
+void validate(AbsorbQueryParams& p, const Device& device);
+void validate(UnabsorbOutputParams& p, const Device& device);
+
+}  // namespace mla

@@ -1,0 +1,47 @@
+// A non-owning view of a dense, row-major tensor, as every backend receives it.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "dtype.h"
+
+namespace mla {
+
+inline constexpr int kMaxDims = 6;
+
+enum class DeviceKind : uint8_t { Cpu = 0, Cuda = 1 };
+
+struct Device {
+  DeviceKind kind = DeviceKind::Cpu;
+  int index = 0;
+  bool operator==(const Device& o) const { return kind == o.kind && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  std::string str() const { return kind == DeviceKind::Cpu ? "cpu" : "cuda:" + std::to_string(index); }
+};
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  Device device;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {0, 0, 0, 0, 0, 0};
+  const char* name = "";  // the argument's name, for error messages
+
+  bool present() const { return data != nullptr || ndim > 0; }
+  int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return n;
+  }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtypeSize(dtype); }
+  std::string shapeStr() const {
+    std::string s = "[";
+    for (int i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+  }
+  template <class T>
+  T* as() const { return static_cast<T*>(data); }
+};
+
+}  // namespace mla

@@ -1,0 +1,12 @@
+# The CPU sources of the addon: read by binding.gyp (as a gyp include) and by CMakeLists.txt (by pattern).
+{
+  'variables': {
+    'mla_cpu_sources': [
+      'csrc/core/ops.cc',
+      'csrc/core/backends.cc',
+      'csrc/cpu/cpu_backend.cc',
+      'csrc/addon/addon.cc',
+      'csrc/addon/stream.cc',
+    ],
+  },
+}

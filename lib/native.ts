@@ -1,0 +1,77 @@
+// Loads the addon: MLA_ADDON_PATH when set (tests point it at one build), else node-gyp-build, which takes
+// prebuilds/<platform>-<arch>/ first and build/Release/ next. Loaded on first use, so importing the package
+// never fails; the first operation says what is missing.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MlaError, type ErrorCode } from './errors.js';
+
+const require = createRequire(import.meta.url);
+
+/** The package's root folder (one up from lib/ or dist/). */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** A tensor as the addon receives it (see csrc/addon/addon.cc). */
+export interface TensorDescriptor {
+  data: Float32Array | Int32Array | Uint16Array;
+  dtype: string;
+  shape: readonly number[];
+  device: string;
+}
+
+export interface NativeStream {
+  backend(): string;
+  dispose(): void;
+}
+
+export interface NativeBackendInfo {
+  name: string;
+  available: boolean;
+  reason: string;
+}
+
+export interface NativeAddon {
+  NativeStream: new (backend: string, onComplete: (ticket: number, code: string | null, message: string | null) => void) => NativeStream;
+  appendLatentCache(stream: NativeStream, params: object): number;
+  mlaDecode(stream: NativeStream, params: object): number;
+  absorbQuery(stream: NativeStream, params: object): number;
+  unabsorbOutput(stream: NativeStream, params: object): number;
+  outputShapes(op: string, params: object): Record<string, number[]>;
+  backends(): NativeBackendInfo[];
+  facts(): { dtypeSizes: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
+  setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
+}
+
+let loaded: { addon: NativeAddon; path: string } | null = null;
+
+function locate(): string {
+  const explicit = process.env.MLA_ADDON_PATH;
+  if (explicit) return path.resolve(explicit);
+  const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+  return nodeGypBuild.path(packageRoot);
+}
+
+/** The addon, loaded on first call. Throws MlaError E_UNSUPPORTED when no build can be found or loaded. */
+export function native(): NativeAddon {
+  if (loaded) return loaded.addon;
+  let file = '';
+  try {
+    file = locate();
+    const addon = require(file) as NativeAddon;
+    addon.setErrorClass(MlaError);
+    loaded = { addon, path: file };
+    return addon;
+  } catch (e) {
+    throw new MlaError(
+      'E_UNSUPPORTED',
+      `the mla-kernels addon could not be loaded${file ? ` from ${file}` : ''}: ${(e as Error).message}. ` +
+        'Reinstall the package (npm rebuild mla-kernels) so a prebuilt binary is used or the CPU addon is built from source.',
+    );
+  }
+}
+
+/** Path of the loaded addon file (loads it if needed). */
+export function nativePath(): string {
+  native();
+  return loaded!.path;
+}

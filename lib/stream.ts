@@ -1,0 +1,121 @@
+import { MlaError, type ErrorCode } from './errors.js';
+import { native, type NativeStream } from './native.js';
+
+/** Where operations run: `cpu`, `cuda-sim` (CUDA kernels under emulation; tests) or `cuda`. */
+export type BackendName = 'cpu' | 'cuda-sim' | 'cuda';
+
+export interface BackendInfo {
+  name: BackendName;
+  available: boolean;
+  /** Why it is unavailable, or what it runs on. */
+  reason: string;
+}
+
+/** The backends this build knows, whether each can be used here, and why not. */
+export function backends(): BackendInfo[] {
+  return native().backends() as BackendInfo[];
+}
+
+/** The backend of the default stream: `MLA_DEVICE` when set, else `cuda` when available, else `cpu`. */
+export function defaultBackend(): BackendName {
+  const forced = process.env.MLA_DEVICE;
+  if (forced) {
+    const name = (forced.startsWith('cuda:') ? 'cuda' : forced) as BackendName;
+    const info = backends().find((b) => b.name === name);
+    if (!info) throw new MlaError('E_ARGUMENT', `MLA_DEVICE must be cpu, cuda-sim or cuda, got '${forced}'`);
+    if (!info.available) throw new MlaError('E_UNSUPPORTED', `MLA_DEVICE=${forced}, but ${name} is unavailable: ${info.reason}`);
+    return name;
+  }
+  return backends().some((b) => b.name === 'cuda' && b.available) ? 'cuda' : 'cpu';
+}
+
+interface Waiter {
+  ticket: number;
+  resolve: () => void;
+  reject: (e: MlaError) => void;
+}
+
+/**
+ * An ordered queue of operations on one backend. Every operation returns as soon as it is queued; work on
+ * one stream runs in order on a native worker (a CUDA stream on the GPU), never on Node's main thread.
+ * A failed operation makes the stream's later waits reject with its error, as a CUDA error would.
+ */
+export class Stream {
+  readonly backend: BackendName;
+  #native: NativeStream | null;
+  #enqueued = 0;
+  #completed = 0;
+  #waiters: Waiter[] = [];
+  #error: MlaError | null = null;
+
+  constructor(backend: BackendName = defaultBackend()) {
+    if (backend !== 'cpu' && backend !== 'cuda-sim' && backend !== 'cuda')
+      throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', got ${String(backend)}`);
+    this.backend = backend;
+    this.#native = new (native().NativeStream)(backend, (ticket, code, message) => this.#onComplete(ticket, code, message));
+  }
+
+  /** Resolves when every operation queued so far has finished; rejects with the error of one that failed. */
+  synchronize(): Promise<void> {
+    this.#check();
+    return this._waitFor(this.#enqueued);
+  }
+
+  /** Stops accepting work; what is queued still runs. */
+  dispose(): void {
+    if (!this.#native) return;
+    this.#native.dispose();
+    this.#native = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.#native === null;
+  }
+
+  /** @internal Runs `op` with the native stream and records the ticket it returns. */
+  _enqueue(op: (s: NativeStream) => number): number {
+    const ticket = op(this.#check());
+    this.#enqueued = ticket;
+    return ticket;
+  }
+
+  /** @internal Resolves once the operation with this ticket has finished. */
+  _waitFor(ticket: number): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (ticket <= this.#completed) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#waiters.push({ ticket, resolve, reject }));
+  }
+
+  #check(): NativeStream {
+    if (!this.#native) throw new MlaError('E_DISPOSED', `the ${this.backend} stream was disposed`);
+    return this.#native;
+  }
+
+  #onComplete(ticket: number, code: string | null, message: string | null): void {
+    this.#completed = ticket;
+    if (code && !this.#error) this.#error = new MlaError(code as ErrorCode, message ?? code);
+    const still: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.#error) w.reject(this.#error);
+      else if (w.ticket <= ticket) w.resolve();
+      else still.push(w);
+    }
+    this.#waiters = this.#error ? [] : still;
+  }
+}
+
+const defaultStreams = new Map<BackendName, Stream>();
+
+/** The default stream of a backend (of {@link defaultBackend} when none is named). */
+export function defaultStream(backend: BackendName = defaultBackend()): Stream {
+  let s = defaultStreams.get(backend);
+  if (!s || s.disposed) {
+    s = new Stream(backend);
+    defaultStreams.set(backend, s);
+  }
+  return s;
+}
