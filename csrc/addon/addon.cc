@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,15 +55,17 @@ TensorView toView(const Napi::Object& params, const char* name, bool optional,
   }
   Napi::TypedArray array = data.As<Napi::TypedArray>();
   const size_t byteLength = array.ByteLength();
-  // numel can overflow only with absurd shapes; compare with a division to stay exact.
+  // Element count with overflow detection: absurd shapes must not wrap around to a small size.
   const size_t elem = dtypeSize(v.dtype);
   size_t numel = 1;
-  for (int i = 0; i < v.ndim; ++i) {
-    if (v.shape[i] != 0 && numel > byteLength / elem / static_cast<size_t>(v.shape[i]) + 1)
-      throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
-    numel *= static_cast<size_t>(v.shape[i]);
+  bool overflow = false;
+  for (int i = 0; i < v.ndim && numel != 0; ++i) {
+    const size_t d = static_cast<size_t>(v.shape[i]);
+    if (d != 0 && numel > SIZE_MAX / elem / d) overflow = true;
+    numel = d == 0 ? 0 : numel * d;
   }
-  if (numel * elem > byteLength)
+  if (numel == 0) overflow = false;
+  if (overflow || numel * elem > byteLength)
     throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
   v.data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
   if (keepAlive) keepAlive->push_back(Napi::Persistent(array.As<Napi::Object>()));
@@ -104,6 +107,9 @@ AppendLatentCacheParams appendParams(const Napi::Object& o, Refs* refs) {
     p.positions = toView(o, "positions", false, refs);
     p.cos = toView(o, "cos", false, refs);
     p.sin = toView(o, "sin", false, refs);
+    p.positions.name = "rope.positions";  // as the caller spelled them
+    p.cos.name = "rope.cos";
+    p.sin.name = "rope.sin";
   }
   return p;
 }

@@ -300,7 +300,7 @@ void validate(AppendLatentCacheParams& p, const Device& device) {
       fail(ErrorCode::Range, "slotMapping[" + std::to_string(i) + "] = " + std::to_string(slot) +
                                  " repeats an earlier token's slot; each slot may be written once per call");
     if (positions && (positions[i] < 0 || positions[i] >= p.maxPositions))
-      fail(ErrorCode::Range, "positions[" + std::to_string(i) + "] = " + std::to_string(positions[i]) + " is outside [0, " +
+      fail(ErrorCode::Range, std::string(p.positions.name) + "[" + std::to_string(i) + "] = " + std::to_string(positions[i]) + " is outside [0, " +
                                  std::to_string(p.maxPositions) + ") (rows of cos and sin)");
   }
 }

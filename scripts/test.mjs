@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// npm test: builds what the tests need, then runs
+//   1. the whole vitest suite on the cmake-js build (cpu and cuda-sim backends, emulator self-tests),
+//   2. the CPU suite again on the node-gyp build (binding.gyp), proving both source lists build the same addon,
+// and ends with one line "N passed, N failed".
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const bin = (name) => path.join(root, 'node_modules', '.bin', name);
+const extra = process.argv.slice(2); // e.g. a test file filter
+
+function run(cmd, args, env = {}) {
+  console.log(`\n$ ${[cmd, ...args].join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  return r.status ?? 1;
+}
+
+function must(status, what) {
+  if (status !== 0) {
+    console.error(`\n${what} failed`);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+}
+
+function newestSource() {
+  let newest = 0;
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  walk(path.join(root, 'csrc'));
+  return Math.max(newest, statSync(path.join(root, 'binding.gyp')).mtimeMs);
+}
+
+must(run(bin('tsc'), ['-p', 'tsconfig.json']), 'TypeScript build');
+must(run(process.execPath, ['scripts/build-native.mjs']), 'cmake-js build');
+
+// npm install built build/Release with node-gyp (the install script); rebuild it if the sources changed since.
+const gypAddon = path.join(root, 'build', 'Release', 'mla_kernels.node');
+if (!existsSync(gypAddon) || statSync(gypAddon).mtimeMs < newestSource())
+  must(run(bin('node-gyp'), ['rebuild']), 'node-gyp build');
+
+const results = path.join(root, 'test', '.tmp');
+mkdirSync(results, { recursive: true });
+
+function vitest(label, env, files) {
+  const json = path.join(results, `${label}.json`);
+  const status = run(bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...files], env);
+  if (!existsSync(json)) return { passed: 0, failed: 1, status };
+  const r = JSON.parse(readFileSync(json, 'utf8'));
+  // A file that failed to load counts as a failure even when it ran no test.
+  const brokenFiles = r.testResults.filter((f) => f.status === 'failed' && f.assertionResults.length === 0).length;
+  return { passed: r.numPassedTests, failed: r.numFailedTests + brokenFiles, status };
+}
+
+const full = vitest('cmake', { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') }, extra);
+const gyp = extra.length
+  ? { passed: 0, failed: 0, status: 0 }
+  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/ops.test.ts', 'test/errors.test.ts', 'test/stream.test.ts', 'test/facts.test.ts']);
+
+const passed = full.passed + gyp.passed;
+const failed = full.failed + gyp.failed + (full.status !== 0 && full.failed === 0 ? 1 : 0) + (gyp.status !== 0 && gyp.failed === 0 ? 1 : 0);
+console.log(`\ncmake-js build: ${full.passed} passed, ${full.failed} failed; node-gyp build (CPU suite): ${gyp.passed} passed, ${gyp.failed} failed`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,100 @@
+// Shared test tools: seeded random data (the seed is printed), error norms, poison, backend list.
+import { backends, bf16ToFloat32, f16ToFloat32, Tensor, type BackendName, type FloatDType } from '../lib/index.js';
+import type { Dense } from '../lib/reference.js';
+
+/** The seed of this test file: MLA_TEST_SEED to replay a failure, else fresh per run. */
+export function testSeed(file: string): number {
+  const seed = process.env.MLA_TEST_SEED ? Number(process.env.MLA_TEST_SEED) : (Math.random() * 2 ** 32) >>> 0;
+  console.log(`[${file}] seed ${seed} (replay with MLA_TEST_SEED=${seed})`);
+  return seed;
+}
+
+/** mulberry32: small, fast, good enough for test data. */
+export class Rng {
+  #s: number;
+  constructor(seed: number) {
+    this.#s = seed >>> 0;
+  }
+  next(): number {
+    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.next() * xs.length)];
+  }
+  /** Roughly normal values (sum of uniforms), scaled. */
+  normal(n: number, scale = 1): number[] {
+    return Array.from({ length: n }, () => (this.next() + this.next() + this.next() - 1.5) * 2 * scale);
+  }
+  shuffle<T>(xs: T[]): T[] {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [xs[i], xs[j]] = [xs[j], xs[i]];
+    }
+    return xs;
+  }
+}
+
+/** Bound on ‖out − ref‖ / ‖ref‖ per dtype: fp32 accumulation, output rounded to the dtype. */
+export const REL_BOUND: Record<FloatDType, number> = { f32: 1e-5, f16: 2e-3, bf16: 1.2e-2 };
+export const FLOAT_DTYPES: readonly FloatDType[] = ['f32', 'bf16', 'f16'];
+
+export function relErr(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num += (out[i] - ref[i]) ** 2;
+    den += ref[i] ** 2;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+/** A random tensor of a dtype and the exact values it holds (after rounding), for the reference. */
+export function randomTensor(rng: Rng, shape: number[], dtype: FloatDType, scale = 1): { t: Tensor<FloatDType>; dense: Dense } {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const t = Tensor.fromValues(rng.normal(n, scale), shape, dtype);
+  return { t, dense: { data: exactValues(t), shape } };
+}
+
+/** The values a tensor holds, read synchronously (only for tensors no operation is writing). */
+export function exactValues(t: Tensor): Float64Array {
+  const data = t._descriptor('t').data;
+  if (t.dtype === 'bf16') return Float64Array.from(bf16ToFloat32(data as Uint16Array));
+  if (t.dtype === 'f16') return Float64Array.from(f16ToFloat32(data as Uint16Array));
+  return Float64Array.from(data);
+}
+
+export function intTensor(values: number[], shape: number[] = [values.length]): Tensor<'i32'> {
+  return Tensor.from(Int32Array.from(values), shape);
+}
+
+export function dense(t: Tensor): Dense {
+  return { data: exactValues(t), shape: t.shape };
+}
+
+/** A tensor filled with NaN bit patterns (0xFFFF... per element) so unwritten elements show. */
+export function poisoned<D extends FloatDType | 'f32'>(shape: readonly number[], dtype: D): Tensor<D> {
+  const t = Tensor.zeros(shape, dtype);
+  const data = t._descriptor('poison').data;
+  new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0xff);
+  return t;
+}
+
+export function countNaN(xs: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < xs.length; i++) if (Number.isNaN(xs[i])) n++;
+  return n;
+}
+
+/** Backends the shared suite runs on: MLA_TEST_BACKENDS (comma list) or every one this build has. */
+export function suiteBackends(): { name: BackendName; available: boolean; reason: string }[] {
+  const list = backends();
+  const wanted = process.env.MLA_TEST_BACKENDS?.split(',').map((s) => s.trim());
+  return wanted ? list.filter((b) => wanted.includes(b.name)) : list;
+}
