@@ -40,6 +40,29 @@ export interface NativeAddon {
   backends(): NativeBackendInfo[];
   facts(): { dtypeSizes: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
+  /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
+  simConfigure?(settings: SimSettings): void;
+  simLastOp?(): SimOpRecord;
+}
+
+export interface SimSettings {
+  /** Run every operation under forward, reverse and random thread orders and demand identical bits (default true). */
+  checkOrders?: boolean;
+  seed?: number;
+  /** Decode tiles of the ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120) instead of the large ones. */
+  smallConfig?: boolean;
+  numSms?: number;
+  /** Force split-KV chunks of this many cache rows (0: the planner decides). */
+  splitRows?: number;
+  batchInvariant?: boolean;
+}
+
+export interface SimOpRecord {
+  op: string;
+  bytesRead: number;
+  bytesWritten: number;
+  ordersChecked: number;
+  launches: { kernel: string; bytesRead: number; bytesWritten: number; fiberSwitches: number; grid: number[]; threads: number; seconds: number }[];
 }
 
 let loaded: { addon: NativeAddon; path: string } | null = null;

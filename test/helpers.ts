@@ -98,3 +98,33 @@ export function suiteBackends(): { name: BackendName; available: boolean; reason
   const wanted = process.env.MLA_TEST_BACKENDS?.split(',').map((s) => s.trim());
   return wanted ? list.filter((b) => wanted.includes(b.name)) : list;
 }
+
+/**
+ * Sizes each backend takes: the CPU any size; the CUDA kernels (cuda, cuda-sim) bf16/f16 and multiples of 16
+ * for the mma dimensions (README, "Supported shapes"). The shared suite draws its random shapes from these.
+ */
+export interface ShapeRules {
+  dtypes: readonly FloatDType[];
+  kvLoraRank(rng: Rng): number;
+  ropeDim(rng: Rng, atLeastOne?: boolean): number; // always even
+  nopeDim(rng: Rng): number;
+  vHeadDim(rng: Rng): number;
+}
+
+export function shapeRules(backend: BackendName): ShapeRules {
+  if (backend === 'cpu')
+    return {
+      dtypes: FLOAT_DTYPES,
+      kvLoraRank: (rng) => rng.int(8, 64),
+      ropeDim: (rng, atLeastOne) => 2 * rng.int(atLeastOne ? 1 : 0, 8),
+      nopeDim: (rng) => rng.int(8, 32),
+      vHeadDim: (rng) => rng.int(8, 32),
+    };
+  return {
+    dtypes: ['bf16', 'f16'],
+    kvLoraRank: (rng) => 16 * rng.int(1, 4),
+    ropeDim: (rng, atLeastOne) => 16 * rng.int(atLeastOne ? 1 : 0, 1),
+    nopeDim: (rng) => 16 * rng.int(1, 2),
+    vHeadDim: (rng) => 8 * rng.int(1, 4),
+  };
+}

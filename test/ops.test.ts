@@ -10,7 +10,7 @@ import {
   refUnabsorbOutput,
   visibleRows,
 } from '../lib/reference.js';
-import { countNaN, dense, exactValues, FLOAT_DTYPES, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from './helpers.js';
+import { countNaN, dense, exactValues, FLOAT_DTYPES, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, shapeRules, suiteBackends, testSeed, type ShapeRules } from './helpers.js';
 
 const seed = testSeed('ops');
 const LSE_TOL = 1e-4; // lse is computed in fp32 from exactly represented inputs, whatever the dtype
@@ -35,6 +35,7 @@ function pagedLayout(rng: Rng, lens: number[], blockSize: number): PagedLayout {
 }
 
 interface DecodeCase {
+  rules: ShapeRules;
   lens: number[];
   blockSize: number;
   queryLen: number;
@@ -44,8 +45,8 @@ interface DecodeCase {
 
 async function checkDecode(stream: Stream, rng: Rng, dtype: FloatDType, c: DecodeCase): Promise<void> {
   const heads = c.heads ?? rng.int(1, 8);
-  const kvLoraRank = rng.int(8, 64);
-  const ropeDim = rng.int(0, 16);
+  const kvLoraRank = c.rules.kvLoraRank(rng);
+  const ropeDim = c.rules.ropeDim(rng);
   const width = kvLoraRank + ropeDim;
   const layout = pagedLayout(rng, c.lens, c.blockSize);
   const cache = randomTensor(rng, [layout.numBlocks, c.blockSize, width], dtype);
@@ -95,30 +96,35 @@ for (const backend of suiteBackends()) {
   if (!backend.available) {
     if (backend.name === 'cpu') it('cpu backend is available', () => expect(backend.reason).toBe('available'));
     // Only the cuda and cuda-sim backends can be absent from a build; say so visibly.
-    else it.skip(`${backend.name} backend: unavailable in this build (${backend.reason})`, () => {});
+    else it.skip(`${backend.name} backend: unavailable in this build (${backend.reason})`, () => {}); // cuda or cuda-sim
     continue;
   }
 
   describe(`${backend.name} backend`, () => {
+    const rules = shapeRules(backend.name);
     let stream: Stream;
     beforeAll(() => {
       stream = new Stream(backend.name);
     });
     afterAll(() => stream.dispose());
 
-    for (const dtype of FLOAT_DTYPES) {
+    for (const dtype of FLOAT_DTYPES.filter((d) => !rules.dtypes.includes(d)))
+      // Only the CUDA kernels (cuda, cuda-sim) lack a dtype; cuda-sim.test.ts checks they refuse it with E_UNSUPPORTED.
+      it.skip(`${dtype} on ${backend.name}: the cuda kernels take bf16 and f16 only`, () => {});
+
+    for (const dtype of rules.dtypes) {
       it(`mlaDecode ${dtype}: random shapes, block sizes 1, 3, 16, mixed lengths`, async () => {
         const rng = new Rng(seed + 1);
         for (const blockSize of [1, 3, 16])
           for (let trial = 0; trial < 3; trial++)
-            await checkDecode(stream, rng, dtype, { lens: randomLens(rng, rng.int(1, 4), 45), blockSize, queryLen: 1, causal: false });
+            await checkDecode(stream, rng, dtype, { rules, lens: randomLens(rng, rng.int(1, 4), 45), blockSize, queryLen: 1, causal: false });
       });
 
       it(`mlaDecode ${dtype}: lengths 0, 1, exactly one block, several blocks plus one`, async () => {
         const rng = new Rng(seed + 2);
         for (const blockSize of [1, 3, 16]) {
-          await checkDecode(stream, rng, dtype, { lens: [0, 1, blockSize, 2 * blockSize + 1], blockSize, queryLen: 1, causal: false });
-          await checkDecode(stream, rng, dtype, { lens: [0], blockSize, queryLen: 2, causal: true });
+          await checkDecode(stream, rng, dtype, { rules, lens: [0, 1, blockSize, 2 * blockSize + 1], blockSize, queryLen: 1, causal: false });
+          await checkDecode(stream, rng, dtype, { rules, lens: [0], blockSize, queryLen: 2, causal: true });
         }
       });
 
@@ -127,14 +133,14 @@ for (const backend of suiteBackends()) {
         for (const queryLen of [1, 2, 3, 4])
           for (const causal of [true, false])
             // Lengths below queryLen leave the first causal queries with no rows: zero output, lse -Infinity.
-            await checkDecode(stream, rng, dtype, { lens: [rng.int(0, 3), rng.int(5, 40), queryLen], blockSize: rng.pick([1, 3, 16]), queryLen, causal });
+            await checkDecode(stream, rng, dtype, { rules, lens: [rng.int(0, 3), rng.int(5, 40), queryLen], blockSize: rng.pick([1, 3, 16]), queryLen, causal });
       });
 
       it(`appendLatentCache ${dtype}: writes only its slots (plain, interleaved and neox RoPE)`, async () => {
         const rng = new Rng(seed + 4);
         for (const style of [undefined, 'interleaved', 'neox'] as const) {
-          const kvLoraRank = rng.int(8, 64);
-          const ropeDim = 2 * rng.int(style ? 1 : 0, 8);
+          const kvLoraRank = rules.kvLoraRank(rng);
+          const ropeDim = rules.ropeDim(rng, style !== undefined);
           const blockSize = rng.pick([1, 3, 16]);
           const numBlocks = rng.int(2, 6);
           const numTokens = rng.int(1, Math.min(12, numBlocks * blockSize));
@@ -181,10 +187,10 @@ for (const backend of suiteBackends()) {
         const rng = new Rng(seed + 5);
         for (let trial = 0; trial < 4; trial++) {
           const heads = rng.int(1, 8);
-          const nope = rng.int(8, 32);
-          const kvLoraRank = rng.int(8, 64);
-          const ropeDim = trial % 2 ? 0 : rng.int(1, 16);
-          const vHeadDim = rng.int(8, 32);
+          const nope = rules.nopeDim(rng);
+          const kvLoraRank = rules.kvLoraRank(rng);
+          const ropeDim = trial % 2 ? 0 : rules.ropeDim(rng, true);
+          const vHeadDim = rules.vHeadDim(rng);
           const lead = trial < 2 ? [rng.int(1, 5)] : [rng.int(1, 3), rng.int(1, 3)];
           const what = `${dtype} lead [${lead}] heads ${heads} nope ${nope} kvLoraRank ${kvLoraRank} ropeDim ${ropeDim} vHeadDim ${vHeadDim} (seed ${seed})`;
           const qNope = randomTensor(rng, [...lead, heads, nope], dtype);
@@ -209,10 +215,10 @@ for (const backend of suiteBackends()) {
         const rng = new Rng(seed + 6);
         for (let trial = 0; trial < 3; trial++) {
           const heads = rng.int(1, 6);
-          const nope = rng.int(8, 32);
-          const ropeDim = 2 * rng.int(0, 8);
-          const kvLoraRank = rng.int(8, 64);
-          const vHeadDim = rng.int(8, 32);
+          const nope = rules.nopeDim(rng);
+          const ropeDim = rules.ropeDim(rng);
+          const kvLoraRank = rules.kvLoraRank(rng);
+          const vHeadDim = rules.vHeadDim(rng);
           const queryLen = rng.int(1, 3);
           const blockSize = rng.pick([1, 3, 16]);
           const lens = [rng.int(queryLen, 30), rng.int(0, 30), rng.int(queryLen, 30)];
@@ -252,7 +258,7 @@ for (const backend of suiteBackends()) {
 
     it('mlaDecode: many heads and a long sequence (several tiles, 128 heads like DeepSeek-V3)', async () => {
       const rng = new Rng(seed + 7);
-      await checkDecode(stream, rng, 'bf16', { lens: [300, 77], blockSize: 16, queryLen: 1, causal: false, heads: 128 });
+      await checkDecode(stream, rng, 'bf16', { rules, lens: [300, 77], blockSize: 16, queryLen: 1, causal: false, heads: 128 });
     });
   });
 }

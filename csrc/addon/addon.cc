@@ -14,6 +14,10 @@
 #include "js_error.h"
 #include "stream.h"
 
+#ifdef MLA_WITH_CUDA_SIM
+#include "../cuda/sim_backend.h"
+#endif
+
 namespace mla::addon {
 namespace {
 
@@ -158,6 +162,7 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
     Refs refs;
     Params p = build(info[1].As<Napi::Object>(), &refs);
     validate(p, stream.backend().device());
+    stream.backend().checkSupported(p);
     mla::Backend* backend = &stream.backend();
     uint64_t ticket = stream.enqueue([p, backend, run] { run(*backend, p); }, std::move(refs));
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
@@ -244,6 +249,50 @@ Napi::Value Facts(const Napi::CallbackInfo& info) {
   return facts;
 }
 
+#ifdef MLA_WITH_CUDA_SIM
+// Test hooks of the cuda-sim backend: simConfigure({checkOrders, seed, smallConfig, numSms, splitRows,
+// batchInvariant}) and simLastOp() -> the traffic and launches of the last operation.
+Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
+  Napi::Object o = info[0].As<Napi::Object>();
+  cuda::SimSettings s = cuda::simSettings();
+  auto num = [&](const char* k, double fallback) { return o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().DoubleValue() : fallback; };
+  auto flag = [&](const char* k, bool fallback) { return o.Get(k).IsBoolean() ? o.Get(k).As<Napi::Boolean>().Value() : fallback; };
+  s.checkOrders = flag("checkOrders", s.checkOrders);
+  s.seed = static_cast<uint64_t>(num("seed", static_cast<double>(s.seed)));
+  s.smallConfig = flag("smallConfig", s.smallConfig);
+  s.numSms = static_cast<int>(num("numSms", s.numSms));
+  s.splitRows = static_cast<int>(num("splitRows", s.splitRows));
+  s.batchInvariant = flag("batchInvariant", s.batchInvariant);
+  cuda::setSimSettings(s);
+  return info.Env().Undefined();
+}
+
+Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cuda::SimOpRecord r = cuda::lastSimOp();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("op", r.op);
+  o.Set("bytesRead", static_cast<double>(r.bytesRead));
+  o.Set("bytesWritten", static_cast<double>(r.bytesWritten));
+  o.Set("ordersChecked", r.ordersChecked);
+  Napi::Array launches = Napi::Array::New(env, r.launches.size());
+  for (size_t i = 0; i < r.launches.size(); ++i) {
+    const cuda::SimLaunch& l = r.launches[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("kernel", l.kernel);
+    x.Set("bytesRead", static_cast<double>(l.bytesRead));
+    x.Set("bytesWritten", static_cast<double>(l.bytesWritten));
+    x.Set("fiberSwitches", static_cast<double>(l.fiberSwitches));
+    x.Set("grid", shapeToJs(env, {l.gridX, l.gridY}));
+    x.Set("threads", l.blockX);
+    x.Set("seconds", l.seconds);
+    launches.Set(static_cast<uint32_t>(i), x);
+  }
+  o.Set("launches", launches);
+  return o;
+}
+#endif
+
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   info.Env().GetInstanceData<AddonData>()->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
@@ -262,6 +311,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("facts", Napi::Function::New(env, Facts));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+#ifdef MLA_WITH_CUDA_SIM
+  exports.Set("simConfigure", Napi::Function::New(env, SimConfigure));
+  exports.Set("simLastOp", Napi::Function::New(env, SimLastOp));
+#endif
   return exports;
 }
 

@@ -13,6 +13,12 @@ class Backend {
   virtual const char* name() const = 0;
   // Where the backend's kernels read and write memory (cuda-sim runs CUDA kernels on host memory).
   virtual Device device() const = 0;
+  // Throw mla::Error (E_UNSUPPORTED) for valid input this backend cannot run; called before anything is queued.
+  virtual void checkSupported(const AppendLatentCacheParams&) const {}
+  virtual void checkSupported(const MlaDecodeParams&) const {}
+  virtual void checkSupported(const AbsorbQueryParams&) const {}
+  virtual void checkSupported(const UnabsorbOutputParams&) const {}
+
   virtual void appendLatentCache(const AppendLatentCacheParams& p) = 0;
   virtual void mlaDecode(const MlaDecodeParams& p) = 0;
   virtual void absorbQuery(const AbsorbQueryParams& p) = 0;
@@ -31,5 +37,6 @@ Backend& getBackend(const std::string& name);
 
 // Defined by each backend's translation unit.
 Backend& cpuBackend();
+Backend& cudaSimBackend();  // only in builds with MLA_WITH_CUDA_SIM
 
 }  // namespace mla

@@ -10,7 +10,7 @@ std::vector<BackendInfo> listBackends() {
 #ifdef MLA_WITH_CUDA_SIM
   list.push_back({"cuda-sim", true, "the CUDA kernel source run under the SIMT emulator (tests only)"});
 #else
-  list.push_back({"cuda-sim", false, "not built: the emulator is compiled only by the CMake build with MLA_CUDA_SIM=ON and CUDA kernels present"});
+  list.push_back({"cuda-sim", false, "not built: the emulator is part of the cmake-js build with MLA_CUDA_SIM=ON (npm test), not of the node-gyp fallback"});
 #endif
   list.push_back({"cuda", false, "not built: this version of mla-kernels has no CUDA kernels yet"});
   return list;
@@ -18,6 +18,9 @@ std::vector<BackendInfo> listBackends() {
 
 Backend& getBackend(const std::string& name) {
   if (name == "cpu") return cpuBackend();
+#ifdef MLA_WITH_CUDA_SIM
+  if (name == "cuda-sim") return cudaSimBackend();
+#endif
   for (const BackendInfo& info : listBackends())
     if (info.name == name) throw Error(ErrorCode::Unsupported, "backend '" + name + "' is unavailable: " + info.reason);
   throw Error(ErrorCode::Argument, "backend must be 'cpu', 'cuda-sim' or 'cuda', got '" + name + "'");

@@ -1,0 +1,35 @@
+// planDecode: how a batch's decode is cut into CTAs (split-KV), computed on the host from the sequence lengths and
+// the device's SM count, once per decode step and reused by every layer. With batchInvariant, a sequence's split
+// depends only on its own length, so its result is bit-identical whatever else is in the batch.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../kernels/mla_kernels.h"
+
+// Host side of the kernels, so it lives beside them: mla::kernels (GPU) and mla::kernels_sim (emulator).
+namespace mla::MLA_KERNEL_NS {
+
+struct DecodePlanOptions {
+  int numSms = 108;             // CTAs that run at once (one decode CTA fits an SM)
+  bool batchInvariant = false;
+  int splitRows = 0;            // > 0: split every sequence into chunks of this many rows (tests, tuning)
+  DecodeConfig config = DecodeConfig::Large;
+};
+
+struct DecodePlan {
+  DecodeConfig config = DecodeConfig::Large;
+  int blockM = 0, blockN = 0;
+  int batch = 0, queryLen = 0, numHeads = 0;
+  std::vector<int32_t> seqLens;  // the lengths the plan was made for
+  std::vector<DecodeWorkItem> work;
+  std::vector<CombineItem> combine;
+  int numPartials = 0;
+};
+
+// The fixed chunk of batch-invariant plans, in cache rows.
+inline constexpr int kInvariantSplitRows = 1024;
+
+DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options);
+
+}  // namespace mla::MLA_KERNEL_NS

@@ -1,0 +1,38 @@
+// The cuda-sim backend: the CUDA kernels of csrc/kernels/ run under the SIMT emulator of test/sim/ on host memory.
+// For tests: each operation runs under every thread order (forward, reverse, seeded random) and must give the
+// same bits; the global-memory traffic of the last operation is recorded.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mla::cuda {
+
+struct SimSettings {
+  bool checkOrders = true;
+  uint64_t seed = 1;
+  bool smallConfig = false;  // decode tiles of the ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120)
+  int numSms = 8;            // SM count the decode plan assumes
+  int splitRows = 0;         // > 0: force split-KV chunks of this many rows
+  bool batchInvariant = false;
+};
+
+struct SimLaunch {
+  std::string kernel;
+  uint64_t bytesRead = 0, bytesWritten = 0, fiberSwitches = 0;
+  unsigned gridX = 0, gridY = 0, blockX = 0;
+  double seconds = 0;
+};
+
+struct SimOpRecord {
+  std::string op;
+  std::vector<SimLaunch> launches;  // of the forward-order run
+  uint64_t bytesRead = 0, bytesWritten = 0;
+  int ordersChecked = 0;
+};
+
+void setSimSettings(const SimSettings& s);
+SimSettings simSettings();
+SimOpRecord lastSimOp();
+
+}  // namespace mla::cuda

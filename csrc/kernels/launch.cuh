@@ -1,0 +1,45 @@
+// One way to launch a kernel: `kernel<<<grid, block, smem, stream>>>(args...)` under nvcc, the cuda-sim emulator
+// under MLA_CUDA_SIM (where the stream is ignored and blocks run on the calling OS thread, synchronously).
+//
+//   cudaError_t e = mla_launch(my_kernel<64>, "my_kernel<64>", grid, block, smem_bytes, stream, a, b, n);
+//
+// Returns the launch error (cudaGetLastError() after the launch) under nvcc; under emulation it returns
+// cudaSuccess or throws cudasim::SimError (deadlock, misuse of a wrapper, bad configuration …) naming the kernel.
+// Kernel arguments are converted to the kernel's parameter types, as with <<<>>>.
+#pragma once
+
+#include "cuda_compat.cuh"
+
+#include <cstddef>
+#include <utility>
+
+#if defined(__CUDACC__)
+
+// Optional hook, e.g. for a debug build that synchronizes after every launch: define before including this file
+// a function-like macro MLA_LAUNCH_CHECK(name, err) evaluating to a cudaError_t.
+#ifndef MLA_LAUNCH_CHECK
+#define MLA_LAUNCH_CHECK(name, err) (err)
+#endif
+
+template <typename... Params, typename... Args>
+inline cudaError_t mla_launch(void (*kernel)(Params...), const char* name, dim3 grid, dim3 block,
+                              size_t dynamic_smem_bytes, cudaStream_t stream, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "mla_launch: wrong number of kernel arguments");
+  (void)name;
+  kernel<<<grid, block, dynamic_smem_bytes, stream>>>(static_cast<Params>(std::forward<Args>(args))...);
+  cudaError_t err = cudaGetLastError();
+  return MLA_LAUNCH_CHECK(name, err);
+}
+
+#else  // MLA_CUDA_SIM
+
+template <typename... Params, typename... Args>
+inline cudaError_t mla_launch(void (*kernel)(Params...), const char* name, dim3 grid, dim3 block,
+                              size_t dynamic_smem_bytes, cudaStream_t stream, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "mla_launch: wrong number of kernel arguments");
+  (void)stream;
+  ::cudasim::launch(name, kernel, grid, block, dynamic_smem_bytes, std::forward<Args>(args)...);
+  return cudaSuccess;
+}
+
+#endif

@@ -1,0 +1,402 @@
+// The only way kernels use tensor-core (mma.sync), ldmatrix, cp.async and global-memory instructions.
+// Each wrapper has its CUDA definition (inline PTX, sm_80+) and its cuda-sim definition side by side.
+//
+// Emulated semantics (MLA_CUDA_SIM):
+//  - mma / ldmatrix are warp collectives: all 32 lanes must call them (mask 0xffffffff, as .sync.aligned demands);
+//    the last lane to arrive computes the whole warp's result from the per-lane fragments laid out exactly as in
+//    the PTX ISA (groupID = lane >> 2, threadID_in_group = lane % 4), so a wrong fragment layout gives wrong
+//    numbers, as on the GPU. mma accumulates in fp32, k ascending (the products of bf16/f16 inputs are exact).
+//  - ldmatrix checks that every row address it uses is 16-byte aligned and inside shared memory.
+//  - cp.async copies are DEFERRED: issuing one records it (and counts its global bytes); the copy happens at the
+//    cp_async_wait<N>() / cp_async_wait_all() that retires its commit group. Reading the destination before that
+//    wait sees the shared-memory poison (NaN), as a pipeline bug would on the GPU (where it is a race). Copies
+//    never waited for by the issuing thread are dropped when it exits.
+//  - ld_global / st_global (and __ldg, cp.async) count bytes into the launch's traffic record.
+#pragma once
+
+#include "cuda_compat.cuh"
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace mla {
+namespace warp {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shared-memory address of a generic pointer (for PTX operands).
+MLA_DEVICE_INLINE uint32_t smem_addr(const void* p) {
+#if defined(__CUDACC__)
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#else
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p));
+#endif
+}
+
+// Packing two 16-bit values into one 32-bit fragment register (lo = element with the lower index).
+MLA_DEVICE_INLINE uint32_t pack_b16(uint16_t lo, uint16_t hi) {
+  return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+}
+
+#if !defined(__CUDACC__)
+namespace sim {
+inline float b16_to_float(uint16_t bits, bool is_f16) {
+  if (is_f16) {
+    __half_raw r;
+    r.x = bits;
+    return __half2float(__half(r));
+  }
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+struct MmaIn {
+  uint32_t a[4];
+  uint32_t b[2];
+  float c[4];
+};
+
+// D = A (16x16, row) * B (16x8, col) + C (16x8), per the PTX ISA m16n8k16 .f16/.bf16 fragment layouts:
+//   A: a_i, i = 0..7 (reg i/2, half i%2): row = g (+8 if i in {2,3,6,7}), col = 2t + (i&1) (+8 if i >= 4)
+//   B: b_i, i = 0..3 (reg i/2, half i%2): row = 2t + (i&1) (+8 if i >= 2), col = g
+//   C/D: c_i, i = 0..3: row = g (+8 if i >= 2), col = 2t + (i&1)
+template <bool IsF16>
+inline void mma_fn(::cudasim::detail::WarpCall& c) {
+  if (c.present != 0xffffffffu)
+    ::cudasim::detail::fail("mma.sync.m16n8k16: all 32 lanes of the warp must execute it (mask 0xffffffff)");
+  float A[16][16], B[16][8], C[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    MmaIn in;
+    std::memcpy(&in, c.in[lane], sizeof in);
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 8; ++i) {
+      const uint16_t bits = static_cast<uint16_t>(in.a[i / 2] >> (16 * (i % 2)));
+      const int row = g + (((i >> 1) & 1) ? 8 : 0);
+      const int col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+      A[row][col] = b16_to_float(bits, IsF16);
+    }
+    for (int i = 0; i < 4; ++i) {
+      const uint16_t bits = static_cast<uint16_t>(in.b[i / 2] >> (16 * (i % 2)));
+      const int row = 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
+      B[row][g] = b16_to_float(bits, IsF16);
+    }
+    for (int i = 0; i < 4; ++i) C[g + (i >= 2 ? 8 : 0)][2 * t + (i & 1)] = in.c[i];
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, t = lane & 3;
+    float d[4];
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+      float acc = C[row][col];
+      for (int k = 0; k < 16; ++k) acc = std::fma(A[row][k], B[k][col], acc);
+      d[i] = acc;
+    }
+    std::memcpy(c.out[lane], d, sizeof d);
+  }
+}
+
+template <bool IsF16>
+inline void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4]) {
+  MmaIn in;
+  std::memcpy(in.a, a, sizeof in.a);
+  std::memcpy(in.b, b, sizeof in.b);
+  std::memcpy(in.c, c, sizeof in.c);
+  float out[4];
+  ::cudasim::detail::warp_collective(0xffffffffu, &mma_fn<IsF16>, 0, &in, sizeof in, out, sizeof out,
+                                     IsF16 ? "mma.m16n8k16.f16" : "mma.m16n8k16.bf16");
+  std::memcpy(d, out, sizeof out);
+}
+
+// ldmatrix .m8n8 .b16: matrix j's 8 row addresses come from lanes 8j..8j+7; lane l receives, in register j,
+// rows/cols (g = l>>2, t = l%4): {M_j[g][2t], M_j[g][2t+1]}; with .trans {M_j[2t][g], M_j[2t+1][g]}.
+template <int Count, bool Trans>
+inline void ldmatrix_fn(::cudasim::detail::WarpCall& c) {
+  if (c.present != 0xffffffffu)
+    ::cudasim::detail::fail("ldmatrix.sync: all 32 lanes of the warp must execute it (mask 0xffffffff)");
+  const uint16_t* rows[4][8];
+  for (int j = 0; j < Count; ++j)
+    for (int r = 0; r < 8; ++r) {
+      const void* p;
+      std::memcpy(&p, c.in[8 * j + r], sizeof p);
+      if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
+        ::cudasim::detail::fail("ldmatrix: row address of lane " + std::to_string(8 * j + r) +
+                                " is not 16-byte aligned");
+      if (!::cudasim::detail::is_shared(p, 16))
+        ::cudasim::detail::fail("ldmatrix: row address of lane " + std::to_string(8 * j + r) +
+                                " is not in shared memory");
+      rows[j][r] = static_cast<const uint16_t*>(p);
+    }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, t = lane & 3;
+    uint32_t regs[4] = {0, 0, 0, 0};
+    for (int j = 0; j < Count; ++j) {
+      uint16_t lo, hi;
+      if (Trans) {
+        lo = rows[j][2 * t][g];
+        hi = rows[j][2 * t + 1][g];
+      } else {
+        lo = rows[j][g][2 * t];
+        hi = rows[j][g][2 * t + 1];
+      }
+      regs[j] = pack_b16(lo, hi);
+    }
+    std::memcpy(c.out[lane], regs, sizeof regs);
+  }
+}
+
+template <int Count, bool Trans>
+inline void ldmatrix(uint32_t* d, const void* row_ptr) {
+  uint32_t out[4];
+  static const char* const name = Count == 1 ? (Trans ? "ldmatrix.x1.trans" : "ldmatrix.x1")
+                                  : Count == 2 ? (Trans ? "ldmatrix.x2.trans" : "ldmatrix.x2")
+                                               : (Trans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
+  ::cudasim::detail::warp_collective(0xffffffffu, &ldmatrix_fn<Count, Trans>, 0, &row_ptr, sizeof row_ptr, out,
+                                     sizeof out, name);
+  for (int j = 0; j < Count; ++j) d[j] = out[j];
+}
+}  // namespace sim
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32: d = a * b + c (d may alias c).
+MLA_DEVICE_INLINE void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                         const float (&c)[4]) {
+#if defined(__CUDACC__)
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#else
+  sim::mma<false>(d, a, b, c);
+#endif
+}
+
+MLA_DEVICE_INLINE void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                        const float (&c)[4]) {
+#if defined(__CUDACC__)
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#else
+  sim::mma<true>(d, a, b, c);
+#endif
+}
+
+// The same, chosen by element type: mma_m16n8k16<__nv_bfloat16>(…) / mma_m16n8k16<__half>(…).
+template <class T>
+MLA_DEVICE_INLINE void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                    const float (&c)[4]) {
+  static_assert(std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value,
+                "mma_m16n8k16: element type must be __nv_bfloat16 or __half");
+  if constexpr (std::is_same<T, __half>::value) {
+    mma_m16n8k16_f16(d, a, b, c);
+  } else {
+    mma_m16n8k16_bf16(d, a, b, c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16. `row_ptr` is this lane's row address (16 bytes of
+// shared memory, 16-byte aligned): lanes 0-7 give matrix 0's rows, 8-15 matrix 1's, 16-23 matrix 2's, 24-31 matrix
+// 3's (x1 uses lanes 0-7, x2 lanes 0-15; the other lanes' addresses are ignored but every lane must call).
+MLA_DEVICE_INLINE void ldmatrix_x1(uint32_t& d0, const void* row_ptr) {
+#if defined(__CUDACC__)
+  asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(d0) : "r"(smem_addr(row_ptr)));
+#else
+  sim::ldmatrix<1, false>(&d0, row_ptr);
+#endif
+}
+MLA_DEVICE_INLINE void ldmatrix_x2(uint32_t& d0, uint32_t& d1, const void* row_ptr) {
+#if defined(__CUDACC__)
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(d0), "=r"(d1)
+               : "r"(smem_addr(row_ptr)));
+#else
+  uint32_t d[2];
+  sim::ldmatrix<2, false>(d, row_ptr);
+  d0 = d[0];
+  d1 = d[1];
+#endif
+}
+MLA_DEVICE_INLINE void ldmatrix_x4(uint32_t& d0, uint32_t& d1, uint32_t& d2, uint32_t& d3, const void* row_ptr) {
+#if defined(__CUDACC__)
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(d0), "=r"(d1), "=r"(d2), "=r"(d3)
+               : "r"(smem_addr(row_ptr)));
+#else
+  uint32_t d[4];
+  sim::ldmatrix<4, false>(d, row_ptr);
+  d0 = d[0];
+  d1 = d[1];
+  d2 = d[2];
+  d3 = d[3];
+#endif
+}
+MLA_DEVICE_INLINE void ldmatrix_x1_trans(uint32_t& d0, const void* row_ptr) {
+#if defined(__CUDACC__)
+  asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(d0) : "r"(smem_addr(row_ptr)));
+#else
+  sim::ldmatrix<1, true>(&d0, row_ptr);
+#endif
+}
+MLA_DEVICE_INLINE void ldmatrix_x2_trans(uint32_t& d0, uint32_t& d1, const void* row_ptr) {
+#if defined(__CUDACC__)
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(d0), "=r"(d1)
+               : "r"(smem_addr(row_ptr)));
+#else
+  uint32_t d[2];
+  sim::ldmatrix<2, true>(d, row_ptr);
+  d0 = d[0];
+  d1 = d[1];
+#endif
+}
+MLA_DEVICE_INLINE void ldmatrix_x4_trans(uint32_t& d0, uint32_t& d1, uint32_t& d2, uint32_t& d3,
+                                         const void* row_ptr) {
+#if defined(__CUDACC__)
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(d0), "=r"(d1), "=r"(d2), "=r"(d3)
+               : "r"(smem_addr(row_ptr)));
+#else
+  uint32_t d[4];
+  sim::ldmatrix<4, true>(d, row_ptr);
+  d0 = d[0];
+  d1 = d[1];
+  d2 = d[2];
+  d3 = d[3];
+#endif
+}
+// Array forms.
+MLA_DEVICE_INLINE void ldmatrix_x2(uint32_t (&d)[2], const void* p) { ldmatrix_x2(d[0], d[1], p); }
+MLA_DEVICE_INLINE void ldmatrix_x4(uint32_t (&d)[4], const void* p) { ldmatrix_x4(d[0], d[1], d[2], d[3], p); }
+MLA_DEVICE_INLINE void ldmatrix_x2_trans(uint32_t (&d)[2], const void* p) { ldmatrix_x2_trans(d[0], d[1], p); }
+MLA_DEVICE_INLINE void ldmatrix_x4_trans(uint32_t (&d)[4], const void* p) {
+  ldmatrix_x4_trans(d[0], d[1], d[2], d[3], p);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// cp.async.cg.shared.global, 16 bytes (both addresses 16-byte aligned), then commit / wait groups.
+MLA_DEVICE_INLINE void cp_async_16(void* smem_dst, const void* gmem_src) {
+#if defined(__CUDACC__)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src) : "memory");
+#else
+  ::cudasim::detail::cp_async_issue(smem_dst, gmem_src, 16, 16);
+#endif
+}
+// With src-size: copies `src_bytes` (0..16) bytes and zero-fills the rest of the 16; with 0 the source is not
+// read at all (may point anywhere, e.g. past the end of a tensor for an out-of-range row).
+MLA_DEVICE_INLINE void cp_async_16_zfill(void* smem_dst, const void* gmem_src, unsigned src_bytes) {
+#if defined(__CUDACC__)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src),
+               "r"(src_bytes)
+               : "memory");
+#else
+  ::cudasim::detail::cp_async_issue(smem_dst, gmem_src, src_bytes, 16);
+#endif
+}
+// Predicated form: pred false → the 16 destination bytes are zeroed and nothing is read.
+MLA_DEVICE_INLINE void cp_async_16_pred(void* smem_dst, const void* gmem_src, bool pred) {
+  cp_async_16_zfill(smem_dst, gmem_src, pred ? 16u : 0u);
+}
+MLA_DEVICE_INLINE void cp_async_commit() {
+#if defined(__CUDACC__)
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#else
+  ::cudasim::detail::cp_async_commit();
+#endif
+}
+// Wait until at most N of this thread's committed groups are pending (the newest N). Other threads' copies need
+// a __syncthreads() after their wait, as on the GPU.
+template <int N>
+MLA_DEVICE_INLINE void cp_async_wait() {
+  static_assert(N >= 0 && N <= 7, "cp.async.wait_group N: 0..7");
+#if defined(__CUDACC__)
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#else
+  ::cudasim::detail::cp_async_wait(N);
+#endif
+}
+MLA_DEVICE_INLINE void cp_async_wait_all() {
+#if defined(__CUDACC__)
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#else
+  ::cudasim::detail::cp_async_wait(-1);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Global memory. T: any trivially copyable type (scalars, __half, __nv_bfloat16, float2/float4/int4/uint4, …).
+// ld_global: plain (coherent) load; ld_global_nc: read-only path (ld.global.nc: the data must not be written by
+// any thread during the kernel); st_global: plain store. Emulated: counted in the launch's traffic record.
+template <class T>
+MLA_DEVICE_INLINE T ld_global(const T* p) {
+#if !defined(__CUDACC__)
+  ::cudasim::detail::count_read(sizeof(T));
+#endif
+  return *p;
+}
+
+template <class T>
+MLA_DEVICE_INLINE T ld_global_nc(const T* p) {
+  static_assert(std::is_trivially_copyable<T>::value, "ld_global_nc: trivially copyable types only");
+#if defined(__CUDACC__)
+  if constexpr (sizeof(T) == 16 && alignof(T) >= 16) {
+    uint4 r;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    T v;
+    memcpy(&v, &r, sizeof v);
+    return v;
+  } else if constexpr (sizeof(T) == 8 && alignof(T) >= 8) {
+    uint2 r;
+    asm volatile("ld.global.nc.v2.u32 {%0,%1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "l"(p));
+    T v;
+    memcpy(&v, &r, sizeof v);
+    return v;
+  } else if constexpr (sizeof(T) == 4 && alignof(T) >= 4) {
+    uint32_t r;
+    asm volatile("ld.global.nc.u32 %0, [%1];\n" : "=r"(r) : "l"(p));
+    T v;
+    memcpy(&v, &r, sizeof v);
+    return v;
+  } else if constexpr (sizeof(T) == 2 && alignof(T) >= 2) {
+    unsigned short r;
+    asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=h"(r) : "l"(p));
+    T v;
+    memcpy(&v, &r, sizeof v);
+    return v;
+  } else {
+    return *p;
+  }
+#else
+  ::cudasim::detail::count_read(sizeof(T));
+  return *p;
+#endif
+}
+
+template <class T>
+MLA_DEVICE_INLINE void st_global(T* p, const T& v) {
+#if !defined(__CUDACC__)
+  ::cudasim::detail::count_write(sizeof(T));
+#endif
+  *p = v;
+}
+
+// 16-byte vector forms (pointers 16-byte aligned).
+MLA_DEVICE_INLINE uint4 ld_global_16(const void* p) { return ld_global(static_cast<const uint4*>(p)); }
+MLA_DEVICE_INLINE uint4 ld_global_nc_16(const void* p) { return ld_global_nc(static_cast<const uint4*>(p)); }
+MLA_DEVICE_INLINE void st_global_16(void* p, const uint4& v) { st_global(static_cast<uint4*>(p), v); }
+
+}  // namespace warp
+}  // namespace mla
+
+// Kernels may use the wrappers unqualified.
+using namespace mla::warp;

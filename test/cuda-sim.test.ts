@@ -1,0 +1,188 @@
+// The CUDA kernels under emulation, beyond the shared suite (which already runs every op on cuda-sim under three
+// thread orders): split-KV and its combine, batch invariance, the small-shared-memory tile shapes, refused
+// shapes, and the global-memory traffic of decode counted by the emulator.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backends, MlaError, mlaDecode, Stream, Tensor } from 'mla-kernels';
+import { native, type SimSettings } from '../lib/native.js';
+import { refMlaDecode } from '../lib/reference.js';
+import { countNaN, dense, exactValues, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
+
+const seed = testSeed('cuda-sim');
+const sim = backends().find((b) => b.name === 'cuda-sim')!;
+
+function configure(s: SimSettings): void {
+  native().simConfigure!(s);
+}
+const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false };
+
+/** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
+function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16' }) {
+  const dtype = o.dtype ?? 'bf16';
+  const width = o.kvLoraRank + o.ropeDim;
+  const queryLen = o.queryLen ?? 1;
+  const perSeq = o.lens.map((l) => Math.max(1, Math.ceil(l / o.blockSize)));
+  const maxBlocks = Math.max(...perSeq);
+  const numBlocks = perSeq.reduce((a, b) => a + b, 0);
+  const ids = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const table: number[] = [];
+  let next = 0;
+  for (const n of perSeq) for (let j = 0; j < maxBlocks; j++) table.push(j < n ? ids[next++] : 0);
+  const cache = randomTensor(rng, [numBlocks, o.blockSize, width], dtype);
+  const q = randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype);
+  const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
+  const seqLens = intTensor(o.lens);
+  const softmaxScale = 1 / Math.sqrt(width);
+  return { cache, q, blockTable, seqLens, softmaxScale, dtype, queryLen, width, ...o };
+}
+
+describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
+  let stream: Stream;
+  beforeAll(() => {
+    stream = new Stream('cuda-sim');
+    configure(DEFAULTS);
+  });
+  afterAll(() => {
+    configure(DEFAULTS);
+    stream.dispose();
+  });
+
+  async function decodeAndCheck(p: ReturnType<typeof problem>, causal = false) {
+    const out = poisoned([p.lens.length, p.queryLen, p.heads, p.kvLoraRank], p.dtype);
+    const lse = poisoned([p.lens.length, p.heads, p.queryLen], 'f32');
+    mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: p.kvLoraRank, causal, out, lse, stream });
+    const got = await out.toFloat32();
+    const gotLse = await lse.toFloat32();
+    expect(countNaN(got)).toBe(0);
+    const ref = refMlaDecode({ q: p.q.dense, cache: p.cache.dense, blockTable: dense(p.blockTable), seqLens: dense(p.seqLens), softmaxScale: p.softmaxScale, kvLoraRank: p.kvLoraRank, causal });
+    expect(relErr(got, ref.out), `out (seed ${seed})`).toBeLessThanOrEqual(REL_BOUND[p.dtype]);
+    for (let i = 0; i < ref.lse.length; i++)
+      if (ref.lse[i] === -Infinity) expect(gotLse[i]).toBe(-Infinity);
+      else expect(Math.abs(gotLse[i] - ref.lse[i])).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(ref.lse[i])));
+    return { out, lse, got, record: native().simLastOp!() };
+  }
+
+  it('the emulator really runs the decode kernels under three thread orders', async () => {
+    const rng = new Rng(seed);
+    await decodeAndCheck(problem(rng, { heads: 4, kvLoraRank: 32, ropeDim: 16, lens: [40], blockSize: 16 }));
+    const rec = native().simLastOp!();
+    expect(rec.op).toBe('mlaDecode');
+    expect(rec.ordersChecked).toBe(3);
+    expect(rec.launches.map((l) => l.kernel)).toContain('mlaDecodeKernel');
+    expect(rec.launches[0].fiberSwitches).toBeGreaterThan(0);
+  });
+
+  it('split-KV: forced small splits, merged by the combine kernel, with causal queries and empty splits', async () => {
+    const rng = new Rng(seed + 1);
+    for (const splitRows of [32, 64]) {
+      configure({ ...DEFAULTS, splitRows });
+      for (const queryLen of [1, 3]) {
+        const p = problem(rng, { heads: 5, queryLen, kvLoraRank: 64, ropeDim: 16, lens: [150, 0, 33, 97], blockSize: 16 });
+        const { record } = await decodeAndCheck(p, queryLen > 1);
+        expect(record.launches.map((l) => l.kernel)).toContain('mlaCombineKernel');
+      }
+    }
+    configure(DEFAULTS);
+  });
+
+  it('batchInvariant: a sequence gives the same bits whatever else is in the batch', async () => {
+    const rng = new Rng(seed + 2);
+    configure({ ...DEFAULTS, batchInvariant: true, checkOrders: false });
+    const alone = problem(rng, { heads: 8, kvLoraRank: 64, ropeDim: 16, lens: [2100], blockSize: 64 });
+    const a = await decodeAndCheck(alone);
+    // The same sequence (same cache blocks) next to two others, with another SM count.
+    configure({ ...DEFAULTS, batchInvariant: true, checkOrders: false, numSms: 3 });
+    const width = alone.width;
+    const otherCache = randomTensor(rng, [40, 64, width], 'bf16');
+    const cacheData = new Uint16Array(alone.cache.t.numel + otherCache.t.numel);
+    cacheData.set(await alone.cache.t.read());
+    cacheData.set(await otherCache.t.read(), alone.cache.t.numel);
+    const nb = alone.cache.t.shape[0];
+    const cache = Tensor.from(cacheData, [nb + 40, 64, width], 'bf16');
+    const q = randomTensor(rng, [3, 1, 8, width], 'bf16');
+    const qData = await q.t.read();
+    qData.set(await alone.q.t.read(), 8 * width); // sequence 1 is the one from before
+    const table = await alone.blockTable.read();
+    const rows = table.length;
+    const blockTable = intTensor([...Array.from({ length: rows }, (_, i) => nb + i), ...table, ...Array.from({ length: rows }, (_, i) => nb + 39 - (i % 40))], [3, rows]);
+    const { out } = mlaDecode({ q: Tensor.from(qData, [3, 1, 8, width], 'bf16'), cache, blockTable, seqLens: intTensor([1900, 2100, 700]), softmaxScale: alone.softmaxScale, kvLoraRank: 64, stream });
+    const together = await out.read();
+    const single = await a.out.read();
+    const sequence1 = together.subarray(8 * 64, 16 * 64); // [batch 1][query 0][8 heads][64]
+    expect(Buffer.compare(Buffer.from(sequence1.buffer, sequence1.byteOffset, sequence1.byteLength), Buffer.from(single.buffer))).toBe(0);
+    expect(native().simLastOp!().launches.map((l) => l.kernel)).toContain('mlaCombineKernel'); // it was split
+    configure(DEFAULTS);
+  });
+
+  it('the small tile shapes of ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120) give the same results', async () => {
+    const rng = new Rng(seed + 3);
+    configure({ ...DEFAULTS, smallConfig: true });
+    await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 64, ropeDim: 16, lens: [70, 5, 0], blockSize: 3 }));
+    await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 32, ropeDim: 0, lens: [50, 17], blockSize: 16, dtype: 'f16' }), true);
+    configure(DEFAULTS);
+  });
+
+  it('refuses what the CUDA kernels do not take before queuing anything: E_UNSUPPORTED naming the limit', () => {
+    const rng = new Rng(seed + 4);
+    const expectRefused = (fn: () => unknown, mentions: string) => {
+      try {
+        fn();
+        expect.fail('expected E_UNSUPPORTED');
+      } catch (e) {
+        expect(e).toBeInstanceOf(MlaError);
+        expect((e as MlaError).code).toBe('E_UNSUPPORTED');
+        expect((e as MlaError).message).toContain(mentions);
+      }
+    };
+    const p = problem(rng, { heads: 2, kvLoraRank: 24, ropeDim: 8, lens: [5], blockSize: 4 });
+    const out = poisoned([1, 1, 2, 24], 'bf16');
+    expectRefused(() => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: 0.1, kvLoraRank: 24, out, stream }), 'multiple of 16');
+    expect(countNaN(exactValues(out))).toBe(out.numel); // nothing written
+    const f = problem(rng, { heads: 2, kvLoraRank: 32, ropeDim: 0, lens: [5], blockSize: 4 });
+    const q32 = Tensor.fromValues(Array.from(f.q.dense.data), f.q.t.shape, 'f32');
+    const cache32 = Tensor.fromValues(Array.from(f.cache.dense.data), f.cache.t.shape, 'f32');
+    expectRefused(() => mlaDecode({ q: q32, cache: cache32, blockTable: f.blockTable, seqLens: f.seqLens, softmaxScale: 0.1, kvLoraRank: 32, stream }), 'bf16 or f16');
+    expectRefused(() => mlaDecode({ q: f.q.t, cache: f.cache.t, blockTable: f.blockTable, seqLens: f.seqLens, softmaxScale: 0.1, kvLoraRank: 8, stream }), 'kvLoraRank must be a multiple of 16');
+  });
+});
+
+describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (emulator counts)', () => {
+  let stream: Stream;
+  beforeAll(() => {
+    stream = new Stream('cuda-sim');
+    configure({ ...DEFAULTS, checkOrders: false });
+  });
+  afterAll(() => {
+    configure(DEFAULTS);
+    stream.dispose();
+  });
+
+  /** The least a decode can move: each cache row once, q once, out, lse, and the split partials written and read. */
+  function minimumBytes(p: ReturnType<typeof problem>, rec: ReturnType<NonNullable<ReturnType<typeof native>['simLastOp']>>): number {
+    const rows = p.lens.reduce((a, b) => a + b, 0);
+    const M = p.heads * p.queryLen;
+    const q = p.lens.length * M * p.width * 2;
+    const out = p.lens.length * M * p.kvLoraRank * 2;
+    const lse = p.lens.length * M * 4;
+    const combine = rec.launches.find((l) => l.kernel === 'mlaCombineKernel');
+    const partials = combine ? 2 * combine.bytesRead : 0; // written by decode, read by combine
+    return rows * p.width * 2 + q + out + lse + partials;
+  }
+
+  for (const [heads, queryLen, bound] of [[16, 1, 1.05], [32, 2, 1.05], [64, 1, 1.05], [128, 1, 2.1]] as const)
+    it(`${heads} heads x queryLen ${queryLen}, DeepSeek dims 512 + 64, bf16: at most ${bound}x the minimum`, async () => {
+      const rng = new Rng(seed + heads);
+      const p = problem(rng, { heads, queryLen, kvLoraRank: 512, ropeDim: 64, lens: [4096, 2500], blockSize: 64 });
+      mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 512, stream });
+      await stream.synchronize();
+      const rec = native().simLastOp!();
+      const moved = rec.bytesRead + rec.bytesWritten;
+      const min = minimumBytes(p, rec);
+      console.log(`[cuda-sim traffic] ${heads} heads x ${queryLen}: ${moved} bytes, minimum ${min}, ratio ${(moved / min).toFixed(4)}; launches ${rec.launches.map((l) => `${l.kernel} grid ${l.grid.join('x')}`).join(', ')}`);
+      expect(moved / min).toBeLessThanOrEqual(bound);
+      expect(moved / min).toBeGreaterThanOrEqual(1);
+    });
+});
+
+it.runIf(!sim.available)('cuda-sim is built by npm test (cmake-js build)', () => {
+  expect.fail(`cuda-sim unavailable: ${sim.reason}`);
+});

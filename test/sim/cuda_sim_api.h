@@ -1,0 +1,115 @@
+// cuda-sim host API: launching a kernel under emulation, the thread-order setting, traffic counters.
+// Included by cuda_sim.h (so by every kernel TU under MLA_CUDA_SIM); host code of the addon or tests that only
+// launch kernels may include it alone. All state is per OS thread (thread_local) or per launch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <vector_types.h>
+
+namespace cudasim {
+
+// Thrown by a launch (after every fiber of the failing block has been unwound) for anything the emulator detects:
+// deadlocked or mismatched barriers / warp collectives, misuse of an instruction wrapper, an exception escaping a
+// kernel, an invalid launch configuration. The message starts with "kernel '<name>'".
+class SimError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Order { Forward, Reverse, Random };
+const char* order_name(Order o);
+constexpr Order kAllOrders[3] = {Order::Forward, Order::Reverse, Order::Random};
+
+struct Traffic {
+  uint64_t bytes_read = 0;     // global-memory bytes loaded through warp_ops.cuh wrappers, __ldg and cp.async
+  uint64_t bytes_written = 0;  // global-memory bytes stored through warp_ops.cuh wrappers
+  uint64_t loads = 0;          // number of load instructions (per thread)
+  uint64_t stores = 0;         // number of store instructions (per thread)
+};
+
+// ----- Thread order --------------------------------------------------------------------------------------------
+// Between two barriers the threads of a block run one after the other, each until it blocks (barrier, warp
+// collective) or exits; the order in which they are picked is Forward (threadIdx ascending), Reverse, or Random
+// (a fresh permutation at every scheduling round, from `seed` and the block index). The setting is per OS thread.
+void set_order(Order order, uint64_t seed = 0);
+Order order();
+uint64_t order_seed();
+
+// RAII: run a scope under an order, restoring the previous setting after.
+class ScopedOrder {
+ public:
+  ScopedOrder(Order order, uint64_t seed = 0);
+  ~ScopedOrder();
+  ScopedOrder(const ScopedOrder&) = delete;
+  ScopedOrder& operator=(const ScopedOrder&) = delete;
+
+ private:
+  int prev_order_;
+  uint64_t prev_seed_;
+};
+
+// Strict barriers: also an error when a thread exits while other threads of its block wait at __syncthreads
+// (undefined behaviour in CUDA; on recent GPUs such a barrier completes without the exited threads, which is the
+// default here). Per OS thread; default false.
+void set_strict_barriers(bool strict);
+bool strict_barriers();
+
+// ----- Launch records and counters -----------------------------------------------------------------------------
+struct LaunchRecord {
+  std::string name;
+  dim3 grid{1, 1, 1};
+  dim3 block{1, 1, 1};
+  size_t dynamic_smem = 0;
+  size_t static_smem = 0;  // size of the poisoned static __shared__ region of the module (all kernels)
+  int order = 0;           // static_cast<int>(Order)
+  uint64_t seed = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  uint64_t loads = 0;
+  uint64_t stores = 0;
+  uint64_t fiber_switches = 0;  // context switches (into and out of fibers) during the launch
+  double seconds = 0.0;
+};
+
+// Global-memory traffic through the warp_ops.cuh wrappers (+ __ldg, cp.async), cumulative on this OS thread
+// since the last reset_traffic().
+Traffic traffic();
+void reset_traffic();
+// The record of the last launch completed (or failed) on this OS thread.
+const LaunchRecord& last_launch();
+// Fiber switches on this OS thread since it started.
+uint64_t total_fiber_switches();
+
+namespace detail {
+using KernelThunk = void (*)(void* ctx);
+LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic_smem, KernelThunk thunk, void* ctx);
+
+template <class... P>
+struct KernelCall {
+  void (*kernel)(P...);
+  std::tuple<std::decay_t<P>...> args;
+  static void run(void* self) {
+    auto* c = static_cast<KernelCall*>(self);
+    std::apply(c->kernel, c->args);  // by-value kernel parameters: every thread gets its own copy
+  }
+};
+}  // namespace detail
+
+// Run `kernel` over `grid` x `block` threads with `dynamic_smem` bytes of dynamic shared memory. Blocks run one
+// after another on the calling OS thread; each block's threads run as fibers. Throws SimError (message starting
+// "kernel '<name>'") for anything detected; the fibers of the failing block are unwound first.
+template <class... P, class... A>
+LaunchRecord launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_smem, A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "cudasim::launch: wrong number of kernel arguments");
+  detail::KernelCall<P...> call{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
+  return detail::launch_impl(name, grid, block, dynamic_smem, &detail::KernelCall<P...>::run, &call);
+}
+
+}  // namespace cudasim
