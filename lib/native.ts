@@ -37,12 +37,14 @@ export interface NativeAddon {
   absorbQuery(stream: NativeStream, params: object): number;
   unabsorbOutput(stream: NativeStream, params: object): number;
   outputShapes(op: string, params: object): Record<string, number[]>;
+  planDecode(stream: NativeStream, params: object): { handle: unknown; numWorkItems: number; numSplitSequences: number };
   backends(): NativeBackendInfo[];
   facts(): { dtypeSizes: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
   /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
+  decodeKernelShapes?(headDim: number): Record<'large' | 'small', { blockM: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
 }
 
 export interface SimSettings {

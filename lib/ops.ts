@@ -50,7 +50,58 @@ export interface MlaDecodeOptions {
   out?: Tensor<FloatDType>;
   /** [batch, numHeads, queryLen] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
+  /** From planDecode for these seqLens on this stream's backend; made per call when not given. */
+  plan?: DecodePlan;
   stream?: Stream;
+}
+
+export interface PlanDecodeOptions {
+  /** [batch] i32: the cached rows of each sequence at this decode step. */
+  seqLens: Tensor<'i32'>;
+  numHeads: number;
+  /** Query positions per sequence (1 for plain decode). Default 1. */
+  queryLen?: number;
+  /** Split each sequence by its own length only, so its result is bit-identical whatever else is batched with it. */
+  batchInvariant?: boolean;
+  /** The stream the plan's decodes will run on (its backend makes the plan). */
+  stream?: Stream;
+}
+
+/**
+ * How one decode step is split over the device (split-KV), made once per step on the host and passed to every
+ * layer's mlaDecode of that step, so decode itself does no planning and no host synchronisation.
+ */
+export class DecodePlan {
+  /** @internal */
+  readonly _handle: unknown;
+  readonly backend: string;
+  /** Units of work (CTAs on a GPU) of one decode. */
+  readonly numWorkItems: number;
+  /** Sequences split over several workers and merged by log-sum-exp. */
+  readonly numSplitSequences: number;
+  /** @internal */
+  constructor(backend: string, made: { handle: unknown; numWorkItems: number; numSplitSequences: number }) {
+    this._handle = made.handle;
+    this.backend = backend;
+    this.numWorkItems = made.numWorkItems;
+    this.numSplitSequences = made.numSplitSequences;
+  }
+}
+
+/** Plans a decode step for the stream's backend; reuse the plan for every layer of the step. */
+export function planDecode(options: PlanDecodeOptions): DecodePlan {
+  const op = 'planDecode';
+  const o = checkOptions(op, options, ['seqLens', 'numHeads', 'queryLen', 'batchInvariant', 'stream']);
+  if (o.batchInvariant !== undefined && typeof o.batchInvariant !== 'boolean')
+    throw new MlaError('E_ARGUMENT', `${op}: batchInvariant must be a boolean, got ${typeof o.batchInvariant}`);
+  const params: Descriptors = {
+    seqLens: tensorArg(op, o, 'seqLens'),
+    numHeads: numberArg(op, o, 'numHeads'),
+    queryLen: o.queryLen === undefined ? 1 : numberArg(op, o, 'queryLen'),
+    batchInvariant: o.batchInvariant === true,
+  };
+  const stream = streamArg(op, o);
+  return new DecodePlan(stream.backend, native().planDecode(stream._native(), params));
 }
 
 export interface MlaDecodeResult {
@@ -148,7 +199,8 @@ export function appendLatentCache(options: AppendLatentCacheOptions): void {
  */
 export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
   const op = 'mlaDecode';
-  const o = checkOptions(op, options, ['q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'causal', 'out', 'lse', 'stream']);
+  const o = checkOptions(op, options, ['q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'causal', 'out', 'lse', 'plan', 'stream']);
+  if (o.plan !== undefined && !(o.plan instanceof DecodePlan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planDecode`);
   if (o.causal !== undefined && typeof o.causal !== 'boolean')
     throw new MlaError('E_ARGUMENT', `${op}: causal must be a boolean, got ${typeof o.causal}`);
   const params: Descriptors = {
@@ -159,6 +211,7 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
     softmaxScale: numberArg(op, o, 'softmaxScale'),
     kvLoraRank: numberArg(op, o, 'kvLoraRank'),
     causal: o.causal === true,
+    plan: (o.plan as DecodePlan | undefined)?._handle as never,
   };
   const stream = streamArg(op, o);
   let out = options.out;

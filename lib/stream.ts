@@ -83,6 +83,11 @@ export class Stream {
     return ticket;
   }
 
+  /** @internal The native stream, for calls that queue nothing. */
+  _native(): NativeStream {
+    return this.#check();
+  }
+
   /** @internal Resolves once the operation with this ticket has finished. */
   _waitFor(ticket: number): Promise<void> {
     if (this.#error) return Promise.reject(this.#error);

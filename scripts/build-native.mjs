@@ -11,7 +11,7 @@ const require = createRequire(import.meta.url);
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
 const sanitize = process.env.MLA_SANITIZE === '1';
 const out = sanitize ? 'build-asan' : 'build-cmake';
-const args = [cmakeJs, 'compile', '-O', out, '--CDMLA_CUDA=' + (process.env.MLA_CUDA ?? 'AUTO'), '--CDMLA_SANITIZE=' + (sanitize ? 'ON' : 'OFF')];
+const args = [cmakeJs, 'compile', '-O', out, '--CDMLA_CUDA=' + (process.env.MLA_CUDA ?? 'AUTO'), '--CDMLA_CUDA_SIM=' + (process.env.MLA_CUDA_SIM ?? 'ON'), '--CDMLA_SANITIZE=' + (sanitize ? 'ON' : 'OFF')];
 if (process.env.MLA_CUDA_ARCHS) args.push('--CDMLA_CUDA_ARCHS=' + process.env.MLA_CUDA_ARCHS);
 if (sanitize) args.push('--config', 'RelWithDebInfo');
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });

@@ -2,7 +2,10 @@
 // npm test: builds what the tests need, then runs
 //   1. the whole vitest suite on the cmake-js build (cpu and cuda-sim backends, emulator self-tests),
 //   2. the CPU suite again on the node-gyp build (binding.gyp), proving both source lists build the same addon,
-// and ends with one line "N passed, N failed".
+//   3. the cuda-sim suites again on an AddressSanitizer + UndefinedBehaviorSanitizer build (the kernels' memcheck),
+//   4. the static CUDA checks (nvcc -Xptxas -v for every architecture: spills, registers, shared memory), when nvcc
+//      is installed,
+// and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -65,8 +68,28 @@ const gyp = extra.length
   ? { passed: 0, failed: 0, status: 0 }
   : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/ops.test.ts', 'test/errors.test.ts', 'test/stream.test.ts', 'test/facts.test.ts']);
 
-const passed = full.passed + gyp.passed;
-const failed = full.failed + gyp.failed + (full.status !== 0 && full.failed === 0 ? 1 : 0) + (gyp.status !== 0 && gyp.failed === 0 ? 1 : 0);
+const none = { passed: 0, failed: 0, status: 0 };
+let asan = none;
+let staticCuda = none;
+if (!extra.length) {
+  // The sanitizers' runtimes go first into node (which is not instrumented itself).
+  const gcc = (lib) => spawnSync('gcc', [`-print-file-name=${lib}`], { encoding: 'utf8' }).stdout.trim();
+  if (run(process.execPath, ['scripts/build-native.mjs'], { MLA_SANITIZE: '1', MLA_CUDA: 'OFF' }) !== 0) asan = { passed: 0, failed: 1, status: 1 };
+  else
+    asan = vitest('asan', {
+      MLA_ADDON_PATH: path.join(root, 'build-asan', 'RelWithDebInfo', 'mla_kernels.node'),
+      MLA_TEST_BACKENDS: 'cuda-sim',
+      LD_PRELOAD: `${gcc('libasan.so')} ${gcc('libubsan.so')}`,
+      ASAN_OPTIONS: 'detect_leaks=0',
+    }, ['test/ops.test.ts', 'test/cuda-sim.test.ts']);
+  const status = run(process.execPath, ['scripts/check-cuda.mjs'], { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') });
+  staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status };
+}
+
+const parts = [full, gyp, asan];
+const passed = parts.reduce((n, p) => n + p.passed, staticCuda.passed);
+const failed = parts.reduce((n, p) => n + p.failed + (p.status !== 0 && p.failed === 0 ? 1 : 0), staticCuda.failed);
 console.log(`\ncmake-js build: ${full.passed} passed, ${full.failed} failed; node-gyp build (CPU suite): ${gyp.passed} passed, ${gyp.failed} failed`);
+console.log(`cuda-sim under ASan+UBSan: ${asan.passed} passed, ${asan.failed} failed; static CUDA checks: ${staticCuda.failed ? 'failed' : staticCuda.passed ? 'passed' : 'not run'}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -2,7 +2,7 @@
 // thread orders): split-KV and its combine, batch invariance, the small-shared-memory tile shapes, refused
 // shapes, and the global-memory traffic of decode counted by the emulator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backends, MlaError, mlaDecode, Stream, Tensor } from 'mla-kernels';
+import { backends, MlaError, mlaDecode, planDecode, Stream, Tensor } from 'mla-kernels';
 import { native, type SimSettings } from '../lib/native.js';
 import { refMlaDecode } from '../lib/reference.js';
 import { countNaN, dense, exactValues, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
@@ -110,6 +110,30 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     const sequence1 = together.subarray(8 * 64, 16 * 64); // [batch 1][query 0][8 heads][64]
     expect(Buffer.compare(Buffer.from(sequence1.buffer, sequence1.byteOffset, sequence1.byteLength), Buffer.from(single.buffer))).toBe(0);
     expect(native().simLastOp!().launches.map((l) => l.kernel)).toContain('mlaCombineKernel'); // it was split
+    configure(DEFAULTS);
+  });
+
+  it('planDecode: one plan per step, shared by every layer; refused once the lengths change', async () => {
+    const rng = new Rng(seed + 5);
+    configure({ ...DEFAULTS, numSms: 16 });
+    const p = problem(rng, { heads: 16, kvLoraRank: 64, ropeDim: 16, lens: [900, 40, 0], blockSize: 16 });
+    const plan = planDecode({ seqLens: p.seqLens, numHeads: 16, stream });
+    expect(plan.backend).toBe('cuda-sim');
+    expect(plan.numWorkItems).toBeGreaterThan(3); // the long sequence is split
+    expect(plan.numSplitSequences).toBe(1);
+    const run = () => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 64, plan, stream });
+    const layer1 = await run().out.read();
+    const layer2 = await run().out.read();
+    expect(Buffer.compare(Buffer.from(layer1.buffer), Buffer.from(layer2.buffer))).toBe(0);
+    const ref = refMlaDecode({ q: p.q.dense, cache: p.cache.dense, blockTable: dense(p.blockTable), seqLens: dense(p.seqLens), softmaxScale: p.softmaxScale, kvLoraRank: 64 });
+    expect(relErr(exactValues(Tensor.from(layer1, [3, 1, 16, 64], 'bf16')), ref.out)).toBeLessThanOrEqual(REL_BOUND.bf16);
+    const nextStep = intTensor([901, 41, 1]);
+    expect(() => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: nextStep, softmaxScale: 0.1, kvLoraRank: 64, plan, stream })).toThrow(/plan was made for seqLens\[0\] = 900, but it is 901/);
+    const cpuPlan = planDecode({ seqLens: p.seqLens, numHeads: 16, stream: new Stream('cpu') });
+    expect(() => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: 0.1, kvLoraRank: 64, plan: cpuPlan, stream })).toThrow(/plan was made for the cpu backend/);
+    expect(() => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: 0.1, kvLoraRank: 64, plan: planDecode({ seqLens: p.seqLens, numHeads: 8, stream }), stream })).toThrow(/plan was made for batch 3, queryLen 1, 8 heads/);
+    const invariant = planDecode({ seqLens: p.seqLens, numHeads: 16, batchInvariant: true, stream });
+    expect(invariant.numWorkItems).toBe(3); // 900 rows fit one fixed-size chunk: no split
     configure(DEFAULTS);
   });
 

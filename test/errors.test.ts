@@ -1,6 +1,6 @@
 // Bad input: each case must throw MlaError with its code, name the argument, and write nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { absorbQuery, appendLatentCache, MlaError, mlaDecode, Stream, Tensor, unabsorbOutput, type ErrorCode } from 'mla-kernels';
+import { absorbQuery, appendLatentCache, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput, type ErrorCode } from 'mla-kernels';
 import { native } from '../lib/native.js';
 import { intTensor, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
 
@@ -39,7 +39,7 @@ for (const backend of available) {
     const rng = new Rng(seed);
     const heads = 2;
     const rank = 16;
-    const ropeDim = 4;
+    const ropeDim = 16; // width 32: a shape every backend takes
     const width = rank + ropeDim;
     const blockSize = 3;
     const numBlocks = 4;
@@ -59,7 +59,7 @@ for (const backend of available) {
       ['q of dtype i32', (o) => ({ ...o, q: intTensor(new Array(2 * heads * width).fill(0), [2, 1, heads, width]) }), 'E_DTYPE', 'q must be f32, f16 or bf16'],
       ['cache of another dtype than q', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width], 'f16').t }), 'E_DTYPE', 'cache must have the dtype of q'],
       ['q of rank 3', (o) => ({ ...o, q: randomTensor(rng, [2, heads, width], 'bf16').t }), 'E_SHAPE', 'q must have rank 4'],
-      ['cache rows narrower than q', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width - 1], 'bf16').t }), 'E_SHAPE', 'cache dimension 2 must be 20'],
+      ['cache rows narrower than q', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width - 1], 'bf16').t }), 'E_SHAPE', 'cache dimension 2 must be 32'],
       ['cache block size 0', (o) => ({ ...o, cache: Tensor.zeros([numBlocks, 0, width], 'bf16') }), 'E_SHAPE', 'cache block size'],
       ['blockTable batch disagreeing with q', (o) => ({ ...o, blockTable: intTensor([0, 1, 2, 3, 0, 0], [3, 2]) }), 'E_SHAPE', 'blockTable dimension 0 must be 2'],
       ['seqLens of the wrong length', (o) => ({ ...o, seqLens: intTensor([5]) }), 'E_SHAPE', 'seqLens dimension 0 must be 2'],
@@ -103,6 +103,18 @@ for (const backend of available) {
       expectMlaError(() => mlaDecode(o2), 'E_DISPOSED', 'out was disposed');
     });
 
+    it('mlaDecode with a plan that is not from planDecode, or planDecode with bad options: E_ARGUMENT / E_RANGE', () => {
+      const o = make();
+      expectMlaError(() => mlaDecode({ ...o, plan: {} as never }), 'E_ARGUMENT', 'plan must come from planDecode');
+      expectMlaError(() => planDecode({ seqLens: o.seqLens, numHeads: 0, stream }), 'E_RANGE', 'numHeads must be a positive integer');
+      expectMlaError(() => planDecode({ seqLens: intTensor([3, -1]), numHeads: 2, stream }), 'E_RANGE', 'seqLens[1] = -1 is negative');
+      expectMlaError(() => planDecode({ seqLens: o.seqLens, numHeads: 2, queryLen: 1.5, stream }), 'E_RANGE', 'queryLen must be a positive integer');
+      expectMlaError(() => planDecode({ seqLens: o.seqLens, numHeads: 2, batchInvariant: 'yes' as never, stream }), 'E_ARGUMENT', 'batchInvariant must be a boolean');
+      const plan = planDecode({ seqLens: o.seqLens, numHeads: heads, stream });
+      expect(() => mlaDecode({ ...o, plan })).not.toThrow();
+      expectMlaError(() => mlaDecode({ ...o, seqLens: intTensor([5, 5]), plan }), 'E_ARGUMENT', 'plan was made for seqLens[1] = 6');
+    });
+
     it('mlaDecode with out sharing memory with q: E_ARGUMENT', () => {
       const o = make();
       const shared = new Uint16Array(2 * heads * width);
@@ -124,7 +136,7 @@ for (const backend of available) {
 
     // appendLatentCache
     const makeAppend = () => {
-      const tables = { cos: Tensor.fromValues(new Array(8 * 2).fill(0.5), [8, 2], 'f32'), sin: Tensor.fromValues(new Array(8 * 2).fill(0.5), [8, 2], 'f32') };
+      const tables = { cos: Tensor.fromValues(new Array(8 * 8).fill(0.5), [8, 8], 'f32'), sin: Tensor.fromValues(new Array(8 * 8).fill(0.5), [8, 8], 'f32') };
       return {
         cache: randomTensor(rng, [numBlocks, blockSize, width], 'f16').t,
         kvC: randomTensor(rng, [3, rank], 'f16').t,
@@ -141,10 +153,10 @@ for (const backend of available) {
       ['slotMapping shorter than kvC', (o) => ({ ...o, slotMapping: intTensor([4, 5]) }), 'E_SHAPE', 'slotMapping dimension 0 must be 3'],
       ['kPe with another token count', (o) => ({ ...o, kPe: randomTensor(rng, [2, ropeDim], 'f16').t }), 'E_SHAPE', 'kPe dimension 0 must be 3'],
       ['kvC of another dtype than the cache', (o) => ({ ...o, kvC: randomTensor(rng, [3, rank], 'bf16').t }), 'E_DTYPE', 'kPe must have the dtype of kvC'],
-      ['a cache row of the wrong width', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width + 2], 'f16').t }), 'E_SHAPE', 'cache dimension 2 must be 20'],
+      ['a cache row of the wrong width', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width + 2], 'f16').t }), 'E_SHAPE', 'cache dimension 2 must be 32'],
       ['a position past the rope tables', (o) => ({ ...o, rope: { ...o.rope, positions: intTensor([0, 8, 8]) } }), 'E_RANGE', 'rope.positions[2] = 8 is outside [0, 8)'],
-      ['rope tables of the wrong width', (o) => ({ ...o, rope: { ...o.rope, cos: Tensor.zeros([8, 3], 'f32') } }), 'E_SHAPE', 'rope.cos dimension 1 must be 2'],
-      ['rope tables of dtype bf16', (o) => ({ ...o, rope: { ...o.rope, sin: Tensor.zeros([8, 2], 'bf16') } }), 'E_DTYPE', 'rope.sin must be f32'],
+      ['rope tables of the wrong width', (o) => ({ ...o, rope: { ...o.rope, cos: Tensor.zeros([8, 3], 'f32') } }), 'E_SHAPE', 'rope.cos dimension 1 must be 8'],
+      ['rope tables of dtype bf16', (o) => ({ ...o, rope: { ...o.rope, sin: Tensor.zeros([8, 8], 'bf16') } }), 'E_DTYPE', 'rope.sin must be f32'],
       ['an unknown rope style', (o) => ({ ...o, rope: { ...o.rope, style: 'gptj' } }), 'E_ARGUMENT', 'rope.style'],
       ['an odd ropeDim with RoPE', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, rank + 3], 'f16').t, kPe: randomTensor(rng, [3, 3], 'f16').t }), 'E_SHAPE', 'kPe ropeDim (dimension 1) must be even'],
     ];

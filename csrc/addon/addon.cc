@@ -15,6 +15,7 @@
 #include "stream.h"
 
 #ifdef MLA_WITH_CUDA_SIM
+#include "../cuda/plan.h"
 #include "../cuda/sim_backend.h"
 #endif
 
@@ -134,6 +135,9 @@ MlaDecodeParams decodeParams(const Napi::Object& o, Refs* refs, bool withOutputs
     throw Error(ErrorCode::Range, "kvLoraRank must be a positive integer, got " + std::to_string(rank));
   p.kvLoraRank = static_cast<int64_t>(rank);
   p.causal = o.Get("causal").ToBoolean().Value();
+  Napi::Value plan = o.Get("plan");
+  if (plan.IsExternal()) p.plan = *plan.As<Napi::External<std::shared_ptr<const DecodePlanHandle>>>().Data();
+  else if (!plan.IsUndefined() && !plan.IsNull()) throw Error(ErrorCode::Argument, "plan must come from planDecode");
   return p;
 }
 
@@ -154,6 +158,11 @@ UnabsorbOutputParams unabsorbParams(const Napi::Object& o, Refs* refs, bool with
   return p;
 }
 
+// Checks that need the stream's backend beyond checkSupported.
+void checkForBackend(const MlaDecodeParams& p, const mla::Backend& backend) { validatePlan(p, backend.name()); }
+template <class Params>
+void checkForBackend(const Params&, const mla::Backend&) {}
+
 // op(stream, params): validates, enqueues on the stream, returns the ticket.
 template <class Params, class Build, class Run>
 Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) {
@@ -162,6 +171,7 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
     Refs refs;
     Params p = build(info[1].As<Napi::Object>(), &refs);
     validate(p, stream.backend().device());
+    checkForBackend(p, stream.backend());
     stream.backend().checkSupported(p);
     mla::Backend* backend = &stream.backend();
     uint64_t ticket = stream.enqueue([p, backend, run] { run(*backend, p); }, std::move(refs));
@@ -191,6 +201,34 @@ Napi::Value UnabsorbOutput(const Napi::CallbackInfo& info) {
   return enqueueOp<UnabsorbOutputParams>(
       info, [](const Napi::Object& o, Refs* r) { return unabsorbParams(o, r, true); },
       [](mla::Backend& b, const UnabsorbOutputParams& p) { b.unabsorbOutput(p); });
+}
+
+// planDecode(stream, { seqLens, numHeads, queryLen, batchInvariant }) -> an opaque plan for mlaDecode, plus what
+// it holds for the caller's information.
+Napi::Value PlanDecode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    StreamWrap& stream = toStream(info[0]);
+    Napi::Object o = info[1].As<Napi::Object>();
+    TensorView seqLens = toView(o, "seqLens", false, nullptr);
+    if (seqLens.ndim != 1 || seqLens.dtype != DType::I32 || seqLens.device.kind != DeviceKind::Cpu)
+      throw Error(ErrorCode::Shape, "seqLens must be a cpu i32 tensor of shape [batch], got " + std::string(dtypeName(seqLens.dtype)) + " " + seqLens.shapeStr());
+    const double heads = getNumber(o, "numHeads"), queryLen = getNumber(o, "queryLen");
+    if (!(heads >= 1 && heads <= 65536) || std::floor(heads) != heads) throw Error(ErrorCode::Range, "numHeads must be a positive integer");
+    if (!(queryLen >= 1 && queryLen <= 65536) || std::floor(queryLen) != queryLen) throw Error(ErrorCode::Range, "queryLen must be a positive integer");
+    const int32_t* lens = seqLens.as<const int32_t>();
+    for (int64_t b = 0; b < seqLens.shape[0]; ++b)
+      if (lens[b] < 0) throw Error(ErrorCode::Range, "seqLens[" + std::to_string(b) + "] = " + std::to_string(lens[b]) + " is negative");
+    std::shared_ptr<const DecodePlanHandle> plan = stream.backend().planDecode(
+        seqLens.shape[0], static_cast<int64_t>(queryLen), static_cast<int64_t>(heads), lens, o.Get("batchInvariant").ToBoolean().Value());
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("handle", Napi::External<std::shared_ptr<const DecodePlanHandle>>::New(
+                             env, new std::shared_ptr<const DecodePlanHandle>(plan),
+                             [](Napi::Env, std::shared_ptr<const DecodePlanHandle>* p) { delete p; }));
+    result.Set("numWorkItems", static_cast<double>(plan->numWorkItems));
+    result.Set("numSplitSequences", static_cast<double>(plan->numSplitSequences));
+    return result;
+  });
 }
 
 // outputShapes(op, params): the shapes of the outputs the op would create, after validating inputs.
@@ -291,6 +329,25 @@ Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
   o.Set("launches", launches);
   return o;
 }
+
+// The decode kernels' tile shapes and dynamic shared memory for a row width, from the kernel source itself
+// (scripts/check-cuda.mjs checks them against each GPU's limit).
+Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int headDim = info[0].As<Napi::Number>().Int32Value();
+  Napi::Object o = Napi::Object::New(env);
+  for (auto [name, config] : {std::pair{"large", kernels_sim::DecodeConfig::Large}, std::pair{"small", kernels_sim::DecodeConfig::Small}}) {
+    const kernels_sim::DecodeConfigInfo c = kernels_sim::decodeConfigInfo(config);
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("blockM", c.blockM);
+    x.Set("blockN", c.blockN);
+    x.Set("stages", c.stages);
+    x.Set("threads", c.threads);
+    x.Set("smemBytes", kernels_sim::decodeSmemBytes(config, headDim));
+    o.Set(name, x);
+  }
+  return o;
+}
 #endif
 
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
@@ -308,12 +365,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("absorbQuery", Napi::Function::New(env, AbsorbQuery));
   exports.Set("unabsorbOutput", Napi::Function::New(env, UnabsorbOutput));
   exports.Set("outputShapes", Napi::Function::New(env, OutputShapes));
+  exports.Set("planDecode", Napi::Function::New(env, PlanDecode));
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("facts", Napi::Function::New(env, Facts));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
 #ifdef MLA_WITH_CUDA_SIM
   exports.Set("simConfigure", Napi::Function::New(env, SimConfigure));
   exports.Set("simLastOp", Napi::Function::New(env, SimLastOp));
+  exports.Set("decodeKernelShapes", Napi::Function::New(env, DecodeKernelShapes));
 #endif
   return exports;
 }

@@ -1,5 +1,6 @@
 // What every backend implements, and which backends this build has. Operations arrive validated.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -7,17 +8,38 @@
 
 namespace mla {
 
+// Records what a plan was made for (every backend's plan starts with this).
+inline void fillPlanHandle(DecodePlanHandle& plan, const std::string& backend, int64_t batch, int64_t queryLen, int64_t numHeads,
+                           const int32_t* seqLens, bool batchInvariant) {
+  plan.backend = backend;
+  plan.batch = batch;
+  plan.queryLen = queryLen;
+  plan.numHeads = numHeads;
+  plan.seqLens.assign(seqLens, seqLens + batch);
+  plan.batchInvariant = batchInvariant;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   // Where the backend's kernels read and write memory (cuda-sim runs CUDA kernels on host memory).
   virtual Device device() const = 0;
+
   // Throw mla::Error (E_UNSUPPORTED) for valid input this backend cannot run; called before anything is queued.
   virtual void checkSupported(const AppendLatentCacheParams&) const {}
   virtual void checkSupported(const MlaDecodeParams&) const {}
   virtual void checkSupported(const AbsorbQueryParams&) const {}
   virtual void checkSupported(const UnabsorbOutputParams&) const {}
+
+  // Plans the split of one decode step. The default plan only records what it was made for: the CPU backend
+  // splits per call.
+  virtual std::shared_ptr<DecodePlanHandle> planDecode(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens,
+                                                       bool batchInvariant) const {
+    auto plan = std::make_shared<DecodePlanHandle>();
+    fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
+    return plan;
+  }
 
   virtual void appendLatentCache(const AppendLatentCacheParams& p) = 0;
   virtual void mlaDecode(const MlaDecodeParams& p) = 0;

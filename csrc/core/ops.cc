@@ -248,6 +248,22 @@ void validate(MlaDecodeParams& p, const Device& device) {
   requireNoOverlap(p.lse, {&p.out});
 }
 
+void validatePlan(const MlaDecodeParams& p, const std::string& backend) {
+  if (!p.plan) return;
+  const DecodePlanHandle& plan = *p.plan;
+  if (plan.backend != backend)
+    fail(ErrorCode::Argument, "plan was made for the " + plan.backend + " backend, but the stream runs on " + backend);
+  if (plan.batch != p.batch || plan.queryLen != p.queryLen || plan.numHeads != p.numHeads)
+    fail(ErrorCode::Argument, "plan was made for batch " + std::to_string(plan.batch) + ", queryLen " + std::to_string(plan.queryLen) +
+                                  ", " + std::to_string(plan.numHeads) + " heads; q has batch " + std::to_string(p.batch) + ", queryLen " +
+                                  std::to_string(p.queryLen) + ", " + std::to_string(p.numHeads) + " heads");
+  const int32_t* lens = p.seqLens.as<const int32_t>();
+  for (int64_t b = 0; b < p.batch; ++b)
+    if (plan.seqLens[b] != lens[b])
+      fail(ErrorCode::Argument, "plan was made for seqLens[" + std::to_string(b) + "] = " + std::to_string(plan.seqLens[b]) + ", but it is " +
+                                    std::to_string(lens[b]) + " now: make one plan per decode step (every layer of the step can share it)");
+}
+
 void validate(AppendLatentCacheParams& p, const Device& device) {
   requireRank(p.kvC, 2, "[numTokens, kvLoraRank]");
   requireFloating(p.kvC);

@@ -3,6 +3,8 @@
 // and the values of the index tensors) and fills the derived sizes, so kernels never parse arguments.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "tensor.h"
@@ -27,6 +29,17 @@ struct AppendLatentCacheParams {
   int64_t rowWidth() const { return kvLoraRank + ropeDim; }
 };
 
+// How a backend splits one decode step's work (planDecode), made once per step on the host and reused by every
+// layer. Backends derive their own plans from it; the base records what the plan was made for.
+struct DecodePlanHandle {
+  virtual ~DecodePlanHandle() = default;
+  std::string backend;
+  int64_t batch = 0, queryLen = 0, numHeads = 0;
+  std::vector<int32_t> seqLens;
+  bool batchInvariant = false;
+  int64_t numWorkItems = 0, numSplitSequences = 0;  // for the caller's information
+};
+
 // Absorbed MLA decode: for each sequence, query position and head, attention over the sequence's cached
 // rows. Scores use all kvLoraRank + ropeDim columns; values are the first kvLoraRank columns.
 struct MlaDecodeParams {
@@ -39,6 +52,7 @@ struct MlaDecodeParams {
   float softmaxScale = 0.f;
   bool causal = false;    // query j of n sees the first seqLen - n + 1 + j rows
   int64_t kvLoraRank = 0;
+  std::shared_ptr<const DecodePlanHandle> plan;  // optional; made by the stream's backend for these seqLens
 
   // Derived by validate().
   int64_t batch = 0, queryLen = 0, numHeads = 0, headDim = 0, ropeDim = 0;
@@ -80,6 +94,8 @@ void mlaDecodeOutShapes(MlaDecodeParams& p, std::vector<int64_t>* outShape, std:
 // stream that will run the operation reads and writes memory.
 void validate(AppendLatentCacheParams& p, const Device& device);
 void validate(MlaDecodeParams& p, const Device& device);
+// The plan must come from `backend` and match the batch, heads, query length and every sequence length.
+void validatePlan(const MlaDecodeParams& p, const std::string& backend);
 void validate(AbsorbQueryParams& p, const Device& device);
 void validate(UnabsorbOutputParams& p, const Device& device);
 

@@ -81,8 +81,32 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(ErrorCode::Cuda, std::string("cuda-sim: ") + what + " failed");
 }
 
+struct SimPlan final : DecodePlanHandle {
+  K::DecodePlan plan;
+};
+
+K::DecodePlan makePlan(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens, bool batchInvariant) {
+  const SimSettings s = simSettings();
+  K::DecodePlanOptions opt;
+  opt.numSms = s.numSms;
+  opt.splitRows = s.splitRows;
+  opt.batchInvariant = batchInvariant || s.batchInvariant;
+  opt.config = s.smallConfig ? K::DecodeConfig::Small : K::DecodeConfig::Large;
+  return K::makeDecodePlan(static_cast<int>(batch), static_cast<int>(queryLen), static_cast<int>(numHeads), seqLens, opt);
+}
+
 class SimBackend final : public Backend {
  public:
+  std::shared_ptr<DecodePlanHandle> planDecode(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens,
+                                               bool batchInvariant) const override {
+    auto plan = std::make_shared<SimPlan>();
+    fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
+    plan->plan = makePlan(batch, queryLen, numHeads, seqLens, batchInvariant);
+    plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
+    plan->numSplitSequences = static_cast<int64_t>(plan->plan.combine.size());
+    return plan;
+  }
+
   const char* name() const override { return "cuda-sim"; }
   Device device() const override { return Device{}; }
 
@@ -132,14 +156,9 @@ class SimBackend final : public Backend {
 
   void mlaDecode(const MlaDecodeParams& p) override {
     const K::ElemType elem = elemOf(p.q, "mlaDecode");
-    const SimSettings s = simSettings();
-    K::DecodePlanOptions opt;
-    opt.numSms = s.numSms;
-    opt.splitRows = s.splitRows;
-    opt.batchInvariant = s.batchInvariant;
-    opt.config = s.smallConfig ? K::DecodeConfig::Small : K::DecodeConfig::Large;
-    const K::DecodePlan plan = K::makeDecodePlan(static_cast<int>(p.batch), static_cast<int>(p.queryLen), static_cast<int>(p.numHeads),
-                                           p.seqLens.as<const int32_t>(), opt);
+    // A plan from planDecode (validated against these seqLens), or one made for this call.
+    const auto* given = dynamic_cast<const SimPlan*>(p.plan.get());
+    const K::DecodePlan plan = given ? given->plan : makePlan(p.batch, p.queryLen, p.numHeads, p.seqLens.as<const int32_t>(), false);
     std::vector<float> partialOut(static_cast<size_t>(plan.numPartials) * plan.blockM * p.kvLoraRank);
     std::vector<float> partialLse(static_cast<size_t>(plan.numPartials) * plan.blockM);
 

@@ -39,7 +39,7 @@ MLA_DEVICE_INLINE uint32_t pack_b16(uint16_t lo, uint16_t hi) {
 }
 
 #if !defined(__CUDACC__)
-namespace sim {
+namespace sim_impl {
 inline float b16_to_float(uint16_t bits, bool is_f16) {
   if (is_f16) {
     __half_raw r;
@@ -156,7 +156,7 @@ inline void ldmatrix(uint32_t* d, const void* row_ptr) {
                                      sizeof out, name);
   for (int j = 0; j < Count; ++j) d[j] = out[j];
 }
-}  // namespace sim
+}  // namespace sim_impl
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ MLA_DEVICE_INLINE void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
 #else
-  sim::mma<false>(d, a, b, c);
+  sim_impl::mma<false>(d, a, b, c);
 #endif
 }
 
@@ -185,7 +185,7 @@ MLA_DEVICE_INLINE void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], c
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
 #else
-  sim::mma<true>(d, a, b, c);
+  sim_impl::mma<true>(d, a, b, c);
 #endif
 }
 
@@ -210,7 +210,7 @@ MLA_DEVICE_INLINE void ldmatrix_x1(uint32_t& d0, const void* row_ptr) {
 #if defined(__CUDACC__)
   asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(d0) : "r"(smem_addr(row_ptr)));
 #else
-  sim::ldmatrix<1, false>(&d0, row_ptr);
+  sim_impl::ldmatrix<1, false>(&d0, row_ptr);
 #endif
 }
 MLA_DEVICE_INLINE void ldmatrix_x2(uint32_t& d0, uint32_t& d1, const void* row_ptr) {
@@ -220,7 +220,7 @@ MLA_DEVICE_INLINE void ldmatrix_x2(uint32_t& d0, uint32_t& d1, const void* row_p
                : "r"(smem_addr(row_ptr)));
 #else
   uint32_t d[2];
-  sim::ldmatrix<2, false>(d, row_ptr);
+  sim_impl::ldmatrix<2, false>(d, row_ptr);
   d0 = d[0];
   d1 = d[1];
 #endif
@@ -232,7 +232,7 @@ MLA_DEVICE_INLINE void ldmatrix_x4(uint32_t& d0, uint32_t& d1, uint32_t& d2, uin
                : "r"(smem_addr(row_ptr)));
 #else
   uint32_t d[4];
-  sim::ldmatrix<4, false>(d, row_ptr);
+  sim_impl::ldmatrix<4, false>(d, row_ptr);
   d0 = d[0];
   d1 = d[1];
   d2 = d[2];
@@ -243,7 +243,7 @@ MLA_DEVICE_INLINE void ldmatrix_x1_trans(uint32_t& d0, const void* row_ptr) {
 #if defined(__CUDACC__)
   asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(d0) : "r"(smem_addr(row_ptr)));
 #else
-  sim::ldmatrix<1, true>(&d0, row_ptr);
+  sim_impl::ldmatrix<1, true>(&d0, row_ptr);
 #endif
 }
 MLA_DEVICE_INLINE void ldmatrix_x2_trans(uint32_t& d0, uint32_t& d1, const void* row_ptr) {
@@ -253,7 +253,7 @@ MLA_DEVICE_INLINE void ldmatrix_x2_trans(uint32_t& d0, uint32_t& d1, const void*
                : "r"(smem_addr(row_ptr)));
 #else
   uint32_t d[2];
-  sim::ldmatrix<2, true>(d, row_ptr);
+  sim_impl::ldmatrix<2, true>(d, row_ptr);
   d0 = d[0];
   d1 = d[1];
 #endif
@@ -266,7 +266,7 @@ MLA_DEVICE_INLINE void ldmatrix_x4_trans(uint32_t& d0, uint32_t& d1, uint32_t& d
                : "r"(smem_addr(row_ptr)));
 #else
   uint32_t d[4];
-  sim::ldmatrix<4, true>(d, row_ptr);
+  sim_impl::ldmatrix<4, true>(d, row_ptr);
   d0 = d[0];
   d1 = d[1];
   d2 = d[2];

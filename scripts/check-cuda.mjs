@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+// Static checks of the CUDA kernels for every target architecture, without a GPU: compiles each csrc/kernels/*.cu
+// with `nvcc -Xptxas -v`, prints registers, spills, stack and shared memory per kernel, and fails on any spill or
+// stack frame, on registers over 255, or on a decode configuration whose shared memory exceeds the architecture's
+// limit. It also checks that the decode kernel's PTX uses tensor cores (mma.sync), and its SASS (HMMA) where
+// cuobjdump is installed. Writes the table to bench/results/cuda-static.json.
+//   MLA_CUDA_ARCHS=90 node scripts/check-cuda.mjs      one architecture while developing
+//   MLA_ADDON_PATH=...                                 a build with cuda-sim, for the decode kernels' smem sizes
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
+const archs = (process.env.MLA_CUDA_ARCHS ?? '80;86;89;90;100;120').split(/[;,\s]+/).filter(Boolean).map(Number);
+
+// Per-block opt-in shared memory of each architecture (CUDA programming guide, compute capabilities table), and
+// which decode configuration the backend picks there (the largest that fits).
+const SMEM_OPTIN = { 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 103: 232448, 120: 101376 };
+const MAX_REGISTERS = 255;
+const HEAD_DIM = 576; // DeepSeek: kvLoraRank 512 + ropeDim 64
+
+function which(cmd) {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
+  } catch {
+    return '';
+  }
+}
+
+if (!existsSync(nvcc) && !which(nvcc)) {
+  console.log('check-cuda: nvcc not found; static CUDA checks skipped');
+  process.exit(0);
+}
+
+const require = createRequire(import.meta.url);
+const addonPath = path.resolve(root, process.env.MLA_ADDON_PATH ?? path.join('build-cmake', 'Release', 'mla_kernels.node'));
+const addon = existsSync(addonPath) ? require(addonPath) : null;
+if (!addon?.decodeKernelShapes) {
+  console.error(`check-cuda: ${addonPath} has no cuda-sim (needed for the decode kernels' shared memory sizes)`);
+  process.exit(1);
+}
+const shapes = addon.decodeKernelShapes(HEAD_DIM);
+
+const sources = readdirSync(path.join(root, 'csrc', 'kernels')).filter((f) => f.endsWith('.cu'));
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'mla-check-cuda-'));
+
+function run(args) {
+  return new Promise((resolve) => {
+    const p = spawn(nvcc, args, { cwd: root });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+function demangle(names) {
+  try {
+    return execFileSync('c++filt', [], { input: names.join('\n'), encoding: 'utf8' }).trim().split('\n');
+  } catch {
+    return names;
+  }
+}
+
+function shortName(full) {
+  // mla::kernels::(anonymous namespace)::mlaDecodeKernel<DecodeTraits<64, 32, 2, 2, 512>, (ElemType)0>(DecodeArgs)
+  const m = /::([A-Za-z0-9_]+Kernel)(<.*>)?\(/.exec(full);
+  if (!m) return full;
+  const args = (m[2] ?? '').replace(/mla::kernels::\(anonymous namespace\)::/g, '').replace(/\(mla::kernels::ElemType\)0/, 'bf16').replace(/\(mla::kernels::ElemType\)1/, 'f16');
+  return m[1] + args;
+}
+
+const jobs = [];
+for (const arch of archs) for (const src of sources) jobs.push({ arch, src });
+const rows = [];
+const problems = [];
+let ptxHasMma = true;
+
+async function compile({ arch, src }) {
+  const cubin = path.join(tmp, `${src}.${arch}.cubin`);
+  const { code, out } = await run(['-std=c++17', `-arch=sm_${arch}`, '-cubin', '-Xptxas', '-v', '-o', cubin, path.join('csrc', 'kernels', src)]);
+  if (code !== 0) {
+    problems.push(`sm_${arch} ${src}: nvcc failed\n${out}`);
+    return;
+  }
+  let current = null;
+  const found = [];
+  for (const line of out.split('\n')) {
+    let m = /Compiling entry function '([^']+)' for 'sm_(\d+)'/.exec(line);
+    if (m) {
+      current = { mangled: m[1], arch, src };
+      found.push(current);
+      continue;
+    }
+    m = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/.exec(line);
+    if (m && current) Object.assign(current, { stack: +m[1], spillStores: +m[2], spillLoads: +m[3] });
+    m = /Used (\d+) registers(?:.*?(\d+) bytes smem)?/.exec(line);
+    if (m && current) Object.assign(current, { registers: +m[1], staticSmem: m[2] ? +m[2] : 0 });
+  }
+  const names = demangle(found.map((f) => f.mangled));
+  found.forEach((f, i) => (f.kernel = shortName(names[i])));
+  rows.push(...found);
+  if (src === 'decode.cu') {
+    const ptx = await run(['-std=c++17', `-arch=sm_${arch}`, '-ptx', '-o', path.join(tmp, `decode.${arch}.ptx`), path.join('csrc', 'kernels', src)]);
+    const text = ptx.code === 0 ? (await import('node:fs')).readFileSync(path.join(tmp, `decode.${arch}.ptx`), 'utf8') : '';
+    if (!/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16/.test(text)) {
+      ptxHasMma = false;
+      problems.push(`sm_${arch}: the decode kernel's PTX has no mma.sync m16n8k16`);
+    }
+  }
+}
+
+// Two compilations at a time (the machines here have two cores).
+const queue = [...jobs];
+await Promise.all(
+  [0, 1].map(async () => {
+    while (queue.length) await compile(queue.shift());
+  }),
+);
+
+const configFor = (arch) => (shapes.large.smemBytes <= SMEM_OPTIN[arch] ? 'large' : 'small');
+for (const r of rows) {
+  r.dynamicSmem = /mlaDecodeKernel/.test(r.kernel) ? shapes[/<64, 32/.test(r.kernel) ? 'large' : 'small'].smemBytes : 0;
+  r.limit = SMEM_OPTIN[r.arch];
+  r.usedOnArch = !/mlaDecodeKernel/.test(r.kernel) || configFor(r.arch) === (/<64, 32/.test(r.kernel) ? 'large' : 'small');
+  if (r.spillStores || r.spillLoads) problems.push(`sm_${r.arch} ${r.kernel}: spills ${r.spillStores} bytes stored, ${r.spillLoads} loaded`);
+  if (r.stack) problems.push(`sm_${r.arch} ${r.kernel}: ${r.stack} bytes of stack frame (local memory)`);
+  if (r.registers > MAX_REGISTERS) problems.push(`sm_${r.arch} ${r.kernel}: ${r.registers} registers`);
+  if (r.usedOnArch && r.staticSmem + r.dynamicSmem > r.limit) problems.push(`sm_${r.arch} ${r.kernel}: ${r.staticSmem + r.dynamicSmem} bytes of shared memory > ${r.limit}`);
+}
+for (const arch of archs) if (shapes.small.smemBytes > SMEM_OPTIN[arch]) problems.push(`sm_${arch}: even the small decode configuration does not fit`);
+
+// SASS: tensor-core instructions (HMMA) in the decode kernel, where cuobjdump exists.
+const cuobjdump = existsSync('/usr/local/cuda/bin/cuobjdump') ? '/usr/local/cuda/bin/cuobjdump' : which('cuobjdump');
+let sassNote = 'cuobjdump not installed here: SASS not inspected (the PTX check above stands in)';
+if (cuobjdump) {
+  const missing = [];
+  for (const arch of archs) {
+    const sass = execFileSync(cuobjdump, ['-sass', path.join(tmp, `decode.cu.${arch}.cubin`)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    if (!/HMMA/.test(sass)) missing.push(arch);
+  }
+  sassNote = missing.length ? `no HMMA in the decode SASS for sm_${missing.join(', sm_')}` : 'HMMA present in the decode SASS of every architecture';
+  if (missing.length) problems.push(sassNote);
+}
+
+rows.sort((a, b) => a.arch - b.arch || a.kernel.localeCompare(b.kernel));
+console.log('\narch    kernel                                                    regs  spill(st/ld)  stack  smem static+dynamic / limit');
+for (const r of rows)
+  console.log(
+    `sm_${String(r.arch).padEnd(4)} ${r.kernel.padEnd(57).slice(0, 57)} ${String(r.registers).padStart(4)}  ${`${r.spillStores}/${r.spillLoads}`.padStart(12)}  ${String(r.stack).padStart(5)}  ${r.staticSmem}+${r.dynamicSmem} / ${r.limit}${r.usedOnArch ? '' : ' (not used here)'}`,
+  );
+console.log(`\ndecode configuration per architecture: ${archs.map((a) => `sm_${a} ${configFor(a)}`).join(', ')}`);
+console.log(`tensor cores: PTX ${ptxHasMma ? 'has' : 'LACKS'} mma.sync m16n8k16 in the decode kernel; ${sassNote}`);
+mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
+writeFileSync(path.join(root, 'bench', 'results', 'cuda-static.json'), JSON.stringify({ nvcc: execFileSync(nvcc, ['--version'], { encoding: 'utf8' }).trim().split('\n').pop(), archs, decodeShapes: shapes, rows, sass: sassNote }, null, 2));
+if (problems.length) {
+  console.error(`\ncheck-cuda: ${problems.length} problem(s):\n- ${problems.join('\n- ')}`);
+  process.exit(1);
+}
+console.log('check-cuda: no spills, no stack frames, registers and shared memory within every limit');
