@@ -7,6 +7,7 @@
       'csrc/cpu/cpu_backend.cc',
       'csrc/addon/addon.cc',
       'csrc/addon/stream.cc',
+      'csrc/addon/device_buffer.cc',
     ],
   },
 }

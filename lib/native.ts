@@ -13,14 +13,20 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 
 /** A tensor as the addon receives it (see csrc/addon/addon.cc). */
 export interface TensorDescriptor {
-  data: Float32Array | Int32Array | Uint16Array;
+  data?: Float32Array | Int32Array | Uint16Array;
+  buffer?: NativeDeviceBuffer;
   dtype: string;
   shape: readonly number[];
   device: string;
 }
 
+export interface NativeDeviceBuffer {
+  release(): void;
+}
+
 export interface NativeStream {
   backend(): string;
+  device(): string;
   dispose(): void;
 }
 
@@ -32,10 +38,13 @@ export interface NativeBackendInfo {
 
 export interface NativeAddon {
   NativeStream: new (backend: string, onComplete: (ticket: number, code: string | null, message: string | null) => void) => NativeStream;
-  appendLatentCache(stream: NativeStream, params: object): number;
-  mlaDecode(stream: NativeStream, params: object): number;
-  absorbQuery(stream: NativeStream, params: object): number;
-  unabsorbOutput(stream: NativeStream, params: object): number;
+  NativeDeviceBuffer: new (backend: string, bytes: number) => NativeDeviceBuffer;
+  copy(stream: NativeStream, params: object, after?: [unknown, number][]): number;
+  memoryStats(backend: string): { bytesInUse: number; peakBytes: number };
+  appendLatentCache(stream: NativeStream, params: object, after?: [unknown, number][]): number;
+  mlaDecode(stream: NativeStream, params: object, after?: [unknown, number][]): number;
+  absorbQuery(stream: NativeStream, params: object, after?: [unknown, number][]): number;
+  unabsorbOutput(stream: NativeStream, params: object, after?: [unknown, number][]): number;
   outputShapes(op: string, params: object): Record<string, number[]>;
   planDecode(stream: NativeStream, params: object): { handle: unknown; numWorkItems: number; numSplitSequences: number };
   backends(): NativeBackendInfo[];
@@ -57,6 +66,8 @@ export interface SimSettings {
   /** Force split-KV chunks of this many cache rows (0: the planner decides). */
   splitRows?: number;
   batchInvariant?: boolean;
+  /** Device memory the emulated cudaMalloc hands out before failing with cudaErrorMemoryAllocation. */
+  deviceMemoryBytes?: number;
 }
 
 export interface SimOpRecord {

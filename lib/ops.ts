@@ -4,7 +4,7 @@ import type { FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { native, type TensorDescriptor } from './native.js';
 import { Stream, defaultStream } from './stream.js';
-import { Tensor } from './tensor.js';
+import { Tensor, dependencies } from './tensor.js';
 
 /** Fused rotary embedding applied to `kPe` as it is written. */
 export interface RopeOptions {
@@ -189,7 +189,9 @@ export function appendLatentCache(options: AppendLatentCacheOptions): void {
     params.sin = tensorArg(op, rope, 'sin', false, 'rope.sin');
   }
   const stream = streamArg(op, o);
-  const ticket = stream._enqueue((s) => native().appendLatentCache(s, params));
+  const rope = options.rope;
+  const deps = dependencies([options.cache, options.kvC, options.kPe, rope?.cos, rope?.sin]);
+  const ticket = stream._enqueue((s) => native().appendLatentCache(s, params, deps));
   markWritten(stream, ticket, options.cache);
 }
 
@@ -218,12 +220,13 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
   let lse = options.lse;
   if (out === undefined || lse === undefined) {
     const shapes = native().outputShapes(op, params);
-    out ??= Tensor.zeros(shapes.out, options.q.dtype);
-    lse ??= Tensor.zeros(shapes.lse, 'f32');
+    out ??= Tensor.empty(shapes.out, options.q.dtype, { device: stream.device });
+    lse ??= Tensor.empty(shapes.lse, 'f32', { device: stream.device });
   }
   params.out = tensorArg(op, { out }, 'out');
   params.lse = tensorArg(op, { lse }, 'lse');
-  const ticket = stream._enqueue((s) => native().mlaDecode(s, params));
+  const deps = dependencies([options.q, options.cache, out, lse]);
+  const ticket = stream._enqueue((s) => native().mlaDecode(s, params, deps));
   markWritten(stream, ticket, out, lse);
   return { out, lse };
 }
@@ -234,9 +237,10 @@ export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
   const o = checkOptions(op, options, ['qNope', 'wUk', 'qPe', 'out', 'stream']);
   const params: Descriptors = { qNope: tensorArg(op, o, 'qNope'), wUk: tensorArg(op, o, 'wUk'), qPe: tensorArg(op, o, 'qPe', true) };
   const stream = streamArg(op, o);
-  const out = options.out ?? Tensor.zeros(native().outputShapes(op, params).out, options.qNope.dtype);
+  const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.qNope.dtype, { device: stream.device });
   params.out = tensorArg(op, { out }, 'out');
-  const ticket = stream._enqueue((s) => native().absorbQuery(s, params));
+  const deps = dependencies([options.qNope, options.wUk, options.qPe, out]);
+  const ticket = stream._enqueue((s) => native().absorbQuery(s, params, deps));
   markWritten(stream, ticket, out);
   return out;
 }
@@ -247,9 +251,10 @@ export function unabsorbOutput(options: UnabsorbOutputOptions): Tensor<FloatDTyp
   const o = checkOptions(op, options, ['oLat', 'wUv', 'out', 'stream']);
   const params: Descriptors = { oLat: tensorArg(op, o, 'oLat'), wUv: tensorArg(op, o, 'wUv') };
   const stream = streamArg(op, o);
-  const out = options.out ?? Tensor.zeros(native().outputShapes(op, params).out, options.oLat.dtype);
+  const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.oLat.dtype, { device: stream.device });
   params.out = tensorArg(op, { out }, 'out');
-  const ticket = stream._enqueue((s) => native().unabsorbOutput(s, params));
+  const deps = dependencies([options.oLat, options.wUv, out]);
+  const ticket = stream._enqueue((s) => native().unabsorbOutput(s, params, deps));
   markWritten(stream, ticket, out);
   return out;
 }

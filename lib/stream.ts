@@ -1,5 +1,6 @@
 import { MlaError, type ErrorCode } from './errors.js';
 import { native, type NativeStream } from './native.js';
+import type { DeviceName } from './tensor.js';
 
 /** Where operations run: `cpu`, `cuda-sim` (CUDA kernels under emulation; tests) or `cuda`. */
 export type BackendName = 'cpu' | 'cuda-sim' | 'cuda';
@@ -42,6 +43,8 @@ interface Waiter {
  */
 export class Stream {
   readonly backend: BackendName;
+  /** Where the stream's operations read and write: outputs it allocates live here. */
+  readonly device: DeviceName;
   #native: NativeStream | null;
   #enqueued = 0;
   #completed = 0;
@@ -53,6 +56,7 @@ export class Stream {
       throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', got ${String(backend)}`);
     this.backend = backend;
     this.#native = new (native().NativeStream)(backend, (ticket, code, message) => this.#onComplete(ticket, code, message));
+    this.device = this.#native.device() as DeviceName;
   }
 
   /** Resolves when every operation queued so far has finished; rejects with the error of one that failed. */

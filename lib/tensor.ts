@@ -1,11 +1,29 @@
 import { DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Storage, type StorageOf } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { bf16ToFloat32, f16ToFloat32, toBf16Array, toF16Array } from './half.js';
-import type { TensorDescriptor } from './native.js';
-import type { Stream } from './stream.js';
+import { native, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
+import { defaultStream, type BackendName, type Stream } from './stream.js';
 
-/** Where a tensor's memory lives. */
-export type DeviceName = 'cpu';
+/** Where a tensor's memory lives: the host, a GPU, or the emulator's device memory (tests). */
+export type DeviceName = 'cpu' | `cuda:${number}` | `cuda-sim:${number}`;
+
+/** The backend that owns a device's memory. */
+export function backendOf(device: DeviceName): BackendName {
+  if (device === 'cpu') return 'cpu';
+  if (/^cuda:\d+$/.test(device)) return 'cuda';
+  if (/^cuda-sim:\d+$/.test(device)) return 'cuda-sim';
+  throw new MlaError('E_DEVICE', `device must be 'cpu', 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
+}
+
+/** Bytes of device memory in use and the most ever in use, for a device's backend. */
+export function memoryStats(device: DeviceName): { bytesInUse: number; peakBytes: number } {
+  return native().memoryStats(backendOf(device));
+}
+
+export interface AllocateOptions {
+  /** Default 'cpu'. */
+  device?: DeviceName;
+}
 
 const MAX_DIMS = 6;
 
@@ -31,20 +49,24 @@ function numelOf(shape: readonly number[]): number {
 
 /**
  * A dense, row-major tensor. On the CPU its memory is a TypedArray (bf16 and f16 as 16-bit patterns in a
- * Uint16Array): {@link Tensor.from} wraps one without copying. Operations write tensors asynchronously on a
- * stream; {@link Tensor.read} waits for those writes. After {@link Tensor.dispose} (or the end of a `using`
- * block) any use is an `E_DISPOSED` error. CPU memory is garbage-collected memory, so a tensor that is never
- * disposed is freed by the garbage collector.
+ * Uint16Array): {@link Tensor.from} wraps one without copying. On a GPU it is device memory: make it with
+ * {@link Tensor.empty} or {@link Tensor.to}. Operations write tensors asynchronously on a stream;
+ * {@link Tensor.read} waits for those writes. After {@link Tensor.dispose} (or the end of a `using` block) any use
+ * is an `E_DISPOSED` error. A tensor never disposed is freed by the garbage collector (device memory through the
+ * addon's finaliser).
  */
 export class Tensor<D extends DType = DType> {
   readonly dtype: D;
   readonly shape: readonly number[];
-  readonly device: DeviceName = 'cpu';
+  readonly device: DeviceName;
   #data: StorageOf<D> | null;
+  #buffer: NativeDeviceBuffer | null;
   #lastWrite: { stream: Stream; ticket: number } | null = null;
 
-  private constructor(data: StorageOf<D>, shape: number[], dtype: D) {
-    this.#data = data;
+  private constructor(memory: { data: StorageOf<D> } | { buffer: NativeDeviceBuffer; device: DeviceName }, shape: number[], dtype: D) {
+    this.#data = 'data' in memory ? memory.data : null;
+    this.#buffer = 'buffer' in memory ? memory.buffer : null;
+    this.device = 'buffer' in memory ? memory.device : 'cpu';
     this.shape = Object.freeze(shape);
     this.dtype = dtype;
   }
@@ -74,17 +96,43 @@ export class Tensor<D extends DType = DType> {
     }
     if (numelOf(dims) !== data.length)
       throw new MlaError('E_SHAPE', `Tensor.from: shape [${dims.join(', ')}] has ${numelOf(dims)} elements, the array ${data.length}`);
-    return new Tensor(data as never, dims, dt as never);
+    return new Tensor({ data: data as never }, dims, dt as never);
   }
 
-  /** A new zero-filled tensor. */
-  static zeros<D extends DType>(shape: readonly number[], dtype: D): Tensor<D> {
+  /** A new zero-filled tensor (on a device: zeros uploaded on the device's default stream). */
+  static zeros<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions = {}): Tensor<D> {
     if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.zeros: dtype must be f32, f16, bf16 or i32, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.zeros');
     const n = numelOf(dims);
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu') return Tensor.zeros(dims, dtype).to(device);
     if (n * DTYPE_SIZES[dtype] > 2 ** 31)
       throw new MlaError('E_OOM', `Tensor.zeros: [${dims.join(', ')}] ${dtype} is ${n * DTYPE_SIZES[dtype]} bytes, over the 2 GiB limit of one CPU tensor`);
-    return new Tensor(new STORAGE_CLASS[dtype](n) as StorageOf<D>, dims, dtype);
+    return new Tensor({ data: new STORAGE_CLASS[dtype](n) as StorageOf<D> }, dims, dtype);
+  }
+
+  /** A new tensor whose contents are undefined until written (zeros on the CPU). */
+  static empty<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions = {}): Tensor<D> {
+    const device = options.device ?? 'cpu';
+    if (device === 'cpu') return Tensor.zeros(shape, dtype);
+    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16 or i32, got ${String(dtype)}`);
+    const dims = checkShape(shape, 'Tensor.empty');
+    const buffer = new (native().NativeDeviceBuffer)(backendOf(device), numelOf(dims) * DTYPE_SIZES[dtype]);
+    return new Tensor({ buffer, device }, dims, dtype);
+  }
+
+  /**
+   * This tensor on `device`: itself when it is there already, else a copy queued on `stream` (by default the stream
+   * that last wrote this tensor, or the default stream of the device's backend).
+   */
+  to(device: DeviceName, options: { stream?: Stream } = {}): Tensor<D> {
+    this.#live('tensor');
+    if (device === this.device) return this;
+    const stream = options.stream ?? this.#streamFor(device === 'cpu' ? this.device : device);
+    const dst = Tensor.empty(this.shape, this.dtype, { device });
+    const ticket = stream._enqueue((s) => native().copy(s, { src: this._descriptor('src'), dst: dst._descriptor('dst') }, dependencies([this])));
+    dst._markWritten(stream, ticket);
+    return dst;
   }
 
   /** A new tensor of `dtype` holding `values` rounded to it (round to nearest even). */
@@ -92,7 +140,7 @@ export class Tensor<D extends DType = DType> {
     const t = Tensor.zeros(shape, dtype);
     if (values.length !== t.numel)
       throw new MlaError('E_SHAPE', `Tensor.fromValues: shape [${shape.join(', ')}] has ${t.numel} elements, values ${values.length}`);
-    const data = t.#data as Storage;
+    const data = t.#data!;
     if (dtype === 'bf16') data.set(toBf16Array(values));
     else if (dtype === 'f16') data.set(toF16Array(values));
     else data.set(values);
@@ -108,14 +156,19 @@ export class Tensor<D extends DType = DType> {
   }
 
   get disposed(): boolean {
-    return this.#data === null;
+    return this.#data === null && this.#buffer === null;
   }
 
-  /** A copy of the elements, after every queued write to this tensor has finished. */
+  /** A copy of the elements (in host memory), after every queued write to this tensor has finished. */
   async read(): Promise<StorageOf<D>> {
-    const data = this.#live('tensor');
-    if (this.#lastWrite) await this.#lastWrite.stream._waitFor(this.#lastWrite.ticket);
-    return data.slice() as StorageOf<D>;
+    this.#live('tensor');
+    if (this.#data) {
+      if (this.#lastWrite) await this.#lastWrite.stream._waitFor(this.#lastWrite.ticket);
+      return this.#data.slice() as StorageOf<D>;
+    }
+    const host = this.to('cpu');
+    await host.#lastWrite!.stream._waitFor(host.#lastWrite!.ticket);
+    return host.#data!;
   }
 
   /** The elements as float32 (bf16/f16 expanded exactly), after queued writes finish. */
@@ -126,8 +179,10 @@ export class Tensor<D extends DType = DType> {
     return Float32Array.from(data);
   }
 
-  /** Releases the tensor; queued operations that use it still complete. */
+  /** Releases the tensor; queued operations that use it still complete (device memory is freed after them). */
   dispose(): void {
+    this.#buffer?.release();
+    this.#buffer = null;
     this.#data = null;
     this.#lastWrite = null;
   }
@@ -142,7 +197,15 @@ export class Tensor<D extends DType = DType> {
 
   /** @internal The addon's view of this tensor; `name` is the argument's name for errors. */
   _descriptor(name: string): TensorDescriptor {
-    return { data: this.#live(name), dtype: this.dtype, shape: this.shape, device: this.device };
+    this.#live(name);
+    return this.#buffer
+      ? { buffer: this.#buffer, dtype: this.dtype, shape: this.shape, device: this.device }
+      : { data: this.#data!, dtype: this.dtype, shape: this.shape, device: this.device };
+  }
+
+  /** @internal The last queued write to this tensor, if any. */
+  _lastWrite(): { stream: Stream; ticket: number } | null {
+    return this.#lastWrite;
   }
 
   /** @internal Records that `stream` writes this tensor in the operation with `ticket`. */
@@ -150,10 +213,30 @@ export class Tensor<D extends DType = DType> {
     this.#lastWrite = { stream, ticket };
   }
 
-  #live(name: string): StorageOf<D> {
-    if (this.#data === null) throw new MlaError('E_DISPOSED', `${name} was disposed`);
-    return this.#data;
+  #live(name: string): void {
+    if (this.disposed) throw new MlaError('E_DISPOSED', `${name} was disposed`);
   }
+
+  // The stream a copy involving `device` runs on: the one that last wrote this tensor when it reaches that device.
+  #streamFor(device: DeviceName): Stream {
+    const last = this.#lastWrite?.stream;
+    if (last && !last.disposed && last.backend === backendOf(device)) return last;
+    return defaultStream(backendOf(device));
+  }
+}
+
+/**
+ * @internal The writes, on other streams, that an operation using `tensors` must wait for: the native worker of
+ * the operation's stream waits for them, so a tensor written on one stream can be used on another without a
+ * synchronize. (Same-stream entries are dropped by the addon: a stream runs in order anyway.)
+ */
+export function dependencies(tensors: readonly (Tensor | undefined)[]): [unknown, number][] {
+  const deps: [unknown, number][] = [];
+  for (const t of tensors) {
+    const w = t?._lastWrite();
+    if (w && !w.stream.disposed) deps.push([w.stream._native(), w.ticket]);
+  }
+  return deps;
 }
 
 function describe(x: unknown): string {

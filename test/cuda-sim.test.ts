@@ -2,18 +2,19 @@
 // thread orders): split-KV and its combine, batch invariance, the small-shared-memory tile shapes, refused
 // shapes, and the global-memory traffic of decode counted by the emulator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backends, MlaError, mlaDecode, planDecode, Stream, Tensor } from 'mla-kernels';
+import { backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor } from 'mla-kernels';
 import { native, type SimSettings } from '../lib/native.js';
 import { refMlaDecode } from '../lib/reference.js';
 import { countNaN, dense, exactValues, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
 
 const seed = testSeed('cuda-sim');
+const SIM_DEVICE = 'cuda-sim:0' as const;
 const sim = backends().find((b) => b.name === 'cuda-sim')!;
 
 function configure(s: SimSettings): void {
   native().simConfigure!(s);
 }
-const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false };
+const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30 };
 
 /** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
 function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16' }) {
@@ -27,8 +28,10 @@ function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: nu
   const table: number[] = [];
   let next = 0;
   for (const n of perSeq) for (let j = 0; j < maxBlocks; j++) table.push(j < n ? ids[next++] : 0);
-  const cache = randomTensor(rng, [numBlocks, o.blockSize, width], dtype);
-  const q = randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype);
+  // Drawn on the host (the reference reads those values), computed on the emulator's device.
+  const toSim = (x: { t: Tensor<'bf16' | 'f16' | 'f32'>; dense: { data: ArrayLike<number>; shape: readonly number[] } }) => ({ t: x.t.to(SIM_DEVICE), dense: x.dense });
+  const cache = toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
+  const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype));
   const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
   const seqLens = intTensor(o.lens);
   const softmaxScale = 1 / Math.sqrt(width);
@@ -47,8 +50,8 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
   });
 
   async function decodeAndCheck(p: ReturnType<typeof problem>, causal = false) {
-    const out = poisoned([p.lens.length, p.queryLen, p.heads, p.kvLoraRank], p.dtype);
-    const lse = poisoned([p.lens.length, p.heads, p.queryLen], 'f32');
+    const out = poisoned([p.lens.length, p.queryLen, p.heads, p.kvLoraRank], p.dtype).to(SIM_DEVICE);
+    const lse = poisoned([p.lens.length, p.heads, p.queryLen], 'f32').to(SIM_DEVICE);
     mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: p.kvLoraRank, causal, out, lse, stream });
     const got = await out.toFloat32();
     const gotLse = await lse.toFloat32();
@@ -97,14 +100,14 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     cacheData.set(await alone.cache.t.read());
     cacheData.set(await otherCache.t.read(), alone.cache.t.numel);
     const nb = alone.cache.t.shape[0];
-    const cache = Tensor.from(cacheData, [nb + 40, 64, width], 'bf16');
+    const cache = Tensor.from(cacheData, [nb + 40, 64, width], 'bf16').to(SIM_DEVICE);
     const q = randomTensor(rng, [3, 1, 8, width], 'bf16');
     const qData = await q.t.read();
     qData.set(await alone.q.t.read(), 8 * width); // sequence 1 is the one from before
     const table = await alone.blockTable.read();
     const rows = table.length;
     const blockTable = intTensor([...Array.from({ length: rows }, (_, i) => nb + i), ...table, ...Array.from({ length: rows }, (_, i) => nb + 39 - (i % 40))], [3, rows]);
-    const { out } = mlaDecode({ q: Tensor.from(qData, [3, 1, 8, width], 'bf16'), cache, blockTable, seqLens: intTensor([1900, 2100, 700]), softmaxScale: alone.softmaxScale, kvLoraRank: 64, stream });
+    const { out } = mlaDecode({ q: Tensor.from(qData, [3, 1, 8, width], 'bf16').to(SIM_DEVICE), cache, blockTable, seqLens: intTensor([1900, 2100, 700]), softmaxScale: alone.softmaxScale, kvLoraRank: 64, stream });
     const together = await out.read();
     const single = await a.out.read();
     const sequence1 = together.subarray(8 * 64, 16 * 64); // [batch 1][query 0][8 heads][64]
@@ -137,6 +140,33 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     configure(DEFAULTS);
   });
 
+  it('device memory: accounted in memoryStats, freed by dispose, E_OOM naming the CUDA error when it runs out', async () => {
+    await stream.synchronize();
+    const before = memoryStats(SIM_DEVICE).bytesInUse;
+    const t = Tensor.empty([1000, 576], 'bf16', { device: SIM_DEVICE });
+    expect(t.device).toBe(SIM_DEVICE);
+    expect(memoryStats(SIM_DEVICE).bytesInUse).toBe(before + 1000 * 576 * 2);
+    expect(memoryStats(SIM_DEVICE).peakBytes).toBeGreaterThanOrEqual(before + 1000 * 576 * 2);
+    t.dispose();
+    expect(memoryStats(SIM_DEVICE).bytesInUse).toBe(before);
+    await expect(t.read()).rejects.toMatchObject({ code: 'E_DISPOSED' });
+    configure({ ...DEFAULTS, deviceMemoryBytes: 64 << 20 });
+    try {
+      expect(() => Tensor.empty([1 << 20, 576], 'bf16', { device: SIM_DEVICE })).toThrow(/cudaErrorMemoryAllocation/);
+      try {
+        Tensor.empty([1 << 20, 576], 'bf16', { device: SIM_DEVICE });
+      } catch (e) {
+        expect((e as MlaError).code).toBe('E_OOM');
+      }
+    } finally {
+      configure(DEFAULTS);
+    }
+    // Round trip through device memory, and memoryStats refuses the host.
+    const host = Tensor.fromValues([1, 2, 3, 4.5], [4], 'f32');
+    expect(Array.from(await host.to(SIM_DEVICE).read())).toEqual([1, 2, 3, 4.5]);
+    expect(() => memoryStats('cpu')).toThrow(/host memory/);
+  });
+
   it('the small tile shapes of ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120) give the same results', async () => {
     const rng = new Rng(seed + 3);
     configure({ ...DEFAULTS, smallConfig: true });
@@ -145,7 +175,7 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     configure(DEFAULTS);
   });
 
-  it('refuses what the CUDA kernels do not take before queuing anything: E_UNSUPPORTED naming the limit', () => {
+  it('refuses what the CUDA kernels do not take before queuing anything: E_UNSUPPORTED naming the limit', async () => {
     const rng = new Rng(seed + 4);
     const expectRefused = (fn: () => unknown, mentions: string) => {
       try {
@@ -158,12 +188,12 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
       }
     };
     const p = problem(rng, { heads: 2, kvLoraRank: 24, ropeDim: 8, lens: [5], blockSize: 4 });
-    const out = poisoned([1, 1, 2, 24], 'bf16');
+    const out = poisoned([1, 1, 2, 24], 'bf16').to(SIM_DEVICE);
     expectRefused(() => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: 0.1, kvLoraRank: 24, out, stream }), 'multiple of 16');
-    expect(countNaN(exactValues(out))).toBe(out.numel); // nothing written
+    expect(countNaN(await out.toFloat32())).toBe(out.numel); // nothing written
     const f = problem(rng, { heads: 2, kvLoraRank: 32, ropeDim: 0, lens: [5], blockSize: 4 });
-    const q32 = Tensor.fromValues(Array.from(f.q.dense.data), f.q.t.shape, 'f32');
-    const cache32 = Tensor.fromValues(Array.from(f.cache.dense.data), f.cache.t.shape, 'f32');
+    const q32 = Tensor.fromValues(Array.from(f.q.dense.data), f.q.t.shape, 'f32').to(SIM_DEVICE);
+    const cache32 = Tensor.fromValues(Array.from(f.cache.dense.data), f.cache.t.shape, 'f32').to(SIM_DEVICE);
     expectRefused(() => mlaDecode({ q: q32, cache: cache32, blockTable: f.blockTable, seqLens: f.seqLens, softmaxScale: 0.1, kvLoraRank: 32, stream }), 'bf16 or f16');
     expectRefused(() => mlaDecode({ q: f.q.t, cache: f.cache.t, blockTable: f.blockTable, seqLens: f.seqLens, softmaxScale: 0.1, kvLoraRank: 8, stream }), 'kvLoraRank must be a multiple of 16');
   });

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput, type ErrorCode } from 'mla-kernels';
 import { native } from '../lib/native.js';
-import { intTensor, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
+import { intTensor, onDevice, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
 
 const seed = testSeed('errors');
 
@@ -20,12 +20,12 @@ function expectMlaError(fn: () => unknown, code: ErrorCode, mentions: string | R
   else expect(err.message).toMatch(mentions);
 }
 
-function bytesOf(t: Tensor): Uint8Array {
-  const d = t._descriptor('t').data;
-  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength).slice();
+async function bytesOf(t: Tensor): Promise<Uint8Array> {
+  return new Uint8Array((await t.read()).buffer);
 }
 
 const available = suiteBackends().filter((b) => b.available);
+const stream_device_is_host = (name: string) => name === 'cpu';
 
 for (const backend of available) {
   describe(`${backend.name} backend: bad input is refused before anything is written`, () => {
@@ -43,24 +43,26 @@ for (const backend of available) {
     const width = rank + ropeDim;
     const blockSize = 3;
     const numBlocks = 4;
+    // Float tensors live where the stream computes; index tensors on the host.
+    const dev = <T extends Tensor>(t: T): T => onDevice(t, stream);
     const make = () => ({
-      q: randomTensor(rng, [2, 1, heads, width], 'bf16').t,
-      cache: randomTensor(rng, [numBlocks, blockSize, width], 'bf16').t,
+      q: dev(randomTensor(rng, [2, 1, heads, width], 'bf16').t),
+      cache: dev(randomTensor(rng, [numBlocks, blockSize, width], 'bf16').t),
       blockTable: intTensor([0, 1, 2, 3], [2, 2]),
       seqLens: intTensor([5, 6]),
       softmaxScale: 0.2,
       kvLoraRank: rank,
-      out: poisoned([2, 1, heads, rank], 'bf16'),
-      lse: poisoned([2, heads, 1], 'f32'),
+      out: dev(poisoned([2, 1, heads, rank], 'bf16')),
+      lse: dev(poisoned([2, heads, 1], 'f32')),
       stream,
     });
 
     const decodeCases: [string, (o: ReturnType<typeof make>) => object, ErrorCode, string | RegExp][] = [
-      ['q of dtype i32', (o) => ({ ...o, q: intTensor(new Array(2 * heads * width).fill(0), [2, 1, heads, width]) }), 'E_DTYPE', 'q must be f32, f16 or bf16'],
-      ['cache of another dtype than q', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width], 'f16').t }), 'E_DTYPE', 'cache must have the dtype of q'],
-      ['q of rank 3', (o) => ({ ...o, q: randomTensor(rng, [2, heads, width], 'bf16').t }), 'E_SHAPE', 'q must have rank 4'],
-      ['cache rows narrower than q', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width - 1], 'bf16').t }), 'E_SHAPE', 'cache dimension 2 must be 32'],
-      ['cache block size 0', (o) => ({ ...o, cache: Tensor.zeros([numBlocks, 0, width], 'bf16') }), 'E_SHAPE', 'cache block size'],
+      ['q of dtype i32', (o) => ({ ...o, q: dev(intTensor(new Array(2 * heads * width).fill(0), [2, 1, heads, width])) }), 'E_DTYPE', 'q must be f32, f16 or bf16'],
+      ['cache of another dtype than q', (o) => ({ ...o, cache: dev(randomTensor(rng, [numBlocks, blockSize, width], 'f16').t) }), 'E_DTYPE', 'cache must have the dtype of q'],
+      ['q of rank 3', (o) => ({ ...o, q: dev(randomTensor(rng, [2, heads, width], 'bf16').t) }), 'E_SHAPE', 'q must have rank 4'],
+      ['cache rows narrower than q', (o) => ({ ...o, cache: dev(randomTensor(rng, [numBlocks, blockSize, width - 1], 'bf16').t) }), 'E_SHAPE', 'cache dimension 2 must be 32'],
+      ['cache block size 0', (o) => ({ ...o, cache: dev(Tensor.zeros([numBlocks, 0, width], 'bf16')) }), 'E_SHAPE', 'cache block size'],
       ['blockTable batch disagreeing with q', (o) => ({ ...o, blockTable: intTensor([0, 1, 2, 3, 0, 0], [3, 2]) }), 'E_SHAPE', 'blockTable dimension 0 must be 2'],
       ['seqLens of the wrong length', (o) => ({ ...o, seqLens: intTensor([5]) }), 'E_SHAPE', 'seqLens dimension 0 must be 2'],
       ['blockTable of dtype f32', (o) => ({ ...o, blockTable: Tensor.from(new Float32Array(4), [2, 2]) }), 'E_DTYPE', 'blockTable must be i32'],
@@ -76,10 +78,10 @@ for (const backend of available) {
       ['softmaxScale a string', (o) => ({ ...o, softmaxScale: '0.2' }), 'E_ARGUMENT', 'softmaxScale must be a number'],
       ['kvLoraRank wider than q', (o) => ({ ...o, kvLoraRank: width + 1 }), 'E_RANGE', 'kvLoraRank'],
       ['kvLoraRank fractional', (o) => ({ ...o, kvLoraRank: 7.5 }), 'E_RANGE', 'kvLoraRank'],
-      ['out of the wrong shape', (o) => ({ ...o, out: poisoned([2, 1, heads, rank + 1], 'bf16') }), 'E_SHAPE', 'out must have shape [2, 1, 2, 16]'],
-      ['out of the wrong dtype', (o) => ({ ...o, out: poisoned([2, 1, heads, rank], 'f32') }), 'E_DTYPE', 'out must have the dtype of q'],
-      ['lse of the wrong dtype', (o) => ({ ...o, lse: poisoned([2, heads, 1], 'bf16') }), 'E_DTYPE', 'lse must be f32'],
-      ['lse of the wrong shape', (o) => ({ ...o, lse: poisoned([2, 1, heads], 'f32') }), 'E_SHAPE', 'lse must have shape [2, 2, 1]'],
+      ['out of the wrong shape', (o) => ({ ...o, out: dev(poisoned([2, 1, heads, rank + 1], 'bf16')) }), 'E_SHAPE', 'out must have shape [2, 1, 2, 16]'],
+      ['out of the wrong dtype', (o) => ({ ...o, out: dev(poisoned([2, 1, heads, rank], 'f32')) }), 'E_DTYPE', 'out must have the dtype of q'],
+      ['lse of the wrong dtype', (o) => ({ ...o, lse: dev(poisoned([2, heads, 1], 'bf16')) }), 'E_DTYPE', 'lse must be f32'],
+      ['lse of the wrong shape', (o) => ({ ...o, lse: dev(poisoned([2, 1, heads], 'f32')) }), 'E_SHAPE', 'lse must have shape [2, 2, 1]'],
       ['q that is a TypedArray, not a Tensor', (o) => ({ ...o, q: new Uint16Array(2 * heads * width) }), 'E_ARGUMENT', 'q must be a Tensor'],
       ['an unknown option', (o) => ({ ...o, softmax_scale: 0.2 }), 'E_ARGUMENT', "unknown option 'softmax_scale'"],
       ['causal not a boolean', (o) => ({ ...o, causal: 1 }), 'E_ARGUMENT', 'causal must be a boolean'],
@@ -87,11 +89,11 @@ for (const backend of available) {
     ];
 
     for (const [what, mutate, code, mentions] of decodeCases)
-      it(`mlaDecode with ${what}: ${code}`, () => {
+      it(`mlaDecode with ${what}: ${code}`, async () => {
         const o = make();
-        const before = [bytesOf(o.out), bytesOf(o.lse), bytesOf(o.cache)];
+        const before = [await bytesOf(o.out), await bytesOf(o.lse), await bytesOf(o.cache)];
         expectMlaError(() => mlaDecode(mutate(o) as never), code, mentions);
-        expect([bytesOf(o.out), bytesOf(o.lse), bytesOf(o.cache)]).toEqual(before);
+        expect([await bytesOf(o.out), await bytesOf(o.lse), await bytesOf(o.cache)]).toEqual(before);
       });
 
     it('mlaDecode with a disposed q or out: E_DISPOSED naming it', () => {
@@ -115,7 +117,8 @@ for (const backend of available) {
       expectMlaError(() => mlaDecode({ ...o, seqLens: intTensor([5, 5]), plan }), 'E_ARGUMENT', 'plan was made for seqLens[1] = 6');
     });
 
-    it('mlaDecode with out sharing memory with q: E_ARGUMENT', () => {
+    // Device tensors are separate allocations: only host memory can be aliased through the API.
+    it.runIf(stream_device_is_host(backend.name))('mlaDecode with out sharing memory with q: E_ARGUMENT', () => {
       const o = make();
       const shared = new Uint16Array(2 * heads * width);
       expectMlaError(() => mlaDecode({ ...o, q: Tensor.from(shared, [2, 1, heads, width], 'bf16'), out: Tensor.from(shared.subarray(0, 2 * heads * rank), [2, 1, heads, rank], 'bf16') }), 'E_ARGUMENT', 'out shares memory with q');
@@ -124,7 +127,7 @@ for (const backend of available) {
     it('a tensor on a device the stream cannot reach: E_DEVICE', () => {
       const o = make();
       const d = (t: Tensor, name: string) => t._descriptor(name);
-      const params = { q: { ...d(o.q, 'q'), device: 'cuda:0' }, cache: d(o.cache, 'cache'), blockTable: d(o.blockTable, 'b'), seqLens: d(o.seqLens, 's'), out: d(o.out, 'o'), lse: d(o.lse, 'l'), softmaxScale: 0.2, kvLoraRank: rank };
+      const params = { q: { data: new Uint16Array(o.q.numel), dtype: 'bf16', shape: o.q.shape, device: 'cuda:0' }, cache: d(o.cache, 'cache'), blockTable: d(o.blockTable, 'b'), seqLens: d(o.seqLens, 's'), out: d(o.out, 'o'), lse: d(o.lse, 'l'), softmaxScale: 0.2, kvLoraRank: rank };
       // Through the addon directly: lib/ only makes cpu tensors, the check lives in csrc/core.
       const s = new (native().NativeStream)(backend.name, () => {});
       try {
@@ -136,11 +139,11 @@ for (const backend of available) {
 
     // appendLatentCache
     const makeAppend = () => {
-      const tables = { cos: Tensor.fromValues(new Array(8 * 8).fill(0.5), [8, 8], 'f32'), sin: Tensor.fromValues(new Array(8 * 8).fill(0.5), [8, 8], 'f32') };
+      const tables = { cos: dev(Tensor.fromValues(new Array(8 * 8).fill(0.5), [8, 8], 'f32')), sin: dev(Tensor.fromValues(new Array(8 * 8).fill(0.5), [8, 8], 'f32')) };
       return {
-        cache: randomTensor(rng, [numBlocks, blockSize, width], 'f16').t,
-        kvC: randomTensor(rng, [3, rank], 'f16').t,
-        kPe: randomTensor(rng, [3, ropeDim], 'f16').t,
+        cache: dev(randomTensor(rng, [numBlocks, blockSize, width], 'f16').t),
+        kvC: dev(randomTensor(rng, [3, rank], 'f16').t),
+        kPe: dev(randomTensor(rng, [3, ropeDim], 'f16').t),
         slotMapping: intTensor([4, -1, 11]),
         rope: { positions: intTensor([0, 7, 3]), ...tables, style: 'neox' as 'neox' | 'interleaved' },
         stream,
@@ -151,26 +154,29 @@ for (const backend of available) {
       ['a slot repeated', (o) => ({ ...o, slotMapping: intTensor([4, 5, 4]) }), 'E_RANGE', 'slotMapping[2] = 4 repeats'],
       ['slotMapping of dtype f32', (o) => ({ ...o, slotMapping: Tensor.from(new Float32Array(3), [3]) }), 'E_DTYPE', 'slotMapping must be i32'],
       ['slotMapping shorter than kvC', (o) => ({ ...o, slotMapping: intTensor([4, 5]) }), 'E_SHAPE', 'slotMapping dimension 0 must be 3'],
-      ['kPe with another token count', (o) => ({ ...o, kPe: randomTensor(rng, [2, ropeDim], 'f16').t }), 'E_SHAPE', 'kPe dimension 0 must be 3'],
-      ['kvC of another dtype than the cache', (o) => ({ ...o, kvC: randomTensor(rng, [3, rank], 'bf16').t }), 'E_DTYPE', 'kPe must have the dtype of kvC'],
-      ['a cache row of the wrong width', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width + 2], 'f16').t }), 'E_SHAPE', 'cache dimension 2 must be 32'],
+      ['kPe with another token count', (o) => ({ ...o, kPe: dev(randomTensor(rng, [2, ropeDim], 'f16').t) }), 'E_SHAPE', 'kPe dimension 0 must be 3'],
+      ['kvC of another dtype than the cache', (o) => ({ ...o, kvC: dev(randomTensor(rng, [3, rank], 'bf16').t) }), 'E_DTYPE', 'kPe must have the dtype of kvC'],
+      ['a cache row of the wrong width', (o) => ({ ...o, cache: dev(randomTensor(rng, [numBlocks, blockSize, width + 2], 'f16').t) }), 'E_SHAPE', 'cache dimension 2 must be 32'],
       ['a position past the rope tables', (o) => ({ ...o, rope: { ...o.rope, positions: intTensor([0, 8, 8]) } }), 'E_RANGE', 'rope.positions[2] = 8 is outside [0, 8)'],
-      ['rope tables of the wrong width', (o) => ({ ...o, rope: { ...o.rope, cos: Tensor.zeros([8, 3], 'f32') } }), 'E_SHAPE', 'rope.cos dimension 1 must be 8'],
-      ['rope tables of dtype bf16', (o) => ({ ...o, rope: { ...o.rope, sin: Tensor.zeros([8, 8], 'bf16') } }), 'E_DTYPE', 'rope.sin must be f32'],
+      ['rope tables of the wrong width', (o) => ({ ...o, rope: { ...o.rope, cos: dev(Tensor.zeros([8, 3], 'f32')) } }), 'E_SHAPE', 'rope.cos dimension 1 must be 8'],
+      ['rope tables of dtype bf16', (o) => ({ ...o, rope: { ...o.rope, sin: dev(Tensor.zeros([8, 8], 'bf16')) } }), 'E_DTYPE', 'rope.sin must be f32'],
       ['an unknown rope style', (o) => ({ ...o, rope: { ...o.rope, style: 'gptj' } }), 'E_ARGUMENT', 'rope.style'],
-      ['an odd ropeDim with RoPE', (o) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, rank + 3], 'f16').t, kPe: randomTensor(rng, [3, 3], 'f16').t }), 'E_SHAPE', 'kPe ropeDim (dimension 1) must be even'],
+      ['an odd ropeDim with RoPE', (o) => ({ ...o, cache: dev(randomTensor(rng, [numBlocks, blockSize, rank + 3], 'f16').t), kPe: dev(randomTensor(rng, [3, 3], 'f16').t) }), 'E_SHAPE', 'kPe ropeDim (dimension 1) must be even'],
+      ...(stream_device_is_host(backend.name)
+        ? []
+        : [['a host cache on a device stream', (o: ReturnType<typeof makeAppend>) => ({ ...o, cache: randomTensor(rng, [numBlocks, blockSize, width], 'f16').t }), 'E_DEVICE', 'cache is on cpu but the stream runs on'] as const]),
     ];
     for (const [what, mutate, code, mentions] of appendCases)
       it(`appendLatentCache with ${what}: ${code}`, async () => {
         const o = makeAppend();
         const broken = mutate(o) as { cache: Tensor };
-        const before = bytesOf(broken.cache);
+        const before = await bytesOf(broken.cache);
         expectMlaError(() => appendLatentCache(broken as never), code, mentions);
         await stream.synchronize();
-        expect(bytesOf(broken.cache)).toEqual(before);
+        expect(await bytesOf(broken.cache)).toEqual(before);
       });
 
-    it('absorbQuery and unabsorbOutput with disagreeing shapes or dtypes', () => {
+    it('absorbQuery and unabsorbOutput with disagreeing shapes or dtypes', async () => {
       const qNope = randomTensor(rng, [3, heads, 8], 'f32').t;
       expectMlaError(() => absorbQuery({ qNope, wUk: randomTensor(rng, [heads + 1, 8, rank], 'f32').t, stream }), 'E_SHAPE', 'wUk dimension 0 must be 2');
       expectMlaError(() => absorbQuery({ qNope, wUk: randomTensor(rng, [heads, 9, rank], 'f32').t, stream }), 'E_SHAPE', 'wUk dimension 1 must be 8');
@@ -178,7 +184,7 @@ for (const backend of available) {
       expectMlaError(() => absorbQuery({ qNope, wUk: randomTensor(rng, [heads, 8, rank], 'f32').t, qPe: randomTensor(rng, [4, heads, 4], 'f32').t, stream }), 'E_SHAPE', 'qPe must match qNope');
       const out = poisoned([3, heads, rank], 'f32');
       expectMlaError(() => absorbQuery({ qNope, wUk: randomTensor(rng, [heads, 8, rank], 'f32').t, out: poisoned([3, heads, rank + 1], 'f32'), stream }), 'E_SHAPE', 'out must have shape [3, 2, 16]');
-      expect(Array.from(new Uint8Array(out._descriptor('o').data.buffer)).every((b) => b === 0xff)).toBe(true);
+      expect(Array.from(await bytesOf(out)).every((b) => b === 0xff)).toBe(true);
       const oLat = randomTensor(rng, [3, heads, rank], 'f32').t;
       expectMlaError(() => unabsorbOutput({ oLat, wUv: randomTensor(rng, [heads, 8], 'f32').t, stream }), 'E_SHAPE', 'wUv must have rank 3');
       expectMlaError(() => unabsorbOutput({ oLat, wUv: randomTensor(rng, [heads, 8, rank + 1], 'f32').t, stream }), 'E_SHAPE', 'wUv dimension 2 must be 16');

@@ -1,5 +1,5 @@
 // Shared test tools: seeded random data (the seed is printed), error norms, poison, backend list.
-import { backends, bf16ToFloat32, f16ToFloat32, Tensor, type BackendName, type FloatDType } from '../lib/index.js';
+import { backends, bf16ToFloat32, f16ToFloat32, Tensor, type BackendName, type DeviceName, type FloatDType } from '../lib/index.js';
 import type { Dense } from '../lib/reference.js';
 
 /** The seed of this test file: MLA_TEST_SEED to replay a failure, else fresh per run. */
@@ -90,6 +90,11 @@ export function countNaN(xs: ArrayLike<number>): number {
   let n = 0;
   for (let i = 0; i < xs.length; i++) if (Number.isNaN(xs[i])) n++;
   return n;
+}
+
+/** A tensor (made on the host) moved to where the stream computes; index tensors stay on the host. */
+export function onDevice<T extends Tensor>(t: T, stream: { device: DeviceName }): T {
+  return t.to(stream.device) as T;
 }
 
 /** Backends the shared suite runs on: MLA_TEST_BACKENDS (comma list) or every one this build has. */

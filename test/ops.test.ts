@@ -10,7 +10,7 @@ import {
   refUnabsorbOutput,
   visibleRows,
 } from '../lib/reference.js';
-import { countNaN, dense, exactValues, FLOAT_DTYPES, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, shapeRules, suiteBackends, testSeed, type ShapeRules } from './helpers.js';
+import { countNaN, dense, exactValues, FLOAT_DTYPES, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, onDevice, shapeRules, suiteBackends, testSeed, type ShapeRules } from './helpers.js';
 
 const seed = testSeed('ops');
 const LSE_TOL = 1e-4; // lse is computed in fp32 from exactly represented inputs, whatever the dtype
@@ -52,11 +52,11 @@ async function checkDecode(stream: Stream, rng: Rng, dtype: FloatDType, c: Decod
   const cache = randomTensor(rng, [layout.numBlocks, c.blockSize, width], dtype);
   const q = randomTensor(rng, [c.lens.length, c.queryLen, heads, width], dtype);
   const softmaxScale = (0.5 + rng.next() * 1.5) / Math.sqrt(width);
-  const out = poisoned([c.lens.length, c.queryLen, heads, kvLoraRank], dtype);
-  const lse = poisoned([c.lens.length, heads, c.queryLen], 'f32');
+  const out = onDevice(poisoned([c.lens.length, c.queryLen, heads, kvLoraRank], dtype), stream);
+  const lse = onDevice(poisoned([c.lens.length, heads, c.queryLen], 'f32'), stream);
   const what = `${dtype} lens [${c.lens}] blockSize ${c.blockSize} queryLen ${c.queryLen} causal ${c.causal} heads ${heads} kvLoraRank ${kvLoraRank} ropeDim ${ropeDim} (seed ${seed})`;
 
-  const result = mlaDecode({ q: q.t, cache: cache.t, blockTable: layout.blockTable, seqLens: layout.seqLens, softmaxScale, kvLoraRank, causal: c.causal, out, lse, stream });
+  const result = mlaDecode({ q: onDevice(q.t, stream), cache: onDevice(cache.t, stream), blockTable: layout.blockTable, seqLens: layout.seqLens, softmaxScale, kvLoraRank, causal: c.causal, out, lse, stream });
   expect(result.out).toBe(out);
   const got = await out.toFloat32();
   const gotLse = await lse.toFloat32();
@@ -145,7 +145,8 @@ for (const backend of suiteBackends()) {
           const numBlocks = rng.int(2, 6);
           const numTokens = rng.int(1, Math.min(12, numBlocks * blockSize));
           const cache = randomTensor(rng, [numBlocks, blockSize, kvLoraRank + ropeDim], dtype, 5); // sentinel contents
-          const before = new Uint8Array(new Uint8Array(cache.t._descriptor('c').data.buffer).slice());
+          const before = new Uint8Array((await cache.t.read()).buffer);
+          const deviceCache = onDevice(cache.t, stream);
           const kvC = randomTensor(rng, [numTokens, kvLoraRank], dtype);
           const kPe = randomTensor(rng, [numTokens, ropeDim], dtype);
           const slots = rng.shuffle(Array.from({ length: numBlocks * blockSize }, (_, i) => i)).slice(0, numTokens);
@@ -154,17 +155,17 @@ for (const backend of suiteBackends()) {
           const maxPositions = rng.int(8, 64);
           const tables = ropeTables(rng, maxPositions, ropeDim);
           const positions = intTensor(Array.from({ length: numTokens }, () => rng.int(0, maxPositions - 1)));
-          const rope = style ? { positions, cos: tables.cos, sin: tables.sin, style } : undefined;
-          appendLatentCache({ cache: cache.t, kvC: kvC.t, kPe: kPe.t, slotMapping, rope, stream });
-          await stream.synchronize();
+          const rope = style ? { positions, cos: onDevice(tables.cos, stream), sin: onDevice(tables.sin, stream), style } : undefined;
+          appendLatentCache({ cache: deviceCache, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping, rope, stream });
+          const afterData = await deviceCache.read();
 
           const ref = refAppendLatentCache({
             cache: cache.dense, kvC: kvC.dense, kPe: kPe.dense, slotMapping: dense(slotMapping),
             rope: rope && { positions: dense(positions), cos: dense(tables.cos), sin: dense(tables.sin), style: rope.style },
           });
           const what = `${dtype} rope ${style ?? 'none'} kvLoraRank ${kvLoraRank} ropeDim ${ropeDim} blockSize ${blockSize} (seed ${seed})`;
-          const got = exactValues(cache.t);
-          const after = new Uint8Array(cache.t._descriptor('c').data.buffer);
+          const got = exactValues(Tensor.from(afterData as never, cache.t.shape, dtype as never));
+          const after = new Uint8Array(afterData.buffer);
           const rowBytes = before.length / (numBlocks * blockSize);
           const written = new Set(slots.filter((s) => s >= 0));
           for (let s = 0; s < numBlocks * blockSize; s++) {
@@ -196,15 +197,16 @@ for (const backend of suiteBackends()) {
           const qNope = randomTensor(rng, [...lead, heads, nope], dtype);
           const wUk = randomTensor(rng, [heads, nope, kvLoraRank], dtype, 0.2);
           const qPe = ropeDim ? randomTensor(rng, [...lead, heads, ropeDim], dtype) : undefined;
-          const qOut = poisoned([...lead, heads, kvLoraRank + ropeDim], dtype);
-          expect(absorbQuery({ qNope: qNope.t, wUk: wUk.t, qPe: qPe?.t, out: qOut, stream })).toBe(qOut);
+          const qOut = onDevice(poisoned([...lead, heads, kvLoraRank + ropeDim], dtype), stream);
+          expect(absorbQuery({ qNope: onDevice(qNope.t, stream), wUk: onDevice(wUk.t, stream), qPe: qPe && onDevice(qPe.t, stream), out: qOut, stream })).toBe(qOut);
           const q = await qOut.toFloat32();
           expect(countNaN(q), `unwritten absorbQuery output, ${what}`).toBe(0);
           expect(relErr(q, refAbsorbQuery({ qNope: qNope.dense, wUk: wUk.dense, qPe: qPe?.dense })), `absorbQuery, ${what}`).toBeLessThanOrEqual(REL_BOUND[dtype]);
 
           const oLat = randomTensor(rng, [...lead, heads, kvLoraRank], dtype);
           const wUv = randomTensor(rng, [heads, vHeadDim, kvLoraRank], dtype, 0.2);
-          const o = unabsorbOutput({ oLat: oLat.t, wUv: wUv.t, stream }); // allocated output
+          const o = unabsorbOutput({ oLat: onDevice(oLat.t, stream), wUv: onDevice(wUv.t, stream), stream }); // allocated output
+          expect(o.device).toBe(stream.device);
           expect(o.shape).toEqual([...lead, heads, vHeadDim]);
           const got = await o.toFloat32();
           expect(relErr(got, refUnabsorbOutput({ oLat: oLat.dense, wUv: wUv.dense })), `unabsorbOutput, ${what}`).toBeLessThanOrEqual(REL_BOUND[dtype]);
@@ -226,7 +228,7 @@ for (const backend of suiteBackends()) {
           const layout = pagedLayout(rng, lens, blockSize);
           const width = kvLoraRank + ropeDim;
           // Fill the cache through appendLatentCache, as a model would.
-          const cache = Tensor.zeros([layout.numBlocks, blockSize, width], dtype);
+          const cache = Tensor.zeros([layout.numBlocks, blockSize, width], dtype, { device: stream.device });
           const table = exactValues(layout.blockTable);
           const slots: number[] = [];
           lens.forEach((len, b) => {
@@ -234,16 +236,16 @@ for (const backend of suiteBackends()) {
           });
           const kvC = randomTensor(rng, [slots.length, kvLoraRank], dtype);
           const kPe = randomTensor(rng, [slots.length, ropeDim], dtype);
-          appendLatentCache({ cache, kvC: kvC.t, kPe: kPe.t, slotMapping: intTensor(slots), stream });
+          appendLatentCache({ cache, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), stream });
 
           const qNope = randomTensor(rng, [lens.length, queryLen, heads, nope], dtype);
           const qPe = randomTensor(rng, [lens.length, queryLen, heads, ropeDim], dtype);
           const wUk = randomTensor(rng, [heads, nope, kvLoraRank], dtype, 0.3);
           const wUv = randomTensor(rng, [heads, vHeadDim, kvLoraRank], dtype, 0.3);
           const softmaxScale = 1 / Math.sqrt(nope + ropeDim);
-          const q = absorbQuery({ qNope: qNope.t, wUk: wUk.t, qPe: qPe.t, stream });
+          const q = absorbQuery({ qNope: onDevice(qNope.t, stream), wUk: onDevice(wUk.t, stream), qPe: onDevice(qPe.t, stream), stream });
           const { out: oLat } = mlaDecode({ q, cache, blockTable: layout.blockTable, seqLens: layout.seqLens, softmaxScale, kvLoraRank, causal, stream });
-          const o = unabsorbOutput({ oLat, wUv: wUv.t, stream });
+          const o = unabsorbOutput({ oLat, wUv: onDevice(wUv.t, stream), stream });
           const got = await o.toFloat32();
 
           const ref = refUnabsorbedAttention({

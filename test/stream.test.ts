@@ -53,6 +53,29 @@ describe('streams', () => {
     await defaultStream('cpu').synchronize();
   });
 
+  it('an operation on one stream waits for writes queued on another', async () => {
+    const rng = new Rng(seed + 2);
+    const writer = new Stream('cpu');
+    const reader = new Stream('cpu');
+    const width = 72;
+    const len = 2048;
+    const cache = randomTensor(rng, [len / 16, 16, width], 'f32').t;
+    const qs = [0, 1, 2].map(() => randomTensor(rng, [1, 1, 8, width], 'f32').t);
+    const blockTable = intTensor(Array.from({ length: len / 16 }, (_, i) => i), [1, len / 16]);
+    const seqLens = intTensor([len]);
+    const out = poisoned([1, 1, 8, 64], 'f32');
+    // `writer` rewrites `out` many times with other queries before its final value; a reader that did not wait
+    // would copy NaN or one of the intermediate values.
+    for (let i = 0; i < 60; i++) mlaDecode({ q: qs[i % 2], cache, blockTable, seqLens, softmaxScale: 0.1, kvLoraRank: 64, out, stream: writer });
+    mlaDecode({ q: qs[2], cache, blockTable, seqLens, softmaxScale: 0.1, kvLoraRank: 64, out, stream: writer });
+    const identity = Tensor.fromValues(Array.from({ length: 8 * 64 * 64 }, (_, i) => (i % 64 === Math.floor(i / 64) % 64 ? 1 : 0)), [8, 64, 64], 'f32');
+    const copy = unabsorbOutput({ oLat: out, wUv: identity, stream: reader });
+    const final = Array.from(await out.toFloat32());
+    expect(Array.from(await copy.toFloat32())).toEqual(final);
+    writer.dispose();
+    reader.dispose();
+  });
+
   it('using disposes a tensor at the end of its block', () => {
     let escaped: Tensor;
     {

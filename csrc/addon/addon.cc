@@ -12,6 +12,7 @@
 #include "../core/errors.h"
 #include "../core/ops.h"
 #include "js_error.h"
+#include "device_buffer.h"
 #include "stream.h"
 
 #ifdef MLA_WITH_CUDA_SIM
@@ -24,15 +25,17 @@ namespace {
 
 Device parseDevice(const std::string& s, const char* name) {
   if (s == "cpu") return Device{};
-  if (s.size() > 5 && s.size() < 9 && s.rfind("cuda:", 0) == 0 && s.find_first_not_of("0123456789", 5) == std::string::npos)
-    return Device{DeviceKind::Cuda, std::stoi(s.substr(5))};
+  for (auto [prefix, kind] : {std::pair{std::string("cuda:"), DeviceKind::Cuda}, std::pair{std::string("cuda-sim:"), DeviceKind::CudaSim}}) {
+    const size_t n = prefix.size();
+    if (s.size() > n && s.size() < n + 4 && s.rfind(prefix, 0) == 0 && s.find_first_not_of("0123456789", n) == std::string::npos)
+      return Device{kind, std::stoi(s.substr(n))};
+  }
   throw Error(ErrorCode::Device, std::string(name) + " has an unknown device '" + s + "'");
 }
 
-// Tensor descriptors come from lib/tensor.ts: { data: TypedArray, dtype, shape, device }.
-// The checks here only make sure a descriptor cannot point outside its own buffer.
-TensorView toView(const Napi::Object& params, const char* name, bool optional,
-                  std::vector<Napi::ObjectReference>* keepAlive) {
+// Tensor descriptors come from lib/tensor.ts: { data: TypedArray | buffer: NativeDeviceBuffer, dtype, shape, device }.
+// The checks here only make sure a descriptor cannot point outside its own memory.
+TensorView toView(const Napi::Object& params, const char* name, bool optional, Retained* keepAlive) {
   TensorView v;
   v.name = name;
   Napi::Value value = params.Get(name);
@@ -42,8 +45,9 @@ TensorView toView(const Napi::Object& params, const char* name, bool optional,
   }
   if (!value.IsObject()) throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
   Napi::Object desc = value.As<Napi::Object>();
-  Napi::Value data = desc.Get("data"), dtype = desc.Get("dtype"), shape = desc.Get("shape"), device = desc.Get("device");
-  if (!data.IsTypedArray() || !dtype.IsString() || !shape.IsArray() || !device.IsString())
+  Napi::Value data = desc.Get("data"), buffer = desc.Get("buffer"), dtype = desc.Get("dtype"), shape = desc.Get("shape"),
+              device = desc.Get("device");
+  if (!(data.IsTypedArray() || buffer.IsObject()) || !dtype.IsString() || !shape.IsArray() || !device.IsString())
     throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
   if (!parseDType(dtype.As<Napi::String>().Utf8Value(), &v.dtype))
     throw Error(ErrorCode::DType, std::string(name) + " has an unknown dtype");
@@ -58,8 +62,11 @@ TensorView toView(const Napi::Object& params, const char* name, bool optional,
       throw Error(ErrorCode::Shape, std::string(name) + " has an invalid dimension " + std::to_string(d));
     v.shape[i] = static_cast<int64_t>(d);
   }
-  Napi::TypedArray array = data.As<Napi::TypedArray>();
-  const size_t byteLength = array.ByteLength();
+  DeviceBufferWrap* deviceBuffer = data.IsTypedArray() ? nullptr : DeviceBufferWrap::Unwrap(buffer.As<Napi::Object>());
+  if (deviceBuffer && deviceBuffer->released()) throw Error(ErrorCode::Disposed, std::string(name) + " was disposed");
+  if (deviceBuffer && v.device != deviceBuffer->backend().device())
+    throw Error(ErrorCode::Internal, std::string(name) + ": descriptor device disagrees with its memory");
+  const size_t byteLength = deviceBuffer ? deviceBuffer->bytes() : data.As<Napi::TypedArray>().ByteLength();
   // Element count with overflow detection: absurd shapes must not wrap around to a small size.
   const size_t elem = dtypeSize(v.dtype);
   size_t numel = 1;
@@ -72,8 +79,17 @@ TensorView toView(const Napi::Object& params, const char* name, bool optional,
   if (numel == 0) overflow = false;
   if (overflow || numel * elem > byteLength)
     throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
+  if (deviceBuffer) {
+    v.data = deviceBuffer->data();
+    if (keepAlive) {
+      keepAlive->refs.push_back(Napi::Persistent(buffer.As<Napi::Object>()));
+      keepAlive->buffers.push_back(deviceBuffer);
+    }
+    return v;
+  }
+  Napi::TypedArray array = data.As<Napi::TypedArray>();
   v.data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-  if (keepAlive) keepAlive->push_back(Napi::Persistent(array.As<Napi::Object>()));
+  if (keepAlive) keepAlive->refs.push_back(Napi::Persistent(array.As<Napi::Object>()));
   return v;
 }
 
@@ -95,7 +111,7 @@ Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims) {
 }
 
 // --- parameter structs from JS objects ---------------------------------------------------------------
-using Refs = std::vector<Napi::ObjectReference>;
+using Refs = Retained;
 
 AppendLatentCacheParams appendParams(const Napi::Object& o, Refs* refs) {
   AppendLatentCacheParams p;
@@ -174,8 +190,45 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
     checkForBackend(p, stream.backend());
     stream.backend().checkSupported(p);
     mla::Backend* backend = &stream.backend();
-    uint64_t ticket = stream.enqueue([p, backend, run] { run(*backend, p); }, std::move(refs));
+    // Writes on other streams this operation must wait for: [[stream, ticket], ...] from lib/ops.ts.
+    std::vector<StreamWrap::Dependency> after;
+    if (info.Length() > 2 && info[2].IsArray()) {
+      Napi::Array deps = info[2].As<Napi::Array>();
+      for (uint32_t i = 0; i < deps.Length(); ++i) {
+        Napi::Array d = deps.Get(i).As<Napi::Array>();
+        StreamWrap& other = toStream(d.Get(0u));
+        if (&other == &stream) continue;
+        refs.refs.push_back(Napi::Persistent(d.Get(0u).As<Napi::Object>()));  // keeps the other stream alive
+        after.push_back({&other, static_cast<uint64_t>(d.Get(1u).As<Napi::Number>().DoubleValue())});
+      }
+    }
+    uint64_t ticket = stream.enqueue([p, backend, run] { run(*backend, p); }, std::move(refs), std::move(after));
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+  });
+}
+
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  return enqueueOp<CopyParams>(
+      info,
+      [](const Napi::Object& o, Refs* r) {
+        CopyParams p;
+        p.src = toView(o, "src", false, r);
+        p.dst = toView(o, "dst", false, r);
+        return p;
+      },
+      [](mla::Backend& b, const CopyParams& p) { b.copy(p); });
+}
+
+// memoryStats(backendName) -> { bytesInUse, peakBytes } of the backend's device memory.
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    mla::Backend& backend = getBackend(info[0].ToString().Utf8Value());
+    DeviceMemory* memory = backend.memory();
+    if (!memory) throw Error(ErrorCode::Device, std::string("the ") + backend.name() + " backend works on host memory");
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("bytesInUse", static_cast<double>(memory->bytesInUse()));
+    o.Set("peakBytes", static_cast<double>(memory->peakBytes()));
+    return o;
   });
 }
 
@@ -301,6 +354,7 @@ Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   s.numSms = static_cast<int>(num("numSms", s.numSms));
   s.splitRows = static_cast<int>(num("splitRows", s.splitRows));
   s.batchInvariant = flag("batchInvariant", s.batchInvariant);
+  s.deviceMemoryBytes = static_cast<size_t>(num("deviceMemoryBytes", static_cast<double>(s.deviceMemoryBytes)));
   cuda::setSimSettings(s);
   return info.Env().Undefined();
 }
@@ -360,6 +414,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   napi_add_env_cleanup_hook(env, stopStreams, data);
   exports.Set("NativeStream", StreamWrap::Define(env));
+  exports.Set("NativeDeviceBuffer", DeviceBufferWrap::Define(env));
+  exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("appendLatentCache", Napi::Function::New(env, AppendLatentCache));
   exports.Set("mlaDecode", Napi::Function::New(env, MlaDecode));
   exports.Set("absorbQuery", Napi::Function::New(env, AbsorbQuery));

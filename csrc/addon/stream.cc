@@ -15,7 +15,8 @@ void stopStreams(void* arg) {
 
 Napi::Function StreamWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeStream",
-                     {InstanceMethod<&StreamWrap::BackendName>("backend"), InstanceMethod<&StreamWrap::Dispose>("dispose")});
+                     {InstanceMethod<&StreamWrap::BackendName>("backend"), InstanceMethod<&StreamWrap::DeviceName>("device"),
+                      InstanceMethod<&StreamWrap::Dispose>("dispose")});
 }
 
 StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
@@ -44,6 +45,11 @@ void StreamWrap::shutdown() {
   releaseTsfn();
 }
 
+void StreamWrap::waitCompleted(uint64_t ticket) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return workerCompleted_ >= ticket || stop_; });
+}
+
 void StreamWrap::close() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -56,20 +62,21 @@ void StreamWrap::releaseTsfn() {
   if (!tsfnReleased_.exchange(true)) tsfn_.Release();
 }
 
-uint64_t StreamWrap::enqueue(std::function<void()> work, std::vector<Napi::ObjectReference> keepAlive) {
+uint64_t StreamWrap::enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_ || closing_) throw Error(ErrorCode::Disposed, "the stream was disposed");
   }
   const uint64_t ticket = nextTicket_++;
-  keepAlive_.emplace(ticket, std::move(keepAlive));
+  for (DeviceBufferWrap* b : retained.buffers) b->use();
+  retained_.emplace(ticket, std::move(retained));
   if (pending_++ == 0) {
     tsfn_.Ref(Env());
     Ref();  // the stream object lives while it has work
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(Task{ticket, std::move(work)});
+    queue_.push_back(Task{ticket, std::move(work), std::move(after)});
   }
   cv_.notify_one();
   return ticket;
@@ -86,6 +93,7 @@ void StreamWrap::workerLoop() {
       queue_.pop_front();
     }
     auto* done = new Done{this, task.ticket, true, "", ""};
+    for (const Dependency& d : task.after) d.stream->waitCompleted(d.ticket);
     try {
       task.work();
     } catch (const Error& e) {
@@ -95,6 +103,11 @@ void StreamWrap::workerLoop() {
     } catch (const std::exception& e) {
       *done = Done{this, task.ticket, false, "E_INTERNAL", e.what()};
     }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      workerCompleted_ = task.ticket;
+    }
+    cv_.notify_all();
     if (tsfn_.NonBlockingCall(done, onDone) != napi_ok) delete done;  // Node is shutting down
   }
   releaseTsfn();  // after the last completion was queued to the main thread
@@ -104,7 +117,11 @@ void StreamWrap::onDone(Napi::Env env, Napi::Function callback, Done* done) {
   std::unique_ptr<Done> owned(done);
   if (env == nullptr) return;
   StreamWrap* self = done->stream;
-  self->keepAlive_.erase(done->ticket);
+  auto it = self->retained_.find(done->ticket);
+  if (it != self->retained_.end()) {
+    for (DeviceBufferWrap* b : it->second.buffers) b->done();
+    self->retained_.erase(it);
+  }
   if (--self->pending_ == 0) {
     self->tsfn_.Unref(env);
     self->Unref();
@@ -116,6 +133,10 @@ void StreamWrap::onDone(Napi::Env env, Napi::Function callback, Done* done) {
 
 Napi::Value StreamWrap::BackendName(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), backend_->name());
+}
+
+Napi::Value StreamWrap::DeviceName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), backend_->device().str());
 }
 
 Napi::Value StreamWrap::Dispose(const Napi::CallbackInfo& info) {

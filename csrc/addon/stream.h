@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "device_buffer.h"
 #include "js_error.h"
 
 namespace mla::addon {
@@ -30,8 +31,16 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   ~StreamWrap() override;
 
   Backend& backend() const { return *backend_; }
-  // Main thread only. Queues `work`; returns its ticket (1, 2, 3, ...).
-  uint64_t enqueue(std::function<void()> work, std::vector<Napi::ObjectReference> keepAlive);
+  // A write on another stream that an operation must wait for: the worker waits until `stream` has completed
+  // `ticket` (Tensor records which stream last wrote it).
+  struct Dependency {
+    StreamWrap* stream;
+    uint64_t ticket;
+  };
+  // Main thread only. Queues `work` to run after `after`; returns its ticket (1, 2, 3, ...).
+  uint64_t enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after = {});
+  // Blocks the calling worker until this stream's worker has finished `ticket` (or the stream stops).
+  void waitCompleted(uint64_t ticket);
   // Refuses new work; the worker finishes what is queued, then exits.
   void close();
   // Stops the worker after the operation it is running and drops what is queued (process exit).
@@ -41,6 +50,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   struct Task {
     uint64_t ticket;
     std::function<void()> work;
+    std::vector<Dependency> after;
   };
   struct Done {
     StreamWrap* stream;
@@ -50,6 +60,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   };
 
   Napi::Value BackendName(const Napi::CallbackInfo& info);
+  Napi::Value DeviceName(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   void workerLoop();
   void releaseTsfn();
@@ -62,11 +73,12 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   // Main thread only.
   uint64_t nextTicket_ = 1;
   uint64_t pending_ = 0;
-  std::map<uint64_t, std::vector<Napi::ObjectReference>> keepAlive_;
+  std::map<uint64_t, Retained> retained_;
   // Shared with the worker.
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
+  uint64_t workerCompleted_ = 0;  // last ticket the worker finished (guarded by mu_)
   bool stop_ = false;     // drop the queue and exit
   bool closing_ = false;  // exit once the queue is empty
   std::thread worker_;

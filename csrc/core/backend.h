@@ -19,6 +19,17 @@ inline void fillPlanHandle(DecodePlanHandle& plan, const std::string& backend, i
   plan.batchInvariant = batchInvariant;
 }
 
+// Device memory of a backend whose device is not the host (cuda, cuda-sim).
+class DeviceMemory {
+ public:
+  virtual ~DeviceMemory() = default;
+  // Throws mla::Error E_OOM (with the CUDA error name) when the device has no room.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* ptr, size_t bytes) = 0;
+  virtual size_t bytesInUse() const = 0;
+  virtual size_t peakBytes() const = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -31,6 +42,7 @@ class Backend {
   virtual void checkSupported(const MlaDecodeParams&) const {}
   virtual void checkSupported(const AbsorbQueryParams&) const {}
   virtual void checkSupported(const UnabsorbOutputParams&) const {}
+  virtual void checkSupported(const CopyParams&) const {}
 
   // Plans the split of one decode step. The default plan only records what it was made for: the CPU backend
   // splits per call.
@@ -42,6 +54,10 @@ class Backend {
   }
 
   virtual void appendLatentCache(const AppendLatentCacheParams& p) = 0;
+  // Host <-> device and device <-> device copies, in stream order. The CPU copies host to host.
+  virtual void copy(const CopyParams& p) = 0;
+  // The backend's device memory, or null when it works on host memory (cpu).
+  virtual DeviceMemory* memory() { return nullptr; }
   virtual void mlaDecode(const MlaDecodeParams& p) = 0;
   virtual void absorbQuery(const AbsorbQueryParams& p) = 0;
   virtual void unabsorbOutput(const UnabsorbOutputParams& p) = 0;
@@ -60,5 +76,7 @@ Backend& getBackend(const std::string& name);
 // Defined by each backend's translation unit.
 Backend& cpuBackend();
 Backend& cudaSimBackend();  // only in builds with MLA_WITH_CUDA_SIM
+Backend& cudaBackend();     // only in builds with MLA_WITH_CUDA
+BackendInfo cudaBackendInfo();  // whether a usable GPU was found, or why not (MLA_WITH_CUDA builds)
 
 }  // namespace mla

@@ -12,7 +12,11 @@ std::vector<BackendInfo> listBackends() {
 #else
   list.push_back({"cuda-sim", false, "not built: the emulator is part of the cmake-js build with MLA_CUDA_SIM=ON (npm test), not of the node-gyp fallback"});
 #endif
-  list.push_back({"cuda", false, "not built: this version of mla-kernels has no CUDA kernels yet"});
+#ifdef MLA_WITH_CUDA
+  list.push_back(cudaBackendInfo());
+#else
+  list.push_back({"cuda", false, "not built: this addon was compiled without nvcc (the node-gyp fallback, or MLA_CUDA=OFF)"});
+#endif
   return list;
 }
 
@@ -20,6 +24,9 @@ Backend& getBackend(const std::string& name) {
   if (name == "cpu") return cpuBackend();
 #ifdef MLA_WITH_CUDA_SIM
   if (name == "cuda-sim") return cudaSimBackend();
+#endif
+#ifdef MLA_WITH_CUDA
+  if (name == "cuda" && cudaBackendInfo().available) return cudaBackend();
 #endif
   for (const BackendInfo& info : listBackends())
     if (info.name == name) throw Error(ErrorCode::Unsupported, "backend '" + name + "' is unavailable: " + info.reason);

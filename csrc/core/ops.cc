@@ -248,6 +248,18 @@ void validate(MlaDecodeParams& p, const Device& device) {
   requireNoOverlap(p.lse, {&p.out});
 }
 
+void validate(CopyParams& p, const Device& device) {
+  requirePresent(p.src);
+  requirePresent(p.dst);
+  requireSameDType(p.dst, p.src);
+  if (p.dst.numel() != p.src.numel())
+    fail(ErrorCode::Shape, "dst has " + std::to_string(p.dst.numel()) + " elements, src " + std::to_string(p.src.numel()));
+  for (const TensorView* t : {&p.src, &p.dst})
+    if (t->device.kind != DeviceKind::Cpu && t->device != device)
+      fail(ErrorCode::Device, std::string(t->name) + " is on " + t->device.str() + " but the stream runs on " + device.str());
+  requireNoOverlap(p.dst, {&p.src});
+}
+
 void validatePlan(const MlaDecodeParams& p, const std::string& backend) {
   if (!p.plan) return;
   const DecodePlanHandle& plan = *p.plan;

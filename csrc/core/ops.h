@@ -84,6 +84,12 @@ struct UnabsorbOutputParams {
   int64_t numTokens = 0, numHeads = 0, kvLoraRank = 0, vHeadDim = 0;
 };
 
+// Copies a tensor between host and device memory, or within one device: same dtype and element count.
+struct CopyParams {
+  TensorView src;
+  TensorView dst;
+};
+
 // Shapes of the outputs an operation creates when the caller gives none. They validate the inputs
 // (outputs absent) and throw mla::Error like validate().
 std::vector<int64_t> absorbQueryOutShape(AbsorbQueryParams& p);
@@ -98,5 +104,7 @@ void validate(MlaDecodeParams& p, const Device& device);
 void validatePlan(const MlaDecodeParams& p, const std::string& backend);
 void validate(AbsorbQueryParams& p, const Device& device);
 void validate(UnabsorbOutputParams& p, const Device& device);
+// One side of a copy may be on the host; the other must be on `device` (or the host too).
+void validate(CopyParams& p, const Device& device);
 
 }  // namespace mla

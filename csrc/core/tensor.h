@@ -9,14 +9,19 @@ namespace mla {
 
 inline constexpr int kMaxDims = 6;
 
-enum class DeviceKind : uint8_t { Cpu = 0, Cuda = 1 };
+// cuda-sim memory is host memory handed out by the emulated CUDA runtime; it is a device of its own so tensors of a
+// real GPU and of the emulator are never confused.
+enum class DeviceKind : uint8_t { Cpu = 0, Cuda = 1, CudaSim = 2 };
 
 struct Device {
   DeviceKind kind = DeviceKind::Cpu;
   int index = 0;
   bool operator==(const Device& o) const { return kind == o.kind && index == o.index; }
   bool operator!=(const Device& o) const { return !(*this == o); }
-  std::string str() const { return kind == DeviceKind::Cpu ? "cpu" : "cuda:" + std::to_string(index); }
+  std::string str() const {
+    if (kind == DeviceKind::Cpu) return "cpu";
+    return (kind == DeviceKind::Cuda ? "cuda:" : "cuda-sim:") + std::to_string(index);
+  }
 };
 
 struct TensorView {

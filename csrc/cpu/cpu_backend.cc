@@ -176,6 +176,7 @@ class CpuBackend final : public Backend {
       for (int64_t b = 0; b < p.batch; ++b) decodeSequence<decltype(tag)>(p, b, scratch);
     });
   }
+  void copy(const CopyParams& p) override { std::memcpy(p.dst.data, p.src.data, p.src.nbytes()); }
   void absorbQuery(const AbsorbQueryParams& p) override {
     dispatchFloat(p.qNope.dtype, [&](auto tag) { cpu::absorbQuery<decltype(tag)>(p); });
   }

@@ -15,6 +15,7 @@ struct SimSettings {
   int numSms = 8;            // SM count the decode plan assumes
   int splitRows = 0;         // > 0: force split-KV chunks of this many rows
   bool batchInvariant = false;
+  size_t deviceMemoryBytes = size_t{4} << 30;  // what the emulated cudaMalloc hands out before cudaErrorMemoryAllocation
 };
 
 struct SimLaunch {

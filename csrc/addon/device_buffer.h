@@ -1,0 +1,46 @@
+// Device memory behind a JS Tensor on cuda:N or cuda-sim:N. release() (Tensor.dispose) frees it as soon as no queued
+// operation uses it; the finaliser frees what was forgotten.
+#pragma once
+#include <napi.h>
+
+#include <vector>
+
+#include "../core/backend.h"
+
+namespace mla::addon {
+
+class DeviceBufferWrap : public Napi::ObjectWrap<DeviceBufferWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  // new NativeDeviceBuffer(backendName, bytes)
+  explicit DeviceBufferWrap(const Napi::CallbackInfo& info);
+  ~DeviceBufferWrap() override { free(); }
+
+  void* data() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  bool released() const { return releaseRequested_; }
+  const Backend& backend() const { return *backend_; }
+  // Main thread only: an operation using the buffer was queued / has completed.
+  void use() { ++pending_; }
+  void done() {
+    if (--pending_ == 0 && releaseRequested_) free();
+  }
+
+ private:
+  Napi::Value Release(const Napi::CallbackInfo& info);
+  void free();
+
+  Backend* backend_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  int pending_ = 0;
+  bool releaseRequested_ = false;
+};
+
+// What a queued operation keeps alive until it completes.
+struct Retained {
+  std::vector<Napi::ObjectReference> refs;
+  std::vector<DeviceBufferWrap*> buffers;
+};
+
+}  // namespace mla::addon

@@ -1,0 +1,411 @@
+// The CUDA backend's host code: device memory, per-worker CUDA streams with pinned staging, uploads of the index
+// tensors, the decode plan, launches and error checks. Included by cuda_backend.cc (GPU, real runtime, mla::kernels)
+// and by sim_backend.cc (cuda-sim, emulated runtime, mla::kernels_sim). The including file defines, before the
+// include `template <class Fn> void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll)`, which
+// runs the launches (once on a GPU; under every thread order with checks under emulation), and
+// `DecodePlanOptions planOptions()` (defaults on a GPU; the emulator's settings under cuda-sim).
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/errors.h"
+#include "plan.h"
+#include "runtime_api.h"
+
+namespace mla::MLA_KERNEL_NS {
+
+[[noreturn]] inline void throwCuda(cudaError_t e, const std::string& what) {
+  throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Cuda, what + " failed: " + rt::cudaGetErrorName(e));
+}
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throwCuda(e, what);
+}
+
+// What the runtime says about a device, and why it cannot be used when it cannot.
+struct DeviceProbe {
+  bool available = false;
+  std::string reason;
+  std::string name;
+  int numSms = 0, smemOptin = 0, computeMajor = 0, computeMinor = 0;
+  size_t totalMemory = 0;
+  int driverVersion = 0, runtimeVersion = 0;
+};
+
+inline DeviceProbe probeDevice(int device) {
+  DeviceProbe p;
+  rt::cudaRuntimeGetVersion(&p.runtimeVersion);
+  rt::cudaDriverGetVersion(&p.driverVersion);
+  int count = 0;
+  const cudaError_t e = rt::cudaGetDeviceCount(&count);
+  if (e == cudaErrorInsufficientDriver) {
+    p.reason = std::string(rt::cudaGetErrorName(e)) + ": " +
+               (p.driverVersion == 0 ? "no NVIDIA driver is installed" : "the NVIDIA driver is older than the CUDA " +
+                                                                              std::to_string(p.runtimeVersion / 1000) + " runtime of this build; update the driver");
+    return p;
+  }
+  if (e != cudaSuccess) {
+    p.reason = std::string(rt::cudaGetErrorName(e)) + (e == cudaErrorNoDevice ? ": no CUDA device found" : "");
+    return p;
+  }
+  if (device >= count) {
+    p.reason = "cudaErrorInvalidDevice: device " + std::to_string(device) + " requested, " + std::to_string(count) + " found";
+    return p;
+  }
+  rt::cudaDeviceGetAttribute(&p.numSms, cudaDevAttrMultiProcessorCount, device);
+  rt::cudaDeviceGetAttribute(&p.smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  rt::cudaDeviceGetAttribute(&p.computeMajor, cudaDevAttrComputeCapabilityMajor, device);
+  rt::cudaDeviceGetAttribute(&p.computeMinor, cudaDevAttrComputeCapabilityMinor, device);
+  cudaDeviceProp props{};
+  p.name = rt::deviceName(device, &props);
+  if (p.computeMajor < 8) {
+    p.reason = p.name + " is sm_" + std::to_string(p.computeMajor) + std::to_string(p.computeMinor) + "; mla-kernels needs sm_80 or newer";
+    return p;
+  }
+  size_t freeBytes = 0;
+  if (rt::cudaSetDevice(device) == cudaSuccess) rt::cudaMemGetInfo(&freeBytes, &p.totalMemory);
+  p.available = true;
+  return p;
+}
+
+// Device memory with accounting (bytes in use and the peak), for memoryStats().
+class CudaMemory final : public DeviceMemory {
+ public:
+  explicit CudaMemory(int device) : device_(device) {}
+  void* allocate(size_t bytes) override {
+    void* p = nullptr;
+    if (bytes == 0) return nullptr;
+    check(rt::cudaSetDevice(device_), "cudaSetDevice");
+    const cudaError_t e = rt::cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) throwCuda(e, "allocating " + std::to_string(bytes) + " bytes of device memory");
+    const size_t now = inUse_ += bytes;
+    size_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {}
+    return p;
+  }
+  void release(void* p, size_t bytes) override {
+    if (!p) return;
+    rt::cudaFree(p);
+    inUse_ -= bytes;
+  }
+  size_t bytesInUse() const override { return inUse_; }
+  size_t peakBytes() const override { return peak_; }
+
+ private:
+  int device_;
+  std::atomic<size_t> inUse_{0}, peak_{0};
+};
+
+// One per stream worker thread (a worker runs one stream's operations in order): its CUDA stream, a pinned host
+// staging buffer and a device scratch buffer, both grown on demand and reused by every operation of the stream.
+struct WorkerContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  void* pinned = nullptr;
+  size_t pinnedBytes = 0;
+  void* scratch = nullptr;
+  size_t scratchBytes = 0;
+  DeviceMemory* memory = nullptr;
+
+  ~WorkerContext() {
+    if (pinned) rt::cudaFreeHost(pinned);
+    if (scratch) memory->release(scratch, scratchBytes);
+    if (stream) rt::cudaStreamDestroy(stream);
+  }
+  uint8_t* staging(size_t bytes) {
+    if (bytes > pinnedBytes) {
+      if (pinned) rt::cudaFreeHost(pinned);
+      pinned = nullptr;
+      pinnedBytes = 0;
+      check(rt::cudaMallocHost(&pinned, bytes), "allocating pinned staging memory");
+      pinnedBytes = bytes;
+    }
+    return static_cast<uint8_t*>(pinned);
+  }
+  uint8_t* deviceScratch(size_t bytes) {
+    if (bytes > scratchBytes) {
+      if (scratch) memory->release(scratch, scratchBytes);
+      scratch = nullptr;
+      scratchBytes = 0;
+      scratch = memory->allocate(std::max<size_t>(bytes, 1 << 20));
+      scratchBytes = std::max<size_t>(bytes, 1 << 20);
+    }
+    return static_cast<uint8_t*>(scratch);
+  }
+};
+
+inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+class CudaBackendImpl final : public Backend {
+ public:
+  CudaBackendImpl(const char* name, DeviceKind kind, int device) : name_(name), kind_(kind), device_(device), memory_(device) {}
+
+  const char* name() const override { return name_; }
+  Device device() const override { return Device{kind_, device_}; }
+  DeviceMemory* memory() override { return &memory_; }
+  DeviceProbe probe() const { return probeDevice(device_); }
+
+  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(p.cache, "appendLatentCache"); }
+  void checkSupported(const MlaDecodeParams& p) const override {
+    elemOf(p.q, "mlaDecode");
+    if (p.headDim % 16 != 0)
+      unsupported("mlaDecode: q's last dimension (kvLoraRank + ropeDim = " + std::to_string(p.headDim) + ") must be a multiple of 16");
+    if (p.kvLoraRank % 16 != 0 || p.kvLoraRank > 512)
+      unsupported("mlaDecode: kvLoraRank must be a multiple of 16 and at most 512, got " + std::to_string(p.kvLoraRank));
+    chooseConfig(static_cast<int>(p.headDim));
+  }
+  void checkSupported(const AbsorbQueryParams& p) const override {
+    elemOf(p.qNope, "absorbQuery");
+    if (p.nopeDim % 16 != 0 || p.kvLoraRank % 8 != 0)
+      unsupported("absorbQuery: nopeDim must be a multiple of 16 and kvLoraRank of 8, got " + std::to_string(p.nopeDim) + " and " +
+                  std::to_string(p.kvLoraRank));
+  }
+  void checkSupported(const UnabsorbOutputParams& p) const override {
+    elemOf(p.oLat, "unabsorbOutput");
+    if (p.kvLoraRank % 16 != 0 || p.vHeadDim % 8 != 0)
+      unsupported("unabsorbOutput: kvLoraRank must be a multiple of 16 and vHeadDim of 8, got " + std::to_string(p.kvLoraRank) + " and " +
+                  std::to_string(p.vHeadDim));
+  }
+
+  std::shared_ptr<DecodePlanHandle> planDecode(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens,
+                                               bool batchInvariant) const override {
+    auto plan = std::make_shared<Plan>();
+    fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
+    // Planned for DeepSeek's row width (512 + 64); a decode of another width that needs other tiles replans.
+    const DecodeConfig config = decodeSmemBytes(DecodeConfig::Large, 576) <= smemOptin() ? DecodeConfig::Large : DecodeConfig::Small;
+    plan->plan = makePlan(batch, queryLen, numHeads, seqLens, batchInvariant, config);
+    plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
+    plan->numSplitSequences = static_cast<int64_t>(plan->plan.combine.size());
+    return plan;
+  }
+
+  void copy(const CopyParams& p) override {
+    WorkerContext& ctx = worker();
+    const size_t bytes = p.src.nbytes();
+    const bool srcHost = p.src.device.kind == DeviceKind::Cpu, dstHost = p.dst.device.kind == DeviceKind::Cpu;
+    if (srcHost && dstHost) {
+      std::memcpy(p.dst.data, p.src.data, bytes);
+      return;
+    }
+    if (!srcHost && !dstHost) {
+      check(rt::cudaMemcpyAsync(p.dst.data, p.src.data, bytes, cudaMemcpyDeviceToDevice, ctx.stream), "device-to-device copy");
+      check(rt::cudaStreamSynchronize(ctx.stream), "device-to-device copy");
+      return;
+    }
+    // Host memory of JS is pageable: move it through the pinned staging buffer in chunks.
+    constexpr size_t kChunk = size_t{8} << 20;
+    uint8_t* stage = ctx.staging(std::min(bytes, kChunk));
+    for (size_t off = 0; off < bytes; off += kChunk) {
+      const size_t n = std::min(kChunk, bytes - off);
+      if (srcHost) {
+        std::memcpy(stage, static_cast<const uint8_t*>(p.src.data) + off, n);
+        check(rt::cudaMemcpyAsync(static_cast<uint8_t*>(p.dst.data) + off, stage, n, cudaMemcpyHostToDevice, ctx.stream), "upload");
+        check(rt::cudaStreamSynchronize(ctx.stream), "upload");
+      } else {
+        check(rt::cudaMemcpyAsync(stage, static_cast<const uint8_t*>(p.src.data) + off, n, cudaMemcpyDeviceToHost, ctx.stream), "download");
+        check(rt::cudaStreamSynchronize(ctx.stream), "download");
+        std::memcpy(static_cast<uint8_t*>(p.dst.data) + off, stage, n);
+      }
+    }
+  }
+
+  void appendLatentCache(const AppendLatentCacheParams& p) override {
+    WorkerContext& ctx = worker();
+    // The index tensors live on the host: upload slots (and positions) into the worker's scratch.
+    const size_t slotsBytes = align16(p.slotMapping.nbytes()), posBytes = p.ropeStyle == RopeStyle::None ? 0 : align16(p.positions.nbytes());
+    uint8_t* stage = ctx.staging(slotsBytes + posBytes + 16);
+    std::memcpy(stage, p.slotMapping.data, p.slotMapping.nbytes());
+    if (posBytes) std::memcpy(stage + slotsBytes, p.positions.data, p.positions.nbytes());
+    uint8_t* dev = ctx.deviceScratch(slotsBytes + posBytes + 16);
+    check(rt::cudaMemcpyAsync(dev, stage, slotsBytes + posBytes, cudaMemcpyHostToDevice, ctx.stream), "appendLatentCache upload");
+
+    AppendArgs a{};
+    a.elem = elemOf(p.cache, "appendLatentCache");
+    a.cache = p.cache.data;
+    a.kvC = p.kvC.data;
+    a.kPe = p.kPe.data;
+    a.slotMapping = reinterpret_cast<const int32_t*>(dev);
+    a.positions = posBytes ? reinterpret_cast<const int32_t*>(dev + slotsBytes) : nullptr;
+    a.cos = p.cos.as<const float>();
+    a.sin = p.sin.as<const float>();
+    a.ropeStyle = static_cast<int>(p.ropeStyle);
+    a.numTokens = static_cast<int>(p.numTokens);
+    a.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    a.ropeDim = static_cast<int>(p.ropeDim);
+    runOp("appendLatentCache", {{p.cache.data, p.cache.nbytes()}}, [&](auto record) {
+      check(launchAppend(a, ctx.stream), "appendLatentCache launch");
+      record();
+    });
+    check(rt::cudaStreamSynchronize(ctx.stream), "appendLatentCache");
+  }
+
+  void mlaDecode(const MlaDecodeParams& p) override {
+    WorkerContext& ctx = worker();
+    const DecodeConfig config = chooseConfig(static_cast<int>(p.headDim));
+    // A plan from planDecode (validated against these seqLens) when its tiles fit this row width, else a new one.
+    const auto* given = dynamic_cast<const Plan*>(p.plan.get());
+    const DecodePlan plan = given && given->plan.config == config
+                                ? given->plan
+                                : makePlan(p.batch, p.queryLen, p.numHeads, p.seqLens.as<const int32_t>(), given ? given->batchInvariant : false, config);
+
+    // Upload [block table | work items | combine items] in one copy; partial results go after them.
+    const size_t tableBytes = align16(p.blockTable.nbytes());
+    const size_t workBytes = align16(plan.work.size() * sizeof(DecodeWorkItem));
+    const size_t combineBytes = align16(plan.combine.size() * sizeof(CombineItem));
+    const size_t hostBytes = tableBytes + workBytes + combineBytes;
+    const size_t partialOutBytes = align16(size_t(plan.numPartials) * plan.blockM * p.kvLoraRank * sizeof(float));
+    const size_t partialLseBytes = align16(size_t(plan.numPartials) * plan.blockM * sizeof(float));
+    uint8_t* stage = ctx.staging(hostBytes + 16);
+    std::memcpy(stage, p.blockTable.data, p.blockTable.nbytes());
+    std::memcpy(stage + tableBytes, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
+    std::memcpy(stage + tableBytes + workBytes, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
+    uint8_t* dev = ctx.deviceScratch(hostBytes + partialOutBytes + partialLseBytes + 16);
+    check(rt::cudaMemcpyAsync(dev, stage, hostBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
+
+    DecodeArgs d{};
+    d.elem = elemOf(p.q, "mlaDecode");
+    d.config = config;
+    d.q = p.q.data;
+    d.cache = p.cache.data;
+    d.blockTable = reinterpret_cast<const int32_t*>(dev);
+    d.out = p.out.data;
+    d.lse = p.lse.as<float>();
+    d.partialOut = reinterpret_cast<float*>(dev + hostBytes);
+    d.partialLse = reinterpret_cast<float*>(dev + hostBytes + partialOutBytes);
+    d.work = reinterpret_cast<const DecodeWorkItem*>(dev + tableBytes);
+    d.numWork = static_cast<int>(plan.work.size());
+    d.queryLen = static_cast<int>(p.queryLen);
+    d.numHeads = static_cast<int>(p.numHeads);
+    d.headDim = static_cast<int>(p.headDim);
+    d.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    d.blockSize = static_cast<int>(p.blockSize);
+    d.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
+    d.causal = p.causal ? 1 : 0;
+    d.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+
+    CombineArgs c{};
+    c.elem = d.elem;
+    c.partialOut = d.partialOut;
+    c.partialLse = d.partialLse;
+    c.items = reinterpret_cast<const CombineItem*>(dev + tableBytes + workBytes);
+    c.numItems = static_cast<int>(plan.combine.size());
+    c.blockM = plan.blockM;
+    c.out = p.out.data;
+    c.lse = d.lse;
+    c.queryLen = d.queryLen;
+    c.numHeads = d.numHeads;
+    c.kvLoraRank = d.kvLoraRank;
+
+    check(prepareDecode(config, d.headDim), "cudaFuncSetAttribute (decode shared memory)");
+    runOp("mlaDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
+      check(launchDecode(d, ctx.stream), "mlaDecode launch");
+      if (d.numWork) record();
+      check(launchCombine(c, ctx.stream), "mlaDecode combine launch");
+      if (c.numItems) record();
+    });
+    check(rt::cudaStreamSynchronize(ctx.stream), "mlaDecode");
+  }
+
+  void absorbQuery(const AbsorbQueryParams& p) override {
+    WorkerContext& ctx = worker();
+    HeadGemmArgs a{};
+    a.elem = elemOf(p.qNope, "absorbQuery");
+    a.a = p.qNope.data;
+    a.w = p.wUk.data;
+    a.wKMajor = true;
+    a.out = p.out.data;
+    a.tokens = static_cast<int>(p.numTokens);
+    a.heads = static_cast<int>(p.numHeads);
+    a.K = static_cast<int>(p.nopeDim);
+    a.N = static_cast<int>(p.kvLoraRank);
+    a.outStride = static_cast<int>(p.kvLoraRank + p.ropeDim);
+    a.tail = p.ropeDim ? p.qPe.data : nullptr;
+    a.tailWidth = static_cast<int>(p.ropeDim);
+    runOp("absorbQuery", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
+      check(launchHeadGemm(a, ctx.stream), "absorbQuery launch");
+      record();
+    });
+    check(rt::cudaStreamSynchronize(ctx.stream), "absorbQuery");
+  }
+
+  void unabsorbOutput(const UnabsorbOutputParams& p) override {
+    WorkerContext& ctx = worker();
+    HeadGemmArgs a{};
+    a.elem = elemOf(p.oLat, "unabsorbOutput");
+    a.a = p.oLat.data;
+    a.w = p.wUv.data;
+    a.wKMajor = false;
+    a.out = p.out.data;
+    a.tokens = static_cast<int>(p.numTokens);
+    a.heads = static_cast<int>(p.numHeads);
+    a.K = static_cast<int>(p.kvLoraRank);
+    a.N = static_cast<int>(p.vHeadDim);
+    a.outStride = static_cast<int>(p.vHeadDim);
+    runOp("unabsorbOutput", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
+      check(launchHeadGemm(a, ctx.stream), "unabsorbOutput launch");
+      record();
+    });
+    check(rt::cudaStreamSynchronize(ctx.stream), "unabsorbOutput");
+  }
+
+ private:
+  struct Plan final : DecodePlanHandle {
+    DecodePlan plan;
+  };
+
+  [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(name_) + ": " + msg); }
+
+  ElemType elemOf(const TensorView& t, const char* op) const {
+    if (t.dtype == DType::BF16) return ElemType::BF16;
+    if (t.dtype == DType::F16) return ElemType::F16;
+    unsupported(std::string(op) + ": the CUDA kernels take bf16 or f16 tensors, " + t.name + " is " + dtypeName(t.dtype) +
+                " (f32 runs on the cpu backend)");
+  }
+
+  // The largest decode tiles whose shared memory the device allows for this row width.
+  DecodeConfig chooseConfig(int headDim) const {
+    const int optin = smemOptin();
+    if (decodeSmemBytes(DecodeConfig::Large, headDim) <= optin) return DecodeConfig::Large;
+    if (decodeSmemBytes(DecodeConfig::Small, headDim) <= optin) return DecodeConfig::Small;
+    unsupported("mlaDecode: rows of " + std::to_string(headDim) + " elements need " + std::to_string(decodeSmemBytes(DecodeConfig::Small, headDim)) +
+                " bytes of shared memory; the device allows " + std::to_string(optin));
+  }
+
+  int smemOptin() const {
+    int v = 0;
+    rt::cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_);
+    return v;
+  }
+
+  DecodePlan makePlan(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens, bool batchInvariant, DecodeConfig config) const {
+    DecodePlanOptions opt = planOptions();
+    rt::cudaDeviceGetAttribute(&opt.numSms, cudaDevAttrMultiProcessorCount, device_);
+    opt.batchInvariant = opt.batchInvariant || batchInvariant;
+    opt.config = config;
+    return makeDecodePlan(static_cast<int>(batch), static_cast<int>(queryLen), static_cast<int>(numHeads), seqLens, opt);
+  }
+
+  WorkerContext& worker() {
+    thread_local std::unique_ptr<WorkerContext> ctx;
+    if (!ctx) {
+      auto c = std::make_unique<WorkerContext>();
+      c->device = device_;
+      c->memory = &memory_;
+      check(rt::cudaSetDevice(device_), "cudaSetDevice");
+      check(rt::cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      ctx = std::move(c);
+    }
+    return *ctx;
+  }
+
+  const char* name_;
+  DeviceKind kind_;
+  int device_;
+  CudaMemory memory_;
+};
+
+}  // namespace mla::MLA_KERNEL_NS
