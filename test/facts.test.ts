@@ -1,6 +1,6 @@
 // One place per fact in each language: the TS tables must agree with the addon's (csrc/core).
 import { describe, expect, it } from 'vitest';
-import { DTYPE_SIZES, ERROR_CODES } from 'mla-kernels';
+import { backends, DTYPE_SIZES, ERROR_CODES } from 'mla-kernels';
 import { native } from '../lib/native.js';
 import pkg from '../package.json' with { type: 'json' };
 
@@ -11,6 +11,12 @@ describe('facts shared by lib/ and csrc/core/', () => {
   it('error codes agree', () => {
     expect(native().facts().errorCodes).toEqual([...ERROR_CODES]);
   });
+  it('the cuda backend is usable, or says why not with the CUDA error name (or that it was not built)', () => {
+    const cuda = backends().find((b) => b.name === 'cuda')!;
+    if (!cuda.available) expect(cuda.reason).toMatch(/^(cuda[A-Za-z]+: |not built: )/);
+    else expect(cuda.reason).toMatch(/sm_\d+/);
+  });
+
   it("the addon's N-API version is the one package.json declares", () => {
     expect(pkg.binary.napi_versions).toContain(native().facts().napiVersion);
   });
