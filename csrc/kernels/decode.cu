@@ -247,7 +247,7 @@ template <ElemType E>
 __global__ void __launch_bounds__(128) mlaCombineKernel(const CombineArgs args) {
   using T = typename Elem<E>::T;
   __shared__ float weight[kMaxDecodeSplits];
-  __shared__ float stats[2];  // max lse, sum of weights
+  __shared__ float stats[3];  // max lse, sum of weights, its reciprocal
   const CombineItem item = args.items[blockIdx.x];
   const int r = blockIdx.y;
   const int M = args.queryLen * args.numHeads, V = args.kvLoraRank;
@@ -267,15 +267,16 @@ __global__ void __launch_bounds__(128) mlaCombineKernel(const CombineArgs args) 
     }
     stats[0] = maxLse;
     stats[1] = total;
+    stats[2] = total > 0.f ? 1.f / total : 0.f;  // one division, not one per column
   }
   __syncthreads();
-  const float total = stats[1];
+  const float total = stats[1], invTotal = stats[2];
   T* outRow = static_cast<T*>(args.out) + (static_cast<size_t>(item.batch) * M + m) * V;
   for (int c = threadIdx.x; c < V; c += blockDim.x) {
     float acc = 0.f;
     for (int p = 0; p < n; ++p)
       if (weight[p] > 0.f) acc += weight[p] * ld_global(args.partialOut + (static_cast<size_t>(item.firstPartial + p) * args.blockM + r) * V + c);
-    st_global(outRow + c, Elem<E>::fromFloat(total > 0.f ? acc / total : 0.f));
+    st_global(outRow + c, Elem<E>::fromFloat(acc * invTotal));
   }
   if (threadIdx.x == 0) {
     const int t = m / args.numHeads, h = m % args.numHeads;
