@@ -14,6 +14,7 @@
 #include "js_error.h"
 #include "device_buffer.h"
 #include "stream.h"
+#include "../cpu/cpu_info.h"
 
 #ifdef MLA_WITH_CUDA_SIM
 #include "../cuda/plan.h"
@@ -404,6 +405,86 @@ Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
 }
 #endif
 
+// The CPU backend's choice of kernels and thread count (info()), its test hooks, and the benchmark's machine limits.
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    const cpu::CpuStatus s = cpu::cpuStatus();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("simd", s.simd);
+    o.Set("reason", s.reason);
+    o.Set("threads", s.threads);
+    Napi::Array supported = Napi::Array::New(env, s.supported.size());
+    for (size_t i = 0; i < s.supported.size(); ++i) supported.Set(static_cast<uint32_t>(i), s.supported[i]);
+    o.Set("supported", supported);
+    o.Set("fmaGflopsPerCore", s.fmaGflopsPerCore);
+    o.Set("bf16DotGflopsPerCore", s.bf16DotGflopsPerCore);
+    return o;
+  });
+}
+
+// cpuConfigure({ isa?: string ('' = automatic), splitRows?: number (0 = automatic) }): test hooks.
+Napi::Value CpuConfigure(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string isa;
+    int64_t splitRows = 0;
+    if (o.Get("isa").IsString()) isa = o.Get("isa").As<Napi::String>().Utf8Value();
+    if (o.Get("splitRows").IsNumber()) splitRows = o.Get("splitRows").As<Napi::Number>().Int64Value();
+    cpu::cpuConfigure(o.Get("isa").IsString() ? &isa : nullptr, o.Get("splitRows").IsNumber() ? &splitRows : nullptr);
+    return info.Env().Undefined();
+  });
+}
+
+// cpuLimits(bytes): read and copy bandwidth, fp32 FMA and bf16 dot-product rates on all threads (synchronous).
+Napi::Value CpuLimits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const cpu::CpuLimits l = cpu::measureCpuLimits(static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()));
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("threads", l.threads);
+    o.Set("readBytesPerSec", l.readBytesPerSec);
+    o.Set("copyBytesPerSec", l.copyBytesPerSec);
+    o.Set("fmaFlops", l.fmaFlops);
+    o.Set("bf16DotFlops", l.bf16DotFlops);
+    return o;
+  });
+}
+
+#ifdef MLA_WITH_CUDA
+// cudaInfo() -> { targets, runtimeVersion, driverVersion, devices: [...], reason } (see lib/native.ts).
+Napi::Value CudaInfoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CudaInfo c = cudaInfo();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array targets = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (size_t start = 0; start < c.targets.size();) {
+    size_t end = c.targets.find(';', start);
+    if (end == std::string::npos) end = c.targets.size();
+    if (end > start) targets.Set(n++, Napi::String::New(env, "sm_" + c.targets.substr(start, end - start)));
+    start = end + 1;
+  }
+  o.Set("targets", targets);
+  o.Set("runtimeVersion", c.runtimeVersion);
+  o.Set("driverVersion", c.driverVersion);
+  Napi::Array devices = Napi::Array::New(env, c.devices.size());
+  for (size_t i = 0; i < c.devices.size(); ++i) {
+    const CudaDeviceInfo& d = c.devices[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("index", d.index);
+    x.Set("name", d.name);
+    x.Set("computeCapability", std::to_string(d.computeMajor) + "." + std::to_string(d.computeMinor));
+    x.Set("totalMemory", static_cast<double>(d.totalMemory));
+    x.Set("usable", d.usable);
+    if (!d.reason.empty()) x.Set("reason", d.reason);
+    devices.Set(static_cast<uint32_t>(i), x);
+  }
+  o.Set("devices", devices);
+  if (!c.reason.empty()) o.Set("reason", c.reason);
+  return o;
+}
+#endif
+
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   info.Env().GetInstanceData<AddonData>()->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
@@ -426,6 +507,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("facts", Napi::Function::New(env, Facts));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
+  exports.Set("cpuConfigure", Napi::Function::New(env, CpuConfigure));
+  exports.Set("cpuLimits", Napi::Function::New(env, CpuLimits));
+#ifdef MLA_WITH_CUDA
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfoJs));
+#endif
 #ifdef MLA_WITH_CUDA_SIM
   exports.Set("simConfigure", Napi::Function::New(env, SimConfigure));
   exports.Set("simLastOp", Napi::Function::New(env, SimLastOp));

@@ -79,4 +79,21 @@ Backend& cudaSimBackend();  // only in builds with MLA_WITH_CUDA_SIM
 Backend& cudaBackend();     // only in builds with MLA_WITH_CUDA
 BackendInfo cudaBackendInfo();  // whether a usable GPU was found, or why not (MLA_WITH_CUDA builds)
 
+// What the CUDA runtime sees (MLA_WITH_CUDA builds): for `npx mla-kernels info`.
+struct CudaDeviceInfo {
+  int index = 0;
+  std::string name;
+  int computeMajor = 0, computeMinor = 0, numSms = 0;
+  size_t totalMemory = 0;
+  bool usable = false;
+  std::string reason;
+};
+struct CudaInfo {
+  std::string targets;  // the architectures compiled for, e.g. "80;86;89;90;100;120"
+  int runtimeVersion = 0, driverVersion = 0;
+  std::vector<CudaDeviceInfo> devices;
+  std::string reason;  // why no device is usable, when none is
+};
+CudaInfo cudaInfo();
+
 }  // namespace mla

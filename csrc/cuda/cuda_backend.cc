@@ -42,4 +42,20 @@ BackendInfo cudaBackendInfo() {
                                        std::to_string(probe.numSms) + " SMs, " + std::to_string(probe.totalMemory >> 20) + " MiB"};
 }
 
+CudaInfo cudaInfo() {
+  CudaInfo info;
+  info.targets = MLA_CUDA_TARGETS;
+  kernels::rt::cudaRuntimeGetVersion(&info.runtimeVersion);
+  kernels::rt::cudaDriverGetVersion(&info.driverVersion);
+  int count = 0;
+  if (kernels::rt::cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  for (int d = 0; d < count; ++d) {
+    const kernels::DeviceProbe p = kernels::probeDevice(d);
+    info.devices.push_back(CudaDeviceInfo{d, p.name, p.computeMajor, p.computeMinor, p.numSms, p.totalMemory, p.available, p.reason});
+  }
+  const kernels::DeviceProbe first = kernels::probeDevice(0);
+  if (!first.available) info.reason = first.reason;
+  return info;
+}
+
 }  // namespace mla

@@ -140,6 +140,11 @@ struct WorkerContext {
 
 inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
+// memcpy, but a zero-byte copy may name a null pointer (an empty vector or tensor): memcpy's may not.
+inline void copyBytes(void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
 class CudaBackendImpl final : public Backend {
  public:
   CudaBackendImpl(const char* name, DeviceKind kind, int device) : name_(name), kind_(kind), device_(device), memory_(device) {}
@@ -187,6 +192,7 @@ class CudaBackendImpl final : public Backend {
     WorkerContext& ctx = worker();
     const size_t bytes = p.src.nbytes();
     const bool srcHost = p.src.device.kind == DeviceKind::Cpu, dstHost = p.dst.device.kind == DeviceKind::Cpu;
+    if (bytes == 0) return;
     if (srcHost && dstHost) {
       std::memcpy(p.dst.data, p.src.data, bytes);
       return;
@@ -218,8 +224,8 @@ class CudaBackendImpl final : public Backend {
     // The index tensors live on the host: upload slots (and positions) into the worker's scratch.
     const size_t slotsBytes = align16(p.slotMapping.nbytes()), posBytes = p.ropeStyle == RopeStyle::None ? 0 : align16(p.positions.nbytes());
     uint8_t* stage = ctx.staging(slotsBytes + posBytes + 16);
-    std::memcpy(stage, p.slotMapping.data, p.slotMapping.nbytes());
-    if (posBytes) std::memcpy(stage + slotsBytes, p.positions.data, p.positions.nbytes());
+    copyBytes(stage, p.slotMapping.data, p.slotMapping.nbytes());
+    if (posBytes) copyBytes(stage + slotsBytes, p.positions.data, p.positions.nbytes());
     uint8_t* dev = ctx.deviceScratch(slotsBytes + posBytes + 16);
     check(rt::cudaMemcpyAsync(dev, stage, slotsBytes + posBytes, cudaMemcpyHostToDevice, ctx.stream), "appendLatentCache upload");
 
@@ -260,9 +266,9 @@ class CudaBackendImpl final : public Backend {
     const size_t partialOutBytes = align16(size_t(plan.numPartials) * plan.blockM * p.kvLoraRank * sizeof(float));
     const size_t partialLseBytes = align16(size_t(plan.numPartials) * plan.blockM * sizeof(float));
     uint8_t* stage = ctx.staging(hostBytes + 16);
-    std::memcpy(stage, p.blockTable.data, p.blockTable.nbytes());
-    std::memcpy(stage + tableBytes, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
-    std::memcpy(stage + tableBytes + workBytes, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
+    copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
+    copyBytes(stage + tableBytes, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
+    copyBytes(stage + tableBytes + workBytes, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
     uint8_t* dev = ctx.deviceScratch(hostBytes + partialOutBytes + partialLseBytes + 16);
     check(rt::cudaMemcpyAsync(dev, stage, hostBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
 

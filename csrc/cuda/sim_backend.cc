@@ -40,7 +40,8 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
     const cudasim::Order order = cudasim::kAllOrders[o];
     cudasim::ScopedOrder scoped(order, settings.seed);
     if (o > 0)
-      for (size_t i = 0; i < outputs.size(); ++i) std::memcpy(outputs[i].data, initial[i].data(), outputs[i].bytes);
+      for (size_t i = 0; i < outputs.size(); ++i)
+        if (outputs[i].bytes) std::memcpy(outputs[i].data, initial[i].data(), outputs[i].bytes);
     std::vector<cuda::SimLaunch> launches;
     try {
       launchAll([&] {
@@ -60,7 +61,7 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
       continue;
     }
     for (size_t i = 0; i < outputs.size(); ++i)
-      if (std::memcmp(outputs[i].data, first[i].data(), outputs[i].bytes) != 0) {
+      if (outputs[i].bytes && std::memcmp(outputs[i].data, first[i].data(), outputs[i].bytes) != 0) {
         std::string kernels;
         for (const cuda::SimLaunch& l : launches) kernels += (kernels.empty() ? "" : ", ") + l.kernel;
         throw Error(ErrorCode::Internal, std::string("cuda-sim: ") + op + " (kernels " + kernels + ") wrote different bits under thread order " +
