@@ -289,6 +289,9 @@ class CudaBackendImpl final : public Backend {
     d.headDim = static_cast<int>(p.headDim);
     d.kvLoraRank = static_cast<int>(p.kvLoraRank);
     d.blockSize = static_cast<int>(p.blockSize);
+    d.blockShift = -1;
+    for (int s = 0; s < 31; ++s)
+      if ((int64_t{1} << s) == p.blockSize) d.blockShift = s;
     d.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
     d.causal = p.causal ? 1 : 0;
     d.scaleLog2 = p.softmaxScale * 1.4426950408889634f;

@@ -36,12 +36,14 @@ using SmallTraits = DecodeTraits<32, 16, 3, 2, 512>;
 // shared stage; rows at or past rowEnd are zero-filled and read nothing.
 template <class Tr, class T>
 __device__ __forceinline__ void loadCacheTile(T* stage, const T* cache, const int32_t* table, int rowStart, int rowEnd,
-                                              int headDim, int blockSize, int stride) {
+                                              int headDim, int blockSize, int blockShift, int stride) {
   const int r = threadIdx.x / Tr::kThreadsPerRow, sub = threadIdx.x % Tr::kThreadsPerRow;
   const int row = rowStart + r;
   const bool valid = row < rowEnd;
   int slot = 0;
-  if (sub == 0 && valid) slot = ld_global(table + row / blockSize) * blockSize + row % blockSize;
+  if (sub == 0 && valid)
+    slot = blockShift >= 0 ? (ld_global(table + (row >> blockShift)) << blockShift) + (row & (blockSize - 1))
+                           : ld_global(table + row / blockSize) * blockSize + row % blockSize;
   // One block-table read per row, shared with the row's other loader threads.
   slot = __shfl_sync(0xffffffffu, slot, (threadIdx.x & 31) & ~(Tr::kThreadsPerRow - 1));
   const T* src = cache + static_cast<size_t>(slot) * headDim;
@@ -84,7 +86,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
   for (int s = 0; s < Tr::kStages - 1; ++s) {
     if (s < numTiles)
       loadCacheTile<Tr>(sK + s * Tr::kBlockN * stride, cache, table, item.rowBegin + s * Tr::kBlockN, item.rowEnd, D,
-                        args.blockSize, stride);
+                        args.blockSize, args.blockShift, stride);
     cp_async_commit();
   }
 
@@ -111,7 +113,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
     const int pre = it + Tr::kStages - 1;
     if (pre < numTiles)
       loadCacheTile<Tr>(sK + (pre % Tr::kStages) * Tr::kBlockN * stride, cache, table, item.rowBegin + pre * Tr::kBlockN,
-                        item.rowEnd, D, args.blockSize, stride);
+                        item.rowEnd, D, args.blockSize, args.blockShift, stride);
     cp_async_commit();
     cp_async_wait<Tr::kStages - 1>();
     __syncthreads();

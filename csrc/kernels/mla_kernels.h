@@ -58,6 +58,7 @@ struct DecodeArgs {
   const DecodeWorkItem* work;
   int numWork;
   int queryLen, numHeads, headDim, kvLoraRank, blockSize, maxBlocksPerSeq;
+  int blockShift;  // log2(blockSize) when it is a power of two (16, 32, 64: shift and mask), else -1 (divide)
   int causal;
   float scaleLog2;  // softmaxScale * log2(e): scores are kept in base 2
 };
