@@ -67,6 +67,13 @@ describe('cuda-sim layer (mla_sim_selftest)', () => {
     expect(list.status, list.stderr).toBe(0);
     expect(entries.length).toBeGreaterThan(20);
     for (const kind of ['pass', 'detect', 'asan']) expect(entries.some((e) => e.kind === kind)).toBe(true);
+    // The two cp.async pipeline bugs: reading a stage before its wait (poison) and refilling a stage other warps may
+    // still read (write-after-read: the order-dependent landing time + run-ahead scheduling make the orders differ).
+    const kinds = new Map(entries.map((e) => [e.name, e.kind]));
+    expect(kinds.get('cp_async_no_wait')).toBe('detect');
+    expect(kinds.get('cp_async_pipeline_war')).toBe('detect');
+    expect(kinds.get('cp_async_pipeline')).toBe('pass');
+    expect(kinds.get('cp_async_landing')).toBe('pass');
   });
 
   for (const e of entries) {

@@ -7,10 +7,14 @@
 //    the PTX ISA (groupID = lane >> 2, threadID_in_group = lane % 4), so a wrong fragment layout gives wrong
 //    numbers, as on the GPU. mma accumulates in fp32, k ascending (the products of bf16/f16 inputs are exact).
 //  - ldmatrix checks that every row address it uses is 16-byte aligned and inside shared memory.
-//  - cp.async copies are DEFERRED: issuing one records it (and counts its global bytes); the copy happens at the
-//    cp_async_wait<N>() / cp_async_wait_all() that retires its commit group. Reading the destination before that
-//    wait sees the shared-memory poison (NaN), as a pipeline bug would on the GPU (where it is a race). Copies
-//    never waited for by the issuing thread are dropped when it exits.
+//  - cp.async: issuing counts the global bytes (src-size 0 reads and counts nothing); the copy LANDS at a time
+//    chosen by the thread order (test/sim/README.md), anywhere the GPU may land it, between issue and the
+//    cp_async_wait<N>() / cp_async_wait_all() retiring its commit group: forward at that wait (the latest: a read
+//    of the destination before it sees the shared-memory poison, NaN), reverse at issue (the earliest; as reverse
+//    and random orders also let a warp run ahead of the others up to its next __syncthreads, a copy into a stage
+//    other warps may still be reading, e.g. with a pipeline's trailing __syncthreads() missing, overwrites their
+//    data), random per copy (at issue, at the issuing thread's next scheduling point, or at the wait). A correct
+//    kernel writes the same bits in every order. Copies not landed when the issuing thread exits are dropped.
 //  - ld_global / st_global (and __ldg, cp.async) count bytes into the launch's traffic record.
 #pragma once
 
@@ -283,6 +287,8 @@ MLA_DEVICE_INLINE void ldmatrix_x4_trans(uint32_t (&d)[4], const void* p) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // cp.async.cg.shared.global, 16 bytes (both addresses 16-byte aligned), then commit / wait groups.
+// Emulated landing time (see the top of this file): forward order at the retiring wait, reverse order at issue,
+// random order per copy either; the bytes are counted at issue in every order.
 MLA_DEVICE_INLINE void cp_async_16(void* smem_dst, const void* gmem_src) {
 #if defined(__CUDACC__)
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem_dst)), "l"(gmem_src) : "memory");

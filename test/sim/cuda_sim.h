@@ -140,7 +140,8 @@ void warp_collective(unsigned mask, WarpFn fn, int param, const void* in, size_t
 unsigned lane_id();
 unsigned live_lanes();  // live lanes of the calling thread's warp
 
-// cp.async emulation: copies are deferred to the cp_async_wait that retires their group.
+// cp.async emulation: a copy lands between its issue and the cp_async_wait retiring its group, when depends on the
+// thread order (README.md); its global bytes are counted at issue.
 void cp_async_issue(void* smem_dst, const void* gmem_src, unsigned copy_bytes, unsigned total_bytes);
 void cp_async_commit();
 void cp_async_wait(int n_newest_pending);  // n < 0: wait_all (also the open group)

@@ -36,8 +36,11 @@ struct Traffic {
 
 // ----- Thread order --------------------------------------------------------------------------------------------
 // Between two barriers the threads of a block run one after the other, each until it blocks (barrier, warp
-// collective) or exits; the order in which they are picked is Forward (threadIdx ascending), Reverse, or Random
-// (a fresh permutation at every scheduling round, from `seed` and the block index). The setting is per OS thread.
+// collective) or exits. Forward: in rounds, threadIdx ascending (warps advance in step). Reverse: always the runnable
+// thread of highest linear index (a warp runs ahead to its next barrier before lower warps run). Random: the same
+// run-ahead in a random ranking, redrawn (from `seed` and the block index) at every completed barrier. The order
+// also picks when cp.async copies land: at the retiring wait (Forward), at issue (Reverse), per copy either
+// (Random); see README.md. The setting is per OS thread.
 void set_order(Order order, uint64_t seed = 0);
 Order order();
 uint64_t order_seed();

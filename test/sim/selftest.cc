@@ -302,19 +302,93 @@ void test_atomics() {
 
 void test_cp_async() {
   const int rows = 16, valid = 11;
-  std::vector<float> in(valid * 8), out(rows * 8, -1.f);
+  std::vector<float> in(valid * 8);
   for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(i) + 0.5f;
-  cudasim::reset_traffic();
-  run_cp_async(in.data(), rows, valid, out.data());
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < 8; ++c) {
-      const float want = r < valid ? in[r * 8 + c] : 0.f;
-      CHECK(out[r * 8 + c] == want, "row %d col %d: %g want %g", r, c, out[r * 8 + c], want);
+  for (cudasim::Order o : cudasim::kAllOrders) {  // every landing-time rule (see README.md)
+    cudasim::ScopedOrder scope(o, g_seed);
+    std::vector<float> out(rows * 8, -1.f);
+    cudasim::reset_traffic();
+    run_cp_async(in.data(), rows, valid, out.data());
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < 8; ++c) {
+        const float want = r < valid ? in[r * 8 + c] : 0.f;
+        CHECK(out[r * 8 + c] == want, "order %s row %d col %d: %g want %g", cudasim::order_name(o), r, c,
+              out[r * 8 + c], want);
+      }
+    const auto& rec = cudasim::last_launch();
+    CHECK(rec.bytes_read == static_cast<uint64_t>(valid) * 32 && rec.loads == static_cast<uint64_t>(valid) * 2,
+          "order %s: cp.async bytes read %" PRIu64 " in %" PRIu64 " loads", cudasim::order_name(o), rec.bytes_read,
+          rec.loads);
+    CHECK(rec.bytes_written == static_cast<uint64_t>(rows) * 32, "bytes written %" PRIu64, rec.bytes_written);
+  }
+  note("copies + zero-fill through two commit groups, in all 3 orders (landing times); 352 bytes read, counted at "
+       "issue (zero-fill rows read nothing)");
+}
+
+// The landing-time rule itself: a thread reading its cp.async destination right after issue (before any wait or
+// scheduling point) sees the poison in forward order (lands at the wait), the data in reverse order (lands at
+// issue), and either, per copy, in random order.
+void test_cp_async_landing() {
+  std::vector<float> in(128);
+  for (int i = 0; i < 128; ++i) in[i] = static_cast<float>(i) + 0.25f;
+  int landed[3] = {0, 0, 0};
+  for (cudasim::Order o : cudasim::kAllOrders) {
+    cudasim::ScopedOrder scope(o, g_seed);
+    std::vector<float> out(128, -1.f);
+    run_bad_cp_async_no_wait(in.data(), out.data());
+    int n = 0;
+    for (int i = 0; i < 128; ++i) {
+      CHECK(std::isnan(out[i]) || out[i] == in[i], "order %s element %d: %g", cudasim::order_name(o), i, out[i]);
+      n += !std::isnan(out[i]);
     }
-  const auto& rec = cudasim::last_launch();
-  CHECK(rec.bytes_read == static_cast<uint64_t>(valid) * 32, "cp.async bytes read %" PRIu64, rec.bytes_read);
-  CHECK(rec.bytes_written == static_cast<uint64_t>(rows) * 32, "bytes written %" PRIu64, rec.bytes_written);
-  note("copies + zero-fill through two commit groups; 352 bytes read (zero-fill rows read nothing)");
+    CHECK(n % 4 == 0, "a 16-byte copy landed in part");
+    landed[static_cast<int>(o)] = n / 4;
+  }
+  CHECK(landed[0] == 0, "forward: %d copies landed before their wait", landed[0]);
+  CHECK(landed[1] == 32, "reverse: %d of 32 copies landed at issue", landed[1]);
+  note(fmts("copies visible right after issue: forward 0/32, reverse 32/32, random %d/32", landed[2]));
+}
+
+// The 2-stage cp.async pipeline (with its trailing barrier) against a host reference, bit-identical in all orders.
+std::vector<float> pipeline_input(int tiles) {
+  std::mt19937_64 rng(g_seed + 50);
+  std::vector<float> in(static_cast<size_t>(tiles) * 512);
+  for (auto& v : in) v = static_cast<float>(static_cast<int>(rng() % 257) - 128) / 16.f;
+  return in;
+}
+std::vector<float> pipeline_reference(const std::vector<float>& in, int tiles) {
+  std::vector<float> out(128);
+  for (int t = 0; t < 128; ++t) {
+    float acc = 0.f;
+    for (int it = 0; it < tiles; ++it) {
+      const float* tile = &in[static_cast<size_t>(it) * 512];
+      for (int k = 0; k < 4; ++k) {
+        const float mine = tile[k * 128 + (t * 37 + it) % 128];
+        const float other = tile[k * 128 + ((t ^ 1) * 37 + it) % 128];
+        acc = acc * 0.5f + (mine + other);
+      }
+    }
+    out[t] = acc;
+  }
+  return out;
+}
+
+void test_cp_async_pipeline() {
+  int checked = 0;
+  for (int tiles : {1, 2, 3, 6}) {
+    const std::vector<float> in = pipeline_input(tiles);
+    const std::vector<float> ref = pipeline_reference(in, tiles);
+    for (cudasim::Order o : cudasim::kAllOrders) {
+      cudasim::ScopedOrder scope(o, g_seed);
+      std::vector<float> out(128, -1.f);
+      run_cp_async_pipeline(in.data(), tiles, out.data());
+      for (int t = 0; t < 128; ++t)
+        CHECK(out[t] == ref[t], "%d tiles, order %s, thread %d: %.9g want %.9g", tiles, cudasim::order_name(o), t,
+              out[t], ref[t]);
+      ++checked;
+    }
+  }
+  note(fmts("1/2/3/6 tiles through 2 stages: the reference bits in forward/reverse/random order (%d runs)", checked));
 }
 
 void test_block_reduce() {
@@ -556,10 +630,35 @@ void detect_early_exit_strict() {
 }
 
 void detect_cp_async_no_wait() {
+  cudasim::ScopedOrder scope(cudasim::Order::Forward, g_seed);  // the order whose copies land at the wait
   std::vector<float> in(128), out(128);
   for (int i = 0; i < 128; ++i) in[i] = static_cast<float>(i);
   run_bad_cp_async_no_wait(in.data(), out.data());
   expect_nan_exactly("cp.async read before wait", out, [](int) { return true; });
+}
+
+// The pipeline without its trailing __syncthreads: a warp that is done reading stage it%2 issues the copy of tile
+// it+2 into it while other warps still read it. Forward order lands copies at the wait (the bug stays hidden there,
+// the output equals the reference); reverse order lets the last warp run ahead to the barrier and lands at issue.
+void detect_cp_async_pipeline_war() {
+  const int tiles = 6;
+  const std::vector<float> in = pipeline_input(tiles);
+  const std::vector<float> ref = pipeline_reference(in, tiles);
+  std::vector<std::vector<float>> outs;
+  for (cudasim::Order o : cudasim::kAllOrders) {
+    cudasim::ScopedOrder scope(o, g_seed);
+    std::vector<float> out(128, -1.f);
+    run_bad_cp_async_pipeline_war(in.data(), tiles, out.data());
+    for (float v : out) CHECK(!std::isnan(v), "poison seen: this kernel is meant for the order check");
+    outs.push_back(out);
+  }
+  std::string differ;
+  for (int o = 1; o < 3; ++o)
+    if (!same_bits(outs[0], outs[o]))
+      differ += std::string(differ.empty() ? "" : " and ") + cudasim::order_name(cudasim::kAllOrders[o]);
+  CHECK(!differ.empty(), "NOT DETECTED: the three thread orders gave identical outputs");
+  note("caught: outputs differ from forward under " + differ +
+       (same_bits(outs[0], ref) ? " (forward, landing at the wait, gives the reference: the bug hides there)" : ""));
 }
 
 template <class F>
@@ -636,7 +735,9 @@ std::vector<Test> tests() {
       {"shfl_double", "pass", "64-bit __shfl_xor_sync", test_shfl_double, {}},
       {"vote", "pass", "__ballot_sync / __any_sync / __all_sync with masks", test_vote, {}},
       {"atomics", "pass", "atomicAdd (int, float) / Max / Min / CAS / Exch", test_atomics, {}},
-      {"cp_async", "pass", "cp.async 16 + zero-fill, commit groups, wait<1>/wait<0>", test_cp_async, {}},
+      {"cp_async", "pass", "cp.async 16 + zero-fill, commit groups, wait<1>/wait<0>, all orders", test_cp_async, {}},
+      {"cp_async_landing", "pass", "cp.async landing time per thread order: wait (forward), issue (reverse), either (random)", test_cp_async_landing, {}},
+      {"cp_async_pipeline", "pass", "2-stage cp.async pipeline == reference, bit-identical in all thread orders", test_cp_async_pipeline, {}},
       {"block_reduce", "pass", "block reduction == reference, bit-identical in all thread orders", test_block_reduce, {}},
       {"traffic", "pass", "traffic counters count exactly the bytes of a known kernel", test_traffic, {}},
       {"syncthreads_count", "pass", "__syncthreads_count / _and / _or", test_syncthreads_count, {}},
@@ -652,6 +753,7 @@ std::vector<Test> tests() {
       {"barrier_deadlock", "detect", "barrier not reached by all live threads: SimError naming the kernel", detect_barrier_deadlock, {}},
       {"early_exit_strict", "detect", "exit while others wait at __syncthreads: SimError in strict mode", detect_early_exit_strict, {}},
       {"cp_async_no_wait", "detect", "reading a cp.async destination before the wait: NaN poison", detect_cp_async_no_wait, {}},
+      {"cp_async_pipeline_war", "detect", "cp.async pipeline missing its trailing __syncthreads (write-after-read): thread-order check", detect_cp_async_pipeline_war, {}},
       {"shfl_mask_misuse", "detect", "lane outside its own shuffle mask: SimError", detect_shfl_mask, {}},
       {"ldmatrix_global_pointer", "detect", "ldmatrix from global memory: SimError", detect_ldmatrix_global, {}},
       {"oob_write", "asan", "one element past a global buffer (store): AddressSanitizer", {}, asan_oob_write},

@@ -198,6 +198,46 @@ cudaError_t run_cp_async(const float* in, int rows, int valid_rows, float* out) 
 }
 
 // ----------------------------------------------------------------------------------------------------------------
+// A 2-stage cp.async pipeline over `tiles` tiles of 512 floats (one block of 128 threads, a 16-byte chunk each):
+// while tile `it` is consumed from one stage, tile it+1 streams into the other. Consuming: in step k every thread
+// reads a float from warp k's chunks, adds its neighbour lane's (a warp collective between the reads, as ldmatrix /
+// mma are in the real kernels) and folds it into its accumulator. The trailing __syncthreads() is what keeps the
+// next iteration's cp.async (into the stage just read) from landing while slower warps still read that stage;
+// TrailingSync = false is the deliberately wrong version (run_bad_cp_async_pipeline_war).
+template <bool TrailingSync>
+__global__ void __launch_bounds__(128) cp_async_pipeline_kernel(const float* in, int tiles, float* out) {
+  __shared__ __align__(16) float stage[2][512];
+  const int t = threadIdx.x;
+  // One block, and threadIdx is the only access to the emulator's thread context in this kernel: in it, g++ 12 -O3
+  // with -fsanitize=undefined drops the null test of a second access to that thread_local (reported as "member
+  // access within null pointer of type 'struct ThreadCtx'").
+  const float* src = in;
+  cp_async_16(&stage[0][4 * t], src + 4 * t);
+  cp_async_commit();
+  float acc = 0.f;
+  for (int it = 0; it < tiles; ++it) {
+    if (it + 1 < tiles) cp_async_16(&stage[(it + 1) % 2][4 * t], src + (it + 1) * 512 + 4 * t);
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's chunk of tile `it` has landed
+    __syncthreads();     // … and every other thread's
+    const float* tile = stage[it % 2];
+    for (int k = 0; k < 4; ++k) {
+      float v = tile[k * 128 + (t * 37 + it) % 128];
+      v += __shfl_xor_sync(0xffffffffu, v, 1);
+      acc = acc * 0.5f + v;
+    }
+    if (TrailingSync) __syncthreads();  // the stage just read is the target of the next iteration's cp.async
+  }
+  cp_async_wait<0>();
+  out[t] = acc;  // (plain store: see `src` above)
+}
+
+cudaError_t run_cp_async_pipeline(const float* in, int tiles, float* out) {
+  return mla_launch(cp_async_pipeline_kernel<true>, "cp_async_pipeline_kernel", dim3(1), dim3(128), 0, nullptr, in,
+                    tiles, out);
+}
+
+// ----------------------------------------------------------------------------------------------------------------
 // Block reduction of a 1024-element chunk per block: per-thread partial sums, warp shuffle tree, warp partials in
 // static shared memory, the first warp finishes.
 template <int Threads>
@@ -440,6 +480,13 @@ __global__ void bad_cp_async_no_wait_kernel(const float* in, float* out) {
 
 cudaError_t run_bad_cp_async_no_wait(const float* in, float* out) {
   return mla_launch(bad_cp_async_no_wait_kernel, "bad_cp_async_no_wait_kernel", dim3(1), dim3(32), 0, nullptr, in, out);
+}
+
+// (6) The 2-stage cp.async pipeline without its trailing __syncthreads(): a warp that finishes reading a stage
+// issues the cp.async of tile it+2 into it while other warps may still be reading it (write-after-read race).
+cudaError_t run_bad_cp_async_pipeline_war(const float* in, int tiles, float* out) {
+  return mla_launch(cp_async_pipeline_kernel<false>, "bad_cp_async_pipeline_war_kernel", dim3(1), dim3(128), 0,
+                    nullptr, in, tiles, out);
 }
 
 __global__ void bad_shfl_mask_kernel(int* out) {

@@ -30,6 +30,9 @@ cudaError_t run_atomics(int blocks, int threads, const float* values, int* icoun
 // cp.async: `rows` rows of 8 floats (32 bytes = two 16-byte chunks) copied through dynamic shared memory with
 // two commit groups; rows >= valid_rows are zero-filled (src-size 0). Block of 2*rows threads.
 cudaError_t run_cp_async(const float* in, int rows, int valid_rows, float* out);
+// 2-stage cp.async pipeline (static shared memory, one block of 128 threads): consumes `in` as `tiles` tiles of 512
+// floats; out[t] = thread t's accumulator (see the kernel for the formula).
+cudaError_t run_cp_async_pipeline(const float* in, int tiles, float* out);
 // Block reduction (static shared memory + warp shuffles), one block of `threads` per 1024-element chunk.
 cudaError_t run_block_reduce(int threads, const float* in, int n, float* out);
 // Copy with scaling through ld_global / st_global / 16-byte vector forms: reads exactly 4n bytes, writes 4n.
@@ -60,6 +63,9 @@ cudaError_t run_bad_barrier_deadlock(int* out);
 cudaError_t run_bad_early_exit(int* out, int threads);
 // (5) reading a cp.async destination before cp_async_wait: sees the poison.
 cudaError_t run_bad_cp_async_no_wait(const float* in, float* out);
+// (6) the same 2-stage cp.async pipeline without its trailing __syncthreads (write-after-read race on a stage):
+// order-dependent output once tiles >= 3.
+cudaError_t run_bad_cp_async_pipeline_war(const float* in, int tiles, float* out);
 // Misuse caught by the wrappers: a lane calling __shfl_sync with a mask that does not contain it.
 cudaError_t run_bad_shfl_mask(int* out);
 // ldmatrix from a global-memory pointer.

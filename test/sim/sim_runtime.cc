@@ -87,8 +87,9 @@ struct SimThread {
   int pred = 0;
   WarpOp* op = nullptr;
   unsigned char out[detail::kWarpOut];
-  std::vector<CpCopy> open_group;
-  std::deque<std::vector<CpCopy>> groups;
+  std::vector<CpCopy> open_group;               // issued, not committed, not landed
+  std::deque<std::vector<CpCopy>> groups;        // committed groups (copies not landed yet), oldest first
+  std::vector<CpCopy> at_yield;                  // Random order: copies landing when this thread next blocks
 };
 
 struct Warp {
@@ -123,6 +124,22 @@ struct Block {
   std::vector<std::unique_ptr<WarpOp>> op_store;
   std::vector<WarpOp*> op_free;
   uint64_t rng = 0;
+  // Run-ahead scheduling (Reverse, Random): the runnable thread of best rank always runs next.
+  bool run_ahead = false;
+  std::vector<unsigned> by_rank;   // rank -> linear thread index
+  std::vector<unsigned> rank_of;   // linear thread index -> rank
+  std::vector<uint64_t> ready;     // bit per rank: NotStarted or Runnable and not running
+
+  void mark_ready(const SimThread& t);
+  int take_ready() {  // best-ranked ready thread (removed from the set), or -1
+    for (size_t w = 0; w < ready.size(); ++w)
+      if (ready[w]) {
+        const unsigned b = static_cast<unsigned>(__builtin_ctzll(ready[w]));
+        ready[w] &= ready[w] - 1;
+        return static_cast<int>(by_rank[w * 64 + b]);
+      }
+    return -1;
+  }
 
   WarpOp* new_op() {
     if (op_free.empty()) {
@@ -134,6 +151,18 @@ struct Block {
     return o;
   }
 };
+
+void Block::mark_ready(const SimThread& t) {
+  if (!run_ahead) return;
+  const unsigned r = rank_of[t.linear];
+  ready[r / 64] |= uint64_t(1) << (r % 64);
+}
+
+// A blocked thread may continue.
+void make_runnable(Block& B, SimThread& t) {
+  t.st = TState::Runnable;
+  B.mark_ready(t);
+}
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {
@@ -167,8 +196,19 @@ void record_error(Block& B, const std::string& msg) {
   }
 }
 
+// A cp.async copy lands: src-size bytes from global memory, the rest of cp-size zero-filled.
+void cp_land(const CpCopy& c) {
+  if (c.n) std::memcpy(c.dst, c.src, c.n);
+  if (c.total > c.n) std::memset(c.dst + c.n, 0, c.total - c.n);
+}
+void cp_land_at_yield(SimThread& t) {
+  for (const CpCopy& c : t.at_yield) cp_land(c);
+  t.at_yield.clear();
+}
+
 // Block the calling fiber until the scheduler resumes it.
 void block_current(SimThread& t) {
+  cp_land_at_yield(t);  // the thread's copies due "at its next scheduling point" land before others run
   fiber::suspend(t.fib);
   if (t.abort) throw FiberAbort{};
 }
@@ -256,7 +296,7 @@ void op_complete(Block& B, Warp& W, unsigned warp_index, WarpOp* op, SimThread* 
     if (!((c.present >> l) & 1u)) continue;
     SimThread& t = B.threads[base + l];
     t.op = nullptr;
-    if (&t != runner && t.st == TState::Warp) t.st = TState::Runnable;
+    if (&t != runner && t.st == TState::Warp) make_runnable(B, t);
   }
   B.op_free.push_back(op);
   op->fn(c);
@@ -268,8 +308,9 @@ void exit_thread(SimThread& t) {
   B.live -= 1;
   Warp& W = B.warps[t.warp];
   W.live &= ~(1u << t.lane);
-  t.open_group.clear();
+  t.open_group.clear();  // copies not landed yet when the issuing thread exits are dropped
   t.groups.clear();
+  t.at_yield.clear();
   if (B.L->strict && B.at_barrier > 0 && !B.failed)
     record_error(B, where(t) + fmt(": exited while %u thread(s) of the block wait at __syncthreads (strict barriers)",
                                    B.at_barrier));
@@ -368,6 +409,14 @@ void abort_block(Block& B) {
   for (SimThread& t : B.threads) fiber::unpoison(t.fib.stack);
 }
 
+// Random order: a fresh random ranking of the block's threads (only when none is ready: ranks index `ready`).
+void draw_ranks(Block& B) {
+  const unsigned n = B.nthreads;
+  for (unsigned i = 0; i < n; ++i) B.by_rank[i] = i;
+  for (unsigned i = n; i > 1; --i) std::swap(B.by_rank[i - 1], B.by_rank[splitmix(B.rng) % i]);
+  for (unsigned i = 0; i < n; ++i) B.rank_of[B.by_rank[i]] = i;
+}
+
 void run_block(Block& B) {
   Launch& L = *B.L;
   const unsigned n = B.nthreads;
@@ -390,6 +439,7 @@ void run_block(Block& B) {
     t.op = nullptr;
     t.open_group.clear();
     t.groups.clear();
+    t.at_yield.clear();
   }
   uint64_t rs = L.seed ^ (0xD1B54A32D192ED03ull * (1 + B.idx.x + L.grid.x * (B.idx.y + L.grid.y * uint64_t(B.idx.z))));
   B.rng = splitmix(rs);
@@ -399,45 +449,73 @@ void run_block(Block& B) {
   if (sr.size) std::memset(sr.begin, kPoisonByte, sr.size);
   if (L.dyn_bytes) std::memset(tctx.dyn_smem, kPoisonByte, L.dyn_bytes);
 
-  std::vector<SimThread*> list;
-  list.reserve(n);
-  while (B.live > 0) {
-    list.clear();
+  // Release the threads waiting at a completed __syncthreads (every live thread is there).
+  auto release_barrier = [&]() {
+    int count = 0, all = 1, any = 0;
+    for (SimThread& t : B.threads) {
+      if (t.st != TState::Barrier) continue;
+      count += t.pred != 0;
+      all &= t.pred != 0;
+      any |= t.pred != 0;
+    }
+    B.barrier_count = count;
+    B.barrier_all = all != 0;
+    B.barrier_any = any != 0;
+    B.at_barrier = 0;
+    if (L.order == Order::Random) draw_ranks(B);  // a new run-ahead order for every barrier interval
     for (SimThread& t : B.threads)
-      if (t.st == TState::NotStarted || t.st == TState::Runnable) list.push_back(&t);
-    if (list.empty()) {
-      if (B.at_barrier == B.live) {
-        int count = 0, all = 1, any = 0;
-        for (SimThread& t : B.threads) {
-          if (t.st != TState::Barrier) continue;
-          count += t.pred != 0;
-          all &= t.pred != 0;
-          any |= t.pred != 0;
-          t.st = TState::Runnable;
-        }
-        B.barrier_count = count;
-        B.barrier_all = all != 0;
-        B.barrier_any = any != 0;
-        B.at_barrier = 0;
-        continue;
-      }
-      record_error(B, describe_deadlock(B));
-      break;
-    }
+      if (t.st == TState::Barrier) make_runnable(B, t);
+  };
+
+  if (B.run_ahead) {
+    // Reverse / Random: always resume the best-ranked runnable thread, so a warp runs as far as it can (to a
+    // __syncthreads, or a warp collective its other lanes have not reached) before worse-ranked warps run.
     if (L.order == Order::Reverse) {
-      std::reverse(list.begin(), list.end());
-    } else if (L.order == Order::Random) {
-      for (size_t i = list.size(); i > 1; --i) {
-        const size_t j = static_cast<size_t>(splitmix(B.rng) % i);
-        std::swap(list[i - 1], list[j]);
-      }
+      for (unsigned i = 0; i < n; ++i) B.by_rank[i] = n - 1 - i;
+      for (unsigned i = 0; i < n; ++i) B.rank_of[B.by_rank[i]] = i;
+    } else {
+      draw_ranks(B);
     }
-    for (SimThread* t : list) {
-      if (t->st != TState::NotStarted && t->st != TState::Runnable) continue;
-      resume_thread(*t);
+    std::fill(B.ready.begin(), B.ready.end(), 0);
+    for (SimThread& t : B.threads) B.mark_ready(t);
+    while (B.live > 0) {
+      const int next = B.take_ready();
+      if (next < 0) {
+        if (B.at_barrier == B.live) {
+          release_barrier();
+          continue;
+        }
+        record_error(B, describe_deadlock(B));
+        break;
+      }
+      SimThread& t = B.threads[static_cast<unsigned>(next)];
+      if (t.st != TState::NotStarted && t.st != TState::Runnable) continue;
+      resume_thread(t);
       if (B.failed) break;
     }
-    if (B.failed) break;
+  } else {
+    // Forward: rounds; every runnable thread runs once per round, in ascending order (warps advance in step).
+    std::vector<SimThread*> list;
+    list.reserve(n);
+    while (B.live > 0) {
+      list.clear();
+      for (SimThread& t : B.threads)
+        if (t.st == TState::NotStarted || t.st == TState::Runnable) list.push_back(&t);
+      if (list.empty()) {
+        if (B.at_barrier == B.live) {
+          release_barrier();
+          continue;
+        }
+        record_error(B, describe_deadlock(B));
+        break;
+      }
+      for (SimThread* t : list) {
+        if (t->st != TState::NotStarted && t->st != TState::Runnable) continue;
+        resume_thread(*t);
+        if (B.failed) break;
+      }
+      if (B.failed) break;
+    }
   }
   if (B.failed) {
     abort_block(B);
@@ -662,14 +740,27 @@ void cp_async_issue(void* smem_dst, const void* gmem_src, unsigned copy_bytes, u
     fail(fmt("cp.async: global source %p not aligned to %u bytes", gmem_src, total_bytes));
   if (!is_shared(smem_dst, total_bytes))
     fail(fmt("cp.async: destination %p (%u bytes) is not in shared memory", smem_dst, total_bytes));
-  if (copy_bytes) count_read(copy_bytes);
-  t.open_group.push_back(CpCopy{static_cast<unsigned char*>(smem_dst), static_cast<const unsigned char*>(gmem_src),
-                                copy_bytes, total_bytes});
+  if (copy_bytes) count_read(copy_bytes);  // traffic: counted at issue, whatever the landing time
+  const CpCopy c{static_cast<unsigned char*>(smem_dst), static_cast<const unsigned char*>(gmem_src), copy_bytes,
+                 total_bytes};
+  // Landing time (see cp_async_wait): the only times a correct kernel cannot tell apart are those between issue and
+  // the wait retiring the group, so each thread order takes a different one and the order check compares them.
+  switch (t.block->L->order) {
+    case Order::Forward: t.open_group.push_back(c); break;  // at the retiring wait (the latest)
+    case Order::Reverse: cp_land(c); break;                 // at issue (the earliest)
+    case Order::Random:
+      switch (splitmix(t.block->rng) % 3) {
+        case 0: cp_land(c); break;                 // at issue
+        case 1: t.at_yield.push_back(c); break;    // at the thread's next scheduling point (or its next wait)
+        default: t.open_group.push_back(c); break; // at the retiring wait
+      }
+      break;
+  }
 }
 
 void cp_async_commit() {
   SimThread& t = require_thread("cp.async.commit_group");
-  t.groups.emplace_back(std::move(t.open_group));
+  t.groups.emplace_back(std::move(t.open_group));  // (copies landed at issue leave an emptier, still counted group)
   t.open_group.clear();
 }
 
@@ -679,11 +770,9 @@ void cp_async_wait(int n) {
     if (!t.open_group.empty()) cp_async_commit();
     n = 0;
   }
+  cp_land_at_yield(t);
   while (t.groups.size() > static_cast<size_t>(n)) {
-    for (const CpCopy& c : t.groups.front()) {
-      if (c.n) std::memcpy(c.dst, c.src, c.n);
-      if (c.total > c.n) std::memset(c.dst + c.n, 0, c.total - c.n);
-    }
+    for (const CpCopy& c : t.groups.front()) cp_land(c);
     t.groups.pop_front();
   }
 }
@@ -733,6 +822,10 @@ LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic
   B.nthreads = static_cast<unsigned>(nthreads);
   B.threads.resize(nthreads);
   B.warps.resize((nthreads + 31) / 32);
+  B.run_ahead = L.order != Order::Forward;
+  B.by_rank.resize(nthreads);
+  B.rank_of.resize(nthreads);
+  B.ready.assign((nthreads + 63) / 64, 0);
   for (unsigned i = 0; i < nthreads; ++i) {
     SimThread& t = B.threads[i];
     t.block = &B;
