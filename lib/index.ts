@@ -19,3 +19,18 @@ export {
   type RopeOptions,
 } from './ops.js';
 export { info, type Info } from './info.js';
+export {
+  estimateKvCache,
+  plotKvCacheSvg,
+  formatEstimate,
+  formatGB,
+  PRESETS,
+  CACHE_DTYPE_BYTES,
+  GB,
+  type CacheDType,
+  type EstimateOptions,
+  type Estimate,
+  type SchemeEstimate,
+  type ModelPreset,
+  type PlotOptions,
+} from './estimate.js';

@@ -50,10 +50,41 @@ export interface NativeAddon {
   backends(): NativeBackendInfo[];
   facts(): { dtypeSizes: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
+  /** What the CPU backend chose for this processor (optional: addons that predate it lack it; see info()). */
+  cpuInfo?(): NativeCpuInfo;
+  /** Test hooks of the CPU backend: force a SIMD path ('' = automatic) or split-KV chunks of splitRows rows (0 = automatic). */
+  cpuConfigure?(settings: { isa?: string; splitRows?: number }): void;
+  /** The benchmark's machine limits on all the pool's threads, with a buffer of `bytes` (synchronous, ~1 s). */
+  cpuLimits?(bytes: number): { threads: number; readBytesPerSec: number; copyBytesPerSec: number; fmaFlops: number; bf16DotFlops: number };
+  /** What the CUDA build and runtime found (optional: addons that predate it lack it; see info()). */
+  cudaInfo?(): NativeCudaInfo;
   /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
   decodeKernelShapes?(headDim: number): Record<'large' | 'small', { blockM: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
+}
+
+export interface NativeCpuInfo {
+  /** The kernels in use, e.g. 'avx512-bf16', 'avx2-fma', 'portable'. */
+  simd?: string;
+  threads?: number;
+  /** Why this path (detected, forced by MLA_CPU_ISA / cpuConfigure), every path this processor has, fastest first. */
+  reason?: string;
+  supported?: string[];
+  fmaGflopsPerCore?: number;
+  bf16DotGflopsPerCore?: number;
+}
+
+export interface NativeCudaInfo {
+  /** Architectures the kernels were compiled for: 80 or 'sm_80'. Empty when the CUDA backend is not built. */
+  targets?: (number | string)[];
+  /** cudaRuntimeGetVersion / cudaDriverGetVersion (e.g. 13000; driver 0 when there is none). */
+  runtimeVersion?: number;
+  driverVersion?: number;
+  /** Every device the runtime sees, usable or not. */
+  devices?: { index: number; name: string; computeCapability?: number | string; totalMemory?: number; freeMemory?: number; usable?: boolean; reason?: string }[];
+  /** Why no device is usable (no driver, driver older than the runtime, no device), when none is. */
+  reason?: string;
 }
 
 export interface SimSettings {

@@ -5,9 +5,11 @@
 //   3. the cuda-sim suites again on an AddressSanitizer + UndefinedBehaviorSanitizer build (the kernels' memcheck),
 //   4. the static CUDA checks (nvcc -Xptxas -v for every architecture: spills, registers, shared memory), when nvcc
 //      is installed,
+//   5. the install tests (test/install/run.mjs): npm pack, then npm install of the tarball into new projects, with the
+//      prebuild and no compiler on PATH, and without the prebuild (node-gyp builds the CPU addon),
 // and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -71,6 +73,7 @@ const gyp = extra.length
 const none = { passed: 0, failed: 0, status: 0 };
 let asan = none;
 let staticCuda = none;
+let install = none;
 if (!extra.length) {
   // The sanitizers' runtimes go first into node (which is not instrumented itself).
   const gcc = (lib) => spawnSync('gcc', [`-print-file-name=${lib}`], { encoding: 'utf8' }).stdout.trim();
@@ -84,12 +87,17 @@ if (!extra.length) {
     }, ['test/ops.test.ts', 'test/cuda-sim.test.ts']);
   const status = run(process.execPath, ['scripts/check-cuda.mjs'], { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') });
   staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status };
+  const installJson = path.join(results, 'install.json');
+  rmSync(installJson, { force: true });
+  const installStatus = run(process.execPath, ['test/install/run.mjs']);
+  install = existsSync(installJson) ? { ...JSON.parse(readFileSync(installJson, 'utf8')), status: installStatus } : { passed: 0, failed: 1, status: installStatus };
 }
 
-const parts = [full, gyp, asan];
+const parts = [full, gyp, asan, install];
 const passed = parts.reduce((n, p) => n + p.passed, staticCuda.passed);
 const failed = parts.reduce((n, p) => n + p.failed + (p.status !== 0 && p.failed === 0 ? 1 : 0), staticCuda.failed);
 console.log(`\ncmake-js build: ${full.passed} passed, ${full.failed} failed; node-gyp build (CPU suite): ${gyp.passed} passed, ${gyp.failed} failed`);
 console.log(`cuda-sim under ASan+UBSan: ${asan.passed} passed, ${asan.failed} failed; static CUDA checks: ${staticCuda.failed ? 'failed' : staticCuda.passed ? 'passed' : 'not run'}`);
+console.log(`install tests (packed tarball): ${install.passed} passed, ${install.failed} failed`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

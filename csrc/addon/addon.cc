@@ -459,7 +459,7 @@ Napi::Value CudaInfoJs(const Napi::CallbackInfo& info) {
   Napi::Array targets = Napi::Array::New(env);
   uint32_t n = 0;
   for (size_t start = 0; start < c.targets.size();) {
-    size_t end = c.targets.find(';', start);
+    size_t end = c.targets.find(',', start);
     if (end == std::string::npos) end = c.targets.size();
     if (end > start) targets.Set(n++, Napi::String::New(env, "sm_" + c.targets.substr(start, end - start)));
     start = end + 1;

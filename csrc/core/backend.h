@@ -89,7 +89,7 @@ struct CudaDeviceInfo {
   std::string reason;
 };
 struct CudaInfo {
-  std::string targets;  // the architectures compiled for, e.g. "80;86;89;90;100;120"
+  std::string targets;  // the architectures compiled for, e.g. "80,86,89,90,100,120"
   int runtimeVersion = 0, driverVersion = 0;
   std::vector<CudaDeviceInfo> devices;
   std::string reason;  // why no device is usable, when none is

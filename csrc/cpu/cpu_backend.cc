@@ -1,191 +1,491 @@
-// The CPU backend: correct, cache-blocked kernels with fp32 accumulation. A tile of cache rows is
-// converted once and used for every head and query position of the sequence.
+// The CPU backend: plans each operation's work, runs it on the thread pool, and hands the hot loops to the kernel
+// set of the instruction set chosen at run time (kernels.h). This file is compiled for the baseline processor.
+//
+// Decode work is split three ways so that every core has work even for batch 1 with a long context:
+//   sequences × head groups (at most kMaxGroupRows query rows share one pass over the cache) × KV chunks.
+// A sequence whose rows are split over several chunks writes partial results (unnormalised output, base-2 max and
+// sum) to a workspace whose size depends on the thread count and head count, never on the context; a second pass
+// merges them by log-sum-exp. Items are ordered longest first and taken dynamically.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "../core/backend.h"
-#include "convert.h"
+#include "../core/errors.h"
+#include "cpu_info.h"
+#include "kernels.h"
+#include "thread_pool.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define MLA_X86 1
+#endif
 
 namespace mla::cpu {
 namespace {
 
-constexpr int64_t kTileRows = 32;  // cache rows converted and reused per step of decode
+// --- instruction sets --------------------------------------------------------------------------------------------
+struct Features {
+  bool avx2 = false, avx512 = false, avx512bf16 = false;
+};
 
-float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.f;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+#ifdef MLA_X86
+uint64_t xgetbv0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+#endif
+
+Features detect() {
+  Features f;
+#ifdef MLA_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+  if (!osxsave || !avx) return f;
+  const uint64_t xcr0 = xgetbv0();
+  const bool ymmOs = (xcr0 & 0x6) == 0x6, zmmOs = (xcr0 & 0xe6) == 0xe6;
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30),
+             avx512vl = b & (1u << 31);
+  unsigned a1, b1, c1, d1;
+  __cpuid_count(7, 1, a1, b1, c1, d1);
+  const bool bf16 = a1 & (1u << 5);
+  f.avx2 = ymmOs && avx2 && fma && f16c;
+  f.avx512 = f.avx2 && zmmOs && avx512f && avx512dq && avx512bw && avx512vl;
+  f.avx512bf16 = f.avx512 && bf16;
+#endif
+  return f;
+}
+
+const Features& features() {
+  static const Features f = detect();
+  return f;
+}
+
+struct Isa {
+  const char* name;
+  bool (*supported)();
+  const KernelSet& (*kernels)();
+};
+
+#ifdef MLA_X86
+const Isa kIsas[] = {
+    {"avx512-bf16", [] { return features().avx512bf16; }, avx512Bf16Kernels},
+    {"avx512", [] { return features().avx512; }, avx512Kernels},
+    {"avx2-fma", [] { return features().avx2; }, avx2Kernels},
+    {"portable", [] { return true; }, portableKernels},
+};
+#else
+const Isa kIsas[] = {{"portable", [] { return true; }, portableKernels}};
+#endif
+
+const Isa* findIsa(const std::string& name) {
+  for (const Isa& isa : kIsas)
+    if (name == isa.name) return &isa;
+  return nullptr;
+}
+
+std::string isaNames() {
+  std::string s;
+  for (const Isa& isa : kIsas) s += (s.empty() ? "" : ", ") + std::string(isa.name);
   return s;
 }
 
-// --- appendLatentCache ----------------------------------------------------------------------------
-template <class T>
-void appendLatentCache(const AppendLatentCacheParams& p) {
-  const T* kvC = p.kvC.as<const T>();
-  const T* kPe = p.kPe.as<const T>();
-  T* cache = p.cache.as<T>();
-  const int32_t* slots = p.slotMapping.as<const int32_t>();
-  const int64_t width = p.rowWidth(), half = p.ropeDim / 2;
-  std::vector<float> pe(static_cast<size_t>(p.ropeDim));
-  for (int64_t i = 0; i < p.numTokens; ++i) {
-    if (slots[i] < 0) continue;
-    T* row = cache + static_cast<int64_t>(slots[i]) * width;
-    std::memcpy(row, kvC + i * p.kvLoraRank, sizeof(T) * p.kvLoraRank);
-    const T* src = kPe + i * p.ropeDim;
-    if (p.ropeStyle == RopeStyle::None) {
-      std::memcpy(row + p.kvLoraRank, src, sizeof(T) * p.ropeDim);
+// One core's FMA and bf16-dot speed, measured once: the bf16 dot-product kernels are used only where they are
+// faster (Zen 4/5: ~2x; some Xeons: ~0.5x).
+struct Calibration {
+  double fma = 0, dot = 0;  // GFLOP/s on one core
+};
+
+double bestRate(double (*loop)(int64_t), int64_t iters) {
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double flops = loop(iters);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0) best = std::max(best, flops / s);
+  }
+  return best;
+}
+
+const Calibration& calibration() {
+  static const Calibration c = [] {
+    Calibration r;
+    const Isa* best = nullptr;
+    for (const Isa& isa : kIsas)
+      if (isa.supported() && std::string(isa.name) != "avx512-bf16") { best = &isa; break; }
+    r.fma = bestRate(best->kernels().fmaLoop, 20000) / 1e9;
+    if (features().avx512bf16) r.dot = bestRate(findIsa("avx512-bf16")->kernels().bf16DotLoop, 20000) / 1e9;
+    return r;
+  }();
+  return c;
+}
+
+std::mutex configMu;
+std::string forcedIsa;       // by cpuConfigure
+int64_t forcedSplitRows = 0;
+
+struct Choice {
+  const Isa* isa;
+  std::string reason;
+};
+
+Choice automatic() {
+  for (const Isa& isa : kIsas) {
+    if (!isa.supported()) continue;
+    if (std::string(isa.name) == "avx512-bf16") {
+      const Calibration& c = calibration();
+      if (c.dot > 1.2 * c.fma) return {&isa, "detected; vdpbf16ps measured faster than fp32 FMA on one core"};
       continue;
     }
-    const int64_t pos = p.positions.as<const int32_t>()[i];
-    const float* cosRow = p.cos.as<const float>() + pos * half;
-    const float* sinRow = p.sin.as<const float>() + pos * half;
-    for (int64_t j = 0; j < half; ++j) {
-      // Interleaved pairs (x[2j], x[2j+1]) as DeepSeek; neox pairs (x[j], x[j + half]).
-      int64_t a = p.ropeStyle == RopeStyle::Interleaved ? 2 * j : j;
-      int64_t b = p.ropeStyle == RopeStyle::Interleaved ? 2 * j + 1 : j + half;
-      float x = toF32(src[a]), y = toF32(src[b]);
-      pe[a] = x * cosRow[j] - y * sinRow[j];
-      pe[b] = y * cosRow[j] + x * sinRow[j];
+    return {&isa, features().avx512bf16 ? "detected; AVX512_BF16 present but vdpbf16ps measured no faster than fp32 FMA"
+                                        : "detected"};
+  }
+  return {&kIsas[0], "detected"};
+}
+
+Choice choose() {
+  std::string name;
+  const char* how = "";
+  {
+    std::lock_guard<std::mutex> lock(configMu);
+    name = forcedIsa;
+    how = "forced by cpuConfigure";
+  }
+  if (name.empty()) {
+    const char* env = std::getenv("MLA_CPU_ISA");  // read per operation: tests force each path
+    if (env && *env && std::string(env) != "auto") {
+      name = env;
+      how = "forced by MLA_CPU_ISA";
     }
-    storeRow(pe.data(), row + p.kvLoraRank, p.ropeDim);
+  }
+  if (name.empty()) return automatic();
+  const Isa* isa = findIsa(name);
+  if (!isa) throw Error(ErrorCode::Unsupported, "CPU path '" + name + "' (" + how + ") is unknown; this build has " + isaNames());
+  if (!isa->supported()) throw Error(ErrorCode::Unsupported, "CPU path '" + name + "' (" + how + ") is not supported by this processor");
+  return {isa, how};
+}
+
+const KernelSet& kernels() { return choose().isa->kernels(); }
+
+Elem elemOf(DType t) {
+  switch (t) {
+    case DType::F32: return Elem::F32;
+    case DType::F16: return Elem::F16;
+    case DType::BF16: return Elem::BF16;
+    default: throw Error(ErrorCode::Internal, "CPU kernel called with a non-float dtype");
   }
 }
 
-// --- mlaDecode -------------------------------------------------------------------------------------
-template <class T>
-void decodeSequence(const MlaDecodeParams& p, int64_t b, std::vector<float>& scratch) {
-  const int64_t rowsM = p.queryLen * p.numHeads;  // query rows (t, h) of this sequence
-  const int64_t D = p.headDim, V = p.kvLoraRank;
-  const int64_t len = p.seqLens.as<const int32_t>()[b];
-  const int32_t* table = p.blockTable.as<const int32_t>() + b * p.maxBlocksPerSeq;
-  const T* cache = p.cache.as<const T>();
+// Per-thread scratch, 64-byte aligned, grown as needed (its size depends on head count and row width only).
+float* scratchFloats(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n + 16) buf.resize(n + 16);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<float*>((p + 63) & ~static_cast<uintptr_t>(63));
+}
 
-  scratch.resize(static_cast<size_t>(rowsM * D + rowsM * V + 2 * rowsM + kTileRows * D + kTileRows));
-  float* qf = scratch.data();           // [t][h][D]
-  float* acc = qf + rowsM * D;          // [t][h][V]
-  float* maxScore = acc + rowsM * V;    // running max per (t, h)
-  float* sumExp = maxScore + rowsM;     // running sum of exp(score - max)
-  float* tile = sumExp + rowsM;         // [kTileRows][D]
-  float* prob = tile + kTileRows * D;   // [kTileRows]
+// --- decode ------------------------------------------------------------------------------------------------------
+constexpr int64_t kMaxGroupRows = 64;   // query rows sharing one pass over the cache
+constexpr int64_t kMinChunkRows = 256;  // shortest KV chunk worth a split
 
-  loadRow(p.q.as<const T>() + b * rowsM * D, qf, rowsM * D);
-  std::fill(acc, acc + rowsM * V, 0.f);
-  std::fill(maxScore, maxScore + rowsM, -std::numeric_limits<float>::infinity());
-  std::fill(sumExp, sumExp + rowsM, 0.f);
+void mlaDecodeCpu(const MlaDecodeParams& p) {
+  const KernelSet& k = kernels();
+  const int64_t M = p.queryLen * p.numHeads;
+  const int32_t* lens = p.seqLens.as<const int32_t>();
+  const int threads = poolThreads();
 
-  for (int64_t r0 = 0; r0 < len; r0 += kTileRows) {
-    const int64_t r1 = std::min(len, r0 + kTileRows);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t slot = static_cast<int64_t>(table[r / p.blockSize]) * p.blockSize + r % p.blockSize;
-      loadRow(cache + slot * D, tile + (r - r0) * D, D);
-    }
-    for (int64_t t = 0; t < p.queryLen; ++t) {
-      const int64_t rEnd = std::min(r1, p.visibleRows(len, t));
-      if (rEnd <= r0) continue;
-      for (int64_t h = 0; h < p.numHeads; ++h) {
-        const int64_t m = t * p.numHeads + h;
-        float tileMax = -std::numeric_limits<float>::infinity();
-        for (int64_t r = r0; r < rEnd; ++r) {
-          prob[r - r0] = p.softmaxScale * dot(qf + m * D, tile + (r - r0) * D, D);
-          tileMax = std::max(tileMax, prob[r - r0]);
+  // Head groups: equal sizes, multiples of 16 rows where possible.
+  const int64_t numGroups = (M + kMaxGroupRows - 1) / kMaxGroupRows;
+  int64_t groupRows = (M + numGroups - 1) / numGroups;
+  if (groupRows > 16) groupRows = std::min<int64_t>(kMaxGroupRows, (groupRows + 15) / 16 * 16);
+
+  // KV chunk length: enough items for every thread (about 4 per thread to balance), never below kMinChunkRows.
+  int64_t totalRows = 0;
+  for (int64_t b = 0; b < p.batch; ++b) totalRows += static_cast<int64_t>(lens[b]) * numGroups;
+  int64_t splitRows;
+  {
+    std::lock_guard<std::mutex> lock(configMu);
+    splitRows = forcedSplitRows;
+  }
+  int64_t chunk = splitRows > 0 ? splitRows : std::max<int64_t>(kMinChunkRows, (totalRows + 4 * threads - 1) / (4 * threads));
+  if (splitRows <= 0) chunk = (chunk + 63) / 64 * 64;
+
+  DecodeItem base{};
+  base.elem = elemOf(p.q.dtype);
+  base.q = p.q.data;
+  base.cache = p.cache.data;
+  base.D = p.headDim;
+  base.V = p.kvLoraRank;
+  base.blockSize = p.blockSize;
+  base.numHeads = p.numHeads;
+  base.queryLen = p.queryLen;
+  base.causal = p.causal;
+  base.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+  base.out = p.out.data;
+  base.lse = p.lse.as<float>();
+
+  struct SplitSeq {
+    int64_t b, m0, m1, parts, first;  // first: index of its first partial
+  };
+  std::vector<DecodeItem> items;
+  std::vector<SplitSeq> splits;
+  int64_t partials = 0;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t len = lens[b];
+    const int64_t parts = len <= chunk ? 1 : (len + chunk - 1) / chunk;
+    const int64_t per = parts == 1 ? len : (len + parts - 1) / parts;
+    for (int64_t m0 = 0; m0 < M; m0 += groupRows) {
+      const int64_t m1 = std::min(M, m0 + groupRows);
+      if (parts > 1) splits.push_back({b, m0, m1, parts, partials});
+      for (int64_t s = 0; s < parts; ++s) {
+        DecodeItem it = base;
+        it.part = -1;
+        it.table = p.blockTable.as<const int32_t>() + b * p.maxBlocksPerSeq;
+        it.seqLen = len;
+        it.b = b;
+        it.m0 = m0;
+        it.m1 = m1;
+        it.n0 = std::min(len, s * per);
+        it.n1 = std::min(len, (s + 1) * per);
+        if (parts > 1) {
+          it.part = partials++;  // its workspace is set below, once the workspace exists
         }
-        const float newMax = std::max(maxScore[m], tileMax);
-        const float rescale = std::exp(maxScore[m] - newMax);  // exp(-inf) = 0 on the first tile
-        float* a = acc + m * V;
-        for (int64_t k = 0; k < V; ++k) a[k] *= rescale;
-        float tileSum = 0.f;
-        for (int64_t r = r0; r < rEnd; ++r) {
-          const float w = std::exp(prob[r - r0] - newMax);
-          tileSum += w;
-          const float* v = tile + (r - r0) * D;
-          for (int64_t k = 0; k < V; ++k) a[k] += w * v[k];
-        }
-        sumExp[m] = sumExp[m] * rescale + tileSum;
-        maxScore[m] = newMax;
+        items.push_back(it);
       }
     }
   }
-
-  T* out = p.out.as<T>() + b * rowsM * V;
-  float* lse = p.lse.as<float>() + b * p.numHeads * p.queryLen;  // [h][t]
-  for (int64_t t = 0; t < p.queryLen; ++t)
-    for (int64_t h = 0; h < p.numHeads; ++h) {
-      const int64_t m = t * p.numHeads + h;
-      float* a = acc + m * V;
-      if (sumExp[m] > 0.f) {
-        const float inv = 1.f / sumExp[m];
-        for (int64_t k = 0; k < V; ++k) a[k] *= inv;
-        lse[h * p.queryLen + t] = maxScore[m] + std::log(sumExp[m]);
-      } else {  // no visible rows: defined as a zero output and lse = -inf
-        std::fill(a, a + V, 0.f);
-        lse[h * p.queryLen + t] = -std::numeric_limits<float>::infinity();
+  // Workspace of the partials: [partials][groupRows][V] + max + sum.
+  thread_local std::vector<float> work;
+  const int64_t partStride = groupRows * p.kvLoraRank + 2 * groupRows;
+  if (partials > 0) {
+    work.resize(static_cast<size_t>(partials * partStride));
+    for (DecodeItem& it : items)
+      if (it.part >= 0) {
+        float* base_ = work.data() + it.part * partStride;
+        it.oPart = base_;
+        it.maxPart = base_ + groupRows * p.kvLoraRank;
+        it.sumPart = it.maxPart + groupRows;
       }
-      storeRow(a, out + m * V, V);
+  }
+  // Longest first, taken dynamically.
+  std::stable_sort(items.begin(), items.end(),
+                   [](const DecodeItem& a, const DecodeItem& b) { return (a.n1 - a.n0) * (a.m1 - a.m0) > (b.n1 - b.n0) * (b.m1 - b.m0); });
+  parallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
+    const DecodeItem& it = items[static_cast<size_t>(i)];
+    k.decode(it, scratchFloats(k.decodeScratch(it)));
+  });
+  if (splits.empty()) return;
+
+  // Merge: out = Σ_s 2^(max_s - max) o_s / Σ_s 2^(max_s - max) sum_s, lse = (max + log2 Σ ...) · ln 2.
+  const Elem elem = base.elem;
+  const float* ws = work.data();  // the caller's thread_local: the pool's threads must not name it
+  parallelFor(static_cast<int64_t>(splits.size()), [&](int64_t i) {
+    const SplitSeq& sq = splits[static_cast<size_t>(i)];
+    const int64_t V = p.kvLoraRank;
+    float* acc = scratchFloats(static_cast<size_t>(V));
+    for (int64_t j = 0; j < sq.m1 - sq.m0; ++j) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < sq.parts; ++s) mx = std::max(mx, ws[(sq.first + s) * partStride + groupRows * V + j]);
+      const int64_t m = sq.m0 + j, t = m / p.numHeads, h = m % p.numHeads;
+      float* lse = base.lse + (sq.b * p.numHeads + h) * p.queryLen + t;
+      char* out = static_cast<char*>(p.out.data) + (sq.b * M + m) * V * static_cast<int64_t>(dtypeSize(p.out.dtype));
+      std::fill(acc, acc + V, 0.f);
+      float total = 0.f;
+      if (mx != -std::numeric_limits<float>::infinity()) {
+        for (int64_t s = 0; s < sq.parts; ++s) {
+          const float* part = ws + (sq.first + s) * partStride;
+          const float w = std::exp2(part[groupRows * V + j] - mx);
+          if (w == 0.f) continue;
+          total += w * part[groupRows * V + groupRows + j];
+          k.axpy(w, part + j * V, acc, V);
+        }
+      }
+      if (total > 0.f) {
+        const float inv = 1.f / total;
+        for (int64_t v = 0; v < V; ++v) acc[v] *= inv;
+        *lse = (mx + std::log2(total)) * 0.693147180559945309f;
+      } else {
+        *lse = -std::numeric_limits<float>::infinity();
+      }
+      k.store(elem, acc, out, V);
     }
+  });
 }
 
-// --- absorb / unabsorb -----------------------------------------------------------------------------
-template <class T>
-void absorbQuery(const AbsorbQueryParams& p) {
-  const int64_t N = p.nopeDim, C = p.kvLoraRank, R = p.ropeDim, outW = C + R;
-  std::vector<float> q(static_cast<size_t>(N)), acc(static_cast<size_t>(C)), w(static_cast<size_t>(C)), pe(static_cast<size_t>(R));
-  for (int64_t tok = 0; tok < p.numTokens; ++tok)
-    for (int64_t h = 0; h < p.numHeads; ++h) {
-      const int64_t th = tok * p.numHeads + h;
-      loadRow(p.qNope.as<const T>() + th * N, q.data(), N);
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t n = 0; n < N; ++n) {
-        loadRow(p.wUk.as<const T>() + (h * N + n) * C, w.data(), C);
-        for (int64_t c = 0; c < C; ++c) acc[c] += q[n] * w[c];
+// --- append ------------------------------------------------------------------------------------------------------
+void appendCpu(const AppendLatentCacheParams& p) {
+  const KernelSet& k = kernels();
+  const Elem e = elemOf(p.cache.dtype);
+  const size_t es = dtypeSize(p.cache.dtype);
+  const int64_t width = p.rowWidth(), half = p.ropeDim / 2;
+  const int32_t* slots = p.slotMapping.as<const int32_t>();
+  const char* kvC = static_cast<const char*>(p.kvC.data);
+  const char* kPe = static_cast<const char*>(p.kPe.data);
+  char* cache = static_cast<char*>(p.cache.data);
+  // Chunks of ~256 KiB of rows per task: memory speed needs every core only for large appends.
+  const int64_t rowBytes = width * static_cast<int64_t>(es);
+  const int64_t perTask = std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(1, rowBytes));
+  const int64_t tasks = (p.numTokens + perTask - 1) / perTask;
+  parallelFor(tasks, [&](int64_t task) {
+    const int64_t i1 = std::min(p.numTokens, (task + 1) * perTask);
+    for (int64_t i = task * perTask; i < i1; ++i) {
+      if (slots[i] < 0) continue;
+      char* row = cache + static_cast<int64_t>(slots[i]) * rowBytes;
+      std::memcpy(row, kvC + i * p.kvLoraRank * static_cast<int64_t>(es), static_cast<size_t>(p.kvLoraRank) * es);
+      const char* src = kPe + i * p.ropeDim * static_cast<int64_t>(es);
+      char* dst = row + p.kvLoraRank * static_cast<int64_t>(es);
+      if (p.ropeStyle == RopeStyle::None) {
+        if (p.ropeDim > 0) std::memcpy(dst, src, static_cast<size_t>(p.ropeDim) * es);
+        continue;
       }
-      T* out = p.out.as<T>() + th * outW;
-      storeRow(acc.data(), out, C);
-      if (R > 0) std::memcpy(out + C, p.qPe.as<const T>() + th * R, sizeof(T) * R);
+      const int64_t pos = p.positions.as<const int32_t>()[i];
+      k.rope(e, p.ropeStyle == RopeStyle::Interleaved, src, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half, dst,
+             p.ropeDim);
     }
+  });
 }
 
-template <class T>
-void unabsorbOutput(const UnabsorbOutputParams& p) {
-  const int64_t C = p.kvLoraRank, Vd = p.vHeadDim;
-  std::vector<float> o(static_cast<size_t>(C)), w(static_cast<size_t>(C)), res(static_cast<size_t>(Vd));
-  for (int64_t tok = 0; tok < p.numTokens; ++tok)
-    for (int64_t h = 0; h < p.numHeads; ++h) {
-      const int64_t th = tok * p.numHeads + h;
-      loadRow(p.oLat.as<const T>() + th * C, o.data(), C);
-      for (int64_t v = 0; v < Vd; ++v) {
-        loadRow(p.wUv.as<const T>() + (h * Vd + v) * C, w.data(), C);
-        res[v] = dot(o.data(), w.data(), C);
-      }
-      storeRow(res.data(), p.out.as<T>() + th * Vd, Vd);
+// --- absorb / unabsorb: per head, chunks of tokens share each converted weight row --------------------------------
+constexpr int64_t kTokChunk = 16;
+
+void absorbCpu(const AbsorbQueryParams& p) {
+  const KernelSet& k = kernels();
+  const Elem e = elemOf(p.qNope.dtype);
+  const int64_t es = static_cast<int64_t>(dtypeSize(p.qNope.dtype));
+  const int64_t N = p.nopeDim, C = p.kvLoraRank, R = p.ropeDim, outW = C + R, H = p.numHeads;
+  const int64_t chunks = (p.numTokens + kTokChunk - 1) / kTokChunk;
+  parallelFor(H * chunks, [&](int64_t task) {
+    const int64_t h = task % H, t0 = (task / H) * kTokChunk, t1 = std::min(p.numTokens, t0 + kTokChunk), nt = t1 - t0;
+    float* acc = scratchFloats(static_cast<size_t>(nt * C + C + nt * N));
+    float* w = acc + nt * C;
+    float* q = w + C;
+    std::fill(acc, acc + nt * C, 0.f);
+    for (int64_t t = 0; t < nt; ++t) k.load(e, static_cast<const char*>(p.qNope.data) + ((t0 + t) * H + h) * N * es, q + t * N, N);
+    for (int64_t n = 0; n < N; ++n) {
+      k.load(e, static_cast<const char*>(p.wUk.data) + (h * N + n) * C * es, w, C);
+      for (int64_t t = 0; t < nt; ++t) k.axpy(q[t * N + n], w, acc + t * C, C);
     }
+    for (int64_t t = 0; t < nt; ++t) {
+      char* out = static_cast<char*>(p.out.data) + ((t0 + t) * H + h) * outW * es;
+      k.store(e, acc + t * C, out, C);
+      if (R > 0) std::memcpy(out + C * es, static_cast<const char*>(p.qPe.data) + ((t0 + t) * H + h) * R * es, static_cast<size_t>(R * es));
+    }
+  });
+}
+
+void unabsorbCpu(const UnabsorbOutputParams& p) {
+  const KernelSet& k = kernels();
+  const Elem e = elemOf(p.oLat.dtype);
+  const int64_t es = static_cast<int64_t>(dtypeSize(p.oLat.dtype));
+  const int64_t C = p.kvLoraRank, Vd = p.vHeadDim, H = p.numHeads;
+  const int64_t chunks = (p.numTokens + kTokChunk - 1) / kTokChunk;
+  parallelFor(H * chunks, [&](int64_t task) {
+    const int64_t h = task % H, t0 = (task / H) * kTokChunk, t1 = std::min(p.numTokens, t0 + kTokChunk), nt = t1 - t0;
+    float* o = scratchFloats(static_cast<size_t>(nt * C + C + nt * Vd));
+    float* w = o + nt * C;
+    float* res = w + C;
+    for (int64_t t = 0; t < nt; ++t) k.load(e, static_cast<const char*>(p.oLat.data) + ((t0 + t) * H + h) * C * es, o + t * C, C);
+    for (int64_t v = 0; v < Vd; ++v) {
+      k.load(e, static_cast<const char*>(p.wUv.data) + (h * Vd + v) * C * es, w, C);
+      for (int64_t t = 0; t < nt; ++t) res[t * Vd + v] = k.dot(o + t * C, w, C);
+    }
+    for (int64_t t = 0; t < nt; ++t) k.store(e, res + t * Vd, static_cast<char*>(p.out.data) + ((t0 + t) * H + h) * Vd * es, Vd);
+  });
 }
 
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
   Device device() const override { return Device{}; }
-
-  void appendLatentCache(const AppendLatentCacheParams& p) override {
-    dispatchFloat(p.cache.dtype, [&](auto tag) { cpu::appendLatentCache<decltype(tag)>(p); });
+  void appendLatentCache(const AppendLatentCacheParams& p) override { appendCpu(p); }
+  void mlaDecode(const MlaDecodeParams& p) override { mlaDecodeCpu(p); }
+  void copy(const CopyParams& p) override {
+    if (p.src.nbytes()) std::memcpy(p.dst.data, p.src.data, p.src.nbytes());
   }
-  void mlaDecode(const MlaDecodeParams& p) override {
-    dispatchFloat(p.q.dtype, [&](auto tag) {
-      std::vector<float> scratch;
-      for (int64_t b = 0; b < p.batch; ++b) decodeSequence<decltype(tag)>(p, b, scratch);
-    });
-  }
-  void copy(const CopyParams& p) override { std::memcpy(p.dst.data, p.src.data, p.src.nbytes()); }
-  void absorbQuery(const AbsorbQueryParams& p) override {
-    dispatchFloat(p.qNope.dtype, [&](auto tag) { cpu::absorbQuery<decltype(tag)>(p); });
-  }
-  void unabsorbOutput(const UnabsorbOutputParams& p) override {
-    dispatchFloat(p.oLat.dtype, [&](auto tag) { cpu::unabsorbOutput<decltype(tag)>(p); });
-  }
+  void absorbQuery(const AbsorbQueryParams& p) override { absorbCpu(p); }
+  void unabsorbOutput(const UnabsorbOutputParams& p) override { unabsorbCpu(p); }
 };
 
 }  // namespace
+
+// --- info, test hooks, limits ------------------------------------------------------------------------------------
+CpuStatus cpuStatus() {
+  CpuStatus s;
+  for (const Isa& isa : kIsas)
+    if (isa.supported()) s.supported.push_back(isa.name);
+  try {
+    const Choice c = choose();
+    s.simd = c.isa->name;
+    s.reason = c.reason;
+  } catch (const Error& e) {
+    const Choice c = automatic();
+    s.simd = c.isa->name;
+    s.reason = std::string("ops will fail: ") + e.what();
+  }
+  s.threads = poolThreads();
+  s.fmaGflopsPerCore = calibration().fma;
+  s.bf16DotGflopsPerCore = calibration().dot;
+  return s;
+}
+
+void cpuConfigure(const std::string* isa, const int64_t* splitRows) {
+  if (isa && !isa->empty()) {
+    const Isa* found = findIsa(*isa);
+    if (!found) throw Error(ErrorCode::Argument, "cpuConfigure: unknown CPU path '" + *isa + "'; this build has " + isaNames());
+    if (!found->supported()) throw Error(ErrorCode::Unsupported, "cpuConfigure: CPU path '" + *isa + "' is not supported by this processor");
+  }
+  std::lock_guard<std::mutex> lock(configMu);
+  if (isa) forcedIsa = *isa;
+  if (splitRows) forcedSplitRows = *splitRows > 0 ? *splitRows : 0;
+}
+
+CpuLimits measureCpuLimits(size_t bytes) {
+  CpuLimits r;
+  r.threads = poolThreads();
+  const KernelSet& k = automatic().isa->kernels();
+  const int64_t n = static_cast<int64_t>(bytes / sizeof(float));
+  const int64_t per = (n / r.threads) / 64 * 64;
+  std::vector<float> src(static_cast<size_t>(n), 1.f), dst(static_cast<size_t>(n), 0.f);  // touched: pages are mapped
+  std::atomic<double> sink{0};
+  auto timed = [&](const std::function<void(int64_t)>& fn) {
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      parallelFor(r.threads, fn);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const double tRead = timed([&](int64_t t) {
+    const float* a = src.data() + t * per;
+    sink.store(k.dot(a, a + per / 2, per / 2));  // two streams of one buffer: every byte read once
+  });
+  r.readBytesPerSec = static_cast<double>(per) * r.threads * sizeof(float) / tRead;
+  const double tCopy = timed([&](int64_t t) { std::memcpy(dst.data() + t * per, src.data() + t * per, static_cast<size_t>(per) * sizeof(float)); });
+  r.copyBytesPerSec = 2.0 * static_cast<double>(per) * r.threads * sizeof(float) / tCopy;
+  auto rate = [&](double (*loop)(int64_t)) {
+    std::vector<double> flops(static_cast<size_t>(r.threads));
+    const double t = timed([&](int64_t i) { flops[static_cast<size_t>(i)] = loop(400000); });
+    double total = 0;
+    for (double f : flops) total += f;
+    return total / t;
+  };
+  r.fmaFlops = rate(k.fmaLoop);
+  if (features().avx512bf16) r.bf16DotFlops = rate(findIsa("avx512-bf16")->kernels().bf16DotLoop);
+  return r;
+}
+
 }  // namespace mla::cpu
 
 namespace mla {

@@ -1,0 +1,368 @@
+#!/usr/bin/env node
+// npm run bench [-- --quick] [-- --no-peers]: CPU decode and append against this machine's limits and against peers,
+// all measured in this run. Prints a table, writes bench/results/cpu-<date>.json (and cpu-latest.json) and an SVG
+// chart (tokens/s against context, one line per batch) beside it.
+//
+// Per decode row: median time of timed runs after warm-up; tokens/s (query tokens), cache bytes/s, FLOP/s, and the
+// fraction of the roofline = max(bytes / read bandwidth, FLOPs / arithmetic peak) / time, where both limits are measured
+// by this run on all threads (a large buffer read; the faster of an fp32 FMA loop and a bf16 dot-product loop).
+// Peers run the same shapes on the same data, are checked against our output first, and are printed as our speed-up:
+// the naive TypeScript reference (small shapes), onnxruntime-node (an ONNX graph built here), PyTorch (Debian's
+// python3-torch, when /usr/bin/python3 can import torch).
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Stream, Tensor, appendLatentCache, mlaDecode, info } from '../dist/index.js';
+import { native } from '../dist/native.js';
+import { refMlaDecode } from '../dist/reference.js';
+import { mlaDecodeOnnx } from './onnx-graph.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const noPeers = args.includes('--no-peers');
+const addon = native();
+const cpu = addon.cpuInfo();
+const threads = cpu.threads;
+const KV = 512, ROPE = 64, WIDTH = KV + ROPE, BLOCK = 64;
+const SCALE = 1 / Math.sqrt(192);
+const BOUND = { f32: 1e-4, bf16: 3e-2 }; // peer vs ours (the peers round P and the output their own way)
+const PEER_FLOP_CAP = quick ? 2e10 : 2.5e10; // larger rows run without peers (time), listed in the notes
+const REF_FLOP_CAP = 1e8;
+const notes = [];
+
+// --- machine -----------------------------------------------------------------------------------------------------
+const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+const cpuModel = (() => {
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? os.cpus()[0]?.model;
+  } catch {
+    return os.cpus()[0]?.model;
+  }
+})();
+const flags = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8').match(/flags\s*:\s*(.*)/)?.[1].split(' ') ?? []; } catch { return []; } })();
+const machine = {
+  cpu: cpuModel, cores: os.cpus().length, threads, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  isa: cpu.simd, isaReason: cpu.reason, supported: cpu.supported,
+  avx512: flags.includes('avx512f'), avx512bf16: flags.includes('avx512_bf16'),
+  loadBefore: load(), date: new Date().toISOString(), node: process.version, addon: info().addon,
+};
+
+// --- progress ------------------------------------------------------------------------------------------------------
+let done = 0, total = 1;
+function progress(label) {
+  if (!process.stderr.isTTY && done % 4 !== 0 && done !== total) return;
+  const w = 30, f = Math.round((done / total) * w);
+  const line = `[${'#'.repeat(f)}${'.'.repeat(w - f)}] ${done}/${total} ${label}`;
+  if (process.stderr.isTTY) process.stderr.write(`\r${line.padEnd(110).slice(0, 110)}`);
+  else process.stderr.write(`${line}\n`);
+}
+
+// --- limits ------------------------------------------------------------------------------------------------------
+process.stderr.write(`measuring this machine's limits on ${threads} threads...\n`);
+const lim = addon.cpuLimits(quick ? 256 * 2 ** 20 : 1024 * 2 ** 20);
+const peak = Math.max(lim.fmaFlops, lim.bf16DotFlops);
+const limits = { ...lim, peakFlops: peak, peakFrom: lim.bf16DotFlops > lim.fmaFlops ? 'bf16 dot (vdpbf16ps)' : 'fp32 FMA' };
+
+// --- data helpers --------------------------------------------------------------------------------------------------
+function fillRandom(arr, dtype, seed) {
+  // Random values for the first chunk, then doubled copies (fast for multi-GB caches).
+  const n = Math.min(arr.length, 1 << 20);
+  let s = seed >>> 0;
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (let i = 0; i < n; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    const x = (s / 4294967296 - 0.5) * 2;
+    if (dtype === 'f32') arr[i] = x;
+    else { f[0] = x; arr[i] = u[0] >>> 16; }
+  }
+  for (let have = n; have < arr.length; have *= 2) arr.copyWithin(have, 0, Math.min(have, arr.length - have));
+}
+const toF32 = (arr, dtype) => {
+  if (dtype === 'f32') return arr;
+  const out = new Float32Array(arr.length);
+  const u = new Uint32Array(out.buffer);
+  for (let i = 0; i < arr.length; i++) u[i] = arr[i] << 16;
+  return out;
+};
+function relErr(a, b) {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / (den || 1));
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+async function timeIt(run, budgetSec) {
+  const t0 = performance.now();
+  await run();
+  const first = (performance.now() - t0) / 1e3;
+  const reps = Math.max(3, Math.min(20, Math.floor(budgetSec / Math.max(first, 1e-4))));
+  await run(); // warm-up
+  const times = [];
+  for (let i = 0; i < reps; i++) {
+    const t = performance.now();
+    await run();
+    times.push((performance.now() - t) / 1e3);
+  }
+  return { median: median(times), reps };
+}
+
+// --- peers -----------------------------------------------------------------------------------------------------------
+let ort = null;
+if (!noPeers) {
+  try {
+    ort = (await import('onnxruntime-node')).default ?? (await import('onnxruntime-node'));
+  } catch (e) {
+    notes.push(`onnxruntime-node not installed (${e.message.split('\n')[0]}): its column is empty`);
+  }
+}
+let torch = null;
+if (!noPeers) {
+  const probe = spawnSync('/usr/bin/python3', ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  if (probe.status === 0) {
+    const proc = spawn('/usr/bin/python3', [path.join(root, 'bench', 'torch_peer.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: proc.stdout });
+    const waiting = [];
+    lines.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
+    torch = { version: probe.stdout.trim(), proc, ask: (job) => new Promise((res) => { waiting.push(res); proc.stdin.write(`${JSON.stringify(job)}\n`); }) };
+  } else notes.push('PyTorch: /usr/bin/python3 cannot import torch (apt-get install python3-torch): its column is empty');
+}
+const shm = path.join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), `mla-bench-${process.pid}`);
+mkdirSync(shm, { recursive: true });
+
+// --- decode rows -------------------------------------------------------------------------------------------------------
+const grid = quick
+  ? { dtypes: ['bf16', 'f32'], heads: [16, 128], queryLens: [1], batches: [1, 8], contexts: [512, 4096] }
+  : { dtypes: ['bf16', 'f32'], heads: [16, 128], queryLens: [1, 2], batches: [1, 8, 32], contexts: [512, 4096, 32768] };
+const shapes = [];
+for (const dtype of grid.dtypes) for (const heads of grid.heads) for (const queryLen of grid.queryLens)
+  for (const batch of grid.batches) for (const context of grid.contexts) shapes.push({ dtype, heads, queryLen, batch, context });
+const memBudget = os.totalmem() * 0.5;
+const rows = [];
+const skipped = [];
+total = shapes.length + 2;
+const stream = new Stream('cpu');
+
+for (const sh of shapes) {
+  const { dtype, heads, queryLen, batch, context } = sh;
+  const eb = dtype === 'f32' ? 4 : 2;
+  const cacheBytes = batch * context * WIDTH * eb;
+  const M = queryLen * heads;
+  const flops = 2 * batch * M * context * (WIDTH + KV);
+  const peerMem = batch * context * WIDTH * 4 * 2 + batch * M * context * 4 * 3;
+  if (cacheBytes * 1.3 > memBudget) { skipped.push({ ...sh, why: `cache ${(cacheBytes / 2 ** 30).toFixed(1)} GiB > half the memory` }); done++; continue; }
+  const label = `${dtype} h${heads} q${queryLen} b${batch} ctx${context}`;
+  progress(label);
+  const blocksPerSeq = context / BLOCK, numBlocks = batch * blocksPerSeq;
+  const cacheArr = dtype === 'f32' ? new Float32Array(numBlocks * BLOCK * WIDTH) : new Uint16Array(numBlocks * BLOCK * WIDTH);
+  fillRandom(cacheArr, dtype, 1234 + context);
+  const qArr = dtype === 'f32' ? new Float32Array(batch * M * WIDTH) : new Uint16Array(batch * M * WIDTH);
+  fillRandom(qArr, dtype, 99 + heads);
+  // Blocks in a shuffled order (a paged cache is not contiguous).
+  const perm = Int32Array.from({ length: numBlocks }, (_, i) => i);
+  for (let i = numBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
+  const cache = Tensor.from(cacheArr, [numBlocks, BLOCK, WIDTH], dtype);
+  const q = Tensor.from(qArr, [batch, queryLen, heads, WIDTH], dtype);
+  const blockTable = Tensor.from(perm, [batch, blocksPerSeq]);
+  const seqLens = Tensor.from(new Int32Array(batch).fill(context), [batch]);
+  const out = Tensor.empty([batch, queryLen, heads, KV], dtype);
+  const lse = Tensor.empty([batch, heads, queryLen], 'f32');
+  const causal = queryLen > 1;
+  const run = async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: SCALE, kvLoraRank: KV, causal, out, lse, stream }); await stream.synchronize(); };
+  const ours = await timeIt(run, quick ? 0.5 : 1.5);
+  const oursOut = await out.toFloat32();
+  const bytes = cacheBytes + batch * M * (WIDTH + KV) * eb;
+  const rooflineSec = Math.max(bytes / lim.readBytesPerSec, flops / peak);
+  const row = {
+    ...sh, kernel: cpu.simd, ms: ours.median * 1e3, reps: ours.reps,
+    tokensPerSec: (batch * queryLen) / ours.median, cacheBytesPerSec: cacheBytes / ours.median, flopsPerSec: flops / ours.median,
+    flopPerByte: flops / bytes, roofline: rooflineSec / ours.median, bound: bytes / lim.readBytesPerSec > flops / peak ? 'memory' : 'compute',
+    peers: {},
+  };
+
+  // Peers see the same data, each sequence's rows gathered contiguous ([B, N, D]): easier for them than paging.
+  const wantPeers = !noPeers && flops <= PEER_FLOP_CAP && peerMem < memBudget;
+  if (!noPeers && !wantPeers) notes.push(`${label}: peers not run (${(flops / 1e9).toFixed(0)} GFLOP per step, above the peer cap of ${PEER_FLOP_CAP / 1e9} GFLOP)`);
+  let kContig = null;
+  if (wantPeers) {
+    kContig = dtype === 'f32' ? new Float32Array(batch * context * WIDTH) : new Uint16Array(batch * context * WIDTH);
+    const rowEls = BLOCK * WIDTH;
+    for (let b = 0; b < batch; b++)
+      for (let j = 0; j < blocksPerSeq; j++) kContig.set(cacheArr.subarray(perm[b * blocksPerSeq + j] * rowEls, (perm[b * blocksPerSeq + j] + 1) * rowEls), (b * blocksPerSeq + j) * rowEls);
+  }
+  const check = (name, got) => {
+    const e = relErr(got, oursOut);
+    if (!(e <= BOUND[dtype])) throw new Error(`${name} disagrees with mla-kernels on ${label}: relative error ${e.toExponential(2)}`);
+    return e;
+  };
+  if (wantPeers && flops <= REF_FLOP_CAP) {
+    const ref = refMlaDecode({
+      q: { data: Float64Array.from(toF32(qArr, dtype)), shape: [batch, queryLen, heads, WIDTH] },
+      cache: { data: Float64Array.from(toF32(cacheArr, dtype)), shape: [numBlocks, BLOCK, WIDTH] },
+      blockTable: { data: Float64Array.from(perm), shape: [batch, blocksPerSeq] }, seqLens: { data: new Float64Array(batch).fill(context), shape: [batch] },
+      softmaxScale: SCALE, kvLoraRank: KV, causal,
+    });
+    const err = check('reference', ref.out);
+    const t0 = performance.now();
+    refMlaDecode({ q: { data: Float64Array.from(toF32(qArr, dtype)), shape: [batch, queryLen, heads, WIDTH] }, cache: { data: Float64Array.from(toF32(cacheArr, dtype)), shape: [numBlocks, BLOCK, WIDTH] }, blockTable: { data: Float64Array.from(perm), shape: [batch, blocksPerSeq] }, seqLens: { data: new Float64Array(batch).fill(context), shape: [batch] }, softmaxScale: SCALE, kvLoraRank: KV, causal });
+    const sec = (performance.now() - t0) / 1e3;
+    row.peers.reference = { ms: sec * 1e3, speedup: sec / ours.median, relErr: err, dtype: 'f64' };
+  }
+  if (wantPeers && ort) {
+    try {
+      const model = mlaDecodeOnnx({ batch, rows: M, context, width: WIDTH, kvLoraRank: KV, scale: SCALE, causal });
+      const session = await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' });
+      const feeds = {
+        Q: new ort.Tensor('float32', toF32(qArr, dtype), [batch, M, WIDTH]),
+        K: new ort.Tensor('float32', toF32(kContig, dtype), [batch, context, WIDTH]),
+      };
+      if (causal) {
+        const mask = new Float32Array(M * context);
+        for (let m = 0; m < M; m++) { const t = Math.floor(m / heads), lim_ = context - queryLen + 1 + t; for (let n = lim_; n < context; n++) mask[m * context + n] = -Infinity; }
+        feeds.mask = new ort.Tensor('float32', mask, [M, context]);
+      }
+      const res = await session.run(feeds);
+      const err = check('onnxruntime', res.O.data);
+      const t = await timeIt(() => session.run(feeds), quick ? 0.5 : 1.5);
+      row.peers.onnxruntime = { ms: t.median * 1e3, speedup: t.median / ours.median, relErr: err, dtype: 'f32' };
+      await session.release?.();
+    } catch (e) {
+      notes.push(`${label}: onnxruntime failed: ${e.message.split('\n')[0]}`);
+    }
+  }
+  if (wantPeers && torch) {
+    const files = { q: path.join(shm, 'q.bin'), k: path.join(shm, 'k.bin'), out: path.join(shm, 'o.bin') };
+    writeFileSync(files.q, Buffer.from(qArr.buffer, qArr.byteOffset, qArr.byteLength));
+    writeFileSync(files.k, Buffer.from(kContig.buffer, kContig.byteOffset, kContig.byteLength));
+    const job = { ...files, threads, batch, rows: M, context, width: WIDTH, kvLoraRank: KV, dtype, scale: SCALE, causal, queryLen, warmup: 1, reps: 5 };
+    const first = await torch.ask({ ...job, reps: 1, warmup: 0 });
+    job.reps = Math.max(first.times[0] > 2 ? 1 : 3, Math.min(15, Math.floor((quick ? 0.5 : 1.5) / Math.max(first.times[0], 1e-4))));
+    const ans = await torch.ask(job);
+    const got = new Float32Array(readFileSync(files.out).buffer.slice(0));
+    try {
+      const err = check('pytorch', got);
+      const sec = median(ans.times);
+      row.peers.pytorch = { ms: sec * 1e3, speedup: sec / ours.median, relErr: err, dtype };
+    } catch (e) {
+      notes.push(e.message);
+    }
+  }
+  rows.push(row);
+  for (const t of [cache, q, blockTable, seqLens, out, lse]) t.dispose();
+  done++;
+}
+
+// --- append --------------------------------------------------------------------------------------------------------
+const appendRows = [];
+for (const dtype of ['bf16', 'f32']) {
+  progress(`append ${dtype}`);
+  const tokens = quick ? 8192 : 32768, eb = dtype === 'f32' ? 4 : 2;
+  const numBlocks = tokens / BLOCK;
+  const mk = (n) => { const a = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n); fillRandom(a, dtype, n); return a; };
+  const cache = Tensor.from(mk(numBlocks * BLOCK * WIDTH), [numBlocks, BLOCK, WIDTH], dtype);
+  const kvC = Tensor.from(mk(tokens * KV), [tokens, KV], dtype);
+  const kPe = Tensor.from(mk(tokens * ROPE), [tokens, ROPE], dtype);
+  const slots = Int32Array.from({ length: tokens }, (_, i) => i);
+  const slotMapping = Tensor.from(slots, [tokens]);
+  const maxPos = 4096;
+  const cos = Tensor.from(new Float32Array(maxPos * ROPE / 2).map((_, i) => Math.cos(i)), [maxPos, ROPE / 2]);
+  const sin = Tensor.from(new Float32Array(maxPos * ROPE / 2).map((_, i) => Math.sin(i)), [maxPos, ROPE / 2]);
+  const positions = Tensor.from(Int32Array.from({ length: tokens }, (_, i) => i % maxPos), [tokens]);
+  const run = async () => { appendLatentCache({ cache, kvC, kPe, slotMapping, rope: { positions, cos, sin, style: 'interleaved' }, stream }); await stream.synchronize(); };
+  const t = await timeIt(run, 1);
+  const bytes = tokens * WIDTH * eb * 2 + tokens * 4 * 2 + tokens * ROPE * 4; // rows read + written, slots/positions, cos/sin
+  appendRows.push({ dtype, tokens, ms: t.median * 1e3, bytesPerSec: bytes / t.median, ofCopy: bytes / t.median / lim.copyBytesPerSec });
+  done++;
+}
+progress('done');
+process.stderr.write('\n');
+stream.dispose();
+torch?.proc.stdin.end();
+rmSync(shm, { recursive: true, force: true });
+machine.loadAfter = load();
+
+// --- report --------------------------------------------------------------------------------------------------------
+const G = (x) => (x / 1e9).toFixed(x >= 1e11 ? 0 : 1);
+const ratio = (p) => (p ? `${p.speedup.toFixed(p.speedup >= 10 ? 0 : 1)}x` : '—');
+const lines = [];
+lines.push(`mla-kernels CPU benchmark, ${machine.date.slice(0, 16).replace('T', ' ')} UTC, ${quick ? 'quick' : 'full'} run`);
+lines.push(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; load average ${machine.loadBefore} before, ${machine.loadAfter} after`);
+lines.push(`kernels: ${cpu.simd} (${cpu.reason}); ${threads} threads`);
+lines.push(`limits (this run, ${lim.threads} threads): read ${G(lim.readBytesPerSec)} GB/s, copy ${G(lim.copyBytesPerSec)} GB/s, fp32 FMA ${G(lim.fmaFlops)} GFLOP/s, bf16 dot ${G(lim.bf16DotFlops)} GFLOP/s → peak ${G(peak)} (${limits.peakFrom})`);
+lines.push('');
+lines.push('| dtype | heads | qLen | batch | context | ms | tokens/s | cache GB/s | GFLOP/s | FLOP/B | roofline | vs ref | vs onnxruntime | vs PyTorch |');
+lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const r of rows)
+  lines.push(`| ${r.dtype} | ${r.heads} | ${r.queryLen} | ${r.batch} | ${r.context} | ${r.ms.toFixed(r.ms < 10 ? 3 : 1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.cacheBytesPerSec)} | ${G(r.flopsPerSec)} | ${r.flopPerByte.toFixed(0)} | ${r.roofline.toFixed(2)} (${r.bound}) | ${ratio(r.peers.reference)} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
+lines.push('');
+lines.push('| append | tokens | ms | GB/s | of copy bandwidth |');
+lines.push('|---|---|---|---|---|');
+for (const a of appendRows) lines.push(`| ${a.dtype}, interleaved RoPE | ${a.tokens} | ${a.ms.toFixed(2)} | ${G(a.bytesPerSec)} | ${a.ofCopy.toFixed(2)} |`);
+// Targets.
+const target = rows.filter((r) => r.batch >= 8 && r.context >= 4096);
+const miss = target.filter((r) => r.roofline < 0.7);
+const peerMiss = rows.filter((r) => Object.values(r.peers).some((p) => p.speedup < 2) && true)
+  .map((r) => `${r.dtype} h${r.heads} q${r.queryLen} b${r.batch} ctx${r.context} (${Object.entries(r.peers).filter(([, p]) => p.speedup < 2).map(([k, p]) => `${k} ${p.speedup.toFixed(1)}x`).join(', ')})`);
+lines.push('');
+lines.push(`targets: decode batch>=8, context>=4096 at >=0.7 of roofline: ${target.length - miss.length}/${target.length} rows met` +
+  (miss.length ? `; missed: ${miss.map((r) => `${r.dtype} h${r.heads} q${r.queryLen} b${r.batch} ctx${r.context} ${r.roofline.toFixed(2)}`).join('; ')}` : ''));
+lines.push(`          >=2x every peer: ${peerMiss.length ? `missed on ${peerMiss.join('; ')}` : 'met on every row where a peer ran'}`);
+lines.push(`          append >=0.7 of copy bandwidth: ${appendRows.map((a) => `${a.dtype} ${a.ofCopy.toFixed(2)}`).join(', ')}`);
+if (torch) lines.push(`peers: PyTorch ${torch.version} (bmm → softmax → bmm, ${threads} threads, same dtype)`);
+if (ort) lines.push(`peers: onnxruntime-node ${ortVersion()} (MatMul → Mul → [Add mask] → Softmax → MatMul graph built by bench/onnx-graph.mjs; f32 only: ORT's CPU MatMul has no bf16)`);
+if (skipped.length) lines.push(`skipped: ${skipped.map((s) => `${s.dtype} h${s.heads} q${s.queryLen} b${s.batch} ctx${s.context} (${s.why})`).join('; ')}`);
+for (const n of notes) lines.push(`note: ${n}`);
+console.log(lines.join('\n'));
+
+function ortVersion() {
+  try { return JSON.parse(readFileSync(path.join(root, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version; } catch { return '?'; }
+}
+
+// --- files ---------------------------------------------------------------------------------------------------------
+const dir = path.join(root, 'bench', 'results');
+mkdirSync(dir, { recursive: true });
+const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-');
+const result = { machine, limits, quick, rows, appendRows, skipped, notes, table: lines.join('\n') };
+const base = `cpu-${quick ? 'quick-' : ''}${stamp}`;
+writeFileSync(path.join(dir, `${base}.json`), JSON.stringify(result, null, 2));
+writeFileSync(path.join(dir, `cpu${quick ? '-quick' : ''}-latest.json`), JSON.stringify(result, null, 2));
+writeFileSync(path.join(dir, `${base}.svg`), chart(rows));
+writeFileSync(path.join(dir, `cpu${quick ? '-quick' : ''}-latest.svg`), chart(rows));
+console.log(`\nwrote bench/results/${base}.json and .svg`);
+
+// Small multiples: one panel per (dtype, heads, queryLen); x = context (log), y = tokens/s (log); a line per batch.
+function chart(rs) {
+  const panels = [];
+  for (const r of rs) {
+    const k = `${r.dtype}, ${r.heads} heads, qLen ${r.queryLen}`;
+    if (!panels.includes(k)) panels.push(k);
+  }
+  const W = 300, H = 210, cols = Math.min(4, panels.length), rowsN = Math.ceil(panels.length / cols);
+  const colors = { 1: '#1f77b4', 8: '#ff7f0e', 32: '#2ca02c' };
+  const ys = rs.map((r) => r.tokensPerSec);
+  const yMin = Math.log10(Math.min(...ys)) - 0.1, yMax = Math.log10(Math.max(...ys)) + 0.1;
+  const xs = [...new Set(rs.map((r) => r.context))].sort((a, b) => a - b);
+  const xMin = Math.log2(xs[0]), xMax = Math.log2(xs[xs.length - 1]) || xMin + 1;
+  let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${cols * W}" height="${rowsN * H + 40}" font-family="sans-serif" font-size="11">`;
+  svg += `<text x="10" y="16" font-size="13">mla-kernels CPU decode: tokens/s against context (${machine.cpu}, ${threads} threads, ${machine.date.slice(0, 10)})</text>`;
+  panels.forEach((p, i) => {
+    const ox = (i % cols) * W, oy = 30 + Math.floor(i / cols) * H;
+    const px = (c) => ox + 45 + ((Math.log2(c) - xMin) / (xMax - xMin || 1)) * (W - 60);
+    const py = (t) => oy + H - 30 - ((Math.log10(t) - yMin) / (yMax - yMin)) * (H - 50);
+    svg += `<text x="${ox + 45}" y="${oy + 12}">${p}</text><rect x="${ox + 45}" y="${oy + 18}" width="${W - 60}" height="${H - 48}" fill="none" stroke="#ccc"/>`;
+    for (const c of xs) svg += `<text x="${px(c) - 10}" y="${oy + H - 16}">${c}</text>`;
+    for (let e = Math.ceil(yMin); e <= Math.floor(yMax); e++) svg += `<text x="${ox + 2}" y="${py(10 ** e) + 4}">1e${e}</text>`;
+    for (const b of [1, 8, 32]) {
+      const pts = rs.filter((r) => `${r.dtype}, ${r.heads} heads, qLen ${r.queryLen}` === p && r.batch === b).sort((a, c) => a.context - c.context);
+      if (!pts.length) continue;
+      svg += `<polyline fill="none" stroke="${colors[b]}" stroke-width="2" points="${pts.map((r) => `${px(r.context).toFixed(1)},${py(r.tokensPerSec).toFixed(1)}`).join(' ')}"/>`;
+      for (const r of pts) svg += `<circle cx="${px(r.context).toFixed(1)}" cy="${py(r.tokensPerSec).toFixed(1)}" r="2.5" fill="${colors[b]}"/>`;
+    }
+  });
+  Object.entries(colors).forEach(([b, c], j) => { svg += `<text x="${cols * W - 230 + j * 70}" y="16" fill="${c}">batch ${b}</text>`; });
+  return `${svg}</svg>\n`;
+}

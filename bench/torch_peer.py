@@ -1,0 +1,38 @@
+# The PyTorch peer of bench/cpu.mjs: reads one JSON job per line on stdin, runs absorbed MLA decode as
+# bmm -> softmax -> bmm on the CPU, writes the output to a file for the check and answers with the timings.
+import json, sys, time
+import torch
+
+for line in sys.stdin:
+    job = json.loads(line)
+    torch.set_num_threads(job["threads"])
+    B, M, N, D, V = job["batch"], job["rows"], job["context"], job["width"], job["kvLoraRank"]
+    dt = torch.bfloat16 if job["dtype"] == "bf16" else torch.float32
+    raw = torch.int16 if dt == torch.bfloat16 else torch.float32
+    q = torch.from_file(job["q"], size=B * M * D, dtype=raw).view(dt).reshape(B, M, D)
+    k = torch.from_file(job["k"], size=B * N * D, dtype=raw).view(dt).reshape(B, N, D)
+    mask = None
+    if job["causal"]:
+        ql = job["queryLen"]
+        t = torch.arange(M).div(M // ql, rounding_mode="floor")  # row m = t * heads + h
+        limit = N - ql + 1 + t
+        mask = torch.where(torch.arange(N)[None, :] < limit[:, None], 0.0, float("-inf")).to(torch.float32)
+
+    def run():
+        s = torch.bmm(q, k.transpose(1, 2)).float() * job["scale"]
+        if mask is not None:
+            s = s + mask
+        p = torch.softmax(s, dim=-1).to(dt)
+        return torch.bmm(p, k[:, :, :V])
+
+    with torch.no_grad():
+        out = run()
+        for _ in range(job["warmup"]):
+            run()
+        times = []
+        for _ in range(job["reps"]):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    out.float().contiguous().numpy().tofile(job["out"])
+    print(json.dumps({"times": times, "version": torch.__version__}), flush=True)

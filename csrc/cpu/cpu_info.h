@@ -1,0 +1,36 @@
+// What the CPU backend chose for this processor, its test hooks, and the machine-limit measurements of the
+// benchmark. Exposed by the addon as cpuInfo(), cpuConfigure() and cpuLimits().
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mla::cpu {
+
+struct CpuStatus {
+  std::string simd;                    // the kernels ops use now: avx512-bf16 | avx512 | avx2-fma | portable
+  std::string reason;                  // why (detected, forced by MLA_CPU_ISA or cpuConfigure, dot vs FMA speed)
+  std::vector<std::string> supported;  // every path this processor can run, fastest first
+  int threads = 1;                     // the pool's threads (MLA_NUM_THREADS overrides the core count)
+  double fmaGflopsPerCore = 0, bf16DotGflopsPerCore = 0;  // the one-core calibration behind the automatic choice
+};
+
+CpuStatus cpuStatus();
+
+// Test hooks. isa: a path name forces it for every later op ("" returns to MLA_CPU_ISA / automatic);
+// splitRows > 0 forces split-KV chunks of that many rows (0: automatic). Throws mla::Error for an unknown or
+// unsupported path.
+void cpuConfigure(const std::string* isa, const int64_t* splitRows);
+
+struct CpuLimits {
+  int threads = 1;
+  double readBytesPerSec = 0;   // a large buffer read by every thread
+  double copyBytesPerSec = 0;   // memcpy, counting bytes read plus bytes written
+  double fmaFlops = 0;          // fp32 FMA loop on every thread
+  double bf16DotFlops = 0;      // vdpbf16ps loop on every thread (0 without AVX512_BF16)
+};
+
+// Measures the limits on all the pool's threads with a buffer of `bytes` (at least 64 MiB is sensible).
+CpuLimits measureCpuLimits(size_t bytes);
+
+}  // namespace mla::cpu

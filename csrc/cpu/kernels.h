@@ -1,0 +1,66 @@
+// The interface between the CPU backend (cpu_backend.cc: validation is done, planning, threads) and the SIMD
+// kernels, one translation unit per instruction set (kernels_avx512.cc, kernels_avx2.cc, kernels_portable.cc,
+// kernels_avx512bf16.cc). Each of those units sets its own target (a `#pragma GCC target` after its includes), so
+// only plain structs of pointers and integers cross this boundary: no inline function or template of a header is
+// ever instantiated under a SIMD target (that would let the linker pick an AVX-512 copy for generic code).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace mla::cpu {
+
+enum class Elem : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
+
+// One work item of decode: query rows [m0, m1) (m = t * numHeads + h) of sequence b against its cache rows [n0, n1).
+struct DecodeItem {
+  // The whole operation.
+  Elem elem;
+  const void* q;           // [batch][queryLen * numHeads][D]
+  const void* cache;       // [numBlocks * blockSize][D]
+  const int32_t* table;    // this sequence's block-table row
+  int64_t D, V;            // row width (kvLoraRank + ropeDim) and kvLoraRank
+  int64_t blockSize, numHeads, queryLen;
+  int64_t seqLen;
+  bool causal;
+  float scaleLog2;         // softmaxScale * log2(e): scores are kept in base 2
+  // This item.
+  int64_t b, m0, m1, n0, n1;
+  // Outputs. Final (the item covers the whole sequence): out [batch][M][V] of elem, lse [batch][H][queryLen] f32.
+  // Partial (split-KV): oPart [m1 - m0][V] unnormalised f32, maxPart / sumPart [m1 - m0] (base-2 max, sum of 2^(s - max)).
+  void* out;
+  float* lse;
+  float* oPart;
+  float* maxPart;
+  float* sumPart;
+  int64_t part;  // the backend's index of this partial (-1 when the item covers the sequence)
+};
+
+// A kernel set: one instruction set's implementation of the hot loops.
+struct KernelSet {
+  const char* name;
+  // Floats of scratch a thread needs for an item with `rows` query rows (independent of the sequence length).
+  size_t (*decodeScratch)(const DecodeItem& item);
+  // Runs one item; `scratch` holds decodeScratch(item) floats, 64-byte aligned.
+  void (*decode)(const DecodeItem& item, float* scratch);
+  // Converts n elements to f32 / from f32 (round to nearest even), for absorb / unabsorb / append.
+  void (*load)(Elem e, const void* src, float* dst, int64_t n);
+  void (*store)(Elem e, const float* src, void* dst, int64_t n);
+  // acc[0..n) += a * x[0..n)
+  void (*axpy)(float a, const float* x, float* acc, int64_t n);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // RoPE of one row: interleaved pairs (x[2j], x[2j+1]) or neox (x[j], x[j + half]); src/dst of elem.
+  void (*rope)(Elem e, bool interleaved, const void* src, const float* cosRow, const float* sinRow, void* dst, int64_t ropeDim);
+  // The machine-limit loops of the benchmark: `iters` rounds of a dense FMA (f32) or dot-product (bf16) loop with
+  // enough independent accumulators; returns the FLOPs done (0 when this set has no such loop).
+  double (*fmaLoop)(int64_t iters);
+  double (*bf16DotLoop)(int64_t iters);
+};
+
+const KernelSet& portableKernels();
+#if defined(__x86_64__) || defined(_M_X64)
+const KernelSet& avx2Kernels();
+const KernelSet& avx512Kernels();
+const KernelSet& avx512Bf16Kernels();
+#endif
+
+}  // namespace mla::cpu

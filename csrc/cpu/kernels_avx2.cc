@@ -1,0 +1,84 @@
+// AVX2 + FMA kernels (8 fp32 lanes, 16 registers): the fp32 path of kernels_generic.inl, f16 through F16C.
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define MLA_TARGET "avx2,fma,f16c"
+#include "target_begin.h"
+
+namespace mla::cpu {
+namespace {
+
+#include "kernels_scalar.inl"
+
+struct VO {
+  using V = __m256;
+  static constexpr int W = 8;
+  static constexpr int kQkRegs = 12;
+  static constexpr int kPvMr = 4;
+  static constexpr int kPvVv = 3;
+  static inline V zero() { return _mm256_setzero_ps(); }
+  static inline V set1(float x) { return _mm256_set1_ps(x); }
+  static inline V load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void store(float* p, V x) { _mm256_storeu_ps(p, x); }
+  static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static inline V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static inline V selectLt(V x, V y, V a, V b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, y, _CMP_LT_OQ)); }
+  static inline V round(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static inline V pow2i(V n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
+  static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    if (e == Elem::F32) {
+      const float* s = static_cast<const float*>(src);
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(s + i));
+      for (; i < n; ++i) dst[i] = s[i];
+    } else if (e == Elem::BF16) {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))), 16)));
+      for (; i < n; ++i) dst[i] = sBf16ToF32(s[i]);
+    } else {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+      for (; i < n; ++i) dst[i] = sF16ToF32(s[i]);
+    }
+  }
+  static inline void storeElems(Elem e, const float* src, void* dst, int64_t n) {
+    int64_t i = 0;
+    if (e == Elem::F32) {
+      float* d = static_cast<float*>(dst);
+      for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(src + i));
+      for (; i < n; ++i) d[i] = src[i];
+      return;
+    }
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    if (e == Elem::F16)
+      for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; ++i) d[i] = e == Elem::BF16 ? sF32ToBf16(src[i]) : sF32ToF16(src[i]);
+  }
+};
+#include "kernels_generic.inl"
+
+double noLoop(int64_t) { return 0.0; }
+
+}  // namespace
+}  // namespace mla::cpu
+
+#include "target_end.h"
+
+namespace mla::cpu {
+const KernelSet& avx2Kernels() {
+  static const KernelSet k{"avx2-fma", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
+                           axpyGeneric, dotGeneric, ropeGeneric, fmaLoopGeneric, noLoop};
+  return k;
+}
+}  // namespace mla::cpu
+#endif

@@ -1,0 +1,385 @@
+// The fp32 kernels of the CPU backend, written once over a small vector abstraction `VO` that each instruction-set
+// unit defines before including this file (inside its own anonymous namespace, under its own target pragma):
+//   using V; W (lanes); kQkRegs (accumulators of the Q·K block); kPvMr, kPvVv (rows × vectors of the P·V block);
+//   zero, set1, load, store, fma(a, b, c) = a*b + c, mul, add, sub, max, selectLt(x, y, a, b) = x < y ? a : b,
+//   round (to nearest integer), pow2i (2^n for integer-valued n in [-127, 127]),
+//   loadElems(Elem, src, dst, n) / storeElems(Elem, src, dst, n): element conversion of a row.
+//
+// Decode (one DecodeItem): the item's query rows are packed transposed, QT[d][m] (heads in SIMD lanes, scaled by
+// softmaxScale * log2 e); the cache is walked in tiles of kTile rows, each converted once to f32 into a tile buffer
+// and used for every query row of the item while it is in L1/L2:
+//   S[r][m] = Σ_d tile[r][d] QT[d][m]                (register-blocked: kQkRegs accumulators, rows × lane vectors)
+//   online softmax per lane, in base 2, with the causal limit per lane
+//   O[m][v] = O[m][v] · α[m] + Σ_r S[r][m] tile[r][v]  (register-blocked kPvMr × kPvVv, the V slice stays in L1)
+// Memory is the scratch the caller hands in, whose size depends on the item's rows and the row width only.
+
+constexpr float kNegInf = -__builtin_inff();
+constexpr float kLn2 = 0.693147180559945309f;
+
+// 2^x for x <= 0 (scores minus their running max), exactly 0 below -125 and for -inf.
+inline VO::V exp2v(VO::V x) {
+  using V = VO::V;
+  const V xc = VO::max(x, VO::set1(-127.f));
+  const V n = VO::round(xc);
+  const V f = VO::sub(xc, n);  // [-0.5, 0.5]
+  // 2^f = e^(f ln 2), Taylor to degree 7: relative error < 1e-8 on [-0.5, 0.5].
+  V p = VO::set1(1.5252733804059841e-05f);
+  p = VO::fma(p, f, VO::set1(1.5403530393381609e-04f));
+  p = VO::fma(p, f, VO::set1(1.3333558146428443e-03f));
+  p = VO::fma(p, f, VO::set1(9.6181291076284772e-03f));
+  p = VO::fma(p, f, VO::set1(5.5504108664821580e-02f));
+  p = VO::fma(p, f, VO::set1(2.4022650695910071e-01f));
+  p = VO::fma(p, f, VO::set1(6.9314718055994531e-01f));
+  p = VO::fma(p, f, VO::set1(1.f));
+  const V r = VO::mul(p, VO::pow2i(n));
+  return VO::selectLt(x, VO::set1(-125.f), VO::zero(), r);
+}
+
+// Rows of the next tile to prefetch while this one computes: the first Q·K pass over each block of rows fetches
+// the same rows of the next tile, so the cache streams from memory behind the arithmetic.
+struct Prefetch {
+  const char* const* rows;  // next tile's rows (null: none)
+  int64_t count, bytes;
+  inline void range(int64_t r0, int64_t r1) const {
+    if (!rows) return;
+    for (int64_t r = r0; r < r1 && r < count; ++r)
+      for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(rows[r] + b, 0, 3);
+  }
+};
+
+
+// --- decode: Q·K block -----------------------------------------------------------------------------------------
+template <int NR, int MV>
+inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int64_t mp, int64_t D, float* s) {
+  using V = VO::V;
+  V acc[NR][MV];
+  MLA_UNROLL
+  for (int r = 0; r < NR; ++r)
+    MLA_UNROLL
+    for (int v = 0; v < MV; ++v) acc[r][v] = VO::zero();
+  for (int64_t d = 0; d < D; ++d) {
+    V q[MV];
+    MLA_UNROLL
+    for (int v = 0; v < MV; ++v) q[v] = VO::load(qt + d * mp + v * VO::W);
+    MLA_UNROLL
+    for (int r = 0; r < NR; ++r) {
+      const V k = VO::set1(tile[r * tileStride + d]);
+      MLA_UNROLL
+      for (int v = 0; v < MV; ++v) acc[r][v] = VO::fma(k, q[v], acc[r][v]);
+    }
+  }
+  MLA_UNROLL
+  for (int r = 0; r < NR; ++r)
+    MLA_UNROLL
+    for (int v = 0; v < MV; ++v) VO::store(s + r * mp + v * VO::W, acc[r][v]);
+}
+
+// Fills `rows` with the cache rows [n, n + count) of an item.
+inline void rowPointers(const DecodeItem& it, int64_t n, int64_t count, const char** rows) {
+  const int64_t rowBytes = it.D * static_cast<int64_t>(elemBytes(it.elem));
+  for (int64_t r = 0; r < count; ++r) {
+    const int64_t pos = n + r;
+    rows[r] = static_cast<const char*>(it.cache) + (static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize) * rowBytes;
+  }
+}
+
+template <int MV>
+inline void qkColumns(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, const Prefetch* pf) {
+  constexpr int NR = VO::kQkRegs / MV;
+  for (int64_t r = 0; r < rows; r += NR) {
+    if (pf) pf->range(r, r + NR);
+    qkBlock<NR, MV>(tile + r * tileStride, tileStride, qt, mp, D, s + r * mp);
+  }
+  if (pf) pf->range(rows, pf->count);
+}
+
+inline void qkTile(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, const Prefetch& pf) {
+  const int64_t nv = mp / VO::W;
+  int64_t v = 0;
+  const Prefetch* first = &pf;
+  for (; v + 3 <= nv; v += 3, first = nullptr) qkColumns<3>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+  if (nv - v == 2) qkColumns<2>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+  else if (nv - v == 1) qkColumns<1>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+}
+
+// --- decode: P·V block -----------------------------------------------------------------------------------------
+template <int MR, int VV>
+inline void pvBlock(const float* s, int64_t mp, const float* tile, int64_t tileStride, int64_t rows, float* o, int64_t oStride,
+                    const float* alpha) {
+  using V = VO::V;
+  V acc[MR][VV];
+  MLA_UNROLL
+  for (int i = 0; i < MR; ++i) {
+    const V a = VO::set1(alpha[i]);
+    MLA_UNROLL
+    for (int k = 0; k < VV; ++k) acc[i][k] = VO::mul(VO::load(o + i * oStride + k * VO::W), a);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    V x[VV];
+    MLA_UNROLL
+    for (int k = 0; k < VV; ++k) x[k] = VO::load(tile + r * tileStride + k * VO::W);
+    MLA_UNROLL
+    for (int i = 0; i < MR; ++i) {
+      const V p = VO::set1(s[r * mp + i]);
+      MLA_UNROLL
+      for (int k = 0; k < VV; ++k) acc[i][k] = VO::fma(p, x[k], acc[i][k]);
+    }
+  }
+  MLA_UNROLL
+  for (int i = 0; i < MR; ++i)
+    MLA_UNROLL
+    for (int k = 0; k < VV; ++k) VO::store(o + i * oStride + k * VO::W, acc[i][k]);
+}
+
+template <int VV>
+inline void pvRows(const float* s, int64_t mp, int64_t mg, const float* tile, int64_t tileStride, int64_t rows, float* o, int64_t oStride,
+                   const float* alpha) {
+  constexpr int MR = VO::kPvMr;
+  int64_t m = 0;
+  for (; m + MR <= mg; m += MR) pvBlock<MR, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m);
+  for (; m < mg; ++m) pvBlock<1, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m);
+}
+
+inline void pvTile(const float* s, int64_t mp, int64_t mg, const float* tile, int64_t tileStride, int64_t rows, float* o, int64_t vp,
+                   const float* alpha) {
+  constexpr int VV = VO::kPvVv;
+  const int64_t nv = vp / VO::W;
+  int64_t v = 0;
+  for (; v + VV <= nv; v += VV) pvRows<VV>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha);
+  for (; v < nv; ++v) pvRows<1>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha);
+}
+
+// --- decode: one item --------------------------------------------------------------------------------------------
+struct DecodeLayout {
+  int64_t mg, mp, dp, vp;
+  int64_t qt, tile, s, o, mrun, lrun, alpha, limit, total;  // offsets in floats (each a multiple of 16)
+};
+
+inline DecodeLayout decodeLayout(const DecodeItem& it) {
+  DecodeLayout l;
+  l.mg = it.m1 - it.m0;
+  l.mp = roundUp(l.mg, VO::W);
+  l.dp = roundUp(it.D, 16);
+  l.vp = roundUp(it.V, VO::W);
+  int64_t at = 0;
+  auto take = [&at](int64_t n) { const int64_t o = at; at += roundUp(n, 16); return o; };
+  l.qt = take(it.D * l.mp);
+  l.tile = take((kTile + kTilePad) * l.dp);
+  l.s = take((kTile + kTilePad) * l.mp);
+  l.o = take(l.mg * l.vp);
+  l.mrun = take(l.mp);
+  l.lrun = take(l.mp);
+  l.alpha = take(l.mp);
+  l.limit = take(l.mp);
+  l.total = at;
+  return l;
+}
+
+size_t decodeScratchGeneric(const DecodeItem& it) { return static_cast<size_t>(decodeLayout(it).total); }
+
+// Writes the item's result: normalised rows into out/lse when it covers the sequence, partial sums otherwise.
+inline void finishItem(const DecodeItem& it, const float* o, int64_t vp, const float* mrun, const float* lrun) {
+  const int64_t mg = it.m1 - it.m0;
+  const bool whole = it.part < 0;
+  for (int64_t j = 0; j < mg; ++j) {
+    const float* row = o + j * vp;
+    if (!whole) {
+      for (int64_t v = 0; v < it.V; ++v) it.oPart[j * it.V + v] = row[v];
+      it.maxPart[j] = mrun[j];
+      it.sumPart[j] = lrun[j];
+      continue;
+    }
+    const int64_t m = it.m0 + j, t = m / it.numHeads, h = m % it.numHeads;
+    void* out = elemAt(it.elem, it.out, (it.b * it.queryLen * it.numHeads + m) * it.V);
+    float* lse = it.lse + (it.b * it.numHeads + h) * it.queryLen + t;
+    if (lrun[j] > 0.f) {
+      const float inv = 1.f / lrun[j];
+      float buf[64];
+      for (int64_t v0 = 0; v0 < it.V; v0 += 64) {
+        const int64_t n = it.V - v0 < 64 ? it.V - v0 : 64;
+        for (int64_t v = 0; v < n; ++v) buf[v] = row[v0 + v] * inv;
+        VO::storeElems(it.elem, buf, elemAt(it.elem, out, v0), n);
+      }
+      *lse = (mrun[j] + __builtin_log2f(lrun[j])) * kLn2;
+    } else {
+      for (int64_t v = 0; v < it.V; ++v) sStore(it.elem, out, v, 0.f);
+      *lse = kNegInf;
+    }
+  }
+}
+
+void decodeGeneric(const DecodeItem& it, float* scratch) {
+  using V = VO::V;
+  const DecodeLayout L = decodeLayout(it);
+  float* qt = scratch + L.qt;
+  float* tile = scratch + L.tile;
+  float* s = scratch + L.s;
+  float* o = scratch + L.o;
+  float* mrun = scratch + L.mrun;
+  float* lrun = scratch + L.lrun;
+  float* alpha = scratch + L.alpha;
+  float* limit = scratch + L.limit;
+  const int64_t D = it.D, M = it.numHeads * it.queryLen;
+
+  // QT[d][j] = q[m0 + j][d] · scale · log2 e; padded lanes are zero.
+  {
+    float row[64];
+    for (int64_t j = 0; j < L.mp; ++j) {
+      if (j >= L.mg) {
+        for (int64_t d = 0; d < D; ++d) qt[d * L.mp + j] = 0.f;
+        continue;
+      }
+      const void* qrow = elemAt(it.elem, it.q, (it.b * M + it.m0 + j) * D);
+      for (int64_t d0 = 0; d0 < D; d0 += 64) {
+        const int64_t n = D - d0 < 64 ? D - d0 : 64;
+        VO::loadElems(it.elem, elemAt(it.elem, qrow, d0), row, n);
+        for (int64_t d = 0; d < n; ++d) qt[(d0 + d) * L.mp + j] = row[d] * it.scaleLog2;
+      }
+    }
+  }
+  int64_t minLimit = it.n1;
+  for (int64_t j = 0; j < L.mp; ++j) {
+    int64_t lim = it.seqLen;
+    if (j < L.mg && it.causal) {
+      const int64_t t = (it.m0 + j) / it.numHeads;
+      lim = it.seqLen - it.queryLen + 1 + t;
+      if (lim < 0) lim = 0;
+    }
+    if (j < L.mg && lim < minLimit) minLimit = lim;
+    limit[j] = static_cast<float>(lim);  // absolute; made relative per tile below
+    mrun[j] = kNegInf;
+    lrun[j] = 0.f;
+  }
+  for (int64_t i = 0; i < L.mg * L.vp; ++i) o[i] = 0.f;
+  // Zero the tile's padding columns once (V vectors may read them when kvLoraRank is not a multiple of the lanes).
+  for (int64_t r = 0; r < kTile + kTilePad; ++r)
+    for (int64_t d = D; d < L.dp; ++d) tile[r * L.dp + d] = 0.f;
+
+  const char* cur[kTile];
+  const char* next[kTile];
+  const int64_t rowBytes = D * static_cast<int64_t>(elemBytes(it.elem));
+  if (it.n0 < it.n1) rowPointers(it, it.n0, it.n1 - it.n0 < kTile ? it.n1 - it.n0 : kTile, cur);
+  for (int64_t n = it.n0; n < it.n1; n += kTile) {
+    const int64_t rows = it.n1 - n < kTile ? it.n1 - n : kTile;
+    const int64_t nextRows = it.n1 - (n + kTile) < kTile ? (it.n1 - (n + kTile) > 0 ? it.n1 - (n + kTile) : 0) : kTile;
+    rowPointers(it, n + kTile, nextRows, next);
+    const Prefetch pf{next, nextRows, rowBytes};
+    // Rows at or beyond the item's smallest causal limit need the mask.
+    const bool mask = it.causal && n + rows > minLimit;
+    for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.elem, cur[r], tile + r * L.dp, D);
+    qkTile(tile, L.dp, rows, qt, L.mp, D, s, pf);
+    for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];
+
+    for (int64_t j = 0; j < L.mp; j += VO::W) {
+      const V mOld = VO::load(mrun + j);
+      V tmax = VO::set1(kNegInf);
+      if (mask) {
+        // limit relative to this tile, clamped so the float compare is exact
+        float rel[VO::W];
+        MLA_UNROLL
+        for (int l = 0; l < VO::W; ++l) {
+          float x = limit[j + l] - static_cast<float>(n);
+          rel[l] = x < -1.f ? -1.f : (x > static_cast<float>(kTile + 1) ? static_cast<float>(kTile + 1) : x);
+        }
+        const V lim = VO::load(rel);
+        const V ninf = VO::set1(kNegInf);
+        for (int64_t r = 0; r < rows; ++r) {
+          V x = VO::selectLt(VO::set1(static_cast<float>(r)), lim, VO::load(s + r * L.mp + j), ninf);
+          VO::store(s + r * L.mp + j, x);
+          tmax = VO::max(tmax, x);
+        }
+      } else {
+        for (int64_t r = 0; r < rows; ++r) tmax = VO::max(tmax, VO::load(s + r * L.mp + j));
+      }
+      const V mNew = VO::max(mOld, tmax);
+      const V safe = VO::selectLt(mNew, VO::set1(-1e30f), VO::zero(), mNew);
+      const V a = exp2v(VO::sub(mOld, safe));
+      V sum = VO::zero();
+      for (int64_t r = 0; r < rows; ++r) {
+        const V p = exp2v(VO::sub(VO::load(s + r * L.mp + j), safe));
+        VO::store(s + r * L.mp + j, p);
+        sum = VO::add(sum, p);
+      }
+      VO::store(lrun + j, VO::fma(VO::load(lrun + j), a, sum));
+      VO::store(mrun + j, mNew);
+      VO::store(alpha + j, a);
+    }
+    pvTile(s, L.mp, L.mg, tile, L.dp, rows, o, L.vp, alpha);
+  }
+  finishItem(it, o, L.vp, mrun, lrun);
+}
+
+// --- small helpers for absorb / unabsorb / append / the limits loops ---------------------------------------------
+void axpyGeneric(float a, const float* x, float* acc, int64_t n) {
+  const VO::V av = VO::set1(a);
+  int64_t i = 0;
+  for (; i + VO::W <= n; i += VO::W) VO::store(acc + i, VO::fma(av, VO::load(x + i), VO::load(acc + i)));
+  for (; i < n; ++i) acc[i] += a * x[i];
+}
+
+float dotGeneric(const float* a, const float* b, int64_t n) {
+  VO::V s0 = VO::zero(), s1 = VO::zero(), s2 = VO::zero(), s3 = VO::zero();
+  int64_t i = 0;
+  for (; i + 4 * VO::W <= n; i += 4 * VO::W) {
+    s0 = VO::fma(VO::load(a + i), VO::load(b + i), s0);
+    s1 = VO::fma(VO::load(a + i + VO::W), VO::load(b + i + VO::W), s1);
+    s2 = VO::fma(VO::load(a + i + 2 * VO::W), VO::load(b + i + 2 * VO::W), s2);
+    s3 = VO::fma(VO::load(a + i + 3 * VO::W), VO::load(b + i + 3 * VO::W), s3);
+  }
+  for (; i + VO::W <= n; i += VO::W) s0 = VO::fma(VO::load(a + i), VO::load(b + i), s0);
+  float lanes[VO::W];
+  VO::store(lanes, VO::add(VO::add(s0, s1), VO::add(s2, s3)));
+  float s = 0.f;
+  MLA_UNROLL
+  for (int l = 0; l < VO::W; ++l) s += lanes[l];
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void ropeGeneric(Elem e, bool interleaved, const void* src, const float* cosRow, const float* sinRow, void* dst, int64_t ropeDim) {
+  const int64_t half = ropeDim / 2;
+  float x[128], y[128], ox[128], oy[128];
+  for (int64_t j0 = 0; j0 < half; j0 += 64) {
+    const int64_t n = half - j0 < 64 ? half - j0 : 64;
+    if (interleaved) {
+      float buf[128];
+      VO::loadElems(e, elemAt(e, src, 2 * j0), buf, 2 * n);
+      for (int64_t j = 0; j < n; ++j) { x[j] = buf[2 * j]; y[j] = buf[2 * j + 1]; }
+    } else {
+      VO::loadElems(e, elemAt(e, src, j0), x, n);
+      VO::loadElems(e, elemAt(e, src, half + j0), y, n);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      ox[j] = x[j] * cosRow[j0 + j] - y[j] * sinRow[j0 + j];
+      oy[j] = y[j] * cosRow[j0 + j] + x[j] * sinRow[j0 + j];
+    }
+    if (interleaved) {
+      float buf[128];
+      for (int64_t j = 0; j < n; ++j) { buf[2 * j] = ox[j]; buf[2 * j + 1] = oy[j]; }
+      VO::storeElems(e, buf, elemAt(e, dst, 2 * j0), 2 * n);
+    } else {
+      VO::storeElems(e, ox, elemAt(e, dst, j0), n);
+      VO::storeElems(e, oy, elemAt(e, dst, half + j0), n);
+    }
+  }
+}
+
+double fmaLoopGeneric(int64_t iters) {
+  using V = VO::V;
+  constexpr int kAcc = VO::kQkRegs;  // independent accumulators, enough to cover the FMA latency
+  V acc[kAcc];
+  MLA_UNROLL
+  for (int i = 0; i < kAcc; ++i) acc[i] = VO::set1(static_cast<float>(i) * 1e-3f);
+  const V a = VO::set1(0.999999f), b = VO::set1(1e-7f);
+  for (int64_t it = 0; it < iters; ++it)
+    MLA_UNROLL
+    for (int i = 0; i < kAcc; ++i) acc[i] = VO::fma(acc[i], a, b);
+  V s = VO::zero();
+  MLA_UNROLL
+  for (int i = 0; i < kAcc; ++i) s = VO::add(s, acc[i]);
+  float lanes[VO::W];
+  VO::store(lanes, s);
+  volatile float sink = lanes[0];
+  (void)sink;
+  return 2.0 * VO::W * kAcc * static_cast<double>(iters);
+}

@@ -1,0 +1,78 @@
+// The AVX-512F vector abstraction of kernels_generic.inl (shared by kernels_avx512.cc and kernels_avx512bf16.cc).
+struct VO {
+  using V = __m512;
+  static constexpr int W = 16;
+  static constexpr int kQkRegs = 24;
+  static constexpr int kPvMr = 6;
+  static constexpr int kPvVv = 4;
+  static inline V zero() { return _mm512_setzero_ps(); }
+  static inline V set1(float x) { return _mm512_set1_ps(x); }
+  static inline V load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline void store(float* p, V x) { _mm512_storeu_ps(p, x); }
+  static inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static inline V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static inline V selectLt(V x, V y, V a, V b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, y, _CMP_LT_OQ), b, a); }
+  static inline V round(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static inline V pow2i(V n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
+  static inline __m512 loadBf16(const uint16_t* p, __mmask16 k) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+  }
+  static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    if (e == Elem::F32) {
+      const float* s = static_cast<const float*>(src);
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_loadu_ps(s + i));
+      if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_maskz_loadu_ps(k, s + i));
+      }
+    } else if (e == Elem::BF16) {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, loadBf16(s + i, 0xffff));
+      if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, k, loadBf16(s + i, k));
+      }
+    } else {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
+      if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + i)));
+      }
+    }
+  }
+  static inline __m256i toBf16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+  }
+  static inline void storeElems(Elem e, const float* src, void* dst, int64_t n) {
+    int64_t i = 0;
+    if (e == Elem::F32) {
+      float* d = static_cast<float*>(dst);
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(src + i));
+      if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(d + i, k, _mm512_maskz_loadu_ps(k, src + i));
+      }
+      return;
+    }
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (; i < n; i += 16) {
+      const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+      const __m512 x = _mm512_maskz_loadu_ps(k, src + i);
+      const __m256i h = e == Elem::BF16 ? toBf16(x) : _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_mask_storeu_epi16(d + i, k, h);
+    }
+  }
+};
+

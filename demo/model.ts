@@ -1,0 +1,550 @@
+// A small decoder of DeepSeek-V2/V3's shape with seeded random weights, run two ways over the same weights:
+//   MlaDecoder: absorbed multi-head latent attention on the mla-kernels addon, with a paged latent cache;
+//   MhaDecoder: the same model with a plain multi-head KV cache: K and V of every head materialised from the latent
+//               (k_nope = W_uk c_kv, v = W_uv c_kv), cached per head, attention computed here in TypeScript.
+// Everything except attention (embedding, RMSNorm, the query / latent / output projections, the SwiGLU MLP, the
+// LM head) is plain TypeScript arithmetic (math.ts) shared by both.
+import {
+  Tensor,
+  absorbQuery,
+  appendLatentCache,
+  mlaDecode,
+  planDecode,
+  unabsorbOutput,
+  type DeviceName,
+  type FloatDType,
+  type Stream,
+} from 'mla-kernels';
+import { Rng, matmul, rmsNorm, roundInPlace, ropeInPlace, ropeTables, swiglu, toBits, type ModelDType } from './math.js';
+import { PagedCacheManager } from './paged.js';
+
+export interface ModelConfig {
+  vocab: number;
+  /** d_model. */
+  emb: number;
+  layers: number;
+  heads: number;
+  /** Per-head query/key width without RoPE (DeepSeek: 128). */
+  nopeDim: number;
+  /** RoPE query/key width, one rope key per token shared by all heads (DeepSeek: 64). */
+  ropeDim: number;
+  /** Per-head value width (DeepSeek: 128). */
+  vHeadDim: number;
+  /** Latent width d_c = kv_lora_rank (DeepSeek: 512). */
+  kvLoraRank: number;
+  /** Low-rank query path width q_lora_rank (V2/V3: 1536); 0: a plain query projection (V2-Lite). */
+  qLoraRank: number;
+  /** SwiGLU MLP hidden width. */
+  ffn: number;
+  ropeTheta: number;
+  /** Tokens per cache block. */
+  blockSize: number;
+  dtype: ModelDType;
+  seed: number;
+}
+
+export const DTYPE_BYTES: Record<ModelDType, number> = { f32: 4, bf16: 2, f16: 2 };
+
+interface LayerWeights {
+  attnNorm: Float32Array;
+  // Linear layers are [out, in] (PyTorch's layout); math.ts's matmul computes x · wᵀ.
+  wq?: Float32Array; // [H·(nope+rope), emb] (plain query path)
+  wqA?: Float32Array; // [qLora, emb]
+  qNorm?: Float32Array; // [qLora]
+  wqB?: Float32Array; // [H·(nope+rope), qLora]
+  wkvA: Float32Array; // [kvLoraRank + ropeDim, emb]: W_dkv over W_kr (DeepSeek's kv_a_proj_with_mqa)
+  kvNorm: Float32Array; // [kvLoraRank]
+  wUk: Float32Array; // [H, nope, kvLoraRank]
+  wUv: Float32Array; // [H, v, kvLoraRank]
+  wo: Float32Array; // [emb, H·v]
+  mlpNorm: Float32Array;
+  wGate: Float32Array; // [ffn, emb]
+  wUp: Float32Array; // [ffn, emb]
+  wDown: Float32Array; // [emb, ffn]
+}
+
+/** Seeded random weights, rounded to the model's dtype (held as f32 for the TypeScript products). */
+export class Weights {
+  readonly config: ModelConfig;
+  readonly embed: Float32Array; // [vocab, emb]
+  readonly layers: LayerWeights[];
+  readonly finalNorm: Float32Array;
+  readonly lmHead: Float32Array; // [vocab, emb]
+  /** Parameters; bytes = parameters × the dtype's size. */
+  readonly parameters: number;
+
+  constructor(c: ModelConfig) {
+    this.config = c;
+    const rng = new Rng(c.seed);
+    const d = c.dtype;
+    const qWidth = c.heads * (c.nopeDim + c.ropeDim);
+    const ones = (n: number) => new Float32Array(n).fill(1);
+    const w = (out: number, inp: number) => rng.fill(out * inp, 1 / Math.sqrt(inp), d); // [out, in], variance-preserving
+    this.embed = rng.fill(c.vocab * c.emb, 1, d);
+    this.layers = [];
+    for (let l = 0; l < c.layers; l++) {
+      const lw: LayerWeights = {
+        attnNorm: ones(c.emb),
+        wkvA: w(c.kvLoraRank + c.ropeDim, c.emb),
+        kvNorm: ones(c.kvLoraRank),
+        wUk: rng.fill(c.heads * c.nopeDim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), d),
+        wUv: rng.fill(c.heads * c.vHeadDim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), d),
+        wo: w(c.emb, c.heads * c.vHeadDim),
+        mlpNorm: ones(c.emb),
+        wGate: w(c.ffn, c.emb),
+        wUp: w(c.ffn, c.emb),
+        wDown: w(c.emb, c.ffn),
+      };
+      if (c.qLoraRank > 0) {
+        lw.wqA = w(c.qLoraRank, c.emb);
+        lw.qNorm = ones(c.qLoraRank);
+        lw.wqB = w(qWidth, c.qLoraRank);
+      } else lw.wq = w(qWidth, c.emb);
+      this.layers.push(lw);
+    }
+    this.finalNorm = ones(c.emb);
+    this.lmHead = w(c.vocab, c.emb);
+    let n = this.embed.length + this.finalNorm.length + this.lmHead.length;
+    for (const lw of this.layers) for (const a of Object.values(lw)) n += (a as Float32Array).length;
+    this.parameters = n;
+  }
+
+  get bytes(): number {
+    return this.parameters * DTYPE_BYTES[this.config.dtype];
+  }
+}
+
+/**
+ * The rows of one forward call: the new tokens of a batch of sequences, packed (no padding). Prefill has each
+ * sequence's prompt (different lengths); decode one token per sequence.
+ */
+export interface Step {
+  /** Sequence ids of the batch, in order. */
+  seqIds: number[];
+  /** Rows (tokens) per sequence in this step. */
+  counts: number[];
+  /** Longest count: mlaDecode's queryLen (shorter sequences are left-padded to it). */
+  queryLen: number;
+  /** Packed rows: token, position, batch index. */
+  tokens: Int32Array;
+  positions: Int32Array;
+  batchIndex: Int32Array;
+  /** Packed index of each sequence's last row (whose logits choose the next token). */
+  lastRow: Int32Array;
+}
+
+export function makeStep(seqIds: number[], counts: number[], tokens: number[][], startPositions: number[]): Step {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const step: Step = {
+    seqIds,
+    counts,
+    queryLen: Math.max(...counts),
+    tokens: new Int32Array(total),
+    positions: new Int32Array(total),
+    batchIndex: new Int32Array(total),
+    lastRow: new Int32Array(seqIds.length),
+  };
+  let t = 0;
+  counts.forEach((n, b) => {
+    for (let i = 0; i < n; i++, t++) {
+      step.tokens[t] = tokens[b][i];
+      step.positions[t] = startPositions[b] + i;
+      step.batchIndex[t] = b;
+    }
+    step.lastRow[b] = t - 1;
+  });
+  return step;
+}
+
+/** Reusable scratch arrays, grown on demand: no allocation per layer once warmed up. */
+class Workspace {
+  #arrays = new Map<string, Float32Array>();
+  get(name: string, n: number): Float32Array {
+    let a = this.#arrays.get(name);
+    if (!a || a.length < n) {
+      a = new Float32Array(Math.max(n, Math.ceil((a?.length ?? 0) * 1.5)));
+      this.#arrays.set(name, a);
+    }
+    return a.subarray(0, n);
+  }
+  get bytes(): number {
+    let n = 0;
+    for (const a of this.#arrays.values()) n += a.byteLength;
+    return n;
+  }
+}
+
+export interface DecoderStats {
+  /** Cache bytes per token over all layers (the dtype's size). */
+  cacheBytesPerToken: number;
+  /** Blocks of the pool in use at the peak, and their bytes. */
+  peakBlocks: number;
+  /** Blocks still in use when the stats were taken (0 once every sequence has ended). */
+  blocksInUse: number;
+  peakCacheBytes: number;
+  /** Most tokens cached at once × bytes per token (the cache without block rounding). */
+  peakTokenBytes: number;
+  weightBytes: number;
+  /** Largest activation / scratch memory (host workspace, kernel inputs and outputs). */
+  activationBytes: number;
+  /** weights + peak cache blocks + activations. */
+  peakMemoryBytes: number;
+  /** Seconds spent in attention (MLA: kernels and their transfers; MHA: the TypeScript loops). */
+  attentionSeconds: number;
+}
+
+/** What both decoders share: everything but attention and its cache. */
+export abstract class Decoder {
+  readonly w: Weights;
+  readonly c: ModelConfig;
+  readonly cache: PagedCacheManager;
+  protected ws = new Workspace();
+  protected rope: { cos: Float32Array; sin: Float32Array };
+  protected extraActivationBytes = 0;
+  attentionSeconds = 0;
+
+  constructor(weights: Weights, numBlocks: number, maxPositions: number) {
+    this.w = weights;
+    this.c = weights.config;
+    this.cache = new PagedCacheManager(numBlocks, this.c.blockSize);
+    this.rope = ropeTables(maxPositions, this.c.ropeDim, this.c.ropeTheta);
+  }
+
+  abstract get cacheBytesPerToken(): number;
+
+  /**
+   * Attention of layer l for the step's rows: takes the rounded q_nope [T, H, nope], roped q_pe [T, H, rope],
+   * normalised latent c_kv [T, rank] and raw rope key k_pe [T, rope]; caches this step's keys; writes [T, H·v].
+   */
+  protected abstract attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void>;
+
+  /** Called once per step after the cache has grown: per-step tables. */
+  protected beginStep(_step: Step): void {}
+
+  addSequence(id: number): void {
+    this.cache.add(id);
+  }
+
+  endSequence(id: number): void {
+    this.cache.release(id);
+  }
+
+  /** Runs the step's tokens through the model; returns the logits [batch, vocab] of each sequence's last row. */
+  async forward(step: Step): Promise<Float32Array> {
+    const c = this.c;
+    const T = step.tokens.length;
+    const H = c.heads, qk = c.nopeDim + c.ropeDim, kvw = c.kvLoraRank + c.ropeDim;
+    const slots = new Int32Array(T);
+    let t0 = 0;
+    step.seqIds.forEach((id, b) => {
+      this.cache.grow(id, step.counts[b], slots, t0);
+      t0 += step.counts[b];
+    });
+    this.beginStep(step);
+    const ws = this.ws;
+    const h = ws.get('h', T * c.emb);
+    for (let t = 0; t < T; t++) h.set(this.w.embed.subarray(step.tokens[t] * c.emb, (step.tokens[t] + 1) * c.emb), t * c.emb);
+    const xn = ws.get('xn', T * c.emb);
+    const q = ws.get('q', T * H * qk);
+    const qNope = ws.get('qNope', T * H * c.nopeDim);
+    const qPe = ws.get('qPe', T * H * c.ropeDim);
+    const kv = ws.get('kv', T * kvw);
+    const ckv = ws.get('ckv', T * c.kvLoraRank);
+    const kpe = ws.get('kpe', T * c.ropeDim);
+    const attn = ws.get('attn', T * H * c.vHeadDim);
+    const gate = ws.get('gate', T * c.ffn);
+    const up = ws.get('up', T * c.ffn);
+    for (let l = 0; l < c.layers; l++) {
+      const lw = this.w.layers[l];
+      // Attention block: RMSNorm → queries, latent, rope key → attention → W_o → residual.
+      rmsNorm(h, T, c.emb, lw.attnNorm, xn);
+      if (lw.wqA) {
+        const qa = ws.get('qa', T * c.qLoraRank);
+        matmul(xn, T, c.emb, lw.wqA, c.qLoraRank, qa);
+        rmsNorm(qa, T, c.qLoraRank, lw.qNorm!, qa);
+        matmul(qa, T, c.qLoraRank, lw.wqB!, H * qk, q);
+      } else matmul(xn, T, c.emb, lw.wq!, H * qk, q);
+      for (let r = 0; r < T * H; r++) {
+        qNope.set(q.subarray(r * qk, r * qk + c.nopeDim), r * c.nopeDim);
+        qPe.set(q.subarray(r * qk + c.nopeDim, (r + 1) * qk), r * c.ropeDim);
+      }
+      if (c.ropeDim > 0)
+        for (let t = 0; t < T; t++)
+          for (let i = 0; i < H; i++) ropeInPlace(qPe, (t * H + i) * c.ropeDim, c.ropeDim, this.rope.cos, this.rope.sin, step.positions[t]);
+      roundInPlace(qNope, qNope.length, c.dtype);
+      roundInPlace(qPe, qPe.length, c.dtype);
+      matmul(xn, T, c.emb, lw.wkvA, kvw, kv);
+      rmsNorm(kv, T, c.kvLoraRank, lw.kvNorm, ckv, 1e-6, kvw, 0, c.kvLoraRank); // c_kv = RMSNorm(W_dkv h)
+      for (let t = 0; t < T; t++) kpe.set(kv.subarray(t * kvw + c.kvLoraRank, (t + 1) * kvw), t * c.ropeDim); // W_kr h
+      roundInPlace(ckv, ckv.length, c.dtype);
+      roundInPlace(kpe, kpe.length, c.dtype);
+      const a0 = performance.now();
+      await this.attend(l, step, slots, qNope, qPe, ckv, kpe, attn);
+      this.attentionSeconds += (performance.now() - a0) / 1000;
+      matmul(attn, T, H * c.vHeadDim, lw.wo, c.emb, h, true);
+      // MLP block: RMSNorm → SwiGLU → residual.
+      rmsNorm(h, T, c.emb, lw.mlpNorm, xn);
+      matmul(xn, T, c.emb, lw.wGate, c.ffn, gate);
+      matmul(xn, T, c.emb, lw.wUp, c.ffn, up);
+      swiglu(gate, up, T * c.ffn);
+      matmul(gate, T, c.ffn, lw.wDown, c.emb, h, true);
+    }
+    const B = step.seqIds.length;
+    const last = ws.get('last', B * c.emb);
+    for (let b = 0; b < B; b++) last.set(h.subarray(step.lastRow[b] * c.emb, (step.lastRow[b] + 1) * c.emb), b * c.emb);
+    rmsNorm(last, B, c.emb, this.w.finalNorm, last);
+    const logits = new Float32Array(B * c.vocab);
+    matmul(last, B, c.emb, this.w.lmHead, c.vocab, logits);
+    return logits;
+  }
+
+  stats(): DecoderStats {
+    const per = this.cacheBytesPerToken;
+    const peakBlocks = this.cache.pool.peakInUse;
+    const peakCacheBytes = peakBlocks * this.c.blockSize * per;
+    const activationBytes = this.ws.bytes + this.extraActivationBytes;
+    return {
+      cacheBytesPerToken: per,
+      peakBlocks,
+      blocksInUse: this.cache.pool.inUse,
+      peakCacheBytes,
+      peakTokenBytes: this.cache.peakTokens * per,
+      weightBytes: this.w.bytes,
+      activationBytes,
+      peakMemoryBytes: this.w.bytes + peakCacheBytes + activationBytes,
+      attentionSeconds: this.attentionSeconds,
+    };
+  }
+}
+
+/**
+ * Absorbed MLA on the addon: per layer absorbQuery (with q_pe, so it yields decode's q), appendLatentCache (RoPE of
+ * the rope key fused), mlaDecode over the paged latent cache, unabsorbOutput. One stream; the four operations are
+ * queued back to back and the host waits once per layer, for the output.
+ */
+export class MlaDecoder extends Decoder {
+  readonly stream: Stream;
+  readonly device: DeviceName;
+  readonly caches: Tensor<FloatDType>[];
+  readonly #wUk: Tensor<FloatDType>[];
+  readonly #wUv: Tensor<FloatDType>[];
+  readonly #cos: Tensor<'f32'>;
+  readonly #sin: Tensor<'f32'>;
+  readonly #dtype: FloatDType;
+  #bits = new Map<string, Uint16Array>();
+  #tables: { blockTable: Tensor<'i32'>; seqLens: Tensor<'i32'>; plan: ReturnType<typeof planDecode> } | null = null;
+
+  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number) {
+    super(weights, numBlocks, maxPositions);
+    const c = this.c;
+    this.stream = stream;
+    this.device = stream.device;
+    this.#dtype = c.dtype;
+    const onDevice = <T extends Tensor>(t: T): T => t.to(this.device, { stream }) as T;
+    this.#wUk = weights.layers.map((lw) => onDevice(this.#tensor(lw.wUk, [c.heads, c.nopeDim, c.kvLoraRank], 'own')));
+    this.#wUv = weights.layers.map((lw) => onDevice(this.#tensor(lw.wUv, [c.heads, c.vHeadDim, c.kvLoraRank], 'own')));
+    this.#cos = onDevice(Tensor.from(this.rope.cos, [maxPositions, c.ropeDim / 2]));
+    this.#sin = onDevice(Tensor.from(this.rope.sin, [maxPositions, c.ropeDim / 2]));
+    this.caches = Array.from({ length: c.layers }, () => Tensor.zeros([numBlocks, c.blockSize, c.kvLoraRank + c.ropeDim], this.#dtype, { device: this.device }));
+  }
+
+  get cacheBytesPerToken(): number {
+    return this.c.layers * (this.c.kvLoraRank + this.c.ropeDim) * DTYPE_BYTES[this.c.dtype];
+  }
+
+  /** The cache's pool as allocated (every layer). */
+  get poolBytes(): number {
+    return this.cache.pool.numBlocks * this.c.blockSize * this.cacheBytesPerToken;
+  }
+
+  /**
+   * A host tensor of the model dtype over the first n values of `a` (already rounded to the dtype): f32 wraps the
+   * array; bf16/f16 go through a reusable bit-pattern buffer named `scratch` ('own': a new one).
+   */
+  #tensor(a: Float32Array, shape: number[], scratch: string): Tensor<FloatDType> {
+    const n = shape.reduce((x, y) => x * y, 1);
+    if (this.#dtype === 'f32') return Tensor.from(scratch === 'own' ? a.slice(0, n) : a.subarray(0, n), shape);
+    let bits = scratch === 'own' ? new Uint16Array(n) : this.#bits.get(scratch);
+    if (!bits || bits.length < n) {
+      bits = new Uint16Array(n);
+      if (scratch !== 'own') this.#bits.set(scratch, bits);
+    }
+    toBits(a, n, this.#dtype, bits);
+    return Tensor.from(bits.subarray(0, n), shape, this.#dtype);
+  }
+
+  #input(a: Float32Array, shape: number[], scratch: string): Tensor<FloatDType> {
+    const t = this.#tensor(a, shape, scratch);
+    return this.device === 'cpu' ? t : t.to(this.device, { stream: this.stream });
+  }
+
+  protected override beginStep(step: Step): void {
+    const { blockTable, maxBlocks, seqLens } = this.cache.table(step.seqIds);
+    const seqLensT = Tensor.from(seqLens, [step.seqIds.length]);
+    this.#tables = {
+      blockTable: Tensor.from(blockTable, [step.seqIds.length, maxBlocks]),
+      seqLens: seqLensT,
+      // One split-KV plan per step, reused by every layer.
+      plan: planDecode({ seqLens: seqLensT, numHeads: this.c.heads, queryLen: step.queryLen, stream: this.stream }),
+    };
+  }
+
+  protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
+    const c = this.c;
+    const H = c.heads, B = step.seqIds.length, n = step.queryLen, T = step.tokens.length;
+    const stream = this.stream;
+    // mlaDecode takes q as [batch, queryLen, heads, D] with one queryLen for the batch: in a prefill of prompts of
+    // different lengths each sequence's rows are right-aligned (left padding); with `causal`, padding rows see no
+    // cache row at all (zero output) and real row j sees exactly positions 0 … its own.
+    const padded = T !== B * n;
+    const rowOf = (t: number) => (padded ? step.batchIndex[t] * n + (n - step.counts[step.batchIndex[t]]) + (t - rowStart[step.batchIndex[t]]) : t);
+    const rowStart: number[] = [];
+    if (padded) step.counts.reduce((s, k, b) => ((rowStart[b] = s), s + k), 0);
+    let qn = qNope, qp = qPe;
+    if (padded) {
+      qn = this.ws.get('padNope', B * n * H * c.nopeDim).fill(0);
+      qp = this.ws.get('padPe', B * n * H * c.ropeDim).fill(0);
+      for (let t = 0; t < T; t++) {
+        const r = rowOf(t);
+        qn.set(qNope.subarray(t * H * c.nopeDim, (t + 1) * H * c.nopeDim), r * H * c.nopeDim);
+        qp.set(qPe.subarray(t * H * c.ropeDim, (t + 1) * H * c.ropeDim), r * H * c.ropeDim);
+      }
+    }
+    const tables = this.#tables!;
+    const q = absorbQuery({
+      qNope: this.#input(qn, [B, n, H, c.nopeDim], 'qNope'),
+      qPe: this.#input(qp, [B, n, H, c.ropeDim], 'qPe'),
+      wUk: this.#wUk[l],
+      stream,
+    });
+    appendLatentCache({
+      cache: this.caches[l],
+      kvC: this.#input(ckv, [T, c.kvLoraRank], 'kvC'),
+      kPe: this.#input(kpe, [T, c.ropeDim], 'kPe'),
+      slotMapping: Tensor.from(slots, [T]),
+      rope: { positions: Tensor.from(step.positions, [T]), cos: this.#cos, sin: this.#sin, style: 'interleaved' },
+      stream,
+    });
+    const { out: oLat, lse } = mlaDecode({
+      q,
+      cache: this.caches[l],
+      blockTable: tables.blockTable,
+      seqLens: tables.seqLens,
+      softmaxScale: 1 / Math.sqrt(c.nopeDim + c.ropeDim),
+      kvLoraRank: c.kvLoraRank,
+      causal: n > 1,
+      plan: tables.plan,
+      stream,
+    });
+    const o = unabsorbOutput({ oLat, wUv: this.#wUv[l], stream });
+    const values = await o.toFloat32(); // [B, n, H, v]
+    const e = DTYPE_BYTES[c.dtype];
+    this.extraActivationBytes = Math.max(this.extraActivationBytes, (B * n * H * (2 * (c.kvLoraRank + c.ropeDim) + c.vHeadDim) + T * (c.kvLoraRank + c.ropeDim)) * e + B * n * H * 4);
+    for (const t of [q, oLat, lse, o]) t.dispose();
+    const hv = H * c.vHeadDim;
+    if (!padded) out.set(values.subarray(0, T * hv));
+    else for (let t = 0; t < T; t++) out.set(values.subarray(rowOf(t) * hv, (rowOf(t) + 1) * hv), t * hv);
+  }
+
+  dispose(): void {
+    for (const t of [...this.caches, ...this.#wUk, ...this.#wUv, this.#cos, this.#sin]) t.dispose();
+  }
+}
+
+/**
+ * The same model with a plain multi-head KV cache, all in TypeScript: per token and layer the K (nope + rope) and V
+ * of every head are materialised from the latent and cached (rounded to the dtype; counted at the dtype's size,
+ * held as f32 for the loops), and attention is the textbook softmax(q·Kᵀ·scale)·V per head.
+ */
+export class MhaDecoder extends Decoder {
+  readonly #k: Float32Array[]; // per layer [slots, H, nope + rope]
+  readonly #v: Float32Array[]; // per layer [slots, H, v]
+  #scores = new Float32Array(0);
+
+  constructor(weights: Weights, numBlocks: number, maxPositions: number) {
+    super(weights, numBlocks, maxPositions);
+    const c = this.c;
+    const slots = numBlocks * c.blockSize;
+    this.#k = Array.from({ length: c.layers }, () => new Float32Array(slots * c.heads * (c.nopeDim + c.ropeDim)));
+    this.#v = Array.from({ length: c.layers }, () => new Float32Array(slots * c.heads * c.vHeadDim));
+  }
+
+  get cacheBytesPerToken(): number {
+    return this.c.layers * this.c.heads * (this.c.nopeDim + this.c.ropeDim + this.c.vHeadDim) * DTYPE_BYTES[this.c.dtype];
+  }
+
+  protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
+    const c = this.c;
+    const H = c.heads, nope = c.nopeDim, rd = c.ropeDim, vd = c.vHeadDim, rank = c.kvLoraRank, kw = nope + rd;
+    const K = this.#k[l], V = this.#v[l];
+    const wUk = this.w.layers[l].wUk, wUv = this.w.layers[l].wUv;
+    const T = step.tokens.length;
+    const kRow = this.ws.get('kRow', H * kw);
+    const vRow = this.ws.get('vRow', H * vd);
+    const pe = this.ws.get('pe', rd);
+    // 1. Cache this step's keys and values: k_nope[i] = W_uk[i] c_kv, v[i] = W_uv[i] c_kv, k_pe = RoPE(W_kr h).
+    for (let t = 0; t < T; t++) {
+      const cb = t * rank;
+      pe.set(kpe.subarray(t * rd, (t + 1) * rd));
+      if (rd > 0) ropeInPlace(pe, 0, rd, this.rope.cos, this.rope.sin, step.positions[t]);
+      for (let i = 0; i < H; i++) {
+        for (let r = 0; r < nope; r++) {
+          const wb = (i * nope + r) * rank;
+          let s = 0;
+          for (let j = 0; j < rank; j++) s += wUk[wb + j] * ckv[cb + j];
+          kRow[i * kw + r] = s;
+        }
+        kRow.set(pe, i * kw + nope);
+        for (let r = 0; r < vd; r++) {
+          const wb = (i * vd + r) * rank;
+          let s = 0;
+          for (let j = 0; j < rank; j++) s += wUv[wb + j] * ckv[cb + j];
+          vRow[i * vd + r] = s;
+        }
+      }
+      roundInPlace(kRow, kRow.length, c.dtype);
+      roundInPlace(vRow, vRow.length, c.dtype);
+      K.set(kRow, slots[t] * H * kw);
+      V.set(vRow, slots[t] * H * vd);
+    }
+    // 2. Attention: row t (at position p) sees its sequence's positions 0 … p.
+    const scale = 1 / Math.sqrt(nope + rd);
+    const maxLen = Math.max(...step.positions) + 1;
+    if (this.#scores.length < maxLen) this.#scores = new Float32Array(Math.max(maxLen, this.#scores.length * 2));
+    const scores = this.#scores;
+    const slotOf = this.ws.get('slotOf', maxLen); // as floats: exact for slots < 2^24
+    for (let t = 0; t < T; t++) {
+      const id = step.seqIds[step.batchIndex[t]];
+      const visible = step.positions[t] + 1;
+      for (let s = 0; s < visible; s++) slotOf[s] = this.cache.slot(id, s);
+      for (let i = 0; i < H; i++) {
+        const qb = (t * H + i) * nope, pb = (t * H + i) * rd;
+        let max = -Infinity;
+        for (let s = 0; s < visible; s++) {
+          const kb = (slotOf[s] * H + i) * kw;
+          let dot = 0;
+          for (let j = 0; j < nope; j++) dot += qNope[qb + j] * K[kb + j];
+          for (let j = 0; j < rd; j++) dot += qPe[pb + j] * K[kb + nope + j];
+          const sc = dot * scale;
+          scores[s] = sc;
+          if (sc > max) max = sc;
+        }
+        let sum = 0;
+        for (let s = 0; s < visible; s++) {
+          const e = Math.exp(scores[s] - max);
+          scores[s] = e;
+          sum += e;
+        }
+        const ob = (t * H + i) * vd;
+        out.fill(0, ob, ob + vd);
+        for (let s = 0; s < visible; s++) {
+          const p = scores[s] / sum;
+          const vb = (slotOf[s] * H + i) * vd;
+          for (let j = 0; j < vd; j++) out[ob + j] += p * V[vb + j];
+        }
+      }
+    }
+    roundInPlace(out, T * H * vd, c.dtype);
+    this.extraActivationBytes = Math.max(this.extraActivationBytes, this.#scores.byteLength);
+  }
+}

@@ -1,0 +1,118 @@
+// The CPU backend's SIMD paths: the shared correctness suite (test/ops.test.ts) runs once per path this processor
+// has, forced with MLA_CPU_ISA in a child vitest (paths it lacks are skipped, saying so); plus directed checks
+// in this process, forced with the cpuConfigure() hook: split-KV merges (forced small chunks), DeepSeek sizes
+// (576 = 512 + 64, 16 and 128 heads, the bf16 dot-product kernel's fast path), causal multi-token queries,
+// concurrent streams on the shared thread pool, and refusal of an unknown path.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { info, mlaDecode, MlaError, Stream, Tensor } from 'mla-kernels';
+import { native } from '../lib/native.js';
+import { refMlaDecode } from '../lib/reference.js';
+import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
+
+const seed = testSeed('cpu-isa');
+const ALL = ['avx512-bf16', 'avx512', 'avx2-fma', 'portable'] as const;
+const addon = native() as Required<Pick<ReturnType<typeof native>, 'cpuInfo' | 'cpuConfigure'>>;
+const cpu = addon.cpuInfo() as { simd: string; supported: string[]; threads: number };
+const root = path.resolve(__dirname, '..');
+
+afterAll(() => addon.cpuConfigure({ isa: '', splitRows: 0 }));
+
+it('info() names the CPU path and thread count', () => {
+  const i = info();
+  expect(ALL as readonly string[]).toContain(i.cpu.simd);
+  expect(cpu.supported).toContain('portable');
+  expect(cpu.threads).toBeGreaterThanOrEqual(1);
+});
+
+it('an unknown or unsupported path is refused with a clear error', () => {
+  expect(() => addon.cpuConfigure({ isa: 'sse9' })).toThrow(/unknown CPU path 'sse9'/);
+  for (const isa of ALL.filter((x) => !cpu.supported.includes(x)))
+    expect(() => addon.cpuConfigure({ isa })).toThrow(MlaError);
+});
+
+describe('test/ops.test.ts on every SIMD path', () => {
+  for (const isa of ALL) {
+    if (!cpu.supported.includes(isa)) {
+      it.skip(`${isa}: this processor lacks it (it has ${cpu.supported.join(', ')})`, () => {});
+      continue;
+    }
+    it(`${isa}: the shared suite passes with MLA_CPU_ISA=${isa}`, () => {
+      const out = path.join(root, 'test', '.tmp', `isa-${isa}.json`);
+      mkdirSync(path.dirname(out), { recursive: true });
+      const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/ops.test.ts', '--reporter=json', `--outputFile.json=${out}`], {
+        cwd: root,
+        env: { ...process.env, MLA_CPU_ISA: isa, MLA_TEST_BACKENDS: 'cpu', MLA_TEST_SEED: String(seed) },
+        encoding: 'utf8',
+      });
+      const report = JSON.parse(readFileSync(out, 'utf8')) as { numPassedTests: number; numFailedTests: number; testResults: { assertionResults: { status: string; fullName: string; failureMessages: string[] }[] }[] };
+      const failures = report.testResults.flatMap((f) => f.assertionResults.filter((a) => a.status === 'failed').map((a) => `${a.fullName}: ${a.failureMessages[0]?.slice(0, 400)}`));
+      expect(failures, `${isa} (seed ${seed})`).toEqual([]);
+      expect(r.status, r.stderr.slice(-2000)).toBe(0);
+      expect(report.numPassedTests).toBeGreaterThan(10);
+    }, 300_000);
+  }
+});
+
+async function checkDecode(stream: Stream, rng: Rng, o: { dtype: 'f32' | 'bf16' | 'f16'; heads: number; lens: number[]; queryLen: number; kvLoraRank: number; ropeDim: number; blockSize: number }) {
+  const width = o.kvLoraRank + o.ropeDim;
+  const maxBlocks = Math.max(1, ...o.lens.map((l) => Math.ceil(l / o.blockSize)));
+  const numBlocks = o.lens.length * maxBlocks;
+  const ids = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const cache = randomTensor(rng, [numBlocks, o.blockSize, width], o.dtype);
+  const q = randomTensor(rng, [o.lens.length, o.queryLen, o.heads, width], o.dtype);
+  const blockTable = intTensor(ids, [o.lens.length, maxBlocks]);
+  const seqLens = intTensor(o.lens);
+  const softmaxScale = 1 / Math.sqrt(192);
+  const causal = o.queryLen > 1;
+  const { out, lse } = mlaDecode({ q: q.t, cache: cache.t, blockTable, seqLens, softmaxScale, kvLoraRank: o.kvLoraRank, causal, stream });
+  const ref = refMlaDecode({ q: q.dense, cache: cache.dense, blockTable: dense(blockTable), seqLens: dense(seqLens), softmaxScale, kvLoraRank: o.kvLoraRank, causal });
+  const what = `${JSON.stringify(o)} (seed ${seed})`;
+  expect(relErr(await out.toFloat32(), ref.out), what).toBeLessThanOrEqual(REL_BOUND[o.dtype]);
+  const l = await lse.toFloat32();
+  for (let i = 0; i < l.length; i++)
+    if (ref.lse[i] === -Infinity) expect(l[i], what).toBe(-Infinity);
+    else expect(Math.abs(l[i] - ref.lse[i]), `lse[${i}] ${what}`).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(ref.lse[i])));
+}
+
+describe('directed decode checks per path', () => {
+  for (const isa of ALL) {
+    if (!cpu.supported.includes(isa)) {
+      it.skip(`${isa}: this processor lacks it`, () => {});
+      continue;
+    }
+    it(`${isa}: split-KV merge, DeepSeek sizes, causal queries, bf16 / f16 / f32`, async () => {
+      addon.cpuConfigure({ isa });
+      const stream = new Stream('cpu');
+      const rng = new Rng(seed + ALL.indexOf(isa));
+      try {
+        for (const splitRows of [0, 7, 64]) {
+          addon.cpuConfigure({ splitRows });
+          await checkDecode(stream, rng, { dtype: 'bf16', heads: 16, lens: [200, 0, 131], queryLen: 1, kvLoraRank: 512, ropeDim: 64, blockSize: 64 });
+          await checkDecode(stream, rng, { dtype: 'bf16', heads: 16, lens: [150, 3], queryLen: 2, kvLoraRank: 512, ropeDim: 64, blockSize: 16 });
+          await checkDecode(stream, rng, { dtype: 'f32', heads: 5, lens: [97, 40], queryLen: 3, kvLoraRank: 40, ropeDim: 8, blockSize: 3 });
+          await checkDecode(stream, rng, { dtype: 'f16', heads: 3, lens: [77], queryLen: 1, kvLoraRank: 33, ropeDim: 6, blockSize: 5 });
+        }
+        addon.cpuConfigure({ splitRows: 0 });
+        await checkDecode(stream, rng, { dtype: 'bf16', heads: 128, lens: [260], queryLen: 2, kvLoraRank: 512, ropeDim: 64, blockSize: 64 });
+        await checkDecode(stream, rng, { dtype: 'f32', heads: 128, lens: [70], queryLen: 1, kvLoraRank: 512, ropeDim: 64, blockSize: 64 });
+      } finally {
+        addon.cpuConfigure({ isa: '', splitRows: 0 });
+        stream.dispose();
+      }
+    });
+  }
+
+  it('several streams share the thread pool at once', async () => {
+    addon.cpuConfigure({ splitRows: 32 });
+    const streams = [new Stream('cpu'), new Stream('cpu'), new Stream('cpu')];
+    try {
+      await Promise.all(streams.map((s, i) => checkDecode(s, new Rng(seed + 10 + i), { dtype: 'bf16', heads: 16, lens: [300, 120], queryLen: 1, kvLoraRank: 512, ropeDim: 64, blockSize: 64 })));
+    } finally {
+      addon.cpuConfigure({ splitRows: 0 });
+      for (const s of streams) s.dispose();
+    }
+  });
+});
