@@ -1,12 +1,14 @@
 #include "backend.h"
 
 #include "errors.h"
+#include "../cpu/cpu_info.h"
 
 namespace mla {
 
 std::vector<BackendInfo> listBackends() {
   std::vector<BackendInfo> list;
-  list.push_back({"cpu", true, "portable C++ kernels, fp32 accumulation"});
+  const cpu::CpuStatus cpuNow = cpu::cpuStatus();
+  list.push_back({"cpu", true, cpuNow.simd + " kernels on " + std::to_string(cpuNow.threads) + " threads, fp32 accumulation (" + cpuNow.reason + ")"});
 #ifdef MLA_WITH_CUDA_SIM
   list.push_back({"cuda-sim", true, "the CUDA kernel source run under the SIMT emulator (tests only)"});
 #else
