@@ -339,20 +339,23 @@ void appendCpu(const AppendLatentCacheParams& p) {
   const int64_t tasks = (p.numTokens + perTask - 1) / perTask;
   parallelFor(tasks, [&](int64_t task) {
     const int64_t i1 = std::min(p.numTokens, (task + 1) * perTask);
+    const int64_t kvBytes = p.kvLoraRank * static_cast<int64_t>(es), ropeBytes = p.ropeDim * static_cast<int64_t>(es);
+    // The rotated rope part is built here (in L1), then streamed into the row like the latent part.
+    char* rotated = p.ropeStyle == RopeStyle::None ? nullptr : reinterpret_cast<char*>(scratchFloats(static_cast<size_t>(p.ropeDim)));
     for (int64_t i = task * perTask; i < i1; ++i) {
       if (slots[i] < 0) continue;
       char* row = cache + static_cast<int64_t>(slots[i]) * rowBytes;
-      std::memcpy(row, kvC + i * p.kvLoraRank * static_cast<int64_t>(es), static_cast<size_t>(p.kvLoraRank) * es);
-      const char* src = kPe + i * p.ropeDim * static_cast<int64_t>(es);
-      char* dst = row + p.kvLoraRank * static_cast<int64_t>(es);
-      if (p.ropeStyle == RopeStyle::None) {
-        if (p.ropeDim > 0) std::memcpy(dst, src, static_cast<size_t>(p.ropeDim) * es);
-        continue;
+      k.streamCopy(row, kvC + i * kvBytes, kvBytes);
+      const char* src = kPe + i * ropeBytes;
+      if (rotated) {
+        const int64_t pos = p.positions.as<const int32_t>()[i];
+        k.rope(e, p.ropeStyle == RopeStyle::Interleaved, src, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half,
+               rotated, p.ropeDim);
+        src = rotated;
       }
-      const int64_t pos = p.positions.as<const int32_t>()[i];
-      k.rope(e, p.ropeStyle == RopeStyle::Interleaved, src, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half, dst,
-             p.ropeDim);
+      k.streamCopy(row + kvBytes, src, ropeBytes);
     }
+    k.streamFence();
   });
 }
 

@@ -50,6 +50,11 @@ struct KernelSet {
   float (*dot)(const float* a, const float* b, int64_t n);
   // RoPE of one row: interleaved pairs (x[2j], x[2j+1]) or neox (x[j], x[j + half]); src/dst of elem.
   void (*rope)(Elem e, bool interleaved, const void* src, const float* cosRow, const float* sinRow, void* dst, int64_t ropeDim);
+  // Copies bytes to memory the caller will not read soon (appended cache rows), with non-temporal stores where the
+  // instruction set has them: no read-for-ownership of the written lines, so append moves 2 bytes per byte, not 3.
+  // streamFence orders those stores before the caller reports completion.
+  void (*streamCopy)(void* dst, const void* src, int64_t bytes);
+  void (*streamFence)();
   // The machine-limit loops of the benchmark: `iters` rounds of a dense FMA (f32) or dot-product (bf16) loop with
   // enough independent accumulators; returns the FLOPs done (0 when this set has no such loop).
   double (*fmaLoop)(int64_t iters);

@@ -64,6 +64,18 @@ struct VO {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     for (; i < n; ++i) d[i] = e == Elem::BF16 ? sF32ToBf16(src[i]) : sF32ToF16(src[i]);
   }
+  static inline void streamCopy(void* dst, const void* src, int64_t bytes) {
+    char* d = static_cast<char*>(dst);
+    const char* s = static_cast<const char*>(src);
+    int64_t head = static_cast<int64_t>((32 - (reinterpret_cast<uintptr_t>(d) & 31)) & 31);
+    if (head > bytes) head = bytes;
+    __builtin_memcpy(d, s, static_cast<size_t>(head));
+    int64_t i = head;
+    for (; i + 32 <= bytes; i += 32)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+    __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
+  }
+  static inline void streamFence() { _mm_sfence(); }
 };
 #include "kernels_generic.inl"
 
@@ -77,7 +89,7 @@ double noLoop(int64_t) { return 0.0; }
 namespace mla::cpu {
 const KernelSet& avx2Kernels() {
   static const KernelSet k{"avx2-fma", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, fmaLoopGeneric, noLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop};
   return k;
 }
 }  // namespace mla::cpu

@@ -26,7 +26,7 @@ namespace mla::cpu {
 // Outside the target region: this runs on any x86-64 (the backend calls it only after checking the processor).
 const KernelSet& avx512Kernels() {
   static const KernelSet k{"avx512", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, fmaLoopGeneric, noLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop};
   return k;
 }
 }  // namespace mla::cpu

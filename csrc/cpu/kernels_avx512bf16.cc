@@ -57,20 +57,22 @@ inline void qkBlockBf16(const uint16_t* k, int64_t stride, const uint32_t* qp, i
 // Rows [0, nrows) rounded up to NR (the tile has zero rows after the valid ones).
 template <int NR, int MV, int KS>
 inline void qkColumnsBf16(const uint16_t* k, int64_t stride, int64_t nrows, const uint32_t* qp, int64_t mp, int64_t pairs, float scale, float* s,
-                          const Prefetch* pf) {
+                          Prefetch* pf) {
+  const int64_t blocks = (nrows + NR - 1) / NR;
+  const int64_t perBlock = pf ? (pf->count * pf->linesPerRow() + blocks - 1) / blocks : 0;
   for (int64_t r = 0; r < nrows; r += NR) {
-    if (pf) pf->range(r, r + NR);
+    if (pf) pf->issue(perBlock);
     qkBlockBf16<NR, MV, KS>(k + r * (KS ? KS : stride), stride, qp, mp, pairs, scale, s + r * mp);
   }
-  if (pf) pf->range(nrows, pf->count);
+  if (pf) pf->rest();
 }
 
 template <int KS>
 inline void qkTileBf16(const uint16_t* k, int64_t stride, int64_t nrows, const uint32_t* qp, int64_t mp, int64_t pairs, float scale, float* s,
-                       const Prefetch& prefetch) {
+                       Prefetch& prefetch) {
   const int64_t nv = mp / 16;
   int64_t v = 0;
-  const Prefetch* pf = &prefetch;
+  Prefetch* pf = &prefetch;
   // Row blocks divide kTile (64): a full tile read in place is never over-read.
   for (; v + 3 <= nv; v += 3, pf = nullptr) qkColumnsBf16<8, 3, KS>(k, stride, nrows, qp + v * 16, mp, pairs, scale, s + v * 16, pf);
   if (nv - v == 2) qkColumnsBf16<8, 2, KS>(k, stride, nrows, qp + v * 16, mp, pairs, scale, s + v * 16, pf);
@@ -199,7 +201,7 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
     const int64_t nrows = it.n1 - n < kTile ? it.n1 - n : kTile;
     const int64_t nextRows = it.n1 - (n + kTile) < kTile ? (it.n1 - (n + kTile) > 0 ? it.n1 - (n + kTile) : 0) : kTile;
     rowPointers(it, n + kTile, nextRows, next);
-    const Prefetch pf{next, nextRows, D * 2};
+    Prefetch pf{next, nextRows, D * 2};
     const bool mask = it.causal && n + nrows > minLimit;
     // The tile's K rows: in place when they are consecutive in one cache block and fill the Q·K blocks exactly,
     // else copied (zero rows after the valid ones).
@@ -301,7 +303,7 @@ double bf16DotLoop(int64_t iters) {
 namespace mla::cpu {
 const KernelSet& avx512Bf16Kernels() {
   static const KernelSet k{"avx512-bf16", decodeScratchBf16, decodeBf16, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, fmaLoopGeneric, bf16DotLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, bf16DotLoop};
   return k;
 }
 }  // namespace mla::cpu

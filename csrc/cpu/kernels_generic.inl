@@ -35,35 +35,43 @@ inline VO::V exp2v(VO::V x) {
   return VO::selectLt(x, VO::set1(-125.f), VO::zero(), r);
 }
 
-// Rows of the next tile to prefetch while this one computes: the first Q·K pass over each block of rows fetches
-// the same rows of the next tile, so the cache streams from memory behind the arithmetic.
+// The next tile's rows, prefetched into L2 while this tile computes: spread evenly over the first column group's
+// Q·K blocks (all at once would queue more misses than the core can track and stall the arithmetic behind them).
 struct Prefetch {
   const char* const* rows;  // next tile's rows (null: none)
   int64_t count, bytes;
-  inline void range(int64_t r0, int64_t r1) const {
+  int64_t cursor = 0;       // lines issued so far
+  inline int64_t linesPerRow() const { return (bytes + 63) / 64; }
+  inline void issue(int64_t lines) {
     if (!rows) return;
-    for (int64_t r = r0; r < r1 && r < count; ++r)
-      for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(rows[r] + b, 0, 3);
+    const int64_t perRow = linesPerRow(), all = count * perRow, end = cursor + lines < all ? cursor + lines : all;
+    for (; cursor < end; ++cursor) __builtin_prefetch(rows[cursor / perRow] + (cursor % perRow) * 64, 0, 2);
   }
+  inline void rest() { issue(count * linesPerRow()); }
 };
 
 
 // --- decode: Q·K block -----------------------------------------------------------------------------------------
-template <int NR, int MV>
-inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int64_t mp, int64_t D, float* s) {
+// kStride > 0: the tile's row stride is a compile-time constant, so the NR row addresses are one pointer plus
+// immediate displacements (with a run-time stride the compiler keeps NR pointers and, out of registers, reloads them
+// from the stack before every FMA, halving the rate). 0: the stride is tileStride.
+template <int NR, int MV, int64_t kStride>
+// Columns [d0, d1) of the product; adds to s unless d0 == 0.
+inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int64_t mp, int64_t d0, int64_t d1, float* s) {
   using V = VO::V;
+  const int64_t stride = kStride > 0 ? kStride : tileStride;
   V acc[NR][MV];
   MLA_UNROLL
   for (int r = 0; r < NR; ++r)
     MLA_UNROLL
-    for (int v = 0; v < MV; ++v) acc[r][v] = VO::zero();
-  for (int64_t d = 0; d < D; ++d) {
+    for (int v = 0; v < MV; ++v) acc[r][v] = d0 == 0 ? VO::zero() : VO::load(s + r * mp + v * VO::W);
+  for (int64_t d = d0; d < d1; ++d) {
     V q[MV];
     MLA_UNROLL
     for (int v = 0; v < MV; ++v) q[v] = VO::load(qt + d * mp + v * VO::W);
     MLA_UNROLL
     for (int r = 0; r < NR; ++r) {
-      const V k = VO::set1(tile[r * tileStride + d]);
+      const V k = VO::set1(tile[r * stride + d]);
       MLA_UNROLL
       for (int v = 0; v < MV; ++v) acc[r][v] = VO::fma(k, q[v], acc[r][v]);
     }
@@ -83,24 +91,43 @@ inline void rowPointers(const DecodeItem& it, int64_t n, int64_t count, const ch
   }
 }
 
-template <int MV>
-inline void qkColumns(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, const Prefetch* pf) {
+constexpr int floorPow2(int x) { return x >= 16 ? 16 : x >= 8 ? 8 : x >= 4 ? 4 : x >= 2 ? 2 : 1; }
+
+template <int MV, int64_t kStride>
+inline void qkColumns(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch* pf) {
+  // Rows per block: the accumulators allow kQkRegs / MV, rounded down to a power of two so that blocks tile the
+  // 64-row tile exactly (24 rows would compute 72, 12% of the Q·K work on padding).
+#ifdef MLA_NR_EXACT
   constexpr int NR = VO::kQkRegs / MV;
-  for (int64_t r = 0; r < rows; r += NR) {
-    if (pf) pf->range(r, r + NR);
-    qkBlock<NR, MV>(tile + r * tileStride, tileStride, qt, mp, D, s + r * mp);
+#else
+  constexpr int NR = floorPow2(VO::kQkRegs / MV);
+#endif
+  // The reduction over d in chunks, each chunk's QT slice reused from L1 by every row block (the whole QT and a row
+  // block do not fit in L1 together: 576 × 16 heads × 4 B is 36 KB already).
+  constexpr int64_t kDChunk = 128;
+  const int64_t blocks = ((D + kDChunk - 1) / kDChunk) * ((rows + NR - 1) / NR);
+  const int64_t perBlock = pf ? (pf->count * pf->linesPerRow() + blocks - 1) / blocks : 0;
+  for (int64_t d0 = 0; d0 < D; d0 += kDChunk) {
+    const int64_t d1 = D - d0 < kDChunk ? D : d0 + kDChunk;
+    for (int64_t r = 0; r < rows; r += NR) {
+      if (pf) pf->issue(perBlock);
+      qkBlock<NR, MV, kStride>(tile + r * tileStride, tileStride, qt, mp, d0, d1, s + r * mp);
+    }
   }
-  if (pf) pf->range(rows, pf->count);
+  if (pf) pf->rest();
 }
 
-inline void qkTile(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, const Prefetch& pf) {
+template <int64_t kStride>
+inline void qkTile(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch& pf) {
   const int64_t nv = mp / VO::W;
   int64_t v = 0;
-  const Prefetch* first = &pf;
-  for (; v + 3 <= nv; v += 3, first = nullptr) qkColumns<3>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
-  if (nv - v == 2) qkColumns<2>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
-  else if (nv - v == 1) qkColumns<1>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+  Prefetch* first = &pf;
+  for (; v + 3 <= nv; v += 3, first = nullptr) qkColumns<3, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+  if (nv - v == 2) qkColumns<2, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+  else if (nv - v == 1) qkColumns<1, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
 }
+
+constexpr int64_t kFastStride = 576;  // kvLoraRank 512 + ropeDim 64, the DeepSeek shape
 
 // --- decode: P·V block -----------------------------------------------------------------------------------------
 template <int MR, int VV>
@@ -137,6 +164,9 @@ inline void pvRows(const float* s, int64_t mp, int64_t mg, const float* tile, in
   constexpr int MR = VO::kPvMr;
   int64_t m = 0;
   for (; m + MR <= mg; m += MR) pvBlock<MR, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m);
+  // The rest in blocks of 4 and 2 before single rows: a 1-row block does 1 FMA per load and is load-bound.
+  if (MR > 4 && m + 4 <= mg) { pvBlock<4, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m); m += 4; }
+  if (MR > 2 && m + 2 <= mg) { pvBlock<2, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m); m += 2; }
   for (; m < mg; ++m) pvBlock<1, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m);
 }
 
@@ -263,11 +293,12 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     const int64_t rows = it.n1 - n < kTile ? it.n1 - n : kTile;
     const int64_t nextRows = it.n1 - (n + kTile) < kTile ? (it.n1 - (n + kTile) > 0 ? it.n1 - (n + kTile) : 0) : kTile;
     rowPointers(it, n + kTile, nextRows, next);
-    const Prefetch pf{next, nextRows, rowBytes};
+    Prefetch pf{next, nextRows, rowBytes};
     // Rows at or beyond the item's smallest causal limit need the mask.
     const bool mask = it.causal && n + rows > minLimit;
     for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.elem, cur[r], tile + r * L.dp, D);
-    qkTile(tile, L.dp, rows, qt, L.mp, D, s, pf);
+    if (L.dp == kFastStride) qkTile<kFastStride>(tile, L.dp, rows, qt, L.mp, D, s, pf);
+    else qkTile<0>(tile, L.dp, rows, qt, L.mp, D, s, pf);
     for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];
 
     for (int64_t j = 0; j < L.mp; j += VO::W) {
@@ -338,28 +369,30 @@ float dotGeneric(const float* a, const float* b, int64_t n) {
 
 void ropeGeneric(Elem e, bool interleaved, const void* src, const float* cosRow, const float* sinRow, void* dst, int64_t ropeDim) {
   const int64_t half = ropeDim / 2;
-  float x[128], y[128], ox[128], oy[128];
+  // In place in one buffer per chunk, so the compiler vectorises the rotation (no gather / scatter passes).
+  float x[128], y[64];
   for (int64_t j0 = 0; j0 < half; j0 += 64) {
     const int64_t n = half - j0 < 64 ? half - j0 : 64;
+    const float* c = cosRow + j0;
+    const float* sn = sinRow + j0;
     if (interleaved) {
-      float buf[128];
-      VO::loadElems(e, elemAt(e, src, 2 * j0), buf, 2 * n);
-      for (int64_t j = 0; j < n; ++j) { x[j] = buf[2 * j]; y[j] = buf[2 * j + 1]; }
+      VO::loadElems(e, elemAt(e, src, 2 * j0), x, 2 * n);
+      for (int64_t j = 0; j < n; ++j) {
+        const float a = x[2 * j], b = x[2 * j + 1];
+        x[2 * j] = a * c[j] - b * sn[j];
+        x[2 * j + 1] = b * c[j] + a * sn[j];
+      }
+      VO::storeElems(e, x, elemAt(e, dst, 2 * j0), 2 * n);
     } else {
       VO::loadElems(e, elemAt(e, src, j0), x, n);
       VO::loadElems(e, elemAt(e, src, half + j0), y, n);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      ox[j] = x[j] * cosRow[j0 + j] - y[j] * sinRow[j0 + j];
-      oy[j] = y[j] * cosRow[j0 + j] + x[j] * sinRow[j0 + j];
-    }
-    if (interleaved) {
-      float buf[128];
-      for (int64_t j = 0; j < n; ++j) { buf[2 * j] = ox[j]; buf[2 * j + 1] = oy[j]; }
-      VO::storeElems(e, buf, elemAt(e, dst, 2 * j0), 2 * n);
-    } else {
-      VO::storeElems(e, ox, elemAt(e, dst, j0), n);
-      VO::storeElems(e, oy, elemAt(e, dst, half + j0), n);
+      for (int64_t j = 0; j < n; ++j) {
+        const float a = x[j], b = y[j];
+        x[j] = a * c[j] - b * sn[j];
+        y[j] = b * c[j] + a * sn[j];
+      }
+      VO::storeElems(e, x, elemAt(e, dst, j0), n);
+      VO::storeElems(e, y, elemAt(e, dst, half + j0), n);
     }
   }
 }

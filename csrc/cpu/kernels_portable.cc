@@ -50,12 +50,14 @@ void VO::storeElems(Elem e, const float* src, void* dst, int64_t n) {
 }
 
 double noLoop(int64_t) { return 0.0; }
+void plainCopy(void* dst, const void* src, int64_t bytes) { __builtin_memcpy(dst, src, static_cast<size_t>(bytes)); }
+void noFence() {}
 
 }  // namespace
 
 const KernelSet& portableKernels() {
   static const KernelSet k{"portable", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, fmaLoopGeneric, noLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, plainCopy, noFence, fmaLoopGeneric, noLoop};
   return k;
 }
 

@@ -74,5 +74,16 @@ struct VO {
       _mm256_mask_storeu_epi16(d + i, k, h);
     }
   }
+  // Non-temporal 64-byte stores for the aligned middle of dst; plain copies for the ends.
+  static inline void streamCopy(void* dst, const void* src, int64_t bytes) {
+    char* d = static_cast<char*>(dst);
+    const char* s = static_cast<const char*>(src);
+    int64_t head = static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63);
+    if (head > bytes) head = bytes;
+    __builtin_memcpy(d, s, static_cast<size_t>(head));
+    int64_t i = head;
+    for (; i + 64 <= bytes; i += 64) _mm512_stream_si512(reinterpret_cast<__m512i*>(d + i), _mm512_loadu_si512(s + i));
+    __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
+  }
+  static inline void streamFence() { _mm_sfence(); }
 };
-
