@@ -27,7 +27,8 @@ function printInfo(): void {
         `${d.freeMemory !== undefined ? ` (${gib(d.freeMemory)} free)` : ''}${d.usable ? '' : ` — not usable: ${d.reason ?? 'unsupported'}`}`);
   }
   console.log('backends:');
-  for (const b of i.backends) console.log(`  ${b.name.padEnd(9)} ${b.available ? 'available  ' : 'unavailable'}  ${b.reason}`);
+  for (const b of i.backends)
+    console.log(`  ${b.name.padEnd(9)} ${b.available ? 'available  ' : 'unavailable'}  ${b.reason}${b.name !== 'cpu' && b.devices?.length ? ` [devices: ${b.devices.join(', ')}]` : ''}`);
   console.log(`default backend: ${i.defaultBackend}`);
 }
 

@@ -34,13 +34,15 @@ export interface NativeBackendInfo {
   name: string;
   available: boolean;
   reason: string;
+  devices: string[];
 }
 
 export interface NativeAddon {
-  NativeStream: new (backend: string, onComplete: (ticket: number, code: string | null, message: string | null) => void) => NativeStream;
-  NativeDeviceBuffer: new (backend: string, bytes: number) => NativeDeviceBuffer;
+  /** `device`: 'cuda-sim:1', or a backend name for its device 0. */
+  NativeStream: new (device: string, onComplete: (ticket: number, code: string | null, message: string | null) => void) => NativeStream;
+  NativeDeviceBuffer: new (device: string, bytes: number) => NativeDeviceBuffer;
   copy(stream: NativeStream, params: object, after?: [unknown, number][]): number;
-  memoryStats(backend: string): { bytesInUse: number; peakBytes: number };
+  memoryStats(device: string): { bytesInUse: number; peakBytes: number };
   appendLatentCache(stream: NativeStream, params: object, after?: [unknown, number][]): number;
   mlaDecode(stream: NativeStream, params: object, after?: [unknown, number][]): number;
   absorbQuery(stream: NativeStream, params: object, after?: [unknown, number][]): number;
@@ -99,6 +101,8 @@ export interface SimSettings {
   batchInvariant?: boolean;
   /** Device memory the emulated cudaMalloc hands out before failing with cudaErrorMemoryAllocation. */
   deviceMemoryBytes?: number;
+  /** How many devices the emulated runtime has: cuda-sim:0 ... cuda-sim:(numDevices - 1) (default 2). */
+  numDevices?: number;
 }
 
 export interface SimOpRecord {
@@ -106,6 +110,8 @@ export interface SimOpRecord {
   bytesRead: number;
   bytesWritten: number;
   ordersChecked: number;
+  /** cudaStreamSynchronize / cudaEventSynchronize calls the operation made (0: it only queued work). */
+  hostSyncs: number;
   launches: { kernel: string; bytesRead: number; bytesWritten: number; fiberSwitches: number; grid: number[]; threads: number; seconds: number }[];
 }
 

@@ -10,6 +10,22 @@ export interface BackendInfo {
   available: boolean;
   /** Why it is unavailable, or what it runs on. */
   reason: string;
+  /** The devices it serves here (`cpu`; `cuda:0`, `cuda:1`, ...); empty when unavailable. */
+  devices: DeviceName[];
+}
+
+const BACKENDS: readonly string[] = ['cpu', 'cuda-sim', 'cuda'];
+
+/** The backend that owns a device's memory. */
+export function backendOf(device: DeviceName): BackendName {
+  if (device === 'cpu') return 'cpu';
+  if (/^cuda:\d+$/.test(device)) return 'cuda';
+  if (/^cuda-sim:\d+$/.test(device)) return 'cuda-sim';
+  throw new MlaError('E_DEVICE', `device must be 'cpu', 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
+}
+
+function isDeviceName(x: unknown): x is DeviceName {
+  return typeof x === 'string' && /^(cpu|cuda:\d+|cuda-sim:\d+)$/.test(x);
 }
 
 /** The backends this build knows, whether each can be used here, and why not. */
@@ -21,9 +37,9 @@ export function backends(): BackendInfo[] {
 export function defaultBackend(): BackendName {
   const forced = process.env.MLA_DEVICE;
   if (forced) {
-    const name = (forced.startsWith('cuda:') ? 'cuda' : forced) as BackendName;
+    const name = isDeviceName(forced) ? backendOf(forced) : (forced as BackendName);
     const info = backends().find((b) => b.name === name);
-    if (!info) throw new MlaError('E_ARGUMENT', `MLA_DEVICE must be cpu, cuda-sim or cuda, got '${forced}'`);
+    if (!info) throw new MlaError('E_ARGUMENT', `MLA_DEVICE must be cpu, cuda-sim, cuda or a device cuda:N / cuda-sim:N, got '${forced}'`);
     if (!info.available) throw new MlaError('E_UNSUPPORTED', `MLA_DEVICE=${forced}, but ${name} is unavailable: ${info.reason}`);
     return name;
   }
@@ -37,8 +53,10 @@ interface Waiter {
 }
 
 /**
- * An ordered queue of operations on one backend. Every operation returns as soon as it is queued; work on
+ * An ordered queue of operations on one device. Every operation returns as soon as it is queued; work on
  * one stream runs in order on a native worker (a CUDA stream on the GPU), never on Node's main thread.
+ * On a GPU the worker only queues each operation's device work; the operation counts as complete (its outputs
+ * readable, its inputs free to dispose) when the device has done it.
  * A failed operation makes the stream's later waits reject with its error, as a CUDA error would.
  */
 export class Stream {
@@ -51,11 +69,15 @@ export class Stream {
   #waiters: Waiter[] = [];
   #error: MlaError | null = null;
 
-  constructor(backend: BackendName = defaultBackend()) {
-    if (backend !== 'cpu' && backend !== 'cuda-sim' && backend !== 'cuda')
-      throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', got ${String(backend)}`);
-    this.backend = backend;
-    this.#native = new (native().NativeStream)(backend, (ticket, code, message) => this.#onComplete(ticket, code, message));
+  /**
+   * `device` is a device (`cuda:1`, `cuda-sim:0`, `cpu`) or a backend, meaning its device 0. A device index beyond
+   * the devices there are is refused with E_DEVICE.
+   */
+  constructor(device: BackendName | DeviceName = defaultDevice()) {
+    if (!BACKENDS.includes(device) && !isDeviceName(device))
+      throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', or a device 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
+    this.#native = new (native().NativeStream)(device, (ticket, code, message) => this.#onComplete(ticket, code, message));
+    this.backend = this.#native.backend() as BackendName;
     this.device = this.#native.device() as DeviceName;
   }
 
@@ -100,7 +122,7 @@ export class Stream {
   }
 
   #check(): NativeStream {
-    if (!this.#native) throw new MlaError('E_DISPOSED', `the ${this.backend} stream was disposed`);
+    if (!this.#native) throw new MlaError('E_DISPOSED', `the ${this.device} stream was disposed`);
     return this.#native;
   }
 
@@ -117,14 +139,22 @@ export class Stream {
   }
 }
 
-const defaultStreams = new Map<BackendName, Stream>();
+/** The device of the default stream: MLA_DEVICE when it names one (`cuda:1`), else device 0 of {@link defaultBackend}. */
+function defaultDevice(): BackendName | DeviceName {
+  const backend = defaultBackend();
+  const forced = process.env.MLA_DEVICE;
+  return forced && isDeviceName(forced) ? forced : backend;
+}
 
-/** The default stream of a backend (of {@link defaultBackend} when none is named). */
-export function defaultStream(backend: BackendName = defaultBackend()): Stream {
-  let s = defaultStreams.get(backend);
+const defaultStreams = new Map<string, Stream>();
+
+/** The default stream of a device or backend (a backend's is its device 0; {@link defaultDevice} when none is named). */
+export function defaultStream(device: BackendName | DeviceName = defaultDevice()): Stream {
+  const key = device === 'cuda' || device === 'cuda-sim' ? `${device}:0` : device;
+  let s = defaultStreams.get(key);
   if (!s || s.disposed) {
-    s = new Stream(backend);
-    defaultStreams.set(backend, s);
+    s = new Stream(device);
+    defaultStreams.set(key, s);
   }
   return s;
 }

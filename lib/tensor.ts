@@ -2,22 +2,17 @@ import { DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Storage, type Sto
 import { MlaError } from './errors.js';
 import { bf16ToFloat32, f16ToFloat32, toBf16Array, toF16Array } from './half.js';
 import { native, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
-import { defaultStream, type BackendName, type Stream } from './stream.js';
+import { backendOf, defaultStream, type Stream } from './stream.js';
 
 /** Where a tensor's memory lives: the host, a GPU, or the emulator's device memory (tests). */
 export type DeviceName = 'cpu' | `cuda:${number}` | `cuda-sim:${number}`;
 
-/** The backend that owns a device's memory. */
-export function backendOf(device: DeviceName): BackendName {
-  if (device === 'cpu') return 'cpu';
-  if (/^cuda:\d+$/.test(device)) return 'cuda';
-  if (/^cuda-sim:\d+$/.test(device)) return 'cuda-sim';
-  throw new MlaError('E_DEVICE', `device must be 'cpu', 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
-}
+export { backendOf };
 
-/** Bytes of device memory in use and the most ever in use, for a device's backend. */
+/** Bytes of one device's memory in use and the most ever in use (E_DEVICE beyond the devices there are). */
 export function memoryStats(device: DeviceName): { bytesInUse: number; peakBytes: number } {
-  return native().memoryStats(backendOf(device));
+  backendOf(device);
+  return native().memoryStats(device);
 }
 
 export interface AllocateOptions {
@@ -117,17 +112,20 @@ export class Tensor<D extends DType = DType> {
     if (device === 'cpu') return Tensor.zeros(shape, dtype);
     if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16 or i32, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.empty');
-    const buffer = new (native().NativeDeviceBuffer)(backendOf(device), numelOf(dims) * DTYPE_SIZES[dtype]);
+    backendOf(device);
+    const buffer = new (native().NativeDeviceBuffer)(device, numelOf(dims) * DTYPE_SIZES[dtype]);
     return new Tensor({ buffer, device }, dims, dtype);
   }
 
   /**
    * This tensor on `device`: itself when it is there already, else a copy queued on `stream` (by default the stream
-   * that last wrote this tensor, or the default stream of the device's backend).
+   * that last wrote this tensor, or the default stream of the device). Between two devices the copy goes through
+   * host memory.
    */
   to(device: DeviceName, options: { stream?: Stream } = {}): Tensor<D> {
     this.#live('tensor');
     if (device === this.device) return this;
+    if (device !== 'cpu' && this.device !== 'cpu') return this.to('cpu').to(device, options);
     const stream = options.stream ?? this.#streamFor(device === 'cpu' ? this.device : device);
     const dst = Tensor.empty(this.shape, this.dtype, { device });
     const ticket = stream._enqueue((s) => native().copy(s, { src: this._descriptor('src'), dst: dst._descriptor('dst') }, dependencies([this])));
@@ -220,8 +218,8 @@ export class Tensor<D extends DType = DType> {
   // The stream a copy involving `device` runs on: the one that last wrote this tensor when it reaches that device.
   #streamFor(device: DeviceName): Stream {
     const last = this.#lastWrite?.stream;
-    if (last && !last.disposed && last.backend === backendOf(device)) return last;
-    return defaultStream(backendOf(device));
+    if (last && !last.disposed && last.device === device) return last;
+    return defaultStream(device);
   }
 }
 

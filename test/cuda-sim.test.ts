@@ -2,9 +2,9 @@
 // thread orders): split-KV and its combine, batch invariance, the small-shared-memory tile shapes, refused
 // shapes, and the global-memory traffic of decode counted by the emulator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor } from 'mla-kernels';
+import { absorbQuery, appendLatentCache, backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
 import { native, type SimSettings } from '../lib/native.js';
-import { refMlaDecode } from '../lib/reference.js';
+import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../lib/reference.js';
 import { countNaN, dense, exactValues, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
 
 const seed = testSeed('cuda-sim');
@@ -14,10 +14,10 @@ const sim = backends().find((b) => b.name === 'cuda-sim')!;
 function configure(s: SimSettings): void {
   native().simConfigure!(s);
 }
-const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30 };
+const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
 
 /** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
-function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16' }) {
+function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; device?: `cuda-sim:${number}` }) {
   const dtype = o.dtype ?? 'bf16';
   const width = o.kvLoraRank + o.ropeDim;
   const queryLen = o.queryLen ?? 1;
@@ -29,7 +29,7 @@ function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: nu
   let next = 0;
   for (const n of perSeq) for (let j = 0; j < maxBlocks; j++) table.push(j < n ? ids[next++] : 0);
   // Drawn on the host (the reference reads those values), computed on the emulator's device.
-  const toSim = (x: { t: Tensor<'bf16' | 'f16' | 'f32'>; dense: { data: ArrayLike<number>; shape: readonly number[] } }) => ({ t: x.t.to(SIM_DEVICE), dense: x.dense });
+  const toSim = (x: { t: Tensor<'bf16' | 'f16' | 'f32'>; dense: { data: ArrayLike<number>; shape: readonly number[] } }) => ({ t: x.t.to(o.device ?? SIM_DEVICE), dense: x.dense });
   const cache = toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
   const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype));
   const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
@@ -235,6 +235,156 @@ describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (em
       expect(moved / min).toBeLessThanOrEqual(bound);
       expect(moved / min).toBeGreaterThanOrEqual(1);
     });
+});
+
+function expectMlaError(fn: () => unknown, code: string, ...mentions: string[]): void {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(MlaError);
+    expect((e as MlaError).code).toBe(code);
+    for (const m of mentions) expect((e as MlaError).message).toContain(m);
+    return;
+  }
+  expect.fail(`expected ${code}`);
+}
+
+describe.runIf(sim.available)('cuda-sim: several devices (SimSettings.numDevices)', () => {
+  const seedDevices = seed + 100;
+  beforeAll(() => configure({ ...DEFAULTS, checkOrders: false }));
+  afterAll(() => configure(DEFAULTS));
+
+  it('backends() lists the devices; a stream, its outputs and its memory are on the device it names', async () => {
+    expect(backends().find((b) => b.name === 'cuda-sim')!.devices).toEqual(['cuda-sim:0', 'cuda-sim:1']);
+    expect(backends().find((b) => b.name === 'cpu')!.devices).toEqual(['cpu']);
+    using s1 = new Stream('cuda-sim:1');
+    expect(s1.device).toBe('cuda-sim:1');
+    expect(s1.backend).toBe('cuda-sim');
+    expect(new Stream('cuda-sim').device).toBe('cuda-sim:0');
+    await s1.synchronize();
+    const before0 = memoryStats('cuda-sim:0');
+    const before1 = memoryStats('cuda-sim:1');
+    const rng = new Rng(seedDevices);
+    const p = problem(rng, { heads: 4, kvLoraRank: 32, ropeDim: 16, lens: [40, 7], blockSize: 16, device: 'cuda-sim:1' });
+    expect(p.q.t.device).toBe('cuda-sim:1');
+    const { out, lse } = mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: p.kvLoraRank, stream: s1 });
+    expect(out.device).toBe('cuda-sim:1');
+    const got = await out.toFloat32();
+    const ref = refMlaDecode({ q: p.q.dense, cache: p.cache.dense, blockTable: dense(p.blockTable), seqLens: dense(p.seqLens), softmaxScale: p.softmaxScale, kvLoraRank: p.kvLoraRank });
+    expect(relErr(got, ref.out), `out (seed ${seedDevices})`).toBeLessThanOrEqual(REL_BOUND.bf16);
+    expect(native().simLastOp!().op).toBe('mlaDecode');
+    const inputs = p.q.t.nbytes + p.cache.t.nbytes + out.nbytes + lse.nbytes;
+    expect(memoryStats('cuda-sim:1').bytesInUse).toBeGreaterThanOrEqual(before1.bytesInUse + inputs);
+    expect(memoryStats('cuda-sim:0')).toEqual(before0);
+    // Between devices a tensor goes through host memory.
+    const back = p.cache.t.to('cuda-sim:0');
+    expect(back.device).toBe('cuda-sim:0');
+    expect(Buffer.compare(Buffer.from((await back.read()).buffer), Buffer.from((await p.cache.t.read()).buffer))).toBe(0);
+    back.dispose();
+    expect(memoryStats('cuda-sim:0').bytesInUse).toBe(before0.bytesInUse);
+  });
+
+  it('appendLatentCache, absorbQuery and unabsorbOutput on cuda-sim:1 match the reference', async () => {
+    using s1 = new Stream('cuda-sim:1');
+    const rng = new Rng(seedDevices + 1);
+    const dev = <T extends Tensor>(t: T) => t.to('cuda-sim:1') as T;
+    const cache = randomTensor(rng, [3, 4, 48], 'bf16');
+    const kvC = randomTensor(rng, [5, 32], 'bf16');
+    const kPe = randomTensor(rng, [5, 16], 'bf16');
+    const slotMapping = intTensor([0, 5, 11, -1, 7]);
+    const cacheOnDevice = dev(cache.t);
+    appendLatentCache({ cache: cacheOnDevice, kvC: dev(kvC.t), kPe: dev(kPe.t), slotMapping, stream: s1 });
+    const ref = refAppendLatentCache({ cache: cache.dense, kvC: kvC.dense, kPe: kPe.dense, slotMapping: dense(slotMapping) });
+    expect(relErr(await cacheOnDevice.toFloat32(), ref)).toBe(0);
+    const qNope = randomTensor(rng, [3, 2, 16], 'bf16');
+    const wUk = randomTensor(rng, [2, 16, 32], 'bf16', 0.2);
+    const q = absorbQuery({ qNope: dev(qNope.t), wUk: dev(wUk.t), stream: s1 });
+    expect(q.device).toBe('cuda-sim:1');
+    expect(relErr(await q.toFloat32(), refAbsorbQuery({ qNope: qNope.dense, wUk: wUk.dense }))).toBeLessThanOrEqual(REL_BOUND.bf16);
+    const oLat = randomTensor(rng, [3, 2, 32], 'bf16');
+    const wUv = randomTensor(rng, [2, 16, 32], 'bf16', 0.2);
+    const o = unabsorbOutput({ oLat: dev(oLat.t), wUv: dev(wUv.t), stream: s1 });
+    expect(relErr(await o.toFloat32(), refUnabsorbOutput({ oLat: oLat.dense, wUv: wUv.dense }))).toBeLessThanOrEqual(REL_BOUND.bf16);
+  });
+
+  it('a device beyond the count, and tensors of two devices in one op: E_DEVICE naming the argument', () => {
+    expectMlaError(() => new Stream('cuda-sim:2'), 'E_DEVICE', 'cuda-sim:2', '2 devices');
+    expectMlaError(() => Tensor.empty([4], 'bf16', { device: 'cuda-sim:2' }), 'E_DEVICE', 'device is cuda-sim:2', '2 devices');
+    expectMlaError(() => Tensor.zeros([4], 'f32').to('cuda-sim:7'), 'E_DEVICE', 'cuda-sim:7');
+    expectMlaError(() => memoryStats('cuda-sim:2'), 'E_DEVICE', 'cuda-sim:2');
+    const rng = new Rng(seedDevices + 2);
+    const p = problem(rng, { heads: 2, kvLoraRank: 32, ropeDim: 16, lens: [9], blockSize: 4, device: 'cuda-sim:1' });
+    const q0 = p.q.t.to('cuda-sim:0');
+    using s1 = new Stream('cuda-sim:1');
+    using s0 = new Stream('cuda-sim:0');
+    const args = { blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 32 };
+    expectMlaError(() => mlaDecode({ q: q0, cache: p.cache.t, ...args, stream: s1 }), 'E_DEVICE', 'q is on cuda-sim:0', 'cuda-sim:1');
+    expectMlaError(() => mlaDecode({ q: q0, cache: p.cache.t, ...args, stream: s0 }), 'E_DEVICE', 'cache is on cuda-sim:1', 'cuda-sim:0');
+    const out0 = Tensor.empty([1, 1, 2, 32], 'bf16', { device: 'cuda-sim:0' });
+    expectMlaError(() => mlaDecode({ q: p.q.t, cache: p.cache.t, ...args, out: out0, stream: s1 }), 'E_DEVICE', 'out is on cuda-sim:0');
+    // More devices when the emulated runtime has more.
+    configure({ ...DEFAULTS, checkOrders: false, numDevices: 3 });
+    try {
+      using s2 = new Stream('cuda-sim:2');
+      expect(s2.device).toBe('cuda-sim:2');
+      expect(backends().find((b) => b.name === 'cuda-sim')!.devices).toHaveLength(3);
+    } finally {
+      configure({ ...DEFAULTS, checkOrders: false });
+    }
+  });
+});
+
+describe.runIf(sim.available)('cuda-sim: operations only enqueue (no host synchronisation inside one)', () => {
+  beforeAll(() => configure({ ...DEFAULTS, checkOrders: false }));
+  afterAll(() => configure(DEFAULTS));
+
+  it('mlaDecode, appendLatentCache, absorbQuery and unabsorbOutput make zero cudaStreamSynchronize / cudaEventSynchronize calls', async () => {
+    using stream = new Stream('cuda-sim:0');
+    const rng = new Rng(seed + 200);
+    const syncsOf = async (op: string, run: () => unknown) => {
+      run();
+      await stream.synchronize();
+      const rec = native().simLastOp!();
+      expect(rec.op).toBe(op);
+      return rec.hostSyncs;
+    };
+    const p = problem(rng, { heads: 4, kvLoraRank: 32, ropeDim: 16, lens: [70, 3], blockSize: 16 });
+    const kvC = randomTensor(rng, [2, 32], 'bf16').t.to(SIM_DEVICE);
+    const kPe = randomTensor(rng, [2, 16], 'bf16').t.to(SIM_DEVICE);
+    expect(await syncsOf('appendLatentCache', () => appendLatentCache({ cache: p.cache.t, kvC, kPe, slotMapping: intTensor([3, 60]), stream }))).toBe(0);
+    expect(await syncsOf('mlaDecode', () => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 32, stream }))).toBe(0);
+    configure({ ...DEFAULTS, checkOrders: false, splitRows: 32 }); // with the combine kernel too
+    expect(await syncsOf('mlaDecode', () => mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 32, stream }))).toBe(0);
+    configure({ ...DEFAULTS, checkOrders: false });
+    const qNope = randomTensor(rng, [2, 4, 16], 'bf16').t.to(SIM_DEVICE);
+    const wUk = randomTensor(rng, [4, 16, 32], 'bf16').t.to(SIM_DEVICE);
+    expect(await syncsOf('absorbQuery', () => absorbQuery({ qNope, wUk, stream }))).toBe(0);
+    const oLat = randomTensor(rng, [2, 4, 32], 'bf16').t.to(SIM_DEVICE);
+    const wUv = randomTensor(rng, [4, 16, 32], 'bf16').t.to(SIM_DEVICE);
+    expect(await syncsOf('unabsorbOutput', () => unabsorbOutput({ oLat, wUv, stream }))).toBe(0);
+  });
+
+  it('many operations queued on two streams, each reading what the other wrote, give the results of running them one by one', async () => {
+    const rng = new Rng(seed + 201);
+    using a = new Stream('cuda-sim:0');
+    using b = new Stream('cuda-sim:0');
+    const qNope = randomTensor(rng, [3, 2, 16], 'bf16');
+    const wUk = randomTensor(rng, [2, 16, 32], 'bf16', 0.2);
+    const wUv = randomTensor(rng, [2, 16, 32], 'bf16', 0.2);
+    const wUkD = wUk.t.to(SIM_DEVICE);
+    const wUvD = wUv.t.to(SIM_DEVICE);
+    // a: q_lat = absorb(qNope); b: o = unabsorb(q_lat) (a dependency on a), repeated with fresh outputs.
+    const results: Tensor[] = [];
+    for (let i = 0; i < 12; i++) {
+      const qLat = absorbQuery({ qNope: qNope.t.to(SIM_DEVICE, { stream: a }), wUk: wUkD, stream: a });
+      results.push(unabsorbOutput({ oLat: qLat, wUv: wUvD, stream: b }));
+    }
+    const qLatRef = refAbsorbQuery({ qNope: qNope.dense, wUk: wUk.dense });
+    const oRef = refUnabsorbOutput({ oLat: { data: qLatRef, shape: [3, 2, 32] }, wUv: wUv.dense });
+    const first = await results[0].read();
+    expect(relErr(await results[0].toFloat32(), oRef)).toBeLessThanOrEqual(3 * REL_BOUND.bf16);
+    for (const r of results) expect(Buffer.compare(Buffer.from((await r.read()).buffer), Buffer.from(first.buffer))).toBe(0);
+  });
 });
 
 it.runIf(!sim.available)('cuda-sim is built by npm test (cmake-js build)', () => {

@@ -24,16 +24,6 @@
 namespace mla::addon {
 namespace {
 
-Device parseDevice(const std::string& s, const char* name) {
-  if (s == "cpu") return Device{};
-  for (auto [prefix, kind] : {std::pair{std::string("cuda:"), DeviceKind::Cuda}, std::pair{std::string("cuda-sim:"), DeviceKind::CudaSim}}) {
-    const size_t n = prefix.size();
-    if (s.size() > n && s.size() < n + 4 && s.rfind(prefix, 0) == 0 && s.find_first_not_of("0123456789", n) == std::string::npos)
-      return Device{kind, std::stoi(s.substr(n))};
-  }
-  throw Error(ErrorCode::Device, std::string(name) + " has an unknown device '" + s + "'");
-}
-
 // Tensor descriptors come from lib/tensor.ts: { data: TypedArray | buffer: NativeDeviceBuffer, dtype, shape, device }.
 // The checks here only make sure a descriptor cannot point outside its own memory.
 TensorView toView(const Napi::Object& params, const char* name, bool optional, Retained* keepAlive) {
@@ -52,7 +42,10 @@ TensorView toView(const Napi::Object& params, const char* name, bool optional, R
     throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
   if (!parseDType(dtype.As<Napi::String>().Utf8Value(), &v.dtype))
     throw Error(ErrorCode::DType, std::string(name) + " has an unknown dtype");
-  v.device = parseDevice(device.As<Napi::String>().Utf8Value(), name);
+  const std::string deviceName = device.As<Napi::String>().Utf8Value();
+  if (deviceName != "cpu" && deviceName.rfind("cuda:", 0) != 0 && deviceName.rfind("cuda-sim:", 0) != 0)
+    throw Error(ErrorCode::Device, std::string(name) + " has an unknown device '" + deviceName + "'");
+  v.device = parseDevice(deviceName, name);
   Napi::Array dims = shape.As<Napi::Array>();
   if (dims.Length() > static_cast<uint32_t>(kMaxDims))
     throw Error(ErrorCode::Shape, std::string(name) + " has more than " + std::to_string(kMaxDims) + " dimensions");
@@ -220,10 +213,10 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
       [](mla::Backend& b, const CopyParams& p) { b.copy(p); });
 }
 
-// memoryStats(backendName) -> { bytesInUse, peakBytes } of the backend's device memory.
+// memoryStats(device) -> { bytesInUse, peakBytes } of one device's memory ('cuda-sim:1'; a backend name is its device 0).
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    mla::Backend& backend = getBackend(info[0].ToString().Utf8Value());
+    mla::Backend& backend = getBackend(parseDevice(info[0].ToString().Utf8Value(), "device"), "device");
     DeviceMemory* memory = backend.memory();
     if (!memory) throw Error(ErrorCode::Device, std::string("the ") + backend.name() + " backend works on host memory");
     Napi::Object o = Napi::Object::New(info.Env());
@@ -320,6 +313,9 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
     o.Set("name", list[i].name);
     o.Set("available", list[i].available);
     o.Set("reason", list[i].reason);
+    Napi::Array devices = Napi::Array::New(env, list[i].devices.size());
+    for (size_t d = 0; d < list[i].devices.size(); ++d) devices.Set(static_cast<uint32_t>(d), list[i].devices[d]);
+    o.Set("devices", devices);
     arr.Set(static_cast<uint32_t>(i), o);
   }
   return arr;
@@ -343,7 +339,8 @@ Napi::Value Facts(const Napi::CallbackInfo& info) {
 
 #ifdef MLA_WITH_CUDA_SIM
 // Test hooks of the cuda-sim backend: simConfigure({checkOrders, seed, smallConfig, numSms, splitRows,
-// batchInvariant}) and simLastOp() -> the traffic and launches of the last operation.
+// batchInvariant, deviceMemoryBytes, numDevices}) and simLastOp() -> the traffic, launches and host
+// synchronisations of the last operation.
 Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   cuda::SimSettings s = cuda::simSettings();
@@ -356,6 +353,8 @@ Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   s.splitRows = static_cast<int>(num("splitRows", s.splitRows));
   s.batchInvariant = flag("batchInvariant", s.batchInvariant);
   s.deviceMemoryBytes = static_cast<size_t>(num("deviceMemoryBytes", static_cast<double>(s.deviceMemoryBytes)));
+  s.numDevices = static_cast<int>(num("numDevices", s.numDevices));
+  if (s.numDevices < 1 || s.numDevices > 64) s.numDevices = 1;
   cuda::setSimSettings(s);
   return info.Env().Undefined();
 }
@@ -368,6 +367,7 @@ Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
   o.Set("bytesRead", static_cast<double>(r.bytesRead));
   o.Set("bytesWritten", static_cast<double>(r.bytesWritten));
   o.Set("ordersChecked", r.ordersChecked);
+  o.Set("hostSyncs", r.hostSyncs);
   Napi::Array launches = Napi::Array::New(env, r.launches.size());
   for (size_t i = 0; i < r.launches.size(); ++i) {
     const cuda::SimLaunch& l = r.launches[i];

@@ -10,7 +10,7 @@ Napi::Function DeviceBufferWrap::Define(Napi::Env env) {
 
 DeviceBufferWrap::DeviceBufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBufferWrap>(info) {
   guarded(info.Env(), [&] {
-    backend_ = &getBackend(info[0].ToString().Utf8Value());
+    backend_ = &getBackend(parseDevice(info[0].ToString().Utf8Value(), "device"), "device");
     DeviceMemory* memory = backend_->memory();
     if (!memory) throw Error(ErrorCode::Device, std::string("the ") + backend_->name() + " backend has no device memory");
     const double bytes = info[1].ToNumber().DoubleValue();

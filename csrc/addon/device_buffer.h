@@ -12,7 +12,7 @@ namespace mla::addon {
 class DeviceBufferWrap : public Napi::ObjectWrap<DeviceBufferWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
-  // new NativeDeviceBuffer(backendName, bytes)
+  // new NativeDeviceBuffer(device, bytes): device 'cuda-sim:1' (a backend name is its device 0)
   explicit DeviceBufferWrap(const Napi::CallbackInfo& info);
   ~DeviceBufferWrap() override { free(); }
 

@@ -21,7 +21,7 @@ Napi::Function StreamWrap::Define(Napi::Env env) {
 
 StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
   Napi::Env env = info.Env();
-  backend_ = guarded(env, [&] { return &getBackend(info[0].ToString().Utf8Value()); });
+  backend_ = guarded(env, [&] { return &getBackend(parseDevice(info[0].ToString().Utf8Value(), "device"), "device"); });
   tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "mla-kernels stream", 0, 1);
   tsfn_.Unref(env);  // only pending work keeps the event loop alive
   data_ = env.GetInstanceData<AddonData>();
@@ -42,12 +42,18 @@ void StreamWrap::shutdown() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  if (completer_.joinable()) completer_.join();
+  for (Completion& c : completions_) delete c.done;  // never reported: Node is going away
+  completions_.clear();
+  fences_.clear();
   releaseTsfn();
 }
 
-void StreamWrap::waitCompleted(uint64_t ticket) {
+std::shared_ptr<const Fence> StreamWrap::waitLaunched(uint64_t ticket) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return workerCompleted_ >= ticket || stop_; });
+  cv_.wait(lock, [&] { return launched_ >= ticket || stop_ || workerExited_; });
+  auto it = fences_.find(ticket);
+  return it == fences_.end() ? nullptr : it->second;
 }
 
 void StreamWrap::close() {
@@ -78,7 +84,7 @@ uint64_t StreamWrap::enqueue(std::function<void()> work, Retained retained, std:
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(Task{ticket, std::move(work), std::move(after)});
   }
-  cv_.notify_one();
+  cv_.notify_all();  // other threads wait on cv_ too: notify_one could wake one of them instead of the worker
   return ticket;
 }
 
@@ -93,24 +99,83 @@ void StreamWrap::workerLoop() {
       queue_.pop_front();
     }
     auto* done = new Done{this, task.ticket, true, "", ""};
-    for (const Dependency& d : task.after) d.stream->waitCompleted(d.ticket);
+    auto fail = [&](const std::string& code, const std::string& message) {
+      if (done->ok) *done = Done{this, task.ticket, false, code, message};
+    };
     try {
+      for (const Dependency& d : task.after)
+        if (std::shared_ptr<const Fence> fence = d.stream->waitLaunched(d.ticket)) backend_->waitFence(*fence);
       task.work();
     } catch (const Error& e) {
-      *done = Done{this, task.ticket, false, errorCodeName(e.code()), e.what()};
+      fail(errorCodeName(e.code()), e.what());
     } catch (const std::bad_alloc&) {
-      *done = Done{this, task.ticket, false, "E_OOM", "out of host memory while running the operation"};
+      fail("E_OOM", "out of host memory while running the operation");
     } catch (const std::exception& e) {
-      *done = Done{this, task.ticket, false, "E_INTERNAL", e.what()};
+      fail("E_INTERNAL", e.what());
+    }
+    // Even after a failure: the buffers it was given stay alive until what it queued is done.
+    std::shared_ptr<const Fence> fence;
+    try {
+      fence = backend_->recordFence();
+    } catch (const Error& e) {
+      fail(errorCodeName(e.code()), e.what());
+    } catch (const std::exception& e) {
+      fail("E_INTERNAL", e.what());
+    }
+    bool viaCompleter = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      launched_ = task.ticket;
+      if (fence && !completer_.joinable()) completer_ = std::thread([this] { completerLoop(); });
+      // Once there is a completer every completion goes through it, so they stay in ticket order.
+      viaCompleter = completer_.joinable();
+      if (viaCompleter) {
+        if (fence) fences_[task.ticket] = fence;
+        completions_.push_back(Completion{done, std::move(fence)});
+      }
+    }
+    cv_.notify_all();
+    if (!viaCompleter) post(done);
+  }
+  bool hasCompleter = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workerExited_ = true;
+    hasCompleter = completer_.joinable();
+  }
+  cv_.notify_all();
+  if (!hasCompleter) releaseTsfn();  // after the last completion was queued to the main thread
+}
+
+// Reports each operation complete once its device work is done, in ticket order.
+void StreamWrap::completerLoop() {
+  for (;;) {
+    Completion c;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || workerExited_ || !completions_.empty(); });
+      if (stop_ || completions_.empty()) break;
+      c = std::move(completions_.front());
+      completions_.pop_front();
+    }
+    if (c.fence) {
+      try {
+        c.fence->wait();
+      } catch (const Error& e) {
+        if (c.done->ok) *c.done = Done{this, c.done->ticket, false, errorCodeName(e.code()), e.what()};
+      }
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      workerCompleted_ = task.ticket;
+      fences_.erase(c.done->ticket);
     }
-    cv_.notify_all();
-    if (tsfn_.NonBlockingCall(done, onDone) != napi_ok) delete done;  // Node is shutting down
+    post(c.done);
   }
   releaseTsfn();  // after the last completion was queued to the main thread
+}
+
+void StreamWrap::post(Done* done) {
+  if (tsfn_.NonBlockingCall(done, onDone) != napi_ok) delete done;  // Node is shutting down
 }
 
 void StreamWrap::onDone(Napi::Env env, Napi::Function callback, Done* done) {

@@ -1,6 +1,8 @@
-// A stream: operations run in order on one native worker thread, never on Node's main thread.
-// The JS side learns of each completed operation through a thread-safe function; the buffers an
-// operation uses are kept alive (persistent references) until it completes.
+// A stream: operations run in order on one native worker thread, never on Node's main thread, on one device.
+// On a GPU the worker only queues each operation's device work and goes on to the next; a second thread (the
+// completer, started at the first operation that leaves work on the device) waits for each operation's fence and
+// reports it complete. The JS side learns of each completed operation through a thread-safe function; the buffers
+// an operation uses are kept alive (persistent references) until it completes.
 #pragma once
 #include <napi.h>
 
@@ -26,21 +28,23 @@ void stopStreams(void* addonData);
 class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
-  // new NativeStream(backendName, onComplete(ticket, code | null, message | null))
+  // new NativeStream(device, onComplete(ticket, code | null, message | null)); device 'cuda-sim:1', or a backend
+  // name for its device 0
   explicit StreamWrap(const Napi::CallbackInfo& info);
   ~StreamWrap() override;
 
   Backend& backend() const { return *backend_; }
-  // A write on another stream that an operation must wait for: the worker waits until `stream` has completed
-  // `ticket` (Tensor records which stream last wrote it).
+  // A write on another stream that an operation must wait for (Tensor records which stream last wrote it): the
+  // worker waits until `stream` has queued `ticket`, then makes its own device work wait for that ticket's fence.
   struct Dependency {
     StreamWrap* stream;
     uint64_t ticket;
   };
   // Main thread only. Queues `work` to run after `after`; returns its ticket (1, 2, 3, ...).
   uint64_t enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after = {});
-  // Blocks the calling worker until this stream's worker has finished `ticket` (or the stream stops).
-  void waitCompleted(uint64_t ticket);
+  // Blocks the calling worker until this stream's worker has run `ticket` (or the stream stops); returns the fence
+  // of the device work it left, null when there is none or it has completed.
+  std::shared_ptr<const Fence> waitLaunched(uint64_t ticket);
   // Refuses new work; the worker finishes what is queued, then exits.
   void close();
   // Stops the worker after the operation it is running and drops what is queued (process exit).
@@ -58,11 +62,17 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     bool ok;
     std::string code, message;
   };
+  struct Completion {
+    Done* done;
+    std::shared_ptr<const Fence> fence;
+  };
 
   Napi::Value BackendName(const Napi::CallbackInfo& info);
   Napi::Value DeviceName(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   void workerLoop();
+  void completerLoop();
+  void post(Done* done);
   void releaseTsfn();
   static void onDone(Napi::Env env, Napi::Function callback, Done* done);
 
@@ -78,10 +88,14 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
-  uint64_t workerCompleted_ = 0;  // last ticket the worker finished (guarded by mu_)
-  bool stop_ = false;     // drop the queue and exit
-  bool closing_ = false;  // exit once the queue is empty
+  uint64_t launched_ = 0;                                     // last ticket the worker ran
+  std::map<uint64_t, std::shared_ptr<const Fence>> fences_;  // of tickets run but not yet completed
+  std::deque<Completion> completions_;                        // for the completer, in ticket order
+  bool stop_ = false;          // drop the queue and exit
+  bool closing_ = false;       // exit once the queue is empty
+  bool workerExited_ = false;
   std::thread worker_;
+  std::thread completer_;  // started by the worker; joined after it
 };
 
 }  // namespace mla::addon

@@ -30,6 +30,14 @@ class DeviceMemory {
   virtual size_t peakBytes() const = 0;
 };
 
+// Completion of the device work an operation queued (a recorded CUDA event).
+class Fence {
+ public:
+  virtual ~Fence() = default;
+  // Blocks the calling thread until the work is done; throws mla::Error (E_CUDA) when it failed.
+  virtual void wait() const = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -61,23 +69,38 @@ class Backend {
   virtual void mlaDecode(const MlaDecodeParams& p) = 0;
   virtual void absorbQuery(const AbsorbQueryParams& p) = 0;
   virtual void unabsorbOutput(const UnabsorbOutputParams& p) = 0;
+
+  // Called by a stream's worker after each operation: marks the completion of what the worker has queued on the
+  // device so far. Null when operations finish before they return (cpu).
+  virtual std::shared_ptr<const Fence> recordFence() { return nullptr; }
+  // Called by a stream's worker before an operation that depends on `fence` (from any stream): the worker's later
+  // device work waits for it. The default waits on the host.
+  virtual void waitFence(const Fence& fence) { fence.wait(); }
 };
 
 struct BackendInfo {
   std::string name;      // "cpu", "cuda-sim", "cuda"
   bool available = false;
   std::string reason;    // why it is unavailable, or what it runs on
+  std::vector<std::string> devices;  // the devices it serves here: "cpu", or "cuda:0", "cuda:1", ...
 };
 
 std::vector<BackendInfo> listBackends();
-// The backend by name, or throws mla::Error (E_UNSUPPORTED) saying why it is unavailable.
-Backend& getBackend(const std::string& name);
+// "cpu", "cuda:N" or "cuda-sim:N"; a backend name ("cuda", "cuda-sim") means its device 0. Throws mla::Error naming
+// `argName`: E_DEVICE for a malformed device, E_ARGUMENT for an unknown name.
+Device parseDevice(const std::string& deviceOrBackend, const std::string& argName);
+// The backend serving `device`. Throws mla::Error: E_UNSUPPORTED saying why the backend is unavailable, E_DEVICE
+// naming `argName` and how many devices there are when the index is beyond them.
+Backend& getBackend(const Device& device, const std::string& argName);
 
 // Defined by each backend's translation unit.
 Backend& cpuBackend();
-Backend& cudaSimBackend();  // only in builds with MLA_WITH_CUDA_SIM
-Backend& cudaBackend();     // only in builds with MLA_WITH_CUDA
-BackendInfo cudaBackendInfo();  // whether a usable GPU was found, or why not (MLA_WITH_CUDA builds)
+// Only in builds with MLA_WITH_CUDA_SIM: the emulated devices (SimSettings::numDevices), one backend per device.
+int cudaSimDeviceCount();
+Backend& cudaSimBackend(int device);  // device < cudaSimDeviceCount()
+// Only in builds with MLA_WITH_CUDA: one backend per GPU, made on first use.
+Backend& cudaBackend(int device);  // a usable device of cudaBackendInfo()
+BackendInfo cudaBackendInfo();  // the usable GPUs, or why there is none (probed once)
 
 // What the CUDA runtime sees (MLA_WITH_CUDA builds): for `npx mla-kernels info`.
 struct CudaDeviceInfo {

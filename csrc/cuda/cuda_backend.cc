@@ -1,6 +1,8 @@
 // The CUDA backend on a GPU: cuda_backend_impl.inl over the real CUDA runtime (linked statically) and the kernels
 // compiled by nvcc for sm_80 ... sm_120.
 #define MLA_KERNELS_DEVICE_API 1
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "plan.h"
@@ -28,19 +30,32 @@ DecodePlanOptions planOptions() { return DecodePlanOptions{}; }
 
 namespace mla {
 
-static kernels::CudaBackendImpl& instance() {
-  static kernels::CudaBackendImpl backend("cuda", DeviceKind::Cuda, 0);
-  return backend;
-}
-
-Backend& cudaBackend() { return instance(); }
-
+// The usable GPUs, probed once: a device whose probe fails (too old, not visible) serves nothing.
 BackendInfo cudaBackendInfo() {
-  static const kernels::DeviceProbe probe = instance().probe();
-  if (!probe.available) return BackendInfo{"cuda", false, probe.reason};
-  return BackendInfo{"cuda", true, probe.name + ", sm_" + std::to_string(probe.computeMajor) + std::to_string(probe.computeMinor) + ", " +
-                                       std::to_string(probe.numSms) + " SMs, " + std::to_string(probe.totalMemory >> 20) + " MiB"};
+  static const BackendInfo info = [] {
+    BackendInfo b{"cuda", false, "", {}};
+    int count = 0;
+    if (kernels::rt::cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+    std::string unusable;
+    for (int d = 0; d < std::max(count, 1); ++d) {
+      const kernels::DeviceProbe p = kernels::probeDevice(d);
+      const std::string device = Device{DeviceKind::Cuda, d}.str();
+      if (!p.available) {
+        unusable += (unusable.empty() ? "" : "; ") + (count > 1 ? device + ": " : std::string()) + p.reason;
+        continue;
+      }
+      b.devices.push_back(device);
+      b.reason += (b.reason.empty() ? "" : "; ") + device + " " + p.name + ", sm_" + std::to_string(p.computeMajor) + std::to_string(p.computeMinor) + ", " +
+                  std::to_string(p.numSms) + " SMs, " + std::to_string(p.totalMemory >> 20) + " MiB";
+    }
+    b.available = !b.devices.empty();
+    if (!b.available) b.reason = unusable;
+    return b;
+  }();
+  return info;
 }
+
+Backend& cudaBackend(int device) { return kernels::backendOfDevice("cuda", DeviceKind::Cuda, device); }
 
 CudaInfo cudaInfo() {
   CudaInfo info;

@@ -1,5 +1,7 @@
 // The CUDA backend's host code: device memory, per-worker CUDA streams with pinned staging, uploads of the index
-// tensors, the decode plan, launches and error checks. Included by cuda_backend.cc (GPU, real runtime, mla::kernels)
+// tensors, the decode plan, launches and error checks. One CudaBackendImpl per device, made on first use. Operations
+// only enqueue: no host synchronisation inside one; the stream's worker learns of completion through a Fence (an
+// event recorded after the operation) that the stream waits on elsewhere. Included by cuda_backend.cc (GPU, real runtime, mla::kernels)
 // and by sim_backend.cc (cuda-sim, emulated runtime, mla::kernels_sim). The including file defines, before the
 // include `template <class Fn> void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll)`, which
 // runs the launches (once on a GPU; under every thread order with checks under emulation), and
@@ -7,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -87,8 +90,10 @@ class CudaMemory final : public DeviceMemory {
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {}
     return p;
   }
+  // cudaFree waits for the device to be idle, so no queued work still reads the memory.
   void release(void* p, size_t bytes) override {
     if (!p) return;
+    rt::cudaSetDevice(device_);
     rt::cudaFree(p);
     inUse_ -= bytes;
   }
@@ -100,31 +105,84 @@ class CudaMemory final : public DeviceMemory {
   std::atomic<size_t> inUse_{0}, peak_{0};
 };
 
-// One per stream worker thread (a worker runs one stream's operations in order): its CUDA stream, a pinned host
-// staging buffer and a device scratch buffer, both grown on demand and reused by every operation of the stream.
+// The completion of what a stream had queued when the event was recorded.
+class CudaFence final : public Fence {
+ public:
+  explicit CudaFence(cudaEvent_t e) : event(e) {}
+  ~CudaFence() override { rt::cudaEventDestroy(event); }
+  CudaFence(const CudaFence&) = delete;
+  CudaFence& operator=(const CudaFence&) = delete;
+  void wait() const override { check(rt::cudaEventSynchronize(event), "the stream's queued work"); }
+  const cudaEvent_t event;
+};
+
+// Pinned host memory an upload copies from. The host may refill it only once the device has copied it: `copied`
+// is recorded on the stream after that copy.
+struct StagingSlot {
+  void* pinned = nullptr;
+  size_t bytes = 0;
+  cudaEvent_t copied = nullptr;
+  bool pending = false;  // `copied` recorded and maybe not yet reached
+};
+
+// One per stream worker thread (a worker runs one stream's operations in order): its CUDA stream, a small ring of
+// pinned staging slots (so an operation can be staged while the device still copies an earlier one's), and one
+// device scratch buffer, which needs no ring: the stream runs the operations that use it one after another.
 struct WorkerContext {
+  static constexpr size_t kMaxStagingSlots = 4;
   int device = 0;
   cudaStream_t stream = nullptr;
-  void* pinned = nullptr;
-  size_t pinnedBytes = 0;
+  std::vector<StagingSlot> slots;
+  size_t nextSlot = 0;
   void* scratch = nullptr;
   size_t scratchBytes = 0;
   DeviceMemory* memory = nullptr;
 
   ~WorkerContext() {
-    if (pinned) rt::cudaFreeHost(pinned);
+    if (stream) rt::cudaStreamSynchronize(stream);  // the thread exits: nothing of it may still be in flight
+    for (StagingSlot& s : slots) {
+      if (s.pinned) rt::cudaFreeHost(s.pinned);
+      if (s.copied) rt::cudaEventDestroy(s.copied);
+    }
     if (scratch) memory->release(scratch, scratchBytes);
     if (stream) rt::cudaStreamDestroy(stream);
   }
-  uint8_t* staging(size_t bytes) {
-    if (bytes > pinnedBytes) {
-      if (pinned) rt::cudaFreeHost(pinned);
-      pinned = nullptr;
-      pinnedBytes = 0;
-      check(rt::cudaMallocHost(&pinned, bytes), "allocating pinned staging memory");
-      pinnedBytes = bytes;
+  // A slot of at least `bytes` the host may write now. Waits for the device only when every slot of a full ring
+  // is still being copied from.
+  StagingSlot& staging(size_t bytes) {
+    StagingSlot* slot = nullptr;
+    for (size_t i = 0; i < slots.size() && !slot; ++i) {
+      const size_t k = (nextSlot + i) % slots.size();
+      if (idle(slots[k])) {
+        slot = &slots[k];
+        nextSlot = k + 1;
+      }
     }
-    return static_cast<uint8_t*>(pinned);
+    if (!slot && slots.size() < kMaxStagingSlots) {
+      slots.emplace_back();
+      slot = &slots.back();
+      check(rt::cudaEventCreateWithFlags(&slot->copied, cudaEventDisableTiming), "cudaEventCreate (staging)");
+      nextSlot = slots.size();
+    }
+    if (!slot) {
+      slot = &slots[nextSlot % slots.size()];
+      check(rt::cudaEventSynchronize(slot->copied), "waiting for a staging slot");
+      nextSlot = nextSlot % slots.size() + 1;
+    }
+    slot->pending = false;
+    if (bytes > slot->bytes) {
+      if (slot->pinned) rt::cudaFreeHost(slot->pinned);
+      slot->pinned = nullptr;
+      slot->bytes = 0;
+      check(rt::cudaMallocHost(&slot->pinned, bytes), "allocating pinned staging memory");
+      slot->bytes = bytes;
+    }
+    return *slot;
+  }
+  // The copies from `slot` are queued: it is free again once the stream gets past them.
+  void staged(StagingSlot& slot) {
+    check(rt::cudaEventRecord(slot.copied, stream), "cudaEventRecord (staging)");
+    slot.pending = true;
   }
   uint8_t* deviceScratch(size_t bytes) {
     if (bytes > scratchBytes) {
@@ -135,6 +193,15 @@ struct WorkerContext {
       scratchBytes = std::max<size_t>(bytes, 1 << 20);
     }
     return static_cast<uint8_t*>(scratch);
+  }
+
+ private:
+  static bool idle(const StagingSlot& s) {
+    if (!s.pending) return true;
+    const cudaError_t e = rt::cudaEventQuery(s.copied);
+    if (e == cudaErrorNotReady) return false;
+    check(e, "cudaEventQuery (staging)");
+    return true;
   }
 };
 
@@ -152,7 +219,6 @@ class CudaBackendImpl final : public Backend {
   const char* name() const override { return name_; }
   Device device() const override { return Device{kind_, device_}; }
   DeviceMemory* memory() override { return &memory_; }
-  DeviceProbe probe() const { return probeDevice(device_); }
 
   void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(p.cache, "appendLatentCache"); }
   void checkSupported(const MlaDecodeParams& p) const override {
@@ -188,6 +254,7 @@ class CudaBackendImpl final : public Backend {
     return plan;
   }
 
+  // Uploads and device-to-device copies only enqueue; a download waits for its copy (the host reads the result).
   void copy(const CopyParams& p) override {
     WorkerContext& ctx = worker();
     const size_t bytes = p.src.nbytes();
@@ -199,35 +266,39 @@ class CudaBackendImpl final : public Backend {
     }
     if (!srcHost && !dstHost) {
       check(rt::cudaMemcpyAsync(p.dst.data, p.src.data, bytes, cudaMemcpyDeviceToDevice, ctx.stream), "device-to-device copy");
-      check(rt::cudaStreamSynchronize(ctx.stream), "device-to-device copy");
       return;
     }
-    // Host memory of JS is pageable: move it through the pinned staging buffer in chunks.
+    // Host memory of JS is pageable: move it through the pinned staging slots in chunks.
     constexpr size_t kChunk = size_t{8} << 20;
-    uint8_t* stage = ctx.staging(std::min(bytes, kChunk));
     for (size_t off = 0; off < bytes; off += kChunk) {
       const size_t n = std::min(kChunk, bytes - off);
+      StagingSlot& slot = ctx.staging(n);
+      uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
       if (srcHost) {
         std::memcpy(stage, static_cast<const uint8_t*>(p.src.data) + off, n);
         check(rt::cudaMemcpyAsync(static_cast<uint8_t*>(p.dst.data) + off, stage, n, cudaMemcpyHostToDevice, ctx.stream), "upload");
-        check(rt::cudaStreamSynchronize(ctx.stream), "upload");
+        ctx.staged(slot);
       } else {
         check(rt::cudaMemcpyAsync(stage, static_cast<const uint8_t*>(p.src.data) + off, n, cudaMemcpyDeviceToHost, ctx.stream), "download");
-        check(rt::cudaStreamSynchronize(ctx.stream), "download");
+        ctx.staged(slot);
+        check(rt::cudaEventSynchronize(slot.copied), "download");
         std::memcpy(static_cast<uint8_t*>(p.dst.data) + off, stage, n);
       }
     }
   }
 
   void appendLatentCache(const AppendLatentCacheParams& p) override {
+    rt::OpScope scope("appendLatentCache");
     WorkerContext& ctx = worker();
     // The index tensors live on the host: upload slots (and positions) into the worker's scratch.
     const size_t slotsBytes = align16(p.slotMapping.nbytes()), posBytes = p.ropeStyle == RopeStyle::None ? 0 : align16(p.positions.nbytes());
-    uint8_t* stage = ctx.staging(slotsBytes + posBytes + 16);
+    StagingSlot& slot = ctx.staging(slotsBytes + posBytes + 16);
+    uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
     copyBytes(stage, p.slotMapping.data, p.slotMapping.nbytes());
     if (posBytes) copyBytes(stage + slotsBytes, p.positions.data, p.positions.nbytes());
     uint8_t* dev = ctx.deviceScratch(slotsBytes + posBytes + 16);
     check(rt::cudaMemcpyAsync(dev, stage, slotsBytes + posBytes, cudaMemcpyHostToDevice, ctx.stream), "appendLatentCache upload");
+    ctx.staged(slot);
 
     AppendArgs a{};
     a.elem = elemOf(p.cache, "appendLatentCache");
@@ -246,10 +317,10 @@ class CudaBackendImpl final : public Backend {
       check(launchAppend(a, ctx.stream), "appendLatentCache launch");
       record();
     });
-    check(rt::cudaStreamSynchronize(ctx.stream), "appendLatentCache");
   }
 
   void mlaDecode(const MlaDecodeParams& p) override {
+    rt::OpScope scope("mlaDecode");
     WorkerContext& ctx = worker();
     const DecodeConfig config = chooseConfig(static_cast<int>(p.headDim));
     // A plan from planDecode (validated against these seqLens) when its tiles fit this row width, else a new one.
@@ -265,12 +336,14 @@ class CudaBackendImpl final : public Backend {
     const size_t hostBytes = tableBytes + workBytes + combineBytes;
     const size_t partialOutBytes = align16(size_t(plan.numPartials) * plan.blockM * p.kvLoraRank * sizeof(float));
     const size_t partialLseBytes = align16(size_t(plan.numPartials) * plan.blockM * sizeof(float));
-    uint8_t* stage = ctx.staging(hostBytes + 16);
+    StagingSlot& slot = ctx.staging(hostBytes + 16);
+    uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
     copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
     copyBytes(stage + tableBytes, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
     copyBytes(stage + tableBytes + workBytes, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
     uint8_t* dev = ctx.deviceScratch(hostBytes + partialOutBytes + partialLseBytes + 16);
     check(rt::cudaMemcpyAsync(dev, stage, hostBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
+    ctx.staged(slot);
 
     DecodeArgs d{};
     d.elem = elemOf(p.q, "mlaDecode");
@@ -316,10 +389,10 @@ class CudaBackendImpl final : public Backend {
       check(launchCombine(c, ctx.stream), "mlaDecode combine launch");
       if (c.numItems) record();
     });
-    check(rt::cudaStreamSynchronize(ctx.stream), "mlaDecode");
   }
 
   void absorbQuery(const AbsorbQueryParams& p) override {
+    rt::OpScope scope("absorbQuery");
     WorkerContext& ctx = worker();
     HeadGemmArgs a{};
     a.elem = elemOf(p.qNope, "absorbQuery");
@@ -338,10 +411,10 @@ class CudaBackendImpl final : public Backend {
       check(launchHeadGemm(a, ctx.stream), "absorbQuery launch");
       record();
     });
-    check(rt::cudaStreamSynchronize(ctx.stream), "absorbQuery");
   }
 
   void unabsorbOutput(const UnabsorbOutputParams& p) override {
+    rt::OpScope scope("unabsorbOutput");
     WorkerContext& ctx = worker();
     HeadGemmArgs a{};
     a.elem = elemOf(p.oLat, "unabsorbOutput");
@@ -358,7 +431,24 @@ class CudaBackendImpl final : public Backend {
       check(launchHeadGemm(a, ctx.stream), "unabsorbOutput launch");
       record();
     });
-    check(rt::cudaStreamSynchronize(ctx.stream), "unabsorbOutput");
+  }
+
+  std::shared_ptr<const Fence> recordFence() override {
+    WorkerContext& ctx = worker();
+    cudaEvent_t event = nullptr;
+    // Blocking: the stream's completer thread sleeps in cudaEventSynchronize instead of spinning on a core.
+    check(rt::cudaEventCreateWithFlags(&event, cudaEventDisableTiming | cudaEventBlockingSync), "cudaEventCreate");
+    auto fence = std::make_shared<const CudaFence>(event);
+    check(rt::cudaEventRecord(event, ctx.stream), "cudaEventRecord");
+    return fence;
+  }
+
+  // A fence of a CUDA stream (of any device) is waited for on the device; any other on the host.
+  void waitFence(const Fence& fence) override {
+    if (const auto* event = dynamic_cast<const CudaFence*>(&fence))
+      check(rt::cudaStreamWaitEvent(worker().stream, event->event, 0), "cudaStreamWaitEvent");
+    else
+      fence.wait();
   }
 
  private:
@@ -398,8 +488,10 @@ class CudaBackendImpl final : public Backend {
     return makeDecodePlan(static_cast<int>(batch), static_cast<int>(queryLen), static_cast<int>(numHeads), seqLens, opt);
   }
 
+  // The calling worker thread's context on this device (a stream's worker serves one device).
   WorkerContext& worker() {
-    thread_local std::unique_ptr<WorkerContext> ctx;
+    thread_local std::map<const CudaBackendImpl*, std::unique_ptr<WorkerContext>> contexts;
+    std::unique_ptr<WorkerContext>& ctx = contexts[this];
     if (!ctx) {
       auto c = std::make_unique<WorkerContext>();
       c->device = device_;
@@ -416,5 +508,15 @@ class CudaBackendImpl final : public Backend {
   int device_;
   CudaMemory memory_;
 };
+
+// The backend of one device, made on first use and kept for the life of the process.
+inline CudaBackendImpl& backendOfDevice(const char* name, DeviceKind kind, int device) {
+  static std::mutex mu;
+  static std::map<int, std::unique_ptr<CudaBackendImpl>> backends;
+  std::lock_guard<std::mutex> lock(mu);
+  std::unique_ptr<CudaBackendImpl>& b = backends[device];
+  if (!b) b = std::make_unique<CudaBackendImpl>(name, kind, device);
+  return *b;
+}
 
 }  // namespace mla::MLA_KERNEL_NS

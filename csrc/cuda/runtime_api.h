@@ -1,6 +1,8 @@
 // The CUDA runtime calls of the device backend, as mla::<kernel namespace>::rt. The GPU build uses the real runtime
-// (linked statically); cuda-sim defines the same calls over host memory — one simulated device whose SM count and
-// shared memory come from the emulator's settings, synchronous "streams" — so the backend's host code runs in tests.
+// (linked statically); cuda-sim defines the same calls over host memory — SimSettings::numDevices simulated devices
+// whose SM count and shared memory come from the emulator's settings, synchronous "streams" and "events" — so the
+// backend's host code runs in tests. Under cuda-sim the host synchronisations made inside an operation are counted
+// (OpScope), so tests can check that operations only enqueue.
 #pragma once
 #include <cstddef>
 #include <cstdlib>
@@ -15,6 +17,11 @@
 namespace mla::kernels::rt {
 using ::cudaDeviceGetAttribute;
 using ::cudaDriverGetVersion;
+using ::cudaEventCreateWithFlags;
+using ::cudaEventDestroy;
+using ::cudaEventQuery;
+using ::cudaEventRecord;
+using ::cudaEventSynchronize;
 using ::cudaFree;
 using ::cudaFreeHost;
 using ::cudaGetDeviceCount;
@@ -29,6 +36,11 @@ using ::cudaSetDevice;
 using ::cudaStreamCreateWithFlags;
 using ::cudaStreamDestroy;
 using ::cudaStreamSynchronize;
+using ::cudaStreamWaitEvent;
+// Marks the body of an operation (counted under cuda-sim only).
+struct OpScope {
+  explicit OpScope(const char*) {}
+};
 inline const char* deviceName(int device, cudaDeviceProp* props) {
   return cudaGetDeviceProperties(props, device) == cudaSuccess ? props->name : "unknown";
 }
@@ -46,12 +58,19 @@ struct SimDeviceSpec {
   int computeMajor, computeMinor;
 };
 SimDeviceSpec simDeviceSpec();
+int simDeviceCount();
 
+// The calling thread's current device, as the real runtime keeps it (sim_backend.cc).
+int& simCurrentDevice();
 inline cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  *n = simDeviceCount();
   return cudaSuccess;
 }
-inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= simDeviceCount()) return cudaErrorInvalidDevice;
+  simCurrentDevice() = d;
+  return cudaSuccess;
+}
 inline cudaError_t cudaDriverGetVersion(int* v) {
   *v = 13000;
   return cudaSuccess;
@@ -61,7 +80,7 @@ inline cudaError_t cudaRuntimeGetVersion(int* v) {
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= simDeviceCount()) return cudaErrorInvalidDevice;
   const SimDeviceSpec s = simDeviceSpec();
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *v = s.numSms; return cudaSuccess;
@@ -78,10 +97,11 @@ inline const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
   }
 }
-// Device memory is host memory; allocations are counted against SimDeviceSpec::memoryBytes (sim_backend.cc).
+// Device memory is host memory; allocations are counted per device against SimDeviceSpec::memoryBytes (sim_backend.cc).
 cudaError_t cudaMalloc(void** p, size_t bytes);
 cudaError_t cudaFree(void* p);
 cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* total);
@@ -103,7 +123,35 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+// Host synchronisations are no-ops (the work is done when it is queued) but counted when inside an operation.
+void countHostSync();
+struct OpScope {
+  explicit OpScope(const char* op);
+  ~OpScope();
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+  const char* op;
+};
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  countHostSync();
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = reinterpret_cast<cudaEvent_t>(new char);  // distinct handles, so a double destroy shows under ASan
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<char*>(e);
+  return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  countHostSync();
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
 
 }  // namespace mla::kernels_sim::rt
 #endif

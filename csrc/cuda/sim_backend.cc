@@ -4,6 +4,7 @@
 // same bits; the global-memory traffic of the last operation is recorded.
 #include "sim_backend.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -19,8 +20,14 @@ namespace {
 std::mutex gMu;
 cuda::SimSettings gSettings;
 cuda::SimOpRecord gLast;
-std::unordered_map<void*, size_t> gAllocations;
-size_t gAllocated = 0;
+struct SimAllocation {
+  int device;
+  size_t bytes;
+};
+std::unordered_map<void*, SimAllocation> gAllocations;
+std::unordered_map<int, size_t> gAllocated;  // bytes per device
+thread_local const char* tOp = nullptr;      // the operation this thread is running (rt::OpScope)
+thread_local int tHostSyncs = 0;             // host synchronisations it made so far
 
 struct OpOutput {
   void* data;
@@ -69,6 +76,7 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
       }
   }
   record.ordersChecked = orders;
+  record.hostSyncs = tHostSyncs;  // so far; rt::OpScope adds those after the launches
   std::lock_guard<std::mutex> lock(gMu);
   gLast = std::move(record);
 }
@@ -84,6 +92,28 @@ DecodePlanOptions planOptions() {
 }  // namespace
 
 namespace rt {
+int simDeviceCount() { return cuda::simSettings().numDevices; }
+
+int& simCurrentDevice() {
+  thread_local int device = 0;
+  return device;
+}
+
+void countHostSync() {
+  if (tOp) ++tHostSyncs;
+}
+
+OpScope::OpScope(const char* name) : op(name) {
+  tOp = name;
+  tHostSyncs = 0;
+}
+
+OpScope::~OpScope() {
+  tOp = nullptr;
+  std::lock_guard<std::mutex> lock(gMu);
+  if (gLast.op == op) gLast.hostSyncs = tHostSyncs;
+}
+
 SimDeviceSpec simDeviceSpec() {
   const cuda::SimSettings s = cuda::simSettings();
   // The shared memory of an sm_90-class device, or of the ~100 KB sm_86 / sm_89 / sm_120 class.
@@ -92,12 +122,13 @@ SimDeviceSpec simDeviceSpec() {
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   const size_t rounded = (bytes + 255) / 256 * 256;
+  const int device = simCurrentDevice();
   std::lock_guard<std::mutex> lock(gMu);
-  if (gAllocated + rounded > gSettings.deviceMemoryBytes) return cudaErrorMemoryAllocation;
+  if (gAllocated[device] + rounded > gSettings.deviceMemoryBytes) return cudaErrorMemoryAllocation;
   *p = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
   if (!*p) return cudaErrorMemoryAllocation;
-  gAllocations[*p] = rounded;
-  gAllocated += rounded;
+  gAllocations[*p] = SimAllocation{device, rounded};
+  gAllocated[device] += rounded;
   return cudaSuccess;
 }
 
@@ -106,7 +137,7 @@ cudaError_t cudaFree(void* p) {
   std::lock_guard<std::mutex> lock(gMu);
   auto it = gAllocations.find(p);
   if (it == gAllocations.end()) return cudaErrorInvalidValue;
-  gAllocated -= it->second;
+  gAllocated[it->second.device] -= it->second.bytes;
   gAllocations.erase(it);
   std::free(p);
   return cudaSuccess;
@@ -115,7 +146,7 @@ cudaError_t cudaFree(void* p) {
 cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* total) {
   std::lock_guard<std::mutex> lock(gMu);
   *total = gSettings.deviceMemoryBytes;
-  *freeBytes = *total - gAllocated;
+  *freeBytes = *total - std::min(*total, gAllocated[simCurrentDevice()]);
   return cudaSuccess;
 }
 }  // namespace rt
@@ -140,8 +171,9 @@ SimOpRecord lastSimOp() {
 }
 }  // namespace cuda
 
-Backend& cudaSimBackend() {
-  static kernels_sim::CudaBackendImpl backend("cuda-sim", DeviceKind::CudaSim, 0);
-  return backend;
+int cudaSimDeviceCount() { return kernels_sim::rt::simDeviceCount(); }
+
+Backend& cudaSimBackend(int device) {
+  return kernels_sim::backendOfDevice("cuda-sim", DeviceKind::CudaSim, device);
 }
 }  // namespace mla

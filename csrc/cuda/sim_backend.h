@@ -15,7 +15,8 @@ struct SimSettings {
   int numSms = 8;            // SM count the decode plan assumes
   int splitRows = 0;         // > 0: force split-KV chunks of this many rows
   bool batchInvariant = false;
-  size_t deviceMemoryBytes = size_t{4} << 30;  // what the emulated cudaMalloc hands out before cudaErrorMemoryAllocation
+  size_t deviceMemoryBytes = size_t{4} << 30;  // per device: what the emulated cudaMalloc hands out before cudaErrorMemoryAllocation
+  int numDevices = 2;  // cuda-sim:0 ... cuda-sim:(numDevices - 1), each with the settings above
 };
 
 struct SimLaunch {
@@ -30,6 +31,7 @@ struct SimOpRecord {
   std::vector<SimLaunch> launches;  // of the forward-order run
   uint64_t bytesRead = 0, bytesWritten = 0;
   int ordersChecked = 0;
+  int hostSyncs = 0;  // cudaStreamSynchronize / cudaEventSynchronize calls the operation made (0: it only enqueued)
 };
 
 void setSimSettings(const SimSettings& s);
