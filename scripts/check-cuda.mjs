@@ -2,8 +2,8 @@
 // Static checks of the CUDA kernels for every target architecture, without a GPU: compiles each csrc/kernels/*.cu
 // with `nvcc -Xptxas -v`, prints registers, spills, stack and shared memory per kernel, and fails on any spill or
 // stack frame, on registers over 255, or on a decode configuration whose shared memory exceeds the architecture's
-// limit. It also checks that the decode kernel's PTX uses tensor cores (mma.sync), and its SASS (HMMA) where
-// cuobjdump is installed. Writes the table to bench/results/cuda-static.json.
+// limit. It also checks that the decode kernel's PTX uses tensor cores (mma.sync), and its SASS (HMMA) with the
+// cuobjdump that scripts/sass-tool.mjs finds (Debian's 11.8 one in CI: sm_80 … sm_90). Writes the table to bench/results/cuda-static.json.
 //   MLA_CUDA_ARCHS=90 node scripts/check-cuda.mjs      one architecture while developing
 //   MLA_ADDON_PATH=...                                 a build with cuda-sim, for the decode kernels' smem sizes
 import { execFileSync, spawn } from 'node:child_process';
@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { disassemble, findCuobjdump } from './sass-tool.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
@@ -134,17 +135,26 @@ for (const r of rows) {
 }
 for (const arch of archs) if (shapes.small.smemBytes > SMEM_OPTIN[arch]) problems.push(`sm_${arch}: even the small decode configuration does not fit`);
 
-// SASS: tensor-core instructions (HMMA) in the decode kernel, where cuobjdump exists.
-const cuobjdump = existsSync('/usr/local/cuda/bin/cuobjdump') ? '/usr/local/cuda/bin/cuobjdump' : which('cuobjdump');
-let sassNote = 'cuobjdump not installed here: SASS not inspected (the PTX check above stands in)';
-if (cuobjdump) {
-  const missing = [];
+// SASS: tensor-core instructions (HMMA) in the decode kernel, for every architecture the disassembler knows.
+const tool = await findCuobjdump();
+let sassNote;
+if (!tool.path) sassNote = `SASS not inspected: ${tool.reason} (the PTX check above stands in)`;
+else {
+  const missing = [], checked = [], beyond = [];
   for (const arch of archs) {
-    const sass = execFileSync(cuobjdump, ['-sass', path.join(tmp, `decode.cu.${arch}.cubin`)], { encoding: 'utf8', maxBuffer: 1 << 28 });
-    if (!/HMMA/.test(sass)) missing.push(arch);
+    const sass = disassemble(tool, path.join(tmp, `decode.cu.${arch}.cubin`), arch);
+    if (sass === null) beyond.push(arch);
+    // tensor cores for bf16 and f16, and the cp.async pipeline (LDGSTS: global to shared without registers)
+    else if (/HMMA\.16816\.F32\.BF16/.test(sass) && /HMMA\.16816\.F32\b/.test(sass) && /LDGSTS/.test(sass)) checked.push(arch);
+    else missing.push(arch);
   }
-  sassNote = missing.length ? `no HMMA in the decode SASS for sm_${missing.join(', sm_')}` : 'HMMA present in the decode SASS of every architecture';
-  if (missing.length) problems.push(sassNote);
+  sassNote = `cuobjdump ${tool.version} (${tool.origin}): ` +
+    (checked.length ? `HMMA.16816 (bf16 and f16) and LDGSTS in the decode SASS of sm_${checked.join(', sm_')}` : 'no architecture inspected') +
+    (beyond.length ? `; sm_${beyond.join(', sm_')} newer than this cuobjdump knows, PTX check only` : '');
+  if (missing.length) {
+    sassNote += `; HMMA or LDGSTS MISSING in the decode SASS of sm_${missing.join(', sm_')}`;
+    problems.push(`HMMA or LDGSTS missing in the decode SASS for sm_${missing.join(', sm_')}`);
+  }
 }
 
 rows.sort((a, b) => a.arch - b.arch || a.kernel.localeCompare(b.kernel));

@@ -196,7 +196,7 @@ float* scratchFloats(size_t n) {
 }
 
 // --- decode ------------------------------------------------------------------------------------------------------
-constexpr int64_t kMaxGroupRows = 64;   // query rows sharing one pass over the cache
+constexpr int64_t kMaxGroupRows = 128;  // query rows sharing one pass over the cache (128 heads: QT, O and a tile fit a 1 MiB L2)
 constexpr int64_t kMinChunkRows = 256;  // shortest KV chunk worth a split
 
 void mlaDecodeCpu(const MlaDecodeParams& p) {

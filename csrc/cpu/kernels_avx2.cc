@@ -69,11 +69,12 @@ struct VO {
     const char* s = static_cast<const char*>(src);
     int64_t head = static_cast<int64_t>((32 - (reinterpret_cast<uintptr_t>(d) & 31)) & 31);
     if (head > bytes) head = bytes;
+    if (bytes <= 0) return;  // an empty tensor's data may be null, which memcpy may not name
     __builtin_memcpy(d, s, static_cast<size_t>(head));
     int64_t i = head;
     for (; i + 32 <= bytes; i += 32)
       _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
-    __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
+    if (i < bytes) __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
   }
   static inline void streamFence() { _mm_sfence(); }
 };

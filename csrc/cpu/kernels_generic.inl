@@ -296,9 +296,15 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     Prefetch pf{next, nextRows, rowBytes};
     // Rows at or beyond the item's smallest causal limit need the mask.
     const bool mask = it.causal && n + rows > minLimit;
-    for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.elem, cur[r], tile + r * L.dp, D);
-    if (L.dp == kFastStride) qkTile<kFastStride>(tile, L.dp, rows, qt, L.mp, D, s, pf);
-    else qkTile<0>(tile, L.dp, rows, qt, L.mp, D, s, pf);
+    // An f32 tile whose rows lie contiguous in the cache (one block, or consecutive blocks) is read in place:
+    // only for whole tiles, since the row blocks of Q·K cover kTile rows exactly and read no further.
+    bool inPlace = it.elem == Elem::F32 && L.dp == D && rows == kTile;
+    for (int64_t r = 1; inPlace && r < rows; ++r) inPlace = cur[r] == cur[0] + r * rowBytes;
+    const float* t = inPlace ? reinterpret_cast<const float*>(cur[0]) : tile;
+    if (!inPlace)
+      for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.elem, cur[r], tile + r * L.dp, D);
+    if (L.dp == kFastStride) qkTile<kFastStride>(t, L.dp, rows, qt, L.mp, D, s, pf);
+    else qkTile<0>(t, L.dp, rows, qt, L.mp, D, s, pf);
     for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];
 
     for (int64_t j = 0; j < L.mp; j += VO::W) {
@@ -335,7 +341,7 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
       VO::store(mrun + j, mNew);
       VO::store(alpha + j, a);
     }
-    pvTile(s, L.mp, L.mg, tile, L.dp, rows, o, L.vp, alpha);
+    pvTile(s, L.mp, L.mg, t, L.dp, rows, o, L.vp, alpha);
   }
   finishItem(it, o, L.vp, mrun, lrun);
 }

@@ -80,10 +80,11 @@ struct VO {
     const char* s = static_cast<const char*>(src);
     int64_t head = static_cast<int64_t>((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63);
     if (head > bytes) head = bytes;
+    if (bytes <= 0) return;  // an empty tensor's data may be null, which memcpy may not name
     __builtin_memcpy(d, s, static_cast<size_t>(head));
     int64_t i = head;
     for (; i + 64 <= bytes; i += 64) _mm512_stream_si512(reinterpret_cast<__m512i*>(d + i), _mm512_loadu_si512(s + i));
-    __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
+    if (i < bytes) __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
   }
   static inline void streamFence() { _mm_sfence(); }
 };
