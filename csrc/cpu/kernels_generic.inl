@@ -40,12 +40,15 @@ inline VO::V exp2v(VO::V x) {
 struct Prefetch {
   const char* const* rows;  // next tile's rows (null: none)
   int64_t count, bytes;
-  int64_t cursor = 0;       // lines issued so far
+  int64_t row = 0, offset = 0;  // the next line to fetch (counters, not a divided index: this runs per line)
   inline int64_t linesPerRow() const { return (bytes + 63) / 64; }
   inline void issue(int64_t lines) {
     if (!rows) return;
-    const int64_t perRow = linesPerRow(), all = count * perRow, end = cursor + lines < all ? cursor + lines : all;
-    for (; cursor < end; ++cursor) __builtin_prefetch(rows[cursor / perRow] + (cursor % perRow) * 64, 0, 2);
+    for (; lines > 0 && row < count; --lines) {
+      __builtin_prefetch(rows[row] + offset, 0, 2);
+      offset += 64;
+      if (offset >= bytes) offset = 0, ++row;
+    }
   }
   inline void rest() { issue(count * linesPerRow()); }
 };
