@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers]: CPU decode and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --readme]: CPU decode and append against this machine's limits and against peers,
 // all measured in this run. Prints a table, writes bench/results/cpu-<date>.json (and cpu-latest.json) and an SVG
 // chart (tokens/s against context, one line per batch) beside it.
 //
@@ -333,6 +333,23 @@ writeFileSync(path.join(dir, `cpu${quick ? '-quick' : ''}-latest.json`), JSON.st
 writeFileSync(path.join(dir, `${base}.svg`), chart(rows));
 writeFileSync(path.join(dir, `cpu${quick ? '-quick' : ''}-latest.svg`), chart(rows));
 console.log(`\nwrote bench/results/${base}.json and .svg`);
+
+// --readme (full runs): the README's table block becomes this run's output, between its markers.
+if (args.includes('--readme') && !quick) {
+  const readme = path.join(root, 'README.md');
+  const text = readFileSync(readme, 'utf8');
+  const start = '<!-- cpu-bench:start -->', end = '<!-- cpu-bench:end -->';
+  const i = text.indexOf(start), j = text.indexOf(end);
+  if (i < 0 || j < i) throw new Error('README.md has no cpu-bench markers');
+  const header = lines.slice(0, 4), body = lines.slice(5), t = body.findIndex((l) => l.startsWith('targets:'));
+  const block = [
+    start,
+    `The latest full run, as \`npm run bench -- --readme\` printed it (\`bench/results/${base}.json\`, chart \`${base}.svg\`):`,
+    '', '```text', ...header, '```', '', ...body.slice(0, t).filter((l, k, a) => l !== '' || (k > 0 && a[k - 1] !== '')), '', '```text', ...body.slice(t), '```', end,
+  ].join('\n');
+  writeFileSync(readme, text.slice(0, i) + block + text.slice(j + end.length));
+  console.log('updated the benchmark block of README.md');
+}
 
 // Small multiples: one panel per (dtype, heads, queryLen); x = context (log), y = tokens/s (log); a line per batch.
 function chart(rs) {

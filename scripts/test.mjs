@@ -97,7 +97,7 @@ const parts = [full, gyp, asan, install];
 const passed = parts.reduce((n, p) => n + p.passed, staticCuda.passed);
 const failed = parts.reduce((n, p) => n + p.failed + (p.status !== 0 && p.failed === 0 ? 1 : 0), staticCuda.failed);
 console.log(`\ncmake-js build: ${full.passed} passed, ${full.failed} failed; node-gyp build (CPU suite): ${gyp.passed} passed, ${gyp.failed} failed`);
-console.log(`cuda-sim under ASan+UBSan: ${asan.passed} passed, ${asan.failed} failed; static CUDA checks: ${staticCuda.failed ? 'failed' : staticCuda.passed ? 'passed' : 'not run'}`);
+console.log(`ASan+UBSan (cpu and cuda-sim suites): ${asan.passed} passed, ${asan.failed} failed; static CUDA checks: ${staticCuda.failed ? 'failed' : staticCuda.passed ? 'passed' : 'not run'}`);
 console.log(`install tests (packed tarball): ${install.passed} passed, ${install.failed} failed`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

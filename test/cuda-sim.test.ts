@@ -275,13 +275,16 @@ describe.runIf(sim.available)('cuda-sim: several devices (SimSettings.numDevices
     expect(native().simLastOp!().op).toBe('mlaDecode');
     const inputs = p.q.t.nbytes + p.cache.t.nbytes + out.nbytes + lse.nbytes;
     expect(memoryStats('cuda-sim:1').bytesInUse).toBeGreaterThanOrEqual(before1.bytesInUse + inputs);
-    expect(memoryStats('cuda-sim:0')).toEqual(before0);
+    // Device 0 took nothing (it may have given back the scratch of earlier tests' streams, whose workers exit late).
+    const after0 = memoryStats('cuda-sim:0');
+    expect(after0.bytesInUse).toBeLessThanOrEqual(before0.bytesInUse);
+    expect(after0.peakBytes).toBe(before0.peakBytes);
     // Between devices a tensor goes through host memory.
     const back = p.cache.t.to('cuda-sim:0');
     expect(back.device).toBe('cuda-sim:0');
     expect(Buffer.compare(Buffer.from((await back.read()).buffer), Buffer.from((await p.cache.t.read()).buffer))).toBe(0);
     back.dispose();
-    expect(memoryStats('cuda-sim:0').bytesInUse).toBe(before0.bytesInUse);
+    expect(memoryStats('cuda-sim:0').bytesInUse).toBeLessThanOrEqual(after0.bytesInUse);
   });
 
   it('appendLatentCache, absorbQuery and unabsorbOutput on cuda-sim:1 match the reference', async () => {
