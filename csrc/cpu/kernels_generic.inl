@@ -100,11 +100,7 @@ template <int MV, int64_t kStride>
 inline void qkColumns(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch* pf) {
   // Rows per block: the accumulators allow kQkRegs / MV, rounded down to a power of two so that blocks tile the
   // 64-row tile exactly (24 rows would compute 72, 12% of the Q·K work on padding).
-#ifdef MLA_NR_EXACT
-  constexpr int NR = VO::kQkRegs / MV;
-#else
   constexpr int NR = floorPow2(VO::kQkRegs / MV);
-#endif
   // The reduction over d in chunks, each chunk's QT slice reused from L1 by every row block (the whole QT and a row
   // block do not fit in L1 together: 576 × 16 heads × 4 B is 36 KB already).
   constexpr int64_t kDChunk = 128;
