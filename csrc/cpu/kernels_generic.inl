@@ -58,8 +58,8 @@ struct Prefetch {
 // kStride > 0: the tile's row stride is a compile-time constant, so the NR row addresses are one pointer plus
 // immediate displacements (with a run-time stride the compiler keeps NR pointers and, out of registers, reloads them
 // from the stack before every FMA, halving the rate). 0: the stride is tileStride.
-template <int NR, int MV, int64_t kStride>
 // Columns [d0, d1) of the product; adds to s unless d0 == 0.
+template <int NR, int MV, int64_t kStride>
 inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int64_t mp, int64_t d0, int64_t d1, float* s) {
   using V = VO::V;
   const int64_t stride = kStride > 0 ? kStride : tileStride;
