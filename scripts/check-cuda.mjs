@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { disassemble, findCuobjdump } from './sass-tool.mjs';
+import { disassemble, findCuobjdump, which } from './sass-tool.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
@@ -23,14 +23,6 @@ const archs = (process.env.MLA_CUDA_ARCHS ?? '80;86;89;90;100;120').split(/[;,\s
 const SMEM_OPTIN = { 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 103: 232448, 120: 101376 };
 const MAX_REGISTERS = 255;
 const HEAD_DIM = 576; // DeepSeek: kvLoraRank 512 + ropeDim 64
-
-function which(cmd) {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
-  } catch {
-    return '';
-  }
-}
 
 if (!existsSync(nvcc) && !which(nvcc)) {
   console.log('check-cuda: nvcc not found; static CUDA checks skipped');

@@ -21,7 +21,7 @@ const DEB = {
 };
 const cacheDir = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'mla-kernels', 'cuobjdump-11.8');
 
-function which(cmd) {
+export function which(cmd) {
   try {
     return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
   } catch {
