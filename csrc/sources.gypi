@@ -12,6 +12,7 @@
       'csrc/cpu/kernels_avx512bf16.cc',
       'csrc/addon/addon.cc',
       'csrc/addon/stream.cc',
+      'csrc/addon/graph.cc',
       'csrc/addon/device_buffer.cc',
     ],
   },

@@ -28,6 +28,15 @@ export interface NativeStream {
   backend(): string;
   device(): string;
   dispose(): void;
+  /** From now on the stream's operations are validated and recorded, not queued (they return ticket 0). */
+  beginCapture(): void;
+  /** Ends the capture: the recorded operations as a graph, or undefined when `keep` is false. */
+  endCapture(keep: boolean): NativeGraph | undefined;
+}
+
+export interface NativeGraph {
+  numOps(): number;
+  dispose(): void;
 }
 
 export interface NativeBackendInfo {
@@ -49,6 +58,8 @@ export interface NativeAddon {
   unabsorbOutput(stream: NativeStream, params: object, after?: [unknown, number][]): number;
   outputShapes(op: string, params: object): Record<string, number[]>;
   planDecode(stream: NativeStream, params: object): { handle: unknown; numWorkItems: number; numSplitSequences: number };
+  /** Validates the graph's operations against their index arrays as they are now and queues them as one operation. */
+  replayGraph(stream: NativeStream, graph: NativeGraph, after?: [unknown, number][]): number;
   backends(): NativeBackendInfo[];
   facts(): { dtypeSizes: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;

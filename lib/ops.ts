@@ -4,7 +4,7 @@ import type { FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { native, type TensorDescriptor } from './native.js';
 import { Stream, defaultStream } from './stream.js';
-import { Tensor, dependencies } from './tensor.js';
+import { Tensor } from './tensor.js';
 
 /** Fused rotary embedding applied to `kPe` as it is written. */
 export interface RopeOptions {
@@ -165,10 +165,6 @@ function streamArg(op: string, o: Record<string, unknown>): Stream {
   return s;
 }
 
-function markWritten(stream: Stream, ticket: number, ...tensors: Tensor[]): void {
-  for (const t of tensors) t._markWritten(stream, ticket);
-}
-
 /** Writes each new token's row [kvC, RoPE(kPe)] into its slot of the paged latent cache. */
 export function appendLatentCache(options: AppendLatentCacheOptions): void {
   const op = 'appendLatentCache';
@@ -190,9 +186,8 @@ export function appendLatentCache(options: AppendLatentCacheOptions): void {
   }
   const stream = streamArg(op, o);
   const rope = options.rope;
-  const deps = dependencies([options.cache, options.kvC, options.kPe, rope?.cos, rope?.sin]);
-  const ticket = stream._enqueue((s) => native().appendLatentCache(s, params, deps));
-  markWritten(stream, ticket, options.cache);
+  const used = [options.kvC, options.kPe, options.slotMapping, rope?.positions, rope?.cos, rope?.sin];
+  stream._submit(used, [options.cache], (s, after) => native().appendLatentCache(s, params, after));
 }
 
 /**
@@ -225,9 +220,7 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
   }
   params.out = tensorArg(op, { out }, 'out');
   params.lse = tensorArg(op, { lse }, 'lse');
-  const deps = dependencies([options.q, options.cache, out, lse]);
-  const ticket = stream._enqueue((s) => native().mlaDecode(s, params, deps));
-  markWritten(stream, ticket, out, lse);
+  stream._submit([options.q, options.cache, options.blockTable, options.seqLens], [out, lse], (s, after) => native().mlaDecode(s, params, after));
   return { out, lse };
 }
 
@@ -239,9 +232,7 @@ export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
   const stream = streamArg(op, o);
   const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.qNope.dtype, { device: stream.device });
   params.out = tensorArg(op, { out }, 'out');
-  const deps = dependencies([options.qNope, options.wUk, options.qPe, out]);
-  const ticket = stream._enqueue((s) => native().absorbQuery(s, params, deps));
-  markWritten(stream, ticket, out);
+  stream._submit([options.qNope, options.wUk, options.qPe], [out], (s, after) => native().absorbQuery(s, params, after));
   return out;
 }
 
@@ -253,8 +244,6 @@ export function unabsorbOutput(options: UnabsorbOutputOptions): Tensor<FloatDTyp
   const stream = streamArg(op, o);
   const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.oLat.dtype, { device: stream.device });
   params.out = tensorArg(op, { out }, 'out');
-  const deps = dependencies([options.oLat, options.wUv, out]);
-  const ticket = stream._enqueue((s) => native().unabsorbOutput(s, params, deps));
-  markWritten(stream, ticket, out);
+  stream._submit([options.oLat, options.wUv], [out], (s, after) => native().unabsorbOutput(s, params, after));
   return out;
 }

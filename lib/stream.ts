@@ -1,6 +1,7 @@
 import { MlaError, type ErrorCode } from './errors.js';
+import { Graph } from './graph.js';
 import { native, type NativeStream } from './native.js';
-import type { DeviceName } from './tensor.js';
+import { dependencies, type DeviceName, type Tensor } from './tensor.js';
 
 /** Where operations run: `cpu`, `cuda-sim` (CUDA kernels under emulation; tests) or `cuda`. */
 export type BackendName = 'cpu' | 'cuda-sim' | 'cuda';
@@ -68,6 +69,7 @@ export class Stream {
   #completed = 0;
   #waiters: Waiter[] = [];
   #error: MlaError | null = null;
+  #capture: { used: Set<Tensor>; written: Set<Tensor> } | null = null;
 
   /**
    * `device` is a device (`cuda:1`, `cuda-sim:0`, `cpu`) or a backend, meaning its device 0. A device index beyond
@@ -100,6 +102,64 @@ export class Stream {
 
   get disposed(): boolean {
     return this.#native === null;
+  }
+
+  /**
+   * Records the operations `record` queues on this stream, without running them, as a {@link Graph} that
+   * `graph.replay()` runs again and again as one operation: one call per decode step instead of one per operation
+   * and layer, and on a GPU one CUDA graph launch.
+   *
+   * Each operation is validated as it is recorded. A replay reads the index tensors (block tables, sequence
+   * lengths, slot mappings, positions) as they are at that moment, so a step updates them in place and replays;
+   * a decode recorded with a plan is replanned when the lengths changed. Tensors are bound by identity: the outputs
+   * the recorded calls returned are the ones each replay writes. `record` must queue synchronously; copies
+   * (`Tensor.to`, `read`) cannot be recorded (E_ARGUMENT). Operations on other streams run as usual.
+   */
+  capture(record: () => void): Graph {
+    const stream = this.#check();
+    if (this.#capture) throw new MlaError('E_ARGUMENT', 'capture: the stream is already capturing a graph');
+    stream.beginCapture();
+    const captured = { used: new Set<Tensor>(), written: new Set<Tensor>() };
+    this.#capture = captured;
+    let result: unknown;
+    try {
+      result = record();
+    } catch (e) {
+      this.#capture = null;
+      stream.endCapture(false);
+      throw e;
+    }
+    this.#capture = null;
+    if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
+      stream.endCapture(false);
+      throw new MlaError('E_ARGUMENT', 'capture: record must queue its operations synchronously, but it returned a promise');
+    }
+    return new Graph(this, stream.endCapture(true)!, [...captured.used], [...captured.written]);
+  }
+
+  /** True between the start and the end of {@link capture}. */
+  get capturing(): boolean {
+    return this.#capture !== null;
+  }
+
+  /**
+   * @internal Queues `op` (given the native stream and the writes on other streams it must wait for), which
+   * reads `used` and writes `written`; while capturing, records it instead.
+   */
+  _submit(used: readonly (Tensor | undefined)[], written: readonly Tensor[], op: (s: NativeStream, after: [unknown, number][]) => number): void {
+    const stream = this.#check();
+    if (this.#capture) {
+      op(stream, []);
+      for (const t of used) if (t) this.#capture.used.add(t);
+      for (const t of written) {
+        this.#capture.used.add(t);
+        this.#capture.written.add(t);
+      }
+      return;
+    }
+    const ticket = op(stream, dependencies([...used, ...written]));
+    this.#enqueued = ticket;
+    for (const t of written) t._markWritten(this, ticket);
   }
 
   /** @internal Runs `op` with the native stream and records the ticket it returns. */

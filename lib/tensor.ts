@@ -133,6 +133,19 @@ export class Tensor<D extends DType = DType> {
     return dst;
   }
 
+  /**
+   * Copies `src` (same dtype and element count; on the host or on this tensor's device) into this tensor, queued on
+   * `stream` (by default the one that last wrote this tensor, or the default stream of its device). Returns this
+   * tensor. This is how the inputs of a captured graph are updated in place between replays.
+   */
+  copyFrom(src: Tensor<D>, options: { stream?: Stream } = {}): this {
+    this.#live('tensor');
+    if (!(src instanceof Tensor)) throw new MlaError('E_ARGUMENT', `copyFrom: src must be a Tensor, got ${describe(src)}`);
+    const stream = options.stream ?? this.#streamFor(this.device === 'cpu' ? src.device : this.device);
+    stream._submit([src], [this], (s, after) => native().copy(s, { src: src._descriptor('src'), dst: this._descriptor('dst') }, after));
+    return this;
+  }
+
   /** A new tensor of `dtype` holding `values` rounded to it (round to nearest even). */
   static fromValues<D extends DType>(values: ArrayLike<number>, shape: readonly number[], dtype: D): Tensor<D> {
     const t = Tensor.zeros(shape, dtype);

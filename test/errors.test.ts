@@ -2,23 +2,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput, type ErrorCode } from 'mla-kernels';
 import { native } from '../lib/native.js';
-import { intTensor, onDevice, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
+import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
 
 const seed = testSeed('errors');
-
-function expectMlaError(fn: () => unknown, code: ErrorCode, mentions: string | RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, `expected MlaError ${code}`).toBeInstanceOf(MlaError);
-  const err = caught as MlaError;
-  expect(err.code, err.message).toBe(code);
-  if (typeof mentions === 'string') expect(err.message).toContain(mentions);
-  else expect(err.message).toMatch(mentions);
-}
 
 async function bytesOf(t: Tensor): Promise<Uint8Array> {
   return new Uint8Array((await t.read()).buffer);

@@ -1,5 +1,6 @@
 // Shared test tools: seeded random data (the seed is printed), error norms, poison, backend list.
-import { backends, bf16ToFloat32, f16ToFloat32, Tensor, type BackendName, type DeviceName, type FloatDType } from '../lib/index.js';
+import { expect } from 'vitest';
+import { backends, bf16ToFloat32, f16ToFloat32, MlaError, Tensor, type BackendName, type DeviceName, type ErrorCode, type FloatDType } from '../lib/index.js';
 import type { Dense } from '../lib/reference.js';
 
 /** The seed of this test file: MLA_TEST_SEED to replay a failure, else fresh per run. */
@@ -132,4 +133,19 @@ export function shapeRules(backend: BackendName): ShapeRules {
     nopeDim: (rng) => 16 * rng.int(1, 2),
     vHeadDim: (rng) => 8 * rng.int(1, 4),
   };
+}
+
+/** `fn` throws an MlaError with `code` whose message mentions `mentions`. */
+export function expectMlaError(fn: () => unknown, code: ErrorCode, mentions: string | RegExp): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught, `expected MlaError ${code}`).toBeInstanceOf(MlaError);
+  const err = caught as MlaError;
+  expect(err.code, err.message).toBe(code);
+  if (typeof mentions === 'string') expect(err.message).toContain(mentions);
+  else expect(err.message).toMatch(mentions);
 }

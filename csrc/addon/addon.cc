@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/backend.h"
@@ -13,6 +14,7 @@
 #include "../core/ops.h"
 #include "js_error.h"
 #include "device_buffer.h"
+#include "graph.h"
 #include "stream.h"
 #include "../cpu/cpu_info.h"
 
@@ -180,23 +182,25 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
     StreamWrap& stream = toStream(info[0]);
     Refs refs;
     Params p = build(info[1].As<Napi::Object>(), &refs);
-    validate(p, stream.backend().device());
-    checkForBackend(p, stream.backend());
-    stream.backend().checkSupported(p);
     mla::Backend* backend = &stream.backend();
-    // Writes on other streams this operation must wait for: [[stream, ticket], ...] from lib/ops.ts.
-    std::vector<StreamWrap::Dependency> after;
-    if (info.Length() > 2 && info[2].IsArray()) {
-      Napi::Array deps = info[2].As<Napi::Array>();
-      for (uint32_t i = 0; i < deps.Length(); ++i) {
-        Napi::Array d = deps.Get(i).As<Napi::Array>();
-        StreamWrap& other = toStream(d.Get(0u));
-        if (&other == &stream) continue;
-        refs.refs.push_back(Napi::Persistent(d.Get(0u).As<Napi::Object>()));  // keeps the other stream alive
-        after.push_back({&other, static_cast<uint64_t>(d.Get(1u).As<Napi::Number>().DoubleValue())});
-      }
+    // The kernels read copies of the index arrays, taken before they are checked.
+    auto snapshot = std::make_shared<IndexSnapshot>();
+    Params checked = p;
+    snapshotIndexTensors(checked, *snapshot);
+    validate(checked, backend->device());
+    checkForBackend(checked, *backend);
+    backend->checkSupported(checked);
+    if (stream.capturing()) {
+      // Recorded as it was given (the caller's index arrays are read again at each replay); queues nothing.
+      if constexpr (std::is_same_v<Params, CopyParams>)
+        throw Error(ErrorCode::Argument, "a copy (Tensor.to, read) cannot be captured in a graph: make it before or after the capture");
+      else
+        stream.captured(GraphOp(p), std::move(refs));
+      return Napi::Number::New(info.Env(), 0);
     }
-    uint64_t ticket = stream.enqueue([p, backend, run] { run(*backend, p); }, std::move(refs), std::move(after));
+    // Writes on other streams this operation must wait for: [[stream, ticket], ...] from lib/ops.ts.
+    std::vector<StreamWrap::Dependency> after = stream.dependencies(info[2], refs);
+    uint64_t ticket = stream.enqueue([checked, snapshot, backend, run] { run(*backend, checked); }, std::move(refs), std::move(after));
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
   });
 }
@@ -504,6 +508,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unabsorbOutput", Napi::Function::New(env, UnabsorbOutput));
   exports.Set("outputShapes", Napi::Function::New(env, OutputShapes));
   exports.Set("planDecode", Napi::Function::New(env, PlanDecode));
+  exports.Set("NativeGraph", GraphWrap::Define(env));
+  exports.Set("replayGraph", Napi::Function::New(env, ReplayGraph));
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("facts", Napi::Function::New(env, Facts));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));

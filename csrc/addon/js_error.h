@@ -15,6 +15,7 @@ class StreamWrap;
 // Per-environment state (Node main thread or a worker thread).
 struct AddonData {
   Napi::FunctionReference errorClass;
+  Napi::FunctionReference graphClass;  // NativeGraph, made by StreamWrap::EndCapture
   std::set<StreamWrap*> streams;  // live streams, stopped by the environment's cleanup hook
 };
 

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "../core/errors.h"
+#include "graph.h"
 #include "js_error.h"
 
 namespace mla::addon {
@@ -16,7 +17,8 @@ void stopStreams(void* arg) {
 Napi::Function StreamWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeStream",
                      {InstanceMethod<&StreamWrap::BackendName>("backend"), InstanceMethod<&StreamWrap::DeviceName>("device"),
-                      InstanceMethod<&StreamWrap::Dispose>("dispose")});
+                      InstanceMethod<&StreamWrap::Dispose>("dispose"), InstanceMethod<&StreamWrap::BeginCapture>("beginCapture"),
+                      InstanceMethod<&StreamWrap::EndCapture>("endCapture")});
 }
 
 StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
@@ -66,6 +68,50 @@ void StreamWrap::close() {
 
 void StreamWrap::releaseTsfn() {
   if (!tsfnReleased_.exchange(true)) tsfn_.Release();
+}
+
+std::vector<StreamWrap::Dependency> StreamWrap::dependencies(const Napi::Value& deps, Retained& refs) {
+  std::vector<Dependency> after;
+  if (!deps.IsArray()) return after;
+  Napi::Array list = deps.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Array d = list.Get(i).As<Napi::Array>();
+    Napi::Value other = d.Get(0u);
+    if (!other.IsObject()) throw Error(ErrorCode::Internal, "a dependency names no stream");
+    StreamWrap* stream = Unwrap(other.As<Napi::Object>());
+    if (stream == this) continue;
+    refs.refs.push_back(Napi::Persistent(other.As<Napi::Object>()));  // keeps the other stream alive
+    after.push_back({stream, static_cast<uint64_t>(d.Get(1u).As<Napi::Number>().DoubleValue())});
+  }
+  return after;
+}
+
+void StreamWrap::captured(GraphOp op, Retained refs) {
+  capture_->ops.push_back(std::move(op));
+  for (Napi::ObjectReference& r : refs.refs) capture_->retained.refs.push_back(std::move(r));
+  for (DeviceBufferWrap* b : refs.buffers) capture_->retained.buffers.push_back(b);
+}
+
+Napi::Value StreamWrap::BeginCapture(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (capture_) throw Error(ErrorCode::Argument, "the stream is already capturing a graph");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_ || closing_) throw Error(ErrorCode::Disposed, "the stream was disposed");
+    }
+    capture_ = std::make_unique<Capture>();
+    return info.Env().Undefined();
+  });
+}
+
+// endCapture(keep): the graph of what was recorded, or undefined when `keep` is false (the capture failed).
+Napi::Value StreamWrap::EndCapture(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!capture_) throw Error(ErrorCode::Argument, "the stream is not capturing a graph");
+    std::unique_ptr<Capture> capture = std::move(capture_);
+    if (!info[0].ToBoolean().Value()) return info.Env().Undefined();
+    return GraphWrap::Create(info.Env(), Value(), std::move(capture->ops), std::move(capture->retained));
+  });
 }
 
 uint64_t StreamWrap::enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after) {

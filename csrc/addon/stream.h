@@ -40,11 +40,18 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
     StreamWrap* stream;
     uint64_t ticket;
   };
+  // Main thread only: the dependencies [[NativeStream, ticket], ...] lib/ops.ts passes, keeping the other streams
+  // alive through `refs`; those on this stream are dropped (its operations run in order anyway).
+  std::vector<Dependency> dependencies(const Napi::Value& deps, Retained& refs);
   // Main thread only. Queues `work` to run after `after`; returns its ticket (1, 2, 3, ...).
   uint64_t enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after = {});
   // Blocks the calling worker until this stream's worker has run `ticket` (or the stream stops); returns the fence
   // of the device work it left, null when there is none or it has completed.
   std::shared_ptr<const Fence> waitLaunched(uint64_t ticket);
+  // Capture (Stream.capture in lib/stream.ts), main thread only: between beginCapture() and endCapture() the
+  // stream's operations are validated and recorded, not queued; endCapture() returns them as a NativeGraph.
+  bool capturing() const { return capture_ != nullptr; }
+  void captured(GraphOp op, Retained refs);
   // Refuses new work; the worker finishes what is queued, then exits.
   void close();
   // Stops the worker after the operation it is running and drops what is queued (process exit).
@@ -70,6 +77,8 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value BackendName(const Napi::CallbackInfo& info);
   Napi::Value DeviceName(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value BeginCapture(const Napi::CallbackInfo& info);
+  Napi::Value EndCapture(const Napi::CallbackInfo& info);
   void workerLoop();
   void completerLoop();
   void post(Done* done);
@@ -84,6 +93,11 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   uint64_t nextTicket_ = 1;
   uint64_t pending_ = 0;
   std::map<uint64_t, Retained> retained_;
+  struct Capture {
+    std::vector<GraphOp> ops;
+    Retained retained;
+  };
+  std::unique_ptr<Capture> capture_;
   // Shared with the worker.
   std::mutex mu_;
   std::condition_variable cv_;

@@ -2,6 +2,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "ops.h"
@@ -38,6 +39,19 @@ class Fence {
   virtual void wait() const = 0;
 };
 
+// One operation of a captured graph (Stream.capture), validated again before each replay.
+using GraphOp = std::variant<AppendLatentCacheParams, MlaDecodeParams, AbsorbQueryParams, UnabsorbOutputParams>;
+inline const char* graphOpName(const GraphOp& op) {
+  static const char* const names[] = {"appendLatentCache", "mlaDecode", "absorbQuery", "unabsorbOutput"};
+  return names[op.index()];
+}
+
+// What a backend keeps of a captured graph between replays (the CUDA backend: its instantiated CUDA graph).
+class GraphState {
+ public:
+  virtual ~GraphState() = default;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -70,12 +84,25 @@ class Backend {
   virtual void absorbQuery(const AbsorbQueryParams& p) = 0;
   virtual void unabsorbOutput(const UnabsorbOutputParams& p) = 0;
 
+  // Runs a captured graph's operations in order, as one operation of the stream. `state` is this graph's own (null
+  // at the first replay). The default runs each operation as if called alone.
+  virtual void runGraph(const std::vector<GraphOp>& ops, std::unique_ptr<GraphState>& state) {
+    (void)state;
+    for (const GraphOp& op : ops) std::visit([this](const auto& p) { run(p); }, op);
+  }
+
   // Called by a stream's worker after each operation: marks the completion of what the worker has queued on the
   // device so far. Null when operations finish before they return (cpu).
   virtual std::shared_ptr<const Fence> recordFence() { return nullptr; }
   // Called by a stream's worker before an operation that depends on `fence` (from any stream): the worker's later
   // device work waits for it. The default waits on the host.
   virtual void waitFence(const Fence& fence) { fence.wait(); }
+
+ private:
+  void run(const AppendLatentCacheParams& p) { appendLatentCache(p); }
+  void run(const MlaDecodeParams& p) { mlaDecode(p); }
+  void run(const AbsorbQueryParams& p) { absorbQuery(p); }
+  void run(const UnabsorbOutputParams& p) { unabsorbOutput(p); }
 };
 
 struct BackendInfo {

@@ -333,4 +333,23 @@ void validate(AppendLatentCacheParams& p, const Device& device) {
   }
 }
 
+namespace {
+void snapshot(TensorView& t, IndexSnapshot& store) {
+  if (!t.present() || t.device.kind != DeviceKind::Cpu) return;  // validation refuses it
+  const uint8_t* src = t.as<const uint8_t>();
+  store.emplace_back(src, src + t.nbytes());
+  t.data = store.back().data();
+}
+}  // namespace
+
+void snapshotIndexTensors(AppendLatentCacheParams& p, IndexSnapshot& store) {
+  snapshot(p.slotMapping, store);
+  snapshot(p.positions, store);
+}
+
+void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store) {
+  snapshot(p.blockTable, store);
+  snapshot(p.seqLens, store);
+}
+
 }  // namespace mla

@@ -90,6 +90,15 @@ struct CopyParams {
   TensorView dst;
 };
 
+// Copies of the host index tensors an operation reads (slot mapping, positions, block table, sequence lengths),
+// taken before validation and used by the kernels in place of the caller's arrays: the caller may change those as
+// soon as the call returns, and the values checked must be the values used.
+using IndexSnapshot = std::vector<std::vector<uint8_t>>;
+void snapshotIndexTensors(AppendLatentCacheParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store);
+template <class Params>
+void snapshotIndexTensors(Params&, IndexSnapshot&) {}
+
 // Shapes of the outputs an operation creates when the caller gives none. They validate the inputs
 // (outputs absent) and throw mla::Error like validate().
 std::vector<int64_t> absorbQueryOutShape(AbsorbQueryParams& p);

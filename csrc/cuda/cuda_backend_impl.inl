@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "../core/backend.h"
@@ -300,19 +301,7 @@ class CudaBackendImpl final : public Backend {
     check(rt::cudaMemcpyAsync(dev, stage, slotsBytes + posBytes, cudaMemcpyHostToDevice, ctx.stream), "appendLatentCache upload");
     ctx.staged(slot);
 
-    AppendArgs a{};
-    a.elem = elemOf(p.cache, "appendLatentCache");
-    a.cache = p.cache.data;
-    a.kvC = p.kvC.data;
-    a.kPe = p.kPe.data;
-    a.slotMapping = reinterpret_cast<const int32_t*>(dev);
-    a.positions = posBytes ? reinterpret_cast<const int32_t*>(dev + slotsBytes) : nullptr;
-    a.cos = p.cos.as<const float>();
-    a.sin = p.sin.as<const float>();
-    a.ropeStyle = static_cast<int>(p.ropeStyle);
-    a.numTokens = static_cast<int>(p.numTokens);
-    a.kvLoraRank = static_cast<int>(p.kvLoraRank);
-    a.ropeDim = static_cast<int>(p.ropeDim);
+    const AppendArgs a = appendArgs(p, dev, posBytes ? dev + slotsBytes : nullptr);
     runOp("appendLatentCache", {{p.cache.data, p.cache.nbytes()}}, [&](auto record) {
       check(launchAppend(a, ctx.stream), "appendLatentCache launch");
       record();
@@ -323,11 +312,7 @@ class CudaBackendImpl final : public Backend {
     rt::OpScope scope("mlaDecode");
     WorkerContext& ctx = worker();
     const DecodeConfig config = chooseConfig(static_cast<int>(p.headDim));
-    // A plan from planDecode (validated against these seqLens) when its tiles fit this row width, else a new one.
-    const auto* given = dynamic_cast<const Plan*>(p.plan.get());
-    const DecodePlan plan = given && given->plan.config == config
-                                ? given->plan
-                                : makePlan(p.batch, p.queryLen, p.numHeads, p.seqLens.as<const int32_t>(), given ? given->batchInvariant : false, config);
+    const DecodePlan plan = planFor(p, config);
 
     // Upload [block table | work items | combine items] in one copy; partial results go after them.
     const size_t tableBytes = align16(p.blockTable.nbytes());
@@ -345,42 +330,14 @@ class CudaBackendImpl final : public Backend {
     check(rt::cudaMemcpyAsync(dev, stage, hostBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
     ctx.staged(slot);
 
-    DecodeArgs d{};
-    d.elem = elemOf(p.q, "mlaDecode");
-    d.config = config;
-    d.q = p.q.data;
-    d.cache = p.cache.data;
-    d.blockTable = reinterpret_cast<const int32_t*>(dev);
-    d.out = p.out.data;
-    d.lse = p.lse.as<float>();
+    DecodeArgs d = decodeArgs(p, config, reinterpret_cast<const int32_t*>(dev));
     d.partialOut = reinterpret_cast<float*>(dev + hostBytes);
     d.partialLse = reinterpret_cast<float*>(dev + hostBytes + partialOutBytes);
     d.work = reinterpret_cast<const DecodeWorkItem*>(dev + tableBytes);
     d.numWork = static_cast<int>(plan.work.size());
-    d.queryLen = static_cast<int>(p.queryLen);
-    d.numHeads = static_cast<int>(p.numHeads);
-    d.headDim = static_cast<int>(p.headDim);
-    d.kvLoraRank = static_cast<int>(p.kvLoraRank);
-    d.blockSize = static_cast<int>(p.blockSize);
-    d.blockShift = -1;
-    for (int s = 0; s < 31; ++s)
-      if ((int64_t{1} << s) == p.blockSize) d.blockShift = s;
-    d.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
-    d.causal = p.causal ? 1 : 0;
-    d.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
-
-    CombineArgs c{};
-    c.elem = d.elem;
-    c.partialOut = d.partialOut;
-    c.partialLse = d.partialLse;
+    CombineArgs c = combineArgs(d, plan.blockM);
     c.items = reinterpret_cast<const CombineItem*>(dev + tableBytes + workBytes);
     c.numItems = static_cast<int>(plan.combine.size());
-    c.blockM = plan.blockM;
-    c.out = p.out.data;
-    c.lse = d.lse;
-    c.queryLen = d.queryLen;
-    c.numHeads = d.numHeads;
-    c.kvLoraRank = d.kvLoraRank;
 
     check(prepareDecode(config, d.headDim), "cudaFuncSetAttribute (decode shared memory)");
     runOp("mlaDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
@@ -394,19 +351,7 @@ class CudaBackendImpl final : public Backend {
   void absorbQuery(const AbsorbQueryParams& p) override {
     rt::OpScope scope("absorbQuery");
     WorkerContext& ctx = worker();
-    HeadGemmArgs a{};
-    a.elem = elemOf(p.qNope, "absorbQuery");
-    a.a = p.qNope.data;
-    a.w = p.wUk.data;
-    a.wKMajor = true;
-    a.out = p.out.data;
-    a.tokens = static_cast<int>(p.numTokens);
-    a.heads = static_cast<int>(p.numHeads);
-    a.K = static_cast<int>(p.nopeDim);
-    a.N = static_cast<int>(p.kvLoraRank);
-    a.outStride = static_cast<int>(p.kvLoraRank + p.ropeDim);
-    a.tail = p.ropeDim ? p.qPe.data : nullptr;
-    a.tailWidth = static_cast<int>(p.ropeDim);
+    const HeadGemmArgs a = absorbArgs(p);
     runOp("absorbQuery", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
       check(launchHeadGemm(a, ctx.stream), "absorbQuery launch");
       record();
@@ -416,21 +361,51 @@ class CudaBackendImpl final : public Backend {
   void unabsorbOutput(const UnabsorbOutputParams& p) override {
     rt::OpScope scope("unabsorbOutput");
     WorkerContext& ctx = worker();
-    HeadGemmArgs a{};
-    a.elem = elemOf(p.oLat, "unabsorbOutput");
-    a.a = p.oLat.data;
-    a.w = p.wUv.data;
-    a.wKMajor = false;
-    a.out = p.out.data;
-    a.tokens = static_cast<int>(p.numTokens);
-    a.heads = static_cast<int>(p.numHeads);
-    a.K = static_cast<int>(p.kvLoraRank);
-    a.N = static_cast<int>(p.vHeadDim);
-    a.outStride = static_cast<int>(p.vHeadDim);
+    const HeadGemmArgs a = unabsorbArgs(p);
     runOp("unabsorbOutput", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
       check(launchHeadGemm(a, ctx.stream), "unabsorbOutput launch");
       record();
     });
+  }
+
+  // A captured graph runs as a CUDA graph. At the first replay every operation's kernels are captured once, reading
+  // their index arrays and plans from one device buffer of the graph's own, with grids as large as any plan of those
+  // shapes can need; each replay then uploads that buffer in one copy (block tables, slot mappings, the plans of the
+  // current lengths and how many CTAs of each grid have work) and launches the graph: one launch for the step.
+  void runGraph(const std::vector<GraphOp>& ops, std::unique_ptr<GraphState>& state) override {
+    rt::OpScope scope("graph");
+    WorkerContext& ctx = worker();
+    if (!state) state = captureGraph(ops, ctx);
+    const auto& graph = static_cast<const CudaGraphState&>(*state);
+    StagingSlot& slot = ctx.staging(graph.indexBytes + 16);
+    uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
+    std::vector<OpOutput> outputs;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const GraphOpLayout& l = graph.layout[i];
+      if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
+        const DecodePlan plan = planFor(*p, l.config);
+        if (plan.work.size() > size_t(l.capacity.work) || plan.combine.size() > size_t(l.capacity.combine) || plan.numPartials > l.capacity.partials)
+          throw Error(ErrorCode::Internal, "graph op " + std::to_string(i) + ": the decode plan exceeds the room captured for it");
+        const int32_t counts[2] = {static_cast<int32_t>(plan.work.size()), static_cast<int32_t>(plan.combine.size())};
+        std::memcpy(stage + l.counts, counts, sizeof counts);
+        copyBytes(stage + l.table, p->blockTable.data, p->blockTable.nbytes());
+        copyBytes(stage + l.work, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
+        copyBytes(stage + l.combine, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
+        outputs.push_back({p->out.data, p->out.nbytes()});
+        outputs.push_back({p->lse.data, p->lse.nbytes()});
+      } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
+        copyBytes(stage + l.slots, p->slotMapping.data, p->slotMapping.nbytes());
+        if (p->ropeStyle != RopeStyle::None) copyBytes(stage + l.positions, p->positions.data, p->positions.nbytes());
+        outputs.push_back({p->cache.data, p->cache.nbytes()});
+      } else if (const auto* p = std::get_if<AbsorbQueryParams>(&ops[i])) {
+        outputs.push_back({p->out.data, p->out.nbytes()});
+      } else if (const auto* p = std::get_if<UnabsorbOutputParams>(&ops[i])) {
+        outputs.push_back({p->out.data, p->out.nbytes()});
+      }
+    }
+    check(rt::cudaMemcpyAsync(graph.index, stage, graph.indexBytes, cudaMemcpyHostToDevice, ctx.stream), "graph upload");
+    ctx.staged(slot);
+    runOp("graph", std::move(outputs), [&](auto) { check(rt::cudaGraphLaunch(graph.exec, ctx.stream), "cudaGraphLaunch"); });
   }
 
   std::shared_ptr<const Fence> recordFence() override {
@@ -480,12 +455,208 @@ class CudaBackendImpl final : public Backend {
     return v;
   }
 
-  DecodePlan makePlan(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens, bool batchInvariant, DecodeConfig config) const {
+  DecodePlanOptions planOptionsFor(bool batchInvariant, DecodeConfig config) const {
     DecodePlanOptions opt = planOptions();
     rt::cudaDeviceGetAttribute(&opt.numSms, cudaDevAttrMultiProcessorCount, device_);
     opt.batchInvariant = opt.batchInvariant || batchInvariant;
     opt.config = config;
-    return makeDecodePlan(static_cast<int>(batch), static_cast<int>(queryLen), static_cast<int>(numHeads), seqLens, opt);
+    return opt;
+  }
+
+  DecodePlan makePlan(int64_t batch, int64_t queryLen, int64_t numHeads, const int32_t* seqLens, bool batchInvariant, DecodeConfig config) const {
+    return makeDecodePlan(static_cast<int>(batch), static_cast<int>(queryLen), static_cast<int>(numHeads), seqLens,
+                          planOptionsFor(batchInvariant, config));
+  }
+
+  // The plan from planDecode (validated against p's seqLens) when its tiles fit this row width, else a new one.
+  DecodePlan planFor(const MlaDecodeParams& p, DecodeConfig config) const {
+    const auto* given = dynamic_cast<const Plan*>(p.plan.get());
+    if (given && given->plan.config == config) return given->plan;
+    return makePlan(p.batch, p.queryLen, p.numHeads, p.seqLens.as<const int32_t>(), p.plan && p.plan->batchInvariant, config);
+  }
+
+  // --- kernel arguments from validated parameters (device index arrays and plans filled in by the caller) ---
+  AppendArgs appendArgs(const AppendLatentCacheParams& p, const uint8_t* slotsOnDevice, const uint8_t* positionsOnDevice) const {
+    AppendArgs a{};
+    a.elem = elemOf(p.cache, "appendLatentCache");
+    a.cache = p.cache.data;
+    a.kvC = p.kvC.data;
+    a.kPe = p.kPe.data;
+    a.slotMapping = reinterpret_cast<const int32_t*>(slotsOnDevice);
+    a.positions = reinterpret_cast<const int32_t*>(positionsOnDevice);
+    a.cos = p.cos.as<const float>();
+    a.sin = p.sin.as<const float>();
+    a.ropeStyle = static_cast<int>(p.ropeStyle);
+    a.numTokens = static_cast<int>(p.numTokens);
+    a.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    a.ropeDim = static_cast<int>(p.ropeDim);
+    return a;
+  }
+
+  DecodeArgs decodeArgs(const MlaDecodeParams& p, DecodeConfig config, const int32_t* blockTableOnDevice) const {
+    DecodeArgs d{};
+    d.elem = elemOf(p.q, "mlaDecode");
+    d.config = config;
+    d.q = p.q.data;
+    d.cache = p.cache.data;
+    d.blockTable = blockTableOnDevice;
+    d.out = p.out.data;
+    d.lse = p.lse.as<float>();
+    d.queryLen = static_cast<int>(p.queryLen);
+    d.numHeads = static_cast<int>(p.numHeads);
+    d.headDim = static_cast<int>(p.headDim);
+    d.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    d.blockSize = static_cast<int>(p.blockSize);
+    d.blockShift = -1;
+    for (int s = 0; s < 31; ++s)
+      if ((int64_t{1} << s) == p.blockSize) d.blockShift = s;
+    d.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
+    d.causal = p.causal ? 1 : 0;
+    d.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+    return d;
+  }
+
+  static CombineArgs combineArgs(const DecodeArgs& d, int blockM) {
+    CombineArgs c{};
+    c.elem = d.elem;
+    c.partialOut = d.partialOut;
+    c.partialLse = d.partialLse;
+    c.blockM = blockM;
+    c.out = d.out;
+    c.lse = d.lse;
+    c.queryLen = d.queryLen;
+    c.numHeads = d.numHeads;
+    c.kvLoraRank = d.kvLoraRank;
+    return c;
+  }
+
+  HeadGemmArgs absorbArgs(const AbsorbQueryParams& p) const {
+    HeadGemmArgs a{};
+    a.elem = elemOf(p.qNope, "absorbQuery");
+    a.a = p.qNope.data;
+    a.w = p.wUk.data;
+    a.wKMajor = true;
+    a.out = p.out.data;
+    a.tokens = static_cast<int>(p.numTokens);
+    a.heads = static_cast<int>(p.numHeads);
+    a.K = static_cast<int>(p.nopeDim);
+    a.N = static_cast<int>(p.kvLoraRank);
+    a.outStride = static_cast<int>(p.kvLoraRank + p.ropeDim);
+    a.tail = p.ropeDim ? p.qPe.data : nullptr;
+    a.tailWidth = static_cast<int>(p.ropeDim);
+    return a;
+  }
+
+  HeadGemmArgs unabsorbArgs(const UnabsorbOutputParams& p) const {
+    HeadGemmArgs a{};
+    a.elem = elemOf(p.oLat, "unabsorbOutput");
+    a.a = p.oLat.data;
+    a.w = p.wUv.data;
+    a.wKMajor = false;
+    a.out = p.out.data;
+    a.tokens = static_cast<int>(p.numTokens);
+    a.heads = static_cast<int>(p.numHeads);
+    a.K = static_cast<int>(p.kvLoraRank);
+    a.N = static_cast<int>(p.vHeadDim);
+    a.outStride = static_cast<int>(p.vHeadDim);
+    return a;
+  }
+
+  // Where each operation of a captured graph finds its index arrays in the graph's device buffer.
+  struct GraphOpLayout {
+    DecodeConfig config = DecodeConfig::Large;
+    DecodePlanCapacity capacity;
+    size_t counts = 0, table = 0, work = 0, combine = 0;  // mlaDecode
+    size_t slots = 0, positions = 0;                      // appendLatentCache
+  };
+  struct CudaGraphState final : GraphState {
+    explicit CudaGraphState(DeviceMemory* m) : memory(m) {}
+    ~CudaGraphState() override {
+      if (exec) rt::cudaGraphExecDestroy(exec);
+      if (graph) rt::cudaGraphDestroy(graph);
+      if (buffer) memory->release(buffer, bufferBytes);
+    }
+    DeviceMemory* memory;
+    void* buffer = nullptr;  // [index arrays: indexBytes | partial results of split decodes]
+    size_t bufferBytes = 0;
+    uint8_t* index = nullptr;
+    size_t indexBytes = 0;
+    std::vector<GraphOpLayout> layout;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+  };
+
+  std::unique_ptr<GraphState> captureGraph(const std::vector<GraphOp>& ops, WorkerContext& ctx) {
+    auto g = std::make_unique<CudaGraphState>(&memory_);
+    size_t partialOutBytes = 0, partialLseBytes = 0;
+    auto take = [&](size_t bytes) {
+      const size_t offset = g->indexBytes;
+      g->indexBytes += align16(bytes);
+      return offset;
+    };
+    g->layout.resize(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      GraphOpLayout& l = g->layout[i];
+      if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
+        l.config = chooseConfig(static_cast<int>(p->headDim));
+        l.capacity = decodePlanCapacity(static_cast<int>(p->batch), static_cast<int>(p->queryLen), static_cast<int>(p->numHeads),
+                                        static_cast<int>(p->maxBlocksPerSeq * p->blockSize), planOptionsFor(p->plan && p->plan->batchInvariant, l.config));
+        l.counts = take(2 * sizeof(int32_t));
+        l.table = take(p->blockTable.nbytes());
+        l.work = take(size_t(l.capacity.work) * sizeof(DecodeWorkItem));
+        l.combine = take(size_t(l.capacity.combine) * sizeof(CombineItem));
+        const size_t rows = size_t(l.capacity.partials) * decodeConfigInfo(l.config).blockM;
+        partialOutBytes = std::max(partialOutBytes, align16(rows * p->kvLoraRank * sizeof(float)));
+        partialLseBytes = std::max(partialLseBytes, align16(rows * sizeof(float)));
+        check(prepareDecode(l.config, static_cast<int>(p->headDim)), "cudaFuncSetAttribute (decode shared memory)");
+      } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
+        l.slots = take(p->slotMapping.nbytes());
+        if (p->ropeStyle != RopeStyle::None) l.positions = take(p->positions.nbytes());
+      }
+    }
+    // The operations of one graph run one after another, so the decodes share one area for partial results.
+    g->bufferBytes = g->indexBytes + partialOutBytes + partialLseBytes + 16;
+    g->buffer = memory_.allocate(g->bufferBytes);
+    g->index = static_cast<uint8_t*>(g->buffer);
+    float* partialOut = reinterpret_cast<float*>(g->index + g->indexBytes);
+    float* partialLse = reinterpret_cast<float*>(g->index + g->indexBytes + partialOutBytes);
+
+    check(rt::cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const GraphOpLayout& l = g->layout[i];
+        const uint8_t* base = g->index;
+        if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
+          DecodeArgs d = decodeArgs(*p, l.config, reinterpret_cast<const int32_t*>(base + l.table));
+          d.partialOut = partialOut;
+          d.partialLse = partialLse;
+          d.work = reinterpret_cast<const DecodeWorkItem*>(base + l.work);
+          d.numWork = l.capacity.work;
+          d.numWorkOnDevice = reinterpret_cast<const int*>(base + l.counts);
+          CombineArgs c = combineArgs(d, decodeConfigInfo(l.config).blockM);
+          c.items = reinterpret_cast<const CombineItem*>(base + l.combine);
+          c.numItems = l.capacity.combine;
+          c.numItemsOnDevice = reinterpret_cast<const int*>(base + l.counts) + 1;
+          check(launchDecode(d, ctx.stream), "mlaDecode launch (graph capture)");
+          check(launchCombine(c, ctx.stream), "mlaDecode combine launch (graph capture)");
+        } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
+          const AppendArgs a = appendArgs(*p, base + l.slots, p->ropeStyle != RopeStyle::None ? base + l.positions : nullptr);
+          check(launchAppend(a, ctx.stream), "appendLatentCache launch (graph capture)");
+        } else if (const auto* p = std::get_if<AbsorbQueryParams>(&ops[i])) {
+          check(launchHeadGemm(absorbArgs(*p), ctx.stream), "absorbQuery launch (graph capture)");
+        } else if (const auto* p = std::get_if<UnabsorbOutputParams>(&ops[i])) {
+          check(launchHeadGemm(unabsorbArgs(*p), ctx.stream), "unabsorbOutput launch (graph capture)");
+        }
+      }
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      rt::cudaStreamEndCapture(ctx.stream, &broken);  // the stream leaves capture mode whatever went wrong
+      if (broken) rt::cudaGraphDestroy(broken);
+      throw;
+    }
+    check(rt::cudaStreamEndCapture(ctx.stream, &g->graph), "cudaStreamEndCapture");
+    check(rt::cudaGraphInstantiate(&g->exec, g->graph, 0), "cudaGraphInstantiate");
+    return g;
   }
 
   // The calling worker thread's context on this device (a stream's worker serves one device).

@@ -3,6 +3,39 @@
 #include <algorithm>
 
 namespace mla::MLA_KERNEL_NS {
+namespace {
+
+// Rows per split when fixed: asked for, or batch-invariant; 0 when the planner fills the SMs.
+int fixedSplitRows(const DecodePlanOptions& options) {
+  if (options.splitRows > 0) return options.splitRows;
+  return options.batchInvariant ? kInvariantSplitRows : 0;
+}
+
+// Every split re-reads its CTA's query rows and writes a partial, so none filling the SMs is shorter than 32 rows per
+// query row (Q re-reads stay within ~3% of the cache bytes) or four tiles.
+int64_t minSplitRows(int queryLen, int numHeads, const DecodeConfigInfo& info) {
+  const int rowsPerCta = std::min(queryLen * numHeads, info.blockM);
+  return std::max<int64_t>(int64_t{4} * info.blockN, int64_t{32} * rowsPerCta);
+}
+
+}  // namespace
+
+DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int maxSeqLen, const DecodePlanOptions& options) {
+  const DecodeConfigInfo info = decodeConfigInfo(options.config);
+  const int64_t mTiles = (int64_t{queryLen} * numHeads + info.blockM - 1) / info.blockM;
+  const int fixed = fixedSplitRows(options);
+  const int64_t shortest = fixed > 0 ? fixed : minSplitRows(queryLen, numHeads, info);
+  const int64_t splitsPerSeq = std::clamp<int64_t>((maxSeqLen + shortest - 1) / shortest, 1, kMaxDecodeSplits);
+  int64_t work = batch * mTiles * splitsPerSeq;
+  // Filling the SMs, a split has at least (all tiles) / numSms tiles, so the splits beyond one per sequence and
+  // m-tile number at most numSms.
+  if (fixed <= 0) work = std::min<int64_t>(work, batch * mTiles + options.numSms);
+  DecodePlanCapacity c;
+  c.work = static_cast<int>(work);
+  c.combine = static_cast<int>(batch * mTiles);
+  c.partials = c.work;
+  return c;
+}
 
 DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options) {
   DecodePlan plan;
@@ -16,17 +49,12 @@ DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* 
   plan.seqLens.assign(seqLens, seqLens + batch);
   const int mTiles = (queryLen * numHeads + info.blockM - 1) / info.blockM;
 
-  // Rows per split: fixed when asked or batch-invariant; otherwise enough CTAs to fill the SMs. Every split re-reads
-  // its CTA's query rows and writes a partial, so none is shorter than 32 rows per query row (Q re-reads stay
-  // within ~3% of the cache bytes) or four tiles.
-  const int rowsPerCta = std::min(queryLen * numHeads, info.blockM);
-  int splitRows = options.splitRows;
-  if (splitRows <= 0 && options.batchInvariant) splitRows = kInvariantSplitRows;
+  int splitRows = fixedSplitRows(options);
   if (splitRows <= 0) {
     int64_t tiles = 0;
     for (int b = 0; b < batch; ++b) tiles += int64_t{mTiles} * ((seqLens[b] + info.blockN - 1) / info.blockN);
     const int64_t perCta = (tiles + options.numSms - 1) / std::max(1, options.numSms);
-    const int64_t rows = std::max<int64_t>({perCta * info.blockN, int64_t{4} * info.blockN, int64_t{32} * rowsPerCta});
+    const int64_t rows = std::max<int64_t>(perCta * info.blockN, minSplitRows(queryLen, numHeads, info));
     splitRows = static_cast<int>(std::min<int64_t>(rows, int64_t{1} << 30));
   }
   // The combine kernel merges at most kMaxDecodeSplits partials per sequence.

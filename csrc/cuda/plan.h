@@ -30,6 +30,14 @@ struct DecodePlan {
 // The fixed chunk of batch-invariant plans, in cache rows.
 inline constexpr int kInvariantSplitRows = 1024;
 
+// The most work items, split sequences (combine items) and partial results any plan of this shape can have, for
+// sequences of at most maxSeqLen rows: the room a captured CUDA graph reserves, since its grids are fixed at capture
+// while the lengths change between replays.
+struct DecodePlanCapacity {
+  int work = 0, combine = 0, partials = 0;
+};
+DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int maxSeqLen, const DecodePlanOptions& options);
+
 DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options);
 
 }  // namespace mla::MLA_KERNEL_NS

@@ -27,6 +27,12 @@ using ::cudaFreeHost;
 using ::cudaGetDeviceCount;
 using ::cudaGetDeviceProperties;
 using ::cudaGetErrorName;
+using ::cudaGraphDestroy;
+using ::cudaGraphExecDestroy;
+using ::cudaGraphInstantiate;
+using ::cudaGraphLaunch;
+using ::cudaStreamBeginCapture;
+using ::cudaStreamEndCapture;
 using ::cudaMalloc;
 using ::cudaMallocHost;
 using ::cudaMemcpyAsync;
@@ -47,6 +53,8 @@ inline const char* deviceName(int device, cudaDeviceProp* props) {
 }  // namespace mla::kernels::rt
 
 #else  // cuda-sim
+#include <functional>
+#include <vector>
 
 namespace mla::kernels_sim::rt {
 
@@ -98,6 +106,7 @@ inline const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
     default: return "cudaErrorUnknown";
   }
 }
@@ -152,6 +161,39 @@ inline cudaError_t cudaEventSynchronize(cudaEvent_t) {
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+
+// Graph capture: the launches a thread makes between cudaStreamBeginCapture and cudaStreamEndCapture are recorded
+// (launch.cuh, cudasim::capture_list), not run; cudaGraphLaunch runs an instantiated graph's launches in order.
+struct SimGraph {
+  std::vector<std::function<void()>> launches;
+};
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (::cudasim::capture_list()) return cudaErrorIllegalState;
+  ::cudasim::capture_list() = new std::vector<std::function<void()>>();
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
+  std::vector<std::function<void()>>* list = ::cudasim::capture_list();
+  if (!list) return cudaErrorIllegalState;
+  ::cudasim::capture_list() = nullptr;
+  *graph = reinterpret_cast<cudaGraph_t>(new SimGraph{std::move(*list)});
+  delete list;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long = 0) {
+  *exec = reinterpret_cast<cudaGraphExec_t>(new SimGraph(*reinterpret_cast<SimGraph*>(graph)));
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete reinterpret_cast<SimGraph*>(graph);
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete reinterpret_cast<SimGraph*>(exec);
+  return cudaSuccess;
+}
+// Runs the launches, each reported to the running operation's launch observer (sim_backend.cc's runOp).
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t);
 
 }  // namespace mla::kernels_sim::rt
 #endif

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <unordered_map>
 
@@ -28,6 +29,7 @@ std::unordered_map<void*, SimAllocation> gAllocations;
 std::unordered_map<int, size_t> gAllocated;  // bytes per device
 thread_local const char* tOp = nullptr;      // the operation this thread is running (rt::OpScope)
 thread_local int tHostSyncs = 0;             // host synchronisations it made so far
+thread_local std::function<void()>* tLaunchObserver = nullptr;  // runOp's record of each launch, while it runs
 
 struct OpOutput {
   void* data;
@@ -51,10 +53,15 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
         if (outputs[i].bytes) std::memcpy(outputs[i].data, initial[i].data(), outputs[i].bytes);
     std::vector<cuda::SimLaunch> launches;
     try {
-      launchAll([&] {
+      std::function<void()> recordLaunch = [&] {
         const cudasim::LaunchRecord& r = cudasim::last_launch();
         launches.push_back(cuda::SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds});
-      });
+      };
+      tLaunchObserver = &recordLaunch;  // the launches of a replayed graph report themselves
+      struct Reset {
+        ~Reset() { tLaunchObserver = nullptr; }
+      } reset;
+      launchAll(recordLaunch);
     } catch (const cudasim::SimError& e) {
       throw Error(ErrorCode::Internal, std::string("cuda-sim: ") + op + " under thread order " + cudasim::order_name(order) + ": " + e.what());
     }
@@ -140,6 +147,14 @@ cudaError_t cudaFree(void* p) {
   gAllocated[it->second.device] -= it->second.bytes;
   gAllocations.erase(it);
   std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+  for (const std::function<void()>& launch : reinterpret_cast<const SimGraph*>(exec)->launches) {
+    launch();
+    if (tLaunchObserver) (*tLaunchObserver)();
+  }
   return cudaSuccess;
 }
 

@@ -56,6 +56,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
   using T = typename Elem<E>::T;
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
   T* const smem = reinterpret_cast<T*>(smemRaw);
+  if (args.numWorkOnDevice && static_cast<int>(blockIdx.x) >= *args.numWorkOnDevice) return;  // the whole CTA leaves
   const DecodeWorkItem item = args.work[blockIdx.x];
   const int D = args.headDim, V = args.kvLoraRank, H = args.numHeads;
   const int M = args.queryLen * H;  // query rows of the sequence
@@ -250,6 +251,7 @@ __global__ void __launch_bounds__(128) mlaCombineKernel(const CombineArgs args) 
   using T = typename Elem<E>::T;
   __shared__ float weight[kMaxDecodeSplits];
   __shared__ float stats[3];  // max lse, sum of weights, its reciprocal
+  if (args.numItemsOnDevice && static_cast<int>(blockIdx.x) >= *args.numItemsOnDevice) return;  // the whole CTA leaves
   const CombineItem item = args.items[blockIdx.x];
   const int r = blockIdx.y;
   const int M = args.queryLen * args.numHeads, V = args.kvLoraRank;

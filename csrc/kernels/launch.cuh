@@ -38,6 +38,11 @@ inline cudaError_t mla_launch(void (*kernel)(Params...), const char* name, dim3 
                               size_t dynamic_smem_bytes, cudaStream_t stream, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args), "mla_launch: wrong number of kernel arguments");
   (void)stream;
+  // While the calling thread captures a CUDA graph, launches are recorded, not run (cudasim::capture_list).
+  if (std::vector<std::function<void()>>* captured = ::cudasim::capture_list()) {
+    captured->push_back([=] { ::cudasim::launch(name, kernel, grid, block, dynamic_smem_bytes, args...); });
+    return cudaSuccess;
+  }
   ::cudasim::launch(name, kernel, grid, block, dynamic_smem_bytes, std::forward<Args>(args)...);
   return cudaSuccess;
 }

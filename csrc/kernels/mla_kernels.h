@@ -56,7 +56,9 @@ struct DecodeArgs {
   float* partialOut;        // [numPartials, blockM, kvLoraRank]
   float* partialLse;        // [numPartials, blockM]
   const DecodeWorkItem* work;
-  int numWork;
+  int numWork;                  // CTAs launched
+  const int* numWorkOnDevice;   // null, or how many of them have work, read by the kernel (a replayed CUDA graph
+                                // launches its capacity; the plan uploaded before each replay says how many are used)
   int queryLen, numHeads, headDim, kvLoraRank, blockSize, maxBlocksPerSeq;
   int blockShift;  // log2(blockSize) when it is a power of two (16, 32, 64: shift and mask), else -1 (divide)
   int causal;
@@ -78,7 +80,8 @@ struct CombineArgs {
   const float* partialOut;
   const float* partialLse;
   const CombineItem* items;
-  int numItems;
+  int numItems;                 // CTAs launched (times blockM)
+  const int* numItemsOnDevice;  // null, or how many of them have work (as DecodeArgs::numWorkOnDevice)
   int blockM;
   void* out;
   float* lse;

@@ -910,6 +910,10 @@ Traffic traffic() { return tctx.traffic; }
 void reset_traffic() { tctx.traffic = Traffic{}; }
 const LaunchRecord& last_launch() { return tl_last; }
 uint64_t total_fiber_switches() { return tl_switches; }
+std::vector<std::function<void()>>*& capture_list() {
+  thread_local std::vector<std::function<void()>>* list = nullptr;
+  return list;
+}
 
 }  // namespace cudasim
 
