@@ -119,13 +119,13 @@ export class Tensor<D extends DType = DType> {
 
   /**
    * This tensor on `device`: itself when it is there already, else a copy queued on `stream` (by default the stream
-   * that last wrote this tensor, or the default stream of the device). Between two devices the copy goes through
-   * host memory.
+   * that last wrote this tensor, or the default stream of the device). Between two GPUs the copy is peer to peer,
+   * on the destination's stream; between a GPU and a cuda-sim device it goes through host memory.
    */
   to(device: DeviceName, options: { stream?: Stream } = {}): Tensor<D> {
     this.#live('tensor');
     if (device === this.device) return this;
-    if (device !== 'cpu' && this.device !== 'cpu') return this.to('cpu').to(device, options);
+    if (device !== 'cpu' && this.device !== 'cpu' && backendOf(device) !== backendOf(this.device)) return this.to('cpu').to(device, options);
     const stream = options.stream ?? this.#streamFor(device === 'cpu' ? this.device : device);
     const dst = Tensor.empty(this.shape, this.dtype, { device });
     const ticket = stream._enqueue((s) => native().copy(s, { src: this._descriptor('src'), dst: dst._descriptor('dst') }, dependencies([this])));

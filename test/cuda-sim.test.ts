@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
 import { native, type SimSettings } from '../lib/native.js';
 import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../lib/reference.js';
-import { countNaN, dense, exactValues, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
+import { countNaN, dense, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
 
 const seed = testSeed('cuda-sim');
 const SIM_DEVICE = 'cuda-sim:0' as const;
@@ -237,18 +237,6 @@ describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (em
     });
 });
 
-function expectMlaError(fn: () => unknown, code: string, ...mentions: string[]): void {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(MlaError);
-    expect((e as MlaError).code).toBe(code);
-    for (const m of mentions) expect((e as MlaError).message).toContain(m);
-    return;
-  }
-  expect.fail(`expected ${code}`);
-}
-
 describe.runIf(sim.available)('cuda-sim: several devices (SimSettings.numDevices)', () => {
   const seedDevices = seed + 100;
   beforeAll(() => configure({ ...DEFAULTS, checkOrders: false }));
@@ -308,6 +296,31 @@ describe.runIf(sim.available)('cuda-sim: several devices (SimSettings.numDevices
     const wUv = randomTensor(rng, [2, 16, 32], 'bf16', 0.2);
     const o = unabsorbOutput({ oLat: dev(oLat.t), wUv: dev(wUv.t), stream: s1 });
     expect(relErr(await o.toFloat32(), refUnabsorbOutput({ oLat: oLat.dense, wUv: wUv.dense }))).toBeLessThanOrEqual(REL_BOUND.bf16);
+  });
+
+  it('copies between devices are peer to peer, on the destination\'s stream, and wait for the source\'s writes', async () => {
+    const rng = new Rng(seedDevices + 3);
+    using s0 = new Stream('cuda-sim:0');
+    using s1 = new Stream('cuda-sim:1');
+    const host = randomTensor(rng, [3, 5, 16], 'bf16');
+    // Written on device 0 by an operation (o = I·oLat per head) still queued when the copy is made.
+    const oLat = host.t.to('cuda-sim:0', { stream: s0 });
+    const identity = Tensor.fromValues(Array.from({ length: 5 * 16 * 16 }, (_, i) => ((i % 256) % 17 === 0 ? 1 : 0)), [5, 16, 16], 'bf16');
+    const on0 = unabsorbOutput({ oLat, wUv: identity.to('cuda-sim:0', { stream: s0 }), stream: s0 });
+    const on1 = on0.to('cuda-sim:1', { stream: s1 });
+    expect(on1.device).toBe('cuda-sim:1');
+    expect(Array.from(await on1.toFloat32())).toEqual(Array.from(host.dense.data));
+    const into1 = Tensor.zeros([3, 5, 16], 'bf16', { device: 'cuda-sim:1' });
+    into1.copyFrom(oLat, { stream: s1 });
+    expect(Array.from(await into1.toFloat32())).toEqual(Array.from(host.dense.data));
+    // A third device's tensor is neither side's stream device: refused.
+    configure({ ...DEFAULTS, checkOrders: false, numDevices: 3 });
+    try {
+      const on2 = Tensor.zeros([3, 5, 16], 'bf16', { device: 'cuda-sim:2' });
+      expectMlaError(() => on2.copyFrom(oLat, { stream: s1 }), 'E_DEVICE', 'src is on cuda-sim:0 but the stream runs on cuda-sim:1');
+    } finally {
+      configure({ ...DEFAULTS, checkOrders: false });
+    }
   });
 
   it('a device beyond the count, and tensors of two devices in one op: E_DEVICE naming the argument', () => {

@@ -135,8 +135,8 @@ export function shapeRules(backend: BackendName): ShapeRules {
   };
 }
 
-/** `fn` throws an MlaError with `code` whose message mentions `mentions`. */
-export function expectMlaError(fn: () => unknown, code: ErrorCode, mentions: string | RegExp): void {
+/** `fn` throws an MlaError with `code` whose message contains (or matches) each of `mentions`. */
+export function expectMlaError(fn: () => unknown, code: ErrorCode, ...mentions: (string | RegExp)[]): void {
   let caught: unknown;
   try {
     fn();
@@ -146,6 +146,8 @@ export function expectMlaError(fn: () => unknown, code: ErrorCode, mentions: str
   expect(caught, `expected MlaError ${code}`).toBeInstanceOf(MlaError);
   const err = caught as MlaError;
   expect(err.code, err.message).toBe(code);
-  if (typeof mentions === 'string') expect(err.message).toContain(mentions);
-  else expect(err.message).toMatch(mentions);
+  for (const m of mentions) {
+    if (typeof m === 'string') expect(err.message).toContain(m);
+    else expect(err.message).toMatch(m);
+  }
 }

@@ -254,9 +254,13 @@ void validate(CopyParams& p, const Device& device) {
   requireSameDType(p.dst, p.src);
   if (p.dst.numel() != p.src.numel())
     fail(ErrorCode::Shape, "dst has " + std::to_string(p.dst.numel()) + " elements, src " + std::to_string(p.src.numel()));
-  for (const TensorView* t : {&p.src, &p.dst})
-    if (t->device.kind != DeviceKind::Cpu && t->device != device)
+  // Host, the stream's device, or (a peer copy) another device of the same kind when the other side is on the stream's.
+  for (const TensorView* t : {&p.src, &p.dst}) {
+    const TensorView& other = t == &p.src ? p.dst : p.src;
+    const bool peer = t->device.kind == device.kind && other.device == device;
+    if (t->device.kind != DeviceKind::Cpu && t->device != device && !peer)
       fail(ErrorCode::Device, std::string(t->name) + " is on " + t->device.str() + " but the stream runs on " + device.str());
+  }
   requireNoOverlap(p.dst, {&p.src});
 }
 

@@ -113,7 +113,8 @@ void validate(MlaDecodeParams& p, const Device& device);
 void validatePlan(const MlaDecodeParams& p, const std::string& backend);
 void validate(AbsorbQueryParams& p, const Device& device);
 void validate(UnabsorbOutputParams& p, const Device& device);
-// One side of a copy may be on the host; the other must be on `device` (or the host too).
+// One side of a copy may be on the host or on another device of `device`'s kind (a peer copy); the other must be on
+// `device` (or the host too).
 void validate(CopyParams& p, const Device& device);
 
 }  // namespace mla

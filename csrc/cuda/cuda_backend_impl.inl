@@ -266,7 +266,10 @@ class CudaBackendImpl final : public Backend {
       return;
     }
     if (!srcHost && !dstHost) {
-      check(rt::cudaMemcpyAsync(p.dst.data, p.src.data, bytes, cudaMemcpyDeviceToDevice, ctx.stream), "device-to-device copy");
+      if (p.src.device != p.dst.device)  // peer to peer: direct where the GPUs allow it, else staged by the driver
+        check(rt::cudaMemcpyPeerAsync(p.dst.data, p.dst.device.index, p.src.data, p.src.device.index, bytes, ctx.stream), "peer copy");
+      else
+        check(rt::cudaMemcpyAsync(p.dst.data, p.src.data, bytes, cudaMemcpyDeviceToDevice, ctx.stream), "device-to-device copy");
       return;
     }
     // Host memory of JS is pageable: move it through the pinned staging slots in chunks.

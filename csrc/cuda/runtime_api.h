@@ -36,6 +36,7 @@ using ::cudaStreamEndCapture;
 using ::cudaMalloc;
 using ::cudaMallocHost;
 using ::cudaMemcpyAsync;
+using ::cudaMemcpyPeerAsync;
 using ::cudaMemGetInfo;
 using ::cudaRuntimeGetVersion;
 using ::cudaSetDevice;
@@ -123,6 +124,11 @@ inline cudaError_t cudaFreeHost(void* p) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  if (bytes) std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyPeerAsync(void* dst, int dstDevice, const void* src, int srcDevice, size_t bytes, cudaStream_t) {
+  if (dstDevice < 0 || dstDevice >= simDeviceCount() || srcDevice < 0 || srcDevice >= simDeviceCount()) return cudaErrorInvalidDevice;
   if (bytes) std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
