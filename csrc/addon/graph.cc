@@ -1,5 +1,6 @@
 #include "graph.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <tuple>
@@ -54,16 +55,15 @@ using PlanCache = std::map<PlanKey, std::shared_ptr<const DecodePlanHandle>>;
 void prepare(MlaDecodeParams& p, const Backend& backend, IndexSnapshot& snapshot, PlanCache& plans) {
   snapshotIndexTensors(p, snapshot);
   validate(p, backend.device());
-  if (p.plan) {
-    const int32_t* lens = p.seqLens.as<const int32_t>();
-    if (!std::equal(lens, lens + p.batch, p.plan->seqLens.begin(), p.plan->seqLens.end())) {
-      PlanKey key{std::vector<int32_t>(lens, lens + p.batch), p.queryLen, p.numHeads, p.plan->batchInvariant};
-      std::shared_ptr<const DecodePlanHandle>& plan = plans[key];
-      if (!plan) plan = backend.planDecode(p.batch, p.queryLen, p.numHeads, lens, p.plan->batchInvariant);
-      p.plan = plan;
-    }
-    validatePlan(p, backend.name());
+  // A decode recorded without a plan gets one too, so that the layers of a step plan once between them.
+  const int32_t* lens = p.seqLens.as<const int32_t>();
+  if (!p.plan || !std::equal(lens, lens + p.batch, p.plan->seqLens.begin(), p.plan->seqLens.end())) {
+    const bool batchInvariant = p.plan && p.plan->batchInvariant;
+    std::shared_ptr<const DecodePlanHandle>& plan = plans[PlanKey{std::vector<int32_t>(lens, lens + p.batch), p.queryLen, p.numHeads, batchInvariant}];
+    if (!plan) plan = backend.planDecode(p.batch, p.queryLen, p.numHeads, lens, batchInvariant);
+    p.plan = plan;
   }
+  validatePlan(p, backend.name());
   backend.checkSupported(p);
 }
 template <class Params>

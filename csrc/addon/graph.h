@@ -21,7 +21,9 @@ class GraphWrap : public Napi::ObjectWrap<GraphWrap> {
   // A new NativeGraph of `stream` (a NativeStream) holding `ops`; takes the buffers in `retained` into use.
   static Napi::Object Create(Napi::Env env, Napi::Value stream, std::vector<GraphOp> ops, Retained retained);
   explicit GraphWrap(const Napi::CallbackInfo& info);
-  ~GraphWrap() override { release(); }
+  // Collected without dispose(): the buffers' use is not returned. Their objects may already be finalised (at
+  // teardown the order is arbitrary), and a buffer no longer referenced frees its memory when it is collected anyway.
+  ~GraphWrap() override = default;
 
   // replayGraph(stream, graph, deps) -> ticket.
   friend Napi::Value ReplayGraph(const Napi::CallbackInfo& info);
