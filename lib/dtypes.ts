@@ -1,19 +1,26 @@
 /** Element types. The C++ table is csrc/core/dtype.h; a test checks the two agree. */
-export type DType = 'f32' | 'f16' | 'bf16' | 'i32';
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'fp8_e4m3';
+/** The types operations compute in. */
 export type FloatDType = 'f32' | 'f16' | 'bf16';
+/**
+ * The types a latent cache may have: a float dtype, or `fp8_e4m3` (OCP FP8 e4m3, PyTorch's `float8_e4m3fn`:
+ * largest finite 448, no infinities) stored with a per-tensor scale (`cacheScale`).
+ */
+export type LatentCacheDType = FloatDType | 'fp8_e4m3';
 
 /** Bytes per element. */
-export const DTYPE_SIZES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, bf16: 2, i32: 4 };
+export const DTYPE_SIZES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, bf16: 2, i32: 4, fp8_e4m3: 1 };
 
-/** The TypedArray that holds a dtype's elements: bf16 and f16 are raw 16-bit patterns in a Uint16Array. */
-export type StorageOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array : Uint16Array;
-export type Storage = Float32Array | Int32Array | Uint16Array;
+/** The TypedArray that holds a dtype's elements: bf16 and f16 are raw 16-bit patterns in a Uint16Array, fp8 bytes in a Uint8Array. */
+export type StorageOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array : D extends 'fp8_e4m3' ? Uint8Array : Uint16Array;
+export type Storage = Float32Array | Int32Array | Uint16Array | Uint8Array;
 
 export const STORAGE_CLASS: Readonly<Record<DType, new (n: number) => Storage>> = {
   f32: Float32Array,
   f16: Uint16Array,
   bf16: Uint16Array,
   i32: Int32Array,
+  fp8_e4m3: Uint8Array,
 };
 
 export function isDType(x: unknown): x is DType {

@@ -1,5 +1,5 @@
 /**
- * Exact conversions between numbers and the 16-bit float formats bf16 and f16: round to nearest, ties to
+ * Exact conversions between numbers and the 16-bit float formats bf16 and f16 (and FP8 e4m3, below): round to nearest, ties to
  * even, directly from the float64 value (no double rounding through f32); overflow gives ±Infinity,
  * tiny values give subnormals or signed zero, NaN gives a quiet NaN (0x7fc0 / 0x7e00 with the sign bit kept).
  * The C++ kernels use csrc/core/half.h, which agrees bit for bit on every f32 input.
@@ -91,5 +91,48 @@ export function bf16ToFloat32(bits: Uint16Array): Float32Array {
 export function f16ToFloat32(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = decode(bits[i], F16);
+  return out;
+}
+
+/**
+ * The FP8 e4m3 ("e4m3fn", PyTorch's float8_e4m3fn) bit pattern nearest to `x` (ties to even). Magnitudes beyond 448,
+ * the largest finite value, saturate to ±448 (the format has no infinities); NaN gives 0x7f.
+ * csrc/core/half.h agrees bit for bit on every f32 input.
+ */
+export function toFp8E4M3Bits(x: number): number {
+  if (Number.isNaN(x)) return 0x7f;
+  const sign = x < 0 || Object.is(x, -0) ? 0x80 : 0;
+  const a = Math.abs(x);
+  if (a >= 448) return sign | 0x7e;
+  if (a === 0) return sign;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e -= 1;
+  else if (2 ** (e + 1) <= a) e += 1;
+  e = Math.max(e, -6); // below 2^-6 the values are the subnormal multiples of 2^-9
+  const q = a / 2 ** (e - 3); // exact: in units of this binade's spacing
+  let r = Math.floor(q);
+  const rest = q - r;
+  if (rest > 0.5 || (rest === 0.5 && r % 2 === 1)) r += 1;
+  // Exponent field e + 7 above mantissa r - 8 (a carry to r = 16 lands on the next binade's pattern); for e = -6 the
+  // patterns 0..15 are r itself, subnormals included.
+  return sign | ((e + 6) * 8 + r);
+}
+/** The value of an FP8 e4m3 bit pattern (0x7f and 0xff are NaN). */
+export function fromFp8E4M3Bits(b: number): number {
+  const sign = b & 0x80 ? -1 : 1;
+  const exp = (b >> 3) & 0xf, man = b & 7;
+  if ((b & 0x7f) === 0x7f) return NaN;
+  return sign * (exp === 0 ? man * 2 ** -9 : (8 + man) * 2 ** (exp - 10));
+}
+/** Converts numbers to FP8 e4m3 bit patterns. */
+export function toFp8E4M3Array(values: ArrayLike<number>): Uint8Array {
+  const out = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = toFp8E4M3Bits(values[i]);
+  return out;
+}
+/** Expands FP8 e4m3 bit patterns to float32 (exact). */
+export function fp8E4M3ToFloat32(bits: Uint8Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = fromFp8E4M3Bits(bits[i]);
   return out;
 }

@@ -1,6 +1,19 @@
 export { MlaError, ERROR_CODES, type ErrorCode } from './errors.js';
-export { DTYPE_SIZES, type DType, type FloatDType, type StorageOf } from './dtypes.js';
-export { toBf16Bits, fromBf16Bits, toF16Bits, fromF16Bits, toBf16Array, toF16Array, bf16ToFloat32, f16ToFloat32 } from './half.js';
+export { DTYPE_SIZES, type DType, type FloatDType, type LatentCacheDType, type StorageOf } from './dtypes.js';
+export {
+  toBf16Bits,
+  fromBf16Bits,
+  toF16Bits,
+  fromF16Bits,
+  toBf16Array,
+  toF16Array,
+  bf16ToFloat32,
+  f16ToFloat32,
+  toFp8E4M3Bits,
+  fromFp8E4M3Bits,
+  toFp8E4M3Array,
+  fp8E4M3ToFloat32,
+} from './half.js';
 export { Tensor, memoryStats, type DeviceName, type AllocateOptions } from './tensor.js';
 export { Graph } from './graph.js';
 export { Stream, backends, defaultBackend, defaultStream, type BackendName, type BackendInfo } from './stream.js';

@@ -13,7 +13,7 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 
 /** A tensor as the addon receives it (see csrc/addon/addon.cc). */
 export interface TensorDescriptor {
-  data?: Float32Array | Int32Array | Uint16Array;
+  data?: Float32Array | Int32Array | Uint16Array | Uint8Array;
   buffer?: NativeDeviceBuffer;
   dtype: string;
   shape: readonly number[];

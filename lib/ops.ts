@@ -1,6 +1,6 @@
 // The operations: check what can be checked without the addon (JS types, unknown options, disposed
 // tensors), let csrc/core validate shapes, dtypes and index values, queue the work on a stream.
-import type { FloatDType } from './dtypes.js';
+import type { LatentCacheDType, FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { native, type TensorDescriptor } from './native.js';
 import { Stream, defaultStream } from './stream.js';
@@ -20,22 +20,24 @@ export interface RopeOptions {
 
 export interface AppendLatentCacheOptions {
   /** [numBlocks, blockSize, kvLoraRank + ropeDim], written in place at the given slots only. */
-  cache: Tensor<FloatDType>;
-  /** [numTokens, kvLoraRank], the cache's dtype: the normalised latent c_kv of each new token. */
+  cache: Tensor<LatentCacheDType>;
+  /** [numTokens, kvLoraRank], the cache's dtype (any float dtype for an fp8 cache): each new token's normalised latent c_kv. */
   kvC: Tensor<FloatDType>;
-  /** [numTokens, ropeDim], the cache's dtype: each token's rope key (before RoPE when `rope` is given). */
+  /** [numTokens, ropeDim], kvC's dtype: each token's rope key (before RoPE when `rope` is given). */
   kPe: Tensor<FloatDType>;
   /** [numTokens] i32: slot = block * blockSize + offset; a negative slot skips the token (padding). */
   slotMapping: Tensor<'i32'>;
   rope?: RopeOptions;
+  /** An `fp8_e4m3` cache stores e4m3(value / cacheScale), rounded to nearest even, saturating at ±448. Default 1. */
+  cacheScale?: number;
   stream?: Stream;
 }
 
 export interface MlaDecodeOptions {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe]. */
   q: Tensor<FloatDType>;
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim], q's dtype: the paged latent cache. */
-  cache: Tensor<FloatDType>;
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim], q's dtype or `fp8_e4m3`: the paged latent cache. */
+  cache: Tensor<LatentCacheDType>;
   /** [batch, maxBlocksPerSeq] i32: the cache blocks of each sequence, in order. */
   blockTable: Tensor<'i32'>;
   /** [batch] i32: cached rows per sequence (0 allowed: zero output, lse = -Infinity). */
@@ -44,6 +46,8 @@ export interface MlaDecodeOptions {
   softmaxScale: number;
   /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V2/V3. */
   kvLoraRank: number;
+  /** An `fp8_e4m3` cache's values are its stored values times cacheScale (as appendLatentCache wrote them). Default 1. */
+  cacheScale?: number;
   /** For queryLen > 1: query j of n sees the first seqLen - n + 1 + j rows. Default false. */
   causal?: boolean;
   /** [batch, queryLen, numHeads, kvLoraRank], q's dtype; allocated when not given. */
@@ -168,12 +172,13 @@ function streamArg(op: string, o: Record<string, unknown>): Stream {
 /** Writes each new token's row [kvC, RoPE(kPe)] into its slot of the paged latent cache. */
 export function appendLatentCache(options: AppendLatentCacheOptions): void {
   const op = 'appendLatentCache';
-  const o = checkOptions(op, options, ['cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'stream']);
+  const o = checkOptions(op, options, ['cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'cacheScale', 'stream']);
   const params: Descriptors = {
     cache: tensorArg(op, o, 'cache'),
     kvC: tensorArg(op, o, 'kvC'),
     kPe: tensorArg(op, o, 'kPe'),
     slotMapping: tensorArg(op, o, 'slotMapping'),
+    cacheScale: o.cacheScale === undefined ? undefined : numberArg(op, o, 'cacheScale'),
   };
   if (o.rope !== undefined) {
     const rope = checkOptions(`${op}: rope`, o.rope, ['positions', 'cos', 'sin', 'style']);
@@ -196,7 +201,7 @@ export function appendLatentCache(options: AppendLatentCacheOptions): void {
  */
 export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
   const op = 'mlaDecode';
-  const o = checkOptions(op, options, ['q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'causal', 'out', 'lse', 'plan', 'stream']);
+  const o = checkOptions(op, options, ['q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'cacheScale', 'causal', 'out', 'lse', 'plan', 'stream']);
   if (o.plan !== undefined && !(o.plan instanceof DecodePlan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planDecode`);
   if (o.causal !== undefined && typeof o.causal !== 'boolean')
     throw new MlaError('E_ARGUMENT', `${op}: causal must be a boolean, got ${typeof o.causal}`);
@@ -207,6 +212,7 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
     seqLens: tensorArg(op, o, 'seqLens'),
     softmaxScale: numberArg(op, o, 'softmaxScale'),
     kvLoraRank: numberArg(op, o, 'kvLoraRank'),
+    cacheScale: o.cacheScale === undefined ? undefined : numberArg(op, o, 'cacheScale'),
     causal: o.causal === true,
     plan: (o.plan as DecodePlan | undefined)?._handle as never,
   };

@@ -1,6 +1,6 @@
 import { DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Storage, type StorageOf } from './dtypes.js';
 import { MlaError } from './errors.js';
-import { bf16ToFloat32, f16ToFloat32, toBf16Array, toF16Array } from './half.js';
+import { bf16ToFloat32, f16ToFloat32, fp8E4M3ToFloat32, toBf16Array, toF16Array, toFp8E4M3Array } from './half.js';
 import { native, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
 import { backendOf, defaultStream, type Stream } from './stream.js';
 
@@ -26,6 +26,7 @@ function storageDType(data: unknown): DType | 'f16|bf16' | null {
   if (data instanceof Float32Array) return 'f32';
   if (data instanceof Int32Array) return 'i32';
   if (data instanceof Uint16Array) return 'f16|bf16';
+  if (data instanceof Uint8Array) return 'fp8_e4m3';
   return null;
 }
 
@@ -67,17 +68,18 @@ export class Tensor<D extends DType = DType> {
   }
 
   /**
-   * Wraps a TypedArray without copying. The dtype follows the array (Float32Array: f32, Int32Array: i32)
-   * and must be given for a Uint16Array ('bf16' or 'f16'). The array must hold exactly the shape's elements.
+   * Wraps a TypedArray without copying. The dtype follows the array (Float32Array: f32, Int32Array: i32,
+   * Uint8Array: fp8_e4m3 bit patterns) and must be given for a Uint16Array ('bf16' or 'f16'). The array must hold exactly the shape's elements.
    * The array is read by operations when they run: do not change it while one that reads it is queued.
    */
   static from(data: Float32Array, shape: readonly number[], dtype?: 'f32'): Tensor<'f32'>;
   static from(data: Int32Array, shape: readonly number[], dtype?: 'i32'): Tensor<'i32'>;
   static from<D extends 'bf16' | 'f16'>(data: Uint16Array, shape: readonly number[], dtype: D): Tensor<D>;
+  static from(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3'): Tensor<'fp8_e4m3'>;
   static from(data: Storage, shape: readonly number[], dtype?: DType): Tensor {
     const kind = storageDType(data);
     if (kind === null)
-      throw new MlaError('E_DTYPE', `Tensor.from: data must be a Float32Array, Int32Array or Uint16Array, got ${describe(data)}`);
+      throw new MlaError('E_DTYPE', `Tensor.from: data must be a Float32Array, Int32Array, Uint16Array or Uint8Array, got ${describe(data)}`);
     const dims = checkShape(shape, 'Tensor.from');
     let dt: DType;
     if (kind === 'f16|bf16') {
@@ -96,7 +98,7 @@ export class Tensor<D extends DType = DType> {
 
   /** A new zero-filled tensor (on a device: zeros uploaded on the device's default stream). */
   static zeros<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions = {}): Tensor<D> {
-    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.zeros: dtype must be f32, f16, bf16 or i32, got ${String(dtype)}`);
+    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.zeros: dtype must be f32, f16, bf16, i32 or fp8_e4m3, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.zeros');
     const n = numelOf(dims);
     const device = options.device ?? 'cpu';
@@ -110,7 +112,7 @@ export class Tensor<D extends DType = DType> {
   static empty<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions = {}): Tensor<D> {
     const device = options.device ?? 'cpu';
     if (device === 'cpu') return Tensor.zeros(shape, dtype);
-    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16 or i32, got ${String(dtype)}`);
+    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16, i32 or fp8_e4m3, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.empty');
     backendOf(device);
     const buffer = new (native().NativeDeviceBuffer)(device, numelOf(dims) * DTYPE_SIZES[dtype]);
@@ -154,6 +156,7 @@ export class Tensor<D extends DType = DType> {
     const data = t.#data!;
     if (dtype === 'bf16') data.set(toBf16Array(values));
     else if (dtype === 'f16') data.set(toF16Array(values));
+    else if (dtype === 'fp8_e4m3') data.set(toFp8E4M3Array(values));
     else data.set(values);
     return t;
   }
@@ -182,11 +185,12 @@ export class Tensor<D extends DType = DType> {
     return host.#data!;
   }
 
-  /** The elements as float32 (bf16/f16 expanded exactly), after queued writes finish. */
+  /** The elements as float32 (bf16/f16/fp8 expanded exactly; an fp8 cache's scale is not applied), after queued writes finish. */
   async toFloat32(): Promise<Float32Array> {
     const data = (await this.read()) as Storage;
     if (this.dtype === 'bf16') return bf16ToFloat32(data as Uint16Array);
     if (this.dtype === 'f16') return f16ToFloat32(data as Uint16Array);
+    if (this.dtype === 'fp8_e4m3') return fp8E4M3ToFloat32(data as Uint8Array);
     return Float32Array.from(data);
   }
 

@@ -100,6 +100,11 @@ double getNumber(const Napi::Object& params, const char* name) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+// An optional number: `fallback` when absent.
+double getNumber(const Napi::Object& params, const char* name, double fallback) {
+  return params.Get(name).IsUndefined() ? fallback : getNumber(params, name);
+}
+
 Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims) {
   Napi::Array a = Napi::Array::New(env, dims.size());
   for (size_t i = 0; i < dims.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(dims[i])));
@@ -115,6 +120,7 @@ AppendLatentCacheParams appendParams(const Napi::Object& o, Refs* refs) {
   p.kvC = toView(o, "kvC", false, refs);
   p.kPe = toView(o, "kPe", false, refs);
   p.slotMapping = toView(o, "slotMapping", false, refs);
+  p.cacheScale = static_cast<float>(getNumber(o, "cacheScale", 1.0));
   Napi::Value style = o.Get("ropeStyle");
   if (style.IsString()) {
     std::string s = style.As<Napi::String>().Utf8Value();
@@ -142,6 +148,7 @@ MlaDecodeParams decodeParams(const Napi::Object& o, Refs* refs, bool withOutputs
     p.lse = toView(o, "lse", false, refs);
   }
   p.softmaxScale = static_cast<float>(getNumber(o, "softmaxScale"));
+  p.cacheScale = static_cast<float>(getNumber(o, "cacheScale", 1.0));
   double rank = getNumber(o, "kvLoraRank");
   if (!(rank >= 1 && rank <= 1e9) || std::floor(rank) != rank)
     throw Error(ErrorCode::Range, "kvLoraRank must be a positive integer, got " + std::to_string(rank));

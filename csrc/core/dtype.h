@@ -7,9 +7,11 @@
 
 namespace mla {
 
-enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 };
+// FP8E4M3 is OCP FP8 e4m3 ("e4m3fn", PyTorch's float8_e4m3fn): a latent-cache format only, read and written with a
+// per-tensor scale (cacheScale); every other tensor is f32, f16, bf16 or i32.
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, FP8E4M3 = 4 };
 
-inline constexpr DType kAllDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32};
+inline constexpr DType kAllDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32, DType::FP8E4M3};
 
 inline const char* dtypeName(DType t) {
   switch (t) {
@@ -17,6 +19,7 @@ inline const char* dtypeName(DType t) {
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
     case DType::I32: return "i32";
+    case DType::FP8E4M3: return "fp8_e4m3";
   }
   return "?";
 }
@@ -27,11 +30,15 @@ inline size_t dtypeSize(DType t) {
     case DType::F16: return 2;
     case DType::BF16: return 2;
     case DType::I32: return 4;
+    case DType::FP8E4M3: return 1;
   }
   return 0;
 }
 
-inline bool isFloating(DType t) { return t != DType::I32; }
+// The types kernels compute in (inputs, weights, outputs).
+inline bool isFloating(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+// The types a latent cache may have.
+inline bool isCacheDType(DType t) { return isFloating(t) || t == DType::FP8E4M3; }
 
 // Returns false when `name` is not a dtype.
 inline bool parseDType(const std::string& name, DType* out) {

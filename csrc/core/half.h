@@ -1,4 +1,4 @@
-// Exact scalar conversions between f32 and the 16-bit float formats (round to nearest, ties to even),
+// Exact scalar conversions between f32 and the 16-bit float formats (round to nearest, ties to even), and FP8 e4m3,
 // matching lib/half.ts bit for bit. SIMD paths may convert faster but must agree with these.
 #pragma once
 #include <cstdint>
@@ -47,6 +47,34 @@ inline uint16_t f32ToF16(float f) {
   uint32_t mant_odd = (absu >> 13) & 1u;
   absu += 0xc8000fffu + mant_odd;  // rebias exponent (-112 << 23) and round to nearest even
   return sign | static_cast<uint16_t>(absu >> 13);
+}
+
+// FP8 e4m3 ("e4m3fn"): sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities; 0x7F / 0xFF are NaN; the
+// largest finite value is 448.
+inline float fp8e4m3ToF32(uint8_t x) {
+  const uint32_t sign = static_cast<uint32_t>(x & 0x80u) << 24, mag = x & 0x7fu;
+  if (mag == 0x7fu) return bitsToF32(sign | 0x7fc00000u);
+  // The bits moved to f32's places read as the value times 2^-120, subnormals included: one exact product restores it.
+  return bitsToF32(sign | (mag << 20)) * 0x1p120f;
+}
+
+// Round to nearest, ties to even; magnitudes beyond 448 saturate to 448 (as a saturating cast, e.g. CUDA's
+// __NV_SATFINITE), NaN stays NaN.
+inline uint8_t f32ToFp8e4m3(float f) {
+  const uint32_t u = f32ToBits(f), absu = u & 0x7fffffffu;
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  if (absu > 0x7f800000u) return sign | 0x7fu;
+  if (absu >= 0x43e00000u) return sign | 0x7eu;  // >= 448 (infinity included)
+  if (absu < 0x3c800000u) {
+    // Below 2^-6, the smallest normal: multiples of 2^-9. Adding 2^14 aligns that unit with f32's ulp in [2^14, 2^15),
+    // so the hardware's rounding (nearest even) does the work; 8 units (2^-6 itself) is the bit pattern 0x08.
+    const float a = bitsToF32(absu) + 0x1p14f;
+    return sign | static_cast<uint8_t>(f32ToBits(a) - 0x46800000u);
+  }
+  // Normal: keep 3 of f32's 23 mantissa bits, rounding the 20 dropped ones to nearest even, and rebias 127 -> 7.
+  const uint32_t odd = (absu >> 20) & 1u;
+  const uint32_t r = (absu + 0x7ffffu + odd) >> 20;  // exponent and 3 mantissa bits, rounded
+  return sign | static_cast<uint8_t>(r - (120u << 3));
 }
 
 }  // namespace mla

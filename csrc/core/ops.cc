@@ -101,9 +101,23 @@ int64_t product(const std::vector<int64_t>& dims) {
 
 void validateCacheLayout(const TensorView& cache, int64_t rowWidth, const char* rowWhat) {
   requireRank(cache, 3, "[numBlocks, blockSize, kvLoraRank + ropeDim]");
-  requireFloating(cache);
+  if (!isCacheDType(cache.dtype))
+    fail(ErrorCode::DType, std::string(cache.name) + " must be f32, f16, bf16 or fp8_e4m3, got " + dtypeName(cache.dtype));
   if (cache.dim(1) < 1) fail(ErrorCode::Shape, std::string(cache.name) + " block size (dimension 1) must be >= 1, got shape " + cache.shapeStr());
   requireDim(cache, 2, rowWidth, rowWhat);
+}
+
+// A cache has the dtype of the values written to it or read against it (`like`), or is fp8 e4m3 with a scale; the
+// scale of any other cache is 1.
+void validateCacheDType(const TensorView& cache, const TensorView& like, float cacheScale) {
+  if (cache.dtype != DType::FP8E4M3) {
+    requireSameDType(cache, like);
+    if (cacheScale != 1.f)
+      fail(ErrorCode::Argument, std::string("cacheScale applies to an fp8_e4m3 cache only; ") + cache.name + " is " + dtypeName(cache.dtype));
+    return;
+  }
+  if (!std::isfinite(cacheScale) || cacheScale <= 0.f)
+    fail(ErrorCode::Range, "cacheScale must be a finite number > 0, got " + std::to_string(cacheScale));
 }
 
 // --- absorbQuery ---------------------------------------------------------------------------------
@@ -161,7 +175,7 @@ void decodeInputs(MlaDecodeParams& p) {
                                std::to_string(p.kvLoraRank));
   p.ropeDim = p.headDim - p.kvLoraRank;
   validateCacheLayout(p.cache, p.headDim, "kvLoraRank + ropeDim, from q");
-  requireSameDType(p.cache, p.q);
+  validateCacheDType(p.cache, p.q, p.cacheScale);
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
   requireRank(p.blockTable, 2, "[batch, maxBlocksPerSeq]");
@@ -291,7 +305,7 @@ void validate(AppendLatentCacheParams& p, const Device& device) {
   requireDim(p.kPe, 0, p.numTokens, "numTokens, from kvC");
   p.ropeDim = p.kPe.dim(1);
   validateCacheLayout(p.cache, p.kvLoraRank + p.ropeDim, "kvLoraRank + ropeDim, from kvC and kPe");
-  requireSameDType(p.cache, p.kvC);
+  validateCacheDType(p.cache, p.kvC, p.cacheScale);
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
   requireRank(p.slotMapping, 1, "[numTokens]");

@@ -15,14 +15,15 @@ enum class RopeStyle : uint8_t { None = 0, Interleaved = 1, Neox = 2 };
 
 // Writes each new token's latent row [kvC, RoPE(kPe)] into its slot of the paged cache.
 struct AppendLatentCacheParams {
-  TensorView cache;        // [numBlocks, blockSize, kvLoraRank + ropeDim]   f32 | f16 | bf16
-  TensorView kvC;          // [numTokens, kvLoraRank]                        cache dtype
-  TensorView kPe;          // [numTokens, ropeDim]                           cache dtype
+  TensorView cache;        // [numBlocks, blockSize, kvLoraRank + ropeDim]   f32 | f16 | bf16 | fp8_e4m3
+  TensorView kvC;          // [numTokens, kvLoraRank]                        cache dtype (any float dtype for fp8)
+  TensorView kPe;          // [numTokens, ropeDim]                           kvC dtype
   TensorView slotMapping;  // [numTokens] i32; slot = block * blockSize + offset; negative = skip
   RopeStyle ropeStyle = RopeStyle::None;
   TensorView positions;    // [numTokens] i32, when ropeStyle != None
   TensorView cos;          // [maxPositions, ropeDim / 2] f32
   TensorView sin;          // [maxPositions, ropeDim / 2] f32
+  float cacheScale = 1.f;  // fp8 cache: a row is stored as e4m3(value / cacheScale); 1 for the other dtypes
 
   // Derived by validate().
   int64_t numTokens = 0, kvLoraRank = 0, ropeDim = 0, numBlocks = 0, blockSize = 0, maxPositions = 0;
@@ -44,12 +45,13 @@ struct DecodePlanHandle {
 // rows. Scores use all kvLoraRank + ropeDim columns; values are the first kvLoraRank columns.
 struct MlaDecodeParams {
   TensorView q;           // [batch, queryLen, numHeads, kvLoraRank + ropeDim]
-  TensorView cache;       // [numBlocks, blockSize, kvLoraRank + ropeDim]   q dtype
+  TensorView cache;       // [numBlocks, blockSize, kvLoraRank + ropeDim]   q dtype, or fp8_e4m3
   TensorView blockTable;  // [batch, maxBlocksPerSeq] i32
   TensorView seqLens;     // [batch] i32
   TensorView out;         // [batch, queryLen, numHeads, kvLoraRank]        q dtype
   TensorView lse;         // [batch, numHeads, queryLen] f32, natural log
   float softmaxScale = 0.f;
+  float cacheScale = 1.f;  // fp8 cache: a row's values are its stored values times this; 1 for the other dtypes
   bool causal = false;    // query j of n sees the first seqLen - n + 1 + j rows
   int64_t kvLoraRank = 0;
   std::shared_ptr<const DecodePlanHandle> plan;  // optional; made by the stream's backend for these seqLens

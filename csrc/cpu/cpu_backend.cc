@@ -183,6 +183,7 @@ Elem elemOf(DType t) {
     case DType::F32: return Elem::F32;
     case DType::F16: return Elem::F16;
     case DType::BF16: return Elem::BF16;
+    case DType::FP8E4M3: return Elem::FP8E4M3;
     default: throw Error(ErrorCode::Internal, "CPU kernel called with a non-float dtype");
   }
 }
@@ -223,6 +224,8 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
 
   DecodeItem base{};
   base.elem = elemOf(p.q.dtype);
+  base.cacheElem = elemOf(p.cache.dtype);
+  base.cacheScale = p.cacheScale;
   base.q = p.q.data;
   base.cache = p.cache.data;
   base.D = p.headDim;
@@ -324,7 +327,38 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
 }
 
 // --- append ------------------------------------------------------------------------------------------------------
+// An fp8 cache: each row is built in f32 (latent, rotated rope part), divided by the scale and rounded to e4m3.
+void appendFp8Cpu(const AppendLatentCacheParams& p) {
+  const KernelSet& k = kernels();
+  const Elem in = elemOf(p.kvC.dtype);
+  const int64_t es = static_cast<int64_t>(dtypeSize(p.kvC.dtype)), width = p.rowWidth(), half = p.ropeDim / 2;
+  const int32_t* slots = p.slotMapping.as<const int32_t>();
+  const char* kvC = static_cast<const char*>(p.kvC.data);
+  const char* kPe = static_cast<const char*>(p.kPe.data);
+  uint8_t* cache = static_cast<uint8_t*>(p.cache.data);
+  const int64_t perTask = 256;
+  parallelFor((p.numTokens + perTask - 1) / perTask, [&](int64_t task) {
+    float* row = scratchFloats(static_cast<size_t>(width + p.ropeDim));
+    float* pe = row + width;
+    for (int64_t i = task * perTask; i < std::min(p.numTokens, (task + 1) * perTask); ++i) {
+      if (slots[i] < 0) continue;
+      k.load(in, kvC + i * p.kvLoraRank * es, row, p.kvLoraRank);
+      if (p.ropeStyle == RopeStyle::None) {
+        k.load(in, kPe + i * p.ropeDim * es, row + p.kvLoraRank, p.ropeDim);
+      } else {
+        const int64_t pos = p.positions.as<const int32_t>()[i];
+        k.load(in, kPe + i * p.ropeDim * es, pe, p.ropeDim);
+        k.rope(Elem::F32, p.ropeStyle == RopeStyle::Interleaved, pe, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half,
+               row + p.kvLoraRank, p.ropeDim);
+      }
+      for (int64_t c = 0; c < width; ++c) row[c] /= p.cacheScale;
+      k.store(Elem::FP8E4M3, row, cache + static_cast<int64_t>(slots[i]) * width, width);
+    }
+  });
+}
+
 void appendCpu(const AppendLatentCacheParams& p) {
+  if (p.cache.dtype == DType::FP8E4M3) return appendFp8Cpu(p);
   const KernelSet& k = kernels();
   const Elem e = elemOf(p.cache.dtype);
   const size_t es = dtypeSize(p.cache.dtype);

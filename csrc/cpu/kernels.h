@@ -9,12 +9,15 @@
 
 namespace mla::cpu {
 
-enum class Elem : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
+// FP8E4M3: the latent cache only (decode reads it through cacheElem, dequantised by cacheScale; append writes it).
+enum class Elem : uint8_t { F32 = 0, F16 = 1, BF16 = 2, FP8E4M3 = 3 };
 
 // One work item of decode: query rows [m0, m1) (m = t * numHeads + h) of sequence b against its cache rows [n0, n1).
 struct DecodeItem {
   // The whole operation.
-  Elem elem;
+  Elem elem;               // of q and out
+  Elem cacheElem;          // of the cache: elem, or FP8E4M3
+  float cacheScale;        // a cache element's value is its stored value times this (1 but for FP8E4M3)
   const void* q;           // [batch][queryLen * numHeads][D]
   const void* cache;       // [numBlocks * blockSize][D]
   const int32_t* table;    // this sequence's block-table row

@@ -34,7 +34,17 @@ struct VO {
   }
   static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
     int64_t i = 0;
-    if (e == Elem::F32) {
+    if (e == Elem::FP8E4M3) {  // as vo_avx512.inl's loadFp8
+      const uint8_t* s = static_cast<const uint8_t*>(src);
+      for (; i + 8 <= n; i += 8) {
+        const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + i)));
+        const __m256i mag = _mm256_and_si256(x, _mm256_set1_epi32(0x7f));
+        const __m256i bits = _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x80)), 24), _mm256_slli_epi32(mag, 20));
+        const __m256 v = _mm256_mul_ps(_mm256_castsi256_ps(bits), _mm256_set1_ps(0x1p120f));
+        _mm256_storeu_ps(dst + i, _mm256_blendv_ps(v, _mm256_set1_ps(__builtin_nanf("")), _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f)))));
+      }
+      for (; i < n; ++i) dst[i] = sFp8ToF32(s[i]);
+    } else if (e == Elem::F32) {
       const float* s = static_cast<const float*>(src);
       for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(s + i));
       for (; i < n; ++i) dst[i] = s[i];
@@ -52,6 +62,10 @@ struct VO {
   }
   static inline void storeElems(Elem e, const float* src, void* dst, int64_t n) {
     int64_t i = 0;
+    if (e == Elem::FP8E4M3) {  // append only: the scalar rounding
+      for (; i < n; ++i) sStore(e, dst, i, src[i]);
+      return;
+    }
     if (e == Elem::F32) {
       float* d = static_cast<float*>(dst);
       for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(src + i));

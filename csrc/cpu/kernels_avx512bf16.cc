@@ -143,7 +143,7 @@ inline Bf16Layout bf16Layout(const DecodeItem& it) {
   return l;
 }
 
-bool bf16Path(const DecodeItem& it) { return it.elem == Elem::BF16 && it.D % 2 == 0 && it.V % 2 == 0; }
+bool bf16Path(const DecodeItem& it) { return it.elem == Elem::BF16 && it.cacheElem == Elem::BF16 && it.D % 2 == 0 && it.V % 2 == 0; }
 
 size_t decodeScratchBf16(const DecodeItem& it) {
   return bf16Path(it) ? static_cast<size_t>(bf16Layout(it).total) : decodeScratchGeneric(it);

@@ -87,7 +87,7 @@ inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int6
 
 // Fills `rows` with the cache rows [n, n + count) of an item.
 inline void rowPointers(const DecodeItem& it, int64_t n, int64_t count, const char** rows) {
-  const int64_t rowBytes = it.D * static_cast<int64_t>(elemBytes(it.elem));
+  const int64_t rowBytes = it.D * static_cast<int64_t>(elemBytes(it.cacheElem));
   for (int64_t r = 0; r < count; ++r) {
     const int64_t pos = n + r;
     rows[r] = static_cast<const char*>(it.cache) + (static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize) * rowBytes;
@@ -286,7 +286,7 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
 
   const char* cur[kTile];
   const char* next[kTile];
-  const int64_t rowBytes = D * static_cast<int64_t>(elemBytes(it.elem));
+  const int64_t rowBytes = D * static_cast<int64_t>(elemBytes(it.cacheElem));
   if (it.n0 < it.n1) rowPointers(it, it.n0, it.n1 - it.n0 < kTile ? it.n1 - it.n0 : kTile, cur);
   for (int64_t n = it.n0; n < it.n1; n += kTile) {
     const int64_t rows = it.n1 - n < kTile ? it.n1 - n : kTile;
@@ -297,11 +297,15 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     const bool mask = it.causal && n + rows > minLimit;
     // An f32 tile whose rows lie contiguous in the cache (one block, or consecutive blocks) is read in place:
     // only for whole tiles, since the row blocks of Q·K cover kTile rows exactly and read no further.
-    bool inPlace = it.elem == Elem::F32 && L.dp == D && rows == kTile;
+    bool inPlace = it.cacheElem == Elem::F32 && L.dp == D && rows == kTile;
     for (int64_t r = 1; inPlace && r < rows; ++r) inPlace = cur[r] == cur[0] + r * rowBytes;
     const float* t = inPlace ? reinterpret_cast<const float*>(cur[0]) : tile;
     if (!inPlace)
-      for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.elem, cur[r], tile + r * L.dp, D);
+      for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.cacheElem, cur[r], tile + r * L.dp, D);
+    // An fp8 cache is dequantised here, in the tile: stored value times the cache's scale.
+    if (it.cacheScale != 1.f)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t d = 0; d < D; d += VO::W) VO::store(tile + r * L.dp + d, VO::mul(VO::load(tile + r * L.dp + d), VO::set1(it.cacheScale)));
     if (L.dp == kFastStride) qkTile<kFastStride>(t, L.dp, rows, qt, L.mp, D, s, pf);
     else qkTile<0>(t, L.dp, rows, qt, L.mp, D, s, pf);
     for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];

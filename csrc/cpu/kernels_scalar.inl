@@ -48,10 +48,25 @@ inline uint16_t sF32ToF16(float f) {
   absu += 0xc8000fffu + mant_odd;
   return sign | static_cast<uint16_t>(absu >> 13);
 }
+inline float sFp8ToF32(uint8_t x) {
+  const uint32_t sign = static_cast<uint32_t>(x & 0x80u) << 24, mag = x & 0x7fu;
+  if (mag == 0x7fu) return sBits(sign | 0x7fc00000u);
+  return sBits(sign | (mag << 20)) * 0x1p120f;
+}
+inline uint8_t sF32ToFp8(float f) {
+  const uint32_t u = sU32(f), absu = u & 0x7fffffffu;
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  if (absu > 0x7f800000u) return sign | 0x7fu;
+  if (absu >= 0x43e00000u) return sign | 0x7eu;
+  if (absu < 0x3c800000u) return sign | static_cast<uint8_t>(sU32(sBits(absu) + 0x1p14f) - 0x46800000u);
+  const uint32_t odd = (absu >> 20) & 1u;
+  return sign | static_cast<uint8_t>(((absu + 0x7ffffu + odd) >> 20) - (120u << 3));
+}
 inline float sLoad(Elem e, const void* p, int64_t i) {
   switch (e) {
     case Elem::F32: return static_cast<const float*>(p)[i];
     case Elem::BF16: return sBf16ToF32(static_cast<const uint16_t*>(p)[i]);
+    case Elem::FP8E4M3: return sFp8ToF32(static_cast<const uint8_t*>(p)[i]);
     default: return sF16ToF32(static_cast<const uint16_t*>(p)[i]);
   }
 }
@@ -59,10 +74,11 @@ inline void sStore(Elem e, void* p, int64_t i, float v) {
   switch (e) {
     case Elem::F32: static_cast<float*>(p)[i] = v; return;
     case Elem::BF16: static_cast<uint16_t*>(p)[i] = sF32ToBf16(v); return;
+    case Elem::FP8E4M3: static_cast<uint8_t*>(p)[i] = sF32ToFp8(v); return;
     default: static_cast<uint16_t*>(p)[i] = sF32ToF16(v); return;
   }
 }
-inline size_t elemBytes(Elem e) { return e == Elem::F32 ? 4 : 2; }
+inline size_t elemBytes(Elem e) { return e == Elem::F32 ? 4 : e == Elem::FP8E4M3 ? 1 : 2; }
 inline const void* elemAt(Elem e, const void* p, int64_t i) { return static_cast<const char*>(p) + i * static_cast<int64_t>(elemBytes(e)); }
 inline void* elemAt(Elem e, void* p, int64_t i) { return static_cast<char*>(p) + i * static_cast<int64_t>(elemBytes(e)); }
 

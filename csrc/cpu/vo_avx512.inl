@@ -22,9 +22,24 @@ struct VO {
   static inline __m512 loadBf16(const uint16_t* p, __mmask16 k) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
   }
+  // FP8 e4m3: the bits moved to f32's places read as the value times 2^-120 (subnormals included); 0x7F is NaN.
+  static inline __m512 loadFp8(const uint8_t* p, __mmask16 k) {
+    const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p));
+    const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(0x7f));
+    const __m512i bits = _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24), _mm512_slli_epi32(mag, 20));
+    const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(bits), _mm512_set1_ps(0x1p120f));
+    return _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), v, _mm512_set1_ps(__builtin_nanf("")));
+  }
   static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
     int64_t i = 0;
-    if (e == Elem::F32) {
+    if (e == Elem::FP8E4M3) {
+      const uint8_t* s = static_cast<const uint8_t*>(src);
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, loadFp8(s + i, 0xffff));
+      if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, k, loadFp8(s + i, k));
+      }
+    } else if (e == Elem::F32) {
       const float* s = static_cast<const float*>(src);
       for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_loadu_ps(s + i));
       if (i < n) {
@@ -57,6 +72,10 @@ struct VO {
   }
   static inline void storeElems(Elem e, const float* src, void* dst, int64_t n) {
     int64_t i = 0;
+    if (e == Elem::FP8E4M3) {  // append only: the scalar rounding
+      for (; i < n; ++i) sStore(e, dst, i, src[i]);
+      return;
+    }
     if (e == Elem::F32) {
       float* d = static_cast<float*>(dst);
       for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(src + i));
