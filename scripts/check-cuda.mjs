@@ -63,7 +63,12 @@ function shortName(full) {
   // mla::kernels::(anonymous namespace)::mlaDecodeKernel<DecodeTraits<64, 32, 2, 2, 512>, (ElemType)0>(DecodeArgs)
   const m = /::([A-Za-z0-9_]+Kernel)(<.*>)?\(/.exec(full);
   if (!m) return full;
-  const args = (m[2] ?? '').replace(/mla::kernels::\(anonymous namespace\)::/g, '').replace(/\(mla::kernels::ElemType\)0/, 'bf16').replace(/\(mla::kernels::ElemType\)1/, 'f16');
+  const args = (m[2] ?? '')
+    .replace(/mla::kernels::\(anonymous namespace\)::/g, '')
+    .replace(/\(mla::kernels::ElemType\)0/, 'bf16')
+    .replace(/\(mla::kernels::ElemType\)1/, 'f16')
+    .replace(/, true>$/, ', fp8 cache>')
+    .replace(/, false>$/, '>');
   return m[1] + args;
 }
 
@@ -117,7 +122,8 @@ await Promise.all(
 
 const configFor = (arch) => (shapes.large.smemBytes <= SMEM_OPTIN[arch] ? 'large' : 'small');
 for (const r of rows) {
-  r.dynamicSmem = /mlaDecodeKernel/.test(r.kernel) ? shapes[/<64, 32/.test(r.kernel) ? 'large' : 'small'].smemBytes : 0;
+  const shape = shapes[/<64, 32/.test(r.kernel) ? 'large' : 'small'];
+  r.dynamicSmem = /mlaDecodeKernel/.test(r.kernel) ? (/fp8 cache/.test(r.kernel) ? shape.smemBytesFp8 : shape.smemBytes) : 0;
   r.limit = SMEM_OPTIN[r.arch];
   r.usedOnArch = !/mlaDecodeKernel/.test(r.kernel) || configFor(r.arch) === (/<64, 32/.test(r.kernel) ? 'large' : 'small');
   if (r.spillStores || r.spillLoads) problems.push(`sm_${r.arch} ${r.kernel}: spills ${r.spillStores} bytes stored, ${r.spillLoads} loaded`);
@@ -150,10 +156,10 @@ else {
 }
 
 rows.sort((a, b) => a.arch - b.arch || a.kernel.localeCompare(b.kernel));
-console.log('\narch    kernel                                                    regs  spill(st/ld)  stack  smem static+dynamic / limit');
+console.log('\narch    kernel                                                               regs  spill(st/ld)  stack  smem static+dynamic / limit');
 for (const r of rows)
   console.log(
-    `sm_${String(r.arch).padEnd(4)} ${r.kernel.padEnd(57).slice(0, 57)} ${String(r.registers).padStart(4)}  ${`${r.spillStores}/${r.spillLoads}`.padStart(12)}  ${String(r.stack).padStart(5)}  ${r.staticSmem}+${r.dynamicSmem} / ${r.limit}${r.usedOnArch ? '' : ' (not used here)'}`,
+    `sm_${String(r.arch).padEnd(4)} ${r.kernel.padEnd(68).slice(0, 68)} ${String(r.registers).padStart(4)}  ${`${r.spillStores}/${r.spillLoads}`.padStart(12)}  ${String(r.stack).padStart(5)}  ${r.staticSmem}+${r.dynamicSmem} / ${r.limit}${r.usedOnArch ? '' : ' (not used here)'}`,
   );
 console.log(`\ndecode configuration per architecture: ${archs.map((a) => `sm_${a} ${configFor(a)}`).join(', ')}`);
 console.log(`tensor cores: PTX ${ptxHasMma ? 'has' : 'LACKS'} mma.sync m16n8k16 in the decode kernel; ${sassNote}`);

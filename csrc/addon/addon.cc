@@ -410,6 +410,7 @@ Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
     x.Set("stages", c.stages);
     x.Set("threads", c.threads);
     x.Set("smemBytes", kernels_sim::decodeSmemBytes(config, headDim));
+    x.Set("smemBytesFp8", kernels_sim::decodeSmemBytes(config, headDim, true));
     o.Set(name, x);
   }
   return o;

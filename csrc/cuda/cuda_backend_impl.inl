@@ -221,7 +221,8 @@ class CudaBackendImpl final : public Backend {
   Device device() const override { return Device{kind_, device_}; }
   DeviceMemory* memory() override { return &memory_; }
 
-  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(p.cache, "appendLatentCache"); }
+  // An fp8 cache is written from, and read against, bf16 or f16 tensors.
+  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache"); }
   void checkSupported(const MlaDecodeParams& p) const override {
     elemOf(p.q, "mlaDecode");
     if (p.headDim % 16 != 0)
@@ -436,6 +437,8 @@ class CudaBackendImpl final : public Backend {
 
   [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(name_) + ": " + msg); }
 
+  static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
+
   ElemType elemOf(const TensorView& t, const char* op) const {
     if (t.dtype == DType::BF16) return ElemType::BF16;
     if (t.dtype == DType::F16) return ElemType::F16;
@@ -481,7 +484,9 @@ class CudaBackendImpl final : public Backend {
   // --- kernel arguments from validated parameters (device index arrays and plans filled in by the caller) ---
   AppendArgs appendArgs(const AppendLatentCacheParams& p, const uint8_t* slotsOnDevice, const uint8_t* positionsOnDevice) const {
     AppendArgs a{};
-    a.elem = elemOf(p.cache, "appendLatentCache");
+    a.elem = elemOf(p.kvC, "appendLatentCache");
+    a.cacheFp8 = isFp8(p.cache);
+    a.cacheScale = p.cacheScale;
     a.cache = p.cache.data;
     a.kvC = p.kvC.data;
     a.kPe = p.kPe.data;
@@ -500,6 +505,8 @@ class CudaBackendImpl final : public Backend {
     DecodeArgs d{};
     d.elem = elemOf(p.q, "mlaDecode");
     d.config = config;
+    d.cacheFp8 = isFp8(p.cache);
+    d.cacheScale = p.cacheScale;  // on V in the kernel's epilogue, on K through the score scale below
     d.q = p.q.data;
     d.cache = p.cache.data;
     d.blockTable = blockTableOnDevice;
@@ -515,7 +522,7 @@ class CudaBackendImpl final : public Backend {
       if ((int64_t{1} << s) == p.blockSize) d.blockShift = s;
     d.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
     d.causal = p.causal ? 1 : 0;
-    d.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+    d.scaleLog2 = p.softmaxScale * p.cacheScale * 1.4426950408889634f;
     return d;
   }
 

@@ -1,34 +1,50 @@
 // Latent-cache append: one CTA per new token writes [kvC, RoPE(kPe)] into its cache slot. The latent part moves
-// in 16-byte vectors when rows allow it; RoPE is computed in fp32 from the table row of the token's position.
+// in 16-byte vectors when rows allow it; RoPE is computed in fp32 from the table row of the token's position. An fp8
+// cache gets each element rounded to e4m3 after division by the cache's scale.
 #include "mla_device.cuh"
 
 namespace mla {
 namespace MLA_KERNEL_NS {
 namespace {
 
+// Stores one element of a cache row: as the cache's element type, or as fp8 e4m3 of value / scale.
+template <ElemType E, bool kFp8>
+struct CacheStore {
+  using T = typename Elem<E>::T;
+  using Cell = T;
+  __device__ __forceinline__ static void put(Cell* p, float v, float) { st_global(p, Elem<E>::fromFloat(v)); }
+};
 template <ElemType E>
+struct CacheStore<E, true> {
+  using Cell = uint8_t;
+  __device__ __forceinline__ static void put(Cell* p, float v, float scale) { st_global(p, floatToFp8e4m3(v / scale)); }
+};
+
+template <ElemType E, bool kFp8>
 __global__ void __launch_bounds__(128) appendLatentCacheKernel(const AppendArgs args) {
   using T = typename Elem<E>::T;
+  using Store = CacheStore<E, kFp8>;
+  using Cell = typename Store::Cell;
   const int token = blockIdx.x;
   const int slot = ld_global(args.slotMapping + token);
   if (slot < 0) return;  // padding token: the whole CTA leaves
   const int width = args.kvLoraRank + args.ropeDim;
-  T* row = static_cast<T*>(args.cache) + static_cast<size_t>(slot) * width;
+  Cell* row = static_cast<Cell*>(args.cache) + static_cast<size_t>(slot) * width;
   const T* kvC = static_cast<const T*>(args.kvC) + static_cast<size_t>(token) * args.kvLoraRank;
   const T* kPe = static_cast<const T*>(args.kPe) + static_cast<size_t>(token) * args.ropeDim;
 
-  const bool vectors = args.kvLoraRank % 8 == 0 && width % 8 == 0 && (reinterpret_cast<uintptr_t>(args.cache) % 16) == 0 &&
+  const bool vectors = !kFp8 && args.kvLoraRank % 8 == 0 && width % 8 == 0 && (reinterpret_cast<uintptr_t>(args.cache) % 16) == 0 &&
                        (reinterpret_cast<uintptr_t>(args.kvC) % 16) == 0;
   if (vectors) {
     for (int c = threadIdx.x; c < args.kvLoraRank / 8; c += blockDim.x)
       st_global(reinterpret_cast<uint4*>(row) + c, ld_global(reinterpret_cast<const uint4*>(kvC) + c));
   } else {
-    for (int c = threadIdx.x; c < args.kvLoraRank; c += blockDim.x) st_global(row + c, ld_global(kvC + c));
+    for (int c = threadIdx.x; c < args.kvLoraRank; c += blockDim.x) Store::put(row + c, Elem<E>::toFloat(ld_global(kvC + c)), args.cacheScale);
   }
 
-  T* pe = row + args.kvLoraRank;
+  Cell* pe = row + args.kvLoraRank;
   if (args.positions == nullptr) {
-    for (int c = threadIdx.x; c < args.ropeDim; c += blockDim.x) st_global(pe + c, ld_global(kPe + c));
+    for (int c = threadIdx.x; c < args.ropeDim; c += blockDim.x) Store::put(pe + c, Elem<E>::toFloat(ld_global(kPe + c)), args.cacheScale);
     return;
   }
   const int half = args.ropeDim / 2;
@@ -40,18 +56,23 @@ __global__ void __launch_bounds__(128) appendLatentCacheKernel(const AppendArgs 
     const float c = ld_global(args.cos + static_cast<size_t>(pos) * half + j);
     const float s = ld_global(args.sin + static_cast<size_t>(pos) * half + j);
     const float x = Elem<E>::toFloat(ld_global(kPe + a)), y = Elem<E>::toFloat(ld_global(kPe + b));
-    st_global(pe + a, Elem<E>::fromFloat(x * c - y * s));
-    st_global(pe + b, Elem<E>::fromFloat(y * c + x * s));
+    Store::put(pe + a, x * c - y * s, args.cacheScale);
+    Store::put(pe + b, y * c + x * s, args.cacheScale);
   }
+}
+
+template <bool kFp8>
+cudaError_t launchAppendWith(const AppendArgs& args, cudaStream_t stream) {
+  return args.elem == ElemType::BF16
+             ? mla_launch(appendLatentCacheKernel<ElemType::BF16, kFp8>, "appendLatentCacheKernel", dim3(args.numTokens), dim3(128), 0, stream, args)
+             : mla_launch(appendLatentCacheKernel<ElemType::F16, kFp8>, "appendLatentCacheKernel", dim3(args.numTokens), dim3(128), 0, stream, args);
 }
 
 }  // namespace
 
 cudaError_t launchAppend(const AppendArgs& args, cudaStream_t stream) {
   if (args.numTokens == 0) return cudaSuccess;
-  return args.elem == ElemType::BF16
-             ? mla_launch(appendLatentCacheKernel<ElemType::BF16>, "appendLatentCacheKernel", dim3(args.numTokens), dim3(128), 0, stream, args)
-             : mla_launch(appendLatentCacheKernel<ElemType::F16>, "appendLatentCacheKernel", dim3(args.numTokens), dim3(128), 0, stream, args);
+  return args.cacheFp8 ? launchAppendWith<true>(args, stream) : launchAppendWith<false>(args, stream);
 }
 
 }  // namespace MLA_KERNEL_NS

@@ -1,7 +1,8 @@
 // Fused absorbed-MLA decode. One CTA takes up to blockM query rows (heads x query positions of one sequence)
 // and a range of that sequence's cache rows. Cache tiles stream through shared memory with a multi-stage cp.async
 // pipeline; S = Q·Kᵀ and O += P·V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); the softmax is online,
-// in registers, in base 2. V is the first kvLoraRank columns of the same shared tile as K.
+// in registers, in base 2. V is the first kvLoraRank columns of the same shared tile as K. An fp8 cache streams its
+// bytes through the stages and is converted (exactly) into one tile of the element type before the mma loads.
 // Warps: (blockM / 16) along M times kWarpsN along N. For S each warp owns blockN / kWarpsN columns; for O it owns
 // kvLoraRank / kWarpsN columns. Row maxima and sums cross the kWarpsN warps of a row through shared memory.
 #include "mla_device.cuh"
@@ -23,9 +24,13 @@ struct DecodeTraits {
   static_assert(kBlockM % 16 == 0 && kSCols % 8 == 0 && kBlockN % 16 == 0, "tile shape");
   static_assert(kThreadsPerRow >= 1 && kThreadsPerRow <= 32 && (kThreadsPerRow & (kThreadsPerRow - 1)) == 0, "loader");
 
-  static int smemBytes(int headDim) {
+  // Shared memory: Q, the cache tiles (kStages of them; with an fp8 cache one converted tile plus kStages of fp8
+  // bytes), P, and the row maxima and sums.
+  static int smemBytes(int headDim, bool fp8 = false) {
     const int stride = headDim + kPad;
-    return (kBlockM * stride + kStages * kBlockN * stride + kBlockM * kPStride) * 2 + 2 * kWarpsN * kBlockM * 4;
+    const int tiles = fp8 ? 1 : kStages;
+    return (kBlockM * stride + tiles * kBlockN * stride + kBlockM * kPStride) * 2 + 2 * kWarpsN * kBlockM * 4 +
+           (fp8 ? kStages * kBlockN * headDim : 0);
   }
 };
 
@@ -51,7 +56,45 @@ __device__ __forceinline__ void loadCacheTile(T* stage, const T* cache, const in
   for (int c = sub; c < headDim / 8; c += Tr::kThreadsPerRow) cp_async_16_pred(dst + c * 8, src + c * 8, valid);
 }
 
+// Copies cache rows of an fp8 cache into a shared stage of bytes, as loadCacheTile (16 elements per copy).
+template <class Tr>
+__device__ __forceinline__ void loadCacheTileFp8(uint8_t* stage, const uint8_t* cache, const int32_t* table, int rowStart, int rowEnd,
+                                                 int headDim, int blockSize, int blockShift) {
+  const int r = threadIdx.x / Tr::kThreadsPerRow, sub = threadIdx.x % Tr::kThreadsPerRow;
+  const int row = rowStart + r;
+  const bool valid = row < rowEnd;
+  int slot = 0;
+  if (sub == 0 && valid)
+    slot = blockShift >= 0 ? (ld_global(table + (row >> blockShift)) << blockShift) + (row & (blockSize - 1))
+                           : ld_global(table + row / blockSize) * blockSize + row % blockSize;
+  slot = __shfl_sync(0xffffffffu, slot, (threadIdx.x & 31) & ~(Tr::kThreadsPerRow - 1));
+  const uint8_t* src = cache + static_cast<size_t>(slot) * headDim;
+  uint8_t* dst = stage + r * headDim;
+  for (int c = sub; c < headDim / 16; c += Tr::kThreadsPerRow) cp_async_16_pred(dst + c * 16, src + c * 16, valid);
+}
+
+// Converts a stage of fp8 bytes into the element type, in the padded layout the mma loads read. Exact: every e4m3
+// value is a bf16 and an f16 value; the cache's scale is applied to the scores and the output instead.
 template <class Tr, ElemType E>
+__device__ __forceinline__ void convertFp8Tile(typename Elem<E>::T* tile, const uint8_t* stage, int headDim, int stride) {
+  const int chunks = headDim / 16;
+  for (int i = threadIdx.x; i < Tr::kBlockN * chunks; i += Tr::kThreads) {
+    const int r = i / chunks, c = i % chunks;
+    const uint4 bytes = *reinterpret_cast<const uint4*>(stage + r * headDim + c * 16);
+    const uint32_t w[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
+    uint32_t packed[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t word = w[k / 2] >> (16 * (k % 2));
+      packed[k] = Elem<E>::pack2(fp8e4m3ToFloat(word & 0xffu), fp8e4m3ToFloat((word >> 8) & 0xffu));
+    }
+    uint4* out = reinterpret_cast<uint4*>(tile + r * stride + c * 16);
+    out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+  }
+}
+
+template <class Tr, ElemType E, bool kFp8>
 __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeArgs args) {
   using T = typename Elem<E>::T;
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
@@ -63,15 +106,26 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
   const int stride = D + Tr::kPad;
   T* sQ = smem;
   T* sK = sQ + Tr::kBlockM * stride;
-  T* sP = sK + Tr::kStages * Tr::kBlockN * stride;
+  T* sP = sK + (kFp8 ? 1 : Tr::kStages) * Tr::kBlockN * stride;
   float* sMax = reinterpret_cast<float*>(sP + Tr::kBlockM * Tr::kPStride);
   float* sSum = sMax + Tr::kWarpsN * Tr::kBlockM;
+  uint8_t* s8 = reinterpret_cast<uint8_t*>(sSum + Tr::kWarpsN * Tr::kBlockM);  // fp8 stages (kFp8 only)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp / Tr::kWarpsN, wn = warp % Tr::kWarpsN;
   const int g = lane / 4, tig = lane % 4;  // mma fragment coordinates: group and thread in group
   const T* cache = static_cast<const T*>(args.cache);
   const int32_t* table = args.blockTable + static_cast<size_t>(item.batch) * args.maxBlocksPerSeq;
+  const uint8_t* cache8 = static_cast<const uint8_t*>(args.cache);
+  // Issues the copies of tile `t` into its stage.
+  auto loadTile = [&](int t) {
+    if constexpr (kFp8)
+      loadCacheTileFp8<Tr>(s8 + (t % Tr::kStages) * Tr::kBlockN * D, cache8, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
+                           args.blockSize, args.blockShift);
+    else
+      loadCacheTile<Tr>(sK + (t % Tr::kStages) * Tr::kBlockN * stride, cache, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
+                        args.blockSize, args.blockShift, stride);
+  };
   const int numTiles = (item.rowEnd - item.rowBegin + Tr::kBlockN - 1) / Tr::kBlockN;
 
   // Q rows of this CTA (zero rows past M), then the first stages of cache rows.
@@ -85,9 +139,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
     }
   }
   for (int s = 0; s < Tr::kStages - 1; ++s) {
-    if (s < numTiles)
-      loadCacheTile<Tr>(sK + s * Tr::kBlockN * stride, cache, table, item.rowBegin + s * Tr::kBlockN, item.rowEnd, D,
-                        args.blockSize, args.blockShift, stride);
+    if (s < numTiles) loadTile(s);
     cp_async_commit();
   }
 
@@ -112,13 +164,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
 
   for (int it = 0; it < numTiles; ++it) {
     const int pre = it + Tr::kStages - 1;
-    if (pre < numTiles)
-      loadCacheTile<Tr>(sK + (pre % Tr::kStages) * Tr::kBlockN * stride, cache, table, item.rowBegin + pre * Tr::kBlockN,
-                        item.rowEnd, D, args.blockSize, args.blockShift, stride);
+    if (pre < numTiles) loadTile(pre);
     cp_async_commit();
     cp_async_wait<Tr::kStages - 1>();
     __syncthreads();
-    const T* tile = sK + (it % Tr::kStages) * Tr::kBlockN * stride;
+    const T* tile = sK + (kFp8 ? 0 : it % Tr::kStages) * Tr::kBlockN * stride;
+    if constexpr (kFp8) {
+      convertFp8Tile<Tr, E>(sK, s8 + (it % Tr::kStages) * Tr::kBlockN * D, D, stride);
+      __syncthreads();
+    }
 
     // S = Q Kᵀ for the warp's 16 rows and kSCols columns.
     float s[Tr::kSTiles][4];
@@ -219,7 +273,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
   for (int i = 0; i < 2; ++i) {
     const int m = item.mTile * Tr::kBlockM + localRow[i];
     if (m < M) {
-    const float inv = rowSum[i] > 0.f ? 1.f / rowSum[i] : 0.f;
+    const float inv = rowSum[i] > 0.f ? args.cacheScale / rowSum[i] : 0.f;  // an fp8 cache's scale applies to V here
     const float lse2 = rowSum[i] > 0.f ? rowMax[i] + log2f(rowSum[i]) : neg_inf();
     if (item.partial < 0) {
       T* outRow = static_cast<T*>(args.out) + (static_cast<size_t>(item.batch) * M + m) * V;
@@ -292,8 +346,9 @@ __global__ void __launch_bounds__(128) mlaCombineKernel(const CombineArgs args) 
 template <class Tr, ElemType E>
 cudaError_t launchDecodeWith(const DecodeArgs& args, cudaStream_t stream) {
   if (args.numWork == 0) return cudaSuccess;
-  return mla_launch(mlaDecodeKernel<Tr, E>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads),
-                    static_cast<size_t>(Tr::smemBytes(args.headDim)), stream, args);
+  const size_t smem = static_cast<size_t>(Tr::smemBytes(args.headDim, args.cacheFp8 != 0));
+  return args.cacheFp8 ? mla_launch(mlaDecodeKernel<Tr, E, true>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads), smem, stream, args)
+                       : mla_launch(mlaDecodeKernel<Tr, E, false>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads), smem, stream, args);
 }
 
 template <class Tr>
@@ -302,10 +357,11 @@ cudaError_t prepareWith(int headDim) {
   (void)headDim;
   return cudaSuccess;
 #else
-  const int bytes = Tr::smemBytes(headDim);
-  cudaError_t e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  const int bytes = Tr::smemBytes(headDim), bytesFp8 = Tr::smemBytes(headDim, true);
+  cudaError_t e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytesFp8);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytesFp8);
   return e;
 #endif
 }
@@ -317,8 +373,8 @@ DecodeConfigInfo decodeConfigInfo(DecodeConfig config) {
   return {SmallTraits::kBlockM, SmallTraits::kBlockN, SmallTraits::kStages, SmallTraits::kThreads};
 }
 
-int decodeSmemBytes(DecodeConfig config, int headDim) {
-  return config == DecodeConfig::Large ? LargeTraits::smemBytes(headDim) : SmallTraits::smemBytes(headDim);
+int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8) {
+  return config == DecodeConfig::Large ? LargeTraits::smemBytes(headDim, cacheFp8) : SmallTraits::smemBytes(headDim, cacheFp8);
 }
 
 cudaError_t prepareDecode(DecodeConfig config, int headDim) {

@@ -44,5 +44,23 @@ struct Elem<ElemType::F16> {
 
 __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
 
+// FP8 e4m3 ("e4m3fn") in software, bit for bit as csrc/core/half.h (sm_80 and sm_86 have no fp8 conversion
+// instructions; one code path keeps every GPU and the CPU writing the same bytes).
+// Decoding: the bits moved to f32's places read as the value times 2^-120, subnormals included; 0x7F is NaN.
+__device__ __forceinline__ float fp8e4m3ToFloat(uint32_t x) {
+  const uint32_t mag = x & 0x7fu;
+  const float v = __uint_as_float(((x & 0x80u) << 24) | (mag << 20)) * 0x1p120f;
+  return mag == 0x7fu ? __uint_as_float(0x7fc00000u) : v;
+}
+// Encoding: nearest even, saturating at 448, NaN kept.
+__device__ __forceinline__ uint8_t floatToFp8e4m3(float f) {
+  const uint32_t u = __float_as_uint(f), absu = u & 0x7fffffffu;
+  const uint32_t sign = (u >> 24) & 0x80u;
+  if (absu > 0x7f800000u) return static_cast<uint8_t>(sign | 0x7fu);
+  if (absu >= 0x43e00000u) return static_cast<uint8_t>(sign | 0x7eu);
+  if (absu < 0x3c800000u) return static_cast<uint8_t>(sign | (__float_as_uint(__fadd_rn(__uint_as_float(absu), 0x1p14f)) - 0x46800000u));
+  return static_cast<uint8_t>(sign | (((absu + 0x7ffffu + ((absu >> 20) & 1u)) >> 20) - (120u << 3)));
+}
+
 }  // namespace MLA_KERNEL_NS
 }  // namespace mla

@@ -42,12 +42,14 @@ struct DecodeConfigInfo {
   int blockM, blockN, stages, threads;
 };
 DecodeConfigInfo decodeConfigInfo(DecodeConfig config);
-// Dynamic shared memory the decode kernel needs for row width `headDim`.
-int decodeSmemBytes(DecodeConfig config, int headDim);
+// Dynamic shared memory the decode kernel needs for row width `headDim` (an fp8 cache needs less).
+int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8 = false);
 
 struct DecodeArgs {
-  ElemType elem;
+  ElemType elem;            // of q and out (and of the cache, unless cacheFp8)
   DecodeConfig config;
+  int cacheFp8;             // the cache is fp8 e4m3: its values are the stored ones times cacheScale
+  float cacheScale;
   const void* q;            // [batch, queryLen, numHeads, headDim]
   const void* cache;        // [numBlocks, blockSize, headDim]
   const int32_t* blockTable;  // [batch, maxBlocksPerSeq]
@@ -89,7 +91,9 @@ struct CombineArgs {
 };
 
 struct AppendArgs {
-  ElemType elem;
+  ElemType elem;            // of kvC and kPe (and of the cache, unless cacheFp8)
+  int cacheFp8;             // the cache is fp8 e4m3: rows are stored as e4m3(value / cacheScale)
+  float cacheScale;
   void* cache;              // [numSlots, rowWidth]
   const void* kvC;          // [numTokens, kvLoraRank]
   const void* kPe;          // [numTokens, ropeDim]
