@@ -191,6 +191,40 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     stream.dispose();
   });
 
+  it('a captured append + decode on an fp8 cache replays bit for bit as the calls one by one', async () => {
+    const stream = setUp();
+    const rng = new Rng(seed + 4);
+    const heads = 4, rank = 32, width = 48, blockSize = 8, tokens = 3, scale = 0.07;
+    const cacheInit = Tensor.from(toFp8E4M3Array(rng.normal(6 * blockSize * width, 10)), [6, blockSize, width]);
+    const caches = [onDevice(cacheInit, stream), onDevice(cacheInit, stream)];
+    const kvC = onDevice(randomTensor(rng, [tokens, rank], 'bf16').t, stream);
+    const kPe = onDevice(randomTensor(rng, [tokens, width - rank], 'bf16').t, stream);
+    const q = onDevice(randomTensor(rng, [tokens, 1, heads, width], 'bf16').t, stream);
+    const slots = new Int32Array([5, 17, 40]);
+    const slotMapping = Tensor.from(slots, [tokens]);
+    const blockTable = intTensor([0, 1, 2, 3, 4, 5], [tokens, 2]);
+    const lens = new Int32Array([6, 10, 9]);
+    const seqLens = Tensor.from(lens, [tokens]);
+    const step = (cache: Tensor, s: Stream) => {
+      appendLatentCache({ cache, kvC, kPe, slotMapping, cacheScale: scale, stream: s });
+      return mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.2, kvLoraRank: rank, cacheScale: scale, stream: s }).out;
+    };
+    let captured: Tensor | undefined;
+    const graph = stream.capture(() => {
+      captured = step(caches[0], stream);
+    });
+    for (const [s0, s1, s2, l] of [[5, 17, 40, [6, 10, 9]], [6, 18, 41, [7, 11, 10]]] as const) {
+      slots.set([s0, s1, s2]);
+      lens.set(l);
+      graph.replay();
+      const eager = step(caches[1], stream);
+      expect(Array.from(await captured!.toFloat32())).toEqual(Array.from(await eager.toFloat32()));
+      expect(Array.from((await caches[0].read()) as Uint8Array)).toEqual(Array.from((await caches[1].read()) as Uint8Array));
+    }
+    graph.dispose();
+    stream.dispose();
+  });
+
   it('misuse is refused, naming the argument', () => {
     const stream = setUp();
     const fp8Cache = onDevice(Tensor.zeros([2, 4, 32], 'fp8_e4m3'), stream);
