@@ -5,6 +5,9 @@ export type FloatDType = 'f32' | 'f16' | 'bf16';
 /** Bytes per element. */
 export const DTYPE_SIZES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, bf16: 2, i32: 4 };
 
+/** @internal Each dtype's number in tensor descriptors (csrc/core/dtype.h's DType). */
+export const DTYPE_CODES: Readonly<Record<DType, number>> = { f32: 0, f16: 1, bf16: 2, i32: 3 };
+
 /** The TypedArray that holds a dtype's elements: bf16 and f16 are raw 16-bit patterns in a Uint16Array. */
 export type StorageOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array : Uint16Array;
 export type Storage = Float32Array | Int32Array | Uint16Array;

@@ -2,7 +2,7 @@
 // tensors), let csrc/core validate shapes, dtypes and index values, queue the work on a stream.
 import type { FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
-import { native, type TensorDescriptor } from './native.js';
+import { native, type AbsorbInputs, type AbsorbParams, type AppendParams, type DecodeInputs, type DecodeParams, type TensorDescriptor, type UnabsorbInputs, type UnabsorbParams } from './native.js';
 import { Stream, defaultStream } from './stream.js';
 import { Tensor, dependencies } from './tensor.js';
 
@@ -94,14 +94,11 @@ export function planDecode(options: PlanDecodeOptions): DecodePlan {
   const o = checkOptions(op, options, ['seqLens', 'numHeads', 'queryLen', 'batchInvariant', 'stream']);
   if (o.batchInvariant !== undefined && typeof o.batchInvariant !== 'boolean')
     throw new MlaError('E_ARGUMENT', `${op}: batchInvariant must be a boolean, got ${typeof o.batchInvariant}`);
-  const params: Descriptors = {
-    seqLens: tensorArg(op, o, 'seqLens'),
-    numHeads: numberArg(op, o, 'numHeads'),
-    queryLen: o.queryLen === undefined ? 1 : numberArg(op, o, 'queryLen'),
-    batchInvariant: o.batchInvariant === true,
-  };
+  const seqLens = tensorArg(op, o, 'seqLens');
+  const numHeads = numberArg(op, o, 'numHeads');
+  const queryLen = o.queryLen === undefined ? 1 : numberArg(op, o, 'queryLen');
   const stream = streamArg(op, o);
-  return new DecodePlan(stream.backend, native().planDecode(stream._native(), params));
+  return new DecodePlan(stream.backend, native().planDecode(stream._native(), [seqLens, numHeads, queryLen, o.batchInvariant === true]));
 }
 
 export interface MlaDecodeResult {
@@ -133,8 +130,6 @@ export interface UnabsorbOutputOptions {
   stream?: Stream;
 }
 
-type Descriptors = Record<string, TensorDescriptor | number | boolean | string | undefined>;
-
 function checkOptions(op: string, options: unknown, allowed: readonly string[]): Record<string, unknown> {
   if (typeof options !== 'object' || options === null)
     throw new MlaError('E_ARGUMENT', `${op}: expected an options object, got ${options === null ? 'null' : typeof options}`);
@@ -144,6 +139,8 @@ function checkOptions(op: string, options: unknown, allowed: readonly string[]):
   return options as Record<string, unknown>;
 }
 
+function tensorArg(op: string, o: Record<string, unknown>, name: string, optional?: false, label?: string): TensorDescriptor;
+function tensorArg(op: string, o: Record<string, unknown>, name: string, optional: true, label?: string): TensorDescriptor | undefined;
 function tensorArg(op: string, o: Record<string, unknown>, name: string, optional = false, label = name): TensorDescriptor | undefined {
   const t = o[name];
   if (t === undefined && optional) return undefined;
@@ -173,24 +170,18 @@ function markWritten(stream: Stream, ticket: number, ...tensors: Tensor[]): void
 export function appendLatentCache(options: AppendLatentCacheOptions): void {
   const op = 'appendLatentCache';
   const o = checkOptions(op, options, ['cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'stream']);
-  const params: Descriptors = {
-    cache: tensorArg(op, o, 'cache'),
-    kvC: tensorArg(op, o, 'kvC'),
-    kPe: tensorArg(op, o, 'kPe'),
-    slotMapping: tensorArg(op, o, 'slotMapping'),
-  };
+  const cache = tensorArg(op, o, 'cache'), kvC = tensorArg(op, o, 'kvC'), kPe = tensorArg(op, o, 'kPe'), slotMapping = tensorArg(op, o, 'slotMapping');
+  let params: AppendParams = [cache, kvC, kPe, slotMapping];
   if (o.rope !== undefined) {
     const rope = checkOptions(`${op}: rope`, o.rope, ['positions', 'cos', 'sin', 'style']);
     if (rope.style !== 'interleaved' && rope.style !== 'neox')
       throw new MlaError('E_ARGUMENT', `${op}: rope.style must be 'interleaved' or 'neox', got ${String(rope.style)}`);
-    params.ropeStyle = rope.style;
-    params.positions = tensorArg(op, rope, 'positions', false, 'rope.positions');
-    params.cos = tensorArg(op, rope, 'cos', false, 'rope.cos');
-    params.sin = tensorArg(op, rope, 'sin', false, 'rope.sin');
+    const positions = tensorArg(op, rope, 'positions', false, 'rope.positions');
+    params = [cache, kvC, kPe, slotMapping, rope.style, positions, tensorArg(op, rope, 'cos', false, 'rope.cos'), tensorArg(op, rope, 'sin', false, 'rope.sin')];
   }
   const stream = streamArg(op, o);
   const rope = options.rope;
-  const deps = dependencies([options.cache, options.kvC, options.kPe, rope?.cos, rope?.sin]);
+  const deps = dependencies(stream, [options.cache, options.kvC, options.kPe, rope?.cos, rope?.sin]);
   const ticket = stream._enqueue((s) => native().appendLatentCache(s, params, deps));
   markWritten(stream, ticket, options.cache);
 }
@@ -205,27 +196,26 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
   if (o.plan !== undefined && !(o.plan instanceof DecodePlan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planDecode`);
   if (o.causal !== undefined && typeof o.causal !== 'boolean')
     throw new MlaError('E_ARGUMENT', `${op}: causal must be a boolean, got ${typeof o.causal}`);
-  const params: Descriptors = {
-    q: tensorArg(op, o, 'q'),
-    cache: tensorArg(op, o, 'cache'),
-    blockTable: tensorArg(op, o, 'blockTable'),
-    seqLens: tensorArg(op, o, 'seqLens'),
-    softmaxScale: numberArg(op, o, 'softmaxScale'),
-    kvLoraRank: numberArg(op, o, 'kvLoraRank'),
-    causal: o.causal === true,
-    plan: (o.plan as DecodePlan | undefined)?._handle as never,
-  };
+  const inputs: DecodeInputs = [
+    tensorArg(op, o, 'q'),
+    tensorArg(op, o, 'cache'),
+    tensorArg(op, o, 'blockTable'),
+    tensorArg(op, o, 'seqLens'),
+    numberArg(op, o, 'softmaxScale'),
+    numberArg(op, o, 'kvLoraRank'),
+    o.causal === true,
+    (o.plan as DecodePlan | undefined)?._handle,
+  ];
   const stream = streamArg(op, o);
   let out = options.out;
   let lse = options.lse;
   if (out === undefined || lse === undefined) {
-    const shapes = native().outputShapes(op, params);
+    const shapes = native().outputShapes(op, inputs);
     out ??= Tensor.empty(shapes.out, options.q.dtype, { device: stream.device });
     lse ??= Tensor.empty(shapes.lse, 'f32', { device: stream.device });
   }
-  params.out = tensorArg(op, { out }, 'out');
-  params.lse = tensorArg(op, { lse }, 'lse');
-  const deps = dependencies([options.q, options.cache, out, lse]);
+  const params: DecodeParams = [...inputs, tensorArg(op, { out }, 'out'), tensorArg(op, { lse }, 'lse')];
+  const deps = dependencies(stream, [options.q, options.cache, out, lse]);
   const ticket = stream._enqueue((s) => native().mlaDecode(s, params, deps));
   markWritten(stream, ticket, out, lse);
   return { out, lse };
@@ -235,11 +225,11 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
 export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
   const op = 'absorbQuery';
   const o = checkOptions(op, options, ['qNope', 'wUk', 'qPe', 'out', 'stream']);
-  const params: Descriptors = { qNope: tensorArg(op, o, 'qNope'), wUk: tensorArg(op, o, 'wUk'), qPe: tensorArg(op, o, 'qPe', true) };
+  const inputs: AbsorbInputs = [tensorArg(op, o, 'qNope'), tensorArg(op, o, 'wUk'), tensorArg(op, o, 'qPe', true)];
   const stream = streamArg(op, o);
-  const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.qNope.dtype, { device: stream.device });
-  params.out = tensorArg(op, { out }, 'out');
-  const deps = dependencies([options.qNope, options.wUk, options.qPe, out]);
+  const out = options.out ?? Tensor.empty(native().outputShapes(op, inputs).out, options.qNope.dtype, { device: stream.device });
+  const params: AbsorbParams = [...inputs, tensorArg(op, { out }, 'out')];
+  const deps = dependencies(stream, [options.qNope, options.wUk, options.qPe, out]);
   const ticket = stream._enqueue((s) => native().absorbQuery(s, params, deps));
   markWritten(stream, ticket, out);
   return out;
@@ -249,11 +239,11 @@ export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
 export function unabsorbOutput(options: UnabsorbOutputOptions): Tensor<FloatDType> {
   const op = 'unabsorbOutput';
   const o = checkOptions(op, options, ['oLat', 'wUv', 'out', 'stream']);
-  const params: Descriptors = { oLat: tensorArg(op, o, 'oLat'), wUv: tensorArg(op, o, 'wUv') };
+  const inputs: UnabsorbInputs = [tensorArg(op, o, 'oLat'), tensorArg(op, o, 'wUv')];
   const stream = streamArg(op, o);
-  const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.oLat.dtype, { device: stream.device });
-  params.out = tensorArg(op, { out }, 'out');
-  const deps = dependencies([options.oLat, options.wUv, out]);
+  const out = options.out ?? Tensor.empty(native().outputShapes(op, inputs).out, options.oLat.dtype, { device: stream.device });
+  const params: UnabsorbParams = [...inputs, tensorArg(op, { out }, 'out')];
+  const deps = dependencies(stream, [options.oLat, options.wUv, out]);
   const ticket = stream._enqueue((s) => native().unabsorbOutput(s, params, deps));
   markWritten(stream, ticket, out);
   return out;

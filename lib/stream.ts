@@ -16,6 +16,9 @@ export interface BackendInfo {
 
 const BACKENDS: readonly string[] = ['cpu', 'cuda-sim', 'cuda'];
 
+/** @internal Each backend's device kind in tensor descriptors (csrc/core/tensor.h's DeviceKind). */
+export const DEVICE_KINDS: Readonly<Record<BackendName, number>> = { cpu: 0, cuda: 1, 'cuda-sim': 2 };
+
 /** The backend that owns a device's memory. */
 export function backendOf(device: DeviceName): BackendName {
   if (device === 'cpu') return 'cpu';

@@ -7,6 +7,7 @@
 
 namespace mla {
 
+// The values are the codes lib/ passes in tensor descriptors (DTYPE_CODES in lib/dtypes.ts; a test checks they agree).
 enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 };
 
 inline constexpr DType kAllDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32};
