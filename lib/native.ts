@@ -20,7 +20,8 @@ export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 export type TensorDescriptor = readonly [memory: Float32Array | Int32Array | Uint16Array | NativeDeviceBuffer, meta: Int32Array];
 
 // Each operation's params, in the order the addon reads them (the *Arg indices in csrc/addon/addon.cc). Outputs
-// come last: outputShapes takes the inputs alone.
+// come last: outputShapes takes the inputs alone. The addon keeps the params array of a queued operation (and through
+// it every tensor's memory) alive until the operation completes: it must not be changed after the call.
 type T = TensorDescriptor;
 export type CopyParams = readonly [src: T, dst: T];
 export type AppendParams = readonly [cache: T, kvC: T, kPe: T, slotMapping: T, ropeStyle?: string, positions?: T, cos?: T, sin?: T];

@@ -56,11 +56,13 @@ TensorView toView(const Napi::Array& params, uint32_t index, const char* name, b
   TensorView v;
   v.name = name;
   Napi::Value value = params.Get(index);
-  if (value.IsUndefined() || value.IsNull()) {
-    if (optional) return v;
-    throw Error(ErrorCode::Argument, std::string(name) + " is required");
+  if (!value.IsArray()) {  // the other checks only then: each is an N-API call
+    if (value.IsUndefined() || value.IsNull()) {
+      if (optional) return v;
+      throw Error(ErrorCode::Argument, std::string(name) + " is required");
+    }
+    throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
   }
-  if (!value.IsArray()) throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
   Napi::Array desc = value.As<Napi::Array>();
   Napi::Value memory = desc.Get(0u);
   void* metaData = nullptr;
@@ -106,10 +108,8 @@ TensorView toView(const Napi::Array& params, uint32_t index, const char* name, b
   if (overflow || numel * elem > byteLength)
     throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
   v.data = deviceBuffer ? deviceBuffer->data() : hostData;
-  if (keepAlive) {
-    keepAlive->refs.push_back(Napi::Persistent(memory.As<Napi::Object>()));
-    if (deviceBuffer) keepAlive->buffers.push_back(deviceBuffer);
-  }
+  // The memory itself is kept alive through the params array (enqueueOp).
+  if (keepAlive && deviceBuffer) keepAlive->buffers.push_back(deviceBuffer);
   return v;
 }
 
@@ -217,7 +217,11 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
   return guarded(info.Env(), [&]() -> Napi::Value {
     StreamWrap& stream = toStream(info[0]);
     Refs refs;
-    Params p = build(paramsOf(info[1]), &refs);
+    Napi::Array params = paramsOf(info[1]);
+    Params p = build(params, &refs);
+    // One reference keeps every tensor's memory alive until the operation completes: the params array holds their
+    // descriptors (lib/ makes a new array per call and never changes it), and a reference per tensor costs more.
+    refs.refs.push_back(Napi::Persistent(params.As<Napi::Object>()));
     validate(p, stream.backend().device());
     checkForBackend(p, stream.backend());
     stream.backend().checkSupported(p);
