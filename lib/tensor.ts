@@ -236,11 +236,11 @@ export function tensorDescriptor(memory: TensorDescriptor[0], dtype: DType, devi
  * a synchronize. Writes on `stream` itself are left out: a stream runs in order anyway (and each entry costs the
  * addon N-API reads).
  */
-export function dependencies(stream: Stream, tensors: readonly (Tensor | undefined)[]): After {
-  const deps: After = [];
+export function dependencies(stream: Stream, tensors: readonly (Tensor | undefined)[]): After | undefined {
+  let deps: After | undefined; // none, the common case: nothing to allocate or for the addon to read
   for (const t of tensors) {
     const w = t?._lastWrite();
-    if (w && w.stream !== stream && !w.stream.disposed) deps.push([w.stream._native(), w.ticket]);
+    if (w && w.stream !== stream && !w.stream.disposed) (deps ??= []).push([w.stream._native(), w.ticket]);
   }
   return deps;
 }
