@@ -11,6 +11,9 @@ export type LatentCacheDType = FloatDType | 'fp8_e4m3';
 /** Bytes per element. */
 export const DTYPE_SIZES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, bf16: 2, i32: 4, fp8_e4m3: 1 };
 
+/** @internal Each dtype's number in tensor descriptors (csrc/core/dtype.h's DType). */
+export const DTYPE_CODES: Readonly<Record<DType, number>> = { f32: 0, f16: 1, bf16: 2, i32: 3, fp8_e4m3: 4 };
+
 /** The TypedArray that holds a dtype's elements: bf16 and f16 are raw 16-bit patterns in a Uint16Array, fp8 bytes in a Uint8Array. */
 export type StorageOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array : D extends 'fp8_e4m3' ? Uint8Array : Uint16Array;
 export type Storage = Float32Array | Int32Array | Uint16Array | Uint8Array;

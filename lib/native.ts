@@ -11,14 +11,29 @@ const require = createRequire(import.meta.url);
 /** The package's root folder (one up from lib/ or dist/). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** A tensor as the addon receives it (see csrc/addon/addon.cc). */
-export interface TensorDescriptor {
-  data?: Float32Array | Int32Array | Uint16Array | Uint8Array;
-  buffer?: NativeDeviceBuffer;
-  dtype: string;
-  shape: readonly number[];
-  device: string;
-}
+/**
+ * A tensor as the addon receives it (csrc/addon/addon.cc, toView): its memory (the TypedArray of a host tensor, the
+ * NativeDeviceBuffer of a device tensor) and `meta`, [dtype, device kind, device index, ...shape] numbered as in
+ * csrc/core (DTYPE_CODES, DEVICE_KINDS). Descriptors and params are arrays the addon reads by index: through N-API a
+ * property read by name makes a new V8 string for the name each time, which was most of an operation's cost.
+ */
+export type TensorDescriptor = readonly [memory: Float32Array | Int32Array | Uint16Array | Uint8Array | NativeDeviceBuffer, meta: Int32Array];
+
+// Each operation's params, in the order the addon reads them (the *Arg indices in csrc/addon/addon.cc). Outputs
+// come last: outputShapes takes the inputs alone. The addon keeps the params array of a queued operation (and through
+// it every tensor's memory) alive until the operation completes: it must not be changed after the call.
+type T = TensorDescriptor;
+export type CopyParams = readonly [src: T, dst: T];
+export type AppendParams = readonly [cache: T, kvC: T, kPe: T, slotMapping: T, cacheScale: number, ropeStyle?: string, positions?: T, cos?: T, sin?: T];
+export type DecodeInputs = readonly [q: T, cache: T, blockTable: T, seqLens: T, softmaxScale: number, kvLoraRank: number, cacheScale: number, causal: boolean, plan: unknown];
+export type DecodeParams = readonly [...DecodeInputs, out: T, lse: T];
+export type AbsorbInputs = readonly [qNope: T, wUk: T, qPe: T | undefined];
+export type AbsorbParams = readonly [...AbsorbInputs, out: T];
+export type UnabsorbInputs = readonly [oLat: T, wUv: T];
+export type UnabsorbParams = readonly [...UnabsorbInputs, out: T];
+export type PlanParams = readonly [seqLens: T, numHeads: number, queryLen: number, batchInvariant: boolean];
+/** Writes on other streams an operation waits for: [native stream, ticket]. */
+export type After = [unknown, number][];
 
 export interface NativeDeviceBuffer {
   release(): void;
@@ -50,18 +65,20 @@ export interface NativeAddon {
   /** `device`: 'cuda-sim:1', or a backend name for its device 0. */
   NativeStream: new (device: string, onComplete: (ticket: number, code: string | null, message: string | null) => void) => NativeStream;
   NativeDeviceBuffer: new (device: string, bytes: number) => NativeDeviceBuffer;
-  copy(stream: NativeStream, params: object, after?: [unknown, number][]): number;
+  copy(stream: NativeStream, params: CopyParams, after?: After): number;
   memoryStats(device: string): { bytesInUse: number; peakBytes: number };
-  appendLatentCache(stream: NativeStream, params: object, after?: [unknown, number][]): number;
-  mlaDecode(stream: NativeStream, params: object, after?: [unknown, number][]): number;
-  absorbQuery(stream: NativeStream, params: object, after?: [unknown, number][]): number;
-  unabsorbOutput(stream: NativeStream, params: object, after?: [unknown, number][]): number;
-  outputShapes(op: string, params: object): Record<string, number[]>;
-  planDecode(stream: NativeStream, params: object): { handle: unknown; numWorkItems: number; numSplitSequences: number };
+  appendLatentCache(stream: NativeStream, params: AppendParams, after?: After): number;
+  mlaDecode(stream: NativeStream, params: DecodeParams, after?: After): number;
+  absorbQuery(stream: NativeStream, params: AbsorbParams, after?: After): number;
+  unabsorbOutput(stream: NativeStream, params: UnabsorbParams, after?: After): number;
+  outputShapes(op: 'mlaDecode', inputs: DecodeInputs): { out: number[]; lse: number[] };
+  outputShapes(op: 'absorbQuery', inputs: AbsorbInputs): { out: number[] };
+  outputShapes(op: 'unabsorbOutput', inputs: UnabsorbInputs): { out: number[] };
+  planDecode(stream: NativeStream, params: PlanParams): { handle: unknown; numWorkItems: number; numSplitSequences: number };
   /** Validates the graph's operations against their index arrays as they are now and queues them as one operation. */
-  replayGraph(stream: NativeStream, graph: NativeGraph, after?: [unknown, number][]): number;
+  replayGraph(stream: NativeStream, graph: NativeGraph, after?: After): number;
   backends(): NativeBackendInfo[];
-  facts(): { dtypeSizes: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
+  facts(): { dtypeSizes: Record<string, number>; dtypeCodes: Record<string, number>; deviceKinds: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
   /** What the CPU backend chose for this processor (optional: addons that predate it lack it; see info()). */
   cpuInfo?(): NativeCpuInfo;

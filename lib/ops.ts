@@ -1,8 +1,8 @@
 // The operations: check what can be checked without the addon (JS types, unknown options, disposed
 // tensors), let csrc/core validate shapes, dtypes and index values, queue the work on a stream.
-import type { LatentCacheDType, FloatDType } from './dtypes.js';
+import type { FloatDType, LatentCacheDType } from './dtypes.js';
 import { MlaError } from './errors.js';
-import { native, type TensorDescriptor } from './native.js';
+import { native, type AbsorbInputs, type AbsorbParams, type AppendParams, type DecodeInputs, type DecodeParams, type TensorDescriptor, type UnabsorbInputs, type UnabsorbParams } from './native.js';
 import { Stream, defaultStream } from './stream.js';
 import { Tensor } from './tensor.js';
 
@@ -95,17 +95,14 @@ export class DecodePlan {
 /** Plans a decode step for the stream's backend; reuse the plan for every layer of the step. */
 export function planDecode(options: PlanDecodeOptions): DecodePlan {
   const op = 'planDecode';
-  const o = checkOptions(op, options, ['seqLens', 'numHeads', 'queryLen', 'batchInvariant', 'stream']);
+  const o = checkOptions(op, options, PLAN_OPTIONS);
   if (o.batchInvariant !== undefined && typeof o.batchInvariant !== 'boolean')
     throw new MlaError('E_ARGUMENT', `${op}: batchInvariant must be a boolean, got ${typeof o.batchInvariant}`);
-  const params: Descriptors = {
-    seqLens: tensorArg(op, o, 'seqLens'),
-    numHeads: numberArg(op, o, 'numHeads'),
-    queryLen: o.queryLen === undefined ? 1 : numberArg(op, o, 'queryLen'),
-    batchInvariant: o.batchInvariant === true,
-  };
+  const seqLens = tensorArg(op, o.seqLens, 'seqLens');
+  const numHeads = numberArg(op, o.numHeads, 'numHeads');
+  const queryLen = o.queryLen === undefined ? 1 : numberArg(op, o.queryLen, 'queryLen');
   const stream = streamArg(op, o);
-  return new DecodePlan(stream.backend, native().planDecode(stream._native(), params));
+  return new DecodePlan(stream.backend, native().planDecode(stream._native(), [seqLens, numHeads, queryLen, o.batchInvariant === true]));
 }
 
 export interface MlaDecodeResult {
@@ -137,27 +134,35 @@ export interface UnabsorbOutputOptions {
   stream?: Stream;
 }
 
-type Descriptors = Record<string, TensorDescriptor | number | boolean | string | undefined>;
+// Each operation's options, as Sets: checkOptions runs on every call.
+const optionSet = (...names: string[]): ReadonlySet<string> => new Set(names);
+const PLAN_OPTIONS = optionSet('seqLens', 'numHeads', 'queryLen', 'batchInvariant', 'stream');
+const APPEND_OPTIONS = optionSet('cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'cacheScale', 'stream');
+const ROPE_OPTIONS = optionSet('positions', 'cos', 'sin', 'style');
+const DECODE_OPTIONS = optionSet('q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'cacheScale', 'causal', 'out', 'lse', 'plan', 'stream');
+const ABSORB_OPTIONS = optionSet('qNope', 'wUk', 'qPe', 'out', 'stream');
+const UNABSORB_OPTIONS = optionSet('oLat', 'wUv', 'out', 'stream');
 
-function checkOptions(op: string, options: unknown, allowed: readonly string[]): Record<string, unknown> {
+function checkOptions(op: string, options: unknown, allowed: ReadonlySet<string>): Record<string, unknown> {
   if (typeof options !== 'object' || options === null)
     throw new MlaError('E_ARGUMENT', `${op}: expected an options object, got ${options === null ? 'null' : typeof options}`);
   for (const key of Object.keys(options))
-    if (!allowed.includes(key))
-      throw new MlaError('E_ARGUMENT', `${op}: unknown option '${key}' (allowed: ${allowed.join(', ')})`);
+    if (!allowed.has(key))
+      throw new MlaError('E_ARGUMENT', `${op}: unknown option '${key}' (allowed: ${[...allowed].join(', ')})`);
   return options as Record<string, unknown>;
 }
 
-function tensorArg(op: string, o: Record<string, unknown>, name: string, optional = false, label = name): TensorDescriptor | undefined {
-  const t = o[name];
+// The argument itself, not (options, name): a keyed read with changing names goes megamorphic in V8.
+function tensorArg(op: string, t: unknown, label: string, optional?: false): TensorDescriptor;
+function tensorArg(op: string, t: unknown, label: string, optional: true): TensorDescriptor | undefined;
+function tensorArg(op: string, t: unknown, label: string, optional = false): TensorDescriptor | undefined {
   if (t === undefined && optional) return undefined;
   if (!(t instanceof Tensor))
     throw new MlaError('E_ARGUMENT', `${op}: ${label} must be a Tensor, got ${t === undefined ? 'nothing' : t === null ? 'null' : typeof t}`);
   return t._descriptor(label);
 }
 
-function numberArg(op: string, o: Record<string, unknown>, name: string): number {
-  const v = o[name];
+function numberArg(op: string, v: unknown, name: string): number {
   if (typeof v !== 'number') throw new MlaError('E_ARGUMENT', `${op}: ${name} must be a number, got ${typeof v}`);
   return v;
 }
@@ -172,22 +177,16 @@ function streamArg(op: string, o: Record<string, unknown>): Stream {
 /** Writes each new token's row [kvC, RoPE(kPe)] into its slot of the paged latent cache. */
 export function appendLatentCache(options: AppendLatentCacheOptions): void {
   const op = 'appendLatentCache';
-  const o = checkOptions(op, options, ['cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'cacheScale', 'stream']);
-  const params: Descriptors = {
-    cache: tensorArg(op, o, 'cache'),
-    kvC: tensorArg(op, o, 'kvC'),
-    kPe: tensorArg(op, o, 'kPe'),
-    slotMapping: tensorArg(op, o, 'slotMapping'),
-    cacheScale: o.cacheScale === undefined ? undefined : numberArg(op, o, 'cacheScale'),
-  };
+  const o = checkOptions(op, options, APPEND_OPTIONS);
+  const cache = tensorArg(op, o.cache, 'cache'), kvC = tensorArg(op, o.kvC, 'kvC'), kPe = tensorArg(op, o.kPe, 'kPe'), slotMapping = tensorArg(op, o.slotMapping, 'slotMapping');
+  const cacheScale = o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale');
+  let params: AppendParams = [cache, kvC, kPe, slotMapping, cacheScale];
   if (o.rope !== undefined) {
-    const rope = checkOptions(`${op}: rope`, o.rope, ['positions', 'cos', 'sin', 'style']);
+    const rope = checkOptions(`${op}: rope`, o.rope, ROPE_OPTIONS);
     if (rope.style !== 'interleaved' && rope.style !== 'neox')
       throw new MlaError('E_ARGUMENT', `${op}: rope.style must be 'interleaved' or 'neox', got ${String(rope.style)}`);
-    params.ropeStyle = rope.style;
-    params.positions = tensorArg(op, rope, 'positions', false, 'rope.positions');
-    params.cos = tensorArg(op, rope, 'cos', false, 'rope.cos');
-    params.sin = tensorArg(op, rope, 'sin', false, 'rope.sin');
+    const positions = tensorArg(op, rope.positions, 'rope.positions');
+    params = [cache, kvC, kPe, slotMapping, cacheScale, rope.style, positions, tensorArg(op, rope.cos, 'rope.cos'), tensorArg(op, rope.sin, 'rope.sin')];
   }
   const stream = streamArg(op, o);
   const rope = options.rope;
@@ -201,31 +200,30 @@ export function appendLatentCache(options: AppendLatentCacheOptions): void {
  */
 export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
   const op = 'mlaDecode';
-  const o = checkOptions(op, options, ['q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'cacheScale', 'causal', 'out', 'lse', 'plan', 'stream']);
+  const o = checkOptions(op, options, DECODE_OPTIONS);
   if (o.plan !== undefined && !(o.plan instanceof DecodePlan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planDecode`);
   if (o.causal !== undefined && typeof o.causal !== 'boolean')
     throw new MlaError('E_ARGUMENT', `${op}: causal must be a boolean, got ${typeof o.causal}`);
-  const params: Descriptors = {
-    q: tensorArg(op, o, 'q'),
-    cache: tensorArg(op, o, 'cache'),
-    blockTable: tensorArg(op, o, 'blockTable'),
-    seqLens: tensorArg(op, o, 'seqLens'),
-    softmaxScale: numberArg(op, o, 'softmaxScale'),
-    kvLoraRank: numberArg(op, o, 'kvLoraRank'),
-    cacheScale: o.cacheScale === undefined ? undefined : numberArg(op, o, 'cacheScale'),
-    causal: o.causal === true,
-    plan: (o.plan as DecodePlan | undefined)?._handle as never,
-  };
+  const inputs: DecodeInputs = [
+    tensorArg(op, o.q, 'q'),
+    tensorArg(op, o.cache, 'cache'),
+    tensorArg(op, o.blockTable, 'blockTable'),
+    tensorArg(op, o.seqLens, 'seqLens'),
+    numberArg(op, o.softmaxScale, 'softmaxScale'),
+    numberArg(op, o.kvLoraRank, 'kvLoraRank'),
+    o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale'),
+    o.causal === true,
+    (o.plan as DecodePlan | undefined)?._handle,
+  ];
   const stream = streamArg(op, o);
   let out = options.out;
   let lse = options.lse;
   if (out === undefined || lse === undefined) {
-    const shapes = native().outputShapes(op, params);
+    const shapes = native().outputShapes(op, inputs);
     out ??= Tensor.empty(shapes.out, options.q.dtype, { device: stream.device });
     lse ??= Tensor.empty(shapes.lse, 'f32', { device: stream.device });
   }
-  params.out = tensorArg(op, { out }, 'out');
-  params.lse = tensorArg(op, { lse }, 'lse');
+  const params: DecodeParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.q, options.cache, options.blockTable, options.seqLens], [out, lse], (s, after) => native().mlaDecode(s, params, after));
   return { out, lse };
 }
@@ -233,11 +231,11 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
 /** q_lat[i] = W_uk[i]ᵀ q_nope[i] per head, followed by q_pe when given: decode's absorbed query. */
 export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
   const op = 'absorbQuery';
-  const o = checkOptions(op, options, ['qNope', 'wUk', 'qPe', 'out', 'stream']);
-  const params: Descriptors = { qNope: tensorArg(op, o, 'qNope'), wUk: tensorArg(op, o, 'wUk'), qPe: tensorArg(op, o, 'qPe', true) };
+  const o = checkOptions(op, options, ABSORB_OPTIONS);
+  const inputs: AbsorbInputs = [tensorArg(op, o.qNope, 'qNope'), tensorArg(op, o.wUk, 'wUk'), tensorArg(op, o.qPe, 'qPe', true)];
   const stream = streamArg(op, o);
-  const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.qNope.dtype, { device: stream.device });
-  params.out = tensorArg(op, { out }, 'out');
+  const out = options.out ?? Tensor.empty(native().outputShapes(op, inputs).out, options.qNope.dtype, { device: stream.device });
+  const params: AbsorbParams = [...inputs, tensorArg(op, out, 'out')];
   stream._submit([options.qNope, options.wUk, options.qPe], [out], (s, after) => native().absorbQuery(s, params, after));
   return out;
 }
@@ -245,11 +243,11 @@ export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
 /** o[i] = W_uv[i] o_lat[i] per head: the attention output in value space, before the model's W_o. */
 export function unabsorbOutput(options: UnabsorbOutputOptions): Tensor<FloatDType> {
   const op = 'unabsorbOutput';
-  const o = checkOptions(op, options, ['oLat', 'wUv', 'out', 'stream']);
-  const params: Descriptors = { oLat: tensorArg(op, o, 'oLat'), wUv: tensorArg(op, o, 'wUv') };
+  const o = checkOptions(op, options, UNABSORB_OPTIONS);
+  const inputs: UnabsorbInputs = [tensorArg(op, o.oLat, 'oLat'), tensorArg(op, o.wUv, 'wUv')];
   const stream = streamArg(op, o);
-  const out = options.out ?? Tensor.empty(native().outputShapes(op, params).out, options.oLat.dtype, { device: stream.device });
-  params.out = tensorArg(op, { out }, 'out');
+  const out = options.out ?? Tensor.empty(native().outputShapes(op, inputs).out, options.oLat.dtype, { device: stream.device });
+  const params: UnabsorbParams = [...inputs, tensorArg(op, out, 'out')];
   stream._submit([options.oLat, options.wUv], [out], (s, after) => native().unabsorbOutput(s, params, after));
   return out;
 }

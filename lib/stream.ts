@@ -1,6 +1,6 @@
 import { MlaError, type ErrorCode } from './errors.js';
 import { Graph } from './graph.js';
-import { native, type NativeStream } from './native.js';
+import { native, type After, type NativeStream } from './native.js';
 import { dependencies, type DeviceName, type Tensor } from './tensor.js';
 
 /** Where operations run: `cpu`, `cuda-sim` (CUDA kernels under emulation; tests) or `cuda`. */
@@ -16,6 +16,9 @@ export interface BackendInfo {
 }
 
 const BACKENDS: readonly string[] = ['cpu', 'cuda-sim', 'cuda'];
+
+/** @internal Each backend's device kind in tensor descriptors (csrc/core/tensor.h's DeviceKind). */
+export const DEVICE_KINDS: Readonly<Record<BackendName, number>> = { cpu: 0, cuda: 1, 'cuda-sim': 2 };
 
 /** The backend that owns a device's memory. */
 export function backendOf(device: DeviceName): BackendName {
@@ -146,10 +149,10 @@ export class Stream {
    * @internal Queues `op` (given the native stream and the writes on other streams it must wait for), which
    * reads `used` and writes `written`; while capturing, records it instead.
    */
-  _submit(used: readonly (Tensor | undefined)[], written: readonly Tensor[], op: (s: NativeStream, after: [unknown, number][]) => number): void {
+  _submit(used: readonly (Tensor | undefined)[], written: readonly Tensor[], op: (s: NativeStream, after: After | undefined) => number): void {
     const stream = this.#check();
     if (this.#capture) {
-      op(stream, []);
+      op(stream, undefined);
       for (const t of used) if (t) this.#capture.used.add(t);
       for (const t of written) {
         this.#capture.used.add(t);
@@ -157,7 +160,7 @@ export class Stream {
       }
       return;
     }
-    const ticket = op(stream, dependencies([...used, ...written]));
+    const ticket = op(stream, dependencies(this, [...used, ...written]));
     this.#enqueued = ticket;
     for (const t of written) t._markWritten(this, ticket);
   }

@@ -1,8 +1,8 @@
-import { DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Storage, type StorageOf } from './dtypes.js';
+import { DTYPE_CODES, DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Storage, type StorageOf } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { bf16ToFloat32, f16ToFloat32, fp8E4M3ToFloat32, toBf16Array, toF16Array, toFp8E4M3Array } from './half.js';
-import { native, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
-import { backendOf, defaultStream, type Stream } from './stream.js';
+import { native, type After, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
+import { DEVICE_KINDS, backendOf, defaultStream, type Stream } from './stream.js';
 
 /** Where a tensor's memory lives: the host, a GPU, or the emulator's device memory (tests). */
 export type DeviceName = 'cpu' | `cuda:${number}` | `cuda-sim:${number}`;
@@ -58,6 +58,7 @@ export class Tensor<D extends DType = DType> {
   #data: StorageOf<D> | null;
   #buffer: NativeDeviceBuffer | null;
   #lastWrite: { stream: Stream; ticket: number } | null = null;
+  #descriptor: TensorDescriptor | null = null;
 
   private constructor(memory: { data: StorageOf<D> } | { buffer: NativeDeviceBuffer; device: DeviceName }, shape: number[], dtype: D) {
     this.#data = 'data' in memory ? memory.data : null;
@@ -130,7 +131,7 @@ export class Tensor<D extends DType = DType> {
     if (device !== 'cpu' && this.device !== 'cpu' && backendOf(device) !== backendOf(this.device)) return this.to('cpu').to(device, options);
     const stream = options.stream ?? this.#streamFor(device === 'cpu' ? this.device : device);
     const dst = Tensor.empty(this.shape, this.dtype, { device });
-    const ticket = stream._enqueue((s) => native().copy(s, { src: this._descriptor('src'), dst: dst._descriptor('dst') }, dependencies([this])));
+    const ticket = stream._enqueue((s) => native().copy(s, [this._descriptor('src'), dst._descriptor('dst')], dependencies(stream, [this])));
     dst._markWritten(stream, ticket);
     return dst;
   }
@@ -144,7 +145,7 @@ export class Tensor<D extends DType = DType> {
     this.#live('tensor');
     if (!(src instanceof Tensor)) throw new MlaError('E_ARGUMENT', `copyFrom: src must be a Tensor, got ${describe(src)}`);
     const stream = options.stream ?? this.#streamFor(this.device === 'cpu' ? src.device : this.device);
-    stream._submit([src], [this], (s, after) => native().copy(s, { src: src._descriptor('src'), dst: this._descriptor('dst') }, after));
+    stream._submit([src], [this], (s, after) => native().copy(s, [src._descriptor('src'), this._descriptor('dst')], after));
     return this;
   }
 
@@ -199,6 +200,7 @@ export class Tensor<D extends DType = DType> {
     this.#buffer?.release();
     this.#buffer = null;
     this.#data = null;
+    this.#descriptor = null;
     this.#lastWrite = null;
   }
 
@@ -213,9 +215,8 @@ export class Tensor<D extends DType = DType> {
   /** @internal The addon's view of this tensor; `name` is the argument's name for errors. */
   _descriptor(name: string): TensorDescriptor {
     this.#live(name);
-    return this.#buffer
-      ? { buffer: this.#buffer, dtype: this.dtype, shape: this.shape, device: this.device }
-      : { data: this.#data!, dtype: this.dtype, shape: this.shape, device: this.device };
+    // Made once: a tensor's memory, dtype, device and shape never change.
+    return (this.#descriptor ??= tensorDescriptor(this.#buffer ?? this.#data!, this.dtype, this.device, this.shape));
   }
 
   /** @internal The last queued write to this tensor, if any. */
@@ -240,16 +241,23 @@ export class Tensor<D extends DType = DType> {
   }
 }
 
+/** @internal A tensor descriptor (see TensorDescriptor in native.ts). */
+export function tensorDescriptor(memory: TensorDescriptor[0], dtype: DType, device: DeviceName, shape: readonly number[]): TensorDescriptor {
+  const index = device === 'cpu' ? 0 : Number(device.slice(device.indexOf(':') + 1));
+  return [memory, Int32Array.of(DTYPE_CODES[dtype], DEVICE_KINDS[backendOf(device)], index, ...shape)];
+}
+
 /**
- * @internal The writes, on other streams, that an operation using `tensors` must wait for: the native worker of
- * the operation's stream waits for them, so a tensor written on one stream can be used on another without a
- * synchronize. (Same-stream entries are dropped by the addon: a stream runs in order anyway.)
+ * @internal The writes, on other streams than `stream`, that an operation using `tensors` must wait for: the native
+ * worker of the operation's stream waits for them, so a tensor written on one stream can be used on another without
+ * a synchronize. Writes on `stream` itself are left out: a stream runs in order anyway (and each entry costs the
+ * addon N-API reads).
  */
-export function dependencies(tensors: readonly (Tensor | undefined)[]): [unknown, number][] {
-  const deps: [unknown, number][] = [];
+export function dependencies(stream: Stream, tensors: readonly (Tensor | undefined)[]): After | undefined {
+  let deps: After | undefined; // none, the common case: nothing to allocate or for the addon to read
   for (const t of tensors) {
     const w = t?._lastWrite();
-    if (w && !w.stream.disposed) deps.push([w.stream._native(), w.ticket]);
+    if (w && w.stream !== stream && !w.stream.disposed) (deps ??= []).push([w.stream._native(), w.ticket]);
   }
   return deps;
 }

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput, type ErrorCode } from 'mla-kernels';
 import { native } from '../lib/native.js';
+import { tensorDescriptor } from '../lib/tensor.js';
 import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
 
 const seed = testSeed('errors');
@@ -113,7 +114,8 @@ for (const backend of available) {
     it('a tensor on a device the stream cannot reach: E_DEVICE', () => {
       const o = make();
       const d = (t: Tensor, name: string) => t._descriptor(name);
-      const params = { q: { data: new Uint16Array(o.q.numel), dtype: 'bf16', shape: o.q.shape, device: 'cuda:0' }, cache: d(o.cache, 'cache'), blockTable: d(o.blockTable, 'b'), seqLens: d(o.seqLens, 's'), out: d(o.out, 'o'), lse: d(o.lse, 'l'), softmaxScale: 0.2, kvLoraRank: rank };
+      const q = tensorDescriptor(new Uint16Array(o.q.numel), 'bf16', 'cuda:0', o.q.shape);
+      const params = [q, d(o.cache, 'cache'), d(o.blockTable, 'b'), d(o.seqLens, 's'), 0.2, rank, 1, false, undefined, d(o.out, 'o'), d(o.lse, 'l')] as const;
       // Through the addon directly: lib/ only makes cpu tensors, the check lives in csrc/core.
       const s = new (native().NativeStream)(backend.name, () => {});
       try {

@@ -1,12 +1,18 @@
 // One place per fact in each language: the TS tables must agree with the addon's (csrc/core).
 import { describe, expect, it } from 'vitest';
 import { backends, DTYPE_SIZES, ERROR_CODES } from 'mla-kernels';
+import { DTYPE_CODES } from '../lib/dtypes.js';
 import { native } from '../lib/native.js';
+import { DEVICE_KINDS } from '../lib/stream.js';
 import pkg from '../package.json' with { type: 'json' };
 
 describe('facts shared by lib/ and csrc/core/', () => {
   it('dtypes and their sizes agree', () => {
     expect(native().facts().dtypeSizes).toEqual(DTYPE_SIZES);
+  });
+  it('dtype and device kind numbers of tensor descriptors agree', () => {
+    expect(native().facts().dtypeCodes).toEqual(DTYPE_CODES);
+    expect(native().facts().deviceKinds).toEqual(DEVICE_KINDS);
   });
   it('error codes agree', () => {
     expect(native().facts().errorCodes).toEqual([...ERROR_CODES]);

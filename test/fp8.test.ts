@@ -103,7 +103,7 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     appendLatentCache({ cache, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), cacheScale: scale, stream });
     const got = (await cache.read()) as Uint8Array;
     const values = refAppendLatentCache({
-      cache: { data: Float64Array.from(initial._descriptor('c').data as Uint8Array, (b) => fromFp8E4M3Bits(b) * Math.fround(scale)), shape: initial.shape },
+      cache: { data: Float64Array.from(initial._descriptor('c')[0] as Uint8Array, (b) => fromFp8E4M3Bits(b) * Math.fround(scale)), shape: initial.shape },
       kvC: kvC.dense,
       kPe: kPe.dense,
       slotMapping: { data: slots, shape: [tokens] },
@@ -125,11 +125,11 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
       const bytes = (await roped.read()) as Uint8Array;
       const ref = fp8Reference(
         refAppendLatentCache({
-          cache: { data: Float64Array.from(initial._descriptor('c').data as Uint8Array, (b) => fromFp8E4M3Bits(b) * Math.fround(scale)), shape: initial.shape },
+          cache: { data: Float64Array.from(initial._descriptor('c')[0] as Uint8Array, (b) => fromFp8E4M3Bits(b) * Math.fround(scale)), shape: initial.shape },
           kvC: kvC.dense,
           kPe: kPe.dense,
           slotMapping: { data: slots, shape: [tokens] },
-          rope: { positions: { data: positions, shape: [tokens] }, cos: { data: cos._descriptor('c').data, shape: cos.shape }, sin: { data: sin._descriptor('s').data, shape: sin.shape }, style },
+          rope: { positions: { data: positions, shape: [tokens] }, cos: { data: cos._descriptor('c')[0], shape: cos.shape }, sin: { data: sin._descriptor('s')[0], shape: sin.shape }, style },
         }),
         scale,
       );
@@ -173,7 +173,7 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
       });
       const ref = refMlaDecode({
         q: q.dense,
-        cache: { data: Float64Array.from(cacheHost._descriptor('c').data as Uint8Array, (b) => fromFp8E4M3Bits(b) * scale), shape: cacheHost.shape },
+        cache: { data: Float64Array.from(cacheHost._descriptor('c')[0] as Uint8Array, (b) => fromFp8E4M3Bits(b) * scale), shape: cacheHost.shape },
         blockTable: { data: table, shape: [dc.lens.length, maxBlocks] },
         seqLens: { data: dc.lens, shape: [dc.lens.length] },
         softmaxScale: 0.125,

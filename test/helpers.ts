@@ -1,6 +1,7 @@
 // Shared test tools: seeded random data (the seed is printed), error norms, poison, backend list.
 import { expect } from 'vitest';
 import { backends, bf16ToFloat32, f16ToFloat32, MlaError, Tensor, type BackendName, type DeviceName, type ErrorCode, type FloatDType } from '../lib/index.js';
+import type { Storage } from '../lib/dtypes.js';
 import type { Dense } from '../lib/reference.js';
 
 /** The seed of this test file: MLA_TEST_SEED to replay a failure, else fresh per run. */
@@ -65,7 +66,7 @@ export function randomTensor(rng: Rng, shape: number[], dtype: FloatDType, scale
 
 /** The values a tensor holds, read synchronously (only for tensors no operation is writing). */
 export function exactValues(t: Tensor): Float64Array {
-  const data = t._descriptor('t').data;
+  const data = t._descriptor('t')[0] as Storage;
   if (t.dtype === 'bf16') return Float64Array.from(bf16ToFloat32(data as Uint16Array));
   if (t.dtype === 'f16') return Float64Array.from(f16ToFloat32(data as Uint16Array));
   return Float64Array.from(data);
@@ -82,7 +83,7 @@ export function dense(t: Tensor): Dense {
 /** A tensor filled with NaN bit patterns (0xFFFF... per element) so unwritten elements show. */
 export function poisoned<D extends FloatDType | 'f32'>(shape: readonly number[], dtype: D): Tensor<D> {
   const t = Tensor.zeros(shape, dtype);
-  const data = t._descriptor('poison').data;
+  const data = t._descriptor('poison')[0] as Storage;
   new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0xff);
   return t;
 }

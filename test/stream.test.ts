@@ -17,7 +17,7 @@ describe('streams', () => {
     const stream = new Stream('cpu');
     mlaDecode({ q, cache, blockTable: intTensor(Array.from({ length: len / 16 }, (_, i) => i), [1, len / 16]), seqLens: intTensor([len]), softmaxScale: 0.1, kvLoraRank: 64, out, stream });
     // The main thread never yields here; only another thread can write `out` meanwhile.
-    const raw = out._descriptor('out').data as Float32Array;
+    const raw = out._descriptor('out')[0] as Float32Array;
     const deadline = Date.now() + 60_000;
     while (Number.isNaN(raw[raw.length - 1]) && Date.now() < deadline);
     expect(Number.isNaN(raw[raw.length - 1]), 'the decode did not run while the main thread was blocked').toBe(false);

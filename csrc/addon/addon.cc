@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -26,43 +27,76 @@
 namespace mla::addon {
 namespace {
 
-// Tensor descriptors come from lib/tensor.ts: { data: TypedArray | buffer: NativeDeviceBuffer, dtype, shape, device }.
-// The checks here only make sure a descriptor cannot point outside its own memory.
-TensorView toView(const Napi::Object& params, const char* name, bool optional, Retained* keepAlive) {
+// Operations receive arrays, read by index in the order lib/native.ts gives (TensorDescriptor, DecodeParams, ...),
+// not objects read by name: through N-API a read by name makes a new V8 string for the name every time (~1.2K
+// instructions), and keeping the strings across calls needs references to strings (N-API 10; Node 20 has 9).
+// What each call costs is in bench/overhead.mjs.
+
+// The address of a TypedArray's first element and its length in bytes, in one N-API call (Napi::TypedArray makes
+// four for the same). False when `v` is not a TypedArray.
+bool typedArrayMemory(const Napi::Value& v, void** data, size_t* bytes, napi_typedarray_type* type = nullptr) {
+  napi_typedarray_type t;
+  size_t length = 0;
+  if (napi_get_typedarray_info(v.Env(), v, &t, &length, data, nullptr, nullptr) != napi_ok) return false;
+  size_t elementBytes = 8;  // float64, bigint64
+  switch (t) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: elementBytes = 1; break;
+    case napi_int16_array: case napi_uint16_array: elementBytes = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: elementBytes = 4; break;
+    default: break;
+  }
+  *bytes = length * elementBytes;
+  if (type) *type = t;
+  return true;
+}
+
+// A tensor descriptor, from lib/tensor.ts: [memory, meta] where memory is the TypedArray of a host tensor or the
+// NativeDeviceBuffer of a device tensor, and meta an Int32Array [dtype, device kind, device index, ...shape] with
+// the codes of csrc/core (DType, DeviceKind). The checks here only make sure a descriptor cannot point outside its
+// own memory.
+TensorView toView(const Napi::Array& params, uint32_t index, const char* name, bool optional, Retained* keepAlive) {
   TensorView v;
   v.name = name;
-  Napi::Value value = params.Get(name);
-  if (value.IsUndefined() || value.IsNull()) {
-    if (optional) return v;
-    throw Error(ErrorCode::Argument, std::string(name) + " is required");
-  }
-  if (!value.IsObject()) throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
-  Napi::Object desc = value.As<Napi::Object>();
-  Napi::Value data = desc.Get("data"), buffer = desc.Get("buffer"), dtype = desc.Get("dtype"), shape = desc.Get("shape"),
-              device = desc.Get("device");
-  if (!(data.IsTypedArray() || buffer.IsObject()) || !dtype.IsString() || !shape.IsArray() || !device.IsString())
+  Napi::Value value = params.Get(index);
+  if (!value.IsArray()) {  // the other checks only then: each is an N-API call
+    if (value.IsUndefined() || value.IsNull()) {
+      if (optional) return v;
+      throw Error(ErrorCode::Argument, std::string(name) + " is required");
+    }
     throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
-  if (!parseDType(dtype.As<Napi::String>().Utf8Value(), &v.dtype))
-    throw Error(ErrorCode::DType, std::string(name) + " has an unknown dtype");
-  const std::string deviceName = device.As<Napi::String>().Utf8Value();
-  if (deviceName != "cpu" && deviceName.rfind("cuda:", 0) != 0 && deviceName.rfind("cuda-sim:", 0) != 0)
-    throw Error(ErrorCode::Device, std::string(name) + " has an unknown device '" + deviceName + "'");
-  v.device = parseDevice(deviceName, name);
-  Napi::Array dims = shape.As<Napi::Array>();
-  if (dims.Length() > static_cast<uint32_t>(kMaxDims))
-    throw Error(ErrorCode::Shape, std::string(name) + " has more than " + std::to_string(kMaxDims) + " dimensions");
-  v.ndim = static_cast<int>(dims.Length());
-  for (int i = 0; i < v.ndim; ++i) {
-    double d = dims.Get(static_cast<uint32_t>(i)).ToNumber().DoubleValue();
-    if (!(d >= 0 && d <= 2147483647.0) || std::floor(d) != d)
-      throw Error(ErrorCode::Shape, std::string(name) + " has an invalid dimension " + std::to_string(d));
-    v.shape[i] = static_cast<int64_t>(d);
   }
-  DeviceBufferWrap* deviceBuffer = data.IsTypedArray() ? nullptr : DeviceBufferWrap::Unwrap(buffer.As<Napi::Object>());
+  Napi::Array desc = value.As<Napi::Array>();
+  Napi::Value memory = desc.Get(0u);
+  void* metaData = nullptr;
+  size_t metaBytes = 0;
+  napi_typedarray_type metaType;
+  if (!typedArrayMemory(desc.Get(1u), &metaData, &metaBytes, &metaType) || metaType != napi_int32_array || metaBytes < 3 * sizeof(int32_t))
+    throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
+  const int32_t* meta = static_cast<const int32_t*>(metaData);
+  const int ndim = static_cast<int>(metaBytes / sizeof(int32_t)) - 3;
+  if (meta[0] < 0 || meta[0] >= static_cast<int32_t>(std::size(kAllDTypes)))
+    throw Error(ErrorCode::DType, std::string(name) + " has an unknown dtype");
+  v.dtype = static_cast<DType>(meta[0]);
+  if (meta[1] < 0 || meta[1] >= static_cast<int32_t>(std::size(kAllDeviceKinds)) || meta[2] < 0 ||
+      (meta[1] == static_cast<int32_t>(DeviceKind::Cpu) && meta[2] != 0))
+    throw Error(ErrorCode::Device, std::string(name) + " has an unknown device (kind " + std::to_string(meta[1]) + ", index " + std::to_string(meta[2]) + ")");
+  v.device = Device{static_cast<DeviceKind>(meta[1]), meta[2]};
+  if (ndim > kMaxDims)
+    throw Error(ErrorCode::Shape, std::string(name) + " has more than " + std::to_string(kMaxDims) + " dimensions");
+  v.ndim = ndim;
+  for (int i = 0; i < ndim; ++i) {
+    if (meta[3 + i] < 0) throw Error(ErrorCode::Shape, std::string(name) + " has an invalid dimension " + std::to_string(meta[3 + i]));
+    v.shape[i] = meta[3 + i];
+  }
+  void* hostData = nullptr;
+  size_t byteLength = 0;
+  const bool host = typedArrayMemory(memory, &hostData, &byteLength);
+  if (!host && !memory.IsObject()) throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
+  DeviceBufferWrap* deviceBuffer = host ? nullptr : DeviceBufferWrap::Unwrap(memory.As<Napi::Object>());
   if (deviceBuffer && deviceBuffer->released()) throw Error(ErrorCode::Disposed, std::string(name) + " was disposed");
   if (deviceBuffer && v.device != deviceBuffer->backend().device())
     throw Error(ErrorCode::Internal, std::string(name) + ": descriptor device disagrees with its memory");
-  const size_t byteLength = deviceBuffer ? deviceBuffer->bytes() : data.As<Napi::TypedArray>().ByteLength();
+  if (deviceBuffer) byteLength = deviceBuffer->bytes();
   // Element count with overflow detection: absurd shapes must not wrap around to a small size.
   const size_t elem = dtypeSize(v.dtype);
   size_t numel = 1;
@@ -75,17 +109,9 @@ TensorView toView(const Napi::Object& params, const char* name, bool optional, R
   if (numel == 0) overflow = false;
   if (overflow || numel * elem > byteLength)
     throw Error(ErrorCode::Shape, std::string(name) + " shape " + v.shapeStr() + " is larger than its buffer");
-  if (deviceBuffer) {
-    v.data = deviceBuffer->data();
-    if (keepAlive) {
-      keepAlive->refs.push_back(Napi::Persistent(buffer.As<Napi::Object>()));
-      keepAlive->buffers.push_back(deviceBuffer);
-    }
-    return v;
-  }
-  Napi::TypedArray array = data.As<Napi::TypedArray>();
-  v.data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-  if (keepAlive) keepAlive->refs.push_back(Napi::Persistent(array.As<Napi::Object>()));
+  v.data = deviceBuffer ? deviceBuffer->data() : hostData;
+  // The memory itself is kept alive through the params array (enqueueOp).
+  if (keepAlive && deviceBuffer) keepAlive->buffers.push_back(deviceBuffer);
   return v;
 }
 
@@ -94,15 +120,16 @@ StreamWrap& toStream(const Napi::Value& v) {
   return *StreamWrap::Unwrap(v.As<Napi::Object>());
 }
 
-double getNumber(const Napi::Object& params, const char* name) {
-  Napi::Value v = params.Get(name);
+double getNumber(const Napi::Array& params, uint32_t index, const char* name) {
+  Napi::Value v = params.Get(index);
   if (!v.IsNumber()) throw Error(ErrorCode::Argument, std::string(name) + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
 }
 
-// An optional number: `fallback` when absent.
-double getNumber(const Napi::Object& params, const char* name, double fallback) {
-  return params.Get(name).IsUndefined() ? fallback : getNumber(params, name);
+// An operation's params array (info[1]).
+Napi::Array paramsOf(const Napi::Value& v) {
+  if (!v.IsArray()) throw Error(ErrorCode::Internal, "params must be an array (see lib/native.ts)");
+  return v.As<Napi::Array>();
 }
 
 Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims) {
@@ -114,66 +141,72 @@ Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims) {
 // --- parameter structs from JS objects ---------------------------------------------------------------
 using Refs = Retained;
 
-AppendLatentCacheParams appendParams(const Napi::Object& o, Refs* refs) {
+// Indices of each operation's params: the order of AppendParams, DecodeParams, ... in lib/native.ts.
+namespace appendArg { enum : uint32_t { cache, kvC, kPe, slotMapping, cacheScale, ropeStyle, positions, cos, sin }; }
+namespace decodeArg { enum : uint32_t { q, cache, blockTable, seqLens, softmaxScale, kvLoraRank, cacheScale, causal, plan, out, lse }; }
+namespace absorbArg { enum : uint32_t { qNope, wUk, qPe, out }; }
+namespace unabsorbArg { enum : uint32_t { oLat, wUv, out }; }
+namespace copyArg { enum : uint32_t { src, dst }; }
+namespace planArg { enum : uint32_t { seqLens, numHeads, queryLen, batchInvariant }; }
+
+AppendLatentCacheParams appendParams(const Napi::Array& o, Refs* refs) {
   AppendLatentCacheParams p;
-  p.cache = toView(o, "cache", false, refs);
-  p.kvC = toView(o, "kvC", false, refs);
-  p.kPe = toView(o, "kPe", false, refs);
-  p.slotMapping = toView(o, "slotMapping", false, refs);
-  p.cacheScale = static_cast<float>(getNumber(o, "cacheScale", 1.0));
-  Napi::Value style = o.Get("ropeStyle");
+  p.cache = toView(o, appendArg::cache, "cache", false, refs);
+  p.kvC = toView(o, appendArg::kvC, "kvC", false, refs);
+  p.kPe = toView(o, appendArg::kPe, "kPe", false, refs);
+  p.slotMapping = toView(o, appendArg::slotMapping, "slotMapping", false, refs);
+  p.cacheScale = static_cast<float>(getNumber(o, appendArg::cacheScale, "cacheScale"));
+  Napi::Value style = o.Get(appendArg::ropeStyle);
   if (style.IsString()) {
     std::string s = style.As<Napi::String>().Utf8Value();
     if (s == "interleaved") p.ropeStyle = RopeStyle::Interleaved;
     else if (s == "neox") p.ropeStyle = RopeStyle::Neox;
     else throw Error(ErrorCode::Argument, "rope.style must be 'interleaved' or 'neox', got '" + s + "'");
-    p.positions = toView(o, "positions", false, refs);
-    p.cos = toView(o, "cos", false, refs);
-    p.sin = toView(o, "sin", false, refs);
-    p.positions.name = "rope.positions";  // as the caller spelled them
-    p.cos.name = "rope.cos";
-    p.sin.name = "rope.sin";
+    // As the caller spelled them.
+    p.positions = toView(o, appendArg::positions, "rope.positions", false, refs);
+    p.cos = toView(o, appendArg::cos, "rope.cos", false, refs);
+    p.sin = toView(o, appendArg::sin, "rope.sin", false, refs);
   }
   return p;
 }
 
-MlaDecodeParams decodeParams(const Napi::Object& o, Refs* refs, bool withOutputs) {
+MlaDecodeParams decodeParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
   MlaDecodeParams p;
-  p.q = toView(o, "q", false, refs);
-  p.cache = toView(o, "cache", false, refs);
-  p.blockTable = toView(o, "blockTable", false, refs);
-  p.seqLens = toView(o, "seqLens", false, refs);
+  p.q = toView(o, decodeArg::q, "q", false, refs);
+  p.cache = toView(o, decodeArg::cache, "cache", false, refs);
+  p.blockTable = toView(o, decodeArg::blockTable, "blockTable", false, refs);
+  p.seqLens = toView(o, decodeArg::seqLens, "seqLens", false, refs);
   if (withOutputs) {
-    p.out = toView(o, "out", false, refs);
-    p.lse = toView(o, "lse", false, refs);
+    p.out = toView(o, decodeArg::out, "out", false, refs);
+    p.lse = toView(o, decodeArg::lse, "lse", false, refs);
   }
-  p.softmaxScale = static_cast<float>(getNumber(o, "softmaxScale"));
-  p.cacheScale = static_cast<float>(getNumber(o, "cacheScale", 1.0));
-  double rank = getNumber(o, "kvLoraRank");
+  p.softmaxScale = static_cast<float>(getNumber(o, decodeArg::softmaxScale, "softmaxScale"));
+  p.cacheScale = static_cast<float>(getNumber(o, decodeArg::cacheScale, "cacheScale"));
+  double rank = getNumber(o, decodeArg::kvLoraRank, "kvLoraRank");
   if (!(rank >= 1 && rank <= 1e9) || std::floor(rank) != rank)
     throw Error(ErrorCode::Range, "kvLoraRank must be a positive integer, got " + std::to_string(rank));
   p.kvLoraRank = static_cast<int64_t>(rank);
-  p.causal = o.Get("causal").ToBoolean().Value();
-  Napi::Value plan = o.Get("plan");
+  p.causal = o.Get(decodeArg::causal).ToBoolean().Value();
+  Napi::Value plan = o.Get(decodeArg::plan);
   if (plan.IsExternal()) p.plan = *plan.As<Napi::External<std::shared_ptr<const DecodePlanHandle>>>().Data();
   else if (!plan.IsUndefined() && !plan.IsNull()) throw Error(ErrorCode::Argument, "plan must come from planDecode");
   return p;
 }
 
-AbsorbQueryParams absorbParams(const Napi::Object& o, Refs* refs, bool withOutputs) {
+AbsorbQueryParams absorbParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
   AbsorbQueryParams p;
-  p.qNope = toView(o, "qNope", false, refs);
-  p.wUk = toView(o, "wUk", false, refs);
-  p.qPe = toView(o, "qPe", true, refs);
-  if (withOutputs) p.out = toView(o, "out", false, refs);
+  p.qNope = toView(o, absorbArg::qNope, "qNope", false, refs);
+  p.wUk = toView(o, absorbArg::wUk, "wUk", false, refs);
+  p.qPe = toView(o, absorbArg::qPe, "qPe", true, refs);
+  if (withOutputs) p.out = toView(o, absorbArg::out, "out", false, refs);
   return p;
 }
 
-UnabsorbOutputParams unabsorbParams(const Napi::Object& o, Refs* refs, bool withOutputs) {
+UnabsorbOutputParams unabsorbParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
   UnabsorbOutputParams p;
-  p.oLat = toView(o, "oLat", false, refs);
-  p.wUv = toView(o, "wUv", false, refs);
-  if (withOutputs) p.out = toView(o, "out", false, refs);
+  p.oLat = toView(o, unabsorbArg::oLat, "oLat", false, refs);
+  p.wUv = toView(o, unabsorbArg::wUv, "wUv", false, refs);
+  if (withOutputs) p.out = toView(o, unabsorbArg::out, "out", false, refs);
   return p;
 }
 
@@ -188,7 +221,11 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
   return guarded(info.Env(), [&]() -> Napi::Value {
     StreamWrap& stream = toStream(info[0]);
     Refs refs;
-    Params p = build(info[1].As<Napi::Object>(), &refs);
+    Napi::Array params = paramsOf(info[1]);
+    Params p = build(params, &refs);
+    // One reference keeps every tensor's memory alive until the operation completes: the params array holds their
+    // descriptors (lib/ makes a new array per call and never changes it), and a reference per tensor costs more.
+    refs.refs.push_back(Napi::Persistent(params.As<Napi::Object>()));
     mla::Backend* backend = &stream.backend();
     // The kernels read copies of the index arrays, taken before they are checked.
     auto snapshot = std::make_shared<IndexSnapshot>();
@@ -215,10 +252,10 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, Build&& build, Run&& run) 
 Napi::Value Copy(const Napi::CallbackInfo& info) {
   return enqueueOp<CopyParams>(
       info,
-      [](const Napi::Object& o, Refs* r) {
+      [](const Napi::Array& o, Refs* r) {
         CopyParams p;
-        p.src = toView(o, "src", false, r);
-        p.dst = toView(o, "dst", false, r);
+        p.src = toView(o, copyArg::src, "src", false, r);
+        p.dst = toView(o, copyArg::dst, "dst", false, r);
         return p;
       },
       [](mla::Backend& b, const CopyParams& p) { b.copy(p); });
@@ -239,25 +276,25 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
 
 Napi::Value AppendLatentCache(const Napi::CallbackInfo& info) {
   return enqueueOp<AppendLatentCacheParams>(
-      info, [](const Napi::Object& o, Refs* r) { return appendParams(o, r); },
+      info, [](const Napi::Array& o, Refs* r) { return appendParams(o, r); },
       [](mla::Backend& b, const AppendLatentCacheParams& p) { b.appendLatentCache(p); });
 }
 
 Napi::Value MlaDecode(const Napi::CallbackInfo& info) {
   return enqueueOp<MlaDecodeParams>(
-      info, [](const Napi::Object& o, Refs* r) { return decodeParams(o, r, true); },
+      info, [](const Napi::Array& o, Refs* r) { return decodeParams(o, r, true); },
       [](mla::Backend& b, const MlaDecodeParams& p) { b.mlaDecode(p); });
 }
 
 Napi::Value AbsorbQuery(const Napi::CallbackInfo& info) {
   return enqueueOp<AbsorbQueryParams>(
-      info, [](const Napi::Object& o, Refs* r) { return absorbParams(o, r, true); },
+      info, [](const Napi::Array& o, Refs* r) { return absorbParams(o, r, true); },
       [](mla::Backend& b, const AbsorbQueryParams& p) { b.absorbQuery(p); });
 }
 
 Napi::Value UnabsorbOutput(const Napi::CallbackInfo& info) {
   return enqueueOp<UnabsorbOutputParams>(
-      info, [](const Napi::Object& o, Refs* r) { return unabsorbParams(o, r, true); },
+      info, [](const Napi::Array& o, Refs* r) { return unabsorbParams(o, r, true); },
       [](mla::Backend& b, const UnabsorbOutputParams& p) { b.unabsorbOutput(p); });
 }
 
@@ -267,18 +304,18 @@ Napi::Value PlanDecode(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     StreamWrap& stream = toStream(info[0]);
-    Napi::Object o = info[1].As<Napi::Object>();
-    TensorView seqLens = toView(o, "seqLens", false, nullptr);
+    Napi::Array o = paramsOf(info[1]);
+    TensorView seqLens = toView(o, planArg::seqLens, "seqLens", false, nullptr);
     if (seqLens.ndim != 1 || seqLens.dtype != DType::I32 || seqLens.device.kind != DeviceKind::Cpu)
       throw Error(ErrorCode::Shape, "seqLens must be a cpu i32 tensor of shape [batch], got " + std::string(dtypeName(seqLens.dtype)) + " " + seqLens.shapeStr());
-    const double heads = getNumber(o, "numHeads"), queryLen = getNumber(o, "queryLen");
+    const double heads = getNumber(o, planArg::numHeads, "numHeads"), queryLen = getNumber(o, planArg::queryLen, "queryLen");
     if (!(heads >= 1 && heads <= 65536) || std::floor(heads) != heads) throw Error(ErrorCode::Range, "numHeads must be a positive integer");
     if (!(queryLen >= 1 && queryLen <= 65536) || std::floor(queryLen) != queryLen) throw Error(ErrorCode::Range, "queryLen must be a positive integer");
     const int32_t* lens = seqLens.as<const int32_t>();
     for (int64_t b = 0; b < seqLens.shape[0]; ++b)
       if (lens[b] < 0) throw Error(ErrorCode::Range, "seqLens[" + std::to_string(b) + "] = " + std::to_string(lens[b]) + " is negative");
     std::shared_ptr<const DecodePlanHandle> plan = stream.backend().planDecode(
-        seqLens.shape[0], static_cast<int64_t>(queryLen), static_cast<int64_t>(heads), lens, o.Get("batchInvariant").ToBoolean().Value());
+        seqLens.shape[0], static_cast<int64_t>(queryLen), static_cast<int64_t>(heads), lens, o.Get(planArg::batchInvariant).ToBoolean().Value());
     Napi::Object result = Napi::Object::New(env);
     result.Set("handle", Napi::External<std::shared_ptr<const DecodePlanHandle>>::New(
                              env, new std::shared_ptr<const DecodePlanHandle>(plan),
@@ -294,7 +331,7 @@ Napi::Value OutputShapes(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     std::string op = info[0].As<Napi::String>().Utf8Value();
-    Napi::Object o = info[1].As<Napi::Object>();
+    Napi::Array o = paramsOf(info[1]);
     Napi::Object result = Napi::Object::New(env);
     if (op == "absorbQuery") {
       AbsorbQueryParams p = absorbParams(o, nullptr, false);
@@ -339,6 +376,12 @@ Napi::Value Facts(const Napi::CallbackInfo& info) {
   Napi::Object dtypes = Napi::Object::New(env);
   for (DType t : kAllDTypes) dtypes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(dtypeSize(t))));
   facts.Set("dtypeSizes", dtypes);
+  Napi::Object dtypeCodes = Napi::Object::New(env);
+  for (DType t : kAllDTypes) dtypeCodes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(t)));
+  facts.Set("dtypeCodes", dtypeCodes);
+  Napi::Object deviceKinds = Napi::Object::New(env);
+  for (DeviceKind k : kAllDeviceKinds) deviceKinds.Set(deviceKindName(k), Napi::Number::New(env, static_cast<double>(k)));
+  facts.Set("deviceKinds", deviceKinds);
   Napi::Array codes = Napi::Array::New(env);
   uint32_t i = 0;
   for (ErrorCode c : kAllErrorCodes) codes.Set(i++, Napi::String::New(env, errorCodeName(c)));

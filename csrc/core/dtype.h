@@ -9,6 +9,7 @@ namespace mla {
 
 // FP8E4M3 is OCP FP8 e4m3 ("e4m3fn", PyTorch's float8_e4m3fn): a latent-cache format only, read and written with a
 // per-tensor scale (cacheScale); every other tensor is f32, f16, bf16 or i32.
+// The values are the codes lib/ passes in tensor descriptors (DTYPE_CODES in lib/dtypes.ts; a test checks they agree).
 enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, FP8E4M3 = 4 };
 
 inline constexpr DType kAllDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32, DType::FP8E4M3};

@@ -11,7 +11,20 @@ inline constexpr int kMaxDims = 6;
 
 // cuda-sim memory is host memory handed out by the emulated CUDA runtime; it is a device of its own so tensors of a
 // real GPU and of the emulator are never confused.
+// The values are the codes lib/ passes in tensor descriptors (DEVICE_KINDS in lib/stream.ts; a test checks they agree).
 enum class DeviceKind : uint8_t { Cpu = 0, Cuda = 1, CudaSim = 2 };
+
+inline constexpr DeviceKind kAllDeviceKinds[] = {DeviceKind::Cpu, DeviceKind::Cuda, DeviceKind::CudaSim};
+
+// The backend's name: "cpu", "cuda", "cuda-sim".
+inline const char* deviceKindName(DeviceKind k) {
+  switch (k) {
+    case DeviceKind::Cpu: return "cpu";
+    case DeviceKind::Cuda: return "cuda";
+    case DeviceKind::CudaSim: return "cuda-sim";
+  }
+  return "?";
+}
 
 struct Device {
   DeviceKind kind = DeviceKind::Cpu;
@@ -20,7 +33,7 @@ struct Device {
   bool operator!=(const Device& o) const { return !(*this == o); }
   std::string str() const {
     if (kind == DeviceKind::Cpu) return "cpu";
-    return (kind == DeviceKind::Cuda ? "cuda:" : "cuda-sim:") + std::to_string(index);
+    return deviceKindName(kind) + (":" + std::to_string(index));
   }
 };
 
