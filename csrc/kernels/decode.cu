@@ -38,10 +38,12 @@ using LargeTraits = DecodeTraits<64, 32, 2, 2, 512>;
 using SmallTraits = DecodeTraits<32, 16, 3, 2, 512>;
 
 // Copies cache rows [rowStart, rowStart + blockN) of one sequence (found through its block-table row) into a
-// shared stage; rows at or past rowEnd are zero-filled and read nothing.
-template <class Tr, class T>
-__device__ __forceinline__ void loadCacheTile(T* stage, const T* cache, const int32_t* table, int rowStart, int rowEnd,
+// shared stage of rows `stride` elements apart; rows at or past rowEnd are zero-filled and read nothing. Cell is the
+// cache's element (bf16 / f16, or the bytes of an fp8 cache): 16 bytes per copy either way.
+template <class Tr, class Cell>
+__device__ __forceinline__ void loadCacheTile(Cell* stage, const Cell* cache, const int32_t* table, int rowStart, int rowEnd,
                                               int headDim, int blockSize, int blockShift, int stride) {
+  constexpr int kPerCopy = 16 / static_cast<int>(sizeof(Cell));
   const int r = threadIdx.x / Tr::kThreadsPerRow, sub = threadIdx.x % Tr::kThreadsPerRow;
   const int row = rowStart + r;
   const bool valid = row < rowEnd;
@@ -51,26 +53,9 @@ __device__ __forceinline__ void loadCacheTile(T* stage, const T* cache, const in
                            : ld_global(table + row / blockSize) * blockSize + row % blockSize;
   // One block-table read per row, shared with the row's other loader threads.
   slot = __shfl_sync(0xffffffffu, slot, (threadIdx.x & 31) & ~(Tr::kThreadsPerRow - 1));
-  const T* src = cache + static_cast<size_t>(slot) * headDim;
-  T* dst = stage + r * stride;
-  for (int c = sub; c < headDim / 8; c += Tr::kThreadsPerRow) cp_async_16_pred(dst + c * 8, src + c * 8, valid);
-}
-
-// Copies cache rows of an fp8 cache into a shared stage of bytes, as loadCacheTile (16 elements per copy).
-template <class Tr>
-__device__ __forceinline__ void loadCacheTileFp8(uint8_t* stage, const uint8_t* cache, const int32_t* table, int rowStart, int rowEnd,
-                                                 int headDim, int blockSize, int blockShift) {
-  const int r = threadIdx.x / Tr::kThreadsPerRow, sub = threadIdx.x % Tr::kThreadsPerRow;
-  const int row = rowStart + r;
-  const bool valid = row < rowEnd;
-  int slot = 0;
-  if (sub == 0 && valid)
-    slot = blockShift >= 0 ? (ld_global(table + (row >> blockShift)) << blockShift) + (row & (blockSize - 1))
-                           : ld_global(table + row / blockSize) * blockSize + row % blockSize;
-  slot = __shfl_sync(0xffffffffu, slot, (threadIdx.x & 31) & ~(Tr::kThreadsPerRow - 1));
-  const uint8_t* src = cache + static_cast<size_t>(slot) * headDim;
-  uint8_t* dst = stage + r * headDim;
-  for (int c = sub; c < headDim / 16; c += Tr::kThreadsPerRow) cp_async_16_pred(dst + c * 16, src + c * 16, valid);
+  const Cell* src = cache + static_cast<size_t>(slot) * headDim;
+  Cell* dst = stage + r * stride;
+  for (int c = sub; c < headDim / kPerCopy; c += Tr::kThreadsPerRow) cp_async_16_pred(dst + c * kPerCopy, src + c * kPerCopy, valid);
 }
 
 // Converts a stage of fp8 bytes into the element type, in the padded layout the mma loads read. Exact: every e4m3
@@ -120,8 +105,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
   // Issues the copies of tile `t` into its stage.
   auto loadTile = [&](int t) {
     if constexpr (kFp8)
-      loadCacheTileFp8<Tr>(s8 + (t % Tr::kStages) * Tr::kBlockN * D, cache8, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
-                           args.blockSize, args.blockShift);
+      loadCacheTile<Tr>(s8 + (t % Tr::kStages) * Tr::kBlockN * D, cache8, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
+                        args.blockSize, args.blockShift, D);
     else
       loadCacheTile<Tr>(sK + (t % Tr::kStages) * Tr::kBlockN * stride, cache, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
                         args.blockSize, args.blockShift, stride);
