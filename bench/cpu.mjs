@@ -27,6 +27,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const noPeers = args.includes('--no-peers');
+// --rows <regex>: only the decode rows whose label ("bf16 h16 q1 b8 ctx4096") matches, for development; not --readme.
+const rowFilter = args.includes('--rows') ? new RegExp(args[args.indexOf('--rows') + 1]) : null;
+if (rowFilter && args.includes('--readme')) throw new Error('--readme takes a full run: drop --rows');
 const addon = native();
 const cpu = addon.cpuInfo();
 const threads = cpu.threads;
@@ -165,6 +168,7 @@ let group = null;
 for (const sh of shapes) {
   const { dtype, heads, queryLen, batch, context } = sh;
   const g = `${dtype} h${heads} q${queryLen}`;
+  if (rowFilter && !rowFilter.test(`${g} b${batch} ctx${context}`)) { done++; continue; }
   if (group !== null && g !== group) {
     progress(`measuring limits before ${g}`);
     sampleLimits(`before ${g}`);

@@ -94,6 +94,8 @@ describe('directed decode checks per path', () => {
           await checkDecode(stream, rng, { dtype: 'bf16', heads: 16, lens: [150, 3], queryLen: 2, kvLoraRank: 512, ropeDim: 64, blockSize: 16 });
           await checkDecode(stream, rng, { dtype: 'f32', heads: 5, lens: [97, 40], queryLen: 3, kvLoraRank: 40, ropeDim: 8, blockSize: 3 });
           await checkDecode(stream, rng, { dtype: 'f16', heads: 3, lens: [77], queryLen: 1, kvLoraRank: 33, ropeDim: 6, blockSize: 5 });
+          // bf16 tiles are converted in split order where the widths allow (per path: 576/512 always, 48/40 on some)
+          await checkDecode(stream, rng, { dtype: 'bf16', heads: 3, lens: [77, 140], queryLen: 2, kvLoraRank: 40, ropeDim: 8, blockSize: 5 });
           // f32 tiles read in place from the cache when their rows are contiguous (blocks of 32 may or may not be)
           await checkDecode(stream, rng, { dtype: 'f32', heads: 16, lens: [200, 0, 131], queryLen: 2, kvLoraRank: 512, ropeDim: 64, blockSize: 32 });
         }

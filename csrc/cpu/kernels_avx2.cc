@@ -32,6 +32,15 @@ struct VO {
   static inline V pow2i(V n) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
   }
+  // bf16 → f32 in split order (per 16 values, the even ones then the odd ones; see splitPos). n is a multiple of 16.
+  static inline void loadBf16Split(const uint16_t* src, float* dst, int64_t n) {
+    const __m256i high = _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u));
+    for (int64_t i = 0; i < n; i += 16) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)));
+      _mm256_storeu_ps(dst + i + 8, _mm256_castsi256_ps(_mm256_and_si256(x, high)));
+    }
+  }
   static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
     int64_t i = 0;
     if (e == Elem::FP8E4M3) {  // as vo_avx512.inl's loadFp8

@@ -29,22 +29,26 @@ inline __m512i bcast32(const uint16_t* p) {
 
 // K rows at k + r * stride (stride KS when KS != 0: constant offsets for the 576-wide rows).
 template <int NR, int MV, int KS>
-inline void qkBlockBf16(const uint16_t* k, int64_t stride, const uint32_t* qp, int64_t mp, int64_t pairs, float scale, float* s) {
+inline void qkBlockBf16(const uint16_t* k, int64_t stride, const uint32_t* qp, int64_t mp, int64_t pairs, float scale, float* s, Prefetch& pf) {
   const int64_t st = KS ? KS : stride;
   __m512 acc[NR][MV];
   MLA_UNROLL
   for (int r = 0; r < NR; ++r)
     MLA_UNROLL
     for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512i q[MV];
-    MLA_UNROLL
-    for (int v = 0; v < MV; ++v) q[v] = _mm512_loadu_si512(qp + p * mp + v * 16);
-    MLA_UNROLL
-    for (int r = 0; r < NR; ++r) {
-      const __m512i kb = bcast32(k + r * st + 2 * p);
+  for (int64_t p = 0; p < pairs;) {
+    const int64_t pEnd = pairs - p > kPrefetchStep ? p + kPrefetchStep : pairs;
+    pf.work(NR * MV * (pEnd - p));
+    for (; p < pEnd; ++p) {
+      __m512i q[MV];
       MLA_UNROLL
-      for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], asBh(kb), asBh(q[v]));
+      for (int v = 0; v < MV; ++v) q[v] = _mm512_loadu_si512(qp + p * mp + v * 16);
+      MLA_UNROLL
+      for (int r = 0; r < NR; ++r) {
+        const __m512i kb = bcast32(k + r * st + 2 * p);
+        MLA_UNROLL
+        for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], asBh(kb), asBh(q[v]));
+      }
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
@@ -57,31 +61,24 @@ inline void qkBlockBf16(const uint16_t* k, int64_t stride, const uint32_t* qp, i
 // Rows [0, nrows) rounded up to NR (the tile has zero rows after the valid ones).
 template <int NR, int MV, int KS>
 inline void qkColumnsBf16(const uint16_t* k, int64_t stride, int64_t nrows, const uint32_t* qp, int64_t mp, int64_t pairs, float scale, float* s,
-                          Prefetch* pf) {
-  const int64_t blocks = (nrows + NR - 1) / NR;
-  const int64_t perBlock = pf ? (pf->count * pf->linesPerRow() + blocks - 1) / blocks : 0;
-  for (int64_t r = 0; r < nrows; r += NR) {
-    if (pf) pf->issue(perBlock);
-    qkBlockBf16<NR, MV, KS>(k + r * (KS ? KS : stride), stride, qp, mp, pairs, scale, s + r * mp);
-  }
-  if (pf) pf->rest();
+                          Prefetch& pf) {
+  for (int64_t r = 0; r < nrows; r += NR) qkBlockBf16<NR, MV, KS>(k + r * (KS ? KS : stride), stride, qp, mp, pairs, scale, s + r * mp, pf);
 }
 
 template <int KS>
 inline void qkTileBf16(const uint16_t* k, int64_t stride, int64_t nrows, const uint32_t* qp, int64_t mp, int64_t pairs, float scale, float* s,
-                       Prefetch& prefetch) {
+                       Prefetch& pf) {
   const int64_t nv = mp / 16;
   int64_t v = 0;
-  Prefetch* pf = &prefetch;
   // Row blocks divide kTile (64): a full tile read in place is never over-read.
-  for (; v + 3 <= nv; v += 3, pf = nullptr) qkColumnsBf16<8, 3, KS>(k, stride, nrows, qp + v * 16, mp, pairs, scale, s + v * 16, pf);
+  for (; v + 3 <= nv; v += 3) qkColumnsBf16<8, 3, KS>(k, stride, nrows, qp + v * 16, mp, pairs, scale, s + v * 16, pf);
   if (nv - v == 2) qkColumnsBf16<8, 2, KS>(k, stride, nrows, qp + v * 16, mp, pairs, scale, s + v * 16, pf);
   else if (nv - v == 1) qkColumnsBf16<16, 1, KS>(k, stride, nrows, qp + v * 16, mp, pairs, scale, s + v * 16, pf);
 }
 
 template <int MR, int VV>
 inline void pvBlockBf16(const uint32_t* pp, int64_t mp, const uint32_t* vp, int64_t vstride, int64_t pairs, float* o, int64_t oStride,
-                        const float* alpha) {
+                        const float* alpha, Prefetch& pf) {
   __m512 acc[MR][VV];
   MLA_UNROLL
   for (int i = 0; i < MR; ++i) {
@@ -89,15 +86,19 @@ inline void pvBlockBf16(const uint32_t* pp, int64_t mp, const uint32_t* vp, int6
     MLA_UNROLL
     for (int k = 0; k < VV; ++k) acc[i][k] = _mm512_mul_ps(_mm512_loadu_ps(o + i * oStride + k * 16), a);
   }
-  for (int64_t q = 0; q < pairs; ++q) {
-    __m512i x[VV];
-    MLA_UNROLL
-    for (int k = 0; k < VV; ++k) x[k] = _mm512_loadu_si512(vp + q * vstride + k * 16);
-    MLA_UNROLL
-    for (int i = 0; i < MR; ++i) {
-      const __m512i pb = _mm512_set1_epi32(static_cast<int32_t>(pp[q * mp + i]));
+  for (int64_t q = 0; q < pairs;) {
+    const int64_t qEnd = pairs - q > kPrefetchStep / 2 ? q + kPrefetchStep / 2 : pairs;
+    pf.work(MR * VV * (qEnd - q));
+    for (; q < qEnd; ++q) {
+      __m512i x[VV];
       MLA_UNROLL
-      for (int k = 0; k < VV; ++k) acc[i][k] = _mm512_dpbf16_ps(acc[i][k], asBh(pb), asBh(x[k]));
+      for (int k = 0; k < VV; ++k) x[k] = _mm512_loadu_si512(vp + q * vstride + k * 16);
+      MLA_UNROLL
+      for (int i = 0; i < MR; ++i) {
+        const __m512i pb = _mm512_set1_epi32(static_cast<int32_t>(pp[q * mp + i]));
+        MLA_UNROLL
+        for (int k = 0; k < VV; ++k) acc[i][k] = _mm512_dpbf16_ps(acc[i][k], asBh(pb), asBh(x[k]));
+      }
     }
   }
   MLA_UNROLL
@@ -108,12 +109,12 @@ inline void pvBlockBf16(const uint32_t* pp, int64_t mp, const uint32_t* vp, int6
 
 template <int VV>
 inline void pvRowsBf16(const uint32_t* pp, int64_t mp, int64_t mg, const uint32_t* vp, int64_t vstride, int64_t pairs, float* o,
-                       int64_t oStride, const float* alpha) {
+                       int64_t oStride, const float* alpha, Prefetch& pf) {
   int64_t m = 0;
-  for (; m + 8 <= mg; m += 8) pvBlockBf16<8, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m);
-  for (; m + 4 <= mg; m += 4) pvBlockBf16<4, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m);
-  for (; m + 2 <= mg; m += 2) pvBlockBf16<2, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m);
-  for (; m < mg; ++m) pvBlockBf16<1, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m);
+  for (; m + 8 <= mg; m += 8) pvBlockBf16<8, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m, pf);
+  for (; m + 4 <= mg; m += 4) pvBlockBf16<4, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m, pf);
+  for (; m + 2 <= mg; m += 2) pvBlockBf16<2, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m, pf);
+  for (; m < mg; ++m) pvBlockBf16<1, VV>(pp + m, mp, vp, vstride, pairs, o + m * oStride, oStride, alpha + m, pf);
 }
 
 struct Bf16Layout {
@@ -201,7 +202,8 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
     const int64_t nrows = it.n1 - n < kTile ? it.n1 - n : kTile;
     const int64_t nextRows = it.n1 - (n + kTile) < kTile ? (it.n1 - (n + kTile) > 0 ? it.n1 - (n + kTile) : 0) : kTile;
     rowPointers(it, n + kTile, nextRows, next);
-    Prefetch pf{next, nextRows, D * 2};
+    // The tile's dot-product instructions: Q·K over the padded row blocks, P·V over row pairs.
+    Prefetch pf(next, nextRows, D * 2, roundUp(nrows, 16) * L.pairs * (L.mp / 16) + (nrows + 1) / 2 * L.mg * (L.vp / 16));
     const bool mask = it.causal && n + nrows > minLimit;
     // The tile's K rows: in place when they are consecutive in one cache block and fill the Q·K blocks exactly,
     // else copied (zero rows after the valid ones).
@@ -272,11 +274,12 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
     // Output.
     const int64_t ov = L.vp / 16;
     int64_t c = 0;
-    for (; c + 3 <= ov; c += 3) pvRowsBf16<3>(pp, L.mp, L.mg, vv + c * 16, L.vp, pairs, o + c * 16, L.vp, alpha);
-    if (ov - c == 2) pvRowsBf16<2>(pp, L.mp, L.mg, vv + c * 16, L.vp, pairs, o + c * 16, L.vp, alpha);
-    else if (ov - c == 1) pvRowsBf16<1>(pp, L.mp, L.mg, vv + c * 16, L.vp, pairs, o + c * 16, L.vp, alpha);
+    for (; c + 3 <= ov; c += 3) pvRowsBf16<3>(pp, L.mp, L.mg, vv + c * 16, L.vp, pairs, o + c * 16, L.vp, alpha, pf);
+    if (ov - c == 2) pvRowsBf16<2>(pp, L.mp, L.mg, vv + c * 16, L.vp, pairs, o + c * 16, L.vp, alpha, pf);
+    else if (ov - c == 1) pvRowsBf16<1>(pp, L.mp, L.mg, vv + c * 16, L.vp, pairs, o + c * 16, L.vp, alpha, pf);
+    pf.rest();
   }
-  finishItem(it, o, L.vp, mrun, lrun);
+  finishItem(it, o, L.vp, mrun, lrun, false, nullptr);
 }
 
 double bf16DotLoop(int64_t iters) {

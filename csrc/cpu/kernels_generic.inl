@@ -3,7 +3,8 @@
 //   using V; W (lanes); kQkRegs (accumulators of the Q·K block); kPvMr, kPvVv (rows × vectors of the P·V block);
 //   zero, set1, load, store, fma(a, b, c) = a*b + c, mul, add, sub, max, selectLt(x, y, a, b) = x < y ? a : b,
 //   round (to nearest integer), pow2i (2^n for integer-valued n in [-127, 127]),
-//   loadElems(Elem, src, dst, n) / storeElems(Elem, src, dst, n): element conversion of a row.
+//   loadElems(Elem, src, dst, n) / storeElems(Elem, src, dst, n): element conversion of a row;
+//   loadBf16Split(src, dst, n): bf16 → f32 in split order (splitPos).
 //
 // Decode (one DecodeItem): the item's query rows are packed transposed, QT[d][m] (heads in SIMD lanes, scaled by
 // softmaxScale * log2 e); the cache is walked in tiles of kTile rows, each converted once to f32 into a tile buffer
@@ -35,24 +36,75 @@ inline VO::V exp2v(VO::V x) {
   return VO::selectLt(x, VO::set1(-125.f), VO::zero(), r);
 }
 
-// The next tile's rows, prefetched into L2 while this tile computes: spread evenly over the first column group's
-// Q·K blocks (all at once would queue more misses than the core can track and stall the arithmetic behind them).
+// The next tile's rows, prefetched while this tile computes, paced by the arithmetic: the blocks report their
+// vector FMAs as they go and issue their share of the lines, a few at a time. Issued in bursts (a block's share at
+// once), the prefetches fill the core's miss buffers and the arithmetic stalls behind them: perf put a quarter of a
+// 16-head decode on a Xeon on the prefetch instruction and on the tile conversion waiting for lines still in flight.
 struct Prefetch {
   const char* const* rows;  // next tile's rows (null: none)
   int64_t count, bytes;
   int64_t row = 0, offset = 0;  // the next line to fetch (counters, not a divided index: this runs per line)
-  inline int64_t linesPerRow() const { return (bytes + 63) / 64; }
-  inline void issue(int64_t lines) {
+  int64_t opsPerLine = 0, credit = 0;  // integers: this runs every few hundred FMAs
+  Prefetch(const char* const* rows_, int64_t count_, int64_t bytes_, int64_t opsPerTile)
+      : rows(count_ > 0 ? rows_ : nullptr), count(count_), bytes(bytes_) {
+    const int64_t lines = count * ((bytes + 63) / 64);
+    if (lines > 0) opsPerLine = opsPerTile / lines > 0 ? opsPerTile / lines : 1;
+  }
+  inline void issueOne() {
+    if (row >= count) return;
+    __builtin_prefetch(rows[row] + offset, 0, 3);  // to L1 (prefetcht0): faster than to L2 alone on a Xeon
+    offset += 64;
+    if (offset >= bytes) offset = 0, ++row;
+  }
+  // `ops` vector operations of this tile are about to run.
+  inline void work(int64_t ops) {
     if (!rows) return;
-    for (; lines > 0 && row < count; --lines) {
-      __builtin_prefetch(rows[row] + offset, 0, 2);
-      offset += 64;
-      if (offset >= bytes) offset = 0, ++row;
+    for (credit += ops; credit >= opsPerLine; credit -= opsPerLine) issueOne();
+  }
+  inline void rest() {
+    if (rows)
+      while (row < count) issueOne();
+  }
+};
+// Steps of the inner loops between two calls of Prefetch::work (16 rows of 16 heads: ~128 cycles of FMAs).
+constexpr int64_t kPrefetchStep = 16;
+
+// A bf16 cache is converted in split order: within each group of 2W columns, the even columns then the odd ones
+// (what a shift and a mask of the bf16 pairs give, with no shuffle). Q·T is packed in the same order, so the scores
+// do not change; the output accumulates in that order and finishItem puts it back. splitPos(d): where column d is.
+inline int64_t splitPos(int64_t d) {
+  const int64_t group = d / (2 * VO::W) * (2 * VO::W), i = d - group;
+  return group + (i & 1 ? VO::W : 0) + i / 2;
+}
+
+// The cache rows of a tile still to be converted to f32: the first column group of Q·K converts each (row block,
+// d chunk) piece just before its block uses it. Converted in one pass before Q·K, the tile (147 KB of f32 for 64
+// rows) went through L2 twice and perf put 15% of a 16-head decode on that pass; piece by piece, the stores overlap
+// the FMAs and each block reads its rows from L1.
+struct TileSource {
+  const char* const* rows;  // this tile's cache rows (null: the tile is read in place, nothing to convert)
+  int64_t count;            // valid rows; the rows after them are not converted (their scores are never used)
+  Elem elem;
+  int64_t elemBytes;
+  float scale;              // cacheScale: an fp8 cache is dequantised here
+  bool split;               // bf16 in split order (d0, d1 multiples of 2W)
+  float* tile;              // the f32 tile, row stride `stride`
+  int64_t stride;
+  inline void convert(int64_t r0, int64_t r1, int64_t d0, int64_t d1) const {
+    if (r1 > count) r1 = count;
+    if (split) {
+      for (int64_t r = r0; r < r1; ++r)
+        VO::loadBf16Split(reinterpret_cast<const uint16_t*>(rows[r]) + d0, tile + r * stride + d0, d1 - d0);
+      return;
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      float* dst = tile + r * stride + d0;
+      VO::loadElems(elem, rows[r] + d0 * elemBytes, dst, d1 - d0);
+      if (scale != 1.f)
+        for (int64_t d = 0; d < d1 - d0; d += VO::W) VO::store(dst + d, VO::mul(VO::load(dst + d), VO::set1(scale)));
     }
   }
-  inline void rest() { issue(count * linesPerRow()); }
 };
-
 
 // --- decode: Q·K block -----------------------------------------------------------------------------------------
 // kStride > 0: the tile's row stride is a compile-time constant, so the NR row addresses are one pointer plus
@@ -60,7 +112,7 @@ struct Prefetch {
 // from the stack before every FMA, halving the rate). 0: the stride is tileStride.
 // Columns [d0, d1) of the product; adds to s unless d0 == 0.
 template <int NR, int MV, int64_t kStride>
-inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int64_t mp, int64_t d0, int64_t d1, float* s) {
+inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int64_t mp, int64_t d0, int64_t d1, float* s, Prefetch& pf) {
   using V = VO::V;
   const int64_t stride = kStride > 0 ? kStride : tileStride;
   V acc[NR][MV];
@@ -68,15 +120,19 @@ inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int6
   for (int r = 0; r < NR; ++r)
     MLA_UNROLL
     for (int v = 0; v < MV; ++v) acc[r][v] = d0 == 0 ? VO::zero() : VO::load(s + r * mp + v * VO::W);
-  for (int64_t d = d0; d < d1; ++d) {
-    V q[MV];
-    MLA_UNROLL
-    for (int v = 0; v < MV; ++v) q[v] = VO::load(qt + d * mp + v * VO::W);
-    MLA_UNROLL
-    for (int r = 0; r < NR; ++r) {
-      const V k = VO::set1(tile[r * stride + d]);
+  for (int64_t d = d0; d < d1;) {
+    const int64_t dEnd = d1 - d > kPrefetchStep ? d + kPrefetchStep : d1;
+    pf.work(NR * MV * (dEnd - d));
+    for (; d < dEnd; ++d) {
+      V q[MV];
       MLA_UNROLL
-      for (int v = 0; v < MV; ++v) acc[r][v] = VO::fma(k, q[v], acc[r][v]);
+      for (int v = 0; v < MV; ++v) q[v] = VO::load(qt + d * mp + v * VO::W);
+      MLA_UNROLL
+      for (int r = 0; r < NR; ++r) {
+        const V k = VO::set1(tile[r * stride + d]);
+        MLA_UNROLL
+        for (int v = 0; v < MV; ++v) acc[r][v] = VO::fma(k, q[v], acc[r][v]);
+      }
     }
   }
   MLA_UNROLL
@@ -97,33 +153,32 @@ inline void rowPointers(const DecodeItem& it, int64_t n, int64_t count, const ch
 constexpr int floorPow2(int x) { return x >= 16 ? 16 : x >= 8 ? 8 : x >= 4 ? 4 : x >= 2 ? 2 : 1; }
 
 template <int MV, int64_t kStride>
-inline void qkColumns(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch* pf) {
+inline void qkColumns(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch& pf,
+                      const TileSource* src) {
   // Rows per block: the accumulators allow kQkRegs / MV, rounded down to a power of two so that blocks tile the
   // 64-row tile exactly (24 rows would compute 72, 12% of the Q·K work on padding).
   constexpr int NR = floorPow2(VO::kQkRegs / MV);
   // The reduction over d in chunks, each chunk's QT slice reused from L1 by every row block (the whole QT and a row
   // block do not fit in L1 together: 576 × 16 heads × 4 B is 36 KB already).
   constexpr int64_t kDChunk = 128;
-  const int64_t blocks = ((D + kDChunk - 1) / kDChunk) * ((rows + NR - 1) / NR);
-  const int64_t perBlock = pf ? (pf->count * pf->linesPerRow() + blocks - 1) / blocks : 0;
   for (int64_t d0 = 0; d0 < D; d0 += kDChunk) {
     const int64_t d1 = D - d0 < kDChunk ? D : d0 + kDChunk;
     for (int64_t r = 0; r < rows; r += NR) {
-      if (pf) pf->issue(perBlock);
-      qkBlock<NR, MV, kStride>(tile + r * tileStride, tileStride, qt, mp, d0, d1, s + r * mp);
+      if (src) src->convert(r, r + NR, d0, d1);
+      qkBlock<NR, MV, kStride>(tile + r * tileStride, tileStride, qt, mp, d0, d1, s + r * mp, pf);
     }
   }
-  if (pf) pf->rest();
 }
 
+// `src`: converts the tile as the first column group goes (null when the tile is read in place).
 template <int64_t kStride>
-inline void qkTile(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch& pf) {
+inline void qkTile(const float* tile, int64_t tileStride, int64_t rows, const float* qt, int64_t mp, int64_t D, float* s, Prefetch& pf,
+                   const TileSource* src) {
   const int64_t nv = mp / VO::W;
   int64_t v = 0;
-  Prefetch* first = &pf;
-  for (; v + 3 <= nv; v += 3, first = nullptr) qkColumns<3, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
-  if (nv - v == 2) qkColumns<2, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
-  else if (nv - v == 1) qkColumns<1, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, first);
+  for (; v + 3 <= nv; v += 3, src = nullptr) qkColumns<3, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, pf, src);
+  if (nv - v == 2) qkColumns<2, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, pf, src);
+  else if (nv - v == 1) qkColumns<1, kStride>(tile, tileStride, rows, qt + v * VO::W, mp, D, s + v * VO::W, pf, src);
 }
 
 constexpr int64_t kFastStride = 576;  // kvLoraRank 512 + ropeDim 64, the DeepSeek shape
@@ -131,7 +186,7 @@ constexpr int64_t kFastStride = 576;  // kvLoraRank 512 + ropeDim 64, the DeepSe
 // --- decode: P·V block -----------------------------------------------------------------------------------------
 template <int MR, int VV>
 inline void pvBlock(const float* s, int64_t mp, const float* tile, int64_t tileStride, int64_t rows, float* o, int64_t oStride,
-                    const float* alpha) {
+                    const float* alpha, Prefetch& pf) {
   using V = VO::V;
   V acc[MR][VV];
   MLA_UNROLL
@@ -140,15 +195,19 @@ inline void pvBlock(const float* s, int64_t mp, const float* tile, int64_t tileS
     MLA_UNROLL
     for (int k = 0; k < VV; ++k) acc[i][k] = VO::mul(VO::load(o + i * oStride + k * VO::W), a);
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    V x[VV];
-    MLA_UNROLL
-    for (int k = 0; k < VV; ++k) x[k] = VO::load(tile + r * tileStride + k * VO::W);
-    MLA_UNROLL
-    for (int i = 0; i < MR; ++i) {
-      const V p = VO::set1(s[r * mp + i]);
+  for (int64_t r = 0; r < rows;) {
+    const int64_t rEnd = rows - r > kPrefetchStep ? r + kPrefetchStep : rows;
+    pf.work(MR * VV * (rEnd - r));
+    for (; r < rEnd; ++r) {
+      V x[VV];
       MLA_UNROLL
-      for (int k = 0; k < VV; ++k) acc[i][k] = VO::fma(p, x[k], acc[i][k]);
+      for (int k = 0; k < VV; ++k) x[k] = VO::load(tile + r * tileStride + k * VO::W);
+      MLA_UNROLL
+      for (int i = 0; i < MR; ++i) {
+        const V p = VO::set1(s[r * mp + i]);
+        MLA_UNROLL
+        for (int k = 0; k < VV; ++k) acc[i][k] = VO::fma(p, x[k], acc[i][k]);
+      }
     }
   }
   MLA_UNROLL
@@ -159,29 +218,29 @@ inline void pvBlock(const float* s, int64_t mp, const float* tile, int64_t tileS
 
 template <int VV>
 inline void pvRows(const float* s, int64_t mp, int64_t mg, const float* tile, int64_t tileStride, int64_t rows, float* o, int64_t oStride,
-                   const float* alpha) {
+                   const float* alpha, Prefetch& pf) {
   constexpr int MR = VO::kPvMr;
   int64_t m = 0;
-  for (; m + MR <= mg; m += MR) pvBlock<MR, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m);
+  for (; m + MR <= mg; m += MR) pvBlock<MR, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m, pf);
   // The rest in blocks of 4 and 2 before single rows: a 1-row block does 1 FMA per load and is load-bound.
-  if (MR > 4 && m + 4 <= mg) { pvBlock<4, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m); m += 4; }
-  if (MR > 2 && m + 2 <= mg) { pvBlock<2, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m); m += 2; }
-  for (; m < mg; ++m) pvBlock<1, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m);
+  if (MR > 4 && m + 4 <= mg) { pvBlock<4, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m, pf); m += 4; }
+  if (MR > 2 && m + 2 <= mg) { pvBlock<2, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m, pf); m += 2; }
+  for (; m < mg; ++m) pvBlock<1, VV>(s + m, mp, tile, tileStride, rows, o + m * oStride, oStride, alpha + m, pf);
 }
 
 inline void pvTile(const float* s, int64_t mp, int64_t mg, const float* tile, int64_t tileStride, int64_t rows, float* o, int64_t vp,
-                   const float* alpha) {
+                   const float* alpha, Prefetch& pf) {
   constexpr int VV = VO::kPvVv;
   const int64_t nv = vp / VO::W;
   int64_t v = 0;
-  for (; v + VV <= nv; v += VV) pvRows<VV>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha);
-  for (; v < nv; ++v) pvRows<1>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha);
+  for (; v + VV <= nv; v += VV) pvRows<VV>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha, pf);
+  for (; v < nv; ++v) pvRows<1>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha, pf);
 }
 
 // --- decode: one item --------------------------------------------------------------------------------------------
 struct DecodeLayout {
   int64_t mg, mp, dp, vp;
-  int64_t qt, tile, s, o, mrun, lrun, alpha, limit, total;  // offsets in floats (each a multiple of 16)
+  int64_t qt, tile, s, o, mrun, lrun, alpha, limit, row, total;  // offsets in floats (each a multiple of 16)
 };
 
 inline DecodeLayout decodeLayout(const DecodeItem& it) {
@@ -200,6 +259,7 @@ inline DecodeLayout decodeLayout(const DecodeItem& it) {
   l.lrun = take(l.mp);
   l.alpha = take(l.mp);
   l.limit = take(l.mp);
+  l.row = take(l.vp);
   l.total = at;
   return l;
 }
@@ -207,11 +267,16 @@ inline DecodeLayout decodeLayout(const DecodeItem& it) {
 size_t decodeScratchGeneric(const DecodeItem& it) { return static_cast<size_t>(decodeLayout(it).total); }
 
 // Writes the item's result: normalised rows into out/lse when it covers the sequence, partial sums otherwise.
-inline void finishItem(const DecodeItem& it, const float* o, int64_t vp, const float* mrun, const float* lrun) {
+// `split`: o's columns are in split order (splitPos); `natural` (vp floats) receives each row in column order.
+inline void finishItem(const DecodeItem& it, const float* o, int64_t vp, const float* mrun, const float* lrun, bool split, float* natural) {
   const int64_t mg = it.m1 - it.m0;
   const bool whole = it.part < 0;
   for (int64_t j = 0; j < mg; ++j) {
     const float* row = o + j * vp;
+    if (split) {
+      for (int64_t v = 0; v < it.V; ++v) natural[v] = row[splitPos(v)];
+      row = natural;
+    }
     if (!whole) {
       for (int64_t v = 0; v < it.V; ++v) it.oPart[j * it.V + v] = row[v];
       it.maxPart[j] = mrun[j];
@@ -249,8 +314,9 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
   float* alpha = scratch + L.alpha;
   float* limit = scratch + L.limit;
   const int64_t D = it.D, M = it.numHeads * it.queryLen;
+  const bool split = it.cacheElem == Elem::BF16 && D % (2 * VO::W) == 0 && it.V % (2 * VO::W) == 0;
 
-  // QT[d][j] = q[m0 + j][d] · scale · log2 e; padded lanes are zero.
+  // QT[d][j] = q[m0 + j][d] · scale · log2 e (d in split order when the cache is); padded lanes are zero.
   {
     float row[64];
     for (int64_t j = 0; j < L.mp; ++j) {
@@ -262,7 +328,7 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
       for (int64_t d0 = 0; d0 < D; d0 += 64) {
         const int64_t n = D - d0 < 64 ? D - d0 : 64;
         VO::loadElems(it.elem, elemAt(it.elem, qrow, d0), row, n);
-        for (int64_t d = 0; d < n; ++d) qt[(d0 + d) * L.mp + j] = row[d] * it.scaleLog2;
+        for (int64_t d = 0; d < n; ++d) qt[(split ? splitPos(d0 + d) : d0 + d) * L.mp + j] = row[d] * it.scaleLog2;
       }
     }
   }
@@ -292,7 +358,8 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     const int64_t rows = it.n1 - n < kTile ? it.n1 - n : kTile;
     const int64_t nextRows = it.n1 - (n + kTile) < kTile ? (it.n1 - (n + kTile) > 0 ? it.n1 - (n + kTile) : 0) : kTile;
     rowPointers(it, n + kTile, nextRows, next);
-    Prefetch pf{next, nextRows, rowBytes};
+    // The tile's vector FMAs: Q·K over the padded row blocks, P·V.
+    Prefetch pf(next, nextRows, rowBytes, roundUp(rows, 16) * D * (L.mp / VO::W) + rows * L.mg * (L.vp / VO::W));
     // Rows at or beyond the item's smallest causal limit need the mask.
     const bool mask = it.causal && n + rows > minLimit;
     // An f32 tile whose rows lie contiguous in the cache (one block, or consecutive blocks) is read in place:
@@ -300,14 +367,9 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     bool inPlace = it.cacheElem == Elem::F32 && L.dp == D && rows == kTile;
     for (int64_t r = 1; inPlace && r < rows; ++r) inPlace = cur[r] == cur[0] + r * rowBytes;
     const float* t = inPlace ? reinterpret_cast<const float*>(cur[0]) : tile;
-    if (!inPlace)
-      for (int64_t r = 0; r < rows; ++r) VO::loadElems(it.cacheElem, cur[r], tile + r * L.dp, D);
-    // An fp8 cache is dequantised here, in the tile: stored value times the cache's scale.
-    if (it.cacheScale != 1.f)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t d = 0; d < D; d += VO::W) VO::store(tile + r * L.dp + d, VO::mul(VO::load(tile + r * L.dp + d), VO::set1(it.cacheScale)));
-    if (L.dp == kFastStride) qkTile<kFastStride>(t, L.dp, rows, qt, L.mp, D, s, pf);
-    else qkTile<0>(t, L.dp, rows, qt, L.mp, D, s, pf);
+    const TileSource src{cur, rows, it.cacheElem, static_cast<int64_t>(elemBytes(it.cacheElem)), it.cacheScale, split, tile, L.dp};
+    if (L.dp == kFastStride) qkTile<kFastStride>(t, L.dp, rows, qt, L.mp, D, s, pf, inPlace ? nullptr : &src);
+    else qkTile<0>(t, L.dp, rows, qt, L.mp, D, s, pf, inPlace ? nullptr : &src);
     for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];
 
     for (int64_t j = 0; j < L.mp; j += VO::W) {
@@ -344,9 +406,10 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
       VO::store(mrun + j, mNew);
       VO::store(alpha + j, a);
     }
-    pvTile(s, L.mp, L.mg, t, L.dp, rows, o, L.vp, alpha);
+    pvTile(s, L.mp, L.mg, t, L.dp, rows, o, L.vp, alpha, pf);
+    pf.rest();
   }
-  finishItem(it, o, L.vp, mrun, lrun);
+  finishItem(it, o, L.vp, mrun, lrun, split, scratch + L.row);
 }
 
 // --- small helpers for absorb / unabsorb / append / the limits loops ---------------------------------------------

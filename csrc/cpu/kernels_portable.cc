@@ -36,6 +36,11 @@ struct VO {
     }
     return r;
   }
+  // bf16 → f32 in split order (per 8 values, the even ones then the odd ones; see splitPos). n is a multiple of 8.
+  static inline void loadBf16Split(const uint16_t* src, float* dst, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8)
+      for (int64_t k = 0; k < 4; ++k) dst[i + k] = sBf16ToF32(src[i + 2 * k]), dst[i + 4 + k] = sBf16ToF32(src[i + 2 * k + 1]);
+  }
   static void loadElems(Elem e, const void* src, float* dst, int64_t n);
   static void storeElems(Elem e, const float* src, void* dst, int64_t n);
 };

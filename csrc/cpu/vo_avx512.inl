@@ -30,6 +30,17 @@ struct VO {
     const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(bits), _mm512_set1_ps(0x1p120f));
     return _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), v, _mm512_set1_ps(__builtin_nanf("")));
   }
+  // bf16 → f32 in split order (see splitPos in kernels_generic.inl): per 32 values, the even ones then the odd ones.
+  // One load and two integer ops per 32 values where the in-order conversion takes two loads and four (vpmovzxwd
+  // on the shuffle port, then a shift), all on the ports the FMAs need. n is a multiple of 32.
+  static inline void loadBf16Split(const uint16_t* src, float* dst, int64_t n) {
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
+    for (int64_t i = 0; i < n; i += 32) {
+      const __m512i x = _mm512_loadu_si512(src + i);
+      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)));
+      _mm512_storeu_ps(dst + i + 16, _mm512_castsi512_ps(_mm512_and_si512(x, high)));
+    }
+  }
   static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
     int64_t i = 0;
     if (e == Elem::FP8E4M3) {
