@@ -140,6 +140,8 @@ for (const backend of available) {
     const appendCases: [string, (o: ReturnType<typeof makeAppend>) => object, ErrorCode, string][] = [
       ['a slot past the end of the cache', (o) => ({ ...o, slotMapping: intTensor([4, -1, 12]) }), 'E_RANGE', 'slotMapping[2] = 12 is past the end of cache (12 slots)'],
       ['a slot repeated', (o) => ({ ...o, slotMapping: intTensor([4, 5, 4]) }), 'E_RANGE', 'slotMapping[2] = 4 repeats'],
+      // out of order in a cache of more than 64 slots per token: the check sorts a copy instead of using a bitmap
+      ['a slot repeated in a large cache', (o) => ({ ...o, cache: dev(randomTensor(rng, [64 * numBlocks, blockSize, width], 'f16').t), slotMapping: intTensor([200, 40, 200]) }), 'E_RANGE', 'slotMapping[2] = 200 repeats'],
       ['slotMapping of dtype f32', (o) => ({ ...o, slotMapping: Tensor.from(new Float32Array(3), [3]) }), 'E_DTYPE', 'slotMapping must be i32'],
       ['slotMapping shorter than kvC', (o) => ({ ...o, slotMapping: intTensor([4, 5]) }), 'E_SHAPE', 'slotMapping dimension 0 must be 3'],
       ['kPe with another token count', (o) => ({ ...o, kPe: dev(randomTensor(rng, [2, ropeDim], 'f16').t) }), 'E_SHAPE', 'kPe dimension 0 must be 3'],
