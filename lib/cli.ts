@@ -35,7 +35,13 @@ function printInfo(): void {
 function main(argv: string[]): number {
   const command = argv[0] ?? 'info';
   if (command === 'info') {
-    printInfo();
+    try {
+      printInfo();
+    } catch (e) {
+      // No usable addon: say why in one line (the message names the file and the remedy), not with a stack.
+      console.error(`mla-kernels: ${(e as Error).message}`);
+      return 1;
+    }
     return 0;
   }
   if (command === 'estimate') return estimateCli(argv.slice(1));

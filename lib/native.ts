@@ -80,6 +80,8 @@ export interface NativeAddon {
   backends(): NativeBackendInfo[];
   facts(): { dtypeSizes: Record<string, number>; dtypeCodes: Record<string, number>; deviceKinds: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
+  /** The argument interface this addon was built for (kInterface in csrc/addon/addon.cc). */
+  interface: number;
   /** What the CPU backend chose for this processor (optional: addons that predate it lack it; see info()). */
   cpuInfo?(): NativeCpuInfo;
   /** Test hooks of the CPU backend: force a SIMD path ('' = automatic) or split-KV chunks of splitRows rows (0 = automatic). */
@@ -145,6 +147,9 @@ export interface SimOpRecord {
 
 let loaded: { addon: NativeAddon; path: string } | null = null;
 
+// The addon argument interface this library speaks (kInterface in csrc/addon/addon.cc, bumped together).
+const ADDON_INTERFACE = 2;
+
 function locate(): string {
   const explicit = process.env.MLA_ADDON_PATH;
   if (explicit) return path.resolve(explicit);
@@ -159,6 +164,8 @@ export function native(): NativeAddon {
   try {
     file = locate();
     const addon = require(file) as NativeAddon;
+    if (addon.interface !== ADDON_INTERFACE)
+      throw new Error(`it was built from another version of mla-kernels (addon interface ${String(addon.interface ?? 'none')}, this library needs ${ADDON_INTERFACE}); rebuild it with npm run build:native`);
     addon.setErrorClass(MlaError);
     loaded = { addon, path: file };
     return addon;

@@ -142,6 +142,9 @@ Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims) {
 using Refs = Retained;
 
 // Indices of each operation's params: the order of AppendParams, DecodeParams, ... in lib/native.ts.
+// The shape of what lib/ passes (argument arrays, tensor descriptors). Bumped with every change to it: lib/native.ts
+// refuses an addon of another interface, which would otherwise misread its arguments (a stale build in a checkout).
+constexpr int kInterface = 2;
 namespace appendArg { enum : uint32_t { cache, kvC, kPe, slotMapping, cacheScale, ropeStyle, positions, cos, sin }; }
 namespace decodeArg { enum : uint32_t { q, cache, blockTable, seqLens, softmaxScale, kvLoraRank, cacheScale, causal, plan, out, lse }; }
 namespace absorbArg { enum : uint32_t { qNope, wUk, qPe, out }; }
@@ -563,6 +566,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("replayGraph", Napi::Function::New(env, ReplayGraph));
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("facts", Napi::Function::New(env, Facts));
+  exports.Set("interface", Napi::Number::New(env, kInterface));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo));
   exports.Set("cpuConfigure", Napi::Function::New(env, CpuConfigure));
