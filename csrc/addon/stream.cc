@@ -4,6 +4,7 @@
 #include <set>
 
 #include "../core/errors.h"
+#include "../core/spin.h"
 #include "graph.h"
 #include "js_error.h"
 
@@ -129,6 +130,7 @@ uint64_t StreamWrap::enqueue(std::function<void()> work, Retained retained, std:
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(Task{ticket, std::move(work), std::move(after)});
+    queued_.store(queue_.size(), std::memory_order_release);
   }
   cv_.notify_all();  // other threads wait on cv_ too: notify_one could wake one of them instead of the worker
   return ticket;
@@ -137,12 +139,14 @@ uint64_t StreamWrap::enqueue(std::function<void()> work, Retained retained, std:
 void StreamWrap::workerLoop() {
   for (;;) {
     Task task;
+    spinUntil([this] { return queued_.load(std::memory_order_acquire) > 0; });  // see core/spin.h
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stop_ || closing_ || !queue_.empty(); });
       if (stop_ || queue_.empty()) break;
       task = std::move(queue_.front());
       queue_.pop_front();
+      queued_.store(queue_.size(), std::memory_order_release);
     }
     auto* done = new Done{this, task.ticket, true, "", ""};
     auto fail = [&](const std::string& code, const std::string& message) {

@@ -102,6 +102,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
+  std::atomic<size_t> queued_{0};  // queue_.size(), for the worker's spin before it sleeps
   uint64_t launched_ = 0;                                     // last ticket the worker ran
   std::map<uint64_t, std::shared_ptr<const Fence>> fences_;  // of tickets run but not yet completed
   std::deque<Completion> completions_;                        // for the completer, in ticket order

@@ -1,5 +1,7 @@
 #include "thread_pool.h"
 
+#include "../core/spin.h"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -14,6 +16,7 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+
 
 namespace mla::cpu {
 
@@ -89,13 +92,16 @@ class ThreadPool {
     auto job = std::make_shared<Job>();
     job->fn = &fn;
     job->n = n;
+    bool sleepers;
     {
       std::lock_guard<std::mutex> lock(mu_);
       jobs_.push_back(job);
+      pending_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_release);
+      sleepers = sleepers_ > 0;
     }
-    cv_.notify_all();
+    if (sleepers) cv_.notify_all();  // spinning workers see pending_ without it
     job->work();
-    {
+    if (!spinUntil([&] { return job->done.load(std::memory_order_acquire) == n; })) {
       std::unique_lock<std::mutex> lock(job->mu);
       job->cv.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == n; });
     }
@@ -111,14 +117,20 @@ class ThreadPool {
         jobs_.erase(it);
         break;
       }
+    pending_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_release);
   }
 
   void loop() {
     for (;;) {
       std::shared_ptr<Job> job;
+      spinUntil([this] { return pending_.load(std::memory_order_acquire) > 0; });
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+        if (!stop_ && jobs_.empty()) {
+          ++sleepers_;  // under mu_: run() reads it under mu_ after pushing, so no wake-up is lost
+          cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+          --sleepers_;
+        }
         if (stop_) return;
         job = jobs_.front();
       }
@@ -132,6 +144,8 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> jobs_;
+  std::atomic<int64_t> pending_{0};  // jobs_.size(), read without the lock by spinning workers
+  int sleepers_ = 0;                 // workers waiting on cv_ (under mu_)
   bool stop_ = false;
 };
 
