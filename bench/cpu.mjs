@@ -154,7 +154,9 @@ if (!noPeers) {
     const lines = createInterface({ input: proc.stdout });
     const waiting = [];
     lines.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
+    const ready = new Promise((res) => waiting.push(res)); // its first line, once torch is imported
     torch = { version: probe.stdout.trim(), proc, ask: (job) => new Promise((res) => { waiting.push(res); proc.stdin.write(`${JSON.stringify(job)}\n`); }) };
+    await ready;
   } else notes.push('PyTorch: /usr/bin/python3 cannot import torch (apt-get install python3-torch): its column is empty');
 }
 const shm = path.join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), `mla-bench-${process.pid}`);

@@ -82,7 +82,7 @@ inline int64_t splitPos(int64_t d) {
 // rows) went through L2 twice and perf put 15% of a 16-head decode on that pass; piece by piece, the stores overlap
 // the FMAs and each block reads its rows from L1.
 struct TileSource {
-  const char* const* rows;  // this tile's cache rows (null: the tile is read in place, nothing to convert)
+  const char* const* rows;  // this tile's cache rows (a tile read in place has no TileSource)
   int64_t count;            // valid rows; the rows after them are not converted (their scores are never used)
   Elem elem;
   int64_t elemBytes;
@@ -237,10 +237,13 @@ inline void pvTile(const float* s, int64_t mp, int64_t mg, const float* tile, in
   for (; v < nv; ++v) pvRows<1>(s, mp, mg, tile + v * VO::W, tileStride, rows, o + v * VO::W, vp, alpha, pf);
 }
 
+// Columns of q converted per pass when QT is built (a multiple of 2W for every VO, so split groups stay whole).
+constexpr int64_t kQtChunk = 32;
+
 // --- decode: one item --------------------------------------------------------------------------------------------
 struct DecodeLayout {
   int64_t mg, mp, dp, vp;
-  int64_t qt, tile, s, o, mrun, lrun, alpha, limit, row, total;  // offsets in floats (each a multiple of 16)
+  int64_t qt, tile, s, o, mrun, lrun, alpha, limit, row, qtRows, total;  // offsets in floats (each a multiple of 16)
 };
 
 inline DecodeLayout decodeLayout(const DecodeItem& it) {
@@ -260,6 +263,7 @@ inline DecodeLayout decodeLayout(const DecodeItem& it) {
   l.alpha = take(l.mp);
   l.limit = take(l.mp);
   l.row = take(l.vp);
+  l.qtRows = take(l.mg * kQtChunk);
   l.total = at;
   return l;
 }
@@ -273,8 +277,9 @@ inline void finishItem(const DecodeItem& it, const float* o, int64_t vp, const f
   const bool whole = it.part < 0;
   for (int64_t j = 0; j < mg; ++j) {
     const float* row = o + j * vp;
-    if (split) {
-      for (int64_t v = 0; v < it.V; ++v) natural[v] = row[splitPos(v)];
+    if (split) {  // a group's first W values are its even columns, the next W its odd ones
+      for (int64_t g = 0; g < it.V; g += 2 * VO::W)
+        for (int64_t k = 0; k < VO::W; ++k) natural[g + 2 * k] = row[g + k], natural[g + 2 * k + 1] = row[g + VO::W + k];
       row = natural;
     }
     if (!whole) {
@@ -316,19 +321,19 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
   const int64_t D = it.D, M = it.numHeads * it.queryLen;
   const bool split = it.cacheElem == Elem::BF16 && D % (2 * VO::W) == 0 && it.V % (2 * VO::W) == 0;
 
-  // QT[d][j] = q[m0 + j][d] · scale · log2 e (d in split order when the cache is); padded lanes are zero.
+  // QT[d][j] = q[m0 + j][d] · scale · log2 e (d in split order when the cache is); padded lanes are zero. By chunks
+  // of kQtChunk columns, every row's chunk converted into L1 first: row by row, the stores went down a column of QT
+  // (one cache line each), a quarter of a short 128-head decode.
   {
-    float row[64];
-    for (int64_t j = 0; j < L.mp; ++j) {
-      if (j >= L.mg) {
-        for (int64_t d = 0; d < D; ++d) qt[d * L.mp + j] = 0.f;
-        continue;
-      }
-      const void* qrow = elemAt(it.elem, it.q, (it.b * M + it.m0 + j) * D);
-      for (int64_t d0 = 0; d0 < D; d0 += 64) {
-        const int64_t n = D - d0 < 64 ? D - d0 : 64;
-        VO::loadElems(it.elem, elemAt(it.elem, qrow, d0), row, n);
-        for (int64_t d = 0; d < n; ++d) qt[(split ? splitPos(d0 + d) : d0 + d) * L.mp + j] = row[d] * it.scaleLog2;
+    float* rowsF32 = scratch + L.qtRows;  // [mg][kQtChunk]
+    for (int64_t d0 = 0; d0 < D; d0 += kQtChunk) {
+      const int64_t n = D - d0 < kQtChunk ? D - d0 : kQtChunk;
+      for (int64_t j = 0; j < L.mg; ++j)
+        VO::loadElems(it.elem, elemAt(it.elem, it.q, (it.b * M + it.m0 + j) * D + d0), rowsF32 + j * kQtChunk, n);
+      for (int64_t k = 0; k < n; ++k) {
+        float* dst = qt + (split ? splitPos(d0 + k) : d0 + k) * L.mp;
+        for (int64_t j = 0; j < L.mg; ++j) dst[j] = rowsF32[j * kQtChunk + k] * it.scaleLog2;
+        for (int64_t j = L.mg; j < L.mp; ++j) dst[j] = 0.f;
       }
     }
   }
