@@ -166,14 +166,14 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
   const int64_t D = it.D, V = it.V, M = it.numHeads * it.queryLen;
   const uint16_t* cache = static_cast<const uint16_t*>(it.cache);
 
-  for (int64_t j = 0; j < L.mp; ++j) {
-    if (j >= L.mg) {
-      for (int64_t p = 0; p < L.pairs; ++p) qp[p * L.mp + j] = 0;
-      continue;
+  // QP by chunks of 16 pairs (one cache line of each query row), every row of QP written whole: row by row, the
+  // stores went down a column of QP, one cache line each.
+  const uint32_t* q32 = reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(it.q) + (it.b * M + it.m0) * D);
+  for (int64_t p0 = 0; p0 < L.pairs; p0 += 16)
+    for (int64_t p = p0; p < L.pairs && p < p0 + 16; ++p) {
+      for (int64_t j = 0; j < L.mg; ++j) qp[p * L.mp + j] = q32[j * L.pairs + p];
+      for (int64_t j = L.mg; j < L.mp; ++j) qp[p * L.mp + j] = 0;
     }
-    const uint32_t* qrow = reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(it.q) + (it.b * M + it.m0 + j) * D);
-    for (int64_t p = 0; p < L.pairs; ++p) qp[p * L.mp + j] = qrow[p];
-  }
   int64_t minLimit = it.n1;
   for (int64_t j = 0; j < L.mp; ++j) {
     int64_t lim = it.seqLen;
