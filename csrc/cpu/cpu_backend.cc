@@ -390,13 +390,14 @@ void appendCpu(const AppendLatentCacheParams& p) {
       if (runRows == stageRows || (runRows > 0 && slots[i] != runSlot + runRows)) flush();
       if (runRows == 0) runSlot = slots[i];
       char* row = stage + runRows * rowBytes;
-      std::memcpy(row, kvC + i * kvBytes, static_cast<size_t>(kvBytes));
+      // An empty kvC or kPe (kvLoraRank or ropeDim 0) may have no data at all, which memcpy may not be given.
+      if (kvBytes > 0) std::memcpy(row, kvC + i * kvBytes, static_cast<size_t>(kvBytes));
       const char* src = kPe + i * ropeBytes;
       if (p.ropeStyle != RopeStyle::None) {
         const int64_t pos = p.positions.as<const int32_t>()[i];
         k.rope(e, p.ropeStyle == RopeStyle::Interleaved, src, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half,
                row + kvBytes, p.ropeDim);
-      } else {
+      } else if (ropeBytes > 0) {
         std::memcpy(row + kvBytes, src, static_cast<size_t>(ropeBytes));
       }
       ++runRows;
