@@ -17,7 +17,6 @@
 #include <sched.h>
 #endif
 
-
 namespace mla::cpu {
 
 namespace {
