@@ -85,7 +85,6 @@ struct TileSource {
   const char* const* rows;  // this tile's cache rows (a tile read in place has no TileSource)
   int64_t count;            // valid rows; the rows after them are not converted (their scores are never used)
   Elem elem;
-  int64_t elemBytes;
   float scale;              // cacheScale: an fp8 cache is dequantised here
   bool split;               // bf16 in split order (d0, d1 multiples of 2W)
   float* tile;              // the f32 tile, row stride `stride`
@@ -99,7 +98,7 @@ struct TileSource {
     }
     for (int64_t r = r0; r < r1; ++r) {
       float* dst = tile + r * stride + d0;
-      VO::loadElems(elem, rows[r] + d0 * elemBytes, dst, d1 - d0);
+      VO::loadElems(elem, elemAt(elem, rows[r], d0), dst, d1 - d0);
       if (scale != 1.f)
         for (int64_t d = 0; d < d1 - d0; d += VO::W) VO::store(dst + d, VO::mul(VO::load(dst + d), VO::set1(scale)));
     }
@@ -372,7 +371,7 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     bool inPlace = it.cacheElem == Elem::F32 && L.dp == D && rows == kTile;
     for (int64_t r = 1; inPlace && r < rows; ++r) inPlace = cur[r] == cur[0] + r * rowBytes;
     const float* t = inPlace ? reinterpret_cast<const float*>(cur[0]) : tile;
-    const TileSource src{cur, rows, it.cacheElem, static_cast<int64_t>(elemBytes(it.cacheElem)), it.cacheScale, split, tile, L.dp};
+    const TileSource src{cur, rows, it.cacheElem, it.cacheScale, split, tile, L.dp};
     if (L.dp == kFastStride) qkTile<kFastStride>(t, L.dp, rows, qt, L.mp, D, s, pf, inPlace ? nullptr : &src);
     else qkTile<0>(t, L.dp, rows, qt, L.mp, D, s, pf, inPlace ? nullptr : &src);
     for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];
