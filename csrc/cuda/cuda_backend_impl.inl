@@ -316,7 +316,8 @@ class CudaBackendImpl final : public Backend {
     rt::OpScope scope("mlaDecode");
     WorkerContext& ctx = worker();
     const DecodeConfig config = chooseConfig(static_cast<int>(p.headDim));
-    const DecodePlan plan = planFor(p, config);
+    DecodePlan made;
+    const DecodePlan& plan = planFor(p, config, made);
 
     // Upload [block table | work items | combine items] in one copy; partial results go after them.
     const size_t tableBytes = align16(p.blockTable.nbytes());
@@ -387,7 +388,8 @@ class CudaBackendImpl final : public Backend {
     for (size_t i = 0; i < ops.size(); ++i) {
       const GraphOpLayout& l = graph.layout[i];
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
-        const DecodePlan plan = planFor(*p, l.config);
+        DecodePlan made;
+        const DecodePlan& plan = planFor(*p, l.config, made);
         if (plan.work.size() > size_t(l.capacity.work) || plan.combine.size() > size_t(l.capacity.combine) || plan.numPartials > l.capacity.partials)
           throw Error(ErrorCode::Internal, "graph op " + std::to_string(i) + ": the decode plan exceeds the room captured for it");
         const int32_t counts[2] = {static_cast<int32_t>(plan.work.size()), static_cast<int32_t>(plan.combine.size())};
@@ -475,10 +477,12 @@ class CudaBackendImpl final : public Backend {
   }
 
   // The plan from planDecode (validated against p's seqLens) when its tiles fit this row width, else a new one.
-  DecodePlan planFor(const MlaDecodeParams& p, DecodeConfig config) const {
+  // The caller's plan when it was made for this config, else a new one in `made`: a given plan is not copied per decode.
+  const DecodePlan& planFor(const MlaDecodeParams& p, DecodeConfig config, DecodePlan& made) const {
     const auto* given = dynamic_cast<const Plan*>(p.plan.get());
     if (given && given->plan.config == config) return given->plan;
-    return makePlan(p.batch, p.queryLen, p.numHeads, p.seqLens.as<const int32_t>(), p.plan && p.plan->batchInvariant, config);
+    made = makePlan(p.batch, p.queryLen, p.numHeads, p.seqLens.as<const int32_t>(), p.plan && p.plan->batchInvariant, config);
+    return made;
   }
 
   // --- kernel arguments from validated parameters (device index arrays and plans filled in by the caller) ---
