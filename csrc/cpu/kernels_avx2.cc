@@ -41,6 +41,11 @@ struct VO {
       _mm256_storeu_ps(dst + i + 8, _mm256_castsi256_ps(_mm256_and_si256(x, high)));
     }
   }
+  // Lane i = p[i * stride] (a column of a small row-major block; stride * 7 fits an int32).
+  static inline V loadStrided(const float* p, int64_t stride) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int32_t>(stride)));
+    return _mm256_i32gather_ps(p, idx, 4);
+  }
   static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
     int64_t i = 0;
     if (e == Elem::FP8E4M3) {  // as vo_avx512.inl's loadFp8

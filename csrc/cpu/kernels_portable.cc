@@ -28,6 +28,7 @@ struct VO {
     for (int i = 0; i < 4; ++i) r.v[i] = static_cast<float>(static_cast<int>(x.v[i] >= 0.f ? x.v[i] + 0.5f : x.v[i] - 0.5f));
     return r;
   }
+  static inline V loadStrided(const float* p, int64_t stride) { return V{{p[0], p[stride], p[2 * stride], p[3 * stride]}}; }
   static inline V pow2i(V n) {
     V r;
     for (int i = 0; i < 4; ++i) {

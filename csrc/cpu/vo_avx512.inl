@@ -41,6 +41,11 @@ struct VO {
       _mm512_storeu_ps(dst + i + 16, _mm512_castsi512_ps(_mm512_and_si512(x, high)));
     }
   }
+  // Lane i = p[i * stride] (a column of a small row-major block; stride * 15 fits an int32).
+  static inline V loadStrided(const float* p, int64_t stride) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(stride)));
+    return _mm512_i32gather_ps(idx, p, 4);
+  }
   static inline void loadElems(Elem e, const void* src, float* dst, int64_t n) {
     int64_t i = 0;
     if (e == Elem::FP8E4M3) {
