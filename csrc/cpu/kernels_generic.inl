@@ -326,13 +326,13 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
   {
     float* rowsF32 = scratch + L.qtRows;  // [mp][kQtChunk]: rows [0, mg) refilled per chunk, the rest zero
     for (int64_t i = L.mg * kQtChunk; i < L.mp * kQtChunk; ++i) rowsF32[i] = 0.f;
+    const V scale = VO::set1(it.scaleLog2);
     for (int64_t d0 = 0; d0 < D; d0 += kQtChunk) {
       const int64_t n = D - d0 < kQtChunk ? D - d0 : kQtChunk;
       for (int64_t j = 0; j < L.mg; ++j)
         VO::loadElems(it.elem, elemAt(it.elem, it.q, (it.b * M + it.m0 + j) * D + d0), rowsF32 + j * kQtChunk, n);
       // A column of the chunk per QT row, W lanes at a time (the rows after mg are zero). Scalar, this loop took
       // about 8% of a 16-head, 512-row decode.
-      const V scale = VO::set1(it.scaleLog2);
       for (int64_t k = 0; k < n; ++k) {
         float* dst = qt + (split ? splitPos(d0 + k) : d0 + k) * L.mp;
         for (int64_t j = 0; j < L.mp; j += VO::W) VO::store(dst + j, VO::mul(VO::loadStrided(rowsF32 + j * kQtChunk + k, kQtChunk), scale));

@@ -476,8 +476,8 @@ class CudaBackendImpl final : public Backend {
                           planOptionsFor(batchInvariant, config));
   }
 
-  // The plan from planDecode (validated against p's seqLens) when its tiles fit this row width, else a new one.
-  // The caller's plan when it was made for this config, else a new one in `made`: a given plan is not copied per decode.
+  // The plan from planDecode (validated against p's seqLens) when its tiles fit this row width, used in place; else a
+  // new one, made into `made`.
   const DecodePlan& planFor(const MlaDecodeParams& p, DecodeConfig config, DecodePlan& made) const {
     const auto* given = dynamic_cast<const Plan*>(p.plan.get());
     if (given && given->plan.config == config) return given->plan;
