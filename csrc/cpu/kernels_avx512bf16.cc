@@ -166,13 +166,15 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
   const int64_t D = it.D, V = it.V, M = it.numHeads * it.queryLen;
   const uint16_t* cache = static_cast<const uint16_t*>(it.cache);
 
-  // QP by chunks of 16 pairs (one cache line of each query row), every row of QP written whole: row by row, the
-  // stores went down a column of QP, one cache line each.
+  // QP a row at a time, each row whole, 16 query rows per gather (lanes past mg zero), as the generic QT build:
+  // scalar, each pair was a load and a store, and row by row the stores went down a column of QP.
   const uint32_t* q32 = reinterpret_cast<const uint32_t*>(static_cast<const uint16_t*>(it.q) + (it.b * M + it.m0) * D);
-  for (int64_t p0 = 0; p0 < L.pairs; p0 += 16)
-    for (int64_t p = p0; p < L.pairs && p < p0 + 16; ++p) {
-      for (int64_t j = 0; j < L.mg; ++j) qp[p * L.mp + j] = q32[j * L.pairs + p];
-      for (int64_t j = L.mg; j < L.mp; ++j) qp[p * L.mp + j] = 0;
+  const __m512i rowIdx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(static_cast<int32_t>(L.pairs)));
+  for (int64_t p = 0; p < L.pairs; ++p)
+    for (int64_t j = 0; j < L.mp; j += 16) {
+      const __mmask16 live = L.mg - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (L.mg - j)) - 1u);
+      _mm512_storeu_si512(qp + p * L.mp + j, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rowIdx, q32 + j * L.pairs + p, 4));
     }
   int64_t minLimit = it.n1;
   for (int64_t j = 0; j < L.mp; ++j) {
