@@ -7,7 +7,7 @@
 #pragma once
 
 #ifndef MLA_CUDA_SIM
-#error "cuda_sim.h is the cuda-sim emulation header: build with MLA_CUDA_SIM defined (test/sim/sim.cmake does)"
+#error "cuda_sim.h is the cuda-sim emulation header: build with MLA_CUDA_SIM defined (sim/sim.cmake does)"
 #endif
 #ifdef __CUDACC__
 #error "cuda_sim.h must not be compiled by nvcc"
@@ -65,7 +65,7 @@
 
 // Static shared memory: `__shared__ T x[N];` becomes a function-static thread_local (one copy per OS thread, shared
 // by the block's fibers, which all run on that OS thread). Such variables are collected in the TLS section
-// `mla_sim_shared` (directly, or via test/sim/mla_sim_shared.ld for template/inline functions, whose statics are
+// `mla_sim_shared` (directly, or via sim/mla_sim_shared.ld for template/inline functions, whose statics are
 // COMDAT and ignore the section attribute) so the runtime can fill them with the NaN poison at every block start.
 // The leading dummy declaration turns `extern __shared__` (dynamic shared memory, whose name cannot be bound to a
 // per-launch buffer in host C++) into a compile error naming the fix: use MLA_DYNAMIC_SHARED(T, name).

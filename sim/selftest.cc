@@ -1,5 +1,5 @@
 // cuda-sim self-test: the emulation layer checked against scalar definitions, and each of its bug detectors
-// checked against a deliberately wrong kernel. Always built with ASan + UBSan (test/sim/sim.cmake).
+// checked against a deliberately wrong kernel. Always built with ASan + UBSan (sim/sim.cmake).
 //
 //   mla_sim_selftest --list         name<TAB>kind<TAB>description per test; kind is
 //                                     pass   : must exit 0 (a positive test)

@@ -47,7 +47,7 @@ describe('cuda-sim layer (mla_sim_selftest)', () => {
   if (!found.path) {
     it('finds the self-test binary', () => {
       throw new Error(
-        'mla_sim_selftest not found (it is built by the cmake-js build with MLA_CUDA_SIM=ON, see test/sim/sim.cmake); ' +
+        'mla_sim_selftest not found (it is built by the cmake-js build with MLA_CUDA_SIM=ON, see sim/sim.cmake); ' +
           `set MLA_SIM_SELFTEST or build it. Tried:\n  ${found.tried.join('\n  ')}`,
       );
     });

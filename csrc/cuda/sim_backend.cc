@@ -1,5 +1,5 @@
 // cuda-sim: the CUDA backend's host code (cuda_backend_impl.inl) and kernels (csrc/kernels/) run under the SIMT
-// emulator of test/sim/, over an emulated CUDA runtime (runtime_api.h) whose device memory is host memory.
+// emulator of sim/, over an emulated CUDA runtime (runtime_api.h) whose device memory is host memory.
 // For tests, every operation runs under each thread order (forward, reverse, seeded random) and must write the
 // same bits; the global-memory traffic of the last operation is recorded.
 #include "sim_backend.h"

@@ -1,4 +1,4 @@
-// The cuda-sim backend: the CUDA kernels of csrc/kernels/ run under the SIMT emulator of test/sim/ on host memory.
+// The cuda-sim backend: the CUDA kernels of csrc/kernels/ run under the SIMT emulator of sim/ on host memory.
 // For tests: each operation runs under every thread order (forward, reverse, seeded random) and must give the
 // same bits; the global-memory traffic of the last operation is recorded.
 #pragma once

@@ -1,7 +1,7 @@
 // Included first by every kernel source in csrc/kernels/. The same kernel source compiles
 //  - under nvcc (__CUDACC__): against the real CUDA headers;
-//  - as host C++ (MLA_CUDA_SIM defined by test/sim/sim.cmake): against the cuda-sim emulation layer, which runs
-//    each thread block's threads as fibers on the CPU (see test/sim/README.md).
+//  - as host C++ (MLA_CUDA_SIM defined by sim/sim.cmake): against the cuda-sim emulation layer, which runs
+//    each thread block's threads as fibers on the CPU (see sim/README.md).
 //
 // Rules for kernel code (so both builds mean the same thing):
 //  - tensor-core, ldmatrix, cp.async and global-memory accesses go through csrc/kernels/warp_ops.cuh;
@@ -23,10 +23,10 @@
 
 #elif defined(MLA_CUDA_SIM)
 
-#include "cuda_sim.h"  // test/sim/cuda_sim.h, on the include path of targets linking mla_sim
+#include "cuda_sim.h"  // sim/cuda_sim.h, on the include path of targets linking mla_sim
 
 #else
-#error "csrc/kernels: compile with nvcc, or as host C++ with MLA_CUDA_SIM defined (test/sim/sim.cmake)"
+#error "csrc/kernels: compile with nvcc, or as host C++ with MLA_CUDA_SIM defined (sim/sim.cmake)"
 #endif
 
 #ifndef MLA_HOST_DEVICE

@@ -8,7 +8,7 @@
 //    numbers, as on the GPU. mma accumulates in fp32, k ascending (the products of bf16/f16 inputs are exact).
 //  - ldmatrix checks that every row address it uses is 16-byte aligned and inside shared memory.
 //  - cp.async: issuing counts the global bytes (src-size 0 reads and counts nothing); the copy LANDS at a time
-//    chosen by the thread order (test/sim/README.md), anywhere the GPU may land it, between issue and the
+//    chosen by the thread order (sim/README.md), anywhere the GPU may land it, between issue and the
 //    cp_async_wait<N>() / cp_async_wait_all() retiring its commit group: forward at that wait (the latest: a read
 //    of the destination before it sees the shared-memory poison, NaN), reverse at issue (the earliest; as reverse
 //    and random orders also let a warp run ahead of the others up to its next __syncthreads, a copy into a stage
