@@ -24,6 +24,6 @@ console.log(`${mode}: ${cuda.reason}`);
 const env = { ...process.env, MLA_ADDON_PATH: addonPath };
 const r =
   mode === 'test:gpu'
-    ? spawnSync(path.join(root, 'node_modules', '.bin', 'vitest'), ['run', 'test/ops.test.ts', 'test/errors.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts'], { cwd: root, stdio: 'inherit', env: { ...env, MLA_TEST_BACKENDS: 'cuda' } })
+    ? spawnSync(path.join(root, 'node_modules', '.bin', 'vitest'), ['run', 'test/conformance/'], { cwd: root, stdio: 'inherit', env: { ...env, MLA_TEST_BACKENDS: 'cuda' } })
     : spawnSync(process.execPath, ['bench/gpu.mjs'], { cwd: root, stdio: 'inherit', env });
 process.exit(r.status ?? 1);

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // npm test: builds what the tests need, then runs
 //   1. the whole vitest suite on the cmake-js build (cpu and cuda-sim backends, emulator self-tests),
-//   2. the CPU suite again on the node-gyp build (binding.gyp), proving both source lists build the same addon,
-//   3. the cuda-sim suites again on an AddressSanitizer + UndefinedBehaviorSanitizer build (the kernels' memcheck),
+//   2. the conformance suites (test/conformance/) again on the node-gyp build (binding.gyp), CPU only, proving both
+//      source lists build the same addon,
+//   3. the conformance suites and the cpu and cuda-sim backend suites again on an AddressSanitizer +
+//      UndefinedBehaviorSanitizer build (the kernels' memcheck),
 //   4. the static CUDA checks (nvcc -Xptxas -v for every architecture: spills, registers, shared memory), when nvcc
 //      is installed,
-//   5. the install tests (test/install/run.mjs): npm pack, then npm install of the tarball into new projects, with the
+//   5. the install tests (test/tooling/install/run.mjs): npm pack, then npm install of the tarball into new projects, with the
 //      prebuild and no compiler on PATH, and without the prebuild (node-gyp builds the CPU addon),
 // and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
 import { spawnSync } from 'node:child_process';
@@ -68,7 +70,7 @@ function vitest(label, env, files) {
 const full = vitest('cmake', { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') }, extra);
 const gyp = extra.length
   ? { passed: 0, failed: 0, status: 0 }
-  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/ops.test.ts', 'test/errors.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts', 'test/facts.test.ts']);
+  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/conformance/', 'test/lib/facts.test.ts']);
 
 const none = { passed: 0, failed: 0, status: 0 };
 let asan = none;
@@ -84,12 +86,12 @@ if (!extra.length) {
       MLA_TEST_BACKENDS: 'cpu,cuda-sim',
       LD_PRELOAD: `${gcc('libasan.so')} ${gcc('libubsan.so')}`,
       ASAN_OPTIONS: 'detect_leaks=0',
-    }, ['test/ops.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts', 'test/cuda-sim.test.ts', 'test/cpu-isa.test.ts', 'test/errors.test.ts']);
+    }, ['test/conformance/', 'test/backends/cuda-sim.test.ts', 'test/backends/cpu-isa.test.ts']);
   const status = run(process.execPath, ['scripts/check-cuda.mjs'], { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') });
   staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status };
   const installJson = path.join(results, 'install.json');
   rmSync(installJson, { force: true });
-  const installStatus = run(process.execPath, ['test/install/run.mjs']);
+  const installStatus = run(process.execPath, ['test/tooling/install/run.mjs']);
   install = existsSync(installJson) ? { ...JSON.parse(readFileSync(installJson, 'utf8')), status: installStatus } : { passed: 0, failed: 1, status: installStatus };
 }
 

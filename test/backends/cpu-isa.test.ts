@@ -1,4 +1,4 @@
-// The CPU backend's SIMD paths: the shared correctness suite (test/ops.test.ts) runs once per path this processor
+// The CPU backend's SIMD paths: the shared correctness suite (test/conformance/ops.test.ts) runs once per path this processor
 // has, forced with MLA_CPU_ISA in a child vitest (paths it lacks are skipped, saying so); plus directed checks
 // in this process, forced with the cpuConfigure() hook: split-KV merges (forced small chunks), DeepSeek sizes
 // (576 = 512 + 64, 16 and 128 heads, the bf16 dot-product kernel's fast path), causal multi-token queries,
@@ -8,15 +8,15 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { info, mlaDecode, MlaError, Stream, Tensor } from 'mla-kernels';
-import { native } from '../lib/native.js';
-import { refMlaDecode } from '../lib/reference.js';
-import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
+import { native } from '../../lib/native.js';
+import { refMlaDecode } from '../../lib/reference.js';
+import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
 
 const seed = testSeed('cpu-isa');
 const ALL = ['avx512-bf16', 'avx512', 'avx2-fma', 'portable'] as const;
 const addon = native() as Required<Pick<ReturnType<typeof native>, 'cpuInfo' | 'cpuConfigure'>>;
 const cpu = addon.cpuInfo() as { simd: string; supported: string[]; threads: number };
-const root = path.resolve(__dirname, '..');
+const root = path.resolve(__dirname, '..', '..');
 
 afterAll(() => addon.cpuConfigure({ isa: '', splitRows: 0 }));
 
@@ -33,7 +33,7 @@ it('an unknown or unsupported path is refused with a clear error', () => {
     expect(() => addon.cpuConfigure({ isa })).toThrow(MlaError);
 });
 
-describe('test/ops.test.ts on every SIMD path', () => {
+describe('test/conformance/ops.test.ts on every SIMD path', () => {
   for (const isa of ALL) {
     if (!cpu.supported.includes(isa)) {
       it.skip(`${isa}: this processor lacks it (it has ${cpu.supported.join(', ')})`, () => {});
@@ -42,7 +42,7 @@ describe('test/ops.test.ts on every SIMD path', () => {
     it(`${isa}: the shared suite passes with MLA_CPU_ISA=${isa}`, () => {
       const out = path.join(root, 'test', '.tmp', `isa-${isa}.json`);
       mkdirSync(path.dirname(out), { recursive: true });
-      const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/ops.test.ts', '--reporter=json', `--outputFile.json=${out}`], {
+      const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/conformance/ops.test.ts', '--reporter=json', `--outputFile.json=${out}`], {
         cwd: root,
         env: { ...process.env, MLA_CPU_ISA: isa, MLA_TEST_BACKENDS: 'cpu', MLA_TEST_SEED: String(seed) },
         encoding: 'utf8',

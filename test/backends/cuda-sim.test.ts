@@ -3,9 +3,9 @@
 // shapes, and the global-memory traffic of decode counted by the emulator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
-import { native, type SimSettings } from '../lib/native.js';
-import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../lib/reference.js';
-import { countNaN, dense, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
+import { native, type SimSettings } from '../../lib/native.js';
+import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../../lib/reference.js';
+import { countNaN, dense, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
 
 const seed = testSeed('cuda-sim');
 const SIM_DEVICE = 'cuda-sim:0' as const;

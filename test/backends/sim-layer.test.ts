@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function findSelftest(): { path?: string; tried: string[] } {
   const exe = process.platform === 'win32' ? 'mla_sim_selftest.exe' : 'mla_sim_selftest';

@@ -1,9 +1,9 @@
 // Bad input: each case must throw MlaError with its code, name the argument, and write nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput, type ErrorCode } from 'mla-kernels';
-import { native } from '../lib/native.js';
-import { tensorDescriptor } from '../lib/tensor.js';
-import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, Rng, suiteBackends, testSeed } from './helpers.js';
+import { native } from '../../lib/native.js';
+import { tensorDescriptor } from '../../lib/tensor.js';
+import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, Rng, suiteBackends, testSeed } from '../helpers.js';
 
 const seed = testSeed('errors');
 

@@ -15,9 +15,9 @@ import {
   toFp8E4M3Array,
   toFp8E4M3Bits,
 } from 'mla-kernels';
-import { native } from '../lib/native.js';
-import { refAppendLatentCache, refMlaDecode } from '../lib/reference.js';
-import { countNaN, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from './helpers.js';
+import { native } from '../../lib/native.js';
+import { refAppendLatentCache, refMlaDecode } from '../../lib/reference.js';
+import { countNaN, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
 const seed = testSeed('fp8');
 const addon = native();

@@ -4,9 +4,9 @@
 // their index arrays, so changing an array after the call cannot make a kernel read or write out of bounds.
 import { afterAll, describe, expect, it } from 'vitest';
 import { absorbQuery, appendLatentCache, type BackendName, type FloatDType, Graph, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
-import { native } from '../lib/native.js';
-import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../lib/reference.js';
-import { countNaN, exactValues, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from './helpers.js';
+import { native } from '../../lib/native.js';
+import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../../lib/reference.js';
+import { countNaN, exactValues, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
 const seed = testSeed('graph');
 afterAll(() => native().simConfigure?.({ splitRows: 0, checkOrders: true }));

@@ -9,8 +9,8 @@ import {
   refUnabsorbedAttention,
   refUnabsorbOutput,
   visibleRows,
-} from '../lib/reference.js';
-import { countNaN, dense, exactValues, FLOAT_DTYPES, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, onDevice, shapeRules, suiteBackends, testSeed, type ShapeRules } from './helpers.js';
+} from '../../lib/reference.js';
+import { countNaN, dense, exactValues, FLOAT_DTYPES, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, onDevice, shapeRules, suiteBackends, testSeed, type ShapeRules } from '../helpers.js';
 
 const seed = testSeed('ops');
 const LSE_TOL = 1e-4; // lse is computed in fp32 from exactly represented inputs, whatever the dtype

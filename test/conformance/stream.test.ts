@@ -2,7 +2,7 @@
 // reading a tensor waits for its writes.
 import { describe, expect, it } from 'vitest';
 import { appendLatentCache, defaultStream, mlaDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
-import { intTensor, poisoned, randomTensor, Rng, testSeed } from './helpers.js';
+import { intTensor, poisoned, randomTensor, Rng, testSeed } from '../helpers.js';
 
 const seed = testSeed('stream');
 

@@ -5,9 +5,9 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CACHE_DTYPE_BYTES, estimateKvCache, formatGB, plotKvCacheSvg, PRESETS } from 'mla-kernels';
-import { estimateCli } from '../lib/estimate.js';
+import { estimateCli } from '../../lib/estimate.js';
 
-const root = path.join(__dirname, '..');
+const root = path.join(__dirname, '..', '..', '..');
 const published = { emb: 2048, heads: 24, layers: 48, kvHeads: 6, kvLoraRank: 1024, context: 8192, batch: 1, dtype: 'bf16' } as const;
 const publishedArgs = ['--emb', '2048', '--heads', '24', '--layers', '48', '--kv-heads', '6', '--latent', '1024', '--context', '8192', '--batch', '1', '--dtype', 'bf16'];
 const publishedLine = 'MHA 3.25 GB, GQA 0.81 GB, MQA 0.14 GB, MLA 0.81 GB; MHA/GQA 4.00×, MHA/MLA 4.03×; savings 75.00% (GQA) and 75.19% (MLA)';
@@ -104,7 +104,7 @@ describe('mla-kernels estimate (CLI)', () => {
   });
 
   it('--plot writes an SVG of bytes against context for several latent widths beside MHA and GQA', () => {
-    const dir = path.join(__dirname, '.tmp');
+    const dir = path.join(__dirname, '..', '.tmp');
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, 'kv-cache.svg');
     const r = cli([...publishedArgs, '--plot', file, '--latents', '256,512']);

@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backends, DTYPE_SIZES, ERROR_CODES } from 'mla-kernels';
-import { DTYPE_CODES } from '../lib/dtypes.js';
-import { native } from '../lib/native.js';
-import { DEVICE_KINDS } from '../lib/stream.js';
-import pkg from '../package.json' with { type: 'json' };
+import { DTYPE_CODES } from '../../lib/dtypes.js';
+import { native } from '../../lib/native.js';
+import { DEVICE_KINDS } from '../../lib/stream.js';
+import pkg from '../../package.json' with { type: 'json' };
 
 describe('facts shared by lib/ and csrc/core/', () => {
   it('dtypes and their sizes agree', () => {
@@ -36,7 +36,7 @@ describe('facts shared by lib/ and csrc/core/', () => {
     try {
       const stale = path.join(dir, 'stale-addon.js');
       writeFileSync(stale, 'module.exports = { interface: 1 };\n');
-      const bin = path.join(__dirname, '..', 'dist', 'cli.js');
+      const bin = path.join(__dirname, '..', '..', 'dist', 'cli.js');
       const r = spawnSync(process.execPath, [bin, 'info'], { encoding: 'utf8', env: { ...process.env, MLA_ADDON_PATH: stale } });
       expect(r.status).toBe(1);
       expect(r.stderr).toContain(`could not be loaded from ${stale}: it was built from another version of mla-kernels (addon interface 1, this library needs ${native().interface})`);

@@ -7,9 +7,9 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { REL_BOUND } from './helpers.js';
+import { REL_BOUND } from '../helpers.js';
 
-const root = path.resolve(__dirname, '..');
+const root = path.resolve(__dirname, '..', '..');
 const hasOrt = (() => {
   try {
     createRequire(import.meta.url)('onnxruntime-node');

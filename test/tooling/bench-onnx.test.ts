@@ -2,10 +2,10 @@
 // MLA decode as the reference (tiny shape, causal and not), so the benchmark's peer ratios compare like with like.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { refMlaDecode } from '../lib/reference.js';
+import { refMlaDecode } from '../../lib/reference.js';
 // @ts-expect-error a plain .mjs module of the benchmark, without types
-import { mlaDecodeOnnx } from '../bench/onnx-graph.mjs';
-import { relErr, Rng } from './helpers.js';
+import { mlaDecodeOnnx } from '../../bench/onnx-graph.mjs';
+import { relErr, Rng } from '../helpers.js';
 
 const require = createRequire(import.meta.url);
 let ort: { InferenceSession: { create(b: Uint8Array): Promise<{ run(f: object): Promise<{ O: { data: Float32Array } }> }> }; Tensor: new (t: string, d: Float32Array, s: number[]) => object } | null = null;

@@ -4,11 +4,11 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { defaultBackend } from 'mla-kernels';
-import { CONFIGS, parseArgs } from '../demo/main.js';
-import { runDemo, type DemoOptions } from '../demo/run.js';
-import { suiteBackends } from './helpers.js';
+import { CONFIGS, parseArgs } from '../../demo/main.js';
+import { runDemo, type DemoOptions } from '../../demo/run.js';
+import { suiteBackends } from '../helpers.js';
 
-const root = path.join(__dirname, '..');
+const root = path.join(__dirname, '..', '..', '..');
 
 function tiny(over: Partial<DemoOptions> = {}, config: Partial<DemoOptions['config']> = {}): DemoOptions {
   return {

@@ -5,10 +5,10 @@ import { describe, expect, it, vi } from 'vitest';
 
 describe('README', () => {
   it('the usage example runs as written', async () => {
-    const readme = readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+    const readme = readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
     const block = /<!-- example:start -->\s*```ts\n([\s\S]*?)```\s*<!-- example:end -->/.exec(readme);
     expect(block, 'README.md has no example block').not.toBeNull();
-    const dir = path.join(__dirname, '.tmp');
+    const dir = path.join(__dirname, '..', '.tmp');
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, 'readme-example.ts');
     writeFileSync(file, block![1]);
