@@ -2,7 +2,7 @@
 // The full native build with cmake-js into build-cmake/: CPU backend, CUDA kernels when nvcc is found,
 // the cuda-sim emulator and its self-test. Environment:
 //   MLA_CUDA=AUTO|ON|OFF     build the CUDA backend (default AUTO: when nvcc is found)
-//   MLA_CUDA_ARCHS=90        one architecture while developing (default: 80;86;89;90;100;120)
+//   MLA_CUDA_ARCHS=90        one architecture while developing (default: csrc/kernels/architectures.txt)
 //   MLA_SANITIZE=1           AddressSanitizer + UndefinedBehaviorSanitizer build (into build-asan/)
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';

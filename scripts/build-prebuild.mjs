@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// npm run prebuild: the prebuilt binary that npm install uses, prebuilds/<platform>-<arch>/mla-kernels.napi.node.
+// npm run build:prebuild: the prebuilt binary that npm install uses, prebuilds/<platform>-<arch>/mla-kernels.napi.node.
 //
 // It is the cmake-js build (CMakeLists.txt) in build-prebuild/: the CPU backend and, when nvcc is found, the CUDA
-// kernels for every architecture of MLA_CUDA_ARCHS (sm_80 ... sm_120) with the CUDA runtime linked statically; the
+// kernels for every architecture of MLA_CUDA_ARCHS (csrc/kernels/architectures.txt) with the CUDA runtime linked statically; the
 // cuda-sim emulator is left out (MLA_CUDA_SIM=OFF, it is for tests). The file is then stripped, named the way
 // prebuildify names a Node-API build (`<package name>.napi.node`: node-gyp-build matches any Node version by the
 // `napi` tag), and checked: it loads, its NAPI_VERSION is package.json's binary.napi_versions, it needs no shared
@@ -14,35 +14,13 @@
 // script is the copy, `strip --strip-all` and the name, so they are done here.
 //
 // Environment: MLA_CUDA=AUTO|ON|OFF (default AUTO: CUDA when nvcc is found; ON fails without nvcc),
-//              MLA_CUDA_ARCHS=80 (one architecture while developing; default: CMakeLists.txt's full list).
+//              MLA_CUDA_ARCHS=80 (one architecture while developing; default: every one of csrc/kernels/architectures.txt).
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-
-// npm runs a script named "prebuild" before `npm run build` too (pre-hooks); the prebuild is not part of that
-// build, so it skips itself there (Linux: the npm process's arguments say which script was asked for).
-function npmScriptAsked() {
-  let pid = process.ppid;
-  for (let depth = 0; depth < 6 && pid > 1; depth++) {
-    let argv, stat;
-    try {
-      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0\s]+/).filter(Boolean); // npm's title: "npm run build"
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    } catch {
-      return null;
-    }
-    const npm = argv.findIndex((a) => /(^|\/)npm(-cli\.js)?$/.test(a));
-    if (npm >= 0) return argv.slice(npm + 1).find((a) => !a.startsWith('-') && !['run', 'run-script', 'rum', 'urn'].includes(a)) ?? null;
-    pid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  }
-  return null;
-}
-if (process.env.npm_lifecycle_event === 'prebuild' && npmScriptAsked() === 'build') {
-  console.log('prebuild: skipped (npm runs "prebuild" before "build"; `npm run prebuild` makes the prebuilt binary)');
-  process.exit(0);
-}
+import { cudaArchitectures } from './cuda-architectures.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
@@ -59,10 +37,8 @@ if (napiVersions.length !== 1) fail(`package.json binary.napi_versions must name
 const napiVersion = napiVersions[0];
 
 // Always pass the architectures: a cached MLA_CUDA_ARCHS from an earlier narrow build must not stick.
-const cmakeLists = readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
-const allArchs = /set\(MLA_CUDA_ARCHS "([^"]+)" CACHE/.exec(cmakeLists)?.[1];
+const allArchs = cudaArchitectures().join(';');
 const archs = process.env.MLA_CUDA_ARCHS || allArchs;
-if (!archs) fail('could not read the default MLA_CUDA_ARCHS from CMakeLists.txt');
 const cudaMode = process.env.MLA_CUDA ?? 'AUTO';
 
 const out = path.join(root, 'build-prebuild');

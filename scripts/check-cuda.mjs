@@ -12,11 +12,12 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { selectedCudaArchitectures } from './cuda-architectures.mjs';
 import { disassemble, findCuobjdump, which } from './sass-tool.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
-const archs = (process.env.MLA_CUDA_ARCHS ?? '80;86;89;90;100;120').split(/[;,\s]+/).filter(Boolean).map(Number);
+const archs = selectedCudaArchitectures();
 
 // Per-block opt-in shared memory of each architecture (CUDA programming guide, compute capabilities table), and
 // which decode configuration the backend picks there (the largest that fits).

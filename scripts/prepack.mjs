@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm pack / npm publish (prepack): the compiled JS and types in dist/ from lib/ (files whose source is gone are
-// removed, so none ships by accident), then the prebuilt binary (scripts/prebuild.mjs). package.json's "files"
+// removed, so none ships by accident), then the prebuilt binary (scripts/build-prebuild.mjs). package.json's "files"
 // says what goes in the tarball: dist/ (no source maps), prebuilds/, csrc/, CMakeLists.txt, binding.gyp.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
@@ -22,7 +22,7 @@ if (existsSync(dist))
 
 for (const [what, args] of [
   ['TypeScript build', [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json']],
-  ['prebuild', [path.join(root, 'scripts', 'prebuild.mjs')]],
+  ['prebuild', [path.join(root, 'scripts', 'build-prebuild.mjs')]],
 ]) {
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
