@@ -2,7 +2,7 @@
  * Exact conversions between numbers and the 16-bit float formats bf16 and f16 (and FP8 e4m3, below): round to nearest, ties to
  * even, directly from the float64 value (no double rounding through f32); overflow gives ±Infinity,
  * tiny values give subnormals or signed zero, NaN gives a quiet NaN (0x7fc0 / 0x7e00 with the sign bit kept).
- * The C++ kernels use csrc/core/half.h, which agrees bit for bit on every f32 input.
+ * The C++ kernels use csrc/cpu/conversions.inl, which agrees bit for bit on every f32 input.
  */
 
 interface Format {
@@ -97,7 +97,7 @@ export function f16ToFloat32(bits: Uint16Array): Float32Array {
 /**
  * The FP8 e4m3 ("e4m3fn", PyTorch's float8_e4m3fn) bit pattern nearest to `x` (ties to even). Magnitudes beyond 448,
  * the largest finite value, saturate to ±448 (the format has no infinities); NaN gives 0x7f.
- * csrc/core/half.h agrees bit for bit on every f32 input.
+ * csrc/cpu/conversions.inl agrees bit for bit on every f32 input.
  */
 export function toFp8E4M3Bits(x: number): number {
   if (Number.isNaN(x)) return 0x7f;

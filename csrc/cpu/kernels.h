@@ -64,6 +64,15 @@ struct KernelSet {
   double (*bf16DotLoop)(int64_t iters);
 };
 
+// A unit's KernelSet from the struct naming its functions (GenericKernels of kernels_generic.inl, or one derived
+// from it). Called after the unit's target region: it only copies function addresses.
+template <class Functions>
+KernelSet kernelSet(const char* name) {
+  return KernelSet{name,          Functions::decodeScratch, Functions::decode,     Functions::load,
+                   Functions::store, Functions::axpy,       Functions::dot,        Functions::rope,
+                   Functions::streamCopy, Functions::streamFence, Functions::fmaLoop, Functions::bf16DotLoop};
+}
+
 const KernelSet& portableKernels();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelSet& avx2Kernels();

@@ -108,8 +108,6 @@ struct VO {
 };
 #include "kernels_generic.inl"
 
-double noLoop(int64_t) { return 0.0; }
-
 }  // namespace
 }  // namespace mla::cpu
 
@@ -117,8 +115,7 @@ double noLoop(int64_t) { return 0.0; }
 
 namespace mla::cpu {
 const KernelSet& avx2Kernels() {
-  static const KernelSet k{"avx2-fma", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop};
+  static const KernelSet k = kernelSet<GenericKernels>("avx2-fma");
   return k;
 }
 }  // namespace mla::cpu

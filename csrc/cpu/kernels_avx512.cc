@@ -15,8 +15,6 @@ namespace {
 #include "vo_avx512.inl"
 #include "kernels_generic.inl"
 
-double noLoop(int64_t) { return 0.0; }
-
 }  // namespace
 }  // namespace mla::cpu
 
@@ -25,8 +23,7 @@ double noLoop(int64_t) { return 0.0; }
 namespace mla::cpu {
 // Outside the target region: this runs on any x86-64 (the backend calls it only after checking the processor).
 const KernelSet& avx512Kernels() {
-  static const KernelSet k{"avx512", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop};
+  static const KernelSet k = kernelSet<GenericKernels>("avx512");
   return k;
 }
 }  // namespace mla::cpu

@@ -284,7 +284,7 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
   finishItem(it, o, L.vp, mrun, lrun, false, nullptr);
 }
 
-double bf16DotLoop(int64_t iters) {
+double dotLoopBf16(int64_t iters) {
   __m512 acc[16];
   MLA_UNROLL
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
@@ -300,6 +300,12 @@ double bf16DotLoop(int64_t iters) {
   return 64.0 * 16 * static_cast<double>(iters);
 }
 
+struct Bf16Kernels : GenericKernels {
+  static constexpr auto decodeScratch = decodeScratchBf16;
+  static constexpr auto decode = decodeBf16;
+  static constexpr auto bf16DotLoop = dotLoopBf16;
+};
+
 }  // namespace
 }  // namespace mla::cpu
 
@@ -307,8 +313,7 @@ double bf16DotLoop(int64_t iters) {
 
 namespace mla::cpu {
 const KernelSet& avx512Bf16Kernels() {
-  static const KernelSet k{"avx512-bf16", decodeScratchBf16, decodeBf16, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, bf16DotLoop};
+  static const KernelSet k = kernelSet<Bf16Kernels>("avx512-bf16");
   return k;
 }
 }  // namespace mla::cpu

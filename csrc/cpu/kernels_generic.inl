@@ -495,3 +495,21 @@ double fmaLoopGeneric(int64_t iters) {
   (void)sink;
   return 2.0 * VO::W * kAcc * static_cast<double>(iters);
 }
+
+double noBf16DotLoop(int64_t) { return 0.0; }
+
+// The unit's functions, in the order of KernelSet's fields (kernelSet() in kernels.h reads them): the generic ones
+// above over the unit's VO; a unit with its own overrides some in a struct derived from this one.
+struct GenericKernels {
+  static constexpr auto decodeScratch = decodeScratchGeneric;
+  static constexpr auto decode = decodeGeneric;
+  static constexpr auto load = VO::loadElems;
+  static constexpr auto store = VO::storeElems;
+  static constexpr auto axpy = axpyGeneric;
+  static constexpr auto dot = dotGeneric;
+  static constexpr auto rope = ropeGeneric;
+  static constexpr auto streamCopy = VO::streamCopy;
+  static constexpr auto streamFence = VO::streamFence;
+  static constexpr auto fmaLoop = fmaLoopGeneric;
+  static constexpr auto bf16DotLoop = noBf16DotLoop;
+};

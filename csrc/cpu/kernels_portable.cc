@@ -44,6 +44,11 @@ struct VO {
   }
   static void loadElems(Elem e, const void* src, float* dst, int64_t n);
   static void storeElems(Elem e, const float* src, void* dst, int64_t n);
+  // No non-temporal stores here: a plain copy, and nothing to order.
+  static void streamCopy(void* dst, const void* src, int64_t bytes) {
+    if (bytes > 0) __builtin_memcpy(dst, src, static_cast<size_t>(bytes));  // an empty tensor's data may be null
+  }
+  static void streamFence() {}
 };
 
 #include "kernels_generic.inl"
@@ -55,17 +60,10 @@ void VO::storeElems(Elem e, const float* src, void* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) sStore(e, dst, i, src[i]);
 }
 
-double noLoop(int64_t) { return 0.0; }
-void plainCopy(void* dst, const void* src, int64_t bytes) {
-  if (bytes > 0) __builtin_memcpy(dst, src, static_cast<size_t>(bytes));  // an empty tensor's data may be null
-}
-void noFence() {}
-
 }  // namespace
 
 const KernelSet& portableKernels() {
-  static const KernelSet k{"portable", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, plainCopy, noFence, fmaLoopGeneric, noLoop};
+  static const KernelSet k = kernelSet<GenericKernels>("portable");
   return k;
 }
 

@@ -44,7 +44,7 @@ struct Elem<ElemType::F16> {
 
 __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
 
-// FP8 e4m3 ("e4m3fn") in software, bit for bit as csrc/core/half.h (sm_80 and sm_86 have no fp8 conversion
+// FP8 e4m3 ("e4m3fn") in software, bit for bit as csrc/cpu/conversions.inl (sm_80 and sm_86 have no fp8 conversion
 // instructions; one code path keeps every GPU and the CPU writing the same bytes).
 // Decoding: the bits moved to f32's places read as the value times 2^-120, subnormals included; 0x7F is NaN.
 __device__ __forceinline__ float fp8e4m3ToFloat(uint32_t x) {
