@@ -16,15 +16,14 @@ function printInfo(): void {
   const c = i.cuda;
   console.log(`mla-kernels ${i.version} (node ${i.node}, ${i.platform})`);
   console.log(`addon: ${i.addon}: ${BUILT_BY[i.addonBuild]}${i.addonFromEnv ? ' (chosen by MLA_ADDON_PATH)' : ''}`);
-  console.log(`cpu:   ${i.cpu.simd ? `${i.cpu.simd} kernels${i.cpu.threads ? `, ${i.cpu.threads} threads` : ''}; ` : ''}${i.cpu.reason}`);
+  console.log(`cpu:   ${i.cpu.simd} kernels, ${i.cpu.threads} threads; ${i.cpu.reason}`);
   if (!c.built) console.log(`cuda:  ${c.reason}`);
   else {
-    console.log(`cuda:  kernels for ${c.targets?.length ? c.targets.join(', ') : '(targets not reported by this addon)'}` +
+    console.log(`cuda:  kernels for ${c.targets?.join(', ')}` +
       `${c.runtimeVersion ? `; CUDA runtime ${c.runtimeVersion} (static)` : ''}${c.runtimeVersion || c.driverVersion ? `, driver ${c.driverVersion ?? 'none'}` : ''}`);
     console.log(`       ${c.available ? 'available' : 'unavailable'}: ${c.reason}`);
     for (const d of c.devices ?? [])
-      console.log(`       device ${d.index}: ${d.name}${d.arch ? `, ${d.arch}` : ''}${d.totalMemory ? `, ${gib(d.totalMemory)}` : ''}` +
-        `${d.freeMemory !== undefined ? ` (${gib(d.freeMemory)} free)` : ''}${d.usable ? '' : ` — not usable: ${d.reason ?? 'unsupported'}`}`);
+      console.log(`       device ${d.index}: ${d.name}, ${d.arch}${d.totalMemory ? `, ${gib(d.totalMemory)}` : ''}${d.usable ? '' : ` — not usable: ${d.reason ?? 'unsupported'}`}`);
   }
   console.log('backends:');
   for (const b of i.backends)

@@ -1,4 +1,6 @@
+// mla-kernels/estimate: KV-cache sizes of MHA, GQA, MQA and MLA (pure arithmetic; the `mla-kernels estimate` command).
 import { writeFileSync } from 'node:fs';
+import { DTYPE_SIZES, type LatentCacheDType } from './dtypes.js';
 
 /**
  * KV-cache size: how many bytes the attention cache of a model takes for a batch and a context length, with plain
@@ -13,9 +15,18 @@ import { writeFileSync } from 'node:fs';
  * (emb 2048, 24 heads, latent 1024 → 4.03×) counts it.
  */
 
-/** Cache element types and their bytes. `fp8` is e4m3 / e5m2, `int8` a quantised cache (scales not counted). */
-export const CACHE_DTYPE_BYTES = { fp32: 4, bf16: 2, fp16: 2, fp8: 1, int8: 1 } as const;
-export type CacheDType = keyof typeof CACHE_DTYPE_BYTES;
+/**
+ * Cache element types and their bytes: the package's latent-cache dtypes (dtypes.ts), and `int8`, a quantised cache
+ * of other engines (scales not counted, as for `fp8_e4m3`).
+ */
+export type CacheDType = LatentCacheDType | 'int8';
+export const CACHE_DTYPE_BYTES: Readonly<Record<CacheDType, number>> = {
+  f32: DTYPE_SIZES.f32,
+  bf16: DTYPE_SIZES.bf16,
+  f16: DTYPE_SIZES.f16,
+  fp8_e4m3: DTYPE_SIZES.fp8_e4m3,
+  int8: 1,
+};
 
 /** 10⁹ bytes: the estimator's GB. */
 export const GB = 1e9;
@@ -76,7 +87,7 @@ function positiveInt(name: string, v: unknown, allowZero = false): number {
 }
 
 /** Fills in the defaults and checks every number. */
-export function resolveEstimateOptions(o: EstimateOptions): Estimate['options'] {
+function resolveEstimateOptions(o: EstimateOptions): Estimate['options'] {
   const heads = positiveInt('heads', o.heads);
   let headDim: number;
   if (o.headDim !== undefined) headDim = positiveInt('headDim', o.headDim);
@@ -156,18 +167,6 @@ export const PRESETS: Readonly<Record<string, ModelPreset>> = {
 /** "3.25 GB" (10⁹ bytes, two decimals). */
 export function formatGB(bytes: number): string {
   return `${(bytes / GB).toFixed(2)} GB`;
-}
-
-/** A human size: B, KB, MB, GB, TB in powers of 10³, three significant digits at most two decimals. */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return u === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
 }
 
 function withCommas(n: number): string {
@@ -312,7 +311,7 @@ Elements per token and layer: MHA 2·H·head_dim, GQA 2·K·head_dim, MQA 2·hea
   --rope N            MLA rope key width cached beside the latent (default 0 = the latent alone; presets 64)
   --context N         tokens per sequence, e.g. 8192 or 8k (default 8192)
   --batch N           sequences (default 1)
-  --dtype T           fp32 | bf16 | fp16 | fp8 | int8 (default bf16)
+  --dtype T           f32 | bf16 | f16 | fp8_e4m3 | int8 (default bf16)
   --plot FILE.svg     also write an SVG chart of bytes against context for several latent widths, MHA, GQA and MQA
   --latents A,B,...   latent widths drawn by --plot (default 128,256,512,1024 and --latent)
   --json              print the estimate as JSON

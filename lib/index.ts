@@ -14,9 +14,9 @@ export {
   toFp8E4M3Array,
   fp8E4M3ToFloat32,
 } from './half.js';
-export { Tensor, memoryStats, type DeviceName, type AllocateOptions } from './tensor.js';
-export { Graph } from './graph.js';
-export { Stream, backends, defaultBackend, defaultStream, type BackendName, type BackendInfo } from './stream.js';
+export { backends, defaultBackend, memoryStats, type BackendName, type BackendInfo, type DeviceName } from './device.js';
+export { Tensor, type AllocateOptions } from './tensor.js';
+export { Stream, Graph, defaultStream } from './stream.js';
 export {
   appendLatentCache,
   mlaDecode,
@@ -33,18 +33,3 @@ export {
   type RopeOptions,
 } from './ops.js';
 export { info, type Info } from './info.js';
-export {
-  estimateKvCache,
-  plotKvCacheSvg,
-  formatEstimate,
-  formatGB,
-  PRESETS,
-  CACHE_DTYPE_BYTES,
-  GB,
-  type CacheDType,
-  type EstimateOptions,
-  type Estimate,
-  type SchemeEstimate,
-  type ModelPreset,
-  type PlotOptions,
-} from './estimate.js';

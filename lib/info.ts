@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { native, nativePath, packageRoot, type NativeCudaInfo } from './native.js';
-import { backends, defaultBackend, type BackendInfo, type BackendName } from './stream.js';
+import { backends, defaultBackend, type BackendInfo, type BackendName } from './device.js';
 
 const require = createRequire(import.meta.url);
 
@@ -17,9 +17,8 @@ export interface CudaDeviceInfo {
   index: number;
   name: string;
   /** e.g. 'sm_90'. */
-  arch?: string;
-  totalMemory?: number;
-  freeMemory?: number;
+  arch: string;
+  totalMemory: number;
   usable: boolean;
   reason?: string;
 }
@@ -31,12 +30,12 @@ export interface CudaInfo {
   available: boolean;
   /** The backend's own line: the device in use, or why CUDA is unusable (not built, no driver, old driver, no device). */
   reason: string;
-  /** Architectures the kernels were compiled for (e.g. 'sm_80'), when the addon reports them. */
+  /** Architectures the kernels were compiled for (e.g. 'sm_80'), when the CUDA backend is built. */
   targets?: string[];
   /** CUDA runtime (linked into the addon) and driver versions, e.g. '13.0'; the driver is absent when there is none. */
   runtimeVersion?: string;
   driverVersion?: string;
-  /** The devices the runtime sees, when the addon reports them. */
+  /** The devices the runtime sees, when the CUDA backend is built. */
   devices?: CudaDeviceInfo[];
 }
 
@@ -49,8 +48,8 @@ export interface Info {
   addonFromEnv: boolean;
   backends: BackendInfo[];
   defaultBackend: BackendName;
-  /** The CPU kernels in use (`simd`: which instruction set, when the addon reports it). */
-  cpu: { simd?: string; threads?: number; reason: string };
+  /** The CPU kernels in use (`simd`: which instruction set). */
+  cpu: { simd: string; threads: number; reason: string };
   cuda: CudaInfo;
   node: string;
   platform: string;
@@ -64,9 +63,7 @@ function addonBuild(file: string): AddonBuild {
   return 'unknown';
 }
 
-const version = (v: number | undefined): string | undefined => (v ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : undefined);
-const arch = (a: number | string | undefined): string | undefined =>
-  a === undefined ? undefined : /^sm_/.test(String(a)) ? String(a) : `sm_${String(a).replace('.', '')}`;
+const version = (v: number): string | undefined => (v ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : undefined);
 
 /** What this installation found: version, the addon in use, each backend and why one is unavailable. */
 export function info(): Info {
@@ -75,30 +72,28 @@ export function info(): Info {
   const addon = native();
   const list = backends();
   const cpuLine = list.find((b) => b.name === 'cpu');
-  const cpu = addon.cpuInfo?.();
-  const cudaLine = list.find((b) => b.name === 'cuda') ?? { name: 'cuda', available: false, reason: 'not built' };
-  const built = !/^not built/.test(cudaLine.reason);
+  const cpu = addon.cpuInfo();
+  const cudaLine = list.find((b) => b.name === 'cuda')!;
+  const built = addon.cudaInfo !== undefined; // exported by builds with the CUDA backend
   const cuda: CudaInfo = { built, available: cudaLine.available, reason: cudaLine.reason };
   let c: NativeCudaInfo | undefined;
   try {
-    c = built ? addon.cudaInfo?.() : undefined;
+    c = addon.cudaInfo?.();
   } catch {
     c = undefined; // the backend line above already says what is wrong
   }
   if (c) {
-    if (c.targets) cuda.targets = c.targets.map((t) => arch(t)!);
+    cuda.targets = c.targets;
     cuda.runtimeVersion = version(c.runtimeVersion);
     cuda.driverVersion = version(c.driverVersion);
-    if (c.devices)
-      cuda.devices = c.devices.map((d) => ({
-        index: d.index,
-        name: d.name,
-        arch: arch(d.computeCapability),
-        totalMemory: d.totalMemory,
-        freeMemory: d.freeMemory,
-        usable: d.usable ?? cuda.available,
-        reason: d.reason,
-      }));
+    cuda.devices = c.devices.map((d) => ({
+      index: d.index,
+      name: d.name,
+      arch: `sm_${d.computeCapability.replace('.', '')}`,
+      totalMemory: d.totalMemory,
+      usable: d.usable,
+      reason: d.reason,
+    }));
   }
   return {
     version: pkg.version,
@@ -107,7 +102,7 @@ export function info(): Info {
     addonFromEnv: !!process.env.MLA_ADDON_PATH,
     backends: list,
     defaultBackend: defaultBackend(),
-    cpu: { simd: cpu?.simd, threads: cpu?.threads, reason: cpuLine?.reason ?? '' },
+    cpu: { simd: cpu.simd, threads: cpu.threads, reason: cpuLine?.reason ?? '' },
     cuda,
     node: process.version,
     platform: `${process.platform}-${process.arch}`,

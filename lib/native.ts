@@ -12,14 +12,14 @@ const require = createRequire(import.meta.url);
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /**
- * A tensor as the addon receives it (csrc/addon/addon.cc, toView): its memory (the TypedArray of a host tensor, the
+ * A tensor as the addon receives it (csrc/addon/marshal.cc, toView): its memory (the TypedArray of a host tensor, the
  * NativeDeviceBuffer of a device tensor) and `meta`, [dtype, device kind, device index, ...shape] numbered as in
  * csrc/core (DTYPE_CODES, DEVICE_KINDS). Descriptors and params are arrays the addon reads by index: through N-API a
  * property read by name makes a new V8 string for the name each time, which was most of an operation's cost.
  */
 export type TensorDescriptor = readonly [memory: Float32Array | Int32Array | Uint16Array | Uint8Array | NativeDeviceBuffer, meta: Int32Array];
 
-// Each operation's params, in the order the addon reads them (the *Arg indices in csrc/addon/addon.cc). Outputs
+// Each operation's params, in the order the addon reads them (the arg:: indices of its csrc/addon/op_*.cc). Outputs
 // come last: outputShapes takes the inputs alone. The addon keeps the params array of a queued operation (and through
 // it every tensor's memory) alive until the operation completes: it must not be changed after the call.
 type T = TensorDescriptor;
@@ -80,15 +80,16 @@ export interface NativeAddon {
   backends(): NativeBackendInfo[];
   facts(): { dtypeSizes: Record<string, number>; dtypeCodes: Record<string, number>; deviceKinds: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
-  /** The argument interface this addon was built for (kInterface in csrc/addon/addon.cc). */
+  /** The argument interface this addon was built for (kInterface in csrc/addon/marshal.h). */
   interface: number;
-  /** What the CPU backend chose for this processor (optional: addons that predate it lack it; see info()). */
-  cpuInfo?(): NativeCpuInfo;
+  // Each backend's own functions (its hooks(), csrc/core/backend.h), present when the build has the backend.
+  /** What the CPU backend chose for this processor. */
+  cpuInfo(): NativeCpuInfo;
   /** Test hooks of the CPU backend: force a SIMD path ('' = automatic) or split-KV chunks of splitRows rows (0 = automatic). */
-  cpuConfigure?(settings: { isa?: string; splitRows?: number }): void;
+  cpuConfigure(settings: { isa?: string; splitRows?: number }): void;
   /** The benchmark's machine limits on all the pool's threads, with a buffer of `bytes` (synchronous, ~1 s). */
-  cpuLimits?(bytes: number): { threads: number; readBytesPerSec: number; copyBytesPerSec: number; fmaFlops: number; bf16DotFlops: number };
-  /** What the CUDA build and runtime found (optional: addons that predate it lack it; see info()). */
+  cpuLimits(bytes: number): { threads: number; readBytesPerSec: number; copyBytesPerSec: number; fmaFlops: number; bf16DotFlops: number };
+  /** What the CUDA build and runtime found (builds with the CUDA backend). */
   cudaInfo?(): NativeCudaInfo;
   /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
   simConfigure?(settings: SimSettings): void;
@@ -98,23 +99,23 @@ export interface NativeAddon {
 
 export interface NativeCpuInfo {
   /** The kernels in use, e.g. 'avx512-bf16', 'avx2-fma', 'portable'. */
-  simd?: string;
-  threads?: number;
+  simd: string;
+  threads: number;
   /** Why this path (detected, forced by MLA_CPU_ISA / cpuConfigure), every path this processor has, fastest first. */
-  reason?: string;
-  supported?: string[];
-  fmaGflopsPerCore?: number;
-  bf16DotGflopsPerCore?: number;
+  reason: string;
+  supported: string[];
+  fmaGflopsPerCore: number;
+  bf16DotGflopsPerCore: number;
 }
 
 export interface NativeCudaInfo {
-  /** Architectures the kernels were compiled for: 80 or 'sm_80'. Empty when the CUDA backend is not built. */
-  targets?: (number | string)[];
+  /** Architectures the kernels were compiled for, e.g. 'sm_80'. */
+  targets: string[];
   /** cudaRuntimeGetVersion / cudaDriverGetVersion (e.g. 13000; driver 0 when there is none). */
-  runtimeVersion?: number;
-  driverVersion?: number;
-  /** Every device the runtime sees, usable or not. */
-  devices?: { index: number; name: string; computeCapability?: number | string; totalMemory?: number; freeMemory?: number; usable?: boolean; reason?: string }[];
+  runtimeVersion: number;
+  driverVersion: number;
+  /** Every device the runtime sees, usable or not; computeCapability e.g. '9.0'. */
+  devices: { index: number; name: string; computeCapability: string; totalMemory: number; usable: boolean; reason?: string }[];
   /** Why no device is usable (no driver, driver older than the runtime, no device), when none is. */
   reason?: string;
 }
@@ -147,7 +148,7 @@ export interface SimOpRecord {
 
 let loaded: { addon: NativeAddon; path: string } | null = null;
 
-// The addon argument interface this library speaks (kInterface in csrc/addon/addon.cc, bumped together).
+// The addon argument interface this library speaks (kInterface in csrc/addon/marshal.h, bumped together).
 const ADDON_INTERFACE = 2;
 
 function locate(): string {

@@ -1,53 +1,16 @@
+// Streams (ordered queues of operations on one device, each on a native worker) and the graphs they capture.
+import { isBackendOrDevice, defaultDevice, type BackendName, type DeviceName } from './device.js';
 import { MlaError, type ErrorCode } from './errors.js';
-import { Graph } from './graph.js';
-import { native, type After, type NativeStream } from './native.js';
-import { dependencies, type DeviceName, type Tensor } from './tensor.js';
+import { native, type After, type NativeGraph, type NativeStream } from './native.js';
 
-/** Where operations run: `cpu`, `cuda-sim` (CUDA kernels under emulation; tests) or `cuda`. */
-export type BackendName = 'cpu' | 'cuda-sim' | 'cuda';
-
-export interface BackendInfo {
-  name: BackendName;
-  available: boolean;
-  /** Why it is unavailable, or what it runs on. */
-  reason: string;
-  /** The devices it serves here (`cpu`; `cuda:0`, `cuda:1`, ...); empty when unavailable. */
-  devices: DeviceName[];
-}
-
-const BACKENDS: readonly string[] = ['cpu', 'cuda-sim', 'cuda'];
-
-/** @internal Each backend's device kind in tensor descriptors (csrc/core/tensor.h's DeviceKind). */
-export const DEVICE_KINDS: Readonly<Record<BackendName, number>> = { cpu: 0, cuda: 1, 'cuda-sim': 2 };
-
-/** The backend that owns a device's memory. */
-export function backendOf(device: DeviceName): BackendName {
-  if (device === 'cpu') return 'cpu';
-  if (/^cuda:\d+$/.test(device)) return 'cuda';
-  if (/^cuda-sim:\d+$/.test(device)) return 'cuda-sim';
-  throw new MlaError('E_DEVICE', `device must be 'cpu', 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
-}
-
-function isDeviceName(x: unknown): x is DeviceName {
-  return typeof x === 'string' && /^(cpu|cuda:\d+|cuda-sim:\d+)$/.test(x);
-}
-
-/** The backends this build knows, whether each can be used here, and why not. */
-export function backends(): BackendInfo[] {
-  return native().backends() as BackendInfo[];
-}
-
-/** The backend of the default stream: `MLA_DEVICE` when set, else `cuda` when available, else `cpu`. */
-export function defaultBackend(): BackendName {
-  const forced = process.env.MLA_DEVICE;
-  if (forced) {
-    const name = isDeviceName(forced) ? backendOf(forced) : (forced as BackendName);
-    const info = backends().find((b) => b.name === name);
-    if (!info) throw new MlaError('E_ARGUMENT', `MLA_DEVICE must be cpu, cuda-sim, cuda or a device cuda:N / cuda-sim:N, got '${forced}'`);
-    if (!info.available) throw new MlaError('E_UNSUPPORTED', `MLA_DEVICE=${forced}, but ${name} is unavailable: ${info.reason}`);
-    return name;
-  }
-  return backends().some((b) => b.name === 'cuda' && b.available) ? 'cuda' : 'cpu';
+/**
+ * @internal What a stream tracks of the tensors its operations use: which stream last wrote each, so an operation on
+ * another stream waits for that write (Tensor implements it).
+ */
+export interface Written {
+  readonly disposed: boolean;
+  _lastWrite(): { stream: Stream; ticket: number } | null;
+  _markWritten(stream: Stream, ticket: number): void;
 }
 
 interface Waiter {
@@ -72,14 +35,14 @@ export class Stream {
   #completed = 0;
   #waiters: Waiter[] = [];
   #error: MlaError | null = null;
-  #capture: { used: Set<Tensor>; written: Set<Tensor> } | null = null;
+  #capture: { used: Set<Written>; written: Set<Written> } | null = null;
 
   /**
    * `device` is a device (`cuda:1`, `cuda-sim:0`, `cpu`) or a backend, meaning its device 0. A device index beyond
    * the devices there are is refused with E_DEVICE.
    */
   constructor(device: BackendName | DeviceName = defaultDevice()) {
-    if (!BACKENDS.includes(device) && !isDeviceName(device))
+    if (!isBackendOrDevice(device))
       throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', or a device 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
     this.#native = new (native().NativeStream)(device, (ticket, code, message) => this.#onComplete(ticket, code, message));
     this.backend = this.#native.backend() as BackendName;
@@ -122,7 +85,7 @@ export class Stream {
     const stream = this.#check();
     if (this.#capture) throw new MlaError('E_ARGUMENT', 'capture: the stream is already capturing a graph');
     stream.beginCapture();
-    const captured = { used: new Set<Tensor>(), written: new Set<Tensor>() };
+    const captured = { used: new Set<Written>(), written: new Set<Written>() };
     this.#capture = captured;
     let result: unknown;
     try {
@@ -149,7 +112,7 @@ export class Stream {
    * @internal Queues `op` (given the native stream and the writes on other streams it must wait for), which
    * reads `used` and writes `written`; while capturing, records it instead.
    */
-  _submit(used: readonly (Tensor | undefined)[], written: readonly Tensor[], op: (s: NativeStream, after: After | undefined) => number): void {
+  _submit(used: readonly (Written | undefined)[], written: readonly Written[], op: (s: NativeStream, after: After | undefined) => number): void {
     const stream = this.#check();
     if (this.#capture) {
       op(stream, undefined);
@@ -163,13 +126,6 @@ export class Stream {
     const ticket = op(stream, dependencies(this, [...used, ...written]));
     this.#enqueued = ticket;
     for (const t of written) t._markWritten(this, ticket);
-  }
-
-  /** @internal Runs `op` with the native stream and records the ticket it returns. */
-  _enqueue(op: (s: NativeStream) => number): number {
-    const ticket = op(this.#check());
-    this.#enqueued = ticket;
-    return ticket;
   }
 
   /** @internal The native stream, for calls that queue nothing. */
@@ -202,13 +158,6 @@ export class Stream {
   }
 }
 
-/** The device of the default stream: MLA_DEVICE when it names one (`cuda:1`), else device 0 of {@link defaultBackend}. */
-function defaultDevice(): BackendName | DeviceName {
-  const backend = defaultBackend();
-  const forced = process.env.MLA_DEVICE;
-  return forced && isDeviceName(forced) ? forced : backend;
-}
-
 const defaultStreams = new Map<string, Stream>();
 
 /** The default stream of a device or backend (a backend's is its device 0; {@link defaultDevice} when none is named). */
@@ -220,4 +169,74 @@ export function defaultStream(device: BackendName | DeviceName = defaultDevice()
     defaultStreams.set(key, s);
   }
   return s;
+}
+
+/**
+ * @internal The writes, on other streams than `stream`, that an operation using `tensors` must wait for: the native
+ * worker of the operation's stream waits for them, so a tensor written on one stream can be used on another without
+ * a synchronize. Writes on `stream` itself are left out: a stream runs in order anyway (and each entry costs the
+ * addon N-API reads).
+ */
+function dependencies(stream: Stream, tensors: readonly (Written | undefined)[]): After | undefined {
+  let deps: After | undefined; // none, the common case: nothing to allocate or for the addon to read
+  for (const t of tensors) {
+    const w = t?._lastWrite();
+    if (w && w.stream !== stream && !w.stream.disposed) (deps ??= []).push([w.stream._native(), w.ticket]);
+  }
+  return deps;
+}
+
+/**
+ * Operations recorded by {@link Stream.capture}, replayed as one operation of their stream. On `cuda` a replay is
+ * one CUDA graph launch after one upload of the index arrays; on `cpu` it saves the per-call overhead.
+ */
+export class Graph {
+  /** The stream it was captured on, and replays on. */
+  readonly stream: Stream;
+  #handle: NativeGraph | null;
+  readonly #used: readonly Written[];
+  readonly #written: readonly Written[];
+
+  /** @internal */
+  constructor(stream: Stream, handle: NativeGraph, used: readonly Written[], written: readonly Written[]) {
+    this.stream = stream;
+    this.#handle = handle;
+    this.#used = used;
+    this.#written = written;
+  }
+
+  /** How many operations were recorded. */
+  get numOps(): number {
+    return this.#live().numOps();
+  }
+
+  /**
+   * Queues the recorded operations, reading the index tensors as they are now. Each operation is validated again
+   * first; an error names the operation (`graph op 3 (mlaDecode): ...`) and nothing is queued. Returns at once;
+   * the outputs are written when the stream gets there.
+   */
+  replay(): void {
+    const handle = this.#live();
+    for (const t of this.#used) if (t.disposed) throw new MlaError('E_DISPOSED', `replay: ${String(t)} was disposed; the graph uses it`);
+    this.stream._submit(this.#used, this.#written, (s, after) => native().replayGraph(s, handle, after));
+  }
+
+  /** Releases what the graph holds (queued replays still run). */
+  dispose(): void {
+    this.#handle?.dispose();
+    this.#handle = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  get disposed(): boolean {
+    return this.#handle === null;
+  }
+
+  #live(): NativeGraph {
+    if (!this.#handle) throw new MlaError('E_DISPOSED', 'the graph was disposed');
+    return this.#handle;
+  }
 }

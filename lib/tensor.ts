@@ -1,19 +1,11 @@
+// Tensors: host memory (a TypedArray) or device memory (the addon's NativeDeviceBuffer), with the last write queued
+// to each, and their descriptors for the addon.
+import { DEVICE_KINDS, backendOf, type DeviceName } from './device.js';
 import { DTYPE_CODES, DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Storage, type StorageOf } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { bf16ToFloat32, f16ToFloat32, fp8E4M3ToFloat32, toBf16Array, toF16Array, toFp8E4M3Array } from './half.js';
-import { native, type After, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
-import { DEVICE_KINDS, backendOf, defaultStream, type Stream } from './stream.js';
-
-/** Where a tensor's memory lives: the host, a GPU, or the emulator's device memory (tests). */
-export type DeviceName = 'cpu' | `cuda:${number}` | `cuda-sim:${number}`;
-
-export { backendOf };
-
-/** Bytes of one device's memory in use and the most ever in use (E_DEVICE beyond the devices there are). */
-export function memoryStats(device: DeviceName): { bytesInUse: number; peakBytes: number } {
-  backendOf(device);
-  return native().memoryStats(device);
-}
+import { native, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
+import { defaultStream, type Stream, type Written } from './stream.js';
 
 export interface AllocateOptions {
   /** Default 'cpu'. */
@@ -51,7 +43,7 @@ function numelOf(shape: readonly number[]): number {
  * is an `E_DISPOSED` error. A tensor never disposed is freed by the garbage collector (device memory through the
  * addon's finaliser).
  */
-export class Tensor<D extends DType = DType> {
+export class Tensor<D extends DType = DType> implements Written {
   readonly dtype: D;
   readonly shape: readonly number[];
   readonly device: DeviceName;
@@ -131,8 +123,8 @@ export class Tensor<D extends DType = DType> {
     if (device !== 'cpu' && this.device !== 'cpu' && backendOf(device) !== backendOf(this.device)) return this.to('cpu').to(device, options);
     const stream = options.stream ?? this.#streamFor(device === 'cpu' ? this.device : device);
     const dst = Tensor.empty(this.shape, this.dtype, { device });
-    const ticket = stream._enqueue((s) => native().copy(s, [this._descriptor('src'), dst._descriptor('dst')], dependencies(stream, [this])));
-    dst._markWritten(stream, ticket);
+    const params = [this._descriptor('src'), dst._descriptor('dst')] as const;
+    stream._submit([this], [dst], (s, after) => native().copy(s, params, after));
     return dst;
   }
 
@@ -245,21 +237,6 @@ export class Tensor<D extends DType = DType> {
 export function tensorDescriptor(memory: TensorDescriptor[0], dtype: DType, device: DeviceName, shape: readonly number[]): TensorDescriptor {
   const index = device === 'cpu' ? 0 : Number(device.slice(device.indexOf(':') + 1));
   return [memory, Int32Array.of(DTYPE_CODES[dtype], DEVICE_KINDS[backendOf(device)], index, ...shape)];
-}
-
-/**
- * @internal The writes, on other streams than `stream`, that an operation using `tensors` must wait for: the native
- * worker of the operation's stream waits for them, so a tensor written on one stream can be used on another without
- * a synchronize. Writes on `stream` itself are left out: a stream runs in order anyway (and each entry costs the
- * addon N-API reads).
- */
-export function dependencies(stream: Stream, tensors: readonly (Tensor | undefined)[]): After | undefined {
-  let deps: After | undefined; // none, the common case: nothing to allocate or for the addon to read
-  for (const t of tensors) {
-    const w = t?._lastWrite();
-    if (w && w.stream !== stream && !w.stream.disposed) (deps ??= []).push([w.stream._native(), w.ticket]);
-  }
-  return deps;
 }
 
 function describe(x: unknown): string {

@@ -4,10 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CACHE_DTYPE_BYTES, estimateKvCache, formatGB, plotKvCacheSvg, PRESETS } from 'mla-kernels';
-import { estimateCli } from '../../lib/estimate.js';
+import { CACHE_DTYPE_BYTES, estimateCli, estimateKvCache, formatGB, plotKvCacheSvg, PRESETS } from 'mla-kernels/estimate';
 
-const root = path.join(__dirname, '..', '..', '..');
+const root = path.join(__dirname, '..', '..');
 const published = { emb: 2048, heads: 24, layers: 48, kvHeads: 6, kvLoraRank: 1024, context: 8192, batch: 1, dtype: 'bf16' } as const;
 const publishedArgs = ['--emb', '2048', '--heads', '24', '--layers', '48', '--kv-heads', '6', '--latent', '1024', '--context', '8192', '--batch', '1', '--dtype', 'bf16'];
 const publishedLine = 'MHA 3.25 GB, GQA 0.81 GB, MQA 0.14 GB, MLA 0.81 GB; MHA/GQA 4.00×, MHA/MLA 4.03×; savings 75.00% (GQA) and 75.19% (MLA)';
@@ -55,10 +54,10 @@ describe('estimateKvCache', () => {
 
   it('scales with batch, context and dtype; GQA and MQA follow their formulas', () => {
     const base = estimateKvCache({ ...published, batch: 1 });
-    const big = estimateKvCache({ ...published, batch: 3, context: 1000, dtype: 'fp8' });
+    const big = estimateKvCache({ ...published, batch: 3, context: 1000, dtype: 'fp8_e4m3' });
     expect(big.mha.totalBytes).toBe(2 * 24 * 86 * 48 * 1000 * 3 * 1);
-    expect(estimateKvCache({ ...published, dtype: 'fp32' }).mla.totalBytes).toBe(2 * base.mla.totalBytes);
-    expect(CACHE_DTYPE_BYTES).toEqual({ fp32: 4, bf16: 2, fp16: 2, fp8: 1, int8: 1 });
+    expect(estimateKvCache({ ...published, dtype: 'f32' }).mla.totalBytes).toBe(2 * base.mla.totalBytes);
+    expect(CACHE_DTYPE_BYTES).toEqual({ f32: 4, bf16: 2, f16: 2, fp8_e4m3: 1, int8: 1 });
     expect(base.mqa.elementsPerTokenLayer).toBe(2 * 86);
     expect(estimateKvCache({ heads: 64, headDim: 128, layers: 1, kvLoraRank: 8, context: 1 }).options.kvHeads).toBe(8); // default heads / 8
     expect(() => estimateKvCache({ ...published, kvHeads: 25 })).toThrow(/kvHeads/);
@@ -90,10 +89,10 @@ describe('mla-kernels estimate (CLI)', () => {
   });
 
   it('presets, overrides, JSON, help and errors', () => {
-    const v3 = cli(['--preset', 'deepseek-v3', '--context', '128k', '--batch', '2', '--dtype', 'fp8', '--json']);
+    const v3 = cli(['--preset', 'deepseek-v3', '--context', '128k', '--batch', '2', '--dtype', 'fp8_e4m3', '--json']);
     expect(v3.code).toBe(0);
     const e = JSON.parse(v3.out);
-    expect(e.options).toMatchObject({ layers: 61, heads: 128, context: 131072, batch: 2, dtype: 'fp8', kvLoraRank: 512, ropeDim: 64 });
+    expect(e.options).toMatchObject({ layers: 61, heads: 128, context: 131072, batch: 2, dtype: 'fp8_e4m3', kvLoraRank: 512, ropeDim: 64 });
     expect(e.mla.totalBytes).toBe(576 * 61 * 131072 * 2);
     expect(cli(['--preset', 'deepseek-v2-lite', '--latent', '256']).out).toContain('MLA (256 + 64)');
     expect(cli(['--help']).out).toContain('--plot FILE.svg');

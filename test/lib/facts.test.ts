@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { backends, DTYPE_SIZES, ERROR_CODES } from 'mla-kernels';
 import { DTYPE_CODES } from '../../lib/dtypes.js';
 import { native } from '../../lib/native.js';
-import { DEVICE_KINDS } from '../../lib/stream.js';
+import { DEVICE_KINDS } from '../../lib/device.js';
 import pkg from '../../package.json' with { type: 'json' };
 
 describe('facts shared by lib/ and csrc/core/', () => {

@@ -8,7 +8,7 @@ import { CONFIGS, parseArgs } from '../../demo/main.js';
 import { runDemo, type DemoOptions } from '../../demo/run.js';
 import { suiteBackends } from '../helpers.js';
 
-const root = path.join(__dirname, '..', '..', '..');
+const root = path.join(__dirname, '..', '..');
 
 function tiny(over: Partial<DemoOptions> = {}, config: Partial<DemoOptions['config']> = {}): DemoOptions {
   return {
