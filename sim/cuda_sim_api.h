@@ -91,7 +91,7 @@ void reset_traffic();
 const LaunchRecord& last_launch();
 // Fiber switches on this OS thread since it started.
 uint64_t total_fiber_switches();
-// Graph capture (the emulated cudaStreamBeginCapture of csrc/cuda/runtime_api.h): while this OS thread's capture list
+// Graph capture (the emulated cudaStreamBeginCapture of csrc/cuda/sim_runtime.h): while this OS thread's capture list
 // is set, launch.cuh's mla_launch records its launches there instead of running them. Kept here, in the runtime's
 // own TU: a thread_local of a kernel TU would lie in the TLS the emulator fills as static shared memory.
 std::vector<std::function<void()>>*& capture_list();

@@ -1,6 +1,6 @@
 #include "device_buffer.h"
 
-#include "js_error.h"
+#include "guard.h"
 
 namespace mla::addon {
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "lifetime.h"
 
 namespace mla::addon {
 
@@ -35,12 +36,6 @@ class DeviceBufferWrap : public Napi::ObjectWrap<DeviceBufferWrap> {
   size_t bytes_ = 0;
   int pending_ = 0;
   bool releaseRequested_ = false;
-};
-
-// What a queued operation keeps alive until it completes.
-struct Retained {
-  std::vector<Napi::ObjectReference> refs;
-  std::vector<DeviceBufferWrap*> buffers;
 };
 
 }  // namespace mla::addon

@@ -6,7 +6,7 @@
 #include <tuple>
 
 #include "../core/errors.h"
-#include "js_error.h"
+#include "guard.h"
 #include "stream.h"
 
 namespace mla::addon {

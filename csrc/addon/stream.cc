@@ -6,7 +6,7 @@
 #include "../core/errors.h"
 #include "../core/spin.h"
 #include "graph.h"
-#include "js_error.h"
+#include "guard.h"
 
 namespace mla::addon {
 void stopStreams(void* arg) {

@@ -18,7 +18,7 @@
 
 #include "../core/backend.h"
 #include "device_buffer.h"
-#include "js_error.h"
+#include "guard.h"
 
 namespace mla::addon {
 

@@ -1,11 +1,13 @@
-// What every backend implements, and which backends this build has. Operations arrive validated.
+// What every backend implements, and how the addon reaches the backends of a build. Operations arrive validated.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "ops.h"
+#include "value.h"
 
 namespace mla {
 
@@ -112,6 +114,43 @@ struct BackendInfo {
   std::vector<std::string> devices;  // the devices it serves here: "cpu", or "cuda:0", "cuda:1", ...
 };
 
+// A function a backend exports through the addon under `name` (cpuInfo, simConfigure, ...): its information for
+// `npx mla-kernels info`, test hooks and the benchmark's measurements. Plain values in and out; throws mla::Error.
+struct BackendHook {
+  const char* name;
+  std::function<Value(const Value& argument)> call;
+};
+
+// One kind of backend (cpu, cuda-sim, cuda) as a build has it: what it is here, the backend of each of its devices,
+// and its hooks. The build's list is buildBackends() (csrc/build_backends.cc); core knows them only through this.
+class BackendProvider {
+ public:
+  virtual ~BackendProvider() = default;
+  virtual DeviceKind kind() const = 0;
+  // Whether it can run here, why not or on what, and the devices it serves.
+  virtual BackendInfo info() = 0;
+  // The backend of device `index` of this kind; throws mla::Error (E_UNSUPPORTED when unavailable, E_DEVICE naming
+  // `argName` when there is no such device; requireDevice() below does both).
+  virtual Backend& backend(int index, const std::string& argName) = 0;
+  virtual std::vector<BackendHook> hooks() { return {}; }
+};
+
+// A backend this build does not have: unavailable, saying why ("not built: " + reason).
+class AbsentBackend final : public BackendProvider {
+ public:
+  AbsentBackend(DeviceKind kind, std::string reason) : kind_(kind), reason_(std::move(reason)) {}
+  DeviceKind kind() const override { return kind_; }
+  BackendInfo info() override { return {deviceKindName(kind_), false, "not built: " + reason_, {}}; }
+  Backend& backend(int index, const std::string& argName) override;
+
+ private:
+  DeviceKind kind_;
+  std::string reason_;
+};
+
+// The backends of this build, in the order backends() lists them. Defined by csrc/build_backends.cc, the one list.
+const std::vector<BackendProvider*>& buildBackends();
+
 std::vector<BackendInfo> listBackends();
 // "cpu", "cuda:N" or "cuda-sim:N"; a backend name ("cuda", "cuda-sim") means its device 0. Throws mla::Error naming
 // `argName`: E_DEVICE for a malformed device, E_ARGUMENT for an unknown name.
@@ -119,31 +158,9 @@ Device parseDevice(const std::string& deviceOrBackend, const std::string& argNam
 // The backend serving `device`. Throws mla::Error: E_UNSUPPORTED saying why the backend is unavailable, E_DEVICE
 // naming `argName` and how many devices there are when the index is beyond them.
 Backend& getBackend(const Device& device, const std::string& argName);
-
-// Defined by each backend's translation unit.
-Backend& cpuBackend();
-// Only in builds with MLA_WITH_CUDA_SIM: the emulated devices (SimSettings::numDevices), one backend per device.
-int cudaSimDeviceCount();
-Backend& cudaSimBackend(int device);  // device < cudaSimDeviceCount()
-// Only in builds with MLA_WITH_CUDA: one backend per GPU, made on first use.
-Backend& cudaBackend(int device);  // a usable device of cudaBackendInfo()
-BackendInfo cudaBackendInfo();  // the usable GPUs, or why there is none (probed once)
-
-// What the CUDA runtime sees (MLA_WITH_CUDA builds): for `npx mla-kernels info`.
-struct CudaDeviceInfo {
-  int index = 0;
-  std::string name;
-  int computeMajor = 0, computeMinor = 0, numSms = 0;
-  size_t totalMemory = 0;
-  bool usable = false;
-  std::string reason;
-};
-struct CudaInfo {
-  std::string targets;  // the architectures compiled for, e.g. "80,86,89,90,100,120"
-  int runtimeVersion = 0, driverVersion = 0;
-  std::vector<CudaDeviceInfo> devices;
-  std::string reason;  // why no device is usable, when none is
-};
-CudaInfo cudaInfo();
+// The checks of getBackend against a provider's info(), for BackendProvider::backend.
+void requireDevice(const BackendInfo& info, const Device& device, const std::string& argName);
+// Every hook of every backend of the build.
+std::vector<BackendHook> backendHooks();
 
 }  // namespace mla

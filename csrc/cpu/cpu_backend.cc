@@ -537,11 +537,9 @@ CpuLimits measureCpuLimits(size_t bytes) {
   return r;
 }
 
-}  // namespace mla::cpu
-
-namespace mla {
 Backend& cpuBackend() {
-  static cpu::CpuBackend backend;
+  static CpuBackend backend;
   return backend;
 }
-}  // namespace mla
+
+}  // namespace mla::cpu

@@ -1,11 +1,17 @@
-// What the CPU backend chose for this processor, its test hooks, and the machine-limit measurements of the
-// benchmark. Exposed by the addon as cpuInfo(), cpuConfigure() and cpuLimits().
+// The CPU backend (cpu_backend.cc) as cpu_provider.cc lists it: the backend, what it chose for this processor, its
+// test hooks, and the machine-limit measurements of the benchmark (the hooks cpuInfo, cpuConfigure, cpuLimits).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+namespace mla {
+class Backend;
+}
+
 namespace mla::cpu {
+
+Backend& cpuBackend();
 
 struct CpuStatus {
   std::string simd;                    // the kernels ops use now: avx512-bf16 | avx512 | avx2-fma | portable

@@ -1,11 +1,11 @@
-// The CUDA backend's host code: device memory, per-worker CUDA streams with pinned staging, uploads of the index
-// tensors, the decode plan, launches and error checks. One CudaBackendImpl per device, made on first use. Operations
-// only enqueue: no host synchronisation inside one; the stream's worker learns of completion through a Fence (an
-// event recorded after the operation) that the stream waits on elsewhere. Included by cuda_backend.cc (GPU, real runtime, mla::kernels)
-// and by sim_backend.cc (cuda-sim, emulated runtime, mla::kernels_sim). The including file defines, before the
-// include `template <class Fn> void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll)`, which
-// runs the launches (once on a GPU; under every thread order with checks under emulation), and
-// `DecodePlanOptions planOptions()` (defaults on a GPU; the emulator's settings under cuda-sim).
+// The CUDA backend's host code, written once for both runtimes: DeviceBackend<Runtime> over the real CUDA runtime
+// and the kernels nvcc compiled (GpuRuntime, cuda_backend.cc), or over the emulated runtime and the kernels compiled
+// for cuda-sim (SimRuntime, sim_backend.cc); runtime.h says what a runtime provides. Device memory, per-worker CUDA
+// streams with pinned staging, uploads of the index tensors, the decode plan and its workspace, launches and error
+// checks. One backend per device, made on first use. Operations only enqueue: no host synchronisation inside one; the
+// stream's worker learns of completion through a Fence (an event recorded after the operation) that the stream waits
+// on elsewhere.
+#pragma once
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -19,15 +19,17 @@
 #include "../core/backend.h"
 #include "../core/errors.h"
 #include "plan.h"
-#include "runtime_api.h"
+#include "runtime.h"
 
-namespace mla::MLA_KERNEL_NS {
+namespace mla::cuda {
 
-[[noreturn]] inline void throwCuda(cudaError_t e, const std::string& what) {
-  throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Cuda, what + " failed: " + rt::cudaGetErrorName(e));
+template <class Rt>
+[[noreturn]] void throwCuda(cudaError_t e, const std::string& what) {
+  throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::OutOfMemory : ErrorCode::Cuda, what + " failed: " + Rt::cudaGetErrorName(e));
 }
-inline void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throwCuda(e, what);
+template <class Rt>
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throwCuda<Rt>(e, what);
 }
 
 // What the runtime says about a device, and why it cannot be used when it cannot.
@@ -40,52 +42,54 @@ struct DeviceProbe {
   int driverVersion = 0, runtimeVersion = 0;
 };
 
-inline DeviceProbe probeDevice(int device) {
+template <class Rt>
+DeviceProbe probeDevice(int device) {
   DeviceProbe p;
-  rt::cudaRuntimeGetVersion(&p.runtimeVersion);
-  rt::cudaDriverGetVersion(&p.driverVersion);
+  Rt::cudaRuntimeGetVersion(&p.runtimeVersion);
+  Rt::cudaDriverGetVersion(&p.driverVersion);
   int count = 0;
-  const cudaError_t e = rt::cudaGetDeviceCount(&count);
+  const cudaError_t e = Rt::cudaGetDeviceCount(&count);
   if (e == cudaErrorInsufficientDriver) {
-    p.reason = std::string(rt::cudaGetErrorName(e)) + ": " +
+    p.reason = std::string(Rt::cudaGetErrorName(e)) + ": " +
                (p.driverVersion == 0 ? "no NVIDIA driver is installed" : "the NVIDIA driver is older than the CUDA " +
                                                                               std::to_string(p.runtimeVersion / 1000) + " runtime of this build; update the driver");
     return p;
   }
   if (e != cudaSuccess) {
-    p.reason = std::string(rt::cudaGetErrorName(e)) + (e == cudaErrorNoDevice ? ": no CUDA device found" : "");
+    p.reason = std::string(Rt::cudaGetErrorName(e)) + (e == cudaErrorNoDevice ? ": no CUDA device found" : "");
     return p;
   }
   if (device >= count) {
     p.reason = "cudaErrorInvalidDevice: device " + std::to_string(device) + " requested, " + std::to_string(count) + " found";
     return p;
   }
-  rt::cudaDeviceGetAttribute(&p.numSms, cudaDevAttrMultiProcessorCount, device);
-  rt::cudaDeviceGetAttribute(&p.smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  rt::cudaDeviceGetAttribute(&p.computeMajor, cudaDevAttrComputeCapabilityMajor, device);
-  rt::cudaDeviceGetAttribute(&p.computeMinor, cudaDevAttrComputeCapabilityMinor, device);
+  Rt::cudaDeviceGetAttribute(&p.numSms, cudaDevAttrMultiProcessorCount, device);
+  Rt::cudaDeviceGetAttribute(&p.smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  Rt::cudaDeviceGetAttribute(&p.computeMajor, cudaDevAttrComputeCapabilityMajor, device);
+  Rt::cudaDeviceGetAttribute(&p.computeMinor, cudaDevAttrComputeCapabilityMinor, device);
   cudaDeviceProp props{};
-  p.name = rt::deviceName(device, &props);
+  p.name = Rt::deviceName(device, &props);
   if (p.computeMajor < 8) {
     p.reason = p.name + " is sm_" + std::to_string(p.computeMajor) + std::to_string(p.computeMinor) + "; mla-kernels needs sm_80 or newer";
     return p;
   }
   size_t freeBytes = 0;
-  if (rt::cudaSetDevice(device) == cudaSuccess) rt::cudaMemGetInfo(&freeBytes, &p.totalMemory);
+  if (Rt::cudaSetDevice(device) == cudaSuccess) Rt::cudaMemGetInfo(&freeBytes, &p.totalMemory);
   p.available = true;
   return p;
 }
 
 // Device memory with accounting (bytes in use and the peak), for memoryStats().
+template <class Rt>
 class CudaMemory final : public DeviceMemory {
  public:
   explicit CudaMemory(int device) : device_(device) {}
   void* allocate(size_t bytes) override {
     void* p = nullptr;
     if (bytes == 0) return nullptr;
-    check(rt::cudaSetDevice(device_), "cudaSetDevice");
-    const cudaError_t e = rt::cudaMalloc(&p, bytes);
-    if (e != cudaSuccess) throwCuda(e, "allocating " + std::to_string(bytes) + " bytes of device memory");
+    check<Rt>(Rt::cudaSetDevice(device_), "cudaSetDevice");
+    const cudaError_t e = Rt::cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) throwCuda<Rt>(e, "allocating " + std::to_string(bytes) + " bytes of device memory");
     const size_t now = inUse_ += bytes;
     size_t peak = peak_.load();
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {}
@@ -94,8 +98,8 @@ class CudaMemory final : public DeviceMemory {
   // cudaFree waits for the device to be idle, so no queued work still reads the memory.
   void release(void* p, size_t bytes) override {
     if (!p) return;
-    rt::cudaSetDevice(device_);
-    rt::cudaFree(p);
+    Rt::cudaSetDevice(device_);
+    Rt::cudaFree(p);
     inUse_ -= bytes;
   }
   size_t bytesInUse() const override { return inUse_; }
@@ -107,13 +111,14 @@ class CudaMemory final : public DeviceMemory {
 };
 
 // The completion of what a stream had queued when the event was recorded.
+template <class Rt>
 class CudaFence final : public Fence {
  public:
   explicit CudaFence(cudaEvent_t e) : event(e) {}
-  ~CudaFence() override { rt::cudaEventDestroy(event); }
+  ~CudaFence() override { Rt::cudaEventDestroy(event); }
   CudaFence(const CudaFence&) = delete;
   CudaFence& operator=(const CudaFence&) = delete;
-  void wait() const override { check(rt::cudaEventSynchronize(event), "the stream's queued work"); }
+  void wait() const override { check<Rt>(Rt::cudaEventSynchronize(event), "the stream's queued work"); }
   const cudaEvent_t event;
 };
 
@@ -129,6 +134,7 @@ struct StagingSlot {
 // One per stream worker thread (a worker runs one stream's operations in order): its CUDA stream, a small ring of
 // pinned staging slots (so an operation can be staged while the device still copies an earlier one's), and one
 // device scratch buffer, which needs no ring: the stream runs the operations that use it one after another.
+template <class Rt>
 struct WorkerContext {
   static constexpr size_t kMaxStagingSlots = 4;
   int device = 0;
@@ -140,13 +146,13 @@ struct WorkerContext {
   DeviceMemory* memory = nullptr;
 
   ~WorkerContext() {
-    if (stream) rt::cudaStreamSynchronize(stream);  // the thread exits: nothing of it may still be in flight
+    if (stream) Rt::cudaStreamSynchronize(stream);  // the thread exits: nothing of it may still be in flight
     for (StagingSlot& s : slots) {
-      if (s.pinned) rt::cudaFreeHost(s.pinned);
-      if (s.copied) rt::cudaEventDestroy(s.copied);
+      if (s.pinned) Rt::cudaFreeHost(s.pinned);
+      if (s.copied) Rt::cudaEventDestroy(s.copied);
     }
     if (scratch) memory->release(scratch, scratchBytes);
-    if (stream) rt::cudaStreamDestroy(stream);
+    if (stream) Rt::cudaStreamDestroy(stream);
   }
   // A slot of at least `bytes` the host may write now. Waits for the device only when every slot of a full ring
   // is still being copied from.
@@ -162,27 +168,27 @@ struct WorkerContext {
     if (!slot && slots.size() < kMaxStagingSlots) {
       slots.emplace_back();
       slot = &slots.back();
-      check(rt::cudaEventCreateWithFlags(&slot->copied, cudaEventDisableTiming), "cudaEventCreate (staging)");
+      check<Rt>(Rt::cudaEventCreateWithFlags(&slot->copied, cudaEventDisableTiming), "cudaEventCreate (staging)");
       nextSlot = slots.size();
     }
     if (!slot) {
       slot = &slots[nextSlot % slots.size()];
-      check(rt::cudaEventSynchronize(slot->copied), "waiting for a staging slot");
+      check<Rt>(Rt::cudaEventSynchronize(slot->copied), "waiting for a staging slot");
       nextSlot = nextSlot % slots.size() + 1;
     }
     slot->pending = false;
     if (bytes > slot->bytes) {
-      if (slot->pinned) rt::cudaFreeHost(slot->pinned);
+      if (slot->pinned) Rt::cudaFreeHost(slot->pinned);
       slot->pinned = nullptr;
       slot->bytes = 0;
-      check(rt::cudaMallocHost(&slot->pinned, bytes), "allocating pinned staging memory");
+      check<Rt>(Rt::cudaMallocHost(&slot->pinned, bytes), "allocating pinned staging memory");
       slot->bytes = bytes;
     }
     return *slot;
   }
   // The copies from `slot` are queued: it is free again once the stream gets past them.
   void staged(StagingSlot& slot) {
-    check(rt::cudaEventRecord(slot.copied, stream), "cudaEventRecord (staging)");
+    check<Rt>(Rt::cudaEventRecord(slot.copied, stream), "cudaEventRecord (staging)");
     slot.pending = true;
   }
   uint8_t* deviceScratch(size_t bytes) {
@@ -199,26 +205,25 @@ struct WorkerContext {
  private:
   static bool idle(const StagingSlot& s) {
     if (!s.pending) return true;
-    const cudaError_t e = rt::cudaEventQuery(s.copied);
+    const cudaError_t e = Rt::cudaEventQuery(s.copied);
     if (e == cudaErrorNotReady) return false;
-    check(e, "cudaEventQuery (staging)");
+    check<Rt>(e, "cudaEventQuery (staging)");
     return true;
   }
 };
-
-inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 // memcpy, but a zero-byte copy may name a null pointer (an empty vector or tensor): memcpy's may not.
 inline void copyBytes(void* dst, const void* src, size_t bytes) {
   if (bytes) std::memcpy(dst, src, bytes);
 }
 
-class CudaBackendImpl final : public Backend {
+template <class Rt>
+class DeviceBackend final : public Backend {
  public:
-  CudaBackendImpl(const char* name, DeviceKind kind, int device) : name_(name), kind_(kind), device_(device), memory_(device) {}
+  explicit DeviceBackend(int device) : device_(device), memory_(device) {}
 
-  const char* name() const override { return name_; }
-  Device device() const override { return Device{kind_, device_}; }
+  const char* name() const override { return Rt::kName; }
+  Device device() const override { return Device{Rt::kKind, device_}; }
   DeviceMemory* memory() override { return &memory_; }
 
   // An fp8 cache is written from, and read against, bf16 or f16 tensors.
@@ -249,7 +254,7 @@ class CudaBackendImpl final : public Backend {
     auto plan = std::make_shared<Plan>();
     fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
     // Planned for DeepSeek's row width (512 + 64); a decode of another width that needs other tiles replans.
-    const DecodeConfig config = decodeSmemBytes(DecodeConfig::Large, 576) <= smemOptin() ? DecodeConfig::Large : DecodeConfig::Small;
+    const DecodeConfig config = Rt::decodeSmemBytes(DecodeConfig::Large, 576, false) <= smemOptin() ? DecodeConfig::Large : DecodeConfig::Small;
     plan->plan = makePlan(batch, queryLen, numHeads, seqLens, batchInvariant, config);
     plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
     plan->numSplitSequences = static_cast<int64_t>(plan->plan.combine.size());
@@ -258,7 +263,7 @@ class CudaBackendImpl final : public Backend {
 
   // Uploads and device-to-device copies only enqueue; a download waits for its copy (the host reads the result).
   void copy(const CopyParams& p) override {
-    WorkerContext& ctx = worker();
+    WorkerContext<Rt>& ctx = worker();
     const size_t bytes = p.src.nbytes();
     const bool srcHost = p.src.device.kind == DeviceKind::Cpu, dstHost = p.dst.device.kind == DeviceKind::Cpu;
     if (bytes == 0) return;
@@ -268,9 +273,9 @@ class CudaBackendImpl final : public Backend {
     }
     if (!srcHost && !dstHost) {
       if (p.src.device != p.dst.device)  // peer to peer: direct where the GPUs allow it, else staged by the driver
-        check(rt::cudaMemcpyPeerAsync(p.dst.data, p.dst.device.index, p.src.data, p.src.device.index, bytes, ctx.stream), "peer copy");
+        check<Rt>(Rt::cudaMemcpyPeerAsync(p.dst.data, p.dst.device.index, p.src.data, p.src.device.index, bytes, ctx.stream), "peer copy");
       else
-        check(rt::cudaMemcpyAsync(p.dst.data, p.src.data, bytes, cudaMemcpyDeviceToDevice, ctx.stream), "device-to-device copy");
+        check<Rt>(Rt::cudaMemcpyAsync(p.dst.data, p.src.data, bytes, cudaMemcpyDeviceToDevice, ctx.stream), "device-to-device copy");
       return;
     }
     // Host memory of JS is pageable: move it through the pinned staging slots in chunks.
@@ -281,20 +286,20 @@ class CudaBackendImpl final : public Backend {
       uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
       if (srcHost) {
         std::memcpy(stage, static_cast<const uint8_t*>(p.src.data) + off, n);
-        check(rt::cudaMemcpyAsync(static_cast<uint8_t*>(p.dst.data) + off, stage, n, cudaMemcpyHostToDevice, ctx.stream), "upload");
+        check<Rt>(Rt::cudaMemcpyAsync(static_cast<uint8_t*>(p.dst.data) + off, stage, n, cudaMemcpyHostToDevice, ctx.stream), "upload");
         ctx.staged(slot);
       } else {
-        check(rt::cudaMemcpyAsync(stage, static_cast<const uint8_t*>(p.src.data) + off, n, cudaMemcpyDeviceToHost, ctx.stream), "download");
+        check<Rt>(Rt::cudaMemcpyAsync(stage, static_cast<const uint8_t*>(p.src.data) + off, n, cudaMemcpyDeviceToHost, ctx.stream), "download");
         ctx.staged(slot);
-        check(rt::cudaEventSynchronize(slot.copied), "download");
+        check<Rt>(Rt::cudaEventSynchronize(slot.copied), "download");
         std::memcpy(static_cast<uint8_t*>(p.dst.data) + off, stage, n);
       }
     }
   }
 
   void appendLatentCache(const AppendLatentCacheParams& p) override {
-    rt::OpScope scope("appendLatentCache");
-    WorkerContext& ctx = worker();
+    typename Rt::OpScope scope("appendLatentCache");
+    WorkerContext<Rt>& ctx = worker();
     // The index tensors live on the host: upload slots (and positions) into the worker's scratch.
     const size_t slotsBytes = align16(p.slotMapping.nbytes()), posBytes = p.ropeStyle == RopeStyle::None ? 0 : align16(p.positions.nbytes());
     StagingSlot& slot = ctx.staging(slotsBytes + posBytes + 16);
@@ -302,73 +307,53 @@ class CudaBackendImpl final : public Backend {
     copyBytes(stage, p.slotMapping.data, p.slotMapping.nbytes());
     if (posBytes) copyBytes(stage + slotsBytes, p.positions.data, p.positions.nbytes());
     uint8_t* dev = ctx.deviceScratch(slotsBytes + posBytes + 16);
-    check(rt::cudaMemcpyAsync(dev, stage, slotsBytes + posBytes, cudaMemcpyHostToDevice, ctx.stream), "appendLatentCache upload");
+    check<Rt>(Rt::cudaMemcpyAsync(dev, stage, slotsBytes + posBytes, cudaMemcpyHostToDevice, ctx.stream), "appendLatentCache upload");
     ctx.staged(slot);
 
     const AppendArgs a = appendArgs(p, dev, posBytes ? dev + slotsBytes : nullptr);
-    runOp("appendLatentCache", {{p.cache.data, p.cache.nbytes()}}, [&](auto record) {
-      check(launchAppend(a, ctx.stream), "appendLatentCache launch");
+    Rt::runOp("appendLatentCache", {{p.cache.data, p.cache.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchAppend(a, ctx.stream), "appendLatentCache launch");
       record();
     });
   }
 
   void mlaDecode(const MlaDecodeParams& p) override {
-    rt::OpScope scope("mlaDecode");
-    WorkerContext& ctx = worker();
+    typename Rt::OpScope scope("mlaDecode");
+    WorkerContext<Rt>& ctx = worker();
     const DecodeConfig config = chooseConfig(static_cast<int>(p.headDim));
     DecodePlan made;
     const DecodePlan& plan = planFor(p, config, made);
 
-    // Upload [block table | work items | combine items] in one copy; partial results go after them.
-    const size_t tableBytes = align16(p.blockTable.nbytes());
-    const size_t workBytes = align16(plan.work.size() * sizeof(DecodeWorkItem));
-    const size_t combineBytes = align16(plan.combine.size() * sizeof(CombineItem));
-    const size_t hostBytes = tableBytes + workBytes + combineBytes;
-    const size_t partialOutBytes = align16(size_t(plan.numPartials) * plan.blockM * p.kvLoraRank * sizeof(float));
-    const size_t partialLseBytes = align16(size_t(plan.numPartials) * plan.blockM * sizeof(float));
-    StagingSlot& slot = ctx.staging(hostBytes + 16);
+    const DecodeWorkspace ws = decodeWorkspace(sizeOf(plan), p.blockTable.nbytes(), plan.blockM, p.kvLoraRank);
+    StagingSlot& slot = ctx.staging(ws.uploadBytes + 16);
     uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
-    copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
-    copyBytes(stage + tableBytes, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
-    copyBytes(stage + tableBytes + workBytes, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
-    uint8_t* dev = ctx.deviceScratch(hostBytes + partialOutBytes + partialLseBytes + 16);
-    check(rt::cudaMemcpyAsync(dev, stage, hostBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
+    stageDecode(stage, ws, plan, p.blockTable.data, p.blockTable.nbytes());
+    uint8_t* dev = ctx.deviceScratch(ws.uploadBytes + ws.partialBytes + 16);
+    check<Rt>(Rt::cudaMemcpyAsync(dev, stage, ws.uploadBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
     ctx.staged(slot);
 
-    DecodeArgs d = decodeArgs(p, config, reinterpret_cast<const int32_t*>(dev));
-    d.partialOut = reinterpret_cast<float*>(dev + hostBytes);
-    d.partialLse = reinterpret_cast<float*>(dev + hostBytes + partialOutBytes);
-    d.work = reinterpret_cast<const DecodeWorkItem*>(dev + tableBytes);
-    d.numWork = static_cast<int>(plan.work.size());
-    CombineArgs c = combineArgs(d, plan.blockM);
-    c.items = reinterpret_cast<const CombineItem*>(dev + tableBytes + workBytes);
-    c.numItems = static_cast<int>(plan.combine.size());
-
-    check(prepareDecode(config, d.headDim), "cudaFuncSetAttribute (decode shared memory)");
-    runOp("mlaDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
-      check(launchDecode(d, ctx.stream), "mlaDecode launch");
-      if (d.numWork) record();
-      check(launchCombine(c, ctx.stream), "mlaDecode combine launch");
-      if (c.numItems) record();
+    check<Rt>(Rt::prepareDecode(config, static_cast<int>(p.headDim)), "cudaFuncSetAttribute (decode shared memory)");
+    Rt::runOp("mlaDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
+      enqueueDecode(p, config, ws, dev, dev + ws.uploadBytes, false, ctx.stream, record);
     });
   }
 
   void absorbQuery(const AbsorbQueryParams& p) override {
-    rt::OpScope scope("absorbQuery");
-    WorkerContext& ctx = worker();
+    typename Rt::OpScope scope("absorbQuery");
+    WorkerContext<Rt>& ctx = worker();
     const HeadGemmArgs a = absorbArgs(p);
-    runOp("absorbQuery", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
-      check(launchHeadGemm(a, ctx.stream), "absorbQuery launch");
+    Rt::runOp("absorbQuery", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchHeadGemm(a, ctx.stream), "absorbQuery launch");
       record();
     });
   }
 
   void unabsorbOutput(const UnabsorbOutputParams& p) override {
-    rt::OpScope scope("unabsorbOutput");
-    WorkerContext& ctx = worker();
+    typename Rt::OpScope scope("unabsorbOutput");
+    WorkerContext<Rt>& ctx = worker();
     const HeadGemmArgs a = unabsorbArgs(p);
-    runOp("unabsorbOutput", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
-      check(launchHeadGemm(a, ctx.stream), "unabsorbOutput launch");
+    Rt::runOp("unabsorbOutput", {{p.out.data, p.out.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchHeadGemm(a, ctx.stream), "unabsorbOutput launch");
       record();
     });
   }
@@ -378,8 +363,8 @@ class CudaBackendImpl final : public Backend {
   // shapes can need; each replay then uploads that buffer in one copy (block tables, slot mappings, the plans of the
   // current lengths and how many CTAs of each grid have work) and launches the graph: one launch for the step.
   void runGraph(const std::vector<GraphOp>& ops, std::unique_ptr<GraphState>& state) override {
-    rt::OpScope scope("graph");
-    WorkerContext& ctx = worker();
+    typename Rt::OpScope scope("graph");
+    WorkerContext<Rt>& ctx = worker();
     if (!state) state = captureGraph(ops, ctx);
     const auto& graph = static_cast<const CudaGraphState&>(*state);
     StagingSlot& slot = ctx.staging(graph.indexBytes + 16);
@@ -390,13 +375,11 @@ class CudaBackendImpl final : public Backend {
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
         DecodePlan made;
         const DecodePlan& plan = planFor(*p, l.config, made);
-        if (plan.work.size() > size_t(l.capacity.work) || plan.combine.size() > size_t(l.capacity.combine) || plan.numPartials > l.capacity.partials)
-          throw Error(ErrorCode::Internal, "graph op " + std::to_string(i) + ": the decode plan exceeds the room captured for it");
-        const int32_t counts[2] = {static_cast<int32_t>(plan.work.size()), static_cast<int32_t>(plan.combine.size())};
-        std::memcpy(stage + l.counts, counts, sizeof counts);
-        copyBytes(stage + l.table, p->blockTable.data, p->blockTable.nbytes());
-        copyBytes(stage + l.work, plan.work.data(), plan.work.size() * sizeof(DecodeWorkItem));
-        copyBytes(stage + l.combine, plan.combine.data(), plan.combine.size() * sizeof(CombineItem));
+        try {
+          stageDecode(stage + l.decode, l.workspace, plan, p->blockTable.data, p->blockTable.nbytes());
+        } catch (const Error& e) {
+          throw Error(e.code(), "graph op " + std::to_string(i) + ": " + e.what());
+        }
         outputs.push_back({p->out.data, p->out.nbytes()});
         outputs.push_back({p->lse.data, p->lse.nbytes()});
       } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
@@ -409,25 +392,25 @@ class CudaBackendImpl final : public Backend {
         outputs.push_back({p->out.data, p->out.nbytes()});
       }
     }
-    check(rt::cudaMemcpyAsync(graph.index, stage, graph.indexBytes, cudaMemcpyHostToDevice, ctx.stream), "graph upload");
+    check<Rt>(Rt::cudaMemcpyAsync(graph.index, stage, graph.indexBytes, cudaMemcpyHostToDevice, ctx.stream), "graph upload");
     ctx.staged(slot);
-    runOp("graph", std::move(outputs), [&](auto) { check(rt::cudaGraphLaunch(graph.exec, ctx.stream), "cudaGraphLaunch"); });
+    Rt::runOp("graph", std::move(outputs), [&](auto) { check<Rt>(Rt::cudaGraphLaunch(graph.exec, ctx.stream), "cudaGraphLaunch"); });
   }
 
   std::shared_ptr<const Fence> recordFence() override {
-    WorkerContext& ctx = worker();
+    WorkerContext<Rt>& ctx = worker();
     cudaEvent_t event = nullptr;
     // Blocking: the stream's completer thread sleeps in cudaEventSynchronize instead of spinning on a core.
-    check(rt::cudaEventCreateWithFlags(&event, cudaEventDisableTiming | cudaEventBlockingSync), "cudaEventCreate");
-    auto fence = std::make_shared<const CudaFence>(event);
-    check(rt::cudaEventRecord(event, ctx.stream), "cudaEventRecord");
+    check<Rt>(Rt::cudaEventCreateWithFlags(&event, cudaEventDisableTiming | cudaEventBlockingSync), "cudaEventCreate");
+    auto fence = std::make_shared<const CudaFence<Rt>>(event);
+    check<Rt>(Rt::cudaEventRecord(event, ctx.stream), "cudaEventRecord");
     return fence;
   }
 
   // A fence of a CUDA stream (of any device) is waited for on the device; any other on the host.
   void waitFence(const Fence& fence) override {
-    if (const auto* event = dynamic_cast<const CudaFence*>(&fence))
-      check(rt::cudaStreamWaitEvent(worker().stream, event->event, 0), "cudaStreamWaitEvent");
+    if (const auto* event = dynamic_cast<const CudaFence<Rt>*>(&fence))
+      check<Rt>(Rt::cudaStreamWaitEvent(worker().stream, event->event, 0), "cudaStreamWaitEvent");
     else
       fence.wait();
   }
@@ -437,7 +420,7 @@ class CudaBackendImpl final : public Backend {
     DecodePlan plan;
   };
 
-  [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(name_) + ": " + msg); }
+  [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(Rt::kName) + ": " + msg); }
 
   static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
 
@@ -451,23 +434,24 @@ class CudaBackendImpl final : public Backend {
   // The largest decode tiles whose shared memory the device allows for this row width.
   DecodeConfig chooseConfig(int headDim) const {
     const int optin = smemOptin();
-    if (decodeSmemBytes(DecodeConfig::Large, headDim) <= optin) return DecodeConfig::Large;
-    if (decodeSmemBytes(DecodeConfig::Small, headDim) <= optin) return DecodeConfig::Small;
-    unsupported("mlaDecode: rows of " + std::to_string(headDim) + " elements need " + std::to_string(decodeSmemBytes(DecodeConfig::Small, headDim)) +
+    if (Rt::decodeSmemBytes(DecodeConfig::Large, headDim, false) <= optin) return DecodeConfig::Large;
+    if (Rt::decodeSmemBytes(DecodeConfig::Small, headDim, false) <= optin) return DecodeConfig::Small;
+    unsupported("mlaDecode: rows of " + std::to_string(headDim) + " elements need " + std::to_string(Rt::decodeSmemBytes(DecodeConfig::Small, headDim, false)) +
                 " bytes of shared memory; the device allows " + std::to_string(optin));
   }
 
   int smemOptin() const {
     int v = 0;
-    rt::cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_);
+    Rt::cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_);
     return v;
   }
 
   DecodePlanOptions planOptionsFor(bool batchInvariant, DecodeConfig config) const {
-    DecodePlanOptions opt = planOptions();
-    rt::cudaDeviceGetAttribute(&opt.numSms, cudaDevAttrMultiProcessorCount, device_);
+    DecodePlanOptions opt = Rt::planOptions();
+    Rt::cudaDeviceGetAttribute(&opt.numSms, cudaDevAttrMultiProcessorCount, device_);
     opt.batchInvariant = opt.batchInvariant || batchInvariant;
     opt.config = config;
+    opt.tiles = Rt::decodeConfigInfo(config);
     return opt;
   }
 
@@ -530,6 +514,29 @@ class CudaBackendImpl final : public Backend {
     return d;
   }
 
+  // Queues a decode and its combine over workspace `ws`: `upload` is the device copy of its upload, `partials` its
+  // partial results. A captured graph launches the workspace's room and the kernels read from the upload's counts
+  // how many work and combine items have work (`counted`); a direct call launches its plan's items. record() follows
+  // each launch that has work (runOp's).
+  template <class Record>
+  void enqueueDecode(const MlaDecodeParams& p, DecodeConfig config, const DecodeWorkspace& ws, const uint8_t* upload, uint8_t* partials, bool counted,
+                     cudaStream_t stream, Record&& record) const {
+    DecodeArgs d = decodeArgs(p, config, reinterpret_cast<const int32_t*>(upload + ws.table));
+    d.partialOut = reinterpret_cast<float*>(partials + ws.partialOut);
+    d.partialLse = reinterpret_cast<float*>(partials + ws.partialLse);
+    d.work = reinterpret_cast<const DecodeWorkItem*>(upload + ws.work);
+    d.numWork = ws.room.work;
+    if (counted) d.numWorkOnDevice = reinterpret_cast<const int*>(upload + ws.counts);
+    CombineArgs c = combineArgs(d, Rt::decodeConfigInfo(config).blockM);
+    c.items = reinterpret_cast<const CombineItem*>(upload + ws.combine);
+    c.numItems = ws.room.combine;
+    if (counted) c.numItemsOnDevice = reinterpret_cast<const int*>(upload + ws.counts) + 1;
+    check<Rt>(Rt::launchDecode(d, stream), "mlaDecode launch");
+    if (d.numWork) record();
+    check<Rt>(Rt::launchCombine(c, stream), "mlaDecode combine launch");
+    if (c.numItems) record();
+  }
+
   static CombineArgs combineArgs(const DecodeArgs& d, int blockM) {
     CombineArgs c{};
     c.elem = d.elem;
@@ -578,16 +585,16 @@ class CudaBackendImpl final : public Backend {
 
   // Where each operation of a captured graph finds its index arrays in the graph's device buffer.
   struct GraphOpLayout {
-    DecodeConfig config = DecodeConfig::Large;
-    DecodePlanCapacity capacity;
-    size_t counts = 0, table = 0, work = 0, combine = 0;  // mlaDecode
-    size_t slots = 0, positions = 0;                      // appendLatentCache
+    DecodeConfig config = DecodeConfig::Large;  // mlaDecode: its tiles, and its workspace's upload at `decode`, sized by
+    DecodeWorkspace workspace;                   // the capacity of any plan of its shapes
+    size_t decode = 0;
+    size_t slots = 0, positions = 0;             // appendLatentCache
   };
   struct CudaGraphState final : GraphState {
     explicit CudaGraphState(DeviceMemory* m) : memory(m) {}
     ~CudaGraphState() override {
-      if (exec) rt::cudaGraphExecDestroy(exec);
-      if (graph) rt::cudaGraphDestroy(graph);
+      if (exec) Rt::cudaGraphExecDestroy(exec);
+      if (graph) Rt::cudaGraphDestroy(graph);
       if (buffer) memory->release(buffer, bufferBytes);
     }
     DeviceMemory* memory;
@@ -600,9 +607,9 @@ class CudaBackendImpl final : public Backend {
     cudaGraphExec_t exec = nullptr;
   };
 
-  std::unique_ptr<GraphState> captureGraph(const std::vector<GraphOp>& ops, WorkerContext& ctx) {
+  std::unique_ptr<GraphState> captureGraph(const std::vector<GraphOp>& ops, WorkerContext<Rt>& ctx) {
     auto g = std::make_unique<CudaGraphState>(&memory_);
-    size_t partialOutBytes = 0, partialLseBytes = 0;
+    size_t partialBytes = 0;
     auto take = [&](size_t bytes) {
       const size_t offset = g->indexBytes;
       g->indexBytes += align16(bytes);
@@ -613,95 +620,79 @@ class CudaBackendImpl final : public Backend {
       GraphOpLayout& l = g->layout[i];
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
         l.config = chooseConfig(static_cast<int>(p->headDim));
-        l.capacity = decodePlanCapacity(static_cast<int>(p->batch), static_cast<int>(p->queryLen), static_cast<int>(p->numHeads),
-                                        static_cast<int>(p->maxBlocksPerSeq * p->blockSize), planOptionsFor(p->plan && p->plan->batchInvariant, l.config));
-        l.counts = take(2 * sizeof(int32_t));
-        l.table = take(p->blockTable.nbytes());
-        l.work = take(size_t(l.capacity.work) * sizeof(DecodeWorkItem));
-        l.combine = take(size_t(l.capacity.combine) * sizeof(CombineItem));
-        const size_t rows = size_t(l.capacity.partials) * decodeConfigInfo(l.config).blockM;
-        partialOutBytes = std::max(partialOutBytes, align16(rows * p->kvLoraRank * sizeof(float)));
-        partialLseBytes = std::max(partialLseBytes, align16(rows * sizeof(float)));
-        check(prepareDecode(l.config, static_cast<int>(p->headDim)), "cudaFuncSetAttribute (decode shared memory)");
+        const DecodePlanCapacity capacity =
+            decodePlanCapacity(static_cast<int>(p->batch), static_cast<int>(p->queryLen), static_cast<int>(p->numHeads),
+                               static_cast<int>(p->maxBlocksPerSeq * p->blockSize), planOptionsFor(p->plan && p->plan->batchInvariant, l.config));
+        l.workspace = decodeWorkspace(capacity, p->blockTable.nbytes(), Rt::decodeConfigInfo(l.config).blockM, p->kvLoraRank);
+        l.decode = take(l.workspace.uploadBytes);
+        partialBytes = std::max(partialBytes, l.workspace.partialBytes);
+        check<Rt>(Rt::prepareDecode(l.config, static_cast<int>(p->headDim)), "cudaFuncSetAttribute (decode shared memory)");
       } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
         l.slots = take(p->slotMapping.nbytes());
         if (p->ropeStyle != RopeStyle::None) l.positions = take(p->positions.nbytes());
       }
     }
     // The operations of one graph run one after another, so the decodes share one area for partial results.
-    g->bufferBytes = g->indexBytes + partialOutBytes + partialLseBytes + 16;
+    g->bufferBytes = g->indexBytes + partialBytes + 16;
     g->buffer = memory_.allocate(g->bufferBytes);
     g->index = static_cast<uint8_t*>(g->buffer);
-    float* partialOut = reinterpret_cast<float*>(g->index + g->indexBytes);
-    float* partialLse = reinterpret_cast<float*>(g->index + g->indexBytes + partialOutBytes);
+    uint8_t* partials = g->index + g->indexBytes;
 
-    check(rt::cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    check<Rt>(Rt::cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     try {
       for (size_t i = 0; i < ops.size(); ++i) {
         const GraphOpLayout& l = g->layout[i];
         const uint8_t* base = g->index;
         if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
-          DecodeArgs d = decodeArgs(*p, l.config, reinterpret_cast<const int32_t*>(base + l.table));
-          d.partialOut = partialOut;
-          d.partialLse = partialLse;
-          d.work = reinterpret_cast<const DecodeWorkItem*>(base + l.work);
-          d.numWork = l.capacity.work;
-          d.numWorkOnDevice = reinterpret_cast<const int*>(base + l.counts);
-          CombineArgs c = combineArgs(d, decodeConfigInfo(l.config).blockM);
-          c.items = reinterpret_cast<const CombineItem*>(base + l.combine);
-          c.numItems = l.capacity.combine;
-          c.numItemsOnDevice = reinterpret_cast<const int*>(base + l.counts) + 1;
-          check(launchDecode(d, ctx.stream), "mlaDecode launch (graph capture)");
-          check(launchCombine(c, ctx.stream), "mlaDecode combine launch (graph capture)");
+          enqueueDecode(*p, l.config, l.workspace, base + l.decode, partials, true, ctx.stream, [] {});
         } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
           const AppendArgs a = appendArgs(*p, base + l.slots, p->ropeStyle != RopeStyle::None ? base + l.positions : nullptr);
-          check(launchAppend(a, ctx.stream), "appendLatentCache launch (graph capture)");
+          check<Rt>(Rt::launchAppend(a, ctx.stream), "appendLatentCache launch (graph capture)");
         } else if (const auto* p = std::get_if<AbsorbQueryParams>(&ops[i])) {
-          check(launchHeadGemm(absorbArgs(*p), ctx.stream), "absorbQuery launch (graph capture)");
+          check<Rt>(Rt::launchHeadGemm(absorbArgs(*p), ctx.stream), "absorbQuery launch (graph capture)");
         } else if (const auto* p = std::get_if<UnabsorbOutputParams>(&ops[i])) {
-          check(launchHeadGemm(unabsorbArgs(*p), ctx.stream), "unabsorbOutput launch (graph capture)");
+          check<Rt>(Rt::launchHeadGemm(unabsorbArgs(*p), ctx.stream), "unabsorbOutput launch (graph capture)");
         }
       }
     } catch (...) {
       cudaGraph_t broken = nullptr;
-      rt::cudaStreamEndCapture(ctx.stream, &broken);  // the stream leaves capture mode whatever went wrong
-      if (broken) rt::cudaGraphDestroy(broken);
+      Rt::cudaStreamEndCapture(ctx.stream, &broken);  // the stream leaves capture mode whatever went wrong
+      if (broken) Rt::cudaGraphDestroy(broken);
       throw;
     }
-    check(rt::cudaStreamEndCapture(ctx.stream, &g->graph), "cudaStreamEndCapture");
-    check(rt::cudaGraphInstantiate(&g->exec, g->graph, 0), "cudaGraphInstantiate");
+    check<Rt>(Rt::cudaStreamEndCapture(ctx.stream, &g->graph), "cudaStreamEndCapture");
+    check<Rt>(Rt::cudaGraphInstantiate(&g->exec, g->graph, 0), "cudaGraphInstantiate");
     return g;
   }
 
   // The calling worker thread's context on this device (a stream's worker serves one device).
-  WorkerContext& worker() {
-    thread_local std::map<const CudaBackendImpl*, std::unique_ptr<WorkerContext>> contexts;
-    std::unique_ptr<WorkerContext>& ctx = contexts[this];
+  WorkerContext<Rt>& worker() {
+    thread_local std::map<const DeviceBackend*, std::unique_ptr<WorkerContext<Rt>>> contexts;
+    std::unique_ptr<WorkerContext<Rt>>& ctx = contexts[this];
     if (!ctx) {
-      auto c = std::make_unique<WorkerContext>();
+      auto c = std::make_unique<WorkerContext<Rt>>();
       c->device = device_;
       c->memory = &memory_;
-      check(rt::cudaSetDevice(device_), "cudaSetDevice");
-      check(rt::cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      check<Rt>(Rt::cudaSetDevice(device_), "cudaSetDevice");
+      check<Rt>(Rt::cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
       ctx = std::move(c);
     }
     return *ctx;
   }
 
-  const char* name_;
-  DeviceKind kind_;
   int device_;
-  CudaMemory memory_;
+  CudaMemory<Rt> memory_;
 };
 
 // The backend of one device, made on first use and kept for the life of the process.
-inline CudaBackendImpl& backendOfDevice(const char* name, DeviceKind kind, int device) {
+template <class Rt>
+DeviceBackend<Rt>& backendOfDevice(int device) {
   static std::mutex mu;
-  static std::map<int, std::unique_ptr<CudaBackendImpl>> backends;
+  static std::map<int, std::unique_ptr<DeviceBackend<Rt>>> backends;
   std::lock_guard<std::mutex> lock(mu);
-  std::unique_ptr<CudaBackendImpl>& b = backends[device];
-  if (!b) b = std::make_unique<CudaBackendImpl>(name, kind, device);
+  std::unique_ptr<DeviceBackend<Rt>>& b = backends[device];
+  if (!b) b = std::make_unique<DeviceBackend<Rt>>(device);
   return *b;
 }
 
-}  // namespace mla::MLA_KERNEL_NS
+}  // namespace mla::cuda

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace mla::MLA_KERNEL_NS {
+namespace mla::cuda {
 namespace {
 
 // Rows per split when fixed: asked for, or batch-invariant; 0 when the planner fills the SMs.
@@ -21,7 +21,7 @@ int64_t minSplitRows(int queryLen, int numHeads, const DecodeConfigInfo& info) {
 }  // namespace
 
 DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int maxSeqLen, const DecodePlanOptions& options) {
-  const DecodeConfigInfo info = decodeConfigInfo(options.config);
+  const DecodeConfigInfo info = options.tiles;
   const int64_t mTiles = (int64_t{queryLen} * numHeads + info.blockM - 1) / info.blockM;
   const int fixed = fixedSplitRows(options);
   const int64_t shortest = fixed > 0 ? fixed : minSplitRows(queryLen, numHeads, info);
@@ -39,7 +39,7 @@ DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int
 
 DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options) {
   DecodePlan plan;
-  const DecodeConfigInfo info = decodeConfigInfo(options.config);
+  const DecodeConfigInfo info = options.tiles;
   plan.config = options.config;
   plan.blockM = info.blockM;
   plan.blockN = info.blockN;
@@ -86,4 +86,4 @@ DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* 
   return plan;
 }
 
-}  // namespace mla::MLA_KERNEL_NS
+}  // namespace mla::cuda

@@ -2,19 +2,22 @@
 // the device's SM count, once per decode step and reused by every layer. With batchInvariant, a sequence's split
 // depends only on its own length, so its result is bit-identical whatever else is in the batch.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "../kernels/mla_kernels.h"
 
-// Host side of the kernels, so it lives beside them: mla::kernels (GPU) and mla::kernels_sim (emulator).
-namespace mla::MLA_KERNEL_NS {
+// Host code, one for both runtimes (the GPU's and the emulator's): the kernels' tile shapes come in the options.
+namespace mla::cuda {
+using namespace kernels;  // the kernels' argument types (DecodeWorkItem, CombineItem, DecodeConfig, ...)
 
 struct DecodePlanOptions {
   int numSms = 108;             // CTAs that run at once (one decode CTA fits an SM)
   bool batchInvariant = false;
   int splitRows = 0;            // > 0: split every sequence into chunks of this many rows (tests, tuning)
   DecodeConfig config = DecodeConfig::Large;
+  DecodeConfigInfo tiles{};     // the tile shapes of `config` (the runtime's decodeConfigInfo)
 };
 
 struct DecodePlan {
@@ -40,4 +43,25 @@ DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int
 
 DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options);
 
-}  // namespace mla::MLA_KERNEL_NS
+inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+// The room a plan takes: its own size (a direct call), or a capacity (a captured graph, whose grids are fixed).
+inline DecodePlanCapacity sizeOf(const DecodePlan& plan) {
+  return DecodePlanCapacity{static_cast<int>(plan.work.size()), static_cast<int>(plan.combine.size()), plan.numPartials};
+}
+
+// Where one decode's arrays go in device memory, the same for direct calls, captured graphs and their replays: an
+// upload of [counts | block table | work items | combine items], copied in one go, and an area of partial results
+// (split sequences) [partialOut | partialLse]. `room` sizes the item arrays and the partials.
+struct DecodeWorkspace {
+  size_t counts = 0, table = 0, work = 0, combine = 0, uploadBytes = 0;  // offsets in the upload; its size
+  size_t partialOut = 0, partialLse = 0, partialBytes = 0;                // offsets in the partials area; its size
+  DecodePlanCapacity room;
+};
+DecodeWorkspace decodeWorkspace(const DecodePlanCapacity& room, size_t blockTableBytes, int blockM, int64_t kvLoraRank);
+
+// Fills the upload laid out by `ws`: how many work and combine items `plan` has, the block table, its items.
+// Throws mla::Error (E_INTERNAL) when the plan exceeds the workspace's room.
+void stageDecode(uint8_t* upload, const DecodeWorkspace& ws, const DecodePlan& plan, const void* blockTable, size_t blockTableBytes);
+
+}  // namespace mla::cuda

@@ -1,48 +1,78 @@
-// cuda-sim: the CUDA backend's host code (cuda_backend_impl.inl) and kernels (csrc/kernels/) run under the SIMT
-// emulator of sim/, over an emulated CUDA runtime (runtime_api.h) whose device memory is host memory.
-// For tests, every operation runs under each thread order (forward, reverse, seeded random) and must write the
-// same bits; the global-memory traffic of the last operation is recorded.
-#include "sim_backend.h"
-
+// The cuda-sim backend: DeviceBackend (device_backend.h) over the emulated runtime of sim_runtime.h and the CUDA
+// kernels of csrc/kernels/ compiled for the SIMT emulator of sim/, on host memory. For tests: each operation runs
+// under every thread order (forward, reverse, seeded random) and must write the same bits; the global-memory traffic
+// of the last operation is recorded. Hooks: simConfigure(settings), simLastOp(), decodeKernelShapes(headDim).
 #include <algorithm>
 #include <cstring>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
 
+#include "../core/backend.h"
 #include "../core/errors.h"
 #include "cuda_sim_api.h"
-#include "plan.h"
-#include "runtime_api.h"
+#include "device_backend.h"
+#include "sim_runtime.h"
 
-namespace mla::kernels_sim {
+namespace mla::cuda {
+
+// The emulator's settings and records (simConfigure, simLastOp), named here rather than in an anonymous namespace:
+// SimRuntime::runOp, of external linkage, uses them.
+struct SimSettings {
+  bool checkOrders = true;
+  uint64_t seed = 1;
+  bool smallConfig = false;  // decode tiles of the ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120)
+  int numSms = 8;            // SM count the decode plan assumes
+  int splitRows = 0;         // > 0: force split-KV chunks of this many rows
+  bool batchInvariant = false;
+  size_t deviceMemoryBytes = size_t{4} << 30;  // per device: what the emulated cudaMalloc hands out before cudaErrorMemoryAllocation
+  int numDevices = 2;  // cuda-sim:0 ... cuda-sim:(numDevices - 1), each with the settings above
+};
+
+struct SimLaunch {
+  std::string kernel;
+  uint64_t bytesRead = 0, bytesWritten = 0, fiberSwitches = 0;
+  unsigned gridX = 0, gridY = 0, blockX = 0;
+  double seconds = 0;
+};
+
+struct SimOpRecord {
+  std::string op;
+  std::vector<SimLaunch> launches;  // of the forward-order run
+  uint64_t bytesRead = 0, bytesWritten = 0;
+  int ordersChecked = 0;
+  int hostSyncs = 0;  // cudaStreamSynchronize / cudaEventSynchronize calls the operation made (0: it only enqueued)
+};
+
 namespace {
 
 std::mutex gMu;
-cuda::SimSettings gSettings;
-cuda::SimOpRecord gLast;
+SimSettings gSettings;
+SimOpRecord gLast;
 struct SimAllocation {
   int device;
   size_t bytes;
 };
 std::unordered_map<void*, SimAllocation> gAllocations;
 std::unordered_map<int, size_t> gAllocated;  // bytes per device
-thread_local const char* tOp = nullptr;      // the operation this thread is running (rt::OpScope)
+thread_local const char* tOp = nullptr;      // the operation this thread is running (SimRuntime::OpScope)
 thread_local int tHostSyncs = 0;             // host synchronisations it made so far
 thread_local std::function<void()>* tLaunchObserver = nullptr;  // runOp's record of each launch, while it runs
 
-struct OpOutput {
-  void* data;
-  size_t bytes;
-};
+SimSettings simSettings() {
+  std::lock_guard<std::mutex> lock(gMu);
+  return gSettings;
+}
 
-// Runs `launchAll` under each thread order, restoring the outputs in between, and demands identical bits.
+}  // namespace
+
+// --- the emulated runtime (sim_runtime.h) --------------------------------------------------------------------------
 template <class Fn>
-void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
-  const cuda::SimSettings settings = cuda::simSettings();
+void SimRuntime::runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
+  const SimSettings settings = simSettings();
   std::vector<std::vector<uint8_t>> initial, first;
   for (const OpOutput& b : outputs) initial.emplace_back(static_cast<uint8_t*>(b.data), static_cast<uint8_t*>(b.data) + b.bytes);
-  cuda::SimOpRecord record;
+  SimOpRecord record;
   record.op = op;
   const int orders = settings.checkOrders ? 3 : 1;
   for (int o = 0; o < orders; ++o) {
@@ -51,11 +81,11 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
     if (o > 0)
       for (size_t i = 0; i < outputs.size(); ++i)
         if (outputs[i].bytes) std::memcpy(outputs[i].data, initial[i].data(), outputs[i].bytes);
-    std::vector<cuda::SimLaunch> launches;
+    std::vector<SimLaunch> launches;
     try {
       std::function<void()> recordLaunch = [&] {
         const cudasim::LaunchRecord& r = cudasim::last_launch();
-        launches.push_back(cuda::SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds});
+        launches.push_back(SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds});
       };
       tLaunchObserver = &recordLaunch;  // the launches of a replayed graph report themselves
       struct Reset {
@@ -67,7 +97,7 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
     }
     if (o == 0) {
       record.launches = launches;
-      for (const cuda::SimLaunch& l : launches) {
+      for (const SimLaunch& l : launches) {
         record.bytesRead += l.bytesRead;
         record.bytesWritten += l.bytesWritten;
       }
@@ -77,7 +107,7 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
     for (size_t i = 0; i < outputs.size(); ++i)
       if (outputs[i].bytes && std::memcmp(outputs[i].data, first[i].data(), outputs[i].bytes) != 0) {
         std::string kernels;
-        for (const cuda::SimLaunch& l : launches) kernels += (kernels.empty() ? "" : ", ") + l.kernel;
+        for (const SimLaunch& l : launches) kernels += (kernels.empty() ? "" : ", ") + l.kernel;
         throw Error(ErrorCode::Internal, std::string("cuda-sim: ") + op + " (kernels " + kernels + ") wrote different bits under thread order " +
                                              cudasim::order_name(order) + " than forward: a race between threads (missing barrier?)");
       }
@@ -88,46 +118,43 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
   gLast = std::move(record);
 }
 
-DecodePlanOptions planOptions() {
-  const cuda::SimSettings s = cuda::simSettings();
+DecodePlanOptions SimRuntime::planOptions() {
+  const SimSettings s = simSettings();
   DecodePlanOptions o;
   o.splitRows = s.splitRows;
   o.batchInvariant = s.batchInvariant;
   return o;
 }
 
-}  // namespace
+int SimRuntime::simDeviceCount() { return simSettings().numDevices; }
 
-namespace rt {
-int simDeviceCount() { return cuda::simSettings().numDevices; }
-
-int& simCurrentDevice() {
+int& SimRuntime::simCurrentDevice() {
   thread_local int device = 0;
   return device;
 }
 
-void countHostSync() {
+void SimRuntime::countHostSync() {
   if (tOp) ++tHostSyncs;
 }
 
-OpScope::OpScope(const char* name) : op(name) {
+SimRuntime::OpScope::OpScope(const char* name) : op(name) {
   tOp = name;
   tHostSyncs = 0;
 }
 
-OpScope::~OpScope() {
+SimRuntime::OpScope::~OpScope() {
   tOp = nullptr;
   std::lock_guard<std::mutex> lock(gMu);
   if (gLast.op == op) gLast.hostSyncs = tHostSyncs;
 }
 
-SimDeviceSpec simDeviceSpec() {
-  const cuda::SimSettings s = cuda::simSettings();
+SimRuntime::SimDeviceSpec SimRuntime::simDeviceSpec() {
+  const SimSettings s = simSettings();
   // The shared memory of an sm_90-class device, or of the ~100 KB sm_86 / sm_89 / sm_120 class.
   return SimDeviceSpec{s.numSms, s.smallConfig ? 101376 : 232448, s.deviceMemoryBytes, s.smallConfig ? 8 : 9, s.smallConfig ? 6 : 0};
 }
 
-cudaError_t cudaMalloc(void** p, size_t bytes) {
+cudaError_t SimRuntime::cudaMalloc(void** p, size_t bytes) {
   const size_t rounded = (bytes + 255) / 256 * 256;
   const int device = simCurrentDevice();
   std::lock_guard<std::mutex> lock(gMu);
@@ -139,7 +166,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   return cudaSuccess;
 }
 
-cudaError_t cudaFree(void* p) {
+cudaError_t SimRuntime::cudaFree(void* p) {
   if (!p) return cudaSuccess;
   std::lock_guard<std::mutex> lock(gMu);
   auto it = gAllocations.find(p);
@@ -150,7 +177,7 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 
-cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+cudaError_t SimRuntime::cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
   for (const std::function<void()>& launch : reinterpret_cast<const SimGraph*>(exec)->launches) {
     launch();
     if (tLaunchObserver) (*tLaunchObserver)();
@@ -158,37 +185,106 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemGetInfo(size_t* freeBytes, size_t* total) {
+cudaError_t SimRuntime::cudaMemGetInfo(size_t* freeBytes, size_t* total) {
   std::lock_guard<std::mutex> lock(gMu);
   *total = gSettings.deviceMemoryBytes;
   *freeBytes = *total - std::min(*total, gAllocated[simCurrentDevice()]);
   return cudaSuccess;
 }
-}  // namespace rt
 
-}  // namespace mla::kernels_sim
+// --- the provider and its hooks ------------------------------------------------------------------------------------
+namespace {
 
-#include "cuda_backend_impl.inl"
+double numberOr(const Value& o, const char* key, double fallback) {
+  const Value* v = o.get(key);
+  return v && v->isNumber() ? v->number() : fallback;
+}
+bool flagOr(const Value& o, const char* key, bool fallback) {
+  const Value* v = o.get(key);
+  return v && v->isBool() ? v->boolean() : fallback;
+}
+
+// simConfigure({checkOrders, seed, smallConfig, numSms, splitRows, batchInvariant, deviceMemoryBytes, numDevices}):
+// the settings given change, the others stay.
+Value configure(const Value& o) {
+  std::lock_guard<std::mutex> lock(gMu);
+  SimSettings& s = gSettings;
+  s.checkOrders = flagOr(o, "checkOrders", s.checkOrders);
+  s.seed = static_cast<uint64_t>(numberOr(o, "seed", static_cast<double>(s.seed)));
+  s.smallConfig = flagOr(o, "smallConfig", s.smallConfig);
+  s.numSms = static_cast<int>(numberOr(o, "numSms", s.numSms));
+  s.splitRows = static_cast<int>(numberOr(o, "splitRows", s.splitRows));
+  s.batchInvariant = flagOr(o, "batchInvariant", s.batchInvariant);
+  s.deviceMemoryBytes = static_cast<size_t>(numberOr(o, "deviceMemoryBytes", static_cast<double>(s.deviceMemoryBytes)));
+  s.numDevices = static_cast<int>(numberOr(o, "numDevices", s.numDevices));
+  if (s.numDevices < 1 || s.numDevices > 64) s.numDevices = 1;
+  return {};
+}
+
+// simLastOp() -> the traffic, launches and host synchronisations of the last operation.
+Value lastOp() {
+  SimOpRecord r;
+  {
+    std::lock_guard<std::mutex> lock(gMu);
+    r = gLast;
+  }
+  Value::List launches;
+  for (const SimLaunch& l : r.launches)
+    launches.push_back(Value::Record{{"kernel", l.kernel},
+                                     {"bytesRead", l.bytesRead},
+                                     {"bytesWritten", l.bytesWritten},
+                                     {"fiberSwitches", l.fiberSwitches},
+                                     {"grid", Value::List{l.gridX, l.gridY}},
+                                     {"threads", l.blockX},
+                                     {"seconds", l.seconds}});
+  return Value::Record{{"op", r.op},
+                       {"bytesRead", r.bytesRead},
+                       {"bytesWritten", r.bytesWritten},
+                       {"ordersChecked", r.ordersChecked},
+                       {"hostSyncs", r.hostSyncs},
+                       {"launches", std::move(launches)}};
+}
+
+// decodeKernelShapes(headDim): the decode kernels' tile shapes and dynamic shared memory for a row width, from the
+// kernel source itself (scripts/check-cuda.mjs checks them against each GPU's limit).
+Value decodeKernelShapes(const Value& headDimArg) {
+  const int headDim = static_cast<int>(headDimArg.isNumber() ? headDimArg.number() : 0);
+  Value::Record shapes;
+  for (auto [name, config] : {std::pair{"large", DecodeConfig::Large}, std::pair{"small", DecodeConfig::Small}}) {
+    const DecodeConfigInfo c = SimRuntime::decodeConfigInfo(config);
+    shapes.emplace_back(name, Value::Record{{"blockM", c.blockM},
+                                            {"blockN", c.blockN},
+                                            {"stages", c.stages},
+                                            {"threads", c.threads},
+                                            {"smemBytes", SimRuntime::decodeSmemBytes(config, headDim, false)},
+                                            {"smemBytesFp8", SimRuntime::decodeSmemBytes(config, headDim, true)}});
+  }
+  return shapes;
+}
+
+class CudaSimProvider final : public BackendProvider {
+ public:
+  DeviceKind kind() const override { return DeviceKind::CudaSim; }
+  BackendInfo info() override {
+    BackendInfo b{"cuda-sim", true, "the CUDA kernel source run under the SIMT emulator (tests only)", {}};
+    for (int d = 0; d < SimRuntime::simDeviceCount(); ++d) b.devices.push_back(Device{DeviceKind::CudaSim, d}.str());
+    return b;
+  }
+  Backend& backend(int index, const std::string& argName) override {
+    requireDevice(info(), Device{DeviceKind::CudaSim, index}, argName);
+    return backendOfDevice<SimRuntime>(index);
+  }
+  std::vector<BackendHook> hooks() override {
+    return {{"simConfigure", configure}, {"simLastOp", [](const Value&) { return lastOp(); }}, {"decodeKernelShapes", decodeKernelShapes}};
+  }
+};
+
+}  // namespace
+}  // namespace mla::cuda
 
 namespace mla {
-namespace cuda {
-void setSimSettings(const SimSettings& s) {
-  std::lock_guard<std::mutex> lock(kernels_sim::gMu);
-  kernels_sim::gSettings = s;
-}
-SimSettings simSettings() {
-  std::lock_guard<std::mutex> lock(kernels_sim::gMu);
-  return kernels_sim::gSettings;
-}
-SimOpRecord lastSimOp() {
-  std::lock_guard<std::mutex> lock(kernels_sim::gMu);
-  return kernels_sim::gLast;
-}
-}  // namespace cuda
-
-int cudaSimDeviceCount() { return kernels_sim::rt::simDeviceCount(); }
-
-Backend& cudaSimBackend(int device) {
-  return kernels_sim::backendOfDevice("cuda-sim", DeviceKind::CudaSim, device);
+BackendProvider& cudaSimProvider() {
+  static cuda::CudaSimProvider provider;
+  return provider;
 }
 }  // namespace mla

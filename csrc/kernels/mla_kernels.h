@@ -1,6 +1,6 @@
-// Launch arguments of the MLA kernels: plain structs shared by host code (csrc/cuda/) and device code, and the
-// launchers each .cu file defines. Under cuda-sim the same source is compiled as host C++ into the namespace
-// mla::kernels_sim, so both builds can live in one addon.
+// Launch arguments of the MLA kernels: plain structs shared by host code (csrc/cuda/) and device code, in
+// mla::kernels for both builds, and the launchers each .cu file defines. Under cuda-sim the same source is compiled
+// as host C++ with its functions in mla::kernels_sim, so both builds can live in one addon.
 #pragma once
 #include <cstdint>
 
@@ -19,7 +19,7 @@
 #endif
 
 namespace mla {
-namespace MLA_KERNEL_NS {
+namespace kernels {
 
 enum class ElemType : int { BF16 = 0, F16 = 1 };
 
@@ -41,9 +41,6 @@ enum class DecodeConfig : int {
 struct DecodeConfigInfo {
   int blockM, blockN, stages, threads;
 };
-DecodeConfigInfo decodeConfigInfo(DecodeConfig config);
-// Dynamic shared memory the decode kernel needs for row width `headDim` (an fp8 cache needs less).
-int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8 = false);
 
 struct DecodeArgs {
   ElemType elem;            // of q and out (and of the cache, unless cacheFp8)
@@ -116,6 +113,15 @@ struct HeadGemmArgs {
   const void* tail;  // optional [tokens, heads, tailWidth] copied to columns [N, N + tailWidth) (q_pe)
   int tailWidth;
 };
+
+}  // namespace kernels
+
+namespace MLA_KERNEL_NS {
+using namespace kernels;  // the argument types
+
+DecodeConfigInfo decodeConfigInfo(DecodeConfig config);
+// Dynamic shared memory the decode kernel needs for row width `headDim` (an fp8 cache needs less).
+int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8 = false);
 
 cudaError_t launchDecode(const DecodeArgs& args, cudaStream_t stream);
 cudaError_t launchCombine(const CombineArgs& args, cudaStream_t stream);

@@ -1,23 +1,15 @@
-// mla::Error -> MlaError (the class lib/errors.ts registers at load), for every entry point.
+// The exception guard of every entry point: mla::Error leaves as a JS MlaError (the class lib/errors.ts registers at
+// load) with the same code, any other C++ exception as E_OOM or E_INTERNAL, never as process termination.
 #pragma once
 #include <napi.h>
 
 #include <new>
-#include <set>
 #include <string>
 
 #include "../core/errors.h"
+#include "env.h"
 
 namespace mla::addon {
-
-class StreamWrap;
-
-// Per-environment state (Node main thread or a worker thread).
-struct AddonData {
-  Napi::FunctionReference errorClass;
-  Napi::FunctionReference graphClass;  // NativeGraph, made by StreamWrap::EndCapture
-  std::set<StreamWrap*> streams;  // live streams, stopped by the environment's cleanup hook
-};
 
 [[noreturn]] inline void throwJs(Napi::Env env, const std::string& code, const std::string& message) {
   auto* data = env.GetInstanceData<AddonData>();
@@ -28,7 +20,7 @@ struct AddonData {
   throw err;
 }
 
-// Runs fn; any C++ exception leaves as a thrown JS MlaError, never as process termination.
+// Runs fn; any C++ exception leaves as a thrown JS MlaError.
 template <class Fn>
 auto guarded(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   try {

@@ -1,0 +1,80 @@
+// How an operation reaches a backend: op(stream, params, after) -> ticket. The op's params are read from lib/'s
+// array (in the order its op_*.cc gives, lib/native.ts's), the host index arrays are copied, everything is validated
+// for the stream's device (core/ops.cc) and backend, and the op is queued on the stream's worker, or recorded when
+// the stream captures a graph. Each op_*.cc describes its op with an OpSpec and exports it with exportOp().
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/errors.h"
+#include "env.h"
+#include "guard.h"
+#include "lifetime.h"
+#include "marshal.h"
+#include "stream.h"
+
+namespace mla::addon {
+
+template <class Params>
+struct OpSpec {
+  const char* name;  // the JS function, lib/native.ts's name
+  // The params from lib/'s array, outputs included when withOutputs (outputShapes reads the inputs alone). Device
+  // buffers go to keepAlive when given.
+  Params (*read)(const Napi::Array& params, Retained* keepAlive, bool withOutputs);
+  // Runs the op on the stream's worker.
+  void (*run)(Backend& backend, const Params& p);
+  // Checks that need the stream's backend beyond Backend::checkSupported (a decode's plan), or null.
+  void (*checkForBackend)(const Params& p, const Backend& backend) = nullptr;
+  // Why a stream cannot capture the op, for ops that are no GraphOp (core/backend.h).
+  const char* notCapturable = nullptr;
+};
+
+template <class Params>
+Napi::Value enqueueOp(const Napi::CallbackInfo& info, const OpSpec<Params>& op) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    StreamWrap& stream = toStream(info[0]);
+    Retained refs;
+    Napi::Array params = paramsOf(info[1]);
+    Params p = op.read(params, &refs, true);
+    // One reference keeps every tensor's memory alive until the operation completes: the params array holds their
+    // descriptors (lib/ makes a new array per call and never changes it), and a reference per tensor costs more.
+    refs.refs.push_back(Napi::Persistent(params.As<Napi::Object>()));
+    Backend* backend = &stream.backend();
+    // The kernels read copies of the index arrays, taken before they are checked.
+    auto snapshot = std::make_shared<IndexSnapshot>();
+    Params checked = p;
+    snapshotIndexTensors(checked, *snapshot);
+    validate(checked, backend->device());
+    if (op.checkForBackend) op.checkForBackend(checked, *backend);
+    backend->checkSupported(checked);
+    if (stream.capturing()) {
+      // Recorded as it was given (the caller's index arrays are read again at each replay); queues nothing.
+      if constexpr (std::is_constructible_v<GraphOp, Params>)
+        stream.captured(GraphOp(p), std::move(refs));
+      else
+        throw Error(ErrorCode::Argument, op.notCapturable);
+      return Napi::Number::New(info.Env(), 0);
+    }
+    // Writes on other streams this operation must wait for: [[stream, ticket], ...] from lib/ops.ts.
+    std::vector<StreamWrap::Dependency> after = stream.dependencies(info[2], refs);
+    void (*run)(Backend&, const Params&) = op.run;
+    uint64_t ticket = stream.enqueue([checked, snapshot, backend, run] { run(*backend, checked); }, std::move(refs), std::move(after));
+    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+  });
+}
+
+// Exports op.name as op(stream, params, after); `outputShapes` (when the op creates outputs the caller may omit)
+// answers outputShapes(op.name, inputs).
+template <class Params>
+void exportOp(Napi::Env env, Napi::Object exports, const OpSpec<Params>& op, OutputShapesFn outputShapes = nullptr) {
+  exports.Set(op.name, Napi::Function::New(env, [op](const Napi::CallbackInfo& info) { return enqueueOp(info, op); }, op.name));
+  if (outputShapes) env.GetInstanceData<AddonData>()->outputShapes[op.name] = outputShapes;
+}
+
+}  // namespace mla::addon

@@ -1,0 +1,32 @@
+// The backends of this build, in the order backends() lists them: the one place that says which backends a build
+// has. Each build compiles it with its own definitions (binding.gyp: the CPU backend only; CMakeLists.txt: cuda-sim
+// with MLA_WITH_CUDA_SIM, cuda with MLA_WITH_CUDA when nvcc is found).
+#include "core/backend.h"
+
+namespace mla {
+
+BackendProvider& cpuProvider();      // cpu/cpu_provider.cc
+BackendProvider& cudaSimProvider();  // cuda/sim_backend.cc
+BackendProvider& cudaProvider();     // cuda/cuda_backend.cc
+
+const std::vector<BackendProvider*>& buildBackends() {
+  static const std::vector<BackendProvider*> list = [] {
+#ifdef MLA_WITH_CUDA_SIM
+    BackendProvider* sim = &cudaSimProvider();
+#else
+    static AbsentBackend absentSim(DeviceKind::CudaSim,
+                                   "the emulator is part of the cmake-js build with MLA_CUDA_SIM=ON (npm test), not of the node-gyp fallback");
+    BackendProvider* sim = &absentSim;
+#endif
+#ifdef MLA_WITH_CUDA
+    BackendProvider* cuda = &cudaProvider();
+#else
+    static AbsentBackend absentCuda(DeviceKind::Cuda, "this addon was compiled without nvcc (the node-gyp fallback, or MLA_CUDA=OFF)");
+    BackendProvider* cuda = &absentCuda;
+#endif
+    return std::vector<BackendProvider*>{&cpuProvider(), sim, cuda};
+  }();
+  return list;
+}
+
+}  // namespace mla

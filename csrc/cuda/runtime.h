@@ -1,0 +1,23 @@
+// What DeviceBackend<Runtime> (device_backend.h) needs of a runtime: a struct of static members,
+//  - kName, kKind: the backend's name ("cuda", "cuda-sim") and device kind;
+//  - the CUDA runtime calls the backend makes, under their CUDA names (cudaMalloc, cudaMemcpyAsync,
+//    cudaStreamBeginCapture, ...), deviceName(device, props), and OpScope, which marks the body of an operation;
+//  - the kernels of mla_kernels.h: decodeConfigInfo, decodeSmemBytes, prepareDecode, launchDecode, launchCombine,
+//    launchAppend, launchHeadGemm;
+//  - runOp(op, outputs, launchAll): runs an operation's launches, launchAll(record) calling record() after each
+//    launch: once on a GPU; under every thread order, comparing the outputs' bits, under emulation;
+//  - planOptions(): the decode plan's defaults (the emulator's test settings under cuda-sim).
+// GpuRuntime (gpu_runtime.h) is the real runtime with the kernels nvcc compiled; SimRuntime (sim_runtime.h) the
+// emulated runtime with the kernels compiled as host C++.
+#pragma once
+#include <cstddef>
+
+namespace mla::cuda {
+
+// An output of an operation: what runOp compares between thread orders under emulation.
+struct OpOutput {
+  void* data;
+  size_t bytes;
+};
+
+}  // namespace mla::cuda
