@@ -1,8 +1,7 @@
 // Spinning before sleeping: a thread with nothing to do checks for work for a short while before it waits on a
-// condition variable. Waking a sleeping thread goes through the kernel (and, in a VM, often an interrupt to a
-// halted virtual CPU): tens of microseconds each time, which dominated small decodes (a 45 µs decode took
-// 200-300 µs between the stream's worker, the CPU pool and the JS thread). Decode steps come back to back, so the
-// threads are usually still spinning when the next operation arrives.
+// condition variable. Waking a sleeping thread goes through the kernel (in a VM often an interrupt to a halted
+// virtual CPU), which costs more than a small decode; decode steps come back to back, so the threads are usually
+// still spinning when the next operation arrives.
 #pragma once
 #include <chrono>
 #include <thread>
