@@ -69,6 +69,15 @@ Napi::Value enqueueOp(const Napi::CallbackInfo& info, const OpSpec<Params>& op) 
   });
 }
 
+// outputShapes of an op with one created output, `out`, whose shape `shape` (core/ops.h) gives from the inputs.
+template <class Params, Params (*read)(const Napi::Array&, Retained*, bool), std::vector<int64_t> (*shape)(Params&)>
+Napi::Object outShape(Napi::Env env, const Napi::Array& inputs) {
+  Params p = read(inputs, nullptr, false);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("out", shapeToJs(env, shape(p)));
+  return result;
+}
+
 // Exports op.name as op(stream, params, after); `outputShapes` (when the op creates outputs the caller may omit)
 // answers outputShapes(op.name, inputs).
 template <class Params>

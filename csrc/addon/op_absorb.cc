@@ -15,19 +15,14 @@ AbsorbQueryParams read(const Napi::Array& o, Retained* keepAlive, bool withOutpu
   return p;
 }
 
-Napi::Object outputShapes(Napi::Env env, const Napi::Array& inputs) {
-  AbsorbQueryParams p = read(inputs, nullptr, false);
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("out", shapeToJs(env, absorbQueryOutShape(p)));
-  return result;
-}
-
 void run(Backend& backend, const AbsorbQueryParams& p) { backend.absorbQuery(p); }
 
 const OpSpec<AbsorbQueryParams> kAbsorb{"absorbQuery", read, run};
 
 }  // namespace
 
-void exportAbsorbQuery(Napi::Env env, Napi::Object exports) { exportOp(env, exports, kAbsorb, outputShapes); }
+void exportAbsorbQuery(Napi::Env env, Napi::Object exports) {
+  exportOp(env, exports, kAbsorb, outShape<AbsorbQueryParams, read, absorbQueryOutShape>);
+}
 
 }  // namespace mla::addon

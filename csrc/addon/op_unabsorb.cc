@@ -14,19 +14,14 @@ UnabsorbOutputParams read(const Napi::Array& o, Retained* keepAlive, bool withOu
   return p;
 }
 
-Napi::Object outputShapes(Napi::Env env, const Napi::Array& inputs) {
-  UnabsorbOutputParams p = read(inputs, nullptr, false);
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("out", shapeToJs(env, unabsorbOutputOutShape(p)));
-  return result;
-}
-
 void run(Backend& backend, const UnabsorbOutputParams& p) { backend.unabsorbOutput(p); }
 
 const OpSpec<UnabsorbOutputParams> kUnabsorb{"unabsorbOutput", read, run};
 
 }  // namespace
 
-void exportUnabsorbOutput(Napi::Env env, Napi::Object exports) { exportOp(env, exports, kUnabsorb, outputShapes); }
+void exportUnabsorbOutput(Napi::Env env, Napi::Object exports) {
+  exportOp(env, exports, kUnabsorb, outShape<UnabsorbOutputParams, read, unabsorbOutputOutShape>);
+}
 
 }  // namespace mla::addon

@@ -56,13 +56,7 @@ struct GpuRuntime {
     explicit OpScope(const char*) {}
   };
 
-  static constexpr auto decodeConfigInfo = &kernels::decodeConfigInfo;
-  static constexpr auto decodeSmemBytes = &kernels::decodeSmemBytes;
-  static constexpr auto prepareDecode = &kernels::prepareDecode;
-  static constexpr auto launchDecode = &kernels::launchDecode;
-  static constexpr auto launchCombine = &kernels::launchCombine;
-  static constexpr auto launchAppend = &kernels::launchAppend;
-  static constexpr auto launchHeadGemm = &kernels::launchHeadGemm;
+  MLA_RUNTIME_KERNELS(kernels)
 
   template <class Fn>
   static void runOp(const char*, std::vector<OpOutput>, Fn&& launchAll) {

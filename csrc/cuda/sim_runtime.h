@@ -164,13 +164,7 @@ struct SimRuntime {
   // Runs the launches, each reported to the running operation's launch observer (sim_backend.cc's runOp).
   static cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t);
 
-  static constexpr auto decodeConfigInfo = &kernels_sim::decodeConfigInfo;
-  static constexpr auto decodeSmemBytes = &kernels_sim::decodeSmemBytes;
-  static constexpr auto prepareDecode = &kernels_sim::prepareDecode;
-  static constexpr auto launchDecode = &kernels_sim::launchDecode;
-  static constexpr auto launchCombine = &kernels_sim::launchCombine;
-  static constexpr auto launchAppend = &kernels_sim::launchAppend;
-  static constexpr auto launchHeadGemm = &kernels_sim::launchHeadGemm;
+  MLA_RUNTIME_KERNELS(kernels_sim)
 
   // Runs `launchAll` under each thread order, restoring the outputs in between, and demands identical bits.
   template <class Fn>
