@@ -7,9 +7,9 @@ const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'csrc
 
 /** Every architecture, e.g. [80, 86, 89, 90, 100, 120]. */
 export function cudaArchitectures() {
-  const line = readFileSync(file, 'utf8').split('\n').find((l) => /^\s*\d/.test(l));
-  if (!line) throw new Error(`${file} lists no architecture`);
-  return line.split(/[;,\s]+/).filter(Boolean).map(Number);
+  const archs = readFileSync(file, 'utf8').split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number);
+  if (!archs.length) throw new Error(`${file} lists no architecture`);
+  return archs;
 }
 
 /** MLA_CUDA_ARCHS when set (one architecture while developing), else every architecture. */

@@ -113,7 +113,7 @@ void SimRuntime::runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launc
       }
   }
   record.ordersChecked = orders;
-  record.hostSyncs = tHostSyncs;  // so far; rt::OpScope adds those after the launches
+  record.hostSyncs = tHostSyncs;  // so far; OpScope adds those after the launches
   std::lock_guard<std::mutex> lock(gMu);
   gLast = std::move(record);
 }
