@@ -88,7 +88,7 @@ if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
   files = info.files.map((f) => f.path);
   const prebuild = info.files.find((f) => f.path === `prebuilds/${platformDir}/${prebuildName}`);
   const allowed = (f) =>
-    ['package.json', 'README.md', 'LICENSE', 'CMakeLists.txt', 'binding.gyp'].includes(f) ||
+    ['package.json', 'README.md', 'LICENSE', 'CMakeLists.txt', 'binding.gyp', 'csrc/kernels/architectures.txt'].includes(f) ||
     /^dist\/.+\.(js|d\.ts)$/.test(f) || /^csrc\/.+\.(cc|h|cu|cuh|inl|gypi)$/.test(f) || /^prebuilds\/[a-z0-9]+-[a-z0-9+]+\/[^/]+\.node$/.test(f);
   const stray = files.filter((f) => !allowed(f));
   check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
