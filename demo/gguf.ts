@@ -393,6 +393,8 @@ export interface WriteOptions {
   tensorType?: GgufTensorType;
   /** 'split' (attn_k_b / attn_v_b, default) or 'kv_b' (the older single attn_kv_b). */
   layout?: 'split' | 'kv_b';
+  /** Each MoE layer's gate and up experts as one ffn_gate_up_exps tensor (newer files), not two. */
+  fuseGateUp?: boolean;
   /** context_length key (default 32768). */
   contextLength?: number;
   name?: string;
@@ -432,7 +434,7 @@ function encode(t: TensorOut): Uint8Array {
 }
 
 /** The tensors of a model in GGUF names and ggml shapes (innermost first), matrices in `type`. */
-function tensorsOf(w: Weights, type: GgufTensorType, layout: 'split' | 'kv_b'): TensorOut[] {
+function tensorsOf(w: Weights, type: GgufTensorType, layout: 'split' | 'kv_b', fuseGateUp: boolean): TensorOut[] {
   const c = w.config;
   const H = c.heads;
   const out: TensorOut[] = [];
@@ -441,7 +443,7 @@ function tensorsOf(w: Weights, type: GgufTensorType, layout: 'split' | 'kv_b'): 
   const vector = (name: string, data: Float32Array) => out.push({ name, ne: [data.length], data, type: 'f32' });
   matrix('token_embd.weight', [c.emb, c.vocab], w.embed);
   vector('output_norm.weight', w.finalNorm);
-  matrix('output.weight', [c.emb, c.vocab], w.lmHead);
+  if (w.lmHead !== w.embed) matrix('output.weight', [c.emb, c.vocab], w.lmHead); // else tied: llama.cpp reuses token_embd
   w.layers.forEach((lw, l) => {
     const p = `blk.${l}.`;
     vector(`${p}attn_norm.weight`, lw.attnNorm);
@@ -470,8 +472,18 @@ function tensorsOf(w: Weights, type: GgufTensorType, layout: 'split' | 'kv_b'): 
       const m = c.moe!, E = m.experts, f = m.expertFfn, sf = m.sharedExperts * f;
       out.push({ name: `${p}ffn_gate_inp.weight`, ne: [c.emb, E], data: lw.moe.router, type: 'f32' });
       if (lw.moe.selectionBias) out.push({ name: `${p}exp_probs_b.bias`, ne: [E], data: lw.moe.selectionBias, type: 'f32' });
-      matrix(`${p}ffn_gate_exps.weight`, [c.emb, f, E], lw.moe.gate);
-      matrix(`${p}ffn_up_exps.weight`, [c.emb, f, E], lw.moe.up);
+      if (fuseGateUp) {
+        const block = f * c.emb;
+        const gu = new Float32Array(2 * E * block);
+        for (let e = 0; e < E; e++) {
+          gu.set(lw.moe.gate.subarray(e * block, (e + 1) * block), 2 * e * block);
+          gu.set(lw.moe.up.subarray(e * block, (e + 1) * block), (2 * e + 1) * block);
+        }
+        matrix(`${p}ffn_gate_up_exps.weight`, [c.emb, 2 * f, E], gu);
+      } else {
+        matrix(`${p}ffn_gate_exps.weight`, [c.emb, f, E], lw.moe.gate);
+        matrix(`${p}ffn_up_exps.weight`, [c.emb, f, E], lw.moe.up);
+      }
       matrix(`${p}ffn_down_exps.weight`, [f, c.emb, E], lw.moe.down);
       if (lw.moe.sharedGate) {
         matrix(`${p}ffn_gate_shexp.weight`, [c.emb, sf], lw.moe.sharedGate);
@@ -566,7 +578,7 @@ export function writeGgufModel(file: string, w: Weights, o: WriteOptions = {}): 
   const layout = o.layout ?? 'split';
   if (w.config.vocab < MIN_VOCAB)
     throw new Error(`a GGUF needs a vocabulary of at least ${MIN_VOCAB} tokens (3 special and the 256 byte pieces llama.cpp's tokenizer needs), this model has ${w.config.vocab} (--vocab)`);
-  const tensors = tensorsOf(w, type, layout);
+  const tensors = tensorsOf(w, type, layout, !!o.fuseGateUp);
   // general.file_type (llama_ftype): ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32.
   const fileType = { f32: 0, f16: 1, q8_0: 7, bf16: 32 }[type];
   const keys = keysOf(w.config, layout, o, fileType);
