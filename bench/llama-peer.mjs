@@ -3,8 +3,12 @@
 // the whole process (GGML_ASSERT) on some malformed files, so the peer test and bench:model run this in a child.
 //   node bench/llama-peer.mjs probe                          → whether the binary loads, and what it is
 //   node bench/llama-peer.mjs logprobs <file.gguf> <t0,t1,…> → next-token log-probs after every prefix
-// Settings for the comparison: F32 KV cache (keys and values), flash attention off, greedy sampling (the probabilities
-// are then the softmax of the raw logits). Prints one line `RESULT <json>` on stdout; llama.cpp's own log goes to stderr.
+//   node bench/llama-peer.mjs bench '<json>'                → decode step times at given contexts and batches
+// logprobs compares with F32 KV cache (keys and values), flash attention off, greedy sampling (the probabilities are
+// then the softmax of the raw logits). bench uses llama.cpp's defaults (F16 KV cache) with flash attention as asked.
+// Prints one line `RESULT <json>` on stdout; llama.cpp's own log goes to stderr.
+import { existsSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 
 const [mode, file, tokenList] = process.argv.slice(2);
@@ -13,9 +17,28 @@ const result = (r) => process.stdout.write(`RESULT ${JSON.stringify(r)}\n`);
 /** The settings every run here uses; printed by the callers beside their results. */
 const PEER_SETTINGS = { gpu: false, build: 'never', flashAttention: false, kvCacheType: 'F32', sampling: 'greedy' };
 
-async function loadLlama() {
-  return getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, logger: (level, text) => process.stderr.write(`[llama.cpp] ${text}\n`) });
+/** llama.cpp's log lines (all of them at `info`, for the buffer sizes it reports). */
+const logLines = [];
+async function loadLlama(level = LlamaLogLevel.error) {
+  return getLlama({
+    gpu: false,
+    build: 'never',
+    logLevel: level,
+    logger: (lvl, text) => {
+      logLines.push(text);
+      if (lvl === LlamaLogLevel.error || lvl === LlamaLogLevel.fatal || level === LlamaLogLevel.error) process.stderr.write(`[llama.cpp] ${text}\n`);
+    },
+  });
 }
+
+/** The last size in MiB llama.cpp logged on a line matching `re` (as bytes), or null. */
+function loggedBytes(re) {
+  const line = logLines.filter((l) => re.test(l)).pop();
+  const m = line && /=\s*([\d.]+) MiB/.exec(line);
+  return m ? Number(m[1]) * 2 ** 20 : null;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 if (mode === 'probe') {
   try {
@@ -45,7 +68,65 @@ if (mode === 'probe') {
   result({ logProbs, threads: context.currentThreads, settings: PEER_SETTINGS });
   await context.dispose();
   await model.dispose();
+} else if (mode === 'bench') {
+  // { file, contexts, batches, steps, warmup, flashAttention, threads?, stateDir, prefill: 'evaluate' | 'load' }
+  // Per context: sequence 0 is prefilled with `context` tokens (or its state loaded from stateDir, saved by an earlier
+  // run of the same model), the other sequences load that state; then per batch B, `warmup` + `steps` decode steps of
+  // one token on each of sequences 0 … B-1 (one batched llama_decode each), timed one by one, and the tokens they
+  // added erased again. A context-1 run gives the step time without attention over a context, for the subtraction.
+  const o = JSON.parse(file);
+  const llama = await loadLlama(LlamaLogLevel.info);
+  const model = await llama.loadModel({ modelPath: o.file, useMmap: false });
+  const maxBatch = Math.max(...o.batches);
+  const rows = [];
+  const prefills = [];
+  const memory = [];
+  const tokenAt = (i) => 300 + ((i * 7919) % 3000);
+  for (const ctx of [1, ...o.contexts]) {
+    const context = await model.createContext({
+      contextSize: ctx + o.warmup + o.steps + 8,
+      sequences: maxBatch,
+      flashAttention: o.flashAttention,
+      batchSize: 512,
+      ...(o.threads ? { threads: o.threads } : {}),
+    });
+    const seqs = Array.from({ length: maxBatch }, () => context.getSequence());
+    const state = path.join(o.stateDir, `llama-state-ctx${ctx}.bin`);
+    const t0 = performance.now();
+    if (o.prefill === 'load' && existsSync(state)) await seqs[0].loadStateFromFile(state, { acceptRisk: true });
+    else {
+      await seqs[0].evaluateWithoutGeneratingNewTokens(Array.from({ length: ctx }, (_, i) => tokenAt(i)));
+      prefills.push({ context: ctx, seconds: (performance.now() - t0) / 1000 });
+      if (maxBatch > 1 || o.prefill === 'save') await seqs[0].saveStateToFile(state);
+    }
+    for (const s of seqs.slice(1)) await s.loadStateFromFile(state, { acceptRisk: true });
+    memory.push({ context: ctx, kvCacheBytes: loggedBytes(/llama_kv_cache: size =/), computeBufferBytes: loggedBytes(/compute buffer size/), contextSize: context.contextSize, threads: context.currentThreads });
+    for (const batch of o.batches) {
+      const times = [];
+      for (let step = 0; step < o.warmup + o.steps; step++) {
+        const t = performance.now();
+        await Promise.all(seqs.slice(0, batch).map((s, b) => s.controlledEvaluate([[tokenAt(ctx + step * 13 + b), { generateNext: { token: true } }]])));
+        if (step >= o.warmup) times.push(performance.now() - t);
+      }
+      for (const s of seqs.slice(0, batch)) await s.eraseContextTokenRanges([{ start: ctx, end: s.nextTokenIndex }]);
+      rows.push({ context: ctx, batch, stepMs: times, medianMs: median(times) });
+    }
+    await context.dispose();
+  }
+  if (o.prefill !== 'save') for (const ctx of [1, ...o.contexts]) rmSync(path.join(o.stateDir, `llama-state-ctx${ctx}.bin`), { force: true });
+  result({
+    rows,
+    prefills,
+    memory,
+    modelBytes: loggedBytes(/model buffer size/),
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    flashAttention: o.flashAttention,
+    kvCacheType: 'F16 (llama.cpp default)',
+    llamaCpp: llama.llamaCppRelease,
+    cpuMathCores: llama.cpuMathCores,
+  });
+  await model.dispose();
 } else {
-  console.error('usage: node bench/llama-peer.mjs probe | logprobs <file.gguf> <t0,t1,…>');
+  console.error('usage: node bench/llama-peer.mjs probe | logprobs <file.gguf> <t0,t1,…> | bench <json>');
   process.exit(2);
 }
