@@ -26,6 +26,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuModel, load } from './machine.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -65,14 +66,6 @@ const BLOCK = 64;
 const fmt = (x, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(d));
 const mb = (x) => (x ? (x / 2 ** 20).toFixed(1) : '—');
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
-const cpuModel = (() => {
-  try {
-    return readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? os.cpus()[0]?.model;
-  } catch {
-    return os.cpus()[0]?.model;
-  }
-})();
 
 // --- llama.cpp, in a child process per model and flash-attention setting -------------------------------------------
 

@@ -288,11 +288,11 @@ export async function readGgufModel(file: string, o: ReadOptions): Promise<{ wei
       f32Bytes += n * 4;
     }
     // The addon keeps its own copy of W_uk and W_uv per layer (f32 at most).
-    const need = f32Bytes + c.layers * c.heads * (c.nopeDim + c.vHeadDim) * c.kvLoraRank * 4;
+    const needBytes = f32Bytes + c.layers * c.heads * (c.nopeDim + c.vHeadDim) * c.kvLoraRank * 4;
     const limit = o.memoryLimitBytes ?? os.freemem();
-    if (need > limit)
+    if (needBytes > limit)
       throw new Error(
-        `${file}: the model needs ${(need / 1e9).toFixed(2)} GB of memory as f32 (the demo computes in f32), more than ` +
+        `${file}: the model needs ${(needBytes / 1e9).toFixed(2)} GB of memory as f32 (the demo computes in f32), more than ` +
           `${o.memoryLimitBytes !== undefined ? 'the limit given' : 'this machine has free'} (${(limit / 1e9).toFixed(2)} GB of ${(os.totalmem() / 1e9).toFixed(2)} GB); nothing was read`,
       );
     const chunk = new Uint8Array(16 << 20);
