@@ -100,7 +100,17 @@ if (mode === 'probe') {
       if (maxBatch > 1 || o.prefill === 'save') await seqs[0].saveStateToFile(state);
     }
     for (const s of seqs.slice(1)) await s.loadStateFromFile(state, { acceptRisk: true });
-    memory.push({ context: ctx, kvCacheBytes: loggedBytes(/llama_kv_cache: size =/), computeBufferBytes: loggedBytes(/compute buffer size/), contextSize: context.contextSize, threads: context.currentThreads });
+    const kvLine = logLines.filter((l) => /llama_kv_cache: size =/.test(l)).pop();
+    memory.push({
+      context: ctx,
+      kvCacheBytes: loggedBytes(/llama_kv_cache: size =/),
+      // "(256 cells, 8 layers, 2/2 seqs)": cells per stream, times the streams (n_seq_max/n_stream; one per
+      // sequence as node-llama-cpp sets it up, kv_unified off).
+      kvCells: kvLine ? Number(/\(\s*(\d+) cells/.exec(kvLine)?.[1]) * Number(/\d+\/(\d+) seqs/.exec(kvLine)?.[1] ?? 1) : null,
+      computeBufferBytes: loggedBytes(/compute buffer size/),
+      contextSize: context.contextSize,
+      threads: context.currentThreads,
+    });
     for (const batch of o.batches) {
       const times = [];
       for (let step = 0; step < o.warmup + o.steps; step++) {

@@ -34,8 +34,10 @@ const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] 
 const list = (name, dflt) => opt(name, dflt).split(',').map((x) => x.trim()).filter(Boolean);
 const quick = args.includes('--quick');
 const models = list('--models', 'demo,lite');
-const contexts = list('--contexts', quick ? '512' : '512,4096,16384').map(Number);
-const batches = list('--batches', '1,4').map(Number);
+// --render FILE: print (and with --docs write) the tables of an earlier run's JSON, running nothing.
+const rendered = args.includes('--render') ? JSON.parse(readFileSync(opt('--render'), 'utf8')) : null;
+const contexts = rendered?.contexts ?? list('--contexts', quick ? '512' : '512,4096,16384').map(Number);
+const batches = rendered?.batches ?? list('--batches', '1,4').map(Number);
 const steps = Number(opt('--steps', quick ? '4' : '10'));
 const warmup = Number(opt('--warmup', '3'));
 const threads = args.includes('--threads') ? Number(opt('--threads')) : 0;
@@ -148,49 +150,68 @@ async function ours(file) {
 
 // --- the run ----------------------------------------------------------------------------------------------------
 
-const ourInfo = info();
-const machine = `${cpuModel}, ${os.cpus().length} logical cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${ourInfo.cpu?.simd ?? '?'} kernels`;
-const loadBefore = load();
-console.log(`bench:model on ${machine}; load average ${loadBefore}`);
-console.log(`contexts ${contexts.join(', ')}; batches ${batches.join(', ')}; ${warmup} warm-up + ${steps} timed decode steps each; threads ${threads || 'all'} (ours ${ourInfo.cpu?.threads ?? '?'})`);
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'mla-bench-model-'));
-const results = { date: new Date().toISOString(), machine, loadBefore, contexts, batches, steps, warmup, threads: threads || null, models: {} };
-try {
-  for (const name of models) {
-    const m = MODELS[name];
-    const config = { ...m.config, dtype: 'bf16', seed: 1 };
-    const file = path.join(tmp, `${name}.gguf`);
-    const bytes = writeGgufModel(file, new Weights(config), { tensorType: 'bf16', contextLength: 65536, name: `bench ${name}` });
-    console.log(`\n${name}: ${m.label}: emb ${config.emb}, ${config.layers} layers, ${config.heads} heads (nope ${config.nopeDim} + rope ${config.ropeDim}, v ${config.vHeadDim}), latent ${config.kvLoraRank}, ${config.qLoraRank ? `q_lora ${config.qLoraRank}` : 'no q_lora'}, MLP ${config.ffn}, vocab ${config.vocab}; BF16 GGUF of ${(bytes / 1e6).toFixed(1)} MB`);
-    const peer = {};
-    const fas = llamaFa === 'both' ? [true, false] : [llamaFa === 'on'];
-    for (const fa of fas) {
-      const t0 = performance.now();
-      peer[fa ? 'on' : 'off'] = await llama(file, fa, tmp, 'evaluate');
-      console.log(`  llama.cpp, flash attention ${fa ? 'on' : 'off'}: ${((performance.now() - t0) / 1000).toFixed(0)} s (prefill ${peer[fa ? 'on' : 'off'].prefills.map((p) => `${p.context}: ${p.seconds.toFixed(1)} s`).join(', ')})`);
-    }
-    const t0 = performance.now();
-    const us = await ours(file);
-    console.log(`  ours: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    results.models[name] = { label: m.label, config, ours: us, llama: peer };
-    printModel(name, results.models[name]);
+const results = rendered ?? (await run());
+if (rendered) {
+  console.log(`bench:model results of ${rendered.date} on ${rendered.machine}; load average ${rendered.loadBefore} before, ${rendered.loadAfter} after`);
+  for (const [name, m] of Object.entries(rendered.models)) {
+    console.log(`\n${name}: ${m.label}`);
+    printModel(name, m);
   }
-} finally {
-  rmSync(tmp, { recursive: true, force: true });
 }
-results.loadAfter = load();
-console.log(`\nload average before ${loadBefore}, after ${results.loadAfter} (${os.cpus().length} cores)`);
-mkdirSync(resultsDir, { recursive: true });
-const stamp = results.date.replace(/[:.]/g, '-');
-const json = path.join(resultsDir, `model-${quick ? 'quick-' : ''}${stamp}.json`);
-writeFileSync(json, JSON.stringify(results, null, 2));
-console.log(`results: ${path.relative(root, json)}`);
 if (writeDocs) updateDocs();
+
+async function run() {
+  const ourInfo = info();
+  const machine = `${cpuModel}, ${os.cpus().length} logical cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${ourInfo.cpu?.simd ?? '?'} kernels`;
+  const loadBefore = load();
+  console.log(`bench:model on ${machine}; load average ${loadBefore}`);
+  console.log(`contexts ${contexts.join(', ')}; batches ${batches.join(', ')}; ${warmup} warm-up + ${steps} timed decode steps each; threads ${threads || 'all'} (ours ${ourInfo.cpu?.threads ?? '?'})`);
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'mla-bench-model-'));
+  const results = { date: new Date().toISOString(), machine, loadBefore, contexts, batches, steps, warmup, threads: threads || null, oursThreads: ourInfo.cpu?.threads ?? null, models: {} };
+  try {
+    for (const name of models) {
+      const m = MODELS[name];
+      const config = { ...m.config, dtype: 'bf16', seed: 1 };
+      const file = path.join(tmp, `${name}.gguf`);
+      const bytes = writeGgufModel(file, new Weights(config), { tensorType: 'bf16', contextLength: 65536, name: `bench ${name}` });
+      console.log(`\n${name}: ${m.label}: emb ${config.emb}, ${config.layers} layers, ${config.heads} heads (nope ${config.nopeDim} + rope ${config.ropeDim}, v ${config.vHeadDim}), latent ${config.kvLoraRank}, ${config.qLoraRank ? `q_lora ${config.qLoraRank}` : 'no q_lora'}, MLP ${config.ffn}, vocab ${config.vocab}; BF16 GGUF of ${(bytes / 1e6).toFixed(1)} MB`);
+      const peer = {};
+      const fas = llamaFa === 'both' ? [true, false] : [llamaFa === 'on'];
+      for (const fa of fas) {
+        const t0 = performance.now();
+        peer[fa ? 'on' : 'off'] = await llama(file, fa, tmp, 'evaluate');
+        console.log(`  llama.cpp, flash attention ${fa ? 'on' : 'off'}: ${((performance.now() - t0) / 1000).toFixed(0)} s (prefill ${peer[fa ? 'on' : 'off'].prefills.map((p) => `${p.context}: ${p.seconds.toFixed(1)} s`).join(', ')})`);
+      }
+      const t0 = performance.now();
+      const us = await ours(file);
+      console.log(`  ours: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+      results.models[name] = { label: m.label, config, ours: us, llama: peer };
+      printModel(name, results.models[name]);
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  results.loadAfter = load();
+  console.log(`\nload average before ${loadBefore}, after ${results.loadAfter} (${os.cpus().length} cores)`);
+  mkdirSync(resultsDir, { recursive: true });
+  const stamp = results.date.replace(/[:.]/g, '-');
+  const json = path.join(resultsDir, `model-${quick ? 'quick-' : ''}${stamp}.json`);
+  writeFileSync(json, JSON.stringify(results, null, 2));
+  console.log(`results: ${path.relative(root, json)}`);
+  return results;
+}
 
 /** The row of llama.cpp's fastest flash-attention setting at (context, batch). */
 function llamaRow(model, ctx, batch) {
   const cands = Object.entries(model.llama).map(([fa, r]) => ({ fa, ...r.rows.find((x) => x.context === ctx && x.batch === batch), base: r.rows.find((x) => x.context === 1 && x.batch === batch), memory: r.memory.find((x) => x.context === ctx), modelBytes: r.modelBytes }));
   return cands.sort((a, b) => a.medianMs - b.medianMs)[0];
+}
+
+/** llama.cpp's KV cache bytes per token, from the largest cache it logged (its MiB have two decimals). */
+function llamaKvPerToken(model) {
+  const m = Object.values(model.llama)[0].memory.filter((x) => x.kvCacheBytes).sort((a, b) => b.kvCacheBytes - a.kvCacheBytes)[0];
+  // Older results lack kvCells: one stream of contextSize cells per sequence.
+  return m ? m.kvCacheBytes / (m.kvCells ?? m.contextSize * Math.max(...batches)) : null;
 }
 
 function tableRows(model) {
@@ -212,10 +233,11 @@ function tableRows(model) {
         oursKernels: o.attentionMs,
         oursAttn: oAttn,
         llamaAttn: lAttn,
-        attnRatio: lAttn / oAttn,
+        // Conservative: ours as measured includes the parts that do not grow with the context; llama.cpp's does not.
+        attnRatio: lAttn / o.attentionMs,
         oursCache: batch * ctx * o.cacheBytesPerToken,
         llamaKv: l.memory?.kvCacheBytes,
-        llamaKvPerToken: l.memory ? l.memory.kvCacheBytes / (l.memory.contextSize * Math.max(...batches)) : null,
+        llamaKvPerToken: llamaKvPerToken(model),
         fa: l.fa,
       });
     }
@@ -224,7 +246,7 @@ function tableRows(model) {
 
 function markdownTable(model) {
   const lines = [
-    '| context | batch | tokens/s ours | tokens/s llama.cpp | ours / llama.cpp | step ms ours | step ms llama.cpp | attention ms ours (4 kernels, measured) | attention ms ours (by subtraction) | attention ms llama.cpp (by subtraction) | llama.cpp / ours, attention | cache MiB ours / llama.cpp |',
+    '| context | batch | tokens/s ours | tokens/s llama.cpp | ours / llama.cpp | step ms ours | step ms llama.cpp | attention ms ours (4 kernels, measured) | attention ms ours (by subtraction) | attention ms llama.cpp (by subtraction) | llama.cpp (by subtraction) / ours (measured), attention | cache MiB ours / llama.cpp |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of tableRows(model))
@@ -246,7 +268,7 @@ function printModel(name, model) {
   const lm = Object.values(model.llama)[0];
   console.log(
     `  memory: ours ${mb(model.ours.memory.f32WeightBytes)} MiB of weights (f32 arrays for the TypeScript products), cache ${model.ours.memory.cacheBytesPerToken} B/token (bf16, every layer); ` +
-      `llama.cpp ${mb(lm.modelBytes)} MiB model buffer (bf16), KV ${fmt(tableRows(model)[0].llamaKvPerToken, 0)} B/token (F16), peak RSS ${mb(lm.peakRssBytes)} MiB`,
+      `llama.cpp ${mb(lm.modelBytes)} MiB model buffer (bf16), KV ${fmt(llamaKvPerToken(model), 0)} B/token (F16, from the cache size it reports), peak RSS ${mb(lm.peakRssBytes)} MiB`,
   );
   console.log(`  llama.cpp ${lm.llamaCpp?.release ?? '?'}: ${lm.memory[0]?.threads ?? '?'} threads, ${lm.kvCacheType} KV cache, batch size 512`);
   for (const line of whereTimeGoes(model)) console.log(`  ${line}`);
@@ -271,7 +293,7 @@ function updateDocs() {
   const doc = path.join(root, 'docs', 'performance-model.md');
   const text = readFileSync(doc, 'utf8');
   const start = '<!-- bench:model:start -->', end = '<!-- bench:model:end -->';
-  const body = [`Run ${results.date.slice(0, 16).replace('T', ' ')} UTC on ${machine}; load average ${results.loadBefore} before, ${results.loadAfter} after.`, ''];
+  const body = [`Run ${results.date.slice(0, 16).replace('T', ' ')} UTC on ${results.machine}; threads: ${results.threads ?? 'all'} for llama.cpp, ${results.oursThreads ?? results.threads ?? 'all'} in our CPU pool; load average ${results.loadBefore} before, ${results.loadAfter} after.`, ''];
   for (const [name, m] of Object.entries(results.models)) {
     const c = m.config;
     body.push(`**${name}**: ${m.label} (emb ${c.emb}, ${c.layers} layers, ${c.heads} heads, nope ${c.nopeDim} + rope ${c.ropeDim}, v ${c.vHeadDim}, latent ${c.kvLoraRank}${c.qLoraRank ? `, q_lora ${c.qLoraRank}` : ''}, MLP ${c.ffn}, vocab ${c.vocab}; ${(m.ours.parameters / 1e6).toFixed(1)} M parameters)`, '', ...markdownTable(m), '', ...whereTimeGoes(m).map((l) => `${l[0].toUpperCase()}${l.slice(1)}.`), '');
