@@ -1,6 +1,6 @@
 // Next-token log-probabilities at every position of one token sequence, through the MLA decoder on the addon: what
-// the peer test compares with llama.cpp's, and what `--model` prints as the prompt's score. Two ways over the same
-// weights: the whole sequence in one prefill step (logits of every row), or one decode step per token.
+// the peer test compares with llama.cpp's. Two ways over the same weights: the whole sequence in one prefill step
+// (logits of every row), or one decode step per token.
 import { Stream, type BackendName } from 'mla-kernels';
 import { MlaDecoder, makeStep, type Weights } from './model.js';
 import { PagedCacheManager } from './paged.js';

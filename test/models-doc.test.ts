@@ -19,6 +19,10 @@ function words(line: string): string[] {
   return [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]);
 }
 
+// --prompt tokenizes through node-llama-cpp: that line is left out only where its binary cannot load.
+const probe = spawnSync(process.execPath, [path.join(root, 'bench', 'llama-peer.mjs'), 'probe'], { encoding: 'utf8', timeout: 120_000 });
+const llamaLoads = /^RESULT \{"ok":true/m.test(probe.stdout ?? '');
+
 describe('docs/models.md', () => {
   it('the commands of "Running a file" run as written', () => {
     const tsc = spawnSync(path.join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'demo/tsconfig.json'], { cwd: root, encoding: 'utf8' });
@@ -27,6 +31,10 @@ describe('docs/models.md', () => {
     expect(lines.length).toBeGreaterThanOrEqual(4);
     for (const line of lines) {
       const w = words(line);
+      if (w.includes('--prompt') && !llamaLoads) {
+        console.log(`[models-doc.test.ts] not run (node-llama-cpp's binary does not load here: ${(probe.stdout ?? '').trim() || probe.stderr?.slice(-300)}): ${line}`);
+        continue;
+      }
       expect(w.slice(0, 3), line).toEqual(['npm', 'start', '--']);
       const r = spawnSync(process.execPath, [path.join(root, 'demo', 'dist', 'main.js'), ...w.slice(3), '--no-progress'], { cwd: root, encoding: 'utf8', env: process.env, timeout: 240_000 });
       expect(r.status, `${line}\n${r.stdout}\n${r.stderr}`).toBe(0);
