@@ -1,9 +1,9 @@
 // docs/models.md: its "Running a file" commands run as written (npm start -- … as node demo/dist/main.js …, demo/
 // compiled once), in order, each exiting 0 with what it says it does.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 const root = path.join(__dirname, '..');
 
@@ -29,6 +29,10 @@ describe('docs/models.md', () => {
     expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
     const lines = commands();
     expect(lines.length).toBeGreaterThanOrEqual(4);
+    const written: string[] = [];
+    onTestFinished(() => {
+      for (const f of written) rmSync(f, { force: true });
+    });
     for (const line of lines) {
       const w = words(line);
       if (w.includes('--prompt') && !llamaLoads) {
@@ -38,7 +42,10 @@ describe('docs/models.md', () => {
       expect(w.slice(0, 3), line).toEqual(['npm', 'start', '--']);
       const r = spawnSync(process.execPath, [path.join(root, 'demo', 'dist', 'main.js'), ...w.slice(3), '--no-progress'], { cwd: root, encoding: 'utf8', env: process.env, timeout: 240_000 });
       expect(r.status, `${line}\n${r.stdout}\n${r.stderr}`).toBe(0);
-      if (w.includes('--save-gguf')) expect(r.stdout, line).toMatch(/^wrote \S+\.gguf: deepseek2 GGUF/m);
+      if (w.includes('--save-gguf')) {
+        written.push(w[w.indexOf('--save-gguf') + 1]);
+        expect(r.stdout, line).toMatch(/^wrote \S+\.gguf: deepseek2 GGUF/m);
+      }
       else {
         expect(r.stdout, line).toMatch(/weights of .*\.gguf/);
         expect(r.stdout, line).toContain('generated (token ids, greedy):');
