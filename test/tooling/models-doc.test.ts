@@ -5,7 +5,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-const root = path.join(__dirname, '..');
+const root = path.join(__dirname, '..', '..');
 
 function commands(): string[] {
   const doc = readFileSync(path.join(root, 'docs', 'models.md'), 'utf8');

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-const root = path.resolve(__dirname, '..');
+const root = path.resolve(__dirname, '..', '..');
 const probe = spawnSync(process.execPath, [path.join(root, 'bench', 'llama-peer.mjs'), 'probe'], { encoding: 'utf8', timeout: 120_000 });
 const ok = /^RESULT \{"ok":true/m.test(probe.stdout ?? '');
 if (!ok) console.log(`[bench-model.test.ts] skipped: node-llama-cpp's binary does not load here: ${(probe.stdout ?? '').trim() || probe.stderr?.slice(-500)}`);

@@ -3,14 +3,14 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { fromBf16Bits, toBf16Bits } from '../lib/index.js';
-import { CONFIGS, parseArgs } from '../demo/main.js';
-import { readGgufModel, writeGgufModel } from '../demo/gguf.js';
-import { Weights } from '../demo/model.js';
-import { route, type MoeConfig } from '../demo/moe.js';
-import { runDemo, type DemoOptions } from '../demo/run.js';
+import { fromBf16Bits, toBf16Bits } from '../../lib/index.js';
+import { CONFIGS, parseArgs } from '../../demo/main.js';
+import { readGgufModel, writeGgufModel } from '../../demo/gguf.js';
+import { Weights } from '../../demo/model.js';
+import { route, type MoeConfig } from '../../demo/moe.js';
+import { runDemo, type DemoOptions } from '../../demo/run.js';
 
-const dir = path.join(__dirname, '.tmp', 'demo-models');
+const dir = path.join(__dirname, '..', '.tmp', 'demo-models');
 mkdirSync(dir, { recursive: true });
 
 function options(over: Partial<DemoOptions>, config: Partial<DemoOptions['config']>): DemoOptions {
