@@ -15,7 +15,7 @@ const std::vector<BackendProvider*>& buildBackends() {
     BackendProvider* sim = &cudaSimProvider();
 #else
     static AbsentBackend absentSim(DeviceKind::CudaSim,
-                                   "the emulator is part of the cmake-js build with MLA_CUDA_SIM=ON (npm test), not of the node-gyp fallback");
+                                   "the CUDA emulator, for tests only: built by the development build (cmake-js, MLA_CUDA_SIM=ON)");
     BackendProvider* sim = &absentSim;
 #endif
 #ifdef MLA_WITH_CUDA

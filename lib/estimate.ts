@@ -1,5 +1,4 @@
 // mla-kernels/estimate: KV-cache sizes of MHA, GQA, MQA and MLA (pure arithmetic; the `mla-kernels estimate` command).
-import { writeFileSync } from 'node:fs';
 import { DTYPE_SIZES, type LatentCacheDType } from './dtypes.js';
 
 /**
@@ -40,7 +39,7 @@ export interface EstimateOptions {
   headDim?: number;
   /** Model width; used only for the default headDim. */
   emb?: number;
-  /** Key/value heads K of the GQA comparison. Default max(1, round(heads / 8)). */
+  /** Key/value heads K of the GQA comparison; must divide `heads`. Default: the largest divisor of heads not above heads / 8. */
   kvHeads?: number;
   /** MLA latent width d_c (kv_lora_rank). */
   kvLoraRank: number;
@@ -80,10 +79,32 @@ export interface Estimate {
   mla: SchemeEstimate;
 }
 
-function positiveInt(name: string, v: unknown, allowZero = false): number {
+/**
+ * A bad estimator option. `describe` words the problem with any naming of the options: the API's names (`message`,
+ * e.g. "kvHeads (7) must divide heads (24)") or the CLI's flags ("--kv-heads (7) must divide --heads (24)").
+ */
+export class EstimateOptionError extends RangeError {
+  constructor(
+    /** The option at fault. */
+    readonly option: keyof EstimateOptions,
+    /** The message, with each option named by `name`. */
+    readonly describe: (name: (option: keyof EstimateOptions) => string) => string,
+  ) {
+    super(`estimate: ${describe((o) => o)}`);
+    this.name = 'EstimateOptionError';
+  }
+}
+
+function positiveInt(name: keyof EstimateOptions, v: unknown, allowZero = false): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1))
-    throw new RangeError(`estimate: ${name} must be an integer ${allowZero ? '>= 0' : '>= 1'}, got ${String(v)}`);
+    throw new EstimateOptionError(name, (n) => `${n(name)} must be an integer ${allowZero ? '>= 0' : '>= 1'}, got ${String(v)}`);
   return v;
+}
+
+/** The default GQA grouping: the largest divisor of `heads` not above heads / 8 (at least 1). */
+export function defaultKvHeads(heads: number): number {
+  for (let k = Math.max(1, Math.floor(heads / 8)); k > 1; k--) if (heads % k === 0) return k;
+  return 1;
 }
 
 /** Fills in the defaults and checks every number. */
@@ -92,12 +113,13 @@ function resolveEstimateOptions(o: EstimateOptions): Estimate['options'] {
   let headDim: number;
   if (o.headDim !== undefined) headDim = positiveInt('headDim', o.headDim);
   else if (o.emb !== undefined) headDim = Math.ceil(positiveInt('emb', o.emb) / heads);
-  else throw new RangeError('estimate: give headDim or emb (headDim = ceil(emb / heads))');
+  else throw new EstimateOptionError('headDim', (n) => `give ${n('headDim')} or ${n('emb')} (head dim = ceil(emb / heads))`);
   const dtype = o.dtype ?? 'bf16';
   if (!Object.prototype.hasOwnProperty.call(CACHE_DTYPE_BYTES, dtype))
-    throw new RangeError(`estimate: dtype must be one of ${Object.keys(CACHE_DTYPE_BYTES).join(', ')}, got ${String(dtype)}`);
-  const kvHeads = o.kvHeads === undefined ? Math.max(1, Math.round(heads / 8)) : positiveInt('kvHeads', o.kvHeads);
-  if (kvHeads > heads) throw new RangeError(`estimate: kvHeads (${kvHeads}) must not exceed heads (${heads})`);
+    throw new EstimateOptionError('dtype', (n) => `${n('dtype')} must be one of ${Object.keys(CACHE_DTYPE_BYTES).join(', ')}, got ${String(dtype)}`);
+  const kvHeads = o.kvHeads === undefined ? defaultKvHeads(heads) : positiveInt('kvHeads', o.kvHeads);
+  // GQA shares each key/value head among an equal group of query heads.
+  if (heads % kvHeads !== 0) throw new EstimateOptionError('kvHeads', (n) => `${n('kvHeads')} (${kvHeads}) must divide ${n('heads')} (${heads})`);
   return {
     layers: positiveInt('layers', o.layers),
     heads,
@@ -207,209 +229,130 @@ export function formatEstimate(e: Estimate, title?: string): string {
   return lines.join('\n');
 }
 
+/** One chart panel: a configuration, drawn from context / 64 to its context. */
+export interface PlotPanel {
+  /** The panel's heading, e.g. "DeepSeek-V3 / R1 (671B) (--preset deepseek-v3)". */
+  title?: string;
+  options: EstimateOptions;
+}
+
 export interface PlotOptions {
-  /** The configuration plotted (its context is the right end of the x axis). */
-  base: EstimateOptions;
-  /** MLA latent widths drawn (rope as in base). Default [128, 256, 512, 1024] plus base.kvLoraRank. */
-  latents?: number[];
-  /** Plot title. */
+  /** One configuration, or several side by side (one panel each, on a shared y axis). */
+  panels: readonly PlotPanel[];
+  /**
+   * MLA latent widths drawn beside each configuration's own (rope as configured). Default: 128, 256, 512, 1024 when
+   * there is one panel, none when there are several.
+   */
+  latents?: readonly number[];
+  /** The chart's title. */
   title?: string;
 }
 
-function escapeXml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
+/** A Vega-Lite specification (https://vega.github.io/vega-lite/), as plain JSON. */
+export type VegaLiteSpec = Record<string, unknown>;
 
-/** A tick step of 1, 2 or 5 × 10^k giving about `count` ticks up to `max`. */
-function niceStep(max: number, count: number): number {
-  const raw = max / count;
-  const p = 10 ** Math.floor(Math.log10(raw));
-  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
-  return 10 * p;
-}
+const SCHEME_COLORS = { MHA: '#d62728', GQA: '#ff7f0e', MQA: '#8c564b' } as const;
+const MLA_COLORS = ['#9ecae1', '#6baed6', '#4292c6', '#2171b5', '#08519c', '#08306b'];
 
 /**
- * An SVG line chart (hand-written, no dependency) of total cache bytes against context length, 0 … base.context,
- * for MHA, GQA, MQA and MLA at several latent widths.
+ * The chart of {@link plotKvCacheSvg} as a Vega-Lite specification (no dependency needed): total cache bytes against
+ * context length for MHA, GQA, MQA and MLA, both axes logarithmic, so that every line shows (cache size is linear in
+ * context: the lines are parallel, and the gap between two is their ratio). Render it with Vega-Lite anywhere.
  */
-export function plotKvCacheSvg(p: PlotOptions): string {
-  const base = resolveEstimateOptions(p.base);
-  const maxContext = Math.max(1, base.context);
-  const latents = [...new Set([...(p.latents ?? [128, 256, 512, 1024]), base.kvLoraRank])].sort((a, b) => a - b);
-  const at = (context: number, kvLoraRank = base.kvLoraRank) => estimateKvCache({ ...base, context, kvLoraRank });
-  const end = at(maxContext);
-  const series: { label: string; color: string; dash?: string; bytes: number }[] = [
-    { label: end.mha.label, color: '#d62728', bytes: end.mha.totalBytes },
-    { label: end.gqa.label, color: '#ff7f0e', bytes: end.gqa.totalBytes },
-    { label: end.mqa.label, color: '#8c564b', dash: '2 4', bytes: end.mqa.totalBytes },
-  ];
-  const blues = ['#9ecae1', '#6baed6', '#4292c6', '#2171b5', '#08519c', '#08306b'];
-  latents.forEach((l, i) => {
-    const e = at(maxContext, l);
-    series.push({ label: e.mla.label + (l === base.kvLoraRank ? ' ◀' : ''), color: blues[Math.min(blues.length - 1, i + Math.max(0, blues.length - latents.length))], dash: '8 3', bytes: e.mla.totalBytes });
-  });
-  const W = 820, H = 500, left = 90, right = 250, top = 50, bottom = 60;
-  const pw = W - left - right, ph = H - top - bottom;
-  const maxBytes = Math.max(...series.map((s) => s.bytes)) || 1;
-  const useGB = maxBytes >= 1e8;
-  const unit = useGB ? GB : 1e6;
-  const yMax = maxBytes / unit;
-  const yStep = niceStep(yMax, 6);
-  const yTop = Math.ceil(yMax / yStep) * yStep || 1;
-  // Contexts are mostly powers of two: ticks every 2^k tokens (labelled 1k, 2k, … when k >= 10), about 8 of them.
-  const xStep = maxContext >= 16 ? 2 ** Math.round(Math.log2(maxContext / 8)) : niceStep(maxContext, 8);
-  const x = (c: number) => left + (c / maxContext) * pw;
-  const y = (v: number) => top + ph - (v / yTop) * ph;
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  const title =
-    p.title ??
-    `KV cache vs context: ${base.layers} layers, ${base.heads} heads × ${base.headDim}, batch ${base.batch}, ${base.dtype}`;
-  out.push(`<text x="${left}" y="28" font-size="15" font-weight="bold">${escapeXml(title)}</text>`);
-  for (let v = 0; v <= yTop + 1e-9; v += yStep) {
-    const yy = y(v).toFixed(1);
-    out.push(`<line x1="${left}" y1="${yy}" x2="${left + pw}" y2="${yy}" stroke="#e5e5e5"/>`);
-    out.push(`<text x="${left - 8}" y="${yy}" text-anchor="end" dominant-baseline="middle">${+v.toFixed(6)}</text>`);
+export function kvCachePlotSpec(p: PlotOptions): VegaLiteSpec {
+  if (!p.panels.length) throw new RangeError('kvCachePlotSpec: give at least one panel');
+  const panels = p.panels.map((panel, i) => ({ title: panel.title ?? `configuration ${i + 1}`, options: resolveEstimateOptions(panel.options) }));
+  const single = panels.length === 1;
+  const extraLatents = p.latents ?? (single ? [128, 256, 512, 1024] : []);
+  const rows: { panel: string; series: string; context: number; gb: number }[] = [];
+  const mlaSeries: string[] = [];
+  let minContext = Infinity;
+  let maxContext = 1;
+  for (const { title, options: o } of panels) {
+    const end = Math.max(1, o.context);
+    const start = Math.max(1, 2 ** Math.floor(Math.log2(end / 64)));
+    minContext = Math.min(minContext, start);
+    maxContext = Math.max(maxContext, end);
+    const at = (context: number, kvLoraRank = o.kvLoraRank) => estimateKvCache({ ...o, context, kvLoraRank });
+    const latents = [...new Set([...extraLatents, o.kvLoraRank])].sort((a, b) => a - b);
+    // One panel: each line's size at the right end is in its legend entry. Several: the legend names schemes only.
+    const sized = (label: string, bytes: number) => (single ? `${label}: ${formatGB(bytes)}` : label);
+    const series: { series: string; pick: (e: Estimate) => SchemeEstimate; kvLoraRank?: number }[] = [
+      { series: sized(single ? at(end).mha.label : 'MHA', at(end).mha.totalBytes), pick: (e) => e.mha },
+      { series: sized(single ? at(end).gqa.label : 'GQA', at(end).gqa.totalBytes), pick: (e) => e.gqa },
+      { series: sized(single ? at(end).mqa.label : 'MQA', at(end).mqa.totalBytes), pick: (e) => e.mqa },
+      ...latents.map((l) => {
+        const mla = at(end, l).mla;
+        const own = l === o.kvLoraRank && latents.length > 1 ? ' (this model)' : '';
+        return { series: sized(`${mla.label}${own}`, mla.totalBytes), pick: (e: Estimate) => e.mla, kvLoraRank: l };
+      }),
+    ];
+    for (const s of series) {
+      if (s.kvLoraRank !== undefined && !mlaSeries.includes(s.series)) mlaSeries.push(s.series);
+      for (const context of [start, end]) rows.push({ panel: title, series: s.series, context, gb: s.pick(at(context, s.kvLoraRank)).totalBytes / GB });
+    }
   }
-  for (let c = 0; c <= maxContext + 1e-9; c += xStep) {
-    const xx = x(c).toFixed(1);
-    out.push(`<line x1="${xx}" y1="${top}" x2="${xx}" y2="${top + ph}" stroke="#f0f0f0"/>`);
-    out.push(`<text x="${xx}" y="${top + ph + 18}" text-anchor="middle">${c >= 1024 && c % 1024 === 0 ? `${c / 1024}k` : c}</text>`);
-  }
-  out.push(`<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
-  out.push(`<text x="${left + pw / 2}" y="${H - 15}" text-anchor="middle">context length (tokens per sequence)</text>`);
-  out.push(`<text transform="translate(22 ${top + ph / 2}) rotate(-90)" text-anchor="middle">cache size (${useGB ? 'GB, 10^9 bytes' : 'MB, 10^6 bytes'})</text>`);
-  series.forEach((s, i) => {
-    // Cache size is linear in context: a straight line from the origin to the value at maxContext.
-    out.push(
-      `<line x1="${x(0).toFixed(1)}" y1="${y(0).toFixed(1)}" x2="${x(maxContext).toFixed(1)}" y2="${y(s.bytes / unit).toFixed(1)}" stroke="${s.color}" stroke-width="2.5"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`,
-    );
-    const ly = top + 10 + i * 22;
-    out.push(`<line x1="${left + pw + 15}" y1="${ly}" x2="${left + pw + 45}" y2="${ly}" stroke="${s.color}" stroke-width="2.5"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`);
-    out.push(`<text x="${left + pw + 52}" y="${ly}" dominant-baseline="middle">${escapeXml(s.label)}: ${formatGB(s.bytes)}</text>`);
-  });
-  const noteY = top + 10 + series.length * 22 + 6;
-  out.push(`<text x="${left + pw + 15}" y="${noteY}" fill="#555">sizes at ${maxContext.toLocaleString('en-US')} tokens</text>`);
-  out.push(`<text x="${left + pw + 15}" y="${noteY + 18}" fill="#555">◀ the configuration's latent</text>`);
-  out.push('</svg>');
-  return out.join('\n') + '\n';
-}
-
-const ESTIMATE_USAGE = `usage: mla-kernels estimate [options]
-
-KV-cache bytes of MHA, GQA, MQA and MLA for a model, batch and context (GB = 10^9 bytes).
-Elements per token and layer: MHA 2·H·head_dim, GQA 2·K·head_dim, MQA 2·head_dim, MLA kv_lora_rank + rope_dim.
-
-  --preset NAME       deepseek-v2 | deepseek-v2-lite | deepseek-v3 (options below override it)
-  --layers N          transformer layers
-  --heads N           query heads H (the MHA key/value heads)
-  --head-dim N        per-head key/value width of MHA/GQA/MQA
-  --emb N             model width; head dim = ceil(emb / heads) when --head-dim is not given
-  --kv-heads N        key/value heads K of GQA (default heads/8, at least 1)
-  --latent N          MLA latent width kv_lora_rank (alias --kv-lora-rank)
-  --rope N            MLA rope key width cached beside the latent (default 0 = the latent alone; presets 64)
-  --context N         tokens per sequence, e.g. 8192 or 8k (default 8192)
-  --batch N           sequences (default 1)
-  --dtype T           f32 | bf16 | f16 | fp8_e4m3 | int8 (default bf16)
-  --plot FILE.svg     also write an SVG chart of bytes against context for several latent widths, MHA, GQA and MQA
-  --latents A,B,...   latent widths drawn by --plot (default 128,256,512,1024 and --latent)
-  --json              print the estimate as JSON
-
-With no model options it prints the three DeepSeek presets. Example (the published one; prints MHA 3.25 GB,
-GQA 0.81 GB, MLA 0.81 GB, MHA/MLA 4.03×):
-  mla-kernels estimate --emb 2048 --heads 24 --layers 48 --kv-heads 6 --latent 1024 --context 8192 --dtype bf16`;
-
-function parseCount(flag: string, s: string | undefined): number {
-  const m = s === undefined ? null : /^(\d+)([kKmM]?)$/.exec(s.trim());
-  if (!m) throw new RangeError(`${flag} needs a whole number (e.g. 8192 or 8k), got ${s === undefined ? 'nothing' : `'${s}'`}`);
-  const mult = m[2] === '' ? 1 : /k/i.test(m[2]) ? 1024 : 1024 * 1024;
-  return Number(m[1]) * mult;
-}
-
-/**
- * `mla-kernels estimate …`: parses the options, prints the table (or JSON), writes the plot. Returns the exit code;
- * `write` receives the text (console.log by default).
- */
-export function estimateCli(argv: readonly string[], write: (text: string) => void = (t) => console.log(t)): number {
-  const numeric: Record<string, keyof EstimateOptions> = {
-    '--layers': 'layers',
-    '--heads': 'heads',
-    '--head-dim': 'headDim',
-    '--emb': 'emb',
-    '--kv-heads': 'kvHeads',
-    '--latent': 'kvLoraRank',
-    '--kv-lora-rank': 'kvLoraRank',
-    '--rope': 'ropeDim',
-    '--context': 'context',
-    '--batch': 'batch',
+  const schemeSeries = [...new Set(rows.map((r) => r.series))].filter((s) => !mlaSeries.includes(s));
+  const colorOf = (s: string) => SCHEME_COLORS[(['MHA', 'GQA', 'MQA'] as const).find((k) => s.startsWith(k)) ?? 'MHA'];
+  const mlaColors = mlaSeries.map((_, i) => MLA_COLORS[Math.min(MLA_COLORS.length - 1, i + Math.max(0, MLA_COLORS.length - mlaSeries.length))]);
+  const ticks: number[] = [];
+  for (let c = minContext; c <= maxContext; c *= 2) ticks.push(c);
+  const first = panels[0].options;
+  const layer = {
+    mark: { type: 'line', strokeWidth: 2.5, point: { size: 30 } },
+    encoding: {
+      x: {
+        field: 'context',
+        type: 'quantitative',
+        scale: { type: 'log', base: 2, domain: [minContext, maxContext], nice: false },
+        axis: { values: ticks, labelExpr: "datum.value >= 1024 ? datum.value / 1024 + 'k' : datum.value", title: 'context length (tokens per sequence, log scale)', grid: true },
+      },
+      y: { field: 'gb', type: 'quantitative', scale: { type: 'log' }, axis: { title: 'cache size (GB = 10^9 bytes, log scale)', grid: true } },
+      color: {
+        field: 'series',
+        type: 'nominal',
+        scale: { domain: [...schemeSeries, ...mlaSeries], range: [...schemeSeries.map(colorOf), ...mlaColors] },
+        legend: { title: null, labelLimit: 360, orient: single ? 'right' : 'bottom', columns: single ? 1 : 4 },
+      },
+      strokeDash: { condition: { test: "indexof(datum.series, 'MLA') === 0", value: [8, 3] }, value: [1, 0] },
+      tooltip: [{ field: 'series' }, { field: 'context' }, { field: 'gb', format: '.3f' }],
+    },
   };
-  const given: Partial<Record<keyof EstimateOptions, number>> = {};
-  let preset: ModelPreset | undefined;
-  let dtype: CacheDType | undefined;
-  let plot: string | undefined;
-  let latents: number[] | undefined;
-  let json = false;
-  try {
-    for (let i = 0; i < argv.length; i++) {
-      const [flag, inline] = argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
-      const value = () => (inline !== undefined ? inline : argv[++i]);
-      if (flag === '--help' || flag === '-h') {
-        write(ESTIMATE_USAGE);
-        return 0;
-      } else if (flag === '--json') json = true;
-      else if (flag === '--preset') {
-        const name = value();
-        preset = name === undefined ? undefined : PRESETS[name.toLowerCase()];
-        if (!preset) throw new RangeError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${name === undefined ? 'nothing' : `'${name}'`}`);
-      } else if (flag === '--dtype') {
-        const d = value();
-        if (d === undefined || !Object.prototype.hasOwnProperty.call(CACHE_DTYPE_BYTES, d))
-          throw new RangeError(`--dtype must be one of ${Object.keys(CACHE_DTYPE_BYTES).join(', ')}, got ${d === undefined ? 'nothing' : `'${d}'`}`);
-        dtype = d as CacheDType;
-      } else if (flag === '--plot') {
-        plot = value();
-        if (!plot) throw new RangeError('--plot needs a file name (e.g. kv-cache.svg)');
-      } else if (flag === '--latents') {
-        const v = value();
-        latents = (v ?? '').split(',').map((s) => parseCount('--latents', s));
-      } else if (flag in numeric) given[numeric[flag]] = parseCount(flag, value());
-      else throw new RangeError(`unknown option '${argv[i]}' (see mla-kernels estimate --help)`);
-    }
-
-    const modelGiven = preset !== undefined || ['layers', 'heads', 'headDim', 'emb', 'kvLoraRank'].some((k) => k in given);
-    const common = { context: given.context ?? 8192, batch: given.batch ?? 1, dtype: dtype ?? 'bf16' } as const;
-    const configs: { title?: string; options: EstimateOptions }[] = [];
-    if (!modelGiven) {
-      for (const p of Object.values(PRESETS))
-        configs.push({ title: `${p.description} (--preset ${p.name})`, options: { ...presetOptions(p), ...given, ...common } });
-    } else {
-      const o = { ...(preset ? presetOptions(preset) : {}), ...given, ...common } as Partial<EstimateOptions>;
-      if (given.emb !== undefined && given.headDim === undefined) delete o.headDim; // --emb over a preset's head dim
-      const missing: string[] = [];
-      if (o.layers === undefined) missing.push('--layers');
-      if (o.heads === undefined) missing.push('--heads');
-      if (o.headDim === undefined && o.emb === undefined) missing.push('--head-dim or --emb');
-      if (o.kvLoraRank === undefined) missing.push('--latent');
-      if (missing.length) throw new RangeError(`missing ${missing.join(', ')} (or give --preset)`);
-      configs.push({ title: preset ? `${preset.description} (--preset ${preset.name})` : undefined, options: o as EstimateOptions });
-    }
-    const estimates = configs.map((c) => ({ title: c.title, estimate: estimateKvCache(c.options) }));
-    if (json) write(JSON.stringify(estimates.length === 1 ? estimates[0].estimate : estimates, null, 2));
-    else write(estimates.map((e) => formatEstimate(e.estimate, e.title)).join('\n\n'));
-    if (plot) {
-      const base = configs[configs.length - 1].options;
-      writeFileSync(plot, plotKvCacheSvg({ base, latents }));
-      if (!json) write(`\nwrote ${plot}`);
-    }
-    return 0;
-  } catch (e) {
-    if (!(e instanceof RangeError)) throw e;
-    console.error(`mla-kernels estimate: ${e.message}`);
-    return 2;
-  }
+  const title = p.title ?? (single
+    ? `KV cache against context: ${first.layers} layers, ${first.heads} heads × ${first.headDim}, batch ${first.batch}, ${first.dtype}`
+    : `KV cache against context, batch ${first.batch}, ${first.dtype}`);
+  const common = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: { text: title, anchor: 'start' },
+    data: { values: rows },
+    config: { font: 'Helvetica, Arial, sans-serif', view: { stroke: '#888' }, background: 'white' },
+  };
+  if (single) return { ...common, width: 460, height: 320, ...layer };
+  return {
+    ...common,
+    facet: { column: { field: 'panel', type: 'nominal', sort: panels.map((x) => x.title), title: null, header: { labelFontSize: 12, labelFontWeight: 'bold', labelLimit: 300 } } },
+    spec: { width: 280, height: 280, ...layer },
+  };
 }
 
-function presetOptions(p: ModelPreset): EstimateOptions {
-  return { layers: p.layers, heads: p.heads, headDim: p.headDim, kvHeads: p.kvHeads, kvLoraRank: p.kvLoraRank, ropeDim: p.ropeDim, context: 8192 };
+/**
+ * The chart of {@link kvCachePlotSpec} as SVG, rendered in Node by Vega-Lite and Vega, the package's optional peer
+ * dependencies (`npm install vega vega-lite`): loaded only here, so nothing else of the package needs them.
+ */
+export async function plotKvCacheSvg(p: PlotOptions): Promise<string> {
+  const spec = kvCachePlotSpec(p);
+  let vega: typeof import('vega');
+  let vegaLite: typeof import('vega-lite');
+  try {
+    [vega, vegaLite] = await Promise.all([import('vega'), import('vega-lite')]);
+  } catch (e) {
+    throw new Error(`plotKvCacheSvg draws with Vega-Lite, an optional peer dependency that is not installed: npm install vega vega-lite (${(e as Error).message})`);
+  }
+  const compiled = vegaLite.compile(spec as unknown as Parameters<typeof vegaLite.compile>[0]).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
 }

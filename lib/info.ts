@@ -65,9 +65,13 @@ function addonBuild(file: string): AddonBuild {
 
 const version = (v: number): string | undefined => (v ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : undefined);
 
+/** The package's version (its package.json). */
+export function packageVersion(): string {
+  return (require(path.join(packageRoot, 'package.json')) as { version: string }).version;
+}
+
 /** What this installation found: version, the addon in use, each backend and why one is unavailable. */
 export function info(): Info {
-  const pkg = require(path.join(packageRoot, 'package.json')) as { version: string };
   const file = nativePath();
   const addon = native();
   const list = backends();
@@ -96,7 +100,7 @@ export function info(): Info {
     }));
   }
   return {
-    version: pkg.version,
+    version: packageVersion(),
     addon: path.relative(packageRoot, file) || file,
     addonBuild: addonBuild(file),
     addonFromEnv: !!process.env.MLA_ADDON_PATH,

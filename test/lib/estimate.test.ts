@@ -1,21 +1,10 @@
-// The KV-cache estimator: the published example pinned to the digit, the DeepSeek presets against MLA.md, the
-// CLI (in process and as the installed bin), and the SVG plot.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import path from 'node:path';
+// The KV-cache estimator (mla-kernels/estimate): the published example pinned to the digit, the DeepSeek presets
+// against MLA.md, option errors, and the chart (its Vega-Lite spec, and the SVG Vega renders). The command line is
+// test/lib/cli.test.ts.
 import { describe, expect, it } from 'vitest';
-import { CACHE_DTYPE_BYTES, estimateCli, estimateKvCache, formatGB, plotKvCacheSvg, PRESETS } from 'mla-kernels/estimate';
+import { CACHE_DTYPE_BYTES, defaultKvHeads, EstimateOptionError, estimateKvCache, formatGB, kvCachePlotSpec, plotKvCacheSvg, PRESETS } from 'mla-kernels/estimate';
 
-const root = path.join(__dirname, '..', '..');
 const published = { emb: 2048, heads: 24, layers: 48, kvHeads: 6, kvLoraRank: 1024, context: 8192, batch: 1, dtype: 'bf16' } as const;
-const publishedArgs = ['--emb', '2048', '--heads', '24', '--layers', '48', '--kv-heads', '6', '--latent', '1024', '--context', '8192', '--batch', '1', '--dtype', 'bf16'];
-const publishedLine = 'MHA 3.25 GB, GQA 0.81 GB, MQA 0.14 GB, MLA 0.81 GB; MHA/GQA 4.00×, MHA/MLA 4.03×; savings 75.00% (GQA) and 75.19% (MLA)';
-
-function cli(args: string[]): { code: number; out: string } {
-  const lines: string[] = [];
-  const code = estimateCli(args, (t) => lines.push(t));
-  return { code, out: lines.join('\n') };
-}
 
 describe('estimateKvCache', () => {
   it('reproduces the published example exactly (context 8192, emb 2048, 24 heads, 48 layers, 6 kv heads, latent 1024, bf16)', () => {
@@ -66,57 +55,60 @@ describe('estimateKvCache', () => {
   });
 });
 
-describe('mla-kernels estimate (CLI)', () => {
-  it('prints the published example', () => {
-    const r = cli(publishedArgs);
-    expect(r.code).toBe(0);
-    expect(r.out).toContain(publishedLine);
-    expect(r.out).toContain('24 heads × head dim 86 (2048/24 rounded up)');
-    expect(r.out).toMatch(/MHA \(24 heads\)\s+4,128\s+396,288\s+3,246,391,296\s+3\.25 GB\s+1\.00×\s+0\.00%/);
-    expect(r.out).toMatch(/MLA \(1024\)\s+1,024\s+98,304\s+805,306,368\s+0\.81 GB\s+4\.03×\s+75\.19%/);
+describe('estimator options', () => {
+  it('GQA needs a key/value head count that divides the heads; the default is the largest divisor up to heads / 8', () => {
+    expect([8, 12, 20, 24, 64, 128].map(defaultKvHeads)).toEqual([1, 1, 2, 3, 8, 16]);
+    let caught: unknown;
+    try {
+      estimateKvCache({ ...published, kvHeads: 7 });
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(EstimateOptionError);
+    const e = caught as EstimateOptionError;
+    expect(e).toBeInstanceOf(RangeError);
+    expect(e.option).toBe('kvHeads');
+    expect(e.message).toBe('estimate: kvHeads (7) must divide heads (24)');
+    // The same problem in another naming (the CLI's flags).
+    expect(e.describe((o) => `--${o}`)).toBe('--kvHeads (7) must divide --heads (24)');
+    expect(() => estimateKvCache({ ...published, layers: 0 })).toThrow('estimate: layers must be an integer >= 1, got 0');
+  });
+});
+
+describe('the chart', () => {
+  const rowsOf = (spec: Record<string, unknown>) => (spec.data as { values: { panel: string; series: string; context: number; gb: number }[] }).values;
+
+  it('one configuration: MHA, GQA, MQA and MLA at several latents, log axes, sizes in the legend', () => {
+    const spec = kvCachePlotSpec({ panels: [{ options: published }], latents: [256, 512] });
+    const rows = rowsOf(spec);
+    const series = [...new Set(rows.map((r) => r.series))];
+    expect(series).toEqual(['MHA (24 heads): 3.25 GB', 'GQA (6 kv heads): 0.81 GB', 'MQA (1 kv head): 0.14 GB', 'MLA (256): 0.20 GB', 'MLA (512): 0.40 GB', 'MLA (1024) (this model): 0.81 GB']);
+    // Each line runs from context / 64 to the context, with the estimator's own bytes at each end.
+    const mha = rows.filter((r) => r.series.startsWith('MHA'));
+    expect(mha.map((r) => r.context)).toEqual([128, 8192]);
+    expect(mha[1].gb).toBe(estimateKvCache(published).mha.totalBytes / 1e9);
+    expect(mha[0].gb).toBe(estimateKvCache({ ...published, context: 128 }).mha.totalBytes / 1e9);
+    const enc = spec.encoding as Record<string, { scale: { type: string } }>;
+    expect(enc.x.scale.type).toBe('log');
+    expect(enc.y.scale.type).toBe('log');
   });
 
-  it('runs as the package bin (dist/cli.js estimate), and with no model options prints the three presets', () => {
-    const bin = path.join(root, 'dist', 'cli.js');
-    expect(existsSync(bin), 'dist/cli.js: npm test compiles it first').toBe(true);
-    const r = spawnSync(process.execPath, [bin, 'estimate', ...publishedArgs], { encoding: 'utf8', env: process.env });
-    expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toContain(publishedLine);
-    const presets = spawnSync(process.execPath, [bin, 'estimate', '--context', '32k'], { encoding: 'utf8', env: process.env });
-    expect(presets.status, presets.stderr).toBe(0);
-    for (const title of ['DeepSeek-V2 (236B)', 'DeepSeek-V2-Lite (16B)', 'DeepSeek-V3 / R1 (671B)']) expect(presets.stdout).toContain(title);
-    expect(presets.stdout).toContain('context 32,768');
+  it('several configurations: one named panel each', () => {
+    const panels = Object.values(PRESETS).map((p) => ({ title: p.description, options: { ...p, context: 131072 } }));
+    const spec = kvCachePlotSpec({ panels });
+    expect((spec.facet as { column: { sort: string[] } }).column.sort).toEqual(['DeepSeek-V2 (236B)', 'DeepSeek-V2-Lite (16B)', 'DeepSeek-V3 / R1 (671B)']);
+    const v3 = rowsOf(spec).filter((r) => r.panel === 'DeepSeek-V3 / R1 (671B)' && r.context === 131072);
+    expect(v3.map((r) => r.series)).toEqual(['MHA', 'GQA', 'MQA', 'MLA (512 + 64)']);
+    expect(v3[0].gb / v3[3].gb).toBeCloseTo(32768 / 576, 9);
   });
 
-  it('presets, overrides, JSON, help and errors', () => {
-    const v3 = cli(['--preset', 'deepseek-v3', '--context', '128k', '--batch', '2', '--dtype', 'fp8_e4m3', '--json']);
-    expect(v3.code).toBe(0);
-    const e = JSON.parse(v3.out);
-    expect(e.options).toMatchObject({ layers: 61, heads: 128, context: 131072, batch: 2, dtype: 'fp8_e4m3', kvLoraRank: 512, ropeDim: 64 });
-    expect(e.mla.totalBytes).toBe(576 * 61 * 131072 * 2);
-    expect(cli(['--preset', 'deepseek-v2-lite', '--latent', '256']).out).toContain('MLA (256 + 64)');
-    expect(cli(['--help']).out).toContain('--plot FILE.svg');
-    expect(cli(['--heads', '8']).code).toBe(2);
-    expect(cli(['--preset', 'gpt-5']).code).toBe(2);
-    expect(cli(['--preset', 'deepseek-v3', '--dtype', 'fp4']).code).toBe(2);
-    expect(cli(['--preset', 'deepseek-v3', '--bogus']).code).toBe(2);
-  });
-
-  it('--plot writes an SVG of bytes against context for several latent widths beside MHA and GQA', () => {
-    const dir = path.join(__dirname, '..', '.tmp');
-    mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, 'kv-cache.svg');
-    const r = cli([...publishedArgs, '--plot', file, '--latents', '256,512']);
-    expect(r.code).toBe(0);
-    expect(r.out).toContain(`wrote ${file}`);
-    const svg = readFileSync(file, 'utf8');
-    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
+  it('renders as SVG with Vega (the optional peers), every series in it', async () => {
+    const svg = await plotKvCacheSvg({ panels: [{ options: published }], latents: [256, 512] });
+    expect(svg.startsWith('<svg')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
-    for (const label of ['MHA (24 heads): 3.25 GB', 'GQA (6 kv heads): 0.81 GB', 'MQA (1 kv head)', 'MLA (256): 0.20 GB', 'MLA (512): 0.40 GB', 'MLA (1024) ◀: 0.81 GB'])
+    for (const label of ['MHA (24 heads): 3.25 GB', 'GQA (6 kv heads): 0.81 GB', 'MQA (1 kv head): 0.14 GB', 'MLA (256): 0.20 GB', 'MLA (1024) (this model): 0.81 GB', 'context length'])
       expect(svg).toContain(label);
-    expect(svg).toContain('context length');
-    // Every tag closes (a cheap well-formedness check: no XML parser in the dependencies).
-    expect((svg.match(/<(line|rect|text|svg)\b/g) ?? []).length).toBe((svg.match(/<\/(text|svg)>|\/>/g) ?? []).length);
-    expect(plotKvCacheSvg({ base: { ...PRESETS['deepseek-v3'], context: 4096 } })).toContain('MLA (512 + 64) ◀');
+    // A log axis: ticks at powers of two (context) and of ten (GB).
+    for (const tick of ['>128<', '>1k<', '>8k<']) expect(svg).toContain(tick);
   });
 });
