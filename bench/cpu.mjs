@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers] [-- --readme] [-- --rows <regex>] [-- --results <dir>]: CPU decode and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex>] [-- --results <dir>]: CPU decode and append against this machine's limits and against peers,
 // all measured in this run. Prints a table, writes bench/results/cpu-<date>.json (and cpu-latest.json) and an SVG
 // chart (tokens/s against context, one line per batch) beside it.
 //
@@ -30,15 +30,15 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const noPeers = args.includes('--no-peers');
-// --rows <regex>: only the decode rows whose label ("bf16 h16 q1 b8 ctx4096") matches, for development; not --readme.
+// --rows <regex>: only the decode rows whose label ("bf16 h16 q1 b8 ctx4096") matches, for development; not --docs.
 const rowFilter = args.includes('--rows') ? new RegExp(args[args.indexOf('--rows') + 1]) : null;
 // --rounds N: the grid is timed N times over, minutes apart (default: 2 for a full run, 1 for --quick or --rows). Each
 // row keeps, for us and for every peer alike, its round with the lowest median. A shared VM has slow phases lasting
 // seconds to minutes (seen here: one core's decode at 78 ms for 3 s, then 54 ms, while an FMA loop measured
 // 192-217 GFLOP/s throughout); a row timed once can fall in one. The limits are taken the same way (best sample).
 const rounds = args.includes('--rounds') ? Math.max(1, Math.floor(+args[args.indexOf('--rounds') + 1]) || 1) : quick || rowFilter ? 1 : 2;
-if (rowFilter && args.includes('--readme')) throw new Error('--readme takes a full run: drop --rows');
-if (args.includes('--results') && args.includes('--readme')) throw new Error('--readme points at bench/results: drop --results');
+if (rowFilter && args.includes('--docs')) throw new Error('--docs takes a full run: drop --rows');
+if (args.includes('--results') && args.includes('--docs')) throw new Error('--docs points at bench/results: drop --results');
 const addon = native();
 const cpu = addon.cpuInfo();
 const threads = cpu.threads;
@@ -439,22 +439,22 @@ if (!rowFilter) {
 const shown = path.relative(root, path.join(dir, base));
 console.log(`\nwrote ${shown.startsWith('..') ? path.join(dir, base) : shown}.json and .svg`);
 
-// --readme (full runs): the README's table block becomes this run's output, between its markers.
-if (args.includes('--readme') && !quick) {
-  const readme = path.join(root, 'README.md');
-  const text = readFileSync(readme, 'utf8');
+// --docs (full runs): the table block of docs/performance-cpu.md becomes this run's output, between its markers.
+if (args.includes('--docs') && !quick) {
+  const page = path.join(root, 'docs', 'performance-cpu.md');
+  const text = readFileSync(page, 'utf8');
   const start = '<!-- cpu-bench:start -->', end = '<!-- cpu-bench:end -->';
   const i = text.indexOf(start), j = text.indexOf(end);
-  if (i < 0 || j < i) throw new Error('README.md has no cpu-bench markers');
+  if (i < 0 || j < i) throw new Error('docs/performance-cpu.md has no cpu-bench markers');
   const blank = lines.indexOf(''); // the header (run, machine, kernels, limits) ends at the first blank line
   const header = lines.slice(0, blank), body = lines.slice(blank + 1), t = body.findIndex((l) => l.startsWith('targets:'));
   const block = [
     start,
-    `The latest full run, as \`npm run bench -- --readme\` printed it (\`bench/results/${base}.json\`, chart \`${base}.svg\`):`,
+    `The latest full run, as \`npm run bench -- --docs\` printed it (\`bench/results/${base}.json\`, chart \`${base}.svg\`):`,
     '', '```text', ...header, '```', '', ...body.slice(0, t).filter((l, k, a) => l !== '' || (k > 0 && a[k - 1] !== '')), '', '```text', ...body.slice(t), '```', end,
   ].join('\n');
-  writeFileSync(readme, text.slice(0, i) + block + text.slice(j + end.length));
-  console.log('updated the benchmark block of README.md');
+  writeFileSync(page, text.slice(0, i) + block + text.slice(j + end.length));
+  console.log('updated the benchmark block of docs/performance-cpu.md');
 }
 
 // Small multiples: one panel per (dtype, heads, queryLen); x = context (log), y = tokens/s (log); a line per batch.

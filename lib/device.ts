@@ -59,7 +59,7 @@ export function defaultBackend(): BackendName {
   return backends().some((b) => b.name === 'cuda' && b.available) ? 'cuda' : 'cpu';
 }
 
-/** @internal The device of the default stream: MLA_DEVICE when it names one (`cuda:1`), else device 0 of {@link defaultBackend}. */
+/** The device of the default stream: MLA_DEVICE when it names one (`cuda:1`), else device 0 of {@link defaultBackend}. */
 export function defaultDevice(): BackendName | DeviceName {
   const backend = defaultBackend();
   const forced = process.env.MLA_DEVICE;

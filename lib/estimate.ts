@@ -1,6 +1,4 @@
 // mla-kernels/estimate: KV-cache sizes of MHA, GQA, MQA and MLA (pure arithmetic; the `mla-kernels estimate` command).
-import { DTYPE_SIZES, type LatentCacheDType } from './dtypes.js';
-
 /**
  * KV-cache size: how many bytes the attention cache of a model takes for a batch and a context length, with plain
  * multi-head attention (MHA), grouped-query attention (GQA), multi-query attention (MQA) and multi-head latent
@@ -11,8 +9,10 @@ import { DTYPE_SIZES, type LatentCacheDType } from './dtypes.js';
  *
  * `head_dim` defaults to ceil(emb / H) when an embedding width is given instead. MLA caches one latent row per
  * token and layer ([c_kv, k_pe]); `ropeDim` 0 counts the latent alone, which is how the published example
- * (emb 2048, 24 heads, latent 1024 → 4.03×) counts it.
+ * (emb 2048, 24 heads, latent 1024 → 4.03×) counts it. Nothing here needs the addon.
+ * @module mla-kernels/estimate
  */
+import { DTYPE_SIZES, type LatentCacheDType } from './dtypes.js';
 
 /**
  * Cache element types and their bytes: the package's latent-cache dtypes (dtypes.ts), and `int8`, a quantised cache

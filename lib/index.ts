@@ -1,3 +1,9 @@
+/**
+ * Multi-head Latent Attention (the attention of DeepSeek-V2/V3/R1) for Node.js: tensors on the CPU or a GPU, streams
+ * and captured graphs, and the operations of an MLA layer — the paged latent-cache append, the absorbed decode, the
+ * per-head absorb and unabsorb products. The guide is docs/README.md in the package.
+ * @module mla-kernels
+ */
 export { MlaError, ERROR_CODES, type ErrorCode } from './errors.js';
 export { DTYPE_SIZES, type DType, type FloatDType, type LatentCacheDType, type StorageOf } from './dtypes.js';
 export {
@@ -14,7 +20,8 @@ export {
   toFp8E4M3Array,
   fp8E4M3ToFloat32,
 } from './half.js';
-export { backends, defaultBackend, memoryStats, type BackendName, type BackendInfo, type DeviceName } from './device.js';
+export type { AddonBuild, CudaDeviceInfo, CudaInfo } from './info.js';
+export { backends, defaultBackend, defaultDevice, memoryStats, type BackendName, type BackendInfo, type DeviceName } from './device.js';
 export { Tensor, type AllocateOptions } from './tensor.js';
 export { Stream, Graph, defaultStream } from './stream.js';
 export {

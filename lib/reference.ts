@@ -1,6 +1,7 @@
 /**
  * The naive, obviously-right version of every operation, in float64, for tests and for checking a peer.
  * Inputs are plain arrays with shapes (read a Tensor with `toFloat32()`); nothing here is fast.
+ * @module mla-kernels/reference
  */
 
 /** A dense row-major array with its shape. */

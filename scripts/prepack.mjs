@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // npm pack / npm publish (prepack): the compiled JS and types in dist/ from lib/ (files whose source is gone are
-// removed, so none ships by accident), then the prebuilt binary (scripts/build-prebuild.mjs). package.json's "files"
-// says what goes in the tarball: dist/ (no source maps), prebuilds/, csrc/, CMakeLists.txt, binding.gyp.
+// removed, so none ships by accident), the prebuilt binary (scripts/build-prebuild.mjs), the API reference in
+// docs/api/ (TypeDoc, typedoc.json), and last the figures the docs quote from this build (scripts/docs.mjs
+// --figures: the binary's size, the tarball's). package.json's "files" says what goes in the tarball: dist/ (no
+// source maps), prebuilds/, csrc/, docs/, CMakeLists.txt, binding.gyp.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -23,6 +25,8 @@ if (existsSync(dist))
 for (const [what, args] of [
   ['TypeScript build', [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json']],
   ['prebuild', [path.join(root, 'scripts', 'build-prebuild.mjs')]],
+  ['API reference (TypeDoc)', [path.join(root, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--logLevel', 'Error']],
+  ['docs figures', [path.join(root, 'scripts', 'docs.mjs'), '--figures']],
 ]) {
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
