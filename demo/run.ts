@@ -9,7 +9,7 @@ import { PagedCacheManager } from './paged.js';
 
 /**
  * Bound on ‖logits_MLA − logits_MHA‖ / ‖logits_MHA‖ at every step, end to end through the whole model: the same
- * per-dtype bounds the test suite holds each operation to (README, "Testing").
+ * per-dtype bounds the test suite holds each operation to (docs/testing.md).
  */
 export const AGREEMENT_BOUND: Record<ModelDType, number> = { f32: 1e-5, f16: 2e-3, bf16: 1.2e-2 };
 

@@ -2,7 +2,7 @@
 /**
  * KV-cache size: how many bytes the attention cache of a model takes for a batch and a context length, with plain
  * multi-head attention (MHA), grouped-query attention (GQA), multi-query attention (MQA) and multi-head latent
- * attention (MLA), and how much MLA (or GQA, MQA) saves against MHA. Pure arithmetic (MLA.md, "KV-cache size"):
+ * attention (MLA), and how much MLA (or GQA, MQA) saves against MHA. Pure arithmetic:
  *
  *   elements cached per token and layer:  MHA 2·H·head_dim   GQA 2·K·head_dim   MQA 2·head_dim   MLA kv_lora_rank + rope_dim
  *   bytes = elements · layers · context · batch · bytes per element
@@ -176,8 +176,8 @@ export interface ModelPreset {
 }
 
 /**
- * DeepSeek's attention shapes (MLA.md): H heads, kv_lora_rank 512, rope 64, nope 128, v 128. The MHA of the
- * comparison is the same model with per-head keys and values of 128 (MLA.md: 2 · 128 · 128 · 2 bytes per token and
+ * DeepSeek's attention shapes (their published configurations): H heads, kv_lora_rank 512, rope 64, nope 128,
+ * v 128. The MHA of the comparison is the same model with per-head keys and values of 128 (2 · 128 · 128 · 2 bytes per token and
  * layer in bf16), and GQA keeps 8 key/value heads (4 for V2-Lite's 16 heads).
  */
 export const PRESETS: Readonly<Record<string, ModelPreset>> = {

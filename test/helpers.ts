@@ -108,7 +108,7 @@ export function suiteBackends(): { name: BackendName; available: boolean; reason
 
 /**
  * Sizes each backend takes: the CPU any size; the CUDA kernels (cuda, cuda-sim) bf16/f16 and multiples of 16
- * for the mma dimensions (README, "Supported shapes"). The shared suite draws its random shapes from these.
+ * for the mma dimensions (docs/guide/paged-cache.md, "Dtypes and shapes"). The shared suite draws its random shapes from these.
  */
 export interface ShapeRules {
   dtypes: readonly FloatDType[];

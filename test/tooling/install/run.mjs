@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // The install tests (npm run test:install; a step of npm test): what a user gets from `npm install mla-kernels`.
-//   1. npm pack (prepack: dist/ and the prebuild); the tarball holds dist/, prebuilds/, csrc/, CMakeLists.txt,
-//      binding.gyp, README.md, package.json and nothing else.
+//   1. npm pack (prepack: dist/, the prebuild, docs/api/); the tarball holds dist/, prebuilds/, csrc/, docs/,
+//      CMakeLists.txt, binding.gyp, README.md, package.json and nothing else.
 //   2. A new project installs the tarball with a PATH that has node, npm and sh only (no compiler, make, python,
 //      cmake or nvcc): the prebuild is used as is. A small decode from TypeScript (tsc against the installed
-//      types), from JavaScript (ESM) and from CommonJS (import(); require() is refused: the package is ESM-only)
-//      matches mla-kernels/reference, and `npx mla-kernels info` names the prebuild.
+//      types, in an ES module project and in a CommonJS one), from JavaScript (ESM) and from CommonJS (require())
+//      matches mla-kernels/reference, and `npx mla-kernels info` names the prebuild. The install commands are the
+//      README's (its block marked run-by this file), the CLI answers --help and --version, and the example of
+//      memory_estimator_mla.py runs verbatim; the published manifest has no development lifecycle script and npm
+//      lists no `prepare` to approve.
 //   3. Another project installs the tarball without prebuilds/ (a platform with no prebuild) with a PATH that has
 //      a C++ compiler, make and python3 but no cmake or nvcc: node-gyp builds the CPU addon, which gives the same
 //      result.
@@ -39,6 +42,13 @@ function check(name, ok, detail = '') {
   return !!ok;
 }
 const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(2)} MB`;
+
+/** The command lines of a page's sh blocks marked `<!-- run-by: test/tooling/install/run.mjs -->`, comments dropped. */
+function docCommands(page) {
+  const text = readFileSync(path.join(root, page), 'utf8');
+  return [...text.matchAll(/<!-- run-by: test\/tooling\/install\/run\.mjs -->\s*```sh\n([\s\S]*?)```/g)]
+    .flatMap((m) => m[1].split('\n')).map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+}
 
 // The environment of the user's shell: ours without npm's script variables (npm test runs us), MLA_* (an
 // MLA_ADDON_PATH would bypass the installed addon), compiler settings and sanitizer preloads.
@@ -81,7 +91,9 @@ function binDir(name, programs) {
 const packed = sh('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: root, quiet: true });
 let tarball = null;
 let files = [];
-if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
+if (check('npm pack (prepack: tsc, prebuild, API reference)', packed.status === 0)) {
+  const noise = packed.out.split('\n').filter((l) => /^npm warn/.test(l));
+  check('npm in the clone warns nothing (no unknown project config, no install script awaiting approval)', noise.length === 0, noise.join('; '));
   const lines = packed.stdout.split('\n'); // npm pack --json: the JSON array is the last thing printed
   const info = JSON.parse(lines.slice(lines.lastIndexOf('[')).join('\n'))[0];
   tarball = path.join(tmp, info.filename);
@@ -89,9 +101,12 @@ if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
   const prebuild = info.files.find((f) => f.path === `prebuilds/${platformDir}/${prebuildName}`);
   const allowed = (f) =>
     ['package.json', 'README.md', 'LICENSE', 'CMakeLists.txt', 'binding.gyp', 'csrc/kernels/architectures.txt'].includes(f) ||
-    /^dist\/.+\.(js|d\.ts)$/.test(f) || /^csrc\/.+\.(cc|h|cu|cuh|inl|gypi)$/.test(f) || /^prebuilds\/[a-z0-9]+-[a-z0-9+]+\/[^/]+\.node$/.test(f);
+    /^dist\/.+\.(js|d\.ts)$/.test(f) || /^csrc\/.+\.(cc|h|cu|cuh|inl|gypi)$/.test(f) || /^prebuilds\/[a-z0-9]+-[a-z0-9+]+\/[^/]+\.node$/.test(f) ||
+    /^docs\/.+\.md$/.test(f);
   const stray = files.filter((f) => !allowed(f));
-  check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
+  check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, docs/ (Markdown), CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
+  const docs = ['docs/README.md', 'docs/install.md', 'docs/api/README.md', 'docs/api/mla-kernels.md'].filter((f) => !files.includes(f));
+  check('the tarball has the docs and the API reference generated at pack time (docs/api/)', docs.length === 0, docs.join(', '));
   const gypi = readFileSync(path.join(root, 'csrc', 'sources.gypi'), 'utf8').match(/csrc\/[A-Za-z0-9_/]+\.cc/g) ?? [];
   const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
   const missing = needed.filter((f) => !files.includes(f));
@@ -141,21 +156,36 @@ function consumers(dir, pathDirs, expectAddon, label) {
   check(`${label}: ESM JavaScript import runs a decode matching the reference`, js && js.relErr < 1e-5, js ? `rel. error ${js.relErr.toExponential(2)}` : 'no result');
   check(`${label}: info() names the addon in use (${expectAddon})`, js && js.info.addon.includes(expectAddon), js?.info.addon);
 
-  mkdirSync(path.join(dir, 'src'), { recursive: true });
-  copyFileSync(path.join(here, 'decode-check.ts'), path.join(dir, 'src', 'decode-check.ts'));
-  writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
-    compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, outDir: 'out', rootDir: 'src', types: ['node'] },
-    include: ['src'],
-  }, null, 2));
-  const built = sh('node', [tsc, '-p', 'tsconfig.json'], { cwd: dir, env });
-  check(`${label}: TypeScript compiles against the installed types (strict, NodeNext)`, built.status === 0);
-  const ts = built.status === 0 ? parse(sh('node', ['out/decode-check.js'], { cwd: dir, env, quiet: true })) : null;
+  // decode-check.ts compiled in a project folder (strict, NodeNext) and run: the emitted JS and its result.
+  const typescript = (projectDir) => {
+    mkdirSync(path.join(projectDir, 'src'), { recursive: true });
+    copyFileSync(path.join(here, 'decode-check.ts'), path.join(projectDir, 'src', 'decode-check.ts'));
+    writeFileSync(path.join(projectDir, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, outDir: 'out', rootDir: 'src', types: ['node'] },
+      include: ['src'],
+    }, null, 2));
+    if (sh('node', [tsc, '-p', 'tsconfig.json'], { cwd: projectDir, env }).status !== 0) return null;
+    return { emitted: readFileSync(path.join(projectDir, 'out', 'decode-check.js'), 'utf8'), result: parse(sh('node', ['out/decode-check.js'], { cwd: projectDir, env, quiet: true })) };
+  };
+  const esm = typescript(dir);
+  check(`${label}: TypeScript compiles against the installed types (strict, NodeNext)`, esm !== null);
+  const ts = esm?.result;
   check(`${label}: the compiled TypeScript runs the same decode`, ts && ts.relErr < 1e-5 && js && ts.out.every((v, i) => v === js.out[i]), ts ? `rel. error ${ts.relErr.toExponential(2)}` : 'no result');
 
   copyFileSync(path.join(here, 'commonjs.cjs'), path.join(dir, 'commonjs.cjs'));
-  const cjs = parse(sh('node', ['commonjs.cjs'], { cwd: dir, env, quiet: true }));
-  check(`${label}: CommonJS: require() is refused (ESM-only), import() works`,
-    cjs && ['ERR_PACKAGE_PATH_NOT_EXPORTED', 'ERR_REQUIRE_ESM'].includes(cjs.requireError) && cjs.importWorks, cjs ? `require: ${cjs.requireError}` : 'no result');
+  const cjsRun = sh('node', ['commonjs.cjs'], { cwd: dir, env, quiet: true });
+  const cjs = parse(cjsRun);
+  check(`${label}: CommonJS: require('mla-kernels') (and /reference, /estimate) runs a decode matching the reference; import() gives the same module; no warning`,
+    cjs && cjs.maxErr < 1e-5 && cjs.sameModule && cjs.estimate === 805306368 && !/Warning/.test(cjsRun.out), cjs ? `max |Δ| ${cjs.maxErr.toExponential(2)}` : 'no result');
+
+  // TypeScript in a CommonJS project ("type": "commonjs", module NodeNext): tsc emits require('mla-kernels').
+  const cjsDir = path.join(dir, 'cjs-project');
+  mkdirSync(cjsDir);
+  writeFileSync(path.join(cjsDir, 'package.json'), JSON.stringify({ name: 'cjs-project', private: true, type: 'commonjs' }, null, 2));
+  const commonjs = typescript(cjsDir);
+  check(`${label}: TypeScript compiles in a CommonJS project (strict, NodeNext) to require('mla-kernels')`, commonjs && /require\("mla-kernels"\)/.test(commonjs.emitted));
+  const tsCjs = commonjs?.result;
+  check(`${label}: the CommonJS TypeScript runs the same decode`, tsCjs && tsCjs.lang === 'ts-cjs' && js && tsCjs.out.every((v, i) => v === js.out[i]), tsCjs ? `rel. error ${tsCjs.relErr.toExponential(2)}` : 'no result');
 
   const cli = sh('npx', ['mla-kernels', 'info'], { cwd: dir, env });
   check(`${label}: npx mla-kernels info names the version and the addon`, cli.status === 0 && cli.stdout.includes(`mla-kernels ${pkg.version}`) && cli.stdout.includes(expectAddon));
@@ -167,11 +197,31 @@ let prebuilt = null;
 const installArgs = ['install', '--no-audit', '--no-fund', '--foreground-scripts'];
 if (tarball) {
   const app = newProject('app-prebuild');
+  // The README's install commands, as written (the package's name standing for the tarball).
+  const readmeInstall = docCommands('README.md');
+  const unknown = readmeInstall.filter((l) => l !== 'npm install mla-kernels' && l !== 'npx mla-kernels info');
+  check('README.md\'s install block is `npm install mla-kernels` and `npx mla-kernels info`, which this test runs', readmeInstall.includes('npm install mla-kernels') && unknown.length === 0, unknown.join('; '));
   const r = sh('npm', [...installArgs, tarball, '@types/node@20'], { cwd: app, env: userEnv([noCompiler]) });
+  check('prebuild: npm asks to approve no `prepare` script of mla-kernels', r.status === 0 && !/mla-kernels@[^\n]*prepare/.test(r.out));
   const installed = path.join(app, 'node_modules', pkg.name);
   check('prebuild: npm install of the tarball succeeds with node, npm and sh alone on PATH', r.status === 0);
   check('prebuild: nothing was compiled (no build/ in the installed package)', r.status === 0 && !existsSync(path.join(installed, 'build')));
   if (r.status === 0) prebuilt = consumers(app, [noCompiler], `prebuilds/${platformDir}/${prebuildName}`, 'prebuild');
+  if (r.status === 0) {
+    const manifest = JSON.parse(readFileSync(path.join(installed, 'package.json'), 'utf8'));
+    const lifecycle = Object.keys(manifest.scripts ?? {}).filter((k) => /^(pre|post)?(install|prepare|publish)$|^prepublishOnly$/.test(k));
+    check('the published manifest\'s only install-time script is install (node-gyp-build): no prepare', lifecycle.join() === 'install', lifecycle.join(', '));
+    const env = userEnv([noCompiler]);
+    const help = sh('npx', ['mla-kernels', '--help'], { cwd: app, env, quiet: true });
+    const version = sh('npx', ['mla-kernels', '--version'], { cwd: app, env, quiet: true });
+    check('npx mla-kernels --help and --version', help.status === 0 && /^Usage: mla-kernels/m.test(help.stdout) && version.status === 0 && version.stdout.trim() === pkg.version);
+    // memory_estimator_mla.py's example, verbatim.
+    const seed = sh('sh', ['-c', 'npx mla-kernels estimate --context_length 8192 --emb_dim 2048 --n_heads 24 --n_layers 48 --n_kv_groups 4 --batch_size 1 --dtype bf16 --latent_dim 1024'], { cwd: app, env });
+    check('the memory_estimator_mla.py example runs verbatim: MHA 3.25 GB, GQA 0.81 GB, MLA 0.81 GB, 4.00×, 4.03×, 75.00%, 75.19%',
+      seed.status === 0 && seed.stdout.includes('MHA 3.25 GB, GQA 0.81 GB, MQA 0.14 GB, MLA 0.81 GB; MHA/GQA 4.00×, MHA/MLA 4.03×; savings 75.00% (GQA) and 75.19% (MLA)'));
+    const plot = sh('npx', ['mla-kernels', 'estimate', '--plot', 'kv.svg'], { cwd: app, env, quiet: true });
+    check('estimate --plot without the optional peers (vega, vega-lite) says what to install', plot.status === 1 && /npm install vega vega-lite/.test(plot.out) && !existsSync(path.join(app, 'kv.svg')), plot.out.trim().split('\n').pop());
+  }
 
   // ---- 4. forced source builds, as the README says -----------------------------------------------------------
   if (r.status === 0) {
@@ -186,6 +236,8 @@ if (tarball) {
     if (!cmake) console.log('\nnote: no cmake on this machine; `npx --yes cmake-js rebuild` (the CUDA source build) is not tested');
     else {
       const hasNvcc = !!which('nvcc') || existsSync('/usr/local/cuda/bin/nvcc');
+      const documented = docCommands('docs/install.md').filter((l) => /cmake-js/.test(l));
+      check('docs/install.md\'s cmake-js block is the command run next', documented.length === 1 && documented[0] === `cd node_modules/${pkg.name} && npx --yes cmake-js rebuild`, documented.join('; '));
       const full = sh('npx', ['--yes', 'cmake-js', 'rebuild'], { cwd: installed, env: userEnv((process.env.PATH ?? '').split(path.delimiter), { MLA_CUDA_ARCHS: '80' }), quiet: true });
       check(`npx --yes cmake-js rebuild (in node_modules/${pkg.name}) builds the full addon${hasNvcc ? ' with CUDA (sm_80)' : ''}`, full.status === 0 && existsSync(path.join(installed, 'build', 'Release', 'mla_kernels.node')));
       if (full.status === 0) {
