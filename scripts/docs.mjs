@@ -4,7 +4,8 @@
 //               `<!-- summary: … -->` line under the title, else the first sentence of its first paragraph);
 //   --figures   the figures a build measures, in README.md and docs/**/*.md between <!-- figure:NAME --> and
 //               <!-- /figure -->: the prebuilt binary's size and the tarball's (npm pack --dry-run, which runs no
-//               script), run by prepack after the prebuild and the API reference so the tarball carries its own;
+//               script), run by prepack after the prebuild and the API reference so the tarball carries its own
+//               (not when MLA_CUDA_ARCHS or MLA_CUDA narrows the prebuild);
 //   --check     exits 1 (saying what to run) when the page list is stale, writing nothing.
 // The API reference (docs/api/) is TypeDoc's: npm run docs:api (typedoc.json), also run by prepack.
 import { execFileSync } from 'node:child_process';
@@ -110,7 +111,12 @@ function writeFigures() {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  if (args.includes('--figures')) writeFigures();
+  if (args.includes('--figures')) {
+    // A development prebuild (one architecture, or no CUDA) is not the one published: its sizes would mislead.
+    const narrowed = ['MLA_CUDA_ARCHS', 'MLA_CUDA'].filter((v) => process.env[v]);
+    if (narrowed.length) console.log(`docs: figures left as they are (${narrowed.join(', ')} set: not the published build)`);
+    else writeFigures();
+  }
   else {
     const next = indexText();
     const stale = next !== readFileSync(INDEX, 'utf8');
