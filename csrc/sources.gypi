@@ -3,6 +3,7 @@
   'variables': {
     'mla_cpu_sources': [
       'csrc/build_backends.cc',
+      'csrc/link_compat.cc',
       'csrc/core/ops.cc',
       'csrc/core/registry.cc',
       'csrc/cpu/cpu_backend.cc',
