@@ -13,6 +13,7 @@
       'csrc/cpu/kernels_avx2.cc',
       'csrc/cpu/kernels_avx512.cc',
       'csrc/cpu/kernels_avx512bf16.cc',
+      'csrc/cpu/kernels_neon.cc',
       'csrc/addon/addon.cc',
       'csrc/addon/env.cc',
       'csrc/addon/marshal.cc',
