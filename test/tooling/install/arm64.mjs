@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as arm64 from '../../../scripts/linux-arm64.mjs';
+import { resultLine, sh, userEnv } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -44,20 +45,6 @@ function finish(skipped) {
   console.log(`\nlinux-arm64 install tests (${seconds()} s): ${passed} passed, ${failed} failed`);
   process.exit(failed === 0 ? 0 : 1);
 }
-
-function sh(cmd, args, opts = {}) {
-  const t = Date.now();
-  console.log(`\n$ ${[cmd, ...args].join(' ')}${opts.cwd ? `   (in ${opts.cwd})` : ''}`);
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 2 ** 20, ...opts });
-  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  if (!opts.quiet || r.status !== 0) process.stdout.write(out.length > 6000 ? `…${out.slice(-6000)}` : out);
-  console.log(`  (exit ${r.status ?? r.signal}, ${((Date.now() - t) / 1000).toFixed(1)} s)`);
-  return { status: r.status, stdout: r.stdout ?? '', out };
-}
-const resultLine = (r) => {
-  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-  return line ? JSON.parse(line.slice(7)) : null;
-};
 
 // ---- 1. tools ------------------------------------------------------------------------------------------------
 const got = arm64.ensureTools();
@@ -105,10 +92,7 @@ const npmCli = realpathSync(arm64.which('npm'));
 const binDir = arm64.nodeWrapperDir(path.join(tmp, 'bin-arm64'), qemu, node);
 mkdirSync(path.join(tmp, 'bin-sh'));
 symlinkSync(realpathSync('/bin/sh'), path.join(tmp, 'bin-sh', 'sh'));
-const env = {};
-for (const [k, v] of Object.entries(process.env))
-  if (!/^(npm_|NPM_|MLA_|PREBUILDS_ONLY|CC$|CXX$|CUDA|LD_PRELOAD|ASAN_|UBSAN_|NODE_OPTIONS|VITEST|PATH$)/.test(k)) env[k] = v;
-env.PATH = [binDir, path.join(tmp, 'bin-sh')].join(path.delimiter);
+const env = userEnv([binDir, path.join(tmp, 'bin-sh')]);
 const app = path.join(tmp, 'app-arm64');
 mkdirSync(app);
 writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app-arm64', private: true, type: 'module' }, null, 2));
