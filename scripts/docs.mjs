@@ -5,7 +5,7 @@
 //   --figures   the figures a build measures, in README.md and docs/**/*.md between <!-- figure:NAME --> and
 //               <!-- /figure -->: the prebuilt binary's size and the tarball's (npm pack --dry-run, which runs no
 //               script), run by prepack after the prebuild and the API reference so the tarball carries its own
-//               (not when MLA_CUDA_ARCHS or MLA_CUDA narrows the prebuild);
+//               (when MLA_CUDA_ARCHS or MLA_CUDA narrows the prebuild, only the CUDA-free linux-arm64 one);
 //   --check     exits 1 (saying what to run) when the page list is stale, writing nothing.
 // The API reference (docs/api/) is TypeDoc's: npm run docs:api (typedoc.json), also run by prepack.
 import { execFileSync } from 'node:child_process';
@@ -84,8 +84,10 @@ const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 function measure() {
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
   const figures = {};
-  const prebuild = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, `${pkg.name}.napi.node`);
-  if (existsSync(prebuild)) figures['prebuild-size'] = mb(statSync(prebuild).size);
+  for (const platform of ['linux-x64', 'linux-arm64']) {
+    const prebuild = path.join(root, 'prebuilds', platform, `${pkg.name}.napi.node`);
+    if (existsSync(prebuild)) figures[`prebuild-size-${platform}`] = mb(statSync(prebuild).size);
+  }
   const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   const info = JSON.parse(out.slice(out.indexOf('[')))[0];
   figures['tarball-size'] = mb(info.size);
@@ -94,9 +96,9 @@ function measure() {
   return figures;
 }
 
-/** Rewrites every figure marker in README.md and docs/**\/*.md; returns the files changed. */
-function writeFigures() {
-  const figures = measure();
+/** Rewrites every figure marker in README.md and docs/**\/*.md (only those named in `only`, when given). */
+function writeFigures(only) {
+  const figures = Object.fromEntries(Object.entries(measure()).filter(([name]) => !only || only.includes(name)));
   const changed = [];
   for (const file of [path.join(root, 'README.md'), ...docPages().map((p) => path.join(docs, p))]) {
     const text = readFileSync(file, 'utf8');
@@ -113,9 +115,12 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const args = process.argv.slice(2);
   if (args.includes('--figures')) {
     // A development prebuild (one architecture, or no CUDA) is not the one published: its sizes would mislead.
+    // The linux-arm64 prebuild has no CUDA, so it is the published one either way.
     const narrowed = ['MLA_CUDA_ARCHS', 'MLA_CUDA'].filter((v) => process.env[v]);
-    if (narrowed.length) console.log(`docs: figures left as they are (${narrowed.join(', ')} set: not the published build)`);
-    else writeFigures();
+    if (narrowed.length) {
+      console.log(`docs: the x64 figures left as they are (${narrowed.join(', ')} set: not the published build)`);
+      writeFigures(['prebuild-size-linux-arm64']);
+    } else writeFigures();
   }
   else {
     const next = indexText();
