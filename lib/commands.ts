@@ -146,7 +146,9 @@ async function estimate(opts: Record<string, unknown>, io: CliIo): Promise<void>
     throw e;
   }
   // Render first: a missing peer dependency fails before anything is printed.
-  const svg = plot === undefined ? undefined : await plotKvCacheSvg({ panels: configs.map((c) => ({ title: c.model, options: c.options })), latents: opts.latents as number[] | undefined });
+  const svg = plot === undefined ? undefined : await plotKvCacheSvg({ panels: configs.map((c) => ({ title: c.model, options: c.options })), latents: opts.latents as number[] | undefined }).catch((e: Error) => {
+    throw new Error(`--plot: ${e.message}`);
+  });
   if (opts.json) io.out(JSON.stringify(estimates.length === 1 ? estimates[0].estimate : estimates, null, 2));
   else io.out(estimates.map((e) => formatEstimate(e.estimate, e.title)).join('\n\n'));
   if (plot !== undefined) {

@@ -346,7 +346,7 @@ export async function plotKvCacheSvg(p: PlotOptions): Promise<string> {
   try {
     [vega, vegaLite] = await Promise.all([import('vega'), import('vega-lite')]);
   } catch (e) {
-    throw new Error(`plotKvCacheSvg draws with Vega-Lite, an optional peer dependency that is not installed: npm install vega vega-lite (${(e as Error).message})`);
+    throw new Error(`the chart is drawn by Vega-Lite and Vega, optional peer dependencies that are not installed: npm install vega vega-lite (${(e as Error).message})`);
   }
   const compiled = vegaLite.compile(spec as unknown as Parameters<typeof vegaLite.compile>[0]).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });

@@ -80,11 +80,17 @@ export function indexText() {
 
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
+const PREBUILD_PLATFORMS = ['linux-x64', 'linux-arm64'];
+/** The names of the figures a build measures (`<!-- figure:NAME -->`). */
+export const FIGURES = [...PREBUILD_PLATFORMS.map((p) => `prebuild-size-${p}`), 'tarball-size', 'tarball-unpacked', 'tarball-files'];
+/** A figure marker and the text it holds; group 1 is the name. */
+export const FIGURE_MARKER = /<!-- figure:([a-z0-9-]+) -->[^<]*<!-- \/figure -->/g;
+
 /** The figures a build measures, by name. */
 function measure() {
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
   const figures = {};
-  for (const platform of ['linux-x64', 'linux-arm64']) {
+  for (const platform of PREBUILD_PLATFORMS) {
     const prebuild = path.join(root, 'prebuilds', platform, `${pkg.name}.napi.node`);
     if (existsSync(prebuild)) figures[`prebuild-size-${platform}`] = mb(statSync(prebuild).size);
   }
@@ -102,7 +108,7 @@ function writeFigures(only) {
   const changed = [];
   for (const file of [path.join(root, 'README.md'), ...docPages().map((p) => path.join(docs, p))]) {
     const text = readFileSync(file, 'utf8');
-    const next = text.replace(/<!-- figure:([a-z-]+) -->[^<]*<!-- \/figure -->/g, (m, name) => (name in figures ? `<!-- figure:${name} -->${figures[name]}<!-- /figure -->` : m));
+    const next = text.replace(FIGURE_MARKER, (m, name) => (name in figures ? `<!-- figure:${name} -->${figures[name]}<!-- /figure -->` : m));
     if (next !== text) {
       writeFileSync(file, next);
       changed.push(path.relative(root, file));

@@ -117,7 +117,7 @@ describe('mla-kernels (the command)', () => {
       const code = await fresh(['estimate', '--plot', path.join(tmp, 'none.svg')], { out: (t) => out.push(t), err: (t) => err.push(t) });
       expect(code).toBe(1);
       expect(out).toEqual([]);
-      expect(err.join('\n')).toMatch(/^mla-kernels: plotKvCacheSvg draws with Vega-Lite, an optional peer dependency that is not installed: npm install vega vega-lite/);
+      expect(err.join('\n')).toMatch(/^mla-kernels: --plot: the chart is drawn by Vega-Lite and Vega, optional peer dependencies that are not installed: npm install vega vega-lite/);
       expect(existsSync(path.join(tmp, 'none.svg'))).toBe(false);
     } finally {
       vi.doUnmock('vega');

@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_CODES } from 'mla-kernels';
 import * as api from '../../lib/index.js';
 // @ts-expect-error: a plain .mjs script without types
-import { docPages, indexText } from '../../scripts/docs.mjs';
+import { docPages, FIGURE_MARKER, FIGURES, indexText } from '../../scripts/docs.mjs';
 
 const root = path.join(__dirname, '..', '..');
 const work = path.join(root, 'test', '.tmp', 'docs-blocks');
@@ -125,6 +125,12 @@ describe('docs: the pages', () => {
 
   it('docs/README.md lists every page (npm run docs rewrites the list)', () => {
     expect(indexText() === read('docs/README.md'), 'docs/README.md: the page list is stale: run npm run docs').toBe(true);
+  });
+
+  it('every figure marker names a figure npm run docs -- --figures measures', () => {
+    const unknown = pages.flatMap((page) => [...read(page).matchAll(FIGURE_MARKER)].filter((m) => !FIGURES.includes(m[1])).map((m) => `${page}: ${m[1]}`));
+    const open = pages.filter((page) => /<!-- figure:/.test(read(page).replace(FIGURE_MARKER, '')));
+    expect({ unknown, 'markers without their <!-- /figure -->': open }).toEqual({ unknown: [], 'markers without their <!-- /figure -->': [] });
   });
 
   it('the error table of docs/errors.md is ERROR_CODES, in order', () => {

@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as arm64 from '../../../scripts/linux-arm64.mjs';
-import { resultLine, sh, userEnv } from './common.mjs';
+import { resultLine, sh, userEnv, which } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -88,7 +88,7 @@ if (!tarball) finish();
 
 // ---- 3. install with npm on the arm64 Node ----------------------------------------------------------------------
 // npm is JavaScript: the machine's npm-cli.js, run by the arm64 Node. Its scripts find `node` on PATH: the wrapper.
-const npmCli = realpathSync(arm64.which('npm'));
+const npmCli = realpathSync(which('npm'));
 const binDir = arm64.nodeWrapperDir(path.join(tmp, 'bin-arm64'), qemu, node);
 mkdirSync(path.join(tmp, 'bin-sh'));
 symlinkSync(realpathSync('/bin/sh'), path.join(tmp, 'bin-sh', 'sh'));

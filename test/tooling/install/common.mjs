@@ -1,6 +1,9 @@
-// What the install tests share (arm64.mjs; run.mjs keeps its own copies until it is moved onto these).
+// What the install tests (run.mjs, arm64.mjs) share.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+
+/** The path of a program on our PATH, or null. */
+export { which } from '../../../scripts/linux-arm64.mjs';
 
 /**
  * The environment of the user's shell: ours without npm's script variables (npm test runs us), MLA_* (an
@@ -29,3 +32,4 @@ export function resultLine(r) {
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
   return line ? JSON.parse(line.slice(7)) : null;
 }
+

@@ -25,6 +25,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { resultLine, sh, userEnv, which } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -48,35 +49,6 @@ function docCommands(page) {
   const text = readFileSync(path.join(root, page), 'utf8');
   return [...text.matchAll(/<!-- run-by: test\/tooling\/install\/run\.mjs -->\s*```sh\n([\s\S]*?)```/g)]
     .flatMap((m) => m[1].split('\n')).map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
-}
-
-// The environment of the user's shell: ours without npm's script variables (npm test runs us), MLA_* (an
-// MLA_ADDON_PATH would bypass the installed addon), compiler settings and sanitizer preloads.
-function userEnv(pathDirs, extra = {}) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env))
-    if (!/^(npm_|NPM_|MLA_|PREBUILDS_ONLY|CC$|CXX$|CUDA|LD_PRELOAD|ASAN_|UBSAN_|NODE_OPTIONS|VITEST|PATH$)/.test(k)) env[k] = v;
-  return { ...env, PATH: pathDirs.join(path.delimiter), ...extra };
-}
-
-function sh(cmd, args, opts) {
-  const t = Date.now();
-  console.log(`\n$ ${[cmd, ...args].join(' ')}${opts.cwd ? `   (in ${opts.cwd})` : ''}`);
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 2 ** 20, ...opts });
-  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  if (!opts.quiet || r.status !== 0) process.stdout.write(out.length > 6000 ? `…${out.slice(-6000)}` : out);
-  console.log(`  (exit ${r.status ?? r.signal}, ${((Date.now() - t) / 1000).toFixed(1)} s)`);
-  return { status: r.status, stdout: r.stdout ?? '', out };
-}
-
-function which(name) {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    const p = path.join(dir, name);
-    try {
-      if (statSync(p).isFile()) return p;
-    } catch {}
-  }
-  return null;
 }
 
 // A folder of symlinks: the only programs a PATH made of it can run.
@@ -147,12 +119,8 @@ function newProject(name) {
 // Runs the consumers in a project; returns the JS result (for comparison across installs).
 function consumers(dir, pathDirs, expectAddon, label) {
   const env = userEnv(pathDirs);
-  const parse = (r) => {
-    const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-    return line ? JSON.parse(line.slice(7)) : null;
-  };
   copyFileSync(path.join(here, 'decode-check.mjs'), path.join(dir, 'decode-check.mjs'));
-  const js = parse(sh('node', ['decode-check.mjs'], { cwd: dir, env, quiet: true }));
+  const js = resultLine(sh('node', ['decode-check.mjs'], { cwd: dir, env, quiet: true }));
   check(`${label}: ESM JavaScript import runs a decode matching the reference`, js && js.relErr < 1e-5, js ? `rel. error ${js.relErr.toExponential(2)}` : 'no result');
   check(`${label}: info() names the addon in use (${expectAddon})`, js && js.info.addon.includes(expectAddon), js?.info.addon);
 
@@ -165,7 +133,7 @@ function consumers(dir, pathDirs, expectAddon, label) {
       include: ['src'],
     }, null, 2));
     if (sh('node', [tsc, '-p', 'tsconfig.json'], { cwd: projectDir, env }).status !== 0) return null;
-    return { emitted: readFileSync(path.join(projectDir, 'out', 'decode-check.js'), 'utf8'), result: parse(sh('node', ['out/decode-check.js'], { cwd: projectDir, env, quiet: true })) };
+    return { emitted: readFileSync(path.join(projectDir, 'out', 'decode-check.js'), 'utf8'), result: resultLine(sh('node', ['out/decode-check.js'], { cwd: projectDir, env, quiet: true })) };
   };
   const esm = typescript(dir);
   check(`${label}: TypeScript compiles against the installed types (strict, NodeNext)`, esm !== null);
@@ -174,7 +142,7 @@ function consumers(dir, pathDirs, expectAddon, label) {
 
   copyFileSync(path.join(here, 'commonjs.cjs'), path.join(dir, 'commonjs.cjs'));
   const cjsRun = sh('node', ['commonjs.cjs'], { cwd: dir, env, quiet: true });
-  const cjs = parse(cjsRun);
+  const cjs = resultLine(cjsRun);
   check(`${label}: CommonJS: require('mla-kernels') (and /reference, /estimate) runs a decode matching the reference; import() gives the same module; no warning`,
     cjs && cjs.maxErr < 1e-5 && cjs.sameModule && cjs.estimate === 805306368 && !/Warning/.test(cjsRun.out), cjs ? `max |Δ| ${cjs.maxErr.toExponential(2)}` : 'no result');
 
@@ -241,7 +209,7 @@ if (tarball) {
       const full = sh('npx', ['--yes', 'cmake-js', 'rebuild'], { cwd: installed, env: userEnv((process.env.PATH ?? '').split(path.delimiter), { MLA_CUDA_ARCHS: '80' }), quiet: true });
       check(`npx --yes cmake-js rebuild (in node_modules/${pkg.name}) builds the full addon${hasNvcc ? ' with CUDA (sm_80)' : ''}`, full.status === 0 && existsSync(path.join(installed, 'build', 'Release', 'mla_kernels.node')));
       if (full.status === 0) {
-        const js = JSON.parse(sh('node', ['-e', `import('${pkg.name}').then(m => console.log(JSON.stringify(m.info())))`], { cwd: app, env: userEnv([noCompiler]), quiet: true }).stdout.trim() || 'null');
+        const js = JSON.resultLine(sh('node', ['-e', `import('${pkg.name}').then(m => console.log(JSON.stringify(m.info())))`], { cwd: app, env: userEnv([noCompiler]), quiet: true }).stdout.trim() || 'null');
         const cuda = js?.backends.find((b) => b.name === 'cuda');
         check('  … and info names it (cmake-js), CUDA built when nvcc is found', js && js.addonBuild === 'cmake-js' && (!hasNvcc || (cuda && !/^not built/.test(cuda.reason))), js ? `${js.addonBuild}; cuda: ${cuda?.reason}` : 'no info');
       }
