@@ -209,7 +209,7 @@ if (tarball) {
       const full = sh('npx', ['--yes', 'cmake-js', 'rebuild'], { cwd: installed, env: userEnv((process.env.PATH ?? '').split(path.delimiter), { MLA_CUDA_ARCHS: '80' }), quiet: true });
       check(`npx --yes cmake-js rebuild (in node_modules/${pkg.name}) builds the full addon${hasNvcc ? ' with CUDA (sm_80)' : ''}`, full.status === 0 && existsSync(path.join(installed, 'build', 'Release', 'mla_kernels.node')));
       if (full.status === 0) {
-        const js = JSON.resultLine(sh('node', ['-e', `import('${pkg.name}').then(m => console.log(JSON.stringify(m.info())))`], { cwd: app, env: userEnv([noCompiler]), quiet: true }).stdout.trim() || 'null');
+        const js = JSON.parse(sh('node', ['-e', `import('${pkg.name}').then(m => console.log(JSON.stringify(m.info())))`], { cwd: app, env: userEnv([noCompiler]), quiet: true }).stdout.trim() || 'null');
         const cuda = js?.backends.find((b) => b.name === 'cuda');
         check('  … and info names it (cmake-js), CUDA built when nvcc is found', js && js.addonBuild === 'cmake-js' && (!hasNvcc || (cuda && !/^not built/.test(cuda.reason))), js ? `${js.addonBuild}; cuda: ${cuda?.reason}` : 'no info');
       }
