@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as arm64 from '../../../scripts/linux-arm64.mjs';
-import { resultLine, sh, userEnv, which } from './common.mjs';
+import { resultLine, sh, userEnv, which, writeJsConsumer } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -103,7 +103,7 @@ check('  … and nothing was compiled (no build/ in the installed package)', ins
 if (install.status !== 0) finish();
 
 // ---- 4. run it ------------------------------------------------------------------------------------------------
-copyFileSync(path.join(here, 'decode-check.mjs'), path.join(app, 'decode-check.mjs'));
+writeJsConsumer(app);
 const js = resultLine(sh(emulated[0], [...emulated.slice(1), 'decode-check.mjs'], { cwd: app, env, quiet: true }));
 check('decode-check.mjs: an ESM import runs a decode matching the reference', js && js.relErr < 1e-5, js ? `rel. error ${js.relErr.toExponential(2)}` : 'no result');
 check('  … with the arm64 prebuild (info(): addon, platform)', js && js.info.addon === prebuildPath && js.info.platform === 'linux-arm64' && js.info.addonBuild === 'prebuild',

@@ -1,6 +1,9 @@
 // What the install tests (run.mjs, arm64.mjs) share.
 import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** The path of a program on our PATH, or null. */
 export { which } from '../../../scripts/linux-arm64.mjs';
@@ -33,3 +36,15 @@ export function resultLine(r) {
   return line ? JSON.parse(line.slice(7)) : null;
 }
 
+
+/**
+ * Writes the install tests' consumer as plain ES module JavaScript, `<dir>/decode-check.mjs`: decode-check.ts with
+ * its types stripped (TypeScript's transpileModule, no type check), so the JavaScript and TypeScript users' programs
+ * are one source.
+ */
+export function writeJsConsumer(dir) {
+  const ts = createRequire(import.meta.url)('typescript');
+  const source = readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'decode-check.ts'), 'utf8');
+  const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
+  writeFileSync(path.join(dir, 'decode-check.mjs'), outputText);
+}

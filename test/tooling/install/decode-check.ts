@@ -1,7 +1,8 @@
 // The install tests' consumer, compiled with tsc against the *installed* package's types (strict, NodeNext, no
 // skipLibCheck) and run in a fresh project, once as an ES module and once as CommonJS (the same source: no top-level
-// await, so tsc can emit require() for a CommonJS project): a small absorbed decode on the default backend, checked
-// against mla-kernels/reference. Prints one line "RESULT <json>". Kept in step with decode-check.mjs (plain JS).
+// await, so tsc can emit require() for a CommonJS project), and, its types stripped, as plain JavaScript
+// (install/common.mjs, writeJsConsumer): a small absorbed decode on the default backend, checked against
+// mla-kernels/reference. Prints one line "RESULT <json>".
 import { Tensor, info, mlaDecode, type Info, type MlaDecodeResult } from 'mla-kernels';
 import { refMlaDecode } from 'mla-kernels/reference';
 
@@ -38,6 +39,6 @@ async function main(): Promise<void> {
   let num = 0, den = 0;
   out.forEach((v, i) => ((num += (v - ref.out[i]) ** 2), (den += ref.out[i] ** 2)));
   const i: Info = info();
-  console.log('RESULT ' + JSON.stringify({ lang: typeof require === 'function' ? 'ts-cjs' : 'ts', relErr: Math.sqrt(num / den), out: Array.from(out), lse: Array.from(lse as Float32Array), info: i }));
+  console.log('RESULT ' + JSON.stringify({ lang: typeof require === 'function' ? 'cjs' : 'esm', relErr: Math.sqrt(num / den), out: Array.from(out), lse: Array.from(lse as Float32Array), info: i }));
 }
 void main();
