@@ -249,7 +249,7 @@ class CudaBackendImpl final : public Backend {
     auto plan = std::make_shared<Plan>();
     fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
     // Planned for DeepSeek's row width (512 + 64); a decode of another width that needs other tiles replans.
-    const DecodeConfig config = decodeSmemBytes(DecodeConfig::Large, 576) <= smemOptin() ? DecodeConfig::Large : DecodeConfig::Small;
+    const DecodeConfig config = decodeConfigFor(smemOptin(), 576);
     plan->plan = makePlan(batch, queryLen, numHeads, seqLens, batchInvariant, config);
     plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
     plan->numSplitSequences = static_cast<int64_t>(plan->plan.combine.size());
@@ -451,8 +451,8 @@ class CudaBackendImpl final : public Backend {
   // The largest decode tiles whose shared memory the device allows for this row width.
   DecodeConfig chooseConfig(int headDim) const {
     const int optin = smemOptin();
-    if (decodeSmemBytes(DecodeConfig::Large, headDim) <= optin) return DecodeConfig::Large;
-    if (decodeSmemBytes(DecodeConfig::Small, headDim) <= optin) return DecodeConfig::Small;
+    const DecodeConfig config = decodeConfigFor(optin, headDim);
+    if (decodeSmemBytes(config, headDim) <= optin) return config;
     unsupported("mlaDecode: rows of " + std::to_string(headDim) + " elements need " + std::to_string(decodeSmemBytes(DecodeConfig::Small, headDim)) +
                 " bytes of shared memory; the device allows " + std::to_string(optin));
   }

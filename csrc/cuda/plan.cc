@@ -20,6 +20,20 @@ int64_t minSplitRows(int queryLen, int numHeads, const DecodeConfigInfo& info) {
 
 }  // namespace
 
+const char* decodeConfigName(DecodeConfig config) {
+  switch (config) {
+    case DecodeConfig::Large: return "large";
+    case DecodeConfig::Small: return "small";
+  }
+  return "?";
+}
+
+DecodeConfig decodeConfigFor(int smemOptin, int headDim) {
+  for (DecodeConfig c : kAllDecodeConfigs)
+    if (decodeSmemBytes(c, headDim) <= smemOptin) return c;
+  return DecodeConfig::Small;
+}
+
 DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int maxSeqLen, const DecodePlanOptions& options) {
   const DecodeConfigInfo info = decodeConfigInfo(options.config);
   const int64_t mTiles = (int64_t{queryLen} * numHeads + info.blockM - 1) / info.blockM;

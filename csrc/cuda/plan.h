@@ -40,4 +40,11 @@ DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int
 
 DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options);
 
+// Every decode configuration, largest shared memory first, with its name (the model and check-cuda use the names).
+inline constexpr DecodeConfig kAllDecodeConfigs[] = {DecodeConfig::Large, DecodeConfig::Small};
+const char* decodeConfigName(DecodeConfig config);
+// The configuration a device gives rows of headDim elements: the largest whose shared memory it allows (Small when none
+// fits: the caller refuses the shape).
+DecodeConfig decodeConfigFor(int smemOptin, int headDim);
+
 }  // namespace mla::MLA_KERNEL_NS
