@@ -395,9 +395,9 @@ Napi::Value Facts(const Napi::CallbackInfo& info) {
 }
 
 #ifdef MLA_WITH_CUDA_SIM
-// Test hooks of the cuda-sim backend: simConfigure({checkOrders, seed, smallConfig, numSms, splitRows,
-// batchInvariant, deviceMemoryBytes, numDevices}) and simLastOp() -> the traffic, launches and host
-// synchronisations of the last operation.
+// Test hooks of the cuda-sim backend: simConfigure({checkOrders, seed, smallConfig, smemOptin, numSms, splitRows,
+// batchInvariant, deviceMemoryBytes, numDevices, profileBlock}) and simLastOp() -> the traffic, launches (with their
+// on-chip counters and the profiled block's barrier intervals) and host synchronisations of the last operation.
 Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   cuda::SimSettings s = cuda::simSettings();
@@ -411,9 +411,24 @@ Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   s.batchInvariant = flag("batchInvariant", s.batchInvariant);
   s.deviceMemoryBytes = static_cast<size_t>(num("deviceMemoryBytes", static_cast<double>(s.deviceMemoryBytes)));
   s.numDevices = static_cast<int>(num("numDevices", s.numDevices));
+  s.smemOptin = static_cast<int>(num("smemOptin", s.smemOptin));
+  s.profileBlock = static_cast<long long>(num("profileBlock", static_cast<double>(s.profileBlock)));
   if (s.numDevices < 1 || s.numDevices > 64) s.numDevices = 1;
   cuda::setSimSettings(s);
   return info.Env().Undefined();
+}
+
+Napi::Object simCountersToJs(Napi::Env env, const cudasim::Traffic& t) {
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("ldmatrixBytes", static_cast<double>(t.smem_ldmatrix_bytes));
+  c.Set("ldmatrixWavefronts", static_cast<double>(t.smem_ldmatrix_wavefronts));
+  c.Set("sharedLoadBytes", static_cast<double>(t.smem_load_bytes));
+  c.Set("sharedStoreBytes", static_cast<double>(t.smem_store_bytes));
+  c.Set("asyncCopyBytes", static_cast<double>(t.smem_async_bytes));
+  c.Set("mma", static_cast<double>(t.mma));
+  c.Set("converted", static_cast<double>(t.converted));
+  c.Set("barriers", static_cast<double>(t.barriers));
+  return c;
 }
 
 Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
@@ -436,6 +451,26 @@ Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
     x.Set("grid", shapeToJs(env, {l.gridX, l.gridY}));
     x.Set("threads", l.blockX);
     x.Set("seconds", l.seconds);
+    x.Set("dynamicSmem", static_cast<double>(l.dynamicSmem));
+    x.Set("counters", simCountersToJs(env, l.counters));
+    Napi::Array profile = Napi::Array::New(env, l.profile.size());
+    for (size_t k = 0; k < l.profile.size(); ++k) {
+      const cudasim::PhaseCounts& ph = l.profile[k];
+      Napi::Object y = Napi::Object::New(env);
+      y.Set("bytesRead", static_cast<double>(ph.bytes_read));
+      y.Set("bytesWritten", static_cast<double>(ph.bytes_written));
+      y.Set("ldmatrixBytes", static_cast<double>(ph.smem_ldmatrix_bytes));
+      y.Set("ldmatrixWavefronts", static_cast<double>(ph.smem_ldmatrix_wavefronts));
+      y.Set("sharedLoadBytes", static_cast<double>(ph.smem_load_bytes));
+      y.Set("sharedStoreBytes", static_cast<double>(ph.smem_store_bytes));
+      y.Set("asyncCopyBytes", static_cast<double>(ph.smem_async_bytes));
+      y.Set("converted", static_cast<double>(ph.converted));
+      Napi::Array mma = Napi::Array::New(env, ph.mma_per_warp.size());
+      for (size_t w = 0; w < ph.mma_per_warp.size(); ++w) mma.Set(static_cast<uint32_t>(w), ph.mma_per_warp[w]);
+      y.Set("mmaPerWarp", mma);
+      profile.Set(static_cast<uint32_t>(k), y);
+    }
+    x.Set("profile", profile);
     launches.Set(static_cast<uint32_t>(i), x);
   }
   o.Set("launches", launches);
@@ -448,7 +483,8 @@ Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int headDim = info[0].As<Napi::Number>().Int32Value();
   Napi::Object o = Napi::Object::New(env);
-  for (auto [name, config] : {std::pair{"large", kernels_sim::DecodeConfig::Large}, std::pair{"small", kernels_sim::DecodeConfig::Small}}) {
+  for (kernels_sim::DecodeConfig config : kernels_sim::kAllDecodeConfigs) {
+    const char* name = kernels_sim::decodeConfigName(config);
     const kernels_sim::DecodeConfigInfo c = kernels_sim::decodeConfigInfo(config);
     Napi::Object x = Napi::Object::New(env);
     x.Set("blockM", c.blockM);
@@ -460,6 +496,53 @@ Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
     o.Set(name, x);
   }
   return o;
+}
+
+// decodePlan(queryLen, numHeads, seqLens: number[], { numSms, smemOptin, batchInvariant, splitRows }) -> the plan
+// the CUDA backend makes for a device with that SM count and shared memory (the config it picks for 576-wide rows):
+// { config, blockM, blockN, work: [batch, mTile, rowBegin, rowEnd, seqLen, partial][], combine:
+// [batch, mTile, firstPartial, numPartials][], numPartials }. For the GPU performance model.
+Napi::Value decodePlanJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int queryLen = info[0].As<Napi::Number>().Int32Value(), numHeads = info[1].As<Napi::Number>().Int32Value();
+  Napi::Array lens = info[2].As<Napi::Array>();
+  Napi::Object o = info[3].As<Napi::Object>();
+  std::vector<int32_t> seqLens(lens.Length());
+  for (uint32_t i = 0; i < lens.Length(); ++i) seqLens[i] = lens.Get(i).As<Napi::Number>().Int32Value();
+  kernels_sim::DecodePlanOptions opt;
+  opt.numSms = o.Get("numSms").As<Napi::Number>().Int32Value();
+  opt.config = kernels_sim::decodeConfigFor(o.Get("smemOptin").As<Napi::Number>().Int32Value(), 576);
+  opt.batchInvariant = o.Get("batchInvariant").IsBoolean() && o.Get("batchInvariant").As<Napi::Boolean>().Value();
+  opt.splitRows = o.Get("splitRows").IsNumber() ? o.Get("splitRows").As<Napi::Number>().Int32Value() : 0;
+  const kernels_sim::DecodePlan plan =
+      kernels_sim::makeDecodePlan(static_cast<int>(seqLens.size()), queryLen, numHeads, seqLens.data(), opt);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("config", kernels_sim::decodeConfigName(plan.config));
+  r.Set("blockM", plan.blockM);
+  r.Set("blockN", plan.blockN);
+  r.Set("numPartials", plan.numPartials);
+  Napi::Array work = Napi::Array::New(env, plan.work.size());
+  for (size_t i = 0; i < plan.work.size(); ++i) {
+    const kernels_sim::DecodeWorkItem& w = plan.work[i];
+    Napi::Array x = Napi::Array::New(env, 6);
+    const int v[6] = {w.batch, w.mTile, w.rowBegin, w.rowEnd, w.seqLen, w.partial};
+    for (uint32_t k = 0; k < 6; ++k) x.Set(k, v[k]);
+    work.Set(static_cast<uint32_t>(i), x);
+  }
+  r.Set("work", work);
+  Napi::Array combine = Napi::Array::New(env, plan.combine.size());
+  for (size_t i = 0; i < plan.combine.size(); ++i) {
+    const kernels_sim::CombineItem& c = plan.combine[i];
+    Napi::Array x = Napi::Array::New(env, 4);
+    const int v[4] = {c.batch, c.mTile, c.firstPartial, c.numPartials};
+    for (uint32_t k = 0; k < 4; ++k) x.Set(k, v[k]);
+    combine.Set(static_cast<uint32_t>(i), x);
+  }
+  r.Set("combine", combine);
+  return r;
+}
+Napi::Value DecodePlanHook(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return decodePlanJs(info); });
 }
 #endif
 
@@ -578,6 +661,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("simConfigure", Napi::Function::New(env, SimConfigure));
   exports.Set("simLastOp", Napi::Function::New(env, SimLastOp));
   exports.Set("decodeKernelShapes", Napi::Function::New(env, DecodeKernelShapes));
+  exports.Set("decodePlan", Napi::Function::New(env, DecodePlanHook));
 #endif
   return exports;
 }

@@ -48,6 +48,7 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
   for (int o = 0; o < orders; ++o) {
     const cudasim::Order order = cudasim::kAllOrders[o];
     cudasim::ScopedOrder scoped(order, settings.seed);
+    cudasim::set_profile_block(settings.profileBlock);
     if (o > 0)
       for (size_t i = 0; i < outputs.size(); ++i)
         if (outputs[i].bytes) std::memcpy(outputs[i].data, initial[i].data(), outputs[i].bytes);
@@ -55,7 +56,8 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
     try {
       std::function<void()> recordLaunch = [&] {
         const cudasim::LaunchRecord& r = cudasim::last_launch();
-        launches.push_back(cuda::SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds});
+        launches.push_back(cuda::SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds,
+                                           r.dynamic_smem, r.counters, r.profile});
       };
       tLaunchObserver = &recordLaunch;  // the launches of a replayed graph report themselves
       struct Reset {
@@ -124,7 +126,8 @@ OpScope::~OpScope() {
 SimDeviceSpec simDeviceSpec() {
   const cuda::SimSettings s = cuda::simSettings();
   // The shared memory of an sm_90-class device, or of the ~100 KB sm_86 / sm_89 / sm_120 class.
-  return SimDeviceSpec{s.numSms, s.smallConfig ? 101376 : 232448, s.deviceMemoryBytes, s.smallConfig ? 8 : 9, s.smallConfig ? 6 : 0};
+  const int smem = s.smemOptin > 0 ? s.smemOptin : s.smallConfig ? 101376 : 232448;
+  return SimDeviceSpec{s.numSms, smem, s.deviceMemoryBytes, smem < 160000 ? 8 : 9, smem < 160000 ? 6 : 0};
 }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {

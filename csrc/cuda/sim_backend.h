@@ -6,12 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "cuda_sim_api.h"
+
 namespace mla::cuda {
 
 struct SimSettings {
   bool checkOrders = true;
   uint64_t seed = 1;
   bool smallConfig = false;  // decode tiles of the ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120)
+  int smemOptin = 0;         // > 0: the shared memory a block may opt into (overrides smallConfig), e.g. sm_80's
+  long long profileBlock = -1;  // >= 0: that block of every launch records its barrier intervals (SimLaunch::profile)
   int numSms = 8;            // SM count the decode plan assumes
   int splitRows = 0;         // > 0: force split-KV chunks of this many rows
   bool batchInvariant = false;
@@ -24,6 +28,9 @@ struct SimLaunch {
   uint64_t bytesRead = 0, bytesWritten = 0, fiberSwitches = 0;
   unsigned gridX = 0, gridY = 0, blockX = 0;
   double seconds = 0;
+  size_t dynamicSmem = 0;
+  cudasim::Traffic counters;                   // global and on-chip counts of the whole launch
+  std::vector<cudasim::PhaseCounts> profile;   // SimSettings::profileBlock's barrier intervals
 };
 
 struct SimOpRecord {

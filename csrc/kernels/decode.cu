@@ -65,7 +65,7 @@ __device__ __forceinline__ void convertFp8Tile(typename Elem<E>::T* tile, const 
   const int chunks = headDim / 16;
   for (int i = threadIdx.x; i < Tr::kBlockN * chunks; i += Tr::kThreads) {
     const int r = i / chunks, c = i % chunks;
-    const uint4 bytes = *reinterpret_cast<const uint4*>(stage + r * headDim + c * 16);
+    const uint4 bytes = ld_shared(reinterpret_cast<const uint4*>(stage + r * headDim + c * 16));
     const uint32_t w[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
     uint32_t packed[8];
 #pragma unroll
@@ -73,9 +73,10 @@ __device__ __forceinline__ void convertFp8Tile(typename Elem<E>::T* tile, const 
       const uint32_t word = w[k / 2] >> (16 * (k % 2));
       packed[k] = Elem<E>::pack2(fp8e4m3ToFloat(word & 0xffu), fp8e4m3ToFloat((word >> 8) & 0xffu));
     }
+    count_fp8_converted(16);
     uint4* out = reinterpret_cast<uint4*>(tile + r * stride + c * 16);
-    out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-    out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+    st_shared(out, make_uint4(packed[0], packed[1], packed[2], packed[3]));
+    st_shared(out + 1, make_uint4(packed[4], packed[5], packed[6], packed[7]));
   }
 }
 
@@ -190,7 +191,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
     for (int i = 0; i < 2; ++i) {
       tileMax[i] = fmaxf(tileMax[i], __shfl_xor_sync(0xffffffffu, tileMax[i], 1));
       tileMax[i] = fmaxf(tileMax[i], __shfl_xor_sync(0xffffffffu, tileMax[i], 2));
-      if (tig == 0) sMax[wn * Tr::kBlockM + localRow[i]] = tileMax[i];
+      if (tig == 0) st_shared(&sMax[wn * Tr::kBlockM + localRow[i]], tileMax[i]);
     }
     __syncthreads();
 
@@ -198,7 +199,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float newMax = rowMax[i];
-      for (int w = 0; w < Tr::kWarpsN; ++w) newMax = fmaxf(newMax, sMax[w * Tr::kBlockM + localRow[i]]);
+      for (int w = 0; w < Tr::kWarpsN; ++w) newMax = fmaxf(newMax, ld_shared(&sMax[w * Tr::kBlockM + localRow[i]]));
       alpha[i] = rowMax[i] == neg_inf() ? 0.f : exp2f(rowMax[i] - newMax);
       rowMax[i] = newMax;
     }
@@ -211,14 +212,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
         partSum[e / 2] += p[e];
       }
       const int col = wn * Tr::kSCols + j * 8 + tig * 2;
-      *reinterpret_cast<uint32_t*>(sP + localRow[0] * Tr::kPStride + col) = Elem<E>::pack2(p[0], p[1]);
-      *reinterpret_cast<uint32_t*>(sP + localRow[1] * Tr::kPStride + col) = Elem<E>::pack2(p[2], p[3]);
+      st_shared(reinterpret_cast<uint32_t*>(sP + localRow[0] * Tr::kPStride + col), Elem<E>::pack2(p[0], p[1]));
+      st_shared(reinterpret_cast<uint32_t*>(sP + localRow[1] * Tr::kPStride + col), Elem<E>::pack2(p[2], p[3]));
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       partSum[i] += __shfl_xor_sync(0xffffffffu, partSum[i], 1);
       partSum[i] += __shfl_xor_sync(0xffffffffu, partSum[i], 2);
-      if (tig == 0) sSum[wn * Tr::kBlockM + localRow[i]] = partSum[i];
+      if (tig == 0) st_shared(&sSum[wn * Tr::kBlockM + localRow[i]], partSum[i]);
     }
 #pragma unroll
     for (int j = 0; j < Tr::kOTiles; ++j) {
@@ -231,7 +232,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeA
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float total = 0.f;
-      for (int w = 0; w < Tr::kWarpsN; ++w) total += sSum[w * Tr::kBlockM + localRow[i]];
+      for (int w = 0; w < Tr::kWarpsN; ++w) total += ld_shared(&sSum[w * Tr::kBlockM + localRow[i]]);
       rowSum[i] = rowSum[i] * alpha[i] + total;
     }
 
@@ -298,7 +299,7 @@ __global__ void __launch_bounds__(128) mlaCombineKernel(const CombineArgs args) 
   if (m >= M) return;  // the whole CTA leaves together
   const int n = item.numPartials;
   for (int p = threadIdx.x; p < n; p += blockDim.x)
-    weight[p] = ld_global(args.partialLse + static_cast<size_t>(item.firstPartial + p) * args.blockM + r);
+    st_shared(&weight[p], ld_global(args.partialLse + static_cast<size_t>(item.firstPartial + p) * args.blockM + r));
   __syncthreads();
   if (threadIdx.x == 0) {
     float maxLse = neg_inf();
