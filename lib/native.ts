@@ -93,7 +93,7 @@ export interface NativeAddon {
   /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
-  decodeKernelShapes?(headDim: number): Record<string, { blockM: number; blockN: number; stages: number; threads: number; smemBytes: number; smemBytesFp8: number }>;
+  decodeKernelShapes?(headDim: number): Record<string, { blockM: number; blockN: number; stages: number; threads: number; minBlocksPerSm: number; smemBytes: number; smemBytesFp8: number }>;
   /** The decode plan the CUDA backend makes on a device of that SM count and shared memory (the GPU performance model). */
   decodePlan?(queryLen: number, numHeads: number, seqLens: number[], options: { numSms: number; smemOptin: number; batchInvariant?: boolean; splitRows?: number }): SimDecodePlan;
 }

@@ -491,6 +491,7 @@ Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
     x.Set("blockN", c.blockN);
     x.Set("stages", c.stages);
     x.Set("threads", c.threads);
+    x.Set("minBlocksPerSm", c.minBlocksPerSm);
     x.Set("smemBytes", kernels_sim::decodeSmemBytes(config, headDim));
     x.Set("smemBytesFp8", kernels_sim::decodeSmemBytes(config, headDim, true));
     o.Set(name, x);

@@ -14,6 +14,7 @@ namespace {
 template <int kBlockM_, int kBlockN_, int kStages_, int kWarpsN_, int kMaxV_>
 struct DecodeTraits {
   static constexpr int kBlockM = kBlockM_, kBlockN = kBlockN_, kStages = kStages_, kWarpsN = kWarpsN_;
+  static constexpr int kMinBlocksPerSm = 1;  // __launch_bounds__: the registers are sized for this many CTAs per SM
   static constexpr int kWarpsM = kBlockM / 16, kWarps = kWarpsM * kWarpsN, kThreads = kWarps * 32;
   static constexpr int kMaxV = kMaxV_;
   static constexpr int kSCols = kBlockN / kWarpsN, kSTiles = kSCols / 8;  // S columns / n8 tiles per warp
@@ -81,7 +82,7 @@ __device__ __forceinline__ void convertFp8Tile(typename Elem<E>::T* tile, const 
 }
 
 template <class Tr, ElemType E, bool kFp8>
-__global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeArgs args) {
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKernel(const DecodeArgs args) {
   using T = typename Elem<E>::T;
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
   T* const smem = reinterpret_cast<T*>(smemRaw);
@@ -355,8 +356,9 @@ cudaError_t prepareWith(int headDim) {
 }  // namespace
 
 DecodeConfigInfo decodeConfigInfo(DecodeConfig config) {
-  if (config == DecodeConfig::Large) return {LargeTraits::kBlockM, LargeTraits::kBlockN, LargeTraits::kStages, LargeTraits::kThreads};
-  return {SmallTraits::kBlockM, SmallTraits::kBlockN, SmallTraits::kStages, SmallTraits::kThreads};
+  if (config == DecodeConfig::Large)
+    return {LargeTraits::kBlockM, LargeTraits::kBlockN, LargeTraits::kStages, LargeTraits::kThreads, LargeTraits::kMinBlocksPerSm};
+  return {SmallTraits::kBlockM, SmallTraits::kBlockN, SmallTraits::kStages, SmallTraits::kThreads, SmallTraits::kMinBlocksPerSm};
 }
 
 int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8) {

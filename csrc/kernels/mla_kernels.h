@@ -40,6 +40,7 @@ enum class DecodeConfig : int {
 };
 struct DecodeConfigInfo {
   int blockM, blockN, stages, threads;
+  int minBlocksPerSm;  // CTAs per SM the kernel's registers are bounded for (__launch_bounds__)
 };
 DecodeConfigInfo decodeConfigInfo(DecodeConfig config);
 // Dynamic shared memory the decode kernel needs for row width `headDim` (an fp8 cache needs less).
