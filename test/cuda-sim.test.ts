@@ -199,6 +199,55 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
   });
 });
 
+describe.runIf(sim.available)('decode planner (csrc/cuda/plan.cc, the plan each GPU gets)', () => {
+  const H100 = { numSms: 132, smemOptin: 232448 };
+  const plan = (heads: number, lens: number[], device = H100) => native().decodePlan!(1, heads, lens, device);
+  const ctasPerSequence = (p: ReturnType<typeof plan>, b: number) => p.work.filter((w) => w[0] === b).length;
+
+  it('batch 1 with a long context uses every SM; a batch that fills them alone is not split', () => {
+    const long = plan(128, [32768]);
+    expect(long.work.length).toBeGreaterThan(0.9 * 132);
+    expect(long.work.length).toBeLessThanOrEqual(132);
+    expect(plan(16, [32768]).work.length).toBeGreaterThan(0.9 * 132);
+    // 64 sequences x 2 m-tiles = 128 CTAs on 132 SMs: splitting (e.g. 4000 + 96 rows) would add partials, not speed.
+    const full = plan(128, new Array(64).fill(4096));
+    expect(full.work.length).toBe(128);
+    expect(full.combine.length).toBe(0);
+    // Splits are whole tiles of near-equal length (no short remnant).
+    const sizes = long.work.map((w) => w[3] - w[2]);
+    expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(long.blockN);
+    for (const w of long.work) expect(w[2] % long.blockN).toBe(0);
+  });
+
+  it('every plan covers each sequence\'s rows exactly once per m-tile, with the combine\'s partials, within the captured capacity', () => {
+    const rng = new Rng(seed + 7);
+    for (let trial = 0; trial < 200; trial++) {
+      const heads = rng.pick([1, 3, 16, 40, 64, 128]), batch = rng.int(1, 20);
+      const lens = Array.from({ length: batch }, () => (rng.next() < 0.1 ? 0 : rng.int(1, rng.pick([100, 5000, 70000]))));
+      const device = { numSms: rng.pick([1, 8, 72, 132, 170]), smemOptin: rng.pick([101376, 166912, 232448]) };
+      const p = plan(heads, lens, device);
+      const mTiles = Math.ceil(heads / p.blockM);
+      const where = `seed ${seed} trial ${trial}: heads ${heads}, lens ${lens}, ${device.numSms} SMs`;
+      expect(p.work.length, where).toBeLessThanOrEqual(Math.max(batch * mTiles, device.numSms));
+      for (let b = 0; b < batch; b++)
+        for (let mt = 0; mt < mTiles; mt++) {
+          const mine = p.work.filter((w) => w[0] === b && w[1] === mt).sort((x, y) => x[2] - y[2]);
+          expect(mine[0][2], where).toBe(0);
+          for (let i = 1; i < mine.length; i++) expect(mine[i][2], where).toBe(mine[i - 1][3]);
+          expect(mine[mine.length - 1][3], where).toBe(lens[b]);
+          const item = p.combine.find((c) => c[0] === b && c[1] === mt);
+          if (mine.length === 1) expect([mine[0][5], item], where).toEqual([-1, undefined]);
+          else expect(mine.map((w) => w[5]).sort((x, y) => x - y), where).toEqual(Array.from({ length: item![3] }, (_, i) => item![2] + i));
+        }
+      expect(new Set(p.work.filter((w) => w[5] >= 0).map((w) => w[5])).size, where).toBe(p.numPartials);
+      // Launch order: longest first, and the m-tiles of one split side by side (they read the same rows).
+      for (let i = 1; i < p.work.length; i++) expect(p.work[i - 1][3] - p.work[i - 1][2], where).toBeGreaterThanOrEqual(p.work[i][3] - p.work[i][2]);
+      for (let i = 0; i + 1 < p.work.length; i++)
+        if (p.work[i][1] + 1 < mTiles && ctasPerSequence(p, p.work[i][0]) > mTiles) expect(p.work[i + 1].slice(0, 4), where).toEqual([p.work[i][0], p.work[i][1] + 1, p.work[i][2], p.work[i][3]]);
+    }
+  });
+});
+
 describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (emulator counts)', () => {
   let stream: Stream;
   beforeAll(() => {
