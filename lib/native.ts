@@ -150,6 +150,8 @@ export interface SimSettings {
   smemOptin?: number;
   /** >= 0: that block of every launch records its barrier intervals (SimLaunch.profile); -1: none (default). */
   profileBlock?: number;
+  /** > 0: the emulated device's compute capability, e.g. 120 (0: one that has the shared memory configured). */
+  computeCapability?: number;
 }
 
 /** What a launch did on chip, counted by the emulator through the warp_ops.cuh wrappers. */
@@ -184,6 +186,8 @@ export interface SimLaunch {
   threads: number;
   seconds: number;
   dynamicSmem: number;
+  /** Launched with programmatic dependent launch (may overlap the previous kernel's end). */
+  dependentLaunch: boolean;
   counters: SimCounters;
   profile: SimPhase[];
 }

@@ -5,7 +5,7 @@
 // Sources:
 //   [guide]   CUDA C++ Programming Guide, "Technical Specifications per Compute Capability" (shared memory per SM and
 //             per block, threads per SM) and "Shared Memory" (32 banks, each 32 bits wide per clock: 128 B/clock/SM),
-//             "Arithmetic Instructions" throughput table (conversions: 16 per clock per SM).
+//             "Arithmetic Instructions" throughput table (32-bit integer and logical operations: 64 per clock per SM).
 //   [a100]    NVIDIA A100 Tensor Core GPU datasheet (SXM4 80 GB: 2,039 GB/s, BF16 312 TFLOPS dense) and the Ampere
 //             GA100 whitepaper (108 SMs, 1410 MHz boost).
 //   [a10]     NVIDIA A10 datasheet (600 GB/s, BF16 125 TFLOPS dense, 72 SMs) and the Ampere GA102 whitepaper (1695 MHz).
@@ -44,7 +44,6 @@ for (const [arch, t] of Object.entries(GPU_TARGETS)) {
 export const COMMON_LIMITS = {
   smemBytesPerClk: 128, // 32 banks x 4 bytes per clock per SM
   smsp: 4, // sub-partitions (schedulers, tensor cores) per SM
-  conversionsPerClk: 16, // cvt throughput per SM (the fp8 cvt instructions are taken to be of that class)
   aluPerClk: 64, // 32-bit integer / logical operations per clock per SM (the software fp8 decode)
   reservedSmemPerBlock: 1024, // shared memory the system reserves per resident block
 };
@@ -58,33 +57,36 @@ export const MODEL_ASSUMPTIONS = {
   mmaSyncClkHopper: 1.5, // mma.sync m16n8k16 on sm_90 / sm_100: 2/3 of the wgmma rate per SM (issue 23's figure)
   kernelGapUs: 1.5, // between two dependent kernels on one stream: the drain of the first and the launch of the second
   kernelGapPdlUs: 0.3, // the same with programmatic dependent launch (the second's launch overlaps the first's tail)
-  fp8DecodeInstrPerValue: { software: 13, cvtF16: 0.5, cvtBf16: 2 }, // software: 209 PTX instructions per 16 bytes
-  // (issue 23); cvtF16: one cvt.rn.f16x2.e4m3x2 per pair; cvtBf16: that, two cvt.f32.f16 and one cvt.rn.bf16x2.f32
+  // fp8 decode, in integer-operation slots (64 per clock per SM) per value: 'bitwise' (fp8x4ToElem): per pair a byte
+  // permute and three integer operations (2 per value) and a b16x2 multiply at twice that rate (0.25 per value);
+  // 'software', the decode before: 209 PTX instructions per 16 bytes (issue 23's count).
+  fp8DecodeInstrPerValue: { bitwise: 2.25, software: 13 },
   warpToSmsp: 'warp % 4', // how warps are spread over the sub-partitions
   l2Rereads: 'CTAs that read the same cache rows (other m-tiles of one split) run together: only the first read reaches HBM',
 };
 
-// FlashMLA's published dense-decode figures [flashmla], as a roofline: its bandwidth as a fraction of the H800's peak,
-// and its FLOP per clock per SM at the throttled clock.
+// FlashMLA's published dense-decode figures [flashmla] as fractions of the H800's limits, which make a roofline on any
+// GPU: its bandwidth over the H800's peak (3000 of 3350 GB/s), and its FLOP rate over the H800's dense BF16 peak at
+// the clock it ran at (660 of ~865 TFLOPS: 990 throttled to ~1600 MHz, per the deep-dive); on an H100 the latter is
+// 660 TFLOPS per clock.
 export const FLASHMLA = {
   gbps: 3000,
   tflops: 660,
   device: 'H800 SXM5',
   hbmGBps: 3350,
-  sms: 132,
-  clockMHz: 1600,
+  throttledPeakTflops: 865,
   get bandwidthFraction() {
     return this.gbps / this.hbmGBps;
   },
-  get flopPerClkPerSm() {
-    return (this.tflops * 1e12) / (this.sms * this.clockMHz * 1e6);
+  get computeFraction() {
+    return this.tflops / this.throttledPeakTflops;
   },
 };
 
-// How the decode kernel turns an fp8 cache tile into bf16 / f16 on an architecture (decode.cu's convertFp8Tile):
-// 'software' (integer and float instructions per value).
-export function fp8DecodePath(arch) {
-  return 'software';
+// How the decode kernel turns an fp8 cache tile into bf16 / f16 (the same on every architecture): decode.cu's
+// convertTile, with fp8x4ToElem's bit operations.
+export function fp8DecodePath() {
+  return 'bitwise';
 }
 
 // The clocks per SM of one mma.sync m16n8k16 (4096 FLOP) on a target.

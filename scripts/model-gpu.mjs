@@ -38,13 +38,13 @@ const sum = (xs) => xs.reduce((a, b) => a + b, 0);
 const PHASE_KEYS = ['bytesRead', 'bytesWritten', 'ldmatrixBytes', 'ldmatrixWavefronts', 'sharedLoadBytes', 'sharedStoreBytes', 'asyncCopyBytes', 'converted'];
 
 /** The counts cuda-sim gives for one CTA of `rows` query rows streaming tiles of the configuration `smemOptin` selects. */
-export async function measureCounts({ api, addon }, { smemOptin, rows, cache }) {
+export async function measureCounts({ api, addon }, { smemOptin, computeCapability, rows, cache }) {
   const { Stream, Tensor, mlaDecode } = api;
   const plan = addon.decodePlan(1, rows, [1], { numSms: 1, smemOptin });
   const shape = addon.decodeKernelShapes(WIDTH)[plan.config];
   const stream = new Stream('cuda-sim:0');
   const run = (tiles, splitRows) => {
-    addon.simConfigure({ checkOrders: false, numSms: 1, splitRows, batchInvariant: false, smemOptin, profileBlock: 0 });
+    addon.simConfigure({ checkOrders: false, numSms: 1, splitRows, batchInvariant: false, smemOptin, computeCapability, profileBlock: 0 });
     const len = tiles * shape.blockN;
     const blocks = Math.ceil(len / BLOCK_SIZE);
     const cacheT = Tensor.zeros([blocks, BLOCK_SIZE, WIDTH], cache, { device: stream.device });
@@ -90,7 +90,7 @@ export async function measureCounts({ api, addon }, { smemOptin, rows, cache }) 
       ctas: combine.grid[0] * combine.grid[1],
       threads: combine.threads,
       barriers: combine.counters.barriers / (combine.grid[0] * combine.grid[1]),
-      pdl: Boolean(combine.pdl),
+      pdl: combine.dependentLaunch,
     },
   };
 }
@@ -120,13 +120,11 @@ function tileClocks(t, counts, fp8Cost) {
 
 function fp8CostFor(t, cache) {
   if (cache === 'bf16') return { instr: 0, perClk: 1 };
-  const a = MODEL_ASSUMPTIONS.fp8DecodeInstrPerValue;
-  if (fp8DecodePath(t.arch) === 'software') return { instr: a.software, perClk: COMMON_LIMITS.aluPerClk };
-  return { instr: a.cvtBf16, perClk: COMMON_LIMITS.conversionsPerClk };
+  return { instr: MODEL_ASSUMPTIONS.fp8DecodeInstrPerValue[fp8DecodePath(t.arch)], perClk: COMMON_LIMITS.aluPerClk };
 }
 
 /** The modelled run of one shape on one target. */
-export function modelShape(t, shape, plan, countsOf, pdl) {
+export function modelShape(t, shape, plan, countsOf) {
   const clock = t.clockMHz * 1e6;
   const hbmPerClk = (MODEL_ASSUMPTIONS.hbmEfficiency * t.hbmGBps * 1e9) / clock;
   const memLatencyClk = (MODEL_ASSUMPTIONS.memLatencyNs * 1e-9) * clock;
@@ -214,12 +212,12 @@ export function modelShape(t, shape, plan, countsOf, pdl) {
     const combineCtas = plan.combine.length * cc.ctas;
     const waves = Math.ceil(combineCtas / (t.sms * Math.floor(t.threadsPerSm / cc.threads)));
     const combineClk = Math.max(bytes / hbmPerClk, waves * (2 * memLatencyClk + cc.barriers * MODEL_ASSUMPTIONS.phaseLatencyClk));
-    combineUs = combineClk / clock * 1e6 + (pdl ?? cc.pdl ? MODEL_ASSUMPTIONS.kernelGapPdlUs : MODEL_ASSUMPTIONS.kernelGapUs);
+    combineUs = (combineClk / clock) * 1e6 + (cc.pdl ? MODEL_ASSUMPTIONS.kernelGapPdlUs : MODEL_ASSUMPTIONS.kernelGapUs);
   }
   const decodeUs = (clocks / clock) * 1e6;
   const us = decodeUs + combineUs;
   const { bytes, flop } = shapeWork(shape);
-  const flashUs = Math.max(bytes / (FLASHMLA.bandwidthFraction * t.hbmGBps * 1e9), flop / (FLASHMLA.flopPerClkPerSm * t.sms * clock)) * 1e6;
+  const flashUs = Math.max(bytes / (FLASHMLA.bandwidthFraction * t.hbmGBps * 1e9), flop / (FLASHMLA.computeFraction * t.bf16DenseTflops * 1e12)) * 1e6;
   const tiles = sum(ctas.map((x) => x.tiles));
   const limit = Object.entries(bound).sort((a, b) => b[1] - a[1])[0][0];
   return {
@@ -239,22 +237,22 @@ export async function runModel({ archs = Object.keys(GPU_TARGETS).map(Number), q
     for (const shape of GPU_SHAPES.filter((s) => !quick || s.quick)) {
       const plan = ctx.addon.decodePlan(1, shape.heads, new Array(shape.batch).fill(shape.context), { numSms: t.sms, smemOptin: t.smemOptin });
       const countsOf = (rows) => {
-        const key = `${t.smemOptin}/${rows}/${shape.cache}`;
+        const key = `${t.arch}/${rows}/${shape.cache}`;
         if (!cache.has(key)) throw new Error(`model: counts for ${key} not measured`);
         return cache.get(key);
       };
       for (let mt = 0; mt * plan.blockM < shape.heads; ++mt) {
         const rows = Math.min(plan.blockM, shape.heads - mt * plan.blockM);
-        const key = `${t.smemOptin}/${rows}/${shape.cache}`;
+        const key = `${t.arch}/${rows}/${shape.cache}`;
         if (!cache.has(key)) {
-          log(`measuring ${plan.config} configuration, ${rows} query rows, ${shape.cache} cache under cuda-sim`);
-          cache.set(key, await measureCounts(ctx, { smemOptin: t.smemOptin, rows, cache: shape.cache }));
+          log(`measuring sm_${t.arch}'s ${plan.config} configuration, ${rows} query rows, ${shape.cache} cache under cuda-sim`);
+          cache.set(key, await measureCounts(ctx, { smemOptin: t.smemOptin, computeCapability: t.arch, rows, cache: shape.cache }));
         }
       }
       results.push(modelShape(t, shape, plan, countsOf));
     }
   }
-  ctx.addon.simConfigure({ checkOrders: true, numSms: 8, splitRows: 0, smemOptin: 0, profileBlock: -1 });
+  ctx.addon.simConfigure({ checkOrders: true, numSms: 8, splitRows: 0, smemOptin: 0, computeCapability: 0, profileBlock: -1 });
   return { results, counts: Object.fromEntries(cache) };
 }
 
@@ -295,7 +293,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   console.log(markdownTable(results));
   const out = opt('--json') ?? path.join(root, 'bench', 'results', 'gpu-model.json');
   mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ kind: 'model', assumptions: MODEL_ASSUMPTIONS, targets: GPU_TARGETS, flashmla: { gbps: FLASHMLA.gbps, tflops: FLASHMLA.tflops, clockMHz: FLASHMLA.clockMHz }, results, counts }, null, 2));
+  writeFileSync(out, JSON.stringify({ kind: 'model', assumptions: MODEL_ASSUMPTIONS, targets: GPU_TARGETS, flashmla: { gbps: FLASHMLA.gbps, tflops: FLASHMLA.tflops, bandwidthFraction: FLASHMLA.bandwidthFraction, computeFraction: FLASHMLA.computeFraction }, results, counts }, null, 2));
   console.error(`wrote ${out}`);
   if (args.includes('--write-docs')) {
     const doc = path.join(root, 'docs', 'gpu.md');

@@ -2,7 +2,7 @@
 // thread orders): split-KV and its combine, batch invariance, the small-shared-memory tile shapes, refused
 // shapes, and the global-memory traffic of decode counted by the emulator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { absorbQuery, appendLatentCache, backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
+import { absorbQuery, appendLatentCache, backends, fromFp8E4M3Bits, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, toFp8E4M3Array, unabsorbOutput } from 'mla-kernels';
 import { native, type SimSettings } from '../lib/native.js';
 import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../lib/reference.js';
 import { countNaN, dense, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from './helpers.js';
@@ -14,10 +14,10 @@ const sim = backends().find((b) => b.name === 'cuda-sim')!;
 function configure(s: SimSettings): void {
   native().simConfigure!(s);
 }
-const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
+const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, smemOptin: 0, computeCapability: 0, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
 
 /** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
-function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; device?: `cuda-sim:${number}` }) {
+function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; fp8Cache?: boolean; device?: `cuda-sim:${number}` }) {
   const dtype = o.dtype ?? 'bf16';
   const width = o.kvLoraRank + o.ropeDim;
   const queryLen = o.queryLen ?? 1;
@@ -30,7 +30,11 @@ function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: nu
   for (const n of perSeq) for (let j = 0; j < maxBlocks; j++) table.push(j < n ? ids[next++] : 0);
   // Drawn on the host (the reference reads those values), computed on the emulator's device.
   const toSim = (x: { t: Tensor<'bf16' | 'f16' | 'f32'>; dense: { data: ArrayLike<number>; shape: readonly number[] } }) => ({ t: x.t.to(o.device ?? SIM_DEVICE), dense: x.dense });
-  const cache = toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
+  const fp8 = (shape: number[]) => {
+    const bytes = toFp8E4M3Array(rng.normal(shape.reduce((a, b) => a * b, 1), 2));
+    return { t: Tensor.from(bytes, shape).to(o.device ?? SIM_DEVICE), dense: { data: Float64Array.from(bytes, fromFp8E4M3Bits), shape } };
+  };
+  const cache = o.fp8Cache ? fp8([numBlocks, o.blockSize, width]) : toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
   const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype));
   const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
   const seqLens = intTensor(o.lens);
@@ -83,6 +87,19 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
         const { record } = await decodeAndCheck(p, queryLen > 1);
         expect(record.launches.map((l) => l.kernel)).toContain('mlaCombineKernel');
       }
+    }
+    configure(DEFAULTS);
+  });
+
+  it('the combine: one warp per query row (no CTAs for padding rows), launched dependent on the decode on sm_90+', async () => {
+    const rng = new Rng(seed + 8);
+    for (const [computeCapability, dependent] of [[90, true], [120, true], [86, false], [80, false]] as const) {
+      configure({ ...DEFAULTS, splitRows: 32, computeCapability, smemOptin: computeCapability === 90 ? 232448 : 101376 });
+      const { record } = await decodeAndCheck(problem(rng, { heads: 6, kvLoraRank: 64, ropeDim: 16, lens: [100, 7], blockSize: 16 }));
+      const combine = record.launches.find((l) => l.kernel === 'mlaCombineKernel')!;
+      expect(combine.dependentLaunch, `sm_${computeCapability}`).toBe(dependent);
+      expect(combine.grid).toEqual([1, 2]); // one split sequence; 6 rows in CTAs of 4 warps
+      expect(combine.threads).toBe(128);
     }
     configure(DEFAULTS);
   });
@@ -167,11 +184,17 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     expect(() => memoryStats('cpu')).toThrow(/host memory/);
   });
 
-  it('the small tile shapes of ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120) give the same results', async () => {
+  it('every tile configuration gives the reference results: wide (sm_90, sm_100), large (sm_80), small (~99 KB GPUs), with bf16, f16 and fp8 caches', async () => {
     const rng = new Rng(seed + 3);
-    configure({ ...DEFAULTS, smallConfig: true });
-    await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 64, ropeDim: 16, lens: [70, 5, 0], blockSize: 3 }));
-    await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 32, ropeDim: 0, lens: [50, 17], blockSize: 16, dtype: 'f16' }), true);
+    for (const [config, smemOptin, threads] of [['wide', 232448, 256], ['large', 166912, 256], ['small', 101376, 128]] as const) {
+      configure({ ...DEFAULTS, smemOptin });
+      expect(native().decodePlan!(1, 8, [100], { numSms: 8, smemOptin }).config).toBe(config); // narrow rows too
+      const { record } = await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 64, ropeDim: 16, lens: [70, 5, 0], blockSize: 3 }));
+      expect(record.launches.find((l) => l.kernel === 'mlaDecodeKernel')!.threads).toBe(threads);
+      await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 32, ropeDim: 0, lens: [50, 17], blockSize: 16, dtype: 'f16' }), true);
+      for (const dtype of ['bf16', 'f16'] as const) // fp8: converted in place by the loader warps (before B1 in small)
+        await decodeAndCheck(problem(rng, { heads: 17, kvLoraRank: 128, ropeDim: 32, lens: [300, 9], blockSize: 32, dtype, fp8Cache: true }));
+    }
     configure(DEFAULTS);
   });
 

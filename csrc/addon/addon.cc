@@ -395,8 +395,8 @@ Napi::Value Facts(const Napi::CallbackInfo& info) {
 }
 
 #ifdef MLA_WITH_CUDA_SIM
-// Test hooks of the cuda-sim backend: simConfigure({checkOrders, seed, smallConfig, smemOptin, numSms, splitRows,
-// batchInvariant, deviceMemoryBytes, numDevices, profileBlock}) and simLastOp() -> the traffic, launches (with their
+// Test hooks of the cuda-sim backend: simConfigure({checkOrders, seed, smallConfig, smemOptin, computeCapability,
+// numSms, splitRows, batchInvariant, deviceMemoryBytes, numDevices, profileBlock}) and simLastOp() -> the traffic, launches (with their
 // on-chip counters and the profiled block's barrier intervals) and host synchronisations of the last operation.
 Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
@@ -413,6 +413,7 @@ Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   s.numDevices = static_cast<int>(num("numDevices", s.numDevices));
   s.smemOptin = static_cast<int>(num("smemOptin", s.smemOptin));
   s.profileBlock = static_cast<long long>(num("profileBlock", static_cast<double>(s.profileBlock)));
+  s.computeCapability = static_cast<int>(num("computeCapability", s.computeCapability));
   if (s.numDevices < 1 || s.numDevices > 64) s.numDevices = 1;
   cuda::setSimSettings(s);
   return info.Env().Undefined();
@@ -452,6 +453,7 @@ Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
     x.Set("threads", l.blockX);
     x.Set("seconds", l.seconds);
     x.Set("dynamicSmem", static_cast<double>(l.dynamicSmem));
+    x.Set("dependentLaunch", l.dependentLaunch);
     x.Set("counters", simCountersToJs(env, l.counters));
     Napi::Array profile = Napi::Array::New(env, l.profile.size());
     for (size_t k = 0; k < l.profile.size(); ++k) {
@@ -512,7 +514,7 @@ Napi::Value decodePlanJs(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < lens.Length(); ++i) seqLens[i] = lens.Get(i).As<Napi::Number>().Int32Value();
   kernels_sim::DecodePlanOptions opt;
   opt.numSms = o.Get("numSms").As<Napi::Number>().Int32Value();
-  opt.config = kernels_sim::decodeConfigFor(o.Get("smemOptin").As<Napi::Number>().Int32Value(), 576);
+  opt.config = kernels_sim::decodeConfigFor(o.Get("smemOptin").As<Napi::Number>().Int32Value(), kernels_sim::kDeepSeekHeadDim);
   opt.batchInvariant = o.Get("batchInvariant").IsBoolean() && o.Get("batchInvariant").As<Napi::Boolean>().Value();
   opt.splitRows = o.Get("splitRows").IsNumber() ? o.Get("splitRows").As<Napi::Number>().Int32Value() : 0;
   const kernels_sim::DecodePlan plan =

@@ -79,6 +79,7 @@ int64_t fillingTilesPerCta(int batch, const int32_t* seqLens, int mTiles, int bl
 
 const char* decodeConfigName(DecodeConfig config) {
   switch (config) {
+    case DecodeConfig::Wide: return "wide";
     case DecodeConfig::Large: return "large";
     case DecodeConfig::Small: return "small";
   }
@@ -87,7 +88,7 @@ const char* decodeConfigName(DecodeConfig config) {
 
 DecodeConfig decodeConfigFor(int smemOptin, int headDim) {
   for (DecodeConfig c : kAllDecodeConfigs)
-    if (decodeSmemBytes(c, headDim) <= smemOptin) return c;
+    if (decodeSmemBytes(c, kDeepSeekHeadDim) <= smemOptin && decodeSmemBytes(c, headDim) <= smemOptin) return c;
   return DecodeConfig::Small;
 }
 

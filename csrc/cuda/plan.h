@@ -11,7 +11,7 @@
 namespace mla::MLA_KERNEL_NS {
 
 struct DecodePlanOptions {
-  int numSms = 108;             // CTAs that run at once (one decode CTA fits an SM)
+  int numSms = 108;             // the device's SMs (one decode CTA fits an SM)
   bool batchInvariant = false;
   int splitRows = 0;            // > 0: split every sequence into chunks of this many rows (tests, tuning)
   DecodeConfig config = DecodeConfig::Large;
@@ -41,10 +41,11 @@ DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int
 DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* seqLens, const DecodePlanOptions& options);
 
 // Every decode configuration, largest shared memory first, with its name (the model and check-cuda use the names).
-inline constexpr DecodeConfig kAllDecodeConfigs[] = {DecodeConfig::Large, DecodeConfig::Small};
+inline constexpr DecodeConfig kAllDecodeConfigs[] = {DecodeConfig::Wide, DecodeConfig::Large, DecodeConfig::Small};
 const char* decodeConfigName(DecodeConfig config);
-// The configuration a device gives rows of headDim elements: the largest whose shared memory it allows (Small when none
-// fits: the caller refuses the shape).
+// The configuration a device gives rows of headDim elements: the largest of those the device holds at DeepSeek's width
+// (kDeepSeekHeadDim) whose shared memory it also allows at this width (Small when none fits: the caller refuses the
+// shape). So a device always runs the same configuration for narrower rows, the one it is sized for.
 DecodeConfig decodeConfigFor(int smemOptin, int headDim);
 
 }  // namespace mla::MLA_KERNEL_NS

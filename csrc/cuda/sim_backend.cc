@@ -57,7 +57,7 @@ void runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launchAll) {
       std::function<void()> recordLaunch = [&] {
         const cudasim::LaunchRecord& r = cudasim::last_launch();
         launches.push_back(cuda::SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds,
-                                           r.dynamic_smem, r.counters, r.profile});
+                                           r.dynamic_smem, r.dependent_launch, r.counters, r.profile});
       };
       tLaunchObserver = &recordLaunch;  // the launches of a replayed graph report themselves
       struct Reset {
@@ -126,8 +126,15 @@ OpScope::~OpScope() {
 SimDeviceSpec simDeviceSpec() {
   const cuda::SimSettings s = cuda::simSettings();
   // The shared memory of an sm_90-class device, or of the ~100 KB sm_86 / sm_89 / sm_120 class.
+  // The shared memory of sm_90 / sm_100 (227 KB), sm_80 (163 KB) or the ~99 KB class (sm_86, sm_89, sm_120), and a
+  // compute capability that has it.
   const int smem = s.smemOptin > 0 ? s.smemOptin : s.smallConfig ? 101376 : 232448;
-  return SimDeviceSpec{s.numSms, smem, s.deviceMemoryBytes, smem < 160000 ? 8 : 9, smem < 160000 ? 6 : 0};
+  int major = smem > 200000 ? 9 : 8, minor = smem < 160000 ? 6 : 0;
+  if (s.computeCapability > 0) {
+    major = s.computeCapability / 10;
+    minor = s.computeCapability % 10;
+  }
+  return SimDeviceSpec{s.numSms, smem, s.deviceMemoryBytes, major, minor};
 }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {

@@ -16,6 +16,7 @@ struct SimSettings {
   bool smallConfig = false;  // decode tiles of the ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120)
   int smemOptin = 0;         // > 0: the shared memory a block may opt into (overrides smallConfig), e.g. sm_80's
   long long profileBlock = -1;  // >= 0: that block of every launch records its barrier intervals (SimLaunch::profile)
+  int computeCapability = 0;    // > 0: the device's, e.g. 120 (else one that has the shared memory above)
   int numSms = 8;            // SM count the decode plan assumes
   int splitRows = 0;         // > 0: force split-KV chunks of this many rows
   bool batchInvariant = false;
@@ -29,6 +30,7 @@ struct SimLaunch {
   unsigned gridX = 0, gridY = 0, blockX = 0;
   double seconds = 0;
   size_t dynamicSmem = 0;
+  bool dependentLaunch = false;  // programmatic dependent launch
   cudasim::Traffic counters;                   // global and on-chip counts of the whole launch
   std::vector<cudasim::PhaseCounts> profile;   // SimSettings::profileBlock's barrier intervals
 };

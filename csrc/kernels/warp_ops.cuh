@@ -432,6 +432,20 @@ MLA_DEVICE_INLINE T ld_shared(const T* p) {
   return *p;
 }
 
+// Programmatic dependent launch (sm_90+; no-ops before, and under emulation, where launches run one after another).
+// griddep_wait: in a kernel launched with mla_launch_dependent, wait until the previous kernel on the stream has
+// completed and its memory is visible; griddep_launch_dependents: this CTA lets the next such kernel be scheduled.
+MLA_DEVICE_INLINE void griddep_wait() {
+#if defined(__CUDACC__) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+MLA_DEVICE_INLINE void griddep_launch_dependents() {
+#if defined(__CUDACC__) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 // The emulator's count of fp8 values a kernel converts in software (the performance model's conversion work); no
 // code on the GPU.
 MLA_DEVICE_INLINE void count_fp8_converted(int values) {

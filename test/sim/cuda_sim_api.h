@@ -85,6 +85,20 @@ class ScopedOrder {
 void set_profile_block(long long linear_block);
 long long profile_block();
 
+// Launches made while one is alive are recorded as programmatic dependent launches (launch.cuh's
+// mla_launch_dependent); they run as any other, one after another. Also kept when a graph capture records the launch.
+class ScopedDependentLaunch {
+ public:
+  explicit ScopedDependentLaunch(bool dependent);
+  ~ScopedDependentLaunch();
+  ScopedDependentLaunch(const ScopedDependentLaunch&) = delete;
+  ScopedDependentLaunch& operator=(const ScopedDependentLaunch&) = delete;
+  static bool active();
+
+ private:
+  bool prev_;
+};
+
 // Strict barriers: also an error when a thread exits while other threads of its block wait at __syncthreads
 // (undefined behaviour in CUDA; on recent GPUs such a barrier completes without the exited threads, which is the
 // default here). Per OS thread; default false.
@@ -106,6 +120,7 @@ struct LaunchRecord {
   uint64_t stores = 0;
   uint64_t fiber_switches = 0;  // context switches (into and out of fibers) during the launch
   double seconds = 0.0;
+  bool dependent_launch = false;     // launched with programmatic dependent launch (mla_launch_dependent)
   Traffic counters;                  // everything Traffic counts, for this launch
   std::vector<PhaseCounts> profile;  // the profiled block's barrier intervals (set_profile_block), else empty
 };

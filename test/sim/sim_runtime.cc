@@ -831,6 +831,7 @@ LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic
   rec.order = static_cast<int>(L.order);
   rec.seed = L.seed;
   rec.static_smem = static_region().size;
+  rec.dependent_launch = ScopedDependentLaunch::active();
   const Traffic before = tctx.traffic;
   const uint64_t sw_before = tl_switches;
   const auto t0 = std::chrono::steady_clock::now();
@@ -940,6 +941,12 @@ ScopedOrder::~ScopedOrder() { set_order(static_cast<Order>(prev_order_), prev_se
 
 void set_strict_barriers(bool strict) { tl_settings.strict = strict; }
 void set_profile_block(long long linear_block) { tl_settings.profile_block = linear_block; }
+namespace {
+thread_local bool tl_dependent = false;
+}
+ScopedDependentLaunch::ScopedDependentLaunch(bool dependent) : prev_(tl_dependent) { tl_dependent = dependent; }
+ScopedDependentLaunch::~ScopedDependentLaunch() { tl_dependent = prev_; }
+bool ScopedDependentLaunch::active() { return tl_dependent; }
 long long profile_block() { return tl_settings.profile_block; }
 bool strict_barriers() { return tl_settings.strict; }
 
