@@ -530,8 +530,11 @@ class CudaBackendImpl final : public Backend {
     return d;
   }
 
-  static CombineArgs combineArgs(const DecodeArgs& d, int blockM) {
+  CombineArgs combineArgs(const DecodeArgs& d, int blockM) const {
     CombineArgs c{};
+    int major = 0;
+    rt::cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_);
+    c.dependentLaunch = major >= 9;  // programmatic dependent launch: the combine overlaps the decode's end (sm_90+)
     c.elem = d.elem;
     c.partialOut = d.partialOut;
     c.partialLse = d.partialLse;
