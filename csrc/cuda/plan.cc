@@ -21,6 +21,9 @@ int64_t tilesOf(int64_t rows, int blockN) { return (rows + blockN - 1) / blockN;
 constexpr int64_t kSplitOverheadRows = 320;
 // A split of fewer tiles would cost more in partial results and combine work than it saves.
 constexpr int64_t kMinSplitTiles = 2;
+// Candidate splits make up to this many CTAs per SM (more waves of shorter CTAs can balance a batch whose CTAs are a
+// little more, or fewer, than the SMs).
+constexpr int64_t kMaxCtasPerSm = 4;
 
 // How long CTAs of these costs keep `slots` SMs busy: longest first, each onto the SM that frees first (the GPU starts
 // CTAs in launch order as SMs free up, and the plan puts the longest first).
@@ -44,14 +47,16 @@ int64_t splitsOf(int64_t tiles, int64_t maxTiles) {
 }
 
 // The most tiles per CTA that fills the SMs best: each candidate splits the longest sequence into 1, 2, ... parts
-// (never into more CTAs than one per SM, nor parts under kMinSplitTiles) and the one finishing first in the planner's
-// cost model wins; the fewest splits among equals.
+// (up to kMaxCtasPerSm CTAs per SM, no part under kMinSplitTiles) and the one finishing first in the planner's cost
+// model wins. More splits must finish at least 5% sooner: their partial results cost bandwidth the tile count does not
+// see when memory bounds the decode.
 int64_t fillingTilesPerCta(int batch, const int32_t* seqLens, int mTiles, int blockN, int numSms) {
   int64_t longest = 0;
   for (int b = 0; b < batch; ++b) longest = std::max(longest, tilesOf(std::max(0, seqLens[b]), blockN));
   if (longest <= kMinSplitTiles) return std::max<int64_t>(1, longest);
   const int slots = std::max(1, numSms);
-  const int64_t maxSplits = std::clamp<int64_t>(slots / (int64_t{batch} * mTiles), 1, kMaxDecodeSplits);
+  const int64_t pairs = int64_t{batch} * mTiles;
+  const int64_t maxSplits = std::clamp<int64_t>((kMaxCtasPerSm * slots + pairs - 1) / pairs, 1, kMaxDecodeSplits);
   const int64_t splitOverhead = tilesOf(kSplitOverheadRows, blockN);
   int64_t best = longest, bestSpan = -1;
   std::vector<int64_t> costs;
@@ -67,7 +72,7 @@ int64_t fillingTilesPerCta(int batch, const int32_t* seqLens, int mTiles, int bl
       for (int64_t i = 0; i < splits * mTiles; ++i) costs.push_back(cost);
     }
     const int64_t span = makespan(costs, slots);
-    if (bestSpan < 0 || span < bestSpan) {
+    if (bestSpan < 0 || span * 20 < bestSpan * 19) {
       bestSpan = span;
       best = maxTiles;
     }
@@ -99,8 +104,8 @@ DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int
   const int64_t splitsPerSeq = fixed > 0 ? std::clamp<int64_t>((maxSeqLen + fixed - 1) / fixed, 1, kMaxDecodeSplits)
                                          : splitsOf(tilesOf(maxSeqLen, info.blockN), 1);
   int64_t work = batch * mTiles * splitsPerSeq;
-  // Filling the SMs, sequences are split only while there are fewer CTAs than SMs (fillingTilesPerCta).
-  if (fixed <= 0) work = std::min(work, std::max<int64_t>(batch * mTiles, options.numSms));
+  // Filling the SMs, each sequence has at most ceil(kMaxCtasPerSm * SMs / (batch * m-tiles)) splits (fillingTilesPerCta).
+  if (fixed <= 0) work = std::min(work, batch * mTiles + kMaxCtasPerSm * std::max(1, options.numSms));
   DecodePlanCapacity c;
   c.work = static_cast<int>(work);
   c.combine = static_cast<int>(batch * mTiles);
