@@ -419,16 +419,17 @@ Napi::Value SimConfigure(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Object simCountersToJs(Napi::Env env, const cudasim::Traffic& t) {
+// The shared-memory and conversion counts a launch's counters (cudasim::Traffic) and a barrier interval's
+// (cudasim::PhaseCounts) have in common.
+template <class Counts>
+Napi::Object onChipToJs(Napi::Env env, const Counts& t) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("ldmatrixBytes", static_cast<double>(t.smem_ldmatrix_bytes));
   c.Set("ldmatrixWavefronts", static_cast<double>(t.smem_ldmatrix_wavefronts));
   c.Set("sharedLoadBytes", static_cast<double>(t.smem_load_bytes));
   c.Set("sharedStoreBytes", static_cast<double>(t.smem_store_bytes));
   c.Set("asyncCopyBytes", static_cast<double>(t.smem_async_bytes));
-  c.Set("mma", static_cast<double>(t.mma));
   c.Set("converted", static_cast<double>(t.converted));
-  c.Set("barriers", static_cast<double>(t.barriers));
   return c;
 }
 
@@ -454,19 +455,16 @@ Napi::Value SimLastOp(const Napi::CallbackInfo& info) {
     x.Set("seconds", l.seconds);
     x.Set("dynamicSmem", static_cast<double>(l.dynamicSmem));
     x.Set("dependentLaunch", l.dependentLaunch);
-    x.Set("counters", simCountersToJs(env, l.counters));
+    Napi::Object counters = onChipToJs(env, l.counters);
+    counters.Set("mma", static_cast<double>(l.counters.mma));
+    counters.Set("barriers", static_cast<double>(l.counters.barriers));
+    x.Set("counters", counters);
     Napi::Array profile = Napi::Array::New(env, l.profile.size());
     for (size_t k = 0; k < l.profile.size(); ++k) {
       const cudasim::PhaseCounts& ph = l.profile[k];
-      Napi::Object y = Napi::Object::New(env);
+      Napi::Object y = onChipToJs(env, ph);
       y.Set("bytesRead", static_cast<double>(ph.bytes_read));
       y.Set("bytesWritten", static_cast<double>(ph.bytes_written));
-      y.Set("ldmatrixBytes", static_cast<double>(ph.smem_ldmatrix_bytes));
-      y.Set("ldmatrixWavefronts", static_cast<double>(ph.smem_ldmatrix_wavefronts));
-      y.Set("sharedLoadBytes", static_cast<double>(ph.smem_load_bytes));
-      y.Set("sharedStoreBytes", static_cast<double>(ph.smem_store_bytes));
-      y.Set("asyncCopyBytes", static_cast<double>(ph.smem_async_bytes));
-      y.Set("converted", static_cast<double>(ph.converted));
       Napi::Array mma = Napi::Array::New(env, ph.mma_per_warp.size());
       for (size_t w = 0; w < ph.mma_per_warp.size(); ++w) mma.Set(static_cast<uint32_t>(w), ph.mma_per_warp[w]);
       y.Set("mmaPerWarp", mma);

@@ -75,21 +75,14 @@ __device__ __forceinline__ void fp8x4ToElem(uint32_t w, uint32_t& lo, uint32_t& 
 #pragma unroll
   for (int i = 0; i < 2; ++i) half[i] = ((half[i] & 0x7f007f00u) >> kShift) | (half[i] & 0x80008000u);
   count_fp8_converted(4);
-  if constexpr (kBf16) {
-    const __nv_bfloat162 scale = __halves2bfloat162(__ushort_as_bfloat16(0x7b80), __ushort_as_bfloat16(0x7b80));  // 2^120
-    __nv_bfloat162 v[2];
-    std::memcpy(v, half, sizeof v);
-    v[0] = __hmul2(v[0], scale);
-    v[1] = __hmul2(v[1], scale);
-    std::memcpy(half, v, sizeof v);
-  } else {
-    const __half2 scale = __halves2half2(__ushort_as_half(0x5c00), __ushort_as_half(0x5c00));  // 2^8
-    __half2 v[2];
-    std::memcpy(v, half, sizeof v);
-    v[0] = __hmul2(v[0], scale);
-    v[1] = __hmul2(v[1], scale);
-    std::memcpy(half, v, sizeof v);
-  }
+  using B16x2 = std::conditional_t<kBf16, __nv_bfloat162, __half2>;
+  constexpr uint32_t kScaleBits = kBf16 ? 0x7b807b80u : 0x5c005c00u;  // 2^120 (bf16) / 2^8 (f16), twice
+  B16x2 v[2], scale;
+  std::memcpy(v, half, sizeof v);
+  std::memcpy(&scale, &kScaleBits, sizeof scale);
+  v[0] = __hmul2(v[0], scale);
+  v[1] = __hmul2(v[1], scale);
+  std::memcpy(half, v, sizeof v);
   lo = half[0];
   hi = half[1];
 }
