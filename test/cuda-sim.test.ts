@@ -294,6 +294,24 @@ describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (em
     return rows * p.width * 2 + q + out + lse + partials;
   }
 
+  it('on-chip work (emulator counts): no mma for padding query rows, ldmatrix free of bank conflicts, three barriers per tile', async () => {
+    configure({ ...DEFAULTS, checkOrders: false, splitRows: 1 << 30 }); // one CTA per m-tile, wide tiles (64 x 64)
+    const rng = new Rng(seed + 9);
+    for (const heads of [16, 40, 128]) {
+      const p = problem(rng, { heads, kvLoraRank: 512, ropeDim: 64, lens: [256], blockSize: 64 });
+      mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 512, stream });
+      await stream.synchronize();
+      const decode = native().simLastOp!().launches.find((l) => l.kernel === 'mlaDecodeKernel')!;
+      const tiles = 256 / 64;
+      // Per tile and m16 tile of real rows: S (16 x 64 over 576) and O (16 x 512 over 64) in m16n8k16 instructions.
+      const m16 = Math.ceil(heads / 16);
+      expect(decode.counters.mma, `${heads} heads`).toBe(tiles * m16 * ((64 / 8) * (576 / 16) + (512 / 8) * (64 / 16)));
+      expect(decode.counters.ldmatrixWavefronts * 128).toBe(decode.counters.ldmatrixBytes);
+      expect(decode.counters.barriers).toBe(decode.grid[0] * (3 * tiles + 1));
+    }
+    configure({ ...DEFAULTS, checkOrders: false });
+  });
+
   for (const [heads, queryLen, bound] of [[16, 1, 1.05], [32, 2, 1.05], [64, 1, 1.05], [128, 1, 2.1]] as const)
     it(`${heads} heads x queryLen ${queryLen}, DeepSeek dims 512 + 64, bf16: at most ${bound}x the minimum`, async () => {
       const rng = new Rng(seed + heads);
