@@ -94,7 +94,20 @@ export interface NativeAddon {
   /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
-  decodeKernelShapes?(headDim: number): Record<'large' | 'small', { blockM: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
+  decodeKernelShapes?(headDim: number): Record<string, { blockM: number; blockN: number; stages: number; threads: number; minBlocksPerSm: number; smemBytes: number; smemBytesFp8: number }>;
+  /** The decode plan the CUDA backend makes on a device of that SM count and shared memory (the GPU performance model). */
+  decodePlan?(shape: { queryLen: number; numHeads: number; seqLens: number[]; numSms: number; smemOptin: number; batchInvariant?: boolean; splitRows?: number }): SimDecodePlan;
+}
+
+export interface SimDecodePlan {
+  config: string;
+  blockM: number;
+  blockN: number;
+  numPartials: number;
+  /** [batch, mTile, rowBegin, rowEnd, seqLen, partial] per CTA, in launch order. */
+  work: [number, number, number, number, number, number][];
+  /** [batch, mTile, firstPartial, numPartials] per split sequence and m-tile. */
+  combine: [number, number, number, number][];
 }
 
 export interface NativeCpuInfo {
@@ -134,6 +147,50 @@ export interface SimSettings {
   deviceMemoryBytes?: number;
   /** How many devices the emulated runtime has: cuda-sim:0 ... cuda-sim:(numDevices - 1) (default 2). */
   numDevices?: number;
+  /** > 0: the shared memory a block may opt into (overrides smallConfig; e.g. 166912 for sm_80's decode tiles). */
+  smemOptin?: number;
+  /** >= 0: that block of every launch records its barrier intervals (SimLaunch.profile); -1: none (default). */
+  profileBlock?: number;
+  /** > 0: the emulated device's compute capability, e.g. 120 (0: one that has the shared memory configured). */
+  computeCapability?: number;
+}
+
+/** What a launch did on chip, counted by the emulator through the warp_ops.cuh wrappers. */
+export interface SimCounters {
+  ldmatrixBytes: number;
+  /** Shared-memory passes the ldmatrix loads need (one per 8x8 matrix when conflict-free). */
+  ldmatrixWavefronts: number;
+  sharedLoadBytes: number;
+  sharedStoreBytes: number;
+  /** Bytes cp.async wrote to shared memory (copied and zero-filled). */
+  asyncCopyBytes: number;
+  mma: number;
+  /** fp8 values converted (per thread). */
+  converted: number;
+  barriers: number;
+}
+
+/** One barrier interval of the profiled block. */
+export interface SimPhase extends Omit<SimCounters, 'mma' | 'barriers'> {
+  bytesRead: number;
+  bytesWritten: number;
+  /** mma.sync instructions of each warp of the block in this interval. */
+  mmaPerWarp: number[];
+}
+
+export interface SimLaunch {
+  kernel: string;
+  bytesRead: number;
+  bytesWritten: number;
+  fiberSwitches: number;
+  grid: number[];
+  threads: number;
+  seconds: number;
+  dynamicSmem: number;
+  /** Launched with programmatic dependent launch (may overlap the previous kernel's end). */
+  dependentLaunch: boolean;
+  counters: SimCounters;
+  profile: SimPhase[];
 }
 
 export interface SimOpRecord {
@@ -143,7 +200,7 @@ export interface SimOpRecord {
   ordersChecked: number;
   /** cudaStreamSynchronize / cudaEventSynchronize calls the operation made (0: it only queued work). */
   hostSyncs: number;
-  launches: { kernel: string; bytesRead: number; bytesWritten: number; fiberSwitches: number; grid: number[]; threads: number; seconds: number }[];
+  launches: SimLaunch[];
 }
 
 let loaded: { addon: NativeAddon; path: string } | null = null;

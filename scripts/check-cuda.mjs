@@ -13,15 +13,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectedCudaArchitectures } from './cuda-architectures.mjs';
+import { SMEM_OPTIN } from './gpu-targets.mjs';
 import { disassemble, findCuobjdump, which } from './sass-tool.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
 const archs = selectedCudaArchitectures();
-
-// Per-block opt-in shared memory of each architecture (CUDA programming guide, compute capabilities table), and
-// which decode configuration the backend picks there (the largest that fits).
-const SMEM_OPTIN = { 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 103: 232448, 120: 101376 };
 const MAX_REGISTERS = 255;
 const HEAD_DIM = 576; // DeepSeek: kvLoraRank 512 + ropeDim 64
 
@@ -121,18 +118,26 @@ await Promise.all(
   }),
 );
 
-const configFor = (arch) => (shapes.large.smemBytes <= SMEM_OPTIN[arch] ? 'large' : 'small');
+// The decode configuration the backend picks on an architecture (the first, largest, that fits: decodeConfigFor), and
+// the configuration of a decode kernel, by its tile shape (DecodeTraits<blockM, blockN, ...>).
+const configFor = (arch) => Object.keys(shapes).find((c) => shapes[c].smemBytes <= SMEM_OPTIN[arch]) ?? 'none';
+const configOf = (kernel) => {
+  const m = /DecodeTraits<(\d+), (\d+)/.exec(kernel);
+  return m && Object.keys(shapes).find((c) => shapes[c].blockM === +m[1] && shapes[c].blockN === +m[2]);
+};
 for (const r of rows) {
-  const shape = shapes[/<64, 32/.test(r.kernel) ? 'large' : 'small'];
-  r.dynamicSmem = /mlaDecodeKernel/.test(r.kernel) ? (/fp8 cache/.test(r.kernel) ? shape.smemBytesFp8 : shape.smemBytes) : 0;
+  const decode = /mlaDecodeKernel/.test(r.kernel);
+  r.config = decode ? configOf(r.kernel) : undefined;
+  const shape = shapes[r.config];
+  r.dynamicSmem = decode ? (/fp8 cache/.test(r.kernel) ? shape.smemBytesFp8 : shape.smemBytes) : 0;
   r.limit = SMEM_OPTIN[r.arch];
-  r.usedOnArch = !/mlaDecodeKernel/.test(r.kernel) || configFor(r.arch) === (/<64, 32/.test(r.kernel) ? 'large' : 'small');
+  r.usedOnArch = !decode || configFor(r.arch) === r.config;
   if (r.spillStores || r.spillLoads) problems.push(`sm_${r.arch} ${r.kernel}: spills ${r.spillStores} bytes stored, ${r.spillLoads} loaded`);
   if (r.stack) problems.push(`sm_${r.arch} ${r.kernel}: ${r.stack} bytes of stack frame (local memory)`);
   if (r.registers > MAX_REGISTERS) problems.push(`sm_${r.arch} ${r.kernel}: ${r.registers} registers`);
   if (r.usedOnArch && r.staticSmem + r.dynamicSmem > r.limit) problems.push(`sm_${r.arch} ${r.kernel}: ${r.staticSmem + r.dynamicSmem} bytes of shared memory > ${r.limit}`);
 }
-for (const arch of archs) if (shapes.small.smemBytes > SMEM_OPTIN[arch]) problems.push(`sm_${arch}: even the small decode configuration does not fit`);
+for (const arch of archs) if (configFor(arch) === 'none') problems.push(`sm_${arch}: no decode configuration fits`);
 
 // SASS: tensor-core instructions (HMMA) in the decode kernel, for every architecture the disassembler knows.
 const tool = await findCuobjdump();

@@ -254,7 +254,7 @@ class DeviceBackend final : public Backend {
     auto plan = std::make_shared<Plan>();
     fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
     // Planned for DeepSeek's row width (512 + 64); a decode of another width that needs other tiles replans.
-    const DecodeConfig config = Rt::decodeSmemBytes(DecodeConfig::Large, 576, false) <= smemOptin() ? DecodeConfig::Large : DecodeConfig::Small;
+    const DecodeConfig config = decodeConfigFor<Rt>(smemOptin(), kDeepSeekHeadDim);
     plan->plan = makePlan(batch, queryLen, numHeads, seqLens, batchInvariant, config);
     plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
     plan->numSplitSequences = static_cast<int64_t>(plan->plan.combine.size());
@@ -434,8 +434,8 @@ class DeviceBackend final : public Backend {
   // The largest decode tiles whose shared memory the device allows for this row width.
   DecodeConfig chooseConfig(int headDim) const {
     const int optin = smemOptin();
-    if (Rt::decodeSmemBytes(DecodeConfig::Large, headDim, false) <= optin) return DecodeConfig::Large;
-    if (Rt::decodeSmemBytes(DecodeConfig::Small, headDim, false) <= optin) return DecodeConfig::Small;
+    const DecodeConfig config = decodeConfigFor<Rt>(optin, headDim);
+    if (Rt::decodeSmemBytes(config, headDim, false) <= optin) return config;
     unsupported("mlaDecode: rows of " + std::to_string(headDim) + " elements need " + std::to_string(Rt::decodeSmemBytes(DecodeConfig::Small, headDim, false)) +
                 " bytes of shared memory; the device allows " + std::to_string(optin));
   }
@@ -537,8 +537,11 @@ class DeviceBackend final : public Backend {
     if (c.numItems) record();
   }
 
-  static CombineArgs combineArgs(const DecodeArgs& d, int blockM) {
+  CombineArgs combineArgs(const DecodeArgs& d, int blockM) const {
     CombineArgs c{};
+    int major = 0;
+    Rt::cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_);
+    c.dependentLaunch = major >= 9;  // programmatic dependent launch: the combine overlaps the decode's end (sm_90+)
     c.elem = d.elem;
     c.partialOut = d.partialOut;
     c.partialLse = d.partialLse;

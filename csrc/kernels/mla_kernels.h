@@ -33,13 +33,18 @@ struct DecodeWorkItem {
   int partial;  // index of its partial result, or -1 when this CTA covers the whole sequence and writes `out`
 };
 
+// kvLoraRank 512 + ropeDim 64: the row width the decode configurations are sized for, and which of them a device has.
+inline constexpr int kDeepSeekHeadDim = 576;
+
 // The tile shapes a decode kernel is compiled with (see decode.cu); chosen from the device's shared memory.
 enum class DecodeConfig : int {
-  Large = 0,  // 64 query rows per CTA, 32 cache rows per stage, 2 stages, 8 warps: ~152 KB shared (sm_80, 90, 100)
-  Small = 1,  // 32 query rows per CTA, 16 cache rows per stage, 3 stages, 4 warps: ~94 KB shared (sm_86, 89, 120)
+  Large = 0,  // 64 query rows per CTA, 32 cache rows per stage, 2 stages, 8 warps: ~150 KB shared (sm_80)
+  Small = 1,  // 32 query rows per CTA, 16 cache rows per stage, 3 stages, 4 warps: ~92 KB shared (sm_86, 89, 120)
+  Wide = 2,   // 64 query rows per CTA, 64 cache rows per stage, 2 stages, 8 warps: ~226 KB shared (sm_90, 100)
 };
 struct DecodeConfigInfo {
   int blockM, blockN, stages, threads;
+  int minBlocksPerSm;  // CTAs per SM the kernel's registers are bounded for (__launch_bounds__)
 };
 
 struct DecodeArgs {
@@ -85,6 +90,7 @@ struct CombineArgs {
   void* out;
   float* lse;
   int queryLen, numHeads, kvLoraRank;
+  int dependentLaunch;  // programmatic dependent launch (sm_90+): starts while the decode kernel ends, waits for it
 };
 
 struct AppendArgs {
@@ -120,7 +126,7 @@ namespace MLA_KERNEL_NS {
 using namespace kernels;  // the argument types
 
 DecodeConfigInfo decodeConfigInfo(DecodeConfig config);
-// Dynamic shared memory the decode kernel needs for row width `headDim` (an fp8 cache needs less).
+// Dynamic shared memory the decode kernel needs for row width `headDim` (an fp8 cache, converted in place, the same).
 int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8 = false);
 
 cudaError_t launchDecode(const DecodeArgs& args, cudaStream_t stream);
