@@ -6,6 +6,7 @@
       'csrc/core/backends.cc',
       'csrc/cpu/cpu_backend.cc',
       'csrc/cpu/thread_pool.cc',
+      'csrc/cpu/prefill_cpu.cc',
       'csrc/cpu/kernels_portable.cc',
       'csrc/cpu/kernels_avx2.cc',
       'csrc/cpu/kernels_avx512.cc',

@@ -144,13 +144,18 @@ using Refs = Retained;
 // Indices of each operation's params: the order of AppendParams, DecodeParams, ... in lib/native.ts.
 // The shape of what lib/ passes (argument arrays, tensor descriptors). Bumped with every change to it: lib/native.ts
 // refuses an addon of another interface, which would otherwise misread its arguments (a stale build in a checkout).
-constexpr int kInterface = 2;
+constexpr int kInterface = 3;
 namespace appendArg { enum : uint32_t { cache, kvC, kPe, slotMapping, cacheScale, ropeStyle, positions, cos, sin }; }
 namespace decodeArg { enum : uint32_t { q, cache, blockTable, seqLens, softmaxScale, kvLoraRank, cacheScale, causal, plan, out, lse }; }
 namespace absorbArg { enum : uint32_t { qNope, wUk, qPe, out }; }
 namespace unabsorbArg { enum : uint32_t { oLat, wUv, out }; }
 namespace copyArg { enum : uint32_t { src, dst }; }
 namespace planArg { enum : uint32_t { seqLens, numHeads, queryLen, batchInvariant }; }
+namespace prefillArg { enum : uint32_t { q, kNope, kPe, v, cuSeqLensQ, cuSeqLensKv, softmaxScale, causal, plan, out, lse }; }
+namespace gatherArg { enum : uint32_t { cache, blockTable, cuSeqLens, seqStarts, kvLoraRank, cacheScale, numRows, kvC, kPe }; }
+namespace upProjectArg { enum : uint32_t { kvC, wUk, wUv, kNope, v }; }
+namespace mergeArg { enum : uint32_t { outA, lseA, outB, lseB, out, lse }; }
+namespace planPrefillArg { enum : uint32_t { cuSeqLensQ, cuSeqLensKv, numHeads, causal }; }
 
 AppendLatentCacheParams appendParams(const Napi::Array& o, Refs* refs) {
   AppendLatentCacheParams p;
@@ -213,8 +218,89 @@ UnabsorbOutputParams unabsorbParams(const Napi::Array& o, Refs* refs, bool withO
   return p;
 }
 
+// --- prefill ops' parameter structs ---
+// A prefill plan's External carries this tag: a decode plan (or anything else) passed as one is refused, not misread.
+constexpr napi_type_tag kPrefillPlanTag = {0x6d6c612d70726566ull, 0x696c6c2d706c616eull};
+
+int64_t positiveInteger(const Napi::Array& o, uint32_t index, const char* name) {
+  const double x = getNumber(o, index, name);
+  if (!(x >= 1 && x <= 1e9) || std::floor(x) != x) throw Error(ErrorCode::Range, std::string(name) + " must be a positive integer, got " + std::to_string(x));
+  return static_cast<int64_t>(x);
+}
+
+MlaPrefillParams prefillParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
+  MlaPrefillParams p;
+  p.q = toView(o, prefillArg::q, "q", false, refs);
+  p.kNope = toView(o, prefillArg::kNope, "kNope", false, refs);
+  p.kPe = toView(o, prefillArg::kPe, "kPe", false, refs);
+  p.v = toView(o, prefillArg::v, "v", false, refs);
+  p.cuSeqLensQ = toView(o, prefillArg::cuSeqLensQ, "cuSeqLensQ", false, refs);
+  p.cuSeqLensKv = toView(o, prefillArg::cuSeqLensKv, "cuSeqLensKv", false, refs);
+  if (withOutputs) {
+    p.out = toView(o, prefillArg::out, "out", false, refs);
+    p.lse = toView(o, prefillArg::lse, "lse", false, refs);
+  }
+  p.softmaxScale = static_cast<float>(getNumber(o, prefillArg::softmaxScale, "softmaxScale"));
+  p.causal = o.Get(prefillArg::causal).ToBoolean().Value();
+  Napi::Value plan = o.Get(prefillArg::plan);
+  if (plan.IsExternal()) {
+    bool tagged = false;
+    napi_check_object_type_tag(o.Env(), plan, &kPrefillPlanTag, &tagged);
+    if (!tagged) throw Error(ErrorCode::Argument, "plan must come from planPrefill");
+    p.plan = *plan.As<Napi::External<std::shared_ptr<const PrefillPlanHandle>>>().Data();
+  } else if (!plan.IsUndefined() && !plan.IsNull()) {
+    throw Error(ErrorCode::Argument, "plan must come from planPrefill");
+  }
+  return p;
+}
+
+GatherLatentCacheParams gatherParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
+  GatherLatentCacheParams p;
+  p.cache = toView(o, gatherArg::cache, "cache", false, refs);
+  p.blockTable = toView(o, gatherArg::blockTable, "blockTable", false, refs);
+  p.cuSeqLens = toView(o, gatherArg::cuSeqLens, "cuSeqLens", false, refs);
+  p.seqStarts = toView(o, gatherArg::seqStarts, "seqStarts", true, refs);
+  p.kvLoraRank = positiveInteger(o, gatherArg::kvLoraRank, "kvLoraRank");
+  p.cacheScale = static_cast<float>(getNumber(o, gatherArg::cacheScale, "cacheScale"));
+  const double rows = getNumber(o, gatherArg::numRows, "numRows");
+  if (rows != -1 && (!(rows >= 0 && rows <= 0x7fffffff) || std::floor(rows) != rows))
+    throw Error(ErrorCode::Range, "numRows must be an integer >= 0, got " + std::to_string(rows));
+  p.requestedRows = static_cast<int64_t>(rows);
+  if (withOutputs) {
+    p.kvC = toView(o, gatherArg::kvC, "kvC", false, refs);
+    p.kPe = toView(o, gatherArg::kPe, "kPe", false, refs);
+  }
+  return p;
+}
+
+UpProjectKvParams upProjectParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
+  UpProjectKvParams p;
+  p.kvC = toView(o, upProjectArg::kvC, "kvC", false, refs);
+  p.wUk = toView(o, upProjectArg::wUk, "wUk", false, refs);
+  p.wUv = toView(o, upProjectArg::wUv, "wUv", false, refs);
+  if (withOutputs) {
+    p.kNope = toView(o, upProjectArg::kNope, "kNope", false, refs);
+    p.v = toView(o, upProjectArg::v, "v", false, refs);
+  }
+  return p;
+}
+
+MergeAttentionStatesParams mergeParams(const Napi::Array& o, Refs* refs, bool withOutputs) {
+  MergeAttentionStatesParams p;
+  p.outA = toView(o, mergeArg::outA, "outA", false, refs);
+  p.lseA = toView(o, mergeArg::lseA, "lseA", false, refs);
+  p.outB = toView(o, mergeArg::outB, "outB", false, refs);
+  p.lseB = toView(o, mergeArg::lseB, "lseB", false, refs);
+  if (withOutputs) {
+    p.out = toView(o, mergeArg::out, "out", false, refs);
+    p.lse = toView(o, mergeArg::lse, "lse", false, refs);
+  }
+  return p;
+}
+
 // Checks that need the stream's backend beyond checkSupported.
 void checkForBackend(const MlaDecodeParams& p, const mla::Backend& backend) { validatePlan(p, backend.name()); }
+void checkForBackend(const MlaPrefillParams& p, const mla::Backend& backend) { validatePlan(p, backend.name()); }
 template <class Params>
 void checkForBackend(const Params&, const mla::Backend&) {}
 
@@ -329,6 +415,64 @@ Napi::Value PlanDecode(const Napi::CallbackInfo& info) {
   });
 }
 
+// --- prefill ops ---
+Napi::Value MlaPrefill(const Napi::CallbackInfo& info) {
+  return enqueueOp<MlaPrefillParams>(
+      info, [](const Napi::Array& o, Refs* r) { return prefillParams(o, r, true); },
+      [](mla::Backend& b, const MlaPrefillParams& p) { b.mlaPrefill(p); });
+}
+
+Napi::Value GatherLatentCache(const Napi::CallbackInfo& info) {
+  return enqueueOp<GatherLatentCacheParams>(
+      info, [](const Napi::Array& o, Refs* r) { return gatherParams(o, r, true); },
+      [](mla::Backend& b, const GatherLatentCacheParams& p) { b.gatherLatentCache(p); });
+}
+
+Napi::Value UpProjectKv(const Napi::CallbackInfo& info) {
+  return enqueueOp<UpProjectKvParams>(
+      info, [](const Napi::Array& o, Refs* r) { return upProjectParams(o, r, true); },
+      [](mla::Backend& b, const UpProjectKvParams& p) { b.upProjectKv(p); });
+}
+
+Napi::Value MergeAttentionStates(const Napi::CallbackInfo& info) {
+  return enqueueOp<MergeAttentionStatesParams>(
+      info, [](const Napi::Array& o, Refs* r) { return mergeParams(o, r, true); },
+      [](mla::Backend& b, const MergeAttentionStatesParams& p) { b.mergeAttentionStates(p); });
+}
+
+// planPrefill(stream, [cuSeqLensQ, cuSeqLensKv, numHeads, causal]) -> an opaque plan for mlaPrefill (tagged), plus
+// what it holds for the caller's information.
+Napi::Value PlanPrefill(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    StreamWrap& stream = toStream(info[0]);
+    Napi::Array o = paramsOf(info[1]);
+    TensorView cuQ = toView(o, planPrefillArg::cuSeqLensQ, "cuSeqLensQ", false, nullptr);
+    TensorView cuKv = toView(o, planPrefillArg::cuSeqLensKv, "cuSeqLensKv", false, nullptr);
+    validateCuSeqLens(cuQ);
+    validateCuSeqLens(cuKv);
+    const int64_t batch = cuQ.shape[0] - 1;
+    if (cuKv.shape[0] != batch + 1)
+      throw Error(ErrorCode::Shape, "cuSeqLensKv must have shape [" + std::to_string(batch + 1) + "] (batch + 1, from cuSeqLensQ), got " + cuKv.shapeStr());
+    const int64_t heads = positiveInteger(o, planPrefillArg::numHeads, "numHeads");
+    const bool causal = o.Get(planPrefillArg::causal).ToBoolean().Value();
+    const int32_t* q = cuQ.as<const int32_t>();
+    const int32_t* kv = cuKv.as<const int32_t>();
+    for (int64_t b = 0; causal && b < batch; ++b)
+      if (kv[b + 1] - kv[b] < q[b + 1] - q[b])
+        throw Error(ErrorCode::Range, "causal: sequence " + std::to_string(b) + " has " + std::to_string(q[b + 1] - q[b]) + " queries but " +
+                                          std::to_string(kv[b + 1] - kv[b]) + " keys; a causal prefill needs at least as many keys as queries");
+    std::shared_ptr<const PrefillPlanHandle> plan = stream.backend().planPrefill(batch, heads, causal, q, kv);
+    Napi::Object result = Napi::Object::New(env);
+    auto handle = Napi::External<std::shared_ptr<const PrefillPlanHandle>>::New(
+        env, new std::shared_ptr<const PrefillPlanHandle>(plan), [](Napi::Env, std::shared_ptr<const PrefillPlanHandle>* p) { delete p; });
+    napi_type_tag_object(env, handle, &kPrefillPlanTag);
+    result.Set("handle", handle);
+    result.Set("numWorkItems", static_cast<double>(plan->numWorkItems));
+    return result;
+  });
+}
+
 // outputShapes(op, params): the shapes of the outputs the op would create, after validating inputs.
 Napi::Value OutputShapes(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
@@ -346,6 +490,30 @@ Napi::Value OutputShapes(const Napi::CallbackInfo& info) {
       MlaDecodeParams p = decodeParams(o, nullptr, false);
       std::vector<int64_t> outShape, lseShape;
       mlaDecodeOutShapes(p, &outShape, &lseShape);
+      result.Set("out", shapeToJs(env, outShape));
+      result.Set("lse", shapeToJs(env, lseShape));
+    } else if (op == "mlaPrefill") {
+      MlaPrefillParams p = prefillParams(o, nullptr, false);
+      std::vector<int64_t> outShape, lseShape;
+      mlaPrefillOutShapes(p, &outShape, &lseShape);
+      result.Set("out", shapeToJs(env, outShape));
+      result.Set("lse", shapeToJs(env, lseShape));
+    } else if (op == "gatherLatentCache") {
+      GatherLatentCacheParams p = gatherParams(o, nullptr, false);
+      std::vector<int64_t> kvCShape, kPeShape;
+      gatherLatentCacheOutShapes(p, &kvCShape, &kPeShape);
+      result.Set("kvC", shapeToJs(env, kvCShape));
+      result.Set("kPe", shapeToJs(env, kPeShape));
+    } else if (op == "upProjectKv") {
+      UpProjectKvParams p = upProjectParams(o, nullptr, false);
+      std::vector<int64_t> kNopeShape, vShape;
+      upProjectKvOutShapes(p, &kNopeShape, &vShape);
+      result.Set("kNope", shapeToJs(env, kNopeShape));
+      result.Set("v", shapeToJs(env, vShape));
+    } else if (op == "mergeAttentionStates") {
+      MergeAttentionStatesParams p = mergeParams(o, nullptr, false);
+      std::vector<int64_t> outShape, lseShape;
+      mergeAttentionStatesOutShapes(p, &outShape, &lseShape);
       result.Set("out", shapeToJs(env, outShape));
       result.Set("lse", shapeToJs(env, lseShape));
     } else {
@@ -562,6 +730,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unabsorbOutput", Napi::Function::New(env, UnabsorbOutput));
   exports.Set("outputShapes", Napi::Function::New(env, OutputShapes));
   exports.Set("planDecode", Napi::Function::New(env, PlanDecode));
+  exports.Set("mlaPrefill", Napi::Function::New(env, MlaPrefill));
+  exports.Set("gatherLatentCache", Napi::Function::New(env, GatherLatentCache));
+  exports.Set("upProjectKv", Napi::Function::New(env, UpProjectKv));
+  exports.Set("mergeAttentionStates", Napi::Function::New(env, MergeAttentionStates));
+  exports.Set("planPrefill", Napi::Function::New(env, PlanPrefill));
   exports.Set("NativeGraph", GraphWrap::Define(env));
   exports.Set("replayGraph", Napi::Function::New(env, ReplayGraph));
   exports.Set("backends", Napi::Function::New(env, Backends));

@@ -414,6 +414,16 @@ class CudaBackendImpl final : public Backend {
     runOp("graph", std::move(outputs), [&](auto) { check(rt::cudaGraphLaunch(graph.exec, ctx.stream), "cudaGraphLaunch"); });
   }
 
+  // TEMPORARY (prefill kernels in progress)
+  void checkSupported(const MlaPrefillParams&) const override { unsupported("mlaPrefill: not yet"); }
+  void checkSupported(const GatherLatentCacheParams&) const override { unsupported("gatherLatentCache: not yet"); }
+  void checkSupported(const UpProjectKvParams&) const override { unsupported("upProjectKv: not yet"); }
+  void checkSupported(const MergeAttentionStatesParams&) const override { unsupported("mergeAttentionStates: not yet"); }
+  void mlaPrefill(const MlaPrefillParams&) override {}
+  void gatherLatentCache(const GatherLatentCacheParams&) override {}
+  void upProjectKv(const UpProjectKvParams&) override {}
+  void mergeAttentionStates(const MergeAttentionStatesParams&) override {}
+
   std::shared_ptr<const Fence> recordFence() override {
     WorkerContext& ctx = worker();
     cudaEvent_t event = nullptr;
