@@ -107,6 +107,7 @@ struct VO {
   static inline void streamFence() { _mm_sfence(); }
 };
 #include "kernels_generic.inl"
+#include "prefill_generic.inl"
 
 double noLoop(int64_t) { return 0.0; }
 
@@ -118,7 +119,8 @@ double noLoop(int64_t) { return 0.0; }
 namespace mla::cpu {
 const KernelSet& avx2Kernels() {
   static const KernelSet k{"avx2-fma", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop,
+                           prefillScratchGeneric, prefillGeneric, gemmScratchGeneric, gemmNTGeneric};
   return k;
 }
 }  // namespace mla::cpu

@@ -14,6 +14,7 @@ namespace {
 
 #include "vo_avx512.inl"
 #include "kernels_generic.inl"
+#include "prefill_generic.inl"
 
 double noLoop(int64_t) { return 0.0; }
 
@@ -26,7 +27,8 @@ namespace mla::cpu {
 // Outside the target region: this runs on any x86-64 (the backend calls it only after checking the processor).
 const KernelSet& avx512Kernels() {
   static const KernelSet k{"avx512", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, noLoop,
+                           prefillScratchGeneric, prefillGeneric, gemmScratchGeneric, gemmNTGeneric};
   return k;
 }
 }  // namespace mla::cpu

@@ -19,6 +19,7 @@ namespace {
 #include "kernels_scalar.inl"
 #include "vo_avx512.inl"
 #include "kernels_generic.inl"
+#include "prefill_generic.inl"
 
 inline __m512bh asBh(__m512i x) { return (__m512bh)x; }
 inline __m512i bcast32(const uint16_t* p) {
@@ -308,7 +309,8 @@ double bf16DotLoop(int64_t iters) {
 namespace mla::cpu {
 const KernelSet& avx512Bf16Kernels() {
   static const KernelSet k{"avx512-bf16", decodeScratchBf16, decodeBf16, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, bf16DotLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, VO::streamCopy, VO::streamFence, fmaLoopGeneric, bf16DotLoop,
+                           prefillScratchGeneric, prefillGeneric, gemmScratchGeneric, gemmNTGeneric};
   return k;
 }
 }  // namespace mla::cpu

@@ -47,6 +47,7 @@ struct VO {
 };
 
 #include "kernels_generic.inl"
+#include "prefill_generic.inl"
 
 void VO::loadElems(Elem e, const void* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = sLoad(e, src, i);
@@ -65,7 +66,8 @@ void noFence() {}
 
 const KernelSet& portableKernels() {
   static const KernelSet k{"portable", decodeScratchGeneric, decodeGeneric, VO::loadElems, VO::storeElems,
-                           axpyGeneric, dotGeneric, ropeGeneric, plainCopy, noFence, fmaLoopGeneric, noLoop};
+                           axpyGeneric, dotGeneric, ropeGeneric, plainCopy, noFence, fmaLoopGeneric, noLoop,
+                           prefillScratchGeneric, prefillGeneric, gemmScratchGeneric, gemmNTGeneric};
   return k;
 }
 
