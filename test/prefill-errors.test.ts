@@ -205,7 +205,8 @@ for (const backend of suiteBackends().filter((b) => b.available)) {
 
     it('inputs disposed and index arrays overwritten right after the call: the queued prefill computes what was asked', async () => {
       const o = make();
-      const ref = refMlaPrefill({ q: dense(await o.q.to('cpu')), kNope: dense(await o.kNope.to('cpu')), kPe: dense(await o.kPe.to('cpu')), v: dense(await o.v.to('cpu')), cuSeqLensQ: dense(o.cuSeqLensQ), cuSeqLensKv: dense(o.cuSeqLensKv), softmaxScale: 0.2, causal: true });
+      const host = async (t: Tensor) => ({ data: await t.toFloat32(), shape: t.shape });
+      const ref = refMlaPrefill({ q: await host(o.q), kNope: await host(o.kNope), kPe: await host(o.kPe), v: await host(o.v), cuSeqLensQ: dense(o.cuSeqLensQ), cuSeqLensKv: dense(o.cuSeqLensKv), softmaxScale: 0.2, causal: true });
       await stream.synchronize();
       const { out, lse } = mlaPrefill(o);
       (o.cuSeqLensQ._descriptor('t')[0] as Int32Array).set([7, -100, 1 << 30]);
