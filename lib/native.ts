@@ -113,6 +113,7 @@ export interface NativeAddon {
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
   decodeKernelShapes?(headDim: number): Record<'large' | 'small', { blockM: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
+  prefillKernelShapes?(nopeDim: number, ropeDim: number, vHeadDim: number): Record<'large' | 'small', { blockM: number; heads: number; blockN: number; stages: number; threads: number; smemBytes: number }> & { gemmNtSmemBytes: number };
 }
 
 export interface NativeCpuInfo {

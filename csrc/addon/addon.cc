@@ -22,6 +22,7 @@
 #ifdef MLA_WITH_CUDA_SIM
 #include "../cuda/plan.h"
 #include "../cuda/sim_backend.h"
+#include "../kernels/prefill_kernels.h"
 #endif
 
 namespace mla::addon {
@@ -629,6 +630,27 @@ Napi::Value DecodeKernelShapes(const Napi::CallbackInfo& info) {
   }
   return o;
 }
+
+// The prefill kernels' tile shapes and dynamic shared memory for these dims, from the kernel source itself
+// (scripts/check-cuda.mjs checks them against each GPU's limit): prefillKernelShapes(nopeDim, ropeDim, vHeadDim).
+Napi::Value PrefillKernelShapes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int nope = info[0].As<Napi::Number>().Int32Value(), rope = info[1].As<Napi::Number>().Int32Value(), vDim = info[2].As<Napi::Number>().Int32Value();
+  Napi::Object o = Napi::Object::New(env);
+  for (auto [name, config] : {std::pair{"large", kernels_sim::PrefillConfig::Large}, std::pair{"small", kernels_sim::PrefillConfig::Small}}) {
+    const kernels_sim::PrefillConfigInfo c = kernels_sim::prefillConfigInfo(config);
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("blockM", c.blockM);
+    x.Set("heads", c.heads);
+    x.Set("blockN", c.blockN);
+    x.Set("stages", c.stages);
+    x.Set("threads", c.threads);
+    x.Set("smemBytes", kernels_sim::prefillSmemBytes(config, nope, rope, vDim));
+    o.Set(name, x);
+  }
+  o.Set("gemmNtSmemBytes", kernels_sim::gemmNtSmemBytes());
+  return o;
+}
 #endif
 
 // The CPU backend's choice of kernels and thread count (info()), its test hooks, and the benchmark's machine limits.
@@ -751,6 +773,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("simConfigure", Napi::Function::New(env, SimConfigure));
   exports.Set("simLastOp", Napi::Function::New(env, SimLastOp));
   exports.Set("decodeKernelShapes", Napi::Function::New(env, DecodeKernelShapes));
+  exports.Set("prefillKernelShapes", Napi::Function::New(env, PrefillKernelShapes));
 #endif
   return exports;
 }
