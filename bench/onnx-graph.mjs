@@ -76,3 +76,30 @@ export function mlaDecodeOnnx({ batch, rows, context, width, kvLoraRank, scale, 
   const model = [...int(1, 8), ...str(2, 'mla-kernels-bench'), ...bytes(7, graph), ...bytes(8, [...str(1, ''), ...int(2, 17)])];
   return Uint8Array.from(model);
 }
+
+/**
+ * The ONNX model bytes of multi-head attention for fixed shapes (prefill's peer): per head h,
+ * O[h] = Softmax(Q[h] K[h]ᵀ · scale (+ mask)) V[h], with Q [H, M, D], K [H, N, D], V [H, N, Dv] (f32), mask [M, N]
+ * additive (only when causal), O [H, M, Dv].
+ */
+export function attentionOnnx({ heads, queries, keys, width, vWidth, scale, causal }) {
+  const nodes = [
+    node('Transpose', ['K'], ['Kt'], [attrInts('perm', [0, 2, 1])]),
+    node('MatMul', ['Q', 'Kt'], ['S']),
+    node('Mul', ['S', 'scale'], ['S2']),
+    ...(causal ? [node('Add', ['S2', 'mask'], ['S3'])] : []),
+    node('Softmax', [causal ? 'S3' : 'S2'], ['P'], [attrInt('axis', -1)]),
+    node('MatMul', ['P', 'V'], ['O']),
+  ];
+  const inputs = [valueInfo('Q', FLOAT, [heads, queries, width]), valueInfo('K', FLOAT, [heads, keys, width]), valueInfo('V', FLOAT, [heads, keys, vWidth])];
+  if (causal) inputs.push(valueInfo('mask', FLOAT, [queries, keys]));
+  const graph = [
+    ...nodes.flatMap((n) => bytes(1, n)),
+    ...str(2, 'attention'),
+    ...bytes(5, tensorInit('scale', [], FLOAT, [scale])),
+    ...inputs.flatMap((i) => bytes(11, i)),
+    ...bytes(12, valueInfo('O', FLOAT, [heads, queries, vWidth])),
+  ];
+  const model = [...int(1, 8), ...str(2, 'mla-kernels-bench'), ...bytes(7, graph), ...bytes(8, [...str(1, ''), ...int(2, 17)])];
+  return Uint8Array.from(model);
+}
