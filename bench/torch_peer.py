@@ -7,6 +7,21 @@ import torch
 # Importing torch takes seconds of CPU: bench/cpu.mjs waits for this line so no row is timed meanwhile.
 print(json.dumps({"ready": True}), flush=True)
 
+def timed(run, job):
+    # Runs once (the output, for the check), warms up, times the repetitions; answers with the timings.
+    with torch.no_grad():
+        out = run()
+        for _ in range(job["warmup"]):
+            run()
+        times = []
+        for _ in range(job["reps"]):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    out.float().contiguous().numpy().tofile(job["out"])
+    print(json.dumps({"times": times, "version": torch.__version__}), flush=True)
+
+
 def sdpa(job):
     # Prefill's peer: scaled_dot_product_attention over [H, N, D] queries and keys, [H, N, Dv] values.
     H, N, D, Dv = job["heads"], job["tokens"], job["width"], job["vWidth"]
@@ -22,18 +37,7 @@ for line in sys.stdin:
     job = json.loads(line)
     torch.set_num_threads(job["threads"])
     if job.get("kind") == "sdpa":
-        run = sdpa(job)
-        with torch.no_grad():
-            out = run()
-            for _ in range(job["warmup"]):
-                run()
-            times = []
-            for _ in range(job["reps"]):
-                t0 = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t0)
-        out.float().contiguous().numpy().tofile(job["out"])
-        print(json.dumps({"times": times, "version": torch.__version__}), flush=True)
+        timed(sdpa(job), job)
         continue
     B, M, N, D, V = job["batch"], job["rows"], job["context"], job["width"], job["kvLoraRank"]
     dt = torch.bfloat16 if job["dtype"] == "bf16" else torch.float32
@@ -54,14 +58,4 @@ for line in sys.stdin:
         p = torch.softmax(s, dim=-1).to(dt)
         return torch.bmm(p, k[:, :, :V])
 
-    with torch.no_grad():
-        out = run()
-        for _ in range(job["warmup"]):
-            run()
-        times = []
-        for _ in range(job["reps"]):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-    out.float().contiguous().numpy().tofile(job["out"])
-    print(json.dumps({"times": times, "version": torch.__version__}), flush=True)
+    timed(run, job)

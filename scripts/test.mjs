@@ -68,7 +68,7 @@ function vitest(label, env, files) {
 const full = vitest('cmake', { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') }, extra);
 const gyp = extra.length
   ? { passed: 0, failed: 0, status: 0 }
-  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/ops.test.ts', 'test/errors.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts', 'test/facts.test.ts']);
+  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/ops.test.ts', 'test/errors.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts', 'test/facts.test.ts', 'test/prefill.test.ts', 'test/prefill-errors.test.ts']);
 
 const none = { passed: 0, failed: 0, status: 0 };
 let asan = none;
@@ -84,7 +84,7 @@ if (!extra.length) {
       MLA_TEST_BACKENDS: 'cpu,cuda-sim',
       LD_PRELOAD: `${gcc('libasan.so')} ${gcc('libubsan.so')}`,
       ASAN_OPTIONS: 'detect_leaks=0',
-    }, ['test/ops.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts', 'test/cuda-sim.test.ts', 'test/cpu-isa.test.ts', 'test/errors.test.ts']);
+    }, ['test/ops.test.ts', 'test/stream.test.ts', 'test/graph.test.ts', 'test/fp8.test.ts', 'test/cuda-sim.test.ts', 'test/cpu-isa.test.ts', 'test/errors.test.ts', 'test/prefill.test.ts', 'test/prefill-errors.test.ts']);
   const status = run(process.execPath, ['scripts/check-cuda.mjs'], { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') });
   staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status };
   const installJson = path.join(results, 'install.json');

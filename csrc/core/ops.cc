@@ -408,6 +408,20 @@ void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store) {
 // --- prefill -----------------------------------------------------------------------------------------------------
 namespace {
 
+// An output of `like`'s dtype and the given shape.
+void requireOutput(const TensorView& t, const TensorView& like, const std::vector<int64_t>& shape) {
+  requirePresent(t);
+  requireSameDType(t, like);
+  requireShape(t, shape);
+}
+
+// A log-sum-exp output: f32 of the given shape.
+void requireLseOutput(const TensorView& t, const std::vector<int64_t>& shape) {
+  requirePresent(t);
+  requireDType(t, DType::F32);
+  requireShape(t, shape);
+}
+
 int64_t requireDimAtLeast(const TensorView& t, int axis, int64_t least, const char* what) {
   if (t.dim(axis) < least)
     fail(ErrorCode::Shape, std::string(t.name) + " " + what + " (dimension " + std::to_string(axis) + ") must be >= " + std::to_string(least) +
@@ -572,12 +586,8 @@ void mlaPrefillOutShapes(MlaPrefillParams& p, std::vector<int64_t>* outShape, st
 void validate(MlaPrefillParams& p, const Device& device) {
   std::vector<int64_t> outShape, lseShape;
   mlaPrefillOutShapes(p, &outShape, &lseShape);
-  requirePresent(p.out);
-  requireSameDType(p.out, p.q);
-  requireShape(p.out, outShape);
-  requirePresent(p.lse);
-  requireDType(p.lse, DType::F32);
-  requireShape(p.lse, lseShape);
+  requireOutput(p.out, p.q, outShape);
+  requireLseOutput(p.lse, lseShape);
   for (const TensorView* t : {&p.q, &p.kNope, &p.kPe, &p.v, &p.out, &p.lse}) requireDevice(*t, device);
   for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.kNope, &p.kPe, &p.v, &p.cuSeqLensQ, &p.cuSeqLensKv});
   requireNoOverlap(p.lse, {&p.out});
@@ -637,12 +647,8 @@ void upProjectKvOutShapes(UpProjectKvParams& p, std::vector<int64_t>* kNopeShape
 void validate(UpProjectKvParams& p, const Device& device) {
   std::vector<int64_t> kNopeShape, vShape;
   upProjectKvOutShapes(p, &kNopeShape, &vShape);
-  requirePresent(p.kNope);
-  requireSameDType(p.kNope, p.kvC);
-  requireShape(p.kNope, kNopeShape);
-  requirePresent(p.v);
-  requireSameDType(p.v, p.kvC);
-  requireShape(p.v, vShape);
+  requireOutput(p.kNope, p.kvC, kNopeShape);
+  requireOutput(p.v, p.kvC, vShape);
   for (const TensorView* t : {&p.kvC, &p.wUk, &p.wUv, &p.kNope, &p.v}) requireDevice(*t, device);
   for (const TensorView* t : {&p.kNope, &p.v}) requireNoOverlap(*t, {&p.kvC, &p.wUk, &p.wUv});
   requireNoOverlap(p.v, {&p.kNope});
@@ -657,12 +663,8 @@ void mergeAttentionStatesOutShapes(MergeAttentionStatesParams& p, std::vector<in
 void validate(MergeAttentionStatesParams& p, const Device& device) {
   std::vector<int64_t> outShape, lseShape;
   mergeAttentionStatesOutShapes(p, &outShape, &lseShape);
-  requirePresent(p.out);
-  requireSameDType(p.out, p.outA);
-  requireShape(p.out, outShape);
-  requirePresent(p.lse);
-  requireDType(p.lse, DType::F32);
-  requireShape(p.lse, lseShape);
+  requireOutput(p.out, p.outA, outShape);
+  requireLseOutput(p.lse, lseShape);
   for (const TensorView* t : {&p.outA, &p.lseA, &p.outB, &p.lseB, &p.out, &p.lse}) requireDevice(*t, device);
   for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.outA, &p.lseA, &p.outB, &p.lseB});
   requireNoOverlap(p.lse, {&p.out});

@@ -475,6 +475,10 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
+// For the prefill operations (prefill_cpu.cc).
+Elem cpuElem(DType t) { return elemOf(t); }
+float* cpuScratch(size_t n) { return scratchFloats(n); }
+
 // --- info, test hooks, limits ------------------------------------------------------------------------------------
 CpuStatus cpuStatus() {
   CpuStatus s;

@@ -11,7 +11,6 @@
 #include <tuple>
 #include <vector>
 
-#include "../core/errors.h"
 #include "thread_pool.h"
 
 namespace mla::cpu {
@@ -20,31 +19,13 @@ namespace {
 // Queries per item: 96 is 6, 12 and 24 vectors of the 16-, 8- and 4-lane paths (whole column groups of Q·K).
 constexpr int64_t kPrefillRows = 96;
 
-Elem elemOf(DType t) {
-  switch (t) {
-    case DType::F32: return Elem::F32;
-    case DType::F16: return Elem::F16;
-    case DType::BF16: return Elem::BF16;
-    case DType::FP8E4M3: return Elem::FP8E4M3;
-    default: throw Error(ErrorCode::Internal, "CPU prefill kernel called with a non-float dtype");
-  }
-}
-
-// Per-thread scratch, 64-byte aligned, grown as needed.
-float* scratch(size_t n) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < n + 16) buf.resize(n + 16);
-  const uintptr_t p = reinterpret_cast<uintptr_t>(buf.data());
-  return reinterpret_cast<float*>((p + 63) & ~static_cast<uintptr_t>(63));
-}
-
 }  // namespace
 
 void mlaPrefillCpu(const MlaPrefillParams& p, const KernelSet& k) {
   const int32_t* cuQ = p.cuSeqLensQ.as<const int32_t>();
   const int32_t* cuKv = p.cuSeqLensKv.as<const int32_t>();
   PrefillItem base{};
-  base.elem = elemOf(p.q.dtype);
+  base.elem = cpuElem(p.q.dtype);
   base.q = p.q.data;
   base.kNope = p.kNope.data;
   base.kPe = p.kPe.data;
@@ -87,7 +68,7 @@ void mlaPrefillCpu(const MlaPrefillParams& p, const KernelSet& k) {
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cost[static_cast<size_t>(a)] > cost[static_cast<size_t>(b)]; });
   parallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const PrefillItem& it = items[static_cast<size_t>(order[static_cast<size_t>(i)])];
-    k.prefill(it, scratch(k.prefillScratch(it)));
+    k.prefill(it, cpuScratch(k.prefillScratch(it)));
   });
   // Rows of q past the last sequence (padding): zero output, lse -infinity.
   const int64_t pad = p.totalQ - p.usedQ;
@@ -102,7 +83,7 @@ void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k) 
   const int32_t* cu = p.cuSeqLens.as<const int32_t>();
   const int32_t* starts = p.seqStarts.present() ? p.seqStarts.as<const int32_t>() : nullptr;
   const int32_t* table = p.blockTable.as<const int32_t>();
-  const Elem cacheElem = elemOf(p.cache.dtype), outElem = elemOf(p.kvC.dtype);
+  const Elem cacheElem = cpuElem(p.cache.dtype), outElem = cpuElem(p.kvC.dtype);
   const bool same = p.cache.dtype == p.kvC.dtype;  // a float cache of the outputs' dtype: plain copies
   const int64_t width = p.kvLoraRank + p.ropeDim;
   const size_t cacheEs = dtypeSize(p.cache.dtype), outEs = dtypeSize(p.kvC.dtype);
@@ -119,7 +100,7 @@ void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k) 
     for (int64_t r0 = cu[b]; r0 < cu[b + 1]; r0 += kRows) tasks.push_back({b, r0, std::min<int64_t>(cu[b + 1], r0 + kRows)});
   parallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t t) {
     const Task& task = tasks[static_cast<size_t>(t)];
-    float* row = scratch(static_cast<size_t>(width));
+    float* row = cpuScratch(static_cast<size_t>(width));
     for (int64_t r = task.r0; r < task.r1; ++r) {
       const int64_t pos = (starts ? starts[task.b] : 0) + r - cu[task.b];
       const int64_t slot = static_cast<int64_t>(table[task.b * p.maxBlocksPerSeq + pos / p.blockSize]) * p.blockSize + pos % p.blockSize;
@@ -148,7 +129,7 @@ void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k) 
 
 void upProjectKvCpu(const UpProjectKvParams& p, const KernelSet& k) {
   if (p.numTokens == 0) return;
-  const Elem e = elemOf(p.kvC.dtype);
+  const Elem e = cpuElem(p.kvC.dtype);
   // kNope [tokens][H * nopeDim] = kvC [tokens][rank] · W_uk [H * nopeDim][rank]ᵀ, and v the same with W_uv.
   std::vector<GemmBlock> blocks;
   for (const auto& [w, out, cols] : {std::tuple{p.wUk.data, p.kNope.data, p.numHeads * p.nopeDim}, std::tuple{p.wUv.data, p.v.data, p.numHeads * p.vHeadDim}})
@@ -157,12 +138,12 @@ void upProjectKvCpu(const UpProjectKvParams& p, const KernelSet& k) {
         blocks.push_back(GemmBlock{e, p.kvC.data, w, out, p.kvLoraRank, cols, m0, std::min(p.numTokens, m0 + kGemmBlockRows), n0, std::min(cols, n0 + kGemmBlockCols)});
   parallelFor(static_cast<int64_t>(blocks.size()), [&](int64_t i) {
     const GemmBlock& g = blocks[static_cast<size_t>(i)];
-    k.gemmNT(g, scratch(k.gemmScratch(g)));
+    k.gemmNT(g, cpuScratch(k.gemmScratch(g)));
   });
 }
 
 void mergeAttentionStatesCpu(const MergeAttentionStatesParams& p, const KernelSet& k) {
-  const Elem e = elemOf(p.out.dtype);
+  const Elem e = cpuElem(p.out.dtype);
   const int64_t W = p.width, es = static_cast<int64_t>(dtypeSize(p.out.dtype));
   const float* lseA = p.lseA.as<const float>();
   const float* lseB = p.lseB.as<const float>();
@@ -172,7 +153,7 @@ void mergeAttentionStatesCpu(const MergeAttentionStatesParams& p, const KernelSe
   char* out = static_cast<char*>(p.out.data);
   constexpr int64_t kRows = 64;
   parallelFor((p.numRows + kRows - 1) / kRows, [&](int64_t task) {
-    float* a = scratch(static_cast<size_t>(2 * W + 16));
+    float* a = cpuScratch(static_cast<size_t>(2 * W + 16));
     float* b = a + W + 16;
     for (int64_t r = task * kRows; r < std::min(p.numRows, (task + 1) * kRows); ++r) {
       const float la = lseA[r], lb = lseB[r];

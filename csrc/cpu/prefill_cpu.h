@@ -6,6 +6,10 @@
 
 namespace mla::cpu {
 
+// Of cpu_backend.cc: a float dtype's kernel element type, and this thread's scratch of n floats (64-byte aligned).
+Elem cpuElem(DType t);
+float* cpuScratch(size_t n);
+
 void mlaPrefillCpu(const MlaPrefillParams& p, const KernelSet& k);
 void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k);
 void upProjectKvCpu(const UpProjectKvParams& p, const KernelSet& k);
