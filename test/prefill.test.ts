@@ -138,14 +138,15 @@ for (const backend of suiteBackends()) {
 
       it(`mlaPrefill ${dtype}: DeepSeek dims (nope 128, rope 64, v 128), 16 heads, several tiles of queries and keys`, async () => {
         const rng = new Rng(seed + 2);
-        await checkPrefill(stream, rng, dtype, { qLens: [150, 1, 0, 70], kvLens: [150, 40, 9, 133], heads: 16, nope: 128, rope: 64, vDim: 128, causal: true });
-        await checkPrefill(stream, rng, dtype, { qLens: [37, 100], kvLens: [200, 0], heads: 16, nope: 128, rope: 64, vDim: 128, causal: false });
+        // Several query tiles of either backend (64 on a GPU, 96 on the CPU) and key tiles (32, 64), with context.
+        await checkPrefill(stream, rng, dtype, { qLens: [130, 1, 0, 40], kvLens: [130, 40, 9, 100], heads: 16, nope: 128, rope: 64, vDim: 128, causal: true });
+        await checkPrefill(stream, rng, dtype, { qLens: [37, 70], kvLens: [150, 0], heads: 16, nope: 128, rope: 64, vDim: 128, causal: false });
       });
     }
 
     it('mlaPrefill bf16: 128 heads (DeepSeek-V3), a one-token sequence and a chunk with context', async () => {
       const rng = new Rng(seed + 3);
-      await checkPrefill(stream, rng, 'bf16', { qLens: [1, 24], kvLens: [1, 90], heads: 128, nope: 128, rope: 64, vDim: 128, causal: true });
+      await checkPrefill(stream, rng, 'bf16', { qLens: [1, 20], kvLens: [1, 60], heads: 128, nope: 128, rope: 64, vDim: 128, causal: true });
     });
 
     it('mlaPrefill: no rope part (ropeDim 0), odd head counts', async () => {
@@ -201,7 +202,7 @@ for (const backend of suiteBackends()) {
           { tokens: rng.int(1, 9), heads: rng.int(1, 5), nope: rules.nopeDim(rng), vDim: rules.vHeadDim(rng), rank: rules.kvLoraRank(rng) },
           { tokens: 0, heads: 2, nope: rules.nopeDim(rng), vDim: rules.vHeadDim(rng), rank: rules.kvLoraRank(rng) },
           { tokens: 70, heads: 3, nope: rules.nopeDim(rng), vDim: rules.vHeadDim(rng), rank: rules.kvLoraRank(rng) },
-          { tokens: 33, heads: 16, nope: 128, vDim: 128, rank: 512 },
+          { tokens: 20, heads: 16, nope: 128, vDim: 128, rank: 512 },
         ];
         for (const s of shapes) {
           const kvC = randomTensor(rng, [s.tokens, s.rank], dtype);
