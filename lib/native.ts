@@ -32,6 +32,16 @@ export type AbsorbParams = readonly [...AbsorbInputs, out: T];
 export type UnabsorbInputs = readonly [oLat: T, wUv: T];
 export type UnabsorbParams = readonly [...UnabsorbInputs, out: T];
 export type PlanParams = readonly [seqLens: T, numHeads: number, queryLen: number, batchInvariant: boolean];
+export type PrefillInputs = readonly [q: T, kNope: T, kPe: T, v: T, cuSeqLensQ: T, cuSeqLensKv: T, softmaxScale: number, causal: boolean, plan: unknown];
+export type PrefillParams = readonly [...PrefillInputs, out: T, lse: T];
+/** numRows: the outputs' rows to allocate, -1 for cuSeqLens[batch]. */
+export type GatherInputs = readonly [cache: T, blockTable: T, cuSeqLens: T, seqStarts: T | undefined, kvLoraRank: number, cacheScale: number, numRows: number];
+export type GatherParams = readonly [...GatherInputs, kvC: T, kPe: T];
+export type UpProjectInputs = readonly [kvC: T, wUk: T, wUv: T];
+export type UpProjectParams = readonly [...UpProjectInputs, kNope: T, v: T];
+export type MergeInputs = readonly [outA: T, lseA: T, outB: T, lseB: T];
+export type MergeParams = readonly [...MergeInputs, out: T, lse: T];
+export type PlanPrefillParams = readonly [cuSeqLensQ: T, cuSeqLensKv: T, numHeads: number, causal: boolean];
 /** Writes on other streams an operation waits for: [native stream, ticket]. */
 export type After = [unknown, number][];
 
@@ -75,6 +85,15 @@ export interface NativeAddon {
   outputShapes(op: 'absorbQuery', inputs: AbsorbInputs): { out: number[] };
   outputShapes(op: 'unabsorbOutput', inputs: UnabsorbInputs): { out: number[] };
   planDecode(stream: NativeStream, params: PlanParams): { handle: unknown; numWorkItems: number; numSplitSequences: number };
+  mlaPrefill(stream: NativeStream, params: PrefillParams, after?: After): number;
+  gatherLatentCache(stream: NativeStream, params: GatherParams, after?: After): number;
+  upProjectKv(stream: NativeStream, params: UpProjectParams, after?: After): number;
+  mergeAttentionStates(stream: NativeStream, params: MergeParams, after?: After): number;
+  outputShapes(op: 'mlaPrefill', inputs: PrefillInputs): { out: number[]; lse: number[] };
+  outputShapes(op: 'gatherLatentCache', inputs: GatherInputs): { kvC: number[]; kPe: number[] };
+  outputShapes(op: 'upProjectKv', inputs: UpProjectInputs): { kNope: number[]; v: number[] };
+  outputShapes(op: 'mergeAttentionStates', inputs: MergeInputs): { out: number[]; lse: number[] };
+  planPrefill(stream: NativeStream, params: PlanPrefillParams): { handle: unknown; numWorkItems: number };
   /** Validates the graph's operations against their index arrays as they are now and queues them as one operation. */
   replayGraph(stream: NativeStream, graph: NativeGraph, after?: After): number;
   backends(): NativeBackendInfo[];
@@ -95,6 +114,7 @@ export interface NativeAddon {
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
   decodeKernelShapes?(headDim: number): Record<string, { blockM: number; blockN: number; stages: number; threads: number; minBlocksPerSm: number; smemBytes: number; smemBytesFp8: number }>;
+  prefillKernelShapes?(dims: { nopeDim: number; ropeDim: number; vHeadDim: number }): Record<'large' | 'small', { blockM: number; heads: number; blockN: number; stages: number; threads: number; smemBytes: number }> & { gemmNtSmemBytes: number };
   /** The decode plan the CUDA backend makes on a device of that SM count and shared memory (the GPU performance model). */
   decodePlan?(shape: { queryLen: number; numHeads: number; seqLens: number[]; numSms: number; smemOptin: number; batchInvariant?: boolean; splitRows?: number }): SimDecodePlan;
 }
@@ -206,7 +226,7 @@ export interface SimOpRecord {
 let loaded: { addon: NativeAddon; path: string } | null = null;
 
 // The addon argument interface this library speaks (kInterface in csrc/addon/marshal.h, bumped together).
-const ADDON_INTERFACE = 2;
+const ADDON_INTERFACE = 3;
 
 function locate(): string {
   const explicit = process.env.MLA_ADDON_PATH;

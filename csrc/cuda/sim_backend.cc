@@ -2,7 +2,7 @@
 // kernels of csrc/kernels/ compiled for the SIMT emulator of sim/, on host memory. For tests: each operation runs
 // under every thread order (forward, reverse, seeded random) and must write the same bits; the global-memory traffic
 // of the last operation is recorded. Hooks: simConfigure(settings), simLastOp(), decodeKernelShapes(headDim),
-// decodePlan(shape).
+// prefillKernelShapes(dims), decodePlan(shape).
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -309,6 +309,25 @@ Value decodeKernelShapes(const Value& headDimArg) {
   return shapes;
 }
 
+// prefillKernelShapes({nopeDim, ropeDim, vHeadDim}): the prefill kernels' tile shapes and dynamic shared memory for
+// these dims, from the kernel source itself (scripts/check-cuda.mjs checks them against each GPU's limit).
+Value prefillKernelShapes(const Value& dims) {
+  const auto dim = [&](const char* key) { return static_cast<int>(numberOr(dims, key, 0)); };
+  const int nope = dim("nopeDim"), rope = dim("ropeDim"), vDim = dim("vHeadDim");
+  Value::Record shapes;
+  for (auto [name, config] : {std::pair{"large", PrefillConfig::Large}, std::pair{"small", PrefillConfig::Small}}) {
+    const PrefillConfigInfo c = SimRuntime::prefillConfigInfo(config);
+    shapes.emplace_back(name, Value::Record{{"blockM", c.blockM},
+                                            {"heads", c.heads},
+                                            {"blockN", c.blockN},
+                                            {"stages", c.stages},
+                                            {"threads", c.threads},
+                                            {"smemBytes", SimRuntime::prefillSmemBytes(config, nope, rope, vDim)}});
+  }
+  shapes.emplace_back("gemmNtSmemBytes", SimRuntime::gemmNtSmemBytes());
+  return shapes;
+}
+
 // decodePlan({queryLen, numHeads, seqLens, numSms, smemOptin, batchInvariant, splitRows}) -> the plan the CUDA backend
 // makes for a device with that SM count and shared memory (the config it picks for DeepSeek's rows): { config, blockM,
 // blockN, work: [batch, mTile, rowBegin, rowEnd, seqLen, partial][], combine: [batch, mTile, firstPartial,
@@ -353,7 +372,7 @@ class CudaSimProvider final : public BackendProvider {
   }
   std::vector<BackendHook> hooks() override {
     return {{"simConfigure", configure}, {"simLastOp", [](const Value&) { return lastOp(); }}, {"decodeKernelShapes", decodeKernelShapes},
-            {"decodePlan", decodePlan}};
+            {"prefillKernelShapes", prefillKernelShapes}, {"decodePlan", decodePlan}};
   }
 };
 

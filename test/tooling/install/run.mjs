@@ -93,7 +93,7 @@ if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
   const stray = files.filter((f) => !allowed(f));
   check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, docs/, CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
   const gypi = readFileSync(path.join(root, 'csrc', 'sources.gypi'), 'utf8').match(/csrc\/[A-Za-z0-9_/]+\.cc/g) ?? [];
-  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
+  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', 'docs/prefill.md', ...gypi];
   const missing = needed.filter((f) => !files.includes(f));
   check('the tarball has the entry points, both build files and every source of csrc/sources.gypi', missing.length === 0, missing.join(', '));
   check(`the tarball has prebuilds/${platformDir}/${prebuildName}, under 30 MB`, prebuild && prebuild.size < 30 * 2 ** 20, prebuild ? mb(prebuild.size) : 'missing');
