@@ -9,6 +9,8 @@
 //      is installed,
 //   5. the install tests (test/tooling/install/run.mjs): npm pack, then npm install of the tarball into new projects, with the
 //      prebuild and no compiler on PATH, and without the prebuild (node-gyp builds the CPU addon),
+//   6. the linux-arm64 install test (test/tooling/install/arm64.mjs): the tarball installed and run under qemu-user
+//      by an arm64 Node (skipped, saying why, where the cross tools cannot be had),
 // and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs';
@@ -76,6 +78,7 @@ const none = { passed: 0, failed: 0, status: 0 };
 let asan = none;
 let staticCuda = none;
 let install = none;
+let installArm64 = none;
 if (!extra.length) {
   // The sanitizers' runtimes go first into node (which is not instrumented itself).
   const gcc = (lib) => spawnSync('gcc', [`-print-file-name=${lib}`], { encoding: 'utf8' }).stdout.trim();
@@ -93,13 +96,22 @@ if (!extra.length) {
   rmSync(installJson, { force: true });
   const installStatus = run(process.execPath, ['test/tooling/install/run.mjs']);
   install = existsSync(installJson) ? { ...JSON.parse(readFileSync(installJson, 'utf8')), status: installStatus } : { passed: 0, failed: 1, status: installStatus };
+  installArm64 = installStep('install-arm64.json', 'test/tooling/install/arm64.mjs');
 }
 
-const parts = [full, gyp, asan, install];
+function installStep(json, script) {
+  const file = path.join(results, json);
+  rmSync(file, { force: true });
+  const status = run(process.execPath, [script]);
+  return existsSync(file) ? { ...JSON.parse(readFileSync(file, 'utf8')), status } : { passed: 0, failed: 1, status };
+}
+
+const parts = [full, gyp, asan, install, installArm64];
 const passed = parts.reduce((n, p) => n + p.passed, staticCuda.passed);
 const failed = parts.reduce((n, p) => n + p.failed + (p.status !== 0 && p.failed === 0 ? 1 : 0), staticCuda.failed);
 console.log(`\ncmake-js build: ${full.passed} passed, ${full.failed} failed; node-gyp build (CPU suite): ${gyp.passed} passed, ${gyp.failed} failed`);
 console.log(`ASan+UBSan (cpu and cuda-sim suites): ${asan.passed} passed, ${asan.failed} failed; static CUDA checks: ${staticCuda.failed ? 'failed' : staticCuda.passed ? 'passed' : 'not run'}`);
 console.log(`install tests (packed tarball): ${install.passed} passed, ${install.failed} failed`);
+console.log(`linux-arm64 install tests (under qemu): ${installArm64.skipped ? `skipped: ${installArm64.skipped}` : `${installArm64.passed} passed, ${installArm64.failed} failed`}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

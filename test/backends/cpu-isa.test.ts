@@ -14,7 +14,7 @@ import { refMlaDecode } from '../../lib/reference.js';
 import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
 
 const seed = testSeed('cpu-isa');
-const ALL = ['avx512-bf16', 'avx512', 'avx2-fma', 'portable'] as const;
+const ALL = ['avx512-bf16', 'avx512', 'avx2-fma', 'neon', 'portable'] as const;
 const addon = native() as Required<Pick<ReturnType<typeof native>, 'cpuInfo' | 'cpuConfigure'>>;
 const cpu = addon.cpuInfo() as { simd: string; supported: string[]; threads: number };
 const root = path.resolve(__dirname, '..', '..');
