@@ -1,5 +1,6 @@
 // What the install tests share (arm64.mjs; run.mjs keeps its own copies until it is moved onto these).
 import { spawnSync } from 'node:child_process';
+import { copyFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -28,4 +29,31 @@ export function sh(cmd, args, opts = {}) {
 export function resultLine(r) {
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
   return line ? JSON.parse(line.slice(7)) : null;
+}
+
+/**
+ * npm pack into `dest`, or a copy of the tarball npm test packed once for both install tests (MLA_INSTALL_PACKED:
+ * the file holding that `npm pack --json` output, the tarball beside it; a full prebuild costs minutes), unless that
+ * tarball lacks a file `needs` names. Returns { status, stdout } as sh does.
+ */
+export function pack(root, dest, needs = []) {
+  const given = process.env.MLA_INSTALL_PACKED;
+  if (given) {
+    try {
+      const stdout = readFileSync(given, 'utf8');
+      const info = JSON.parse(stdout)[0];
+      if (needs.every((f) => info.files.some((x) => x.path === f))) {
+        copyFileSync(path.join(path.dirname(given), info.filename), path.join(dest, info.filename));
+        console.log(`
+npm pack: the tarball npm test packed (${given})`);
+        return { status: 0, stdout };
+      }
+      console.log(`
+npm pack: the tarball npm test packed lacks ${needs.join(', ')}; packing again`);
+    } catch (e) {
+      console.log(`
+npm pack: ${given} unusable (${e.message}); packing again`);
+    }
+  }
+  return sh('npm', ['pack', '--json', '--pack-destination', dest], { cwd: root, quiet: true });
 }
