@@ -507,7 +507,7 @@ export class MlaDecoder extends Decoder {
     step.counts.reduce((row, k, b) => ((context[b] = step.positions[row]), row + k), 0); // first position = cached rows before
     const cuQ = Tensor.from(cumulative(step.counts), [step.counts.length + 1]);
     const blockTable = this.#tables!.blockTable;
-    const softmaxScale = 1 / Math.sqrt(qk);
+    const softmaxScale = softmaxScaleFor(c);
     const qT = this.#input(q, [T, H, qk], 'qPacked');
     const temps: Tensor[] = [cuQ];
     const keep = <X extends Tensor>(t: X): X => (temps.push(t), t);
