@@ -71,6 +71,8 @@ run:
   --new-tokens N|A,B,.. new tokens per sequence, cycled over the batch (default ${DEFAULTS.newTokens})
   --dtype T             f32 | bf16 | f16 (default: f32 on the CPU, bf16 on a GPU)
   --device D            cpu | cuda | cuda-sim (default: cuda when backends() has it available, else cpu; MLA_DEVICE)
+  --prefill-chunk N     prompt tokens per prefill step (chunked prefill); 0: whole prompts (default 0)
+  --prefill-form F      multi-head (default) | absorbed: how MLA prefills (the other form is timed beside it)
   --mha-compare         run the MHA model beside MLA and compare logits (default on, off with --long)
   --no-mha-compare      MLA only
   --long                the seed configuration, batch 1, 32768 new tokens (long: tens of minutes or more)
@@ -149,6 +151,8 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   let dtype: ModelDType | undefined;
   let device: BackendName | undefined;
   let mhaCompare: boolean | undefined;
+  let prefillChunk = 0;
+  let prefillForm: 'multi-head' | 'absorbed' = 'multi-head';
   let long = false;
   let progress = true;
   let help = false;
@@ -167,7 +171,14 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     else if (flag === '--mha-compare') mhaCompare = true;
     else if (flag === '--no-mha-compare') mhaCompare = false;
     else if (flag === '--no-progress') progress = false;
-    else if (flag === '--model') model = value();
+    else if (flag === '--prefill-chunk') {
+      prefillChunk = Number(value());
+      if (!Number.isInteger(prefillChunk) || prefillChunk < 0) throw new Error(`--prefill-chunk needs a whole number >= 0, got '${argv[i]}'`);
+    } else if (flag === '--prefill-form') {
+      const f = value();
+      if (f !== 'multi-head' && f !== 'absorbed') throw new Error(`--prefill-form must be multi-head or absorbed, got '${f}'`);
+      prefillForm = f;
+    } else if (flag === '--model') model = value();
     else if (flag === '--save-gguf') saveFile = value();
     else if (flag === '--gguf-type') {
       const t = value();
@@ -257,6 +268,8 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       backend,
       mhaCompare: mhaCompare ?? true,
       progress,
+      prefillChunk,
+      prefillForm,
     },
   };
 }

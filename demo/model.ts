@@ -8,9 +8,13 @@ import {
   Tensor,
   absorbQuery,
   appendLatentCache,
+  gatherLatentCache,
+  mergeAttentionStates,
   mlaDecode,
+  mlaPrefill,
   planDecode,
   unabsorbOutput,
+  upProjectKv,
   type DeviceName,
   type FloatDType,
   type Stream,
@@ -360,10 +364,34 @@ export abstract class Decoder {
   }
 }
 
+/** How MlaDecoder runs the attention of a step of several tokens per sequence (a prompt, or a chunk of one). */
+export interface MlaPrefillOptions {
+  /**
+   * `multi-head` (default): the compute-friendly form, per-head keys and values up-projected from the latent rows
+   * (upProjectKv) and mlaPrefill; `absorbed`: absorbQuery + mlaDecode (causal) + unabsorbOutput, as decode runs.
+   */
+  form?: 'multi-head' | 'absorbed';
+  /** Cached context rows gathered and up-projected at a time (0: a sequence's whole context at once). */
+  contextChunk?: number;
+  /** Also run the absorbed form on every prefill step, time it and compare the outputs (kept: the multi-head ones). */
+  compare?: boolean;
+}
+
+/** The two forms' attention time over the prefill steps (compare), and how far their outputs were apart. */
+export interface PrefillFormsStats {
+  multiHeadSeconds: number;
+  absorbedSeconds: number;
+  tokens: number;
+  maxRelErr: number;
+}
+
 /**
- * Absorbed MLA on the addon: per layer absorbQuery (with q_pe, so it yields decode's q), appendLatentCache (RoPE of
- * the rope key fused), mlaDecode over the paged latent cache, unabsorbOutput. One stream; the four operations are
- * queued back to back and the host waits once per layer, for the output.
+ * MLA on the addon. Decode steps (one token per sequence) run absorbed: per layer absorbQuery (with q_pe, so it
+ * yields decode's q), appendLatentCache (RoPE of the rope key fused), mlaDecode over the paged latent cache,
+ * unabsorbOutput. Prefill steps run in multi-head form by default: appendLatentCache, then the new tokens' latent rows
+ * gathered back (rotated) and up-projected, mlaPrefill over them (causal), and each sequence's earlier context
+ * (a chunked prompt's previous chunks) gathered and attended in chunks, merged by log-sum-exp. One stream; the host
+ * waits once per layer, for the output.
  */
 export class MlaDecoder extends Decoder {
   readonly stream: Stream;
@@ -376,9 +404,12 @@ export class MlaDecoder extends Decoder {
   readonly #dtype: FloatDType;
   #bits = new Map<string, Uint16Array>();
   #tables: { blockTable: Tensor<'i32'>; seqLens: Tensor<'i32'>; plan: ReturnType<typeof planDecode> } | null = null;
+  readonly #prefill: Required<MlaPrefillOptions>;
+  readonly prefillForms: PrefillFormsStats = { multiHeadSeconds: 0, absorbedSeconds: 0, tokens: 0, maxRelErr: 0 };
 
-  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number) {
+  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number, prefill: MlaPrefillOptions = {}) {
     super(weights, numBlocks, maxPositions);
+    this.#prefill = { form: prefill.form ?? 'multi-head', contextChunk: prefill.contextChunk ?? 0, compare: prefill.compare ?? false };
     const c = this.c;
     this.stream = stream;
     this.device = stream.device;
@@ -433,6 +464,76 @@ export class MlaDecoder extends Decoder {
   }
 
   protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
+    this.#append(l, step, slots, ckv, kpe);
+    if (step.queryLen === 1 || this.#prefill.form === 'absorbed') return this.#attendAbsorbed(l, step, qNope, qPe, out);
+    const t0 = performance.now();
+    await this.#attendMultiHead(l, step, qNope, qPe, out);
+    if (!this.#prefill.compare) return;
+    const t1 = performance.now();
+    const absorbed = this.ws.get('absorbedOut', out.length);
+    await this.#attendAbsorbed(l, step, qNope, qPe, absorbed);
+    const f = this.prefillForms;
+    f.multiHeadSeconds += (t1 - t0) / 1000;
+    f.absorbedSeconds += (performance.now() - t1) / 1000;
+    if (l === 0) f.tokens += step.tokens.length;
+    let num = 0, den = 0;
+    for (let i = 0; i < out.length; i++) (num += (out[i] - absorbed[i]) ** 2), (den += out[i] ** 2);
+    f.maxRelErr = Math.max(f.maxRelErr, Math.sqrt(num / (den || 1)));
+  }
+
+  #append(l: number, step: Step, slots: Int32Array, ckv: Float32Array, kpe: Float32Array): void {
+    const c = this.c, T = step.tokens.length;
+    appendLatentCache({
+      cache: this.caches[l],
+      kvC: this.#input(ckv, [T, c.kvLoraRank], 'kvC'),
+      kPe: this.#input(kpe, [T, c.ropeDim], 'kPe'),
+      slotMapping: Tensor.from(slots, [T]),
+      rope: { positions: Tensor.from(step.positions, [T]), cos: this.#cos, sin: this.#sin, style: 'interleaved' },
+      stream: this.stream,
+    });
+  }
+
+  // The step's rows packed (no padding): the new tokens' keys are their own latent rows, read back from the cache
+  // (where the rope key was rotated), attended causally; the context before them in chunks, not causally; merged.
+  async #attendMultiHead(l: number, step: Step, qNope: Float32Array, qPe: Float32Array, out: Float32Array): Promise<void> {
+    const c = this.c, H = c.heads, T = step.tokens.length, qk = c.nopeDim + c.ropeDim, stream = this.stream;
+    const q = this.ws.get('qPacked', T * H * qk);
+    for (let r = 0; r < T * H; r++) {
+      q.set(qNope.subarray(r * c.nopeDim, (r + 1) * c.nopeDim), r * qk);
+      q.set(qPe.subarray(r * c.ropeDim, (r + 1) * c.ropeDim), r * qk + c.nopeDim);
+    }
+    const cumulative = (xs: number[]) => Int32Array.from(xs.reduce((acc, x) => [...acc, acc[acc.length - 1] + x], [0]));
+    const context: number[] = [];
+    step.counts.reduce((row, k, b) => ((context[b] = step.positions[row]), row + k), 0); // first position = cached rows before
+    const cuQ = Tensor.from(cumulative(step.counts), [step.counts.length + 1]);
+    const blockTable = this.#tables!.blockTable;
+    const softmaxScale = softmaxScaleFor(c);
+    const qT = this.#input(q, [T, H, qk], 'qPacked');
+    const temps: Tensor[] = [cuQ];
+    const keep = <X extends Tensor>(t: X): X => (temps.push(t), t);
+    const attendTo = (cuKv: Tensor<'i32'>, starts: number[], causal: boolean) => {
+      const g = gatherLatentCache({ cache: this.caches[l], blockTable, cuSeqLens: cuKv, seqStarts: keep(Tensor.from(Int32Array.from(starts), [starts.length])), kvLoraRank: c.kvLoraRank, stream });
+      const kv = upProjectKv({ kvC: keep(g.kvC), wUk: this.#wUk[l], wUv: this.#wUv[l], stream });
+      const r = mlaPrefill({ q: qT, kNope: keep(kv.kNope), kPe: keep(g.kPe), v: keep(kv.v), cuSeqLensQ: cuQ, cuSeqLensKv: cuKv, softmaxScale, causal, stream });
+      keep(r.out), keep(r.lse);
+      return r;
+    };
+    let acc = attendTo(cuQ, context, true);
+    const longest = Math.max(...context);
+    const chunk = this.#prefill.contextChunk > 0 ? this.#prefill.contextChunk : longest;
+    for (let s0 = 0; s0 < longest; s0 += chunk) {
+      const counts = context.map((n) => Math.max(0, Math.min(chunk, n - s0)));
+      const part = attendTo(keep(Tensor.from(cumulative(counts), [counts.length + 1])), context.map((n) => Math.min(s0, n)), false);
+      acc = mergeAttentionStates({ outA: acc.out, lseA: acc.lse, outB: part.out, lseB: part.lse, stream });
+      keep(acc.out), keep(acc.lse);
+    }
+    out.set((await acc.out.toFloat32()).subarray(0, out.length));
+    const e = DTYPE_BYTES[c.dtype];
+    this.extraActivationBytes = Math.max(this.extraActivationBytes, T * H * (qk + 2 * c.vHeadDim) * e + (T + chunk) * (c.kvLoraRank + c.ropeDim + H * (c.nopeDim + c.vHeadDim)) * e);
+    for (const t of temps) t.dispose();
+  }
+
+  async #attendAbsorbed(l: number, step: Step, qNope: Float32Array, qPe: Float32Array, out: Float32Array): Promise<void> {
     const c = this.c;
     const H = c.heads, B = step.seqIds.length, n = step.queryLen, T = step.tokens.length;
     const stream = this.stream;
@@ -458,14 +559,6 @@ export class MlaDecoder extends Decoder {
       qNope: this.#input(qn, [B, n, H, c.nopeDim], 'qNope'),
       qPe: this.#input(qp, [B, n, H, c.ropeDim], 'qPe'),
       wUk: this.#wUk[l],
-      stream,
-    });
-    appendLatentCache({
-      cache: this.caches[l],
-      kvC: this.#input(ckv, [T, c.kvLoraRank], 'kvC'),
-      kPe: this.#input(kpe, [T, c.ropeDim], 'kPe'),
-      slotMapping: Tensor.from(slots, [T]),
-      rope: { positions: Tensor.from(step.positions, [T]), cos: this.#cos, sin: this.#sin, style: 'interleaved' },
       stream,
     });
     const { out: oLat, lse } = mlaDecode({

@@ -4,16 +4,17 @@
 //   2. the conformance suites (test/conformance/) again on the node-gyp build (binding.gyp), CPU only, proving both
 //      source lists build the same addon,
 //   3. the conformance suites and the cpu and cuda-sim backend suites again on an AddressSanitizer +
-//      UndefinedBehaviorSanitizer build (the kernels' memcheck),
+//      UndefinedBehaviorSanitizer build (the kernels' memcheck; cpu-isa's per-path children without the prefill
+//      suite, MLA_ISA_PREFILL=0),
 //   4. the static CUDA checks (nvcc -Xptxas -v for every architecture: spills, registers, shared memory), when nvcc
 //      is installed,
 //   5. the install tests (test/tooling/install/run.mjs): npm pack, then npm install of the tarball into new projects, with the
 //      prebuild and no compiler on PATH, and without the prebuild (node-gyp builds the CPU addon),
 //   6. the linux-arm64 install test (test/tooling/install/arm64.mjs): the tarball installed and run under qemu-user
 //      by an arm64 Node (skipped, saying why, where the cross tools cannot be had),
-// and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
+// (5 and 6 share one npm pack), and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -89,20 +90,33 @@ if (!extra.length) {
       MLA_TEST_BACKENDS: 'cpu,cuda-sim',
       LD_PRELOAD: `${gcc('libasan.so')} ${gcc('libubsan.so')}`,
       ASAN_OPTIONS: 'detect_leaks=0',
+      MLA_ISA_PREFILL: '0',
     }, ['test/conformance/', 'test/backends/cuda-sim.test.ts', 'test/backends/cpu-isa.test.ts']);
   const status = run(process.execPath, ['scripts/check-cuda.mjs'], { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') });
   staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status };
-  const installJson = path.join(results, 'install.json');
-  rmSync(installJson, { force: true });
-  const installStatus = run(process.execPath, ['test/tooling/install/run.mjs']);
-  install = existsSync(installJson) ? { ...JSON.parse(readFileSync(installJson, 'utf8')), status: installStatus } : { passed: 0, failed: 1, status: installStatus };
-  installArm64 = installStep('install-arm64.json', 'test/tooling/install/arm64.mjs');
+  // One npm pack (its prepack builds every prebuild: minutes) for both install tests; each packs itself without it.
+  const packDir = path.join(results, 'pack');
+  rmSync(packDir, { recursive: true, force: true });
+  mkdirSync(packDir, { recursive: true });
+  console.log(`\n$ npm pack --json --pack-destination ${packDir}`);
+  const packed = spawnSync('npm', ['pack', '--json', '--pack-destination', packDir], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 2 ** 20 });
+  process.stderr.write(packed.stderr ?? '');
+  // npm's warnings too: the install test checks that npm warns nothing in the clone.
+  writeFileSync(path.join(packDir, 'pack.stderr'), packed.stderr ?? '');
+  const packEnv = {};
+  if (packed.status === 0) {
+    const lines = packed.stdout.split('\n'); // the JSON array is the last thing printed (after prepack's output)
+    writeFileSync(path.join(packDir, 'pack.json'), lines.slice(lines.lastIndexOf('[')).join('\n'));
+    packEnv.MLA_INSTALL_PACKED = path.join(packDir, 'pack.json');
+  } else process.stdout.write(packed.stdout.slice(-6000));
+  install = installStep('install.json', 'test/tooling/install/run.mjs', packEnv);
+  installArm64 = installStep('install-arm64.json', 'test/tooling/install/arm64.mjs', packEnv);
 }
 
-function installStep(json, script) {
+function installStep(json, script, env) {
   const file = path.join(results, json);
   rmSync(file, { force: true });
-  const status = run(process.execPath, [script]);
+  const status = run(process.execPath, [script], env);
   return existsSync(file) ? { ...JSON.parse(readFileSync(file, 'utf8')), status } : { passed: 0, failed: 1, status };
 }
 

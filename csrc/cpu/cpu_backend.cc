@@ -21,6 +21,7 @@
 #include "../core/errors.h"
 #include "cpu_info.h"
 #include "kernels.h"
+#include "prefill_cpu.h"
 #include "thread_pool.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -472,9 +473,17 @@ class CpuBackend final : public Backend {
   }
   void absorbQuery(const AbsorbQueryParams& p) override { absorbCpu(p); }
   void unabsorbOutput(const UnabsorbOutputParams& p) override { unabsorbCpu(p); }
+  void mlaPrefill(const MlaPrefillParams& p) override { mlaPrefillCpu(p, kernels()); }
+  void gatherLatentCache(const GatherLatentCacheParams& p) override { gatherLatentCacheCpu(p, kernels()); }
+  void upProjectKv(const UpProjectKvParams& p) override { upProjectKvCpu(p, kernels()); }
+  void mergeAttentionStates(const MergeAttentionStatesParams& p) override { mergeAttentionStatesCpu(p, kernels()); }
 };
 
 }  // namespace
+
+// For the prefill operations (prefill_cpu.cc).
+Elem cpuElem(DType t) { return elemOf(t); }
+float* cpuScratch(size_t n) { return scratchFloats(n); }
 
 // --- info, test hooks, limits ------------------------------------------------------------------------------------
 CpuStatus cpuStatus() {

@@ -5,11 +5,13 @@
 //   decode: the DeepSeek width (576 = 512 + 64, the constant-stride kernels) at 16 heads, causal 2-token queries
 //     over partial 64-row tiles, and an odd shape (tails of every vector loop); f32, bf16, f16 and an fp8 cache;
 //     whole and split over KV chunks (cpuConfigure's splitRows);
-//   append with RoPE (interleaved and neox), absorbQuery, unabsorbOutput: the conversions, axpy, dot and rope.
+//   append with RoPE (interleaved and neox), absorbQuery, unabsorbOutput: the conversions, axpy, dot and rope;
+//   prefill: upProjectKv (the C = A Bᵀ blocks, odd sizes past one block) and mlaPrefill (a ragged causal batch with
+//     cached context, more queries than one item takes, odd dims) on the up-projected keys and values.
 // Arguments: a JSON object { seed, bounds } (bounds: the relative-error bound per dtype of test/helpers.ts).
 // Prints one line "RESULT <json>": { paths, info, cases: [{ path, name, relErr, bound, unwritten }] }.
-import { absorbQuery, appendLatentCache, info, mlaDecode, Tensor, unabsorbOutput } from 'mla-kernels';
-import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from 'mla-kernels/reference';
+import { absorbQuery, appendLatentCache, info, mlaDecode, mlaPrefill, Tensor, unabsorbOutput, upProjectKv } from 'mla-kernels';
+import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refMlaPrefill, refUnabsorbOutput, refUpProjectKv } from 'mla-kernels/reference';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -106,6 +108,40 @@ async function absorbUnabsorb(pathName, dtype) {
   await record(pathName, `unabsorbOutput ${dtype}`, dtype, await out.toFloat32(), refUnabsorbOutput({ oLat: oLat.dense, wUv: wUv.dense }));
 }
 
+async function prefill(pathName, dtype) {
+  const heads = 3, nope = 40, ropeDim = 8, vDim = 24, rank = 72;
+  const qLens = [5, 100], kvLens = [9, 133];
+  const cu = (lens) => Int32Array.from(lens.reduce((acc, x) => [...acc, acc[acc.length - 1] + x], [0]));
+  const cuQ = cu(qLens), cuKv = cu(kvLens);
+  const totalQ = cuQ[qLens.length], totalKv = cuKv[kvLens.length];
+  const kvC = await random([totalKv, rank], dtype);
+  const wUk = await random([heads, nope, rank], dtype, 0.2);
+  const wUv = await random([heads, vDim, rank], dtype, 0.2);
+  const kNope = poisoned([totalKv, heads, nope], dtype), v = poisoned([totalKv, heads, vDim], dtype);
+  upProjectKv({ kvC: kvC.t, wUk: wUk.t, wUv: wUv.t, kNope, v });
+  const refUp = refUpProjectKv({ kvC: kvC.dense, wUk: wUk.dense, wUv: wUv.dense });
+  const kNopeGot = await kNope.toFloat32(), vGot = await v.toFloat32();
+  await record(pathName, `upProjectKv ${dtype}, ${totalKv} rows, ${heads} heads, ${nope}/${vDim} x ${rank}`, dtype, kNopeGot, refUp.kNope);
+  await record(pathName, `upProjectKv ${dtype}: v`, dtype, vGot, refUp.v);
+  // The attention reads the keys and values as the kernel wrote them (rounded to dtype), as the reference does.
+  const q = await random([totalQ, heads, nope + ropeDim], dtype);
+  const kPe = await random([totalKv, ropeDim], dtype);
+  const softmaxScale = 1 / Math.sqrt(nope + ropeDim);
+  const out = poisoned([totalQ, heads, vDim], dtype), lse = poisoned([totalQ, heads], 'f32');
+  const cuSeqLensQ = Tensor.from(cuQ, [cuQ.length]), cuSeqLensKv = Tensor.from(cuKv, [cuKv.length]);
+  mlaPrefill({ q: q.t, kNope, kPe: kPe.t, v, cuSeqLensQ, cuSeqLensKv, softmaxScale, causal: true, out, lse });
+  const ref = refMlaPrefill({
+    q: q.dense, kNope: { data: kNopeGot, shape: [totalKv, heads, nope] }, kPe: kPe.dense, v: { data: vGot, shape: [totalKv, heads, vDim] },
+    cuSeqLensQ: { data: cuQ, shape: [cuQ.length] }, cuSeqLensKv: { data: cuKv, shape: [cuKv.length] }, softmaxScale, causal: true,
+  });
+  const name = `mlaPrefill ${dtype} causal, ${heads} heads, ${nope}+${ropeDim} v ${vDim}, qLens [${qLens}] kvLens [${kvLens}]`;
+  await record(pathName, name, dtype, await out.toFloat32(), ref.out);
+  const gotLse = await lse.toFloat32();
+  let lseErr = 0;
+  for (let i = 0; i < ref.lse.length; i++) lseErr = Math.max(lseErr, Math.abs(gotLse[i] - ref.lse[i]) / Math.max(1, Math.abs(ref.lse[i])));
+  cases.push({ path: pathName, name: `${name}: lse`, relErr: lseErr, bound: 1e-4, unwritten: unwritten(gotLse) });
+}
+
 const paths = addon.cpuInfo().supported;
 const seen = {};
 for (const p of paths) {
@@ -116,6 +152,7 @@ for (const p of paths) {
     await decode(p, { dtype, heads: 5, kvLoraRank: 44, ropeDim: 10, lens: [9, 1, 67], blockSize: 4, queryLen: 1, splitRows: 16 });
     await append(p, dtype, dtype === 'bf16' ? 'neox' : 'interleaved');
     await absorbUnabsorb(p, dtype);
+    await prefill(p, dtype);
   }
   await decode(p, { dtype: 'bf16', cacheDtype: 'fp8_e4m3', heads: 16, kvLoraRank: 512, ropeDim: 64, lens: [40, 70], blockSize: 16, queryLen: 1 });
 }

@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as arm64 from '../../../scripts/linux-arm64.mjs';
-import { resultLine, sh, userEnv, which, writeJsConsumer } from './common.mjs';
+import { pack, resultLine, sh, userEnv, which, writeJsConsumer } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -63,7 +63,7 @@ const version = sh(emulated[0], [...emulated.slice(1), '-p', 'process.arch + " "
 check(`${arm64.NODE_PACKAGE} runs under qemu-user`, version.status === 0 && version.stdout.startsWith('arm64 v20.'), version.stdout.trim());
 
 // ---- 2. pack -------------------------------------------------------------------------------------------------
-const packed = sh('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: root, quiet: true });
+const packed = pack(root, tmp, [prebuildPath]);
 let tarball = null;
 if (check('npm pack (prepack: tsc, the linux-x64 and linux-arm64 prebuilds)', packed.status === 0)) {
   const lines = packed.stdout.split('\n');
@@ -125,7 +125,7 @@ if (check('arm64-check.mjs ran', ops && ops.cases.length > 0, ops ? `CPU paths $
     const mine = ops.cases.filter((c) => c.path === p);
     const bad = mine.filter((c) => !(c.relErr <= c.bound) || c.unwritten > 0);
     const worst = mine.reduce((w, c) => (c.relErr / c.bound > w.relErr / w.bound ? c : w), mine[0]);
-    check(`  ${p}: ${mine.length} cases (decode f32/bf16/f16/fp8 cache, split KV, append + RoPE, absorb, unabsorb) match the reference, every element written (seed ${seed})`,
+    check(`  ${p}: ${mine.length} cases (decode f32/bf16/f16/fp8 cache, split KV, append + RoPE, absorb, unabsorb, upProjectKv, causal mlaPrefill) match the reference, every element written (seed ${seed})`,
       mine.length > 0 && bad.length === 0,
       bad.length ? bad.map((c) => `${c.name}: ${c.relErr.toExponential(2)} > ${c.bound}${c.unwritten ? `, ${c.unwritten} unwritten` : ''}`).join('; ')
         : `worst ${worst.name}: ${worst.relErr.toExponential(2)} (bound ${worst.bound})`);

@@ -1,6 +1,6 @@
 // What the install tests (run.mjs, arm64.mjs) share.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +36,6 @@ export function resultLine(r) {
   return line ? JSON.parse(line.slice(7)) : null;
 }
 
-
 /**
  * Writes the install tests' consumer as plain ES module JavaScript, `<dir>/decode-check.mjs`: decode-check.ts with
  * its types stripped (TypeScript's transpileModule, no type check), so the JavaScript and TypeScript users' programs
@@ -47,4 +46,32 @@ export function writeJsConsumer(dir) {
   const source = readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'decode-check.ts'), 'utf8');
   const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
   writeFileSync(path.join(dir, 'decode-check.mjs'), outputText);
+}
+
+/**
+ * npm pack into `dest`, or a copy of the tarball npm test packed once for both install tests (MLA_INSTALL_PACKED:
+ * the file holding that `npm pack --json` output, the tarball and npm's stderr, `pack.stderr`, beside it; a full
+ * prebuild costs minutes), unless that tarball lacks a file `needs` names. Returns { status, stdout, out } as sh does.
+ */
+export function pack(root, dest, needs = []) {
+  const given = process.env.MLA_INSTALL_PACKED;
+  if (given) {
+    try {
+      const stdout = readFileSync(given, 'utf8');
+      const info = JSON.parse(stdout)[0];
+      if (needs.every((f) => info.files.some((x) => x.path === f))) {
+        copyFileSync(path.join(path.dirname(given), info.filename), path.join(dest, info.filename));
+        console.log(`
+npm pack: the tarball npm test packed (${given})`);
+        const stderr = path.join(path.dirname(given), 'pack.stderr');
+        return { status: 0, stdout, out: `${stdout}${existsSync(stderr) ? readFileSync(stderr, 'utf8') : ''}` };
+      }
+      console.log(`
+npm pack: the tarball npm test packed lacks ${needs.join(', ')}; packing again`);
+    } catch (e) {
+      console.log(`
+npm pack: ${given} unusable (${e.message}); packing again`);
+    }
+  }
+  return sh('npm', ['pack', '--json', '--pack-destination', dest], { cwd: root, quiet: true });
 }

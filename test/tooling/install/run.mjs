@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The install tests (npm run test:install; a step of npm test): what a user gets from `npm install mla-kernels`.
-//   1. npm pack (prepack: dist/, the prebuild, docs/api/); the tarball holds dist/, prebuilds/, csrc/, docs/,
+//   1. npm pack (prepack: dist/, the prebuilds, docs/api/), or the tarball npm test packed; the tarball holds dist/, prebuilds/, csrc/, docs/,
 //      CMakeLists.txt, binding.gyp, README.md, package.json and nothing else.
 //   2. A new project installs the tarball with a PATH that has node, npm and sh only (no compiler, make, python,
 //      cmake or nvcc): the prebuild is used as is. A small decode from TypeScript (tsc against the installed
@@ -25,7 +25,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { resultLine, sh, userEnv, which, writeJsConsumer } from './common.mjs';
+import { pack, resultLine, sh, userEnv, which, writeJsConsumer } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -60,7 +60,7 @@ function binDir(name, programs) {
 }
 
 // ---- 1. pack -------------------------------------------------------------------------------------------------
-const packed = sh('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: root, quiet: true });
+const packed = pack(root, tmp);
 let tarball = null;
 let files = [];
 if (check('npm pack (prepack: tsc, prebuild, API reference)', packed.status === 0)) {
@@ -80,7 +80,7 @@ if (check('npm pack (prepack: tsc, prebuild, API reference)', packed.status === 
   const docs = ['docs/README.md', 'docs/install.md', 'docs/api/README.md', 'docs/api/mla-kernels.md'].filter((f) => !files.includes(f));
   check('the tarball has the docs and the API reference generated at pack time (docs/api/)', docs.length === 0, docs.join(', '));
   const gypi = readFileSync(path.join(root, 'csrc', 'sources.gypi'), 'utf8').match(/csrc\/[A-Za-z0-9_/]+\.cc/g) ?? [];
-  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
+  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', 'docs/prefill.md', ...gypi];
   const missing = needed.filter((f) => !files.includes(f));
   check('the tarball has the entry points, both build files and every source of csrc/sources.gypi', missing.length === 0, missing.join(', '));
   check(`the tarball has prebuilds/${platformDir}/${prebuildName}, under 30 MB`, prebuild && prebuild.size < 30 * 2 ** 20, prebuild ? mb(prebuild.size) : 'missing');
