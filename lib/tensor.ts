@@ -206,6 +206,7 @@ export class Tensor<D extends DType = DType> implements Written {
 
   /** The values as float32 (bf16/f16 expanded exactly; fp8 times the scale, in float32), after queued writes finish. */
   toFloat32(): Promise<Float32Array> {
+    refuseWhileCapturing('toFloat32()');
     return this.read().then((stored) => {
       const data = stored as Storage;
       if (this.dtype === 'bf16') return bf16ToFloat32(data as Uint16Array);
