@@ -81,7 +81,7 @@ export class Tensor<D extends DType = DType> implements Written {
   static from(data: Int32Array, shape: readonly number[], dtype?: 'i32'): Tensor<'i32'>;
   static from<D extends 'bf16' | 'f16'>(data: Uint16Array, shape: readonly number[], dtype: D): Tensor<D>;
   static from(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3', options?: ScaleOption<'fp8_e4m3'>): Tensor<'fp8_e4m3'>;
-  static from(data: Storage, shape: readonly number[], dtype?: DType, options: ScaleOption = {}): Tensor {
+  static from(data: Storage, shape: readonly number[], dtype?: DType, options?: ScaleOption): Tensor {
     const kind = storageDType(data);
     if (kind === null)
       throw new MlaError('E_DTYPE', `Tensor.from: data must be a Float32Array, Int32Array, Uint16Array or Uint8Array, got ${describe(data)}`);
@@ -98,7 +98,7 @@ export class Tensor<D extends DType = DType> implements Written {
     }
     if (numelOf(dims) !== data.length)
       throw new MlaError('E_SHAPE', `Tensor.from: shape [${dims.join(', ')}] has ${numelOf(dims)} elements, the array ${data.length}`);
-    return new Tensor({ data: data as never }, dims, dt as never, scaleOf('Tensor.from', dt, options.scale));
+    return new Tensor({ data: data as never }, dims, dt as never, scaleOf('Tensor.from', dt, options?.scale));
   }
 
   /** A new zero-filled tensor (on a device: zeros uploaded on the device's default stream). */
