@@ -172,10 +172,9 @@ function captureName(): string {
   return `stream.capture() of the ${recording!.device} stream`;
 }
 
-/** @internal Refuses `what` inside a capture, where it would act on tensors no recorded operation has written yet. */
-export function refuseWhileCapturing(what: string): void {
-  if (recording)
-    throw new MlaError('E_ARGUMENT', `${what} inside ${captureName()}: nothing recorded has run yet; do it before the capture or after graph.replay()`);
+/** @internal Refuses `what` inside a capture (by default a read, of tensors no recorded operation has written yet). */
+export function refuseWhileCapturing(what: string, why = 'nothing recorded has run yet'): void {
+  if (recording) throw new MlaError('E_ARGUMENT', `${what} inside ${captureName()}: ${why}; do it before the capture or after graph.replay()`);
 }
 
 /**

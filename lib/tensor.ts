@@ -259,7 +259,7 @@ export class Tensor<D extends DType = DType> implements Written {
 
   // The stream a copy involving `device` runs on: the one that last wrote this tensor when it reaches that device.
   #streamFor(device: DeviceName): Stream {
-    refuseWhileCapturing('a copy (to, copyFrom) without { stream }');
+    refuseWhileCapturing('a copy (to, copyFrom) without { stream }', 'it would run at once, unrecorded');
     const last = this.#lastWrite?.stream;
     if (last && !last.disposed && last.device === device) return last;
     return defaultStream(device);

@@ -338,13 +338,14 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('capture traps o
     const op = everyOperation(stream, new Rng(seed + 301)).unabsorbOutput();
     const [o] = op.written;
     const host = intTensor([1, 2, 3]);
-    const captureName = `inside stream.capture() of the ${stream.device} stream: nothing recorded has run yet`;
-    for (const [what, fn] of [
-      ['read()', () => void o.read()],
-      ['toFloat32()', () => void o.toFloat32()],
-      ['read()', () => void host.read()], // a host tensor no capture writes: refused all the same
-      ['a copy (to, copyFrom) without { stream }', () => void host.to(stream.device === 'cpu' ? 'cuda-sim' : stream.device)],
-      ['a copy (to, copyFrom) without { stream }', () => void o.copyFrom(op.read as Tensor<'bf16'>)],
+    const captureName = `inside stream.capture() of the ${stream.device} stream`;
+    const unrun = 'nothing recorded has run yet', unrecorded = 'it would run at once, unrecorded';
+    for (const [what, why, fn] of [
+      ['read()', unrun, () => void o.read()],
+      ['toFloat32()', unrun, () => void o.toFloat32()],
+      ['read()', unrun, () => void host.read()], // a host tensor no capture writes: refused all the same
+      ['a copy (to, copyFrom) without { stream }', unrecorded, () => void host.to(stream.device === 'cpu' ? 'cuda-sim' : stream.device)],
+      ['a copy (to, copyFrom) without { stream }', unrecorded, () => void o.copyFrom(op.read as Tensor<'bf16'>)],
     ] as const) {
       let graph: Graph | undefined;
       expectMlaError(
@@ -355,7 +356,7 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('capture traps o
           });
         },
         'E_ARGUMENT',
-        `${what} ${captureName}`,
+        `${what} ${captureName}: ${why}`,
       );
       expect(graph).toBeUndefined();
       expect(stream.capturing).toBe(false);
