@@ -22,7 +22,7 @@ export {
 } from './half.js';
 export type { AddonBuild, CudaDeviceInfo, CudaInfo } from './info.js';
 export { backends, defaultBackend, defaultDevice, memoryStats, type BackendName, type BackendInfo, type DeviceName } from './device.js';
-export { Tensor, type AllocateOptions } from './tensor.js';
+export { Tensor, type AllocateOptions, type ScaleOption } from './tensor.js';
 export { Stream, Graph, defaultStream } from './stream.js';
 export {
   appendLatentCache,
@@ -50,6 +50,7 @@ export {
   type MlaPrefillResult,
   type PlanPrefillOptions,
   type GatherLatentCacheOptions,
+  type GatheredDType,
   type UpProjectKvOptions,
   type MergeAttentionStatesOptions,
 } from './prefill.js';
