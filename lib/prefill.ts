@@ -98,7 +98,7 @@ export class PrefillPlan {
 }
 
 export interface GatherLatentCacheOptions {
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 is dequantised). */
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 and fp8_ds_mla are dequantised). */
   cache: Tensor<LatentCacheDType>;
   /** [batch, maxBlocksPerSeq] i32 on the host: the cache blocks of each sequence, in order. */
   blockTable: Tensor<'i32'>;
@@ -242,7 +242,7 @@ export function gatherLatentCache(options: GatherLatentCacheOptions): { kvC: Ten
   if (kvC === undefined || kPe === undefined) {
     const shapes = native().outputShapes(op, inputs);
     const cacheDType = options.cache.dtype;
-    const dtype = options.dtype ?? kvC?.dtype ?? (cacheDType === 'fp8_e4m3' ? 'bf16' : cacheDType);
+    const dtype = options.dtype ?? kvC?.dtype ?? (cacheDType === 'fp8_e4m3' || cacheDType === 'fp8_ds_mla' ? 'bf16' : cacheDType);
     kvC ??= Tensor.empty(shapes.kvC, dtype, { device: stream.device });
     kPe ??= Tensor.empty(shapes.kPe, kvC.dtype, { device: stream.device });
   }
