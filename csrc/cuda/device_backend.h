@@ -228,8 +228,12 @@ class DeviceBackend final : public Backend {
   DeviceMemory* memory() override { return &memory_; }
 
   // An fp8 cache is written from, and read against, bf16 or f16 tensors.
-  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache"); }
+  void checkSupported(const AppendLatentCacheParams& p) const override {
+    noDsMla(p.cache, "appendLatentCache");
+    elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache");
+  }
   void checkSupported(const MlaDecodeParams& p) const override {
+    noDsMla(p.cache, "mlaDecode");
     elemOf(p.q, "mlaDecode");
     if (p.headDim % 16 != 0)
       unsupported("mlaDecode: q's last dimension (kvLoraRank + ropeDim = " + std::to_string(p.headDim) + ") must be a multiple of 16");
@@ -431,7 +435,18 @@ class DeviceBackend final : public Backend {
                   std::to_string(kPrefillMaxVHeadDim) + ", got " + std::to_string(p.headDim) + " and " + std::to_string(p.vHeadDim));
     choosePrefillConfig(p);
   }
-  void checkSupported(const GatherLatentCacheParams& p) const override { elemOf(p.kvC, "gatherLatentCache"); }
+  void checkSupported(const GatherLatentCacheParams& p) const override {
+    noDsMla(p.cache, "gatherLatentCache");
+    elemOf(p.kvC, "gatherLatentCache");
+  }
+  // DeepSeek Sparse Attention runs on the cpu backend only so far (issue 22): refused here, before anything is queued.
+  void checkSupported(const MlaSparseDecodeParams&) const override { unsupported("mlaSparseDecode runs on the cpu backend only in this version"); }
+  void checkSupported(const MlaSparsePrefillParams&) const override { unsupported("mlaSparsePrefill runs on the cpu backend only in this version"); }
+  void checkSupported(const AppendIndexerCacheParams&) const override { unsupported("appendIndexerCache runs on the cpu backend only in this version"); }
+  void checkSupported(const LightningIndexerParams&) const override { unsupported("lightningIndexer runs on the cpu backend only in this version"); }
+  void mlaSparseDecode(const MlaSparseDecodeParams& p) override { checkSupported(p); }
+  void appendIndexerCache(const AppendIndexerCacheParams& p) override { checkSupported(p); }
+  void lightningIndexer(const LightningIndexerParams& p) override { checkSupported(p); }
   void checkSupported(const UpProjectKvParams& p) const override {
     elemOf(p.kvC, "upProjectKv");
     if (p.kvLoraRank % 8 != 0 || p.nopeDim % 2 != 0 || p.vHeadDim % 2 != 0)
@@ -636,6 +651,9 @@ class DeviceBackend final : public Backend {
   [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(Rt::kName) + ": " + msg); }
 
   static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
+  void noDsMla(const TensorView& cache, const char* op) const {
+    if (cache.dtype == DType::FP8DSMLA) unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read and written on the cpu backend only in this version");
+  }
 
   ElemType elemOf(const TensorView& t, const char* op) const {
     if (t.dtype == DType::BF16) return ElemType::BF16;
