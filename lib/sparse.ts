@@ -28,9 +28,10 @@ export interface MlaSparseDecodeOptions {
   /**
    * [batch, queryLen, topk] i32: the cache rows query t of sequence b attends to, as physical slots
    * (`block * blockSize + offset`, what {@link lightningIndexer} writes; FlashMLA's sparse decode takes the same);
-   * -1 is padding. A slot named twice counts twice. On the host every value is checked (E_RANGE); on the stream's
-   * device (the indexer's output) the kernels cannot check before they run, and treat a slot outside the cache as
-   * padding.
+   * -1 is padding. A slot named twice counts twice. Indices you fill on the host are copied at the call and every
+   * value checked (E_RANGE). Indices an operation wrote ({@link lightningIndexer}'s output, queued or captured in the
+   * same graph) are read when the decode runs, after that write; those, and indices on a device, cannot be checked at
+   * the call, and a slot outside the cache counts as padding.
    */
   indices: Tensor<'i32'>;
   /** Multiplies q·k; e.g. 1/sqrt(nopeDim + ropeDim) times the model's factor. Required, finite, > 0. */
@@ -51,7 +52,7 @@ export interface MlaSparsePrefillOptions {
   q: Tensor<FloatDType>;
   /** [numKv, kvLoraRank + ropeDim], q's dtype: dense latent rows [c_kv, k_pe] (e.g. from {@link gatherLatentCache}). */
   kv: Tensor<FloatDType>;
-  /** [numTokens, topk] i32: the rows of kv token i attends to, -1 padding; on the host (checked) or the stream's device. */
+  /** [numTokens, topk] i32: the rows of kv token i attends to, -1 padding; read as {@link MlaSparseDecodeOptions.indices}. */
   indices: Tensor<'i32'>;
   softmaxScale: number;
   kvLoraRank: number;
@@ -131,6 +132,7 @@ const INDEXER_OPTIONS = optionSet('q', 'weights', 'cache', 'scales', 'blockTable
 export function mlaSparseDecode(options: MlaSparseDecodeOptions): MlaDecodeResult {
   const op = 'mlaSparseDecode';
   const o = checkOptions(op, options, SPARSE_DECODE_OPTIONS);
+  const stream = streamArg(op, o);
   const inputs: SparseDecodeInputs = [
     tensorArg(op, o.q, 'q'),
     tensorArg(op, o.cache, 'cache'),
@@ -138,8 +140,8 @@ export function mlaSparseDecode(options: MlaSparseDecodeOptions): MlaDecodeResul
     numberArg(op, o.softmaxScale, 'softmaxScale'),
     numberArg(op, o.kvLoraRank, 'kvLoraRank'),
     o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale'),
+    writtenByOperation(o.indices, stream),
   ];
-  const stream = streamArg(op, o);
   const { out, lse } = outputs(op, inputs, options, stream);
   const params: SparseDecodeParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.q, options.cache, options.indices], [out, lse], (s, after) => native().mlaSparseDecode(s, params, after));
@@ -153,18 +155,25 @@ export function mlaSparseDecode(options: MlaSparseDecodeOptions): MlaDecodeResul
 export function mlaSparsePrefill(options: MlaSparsePrefillOptions): MlaSparsePrefillResult {
   const op = 'mlaSparsePrefill';
   const o = checkOptions(op, options, SPARSE_PREFILL_OPTIONS);
+  const stream = streamArg(op, o);
   const inputs: SparsePrefillInputs = [
     tensorArg(op, o.q, 'q'),
     tensorArg(op, o.kv, 'kv'),
     tensorArg(op, o.indices, 'indices'),
     numberArg(op, o.softmaxScale, 'softmaxScale'),
     numberArg(op, o.kvLoraRank, 'kvLoraRank'),
+    writtenByOperation(o.indices, stream),
   ];
-  const stream = streamArg(op, o);
   const { out, lse } = outputs(op, inputs, options, stream);
   const params: SparsePrefillParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.q, options.kv, options.indices], [out, lse], (s, after) => native().mlaSparsePrefill(s, params, after));
   return { out, lse };
+}
+
+// Indices an operation wrote (the indexer's, queued or captured) are read when the decode runs, in stream order;
+// indices the caller filled are copied and checked at the call.
+function writtenByOperation(indices: unknown, stream: Stream): boolean {
+  return indices instanceof Tensor && (indices._lastWrite() !== null || stream._captures(indices));
 }
 
 // The out and lse given, or allocated on the stream's device in the shapes the addon derives from the inputs.

@@ -1,13 +1,13 @@
-// mlaSparseDecode(stream, [q, cache, indices, softmaxScale, kvLoraRank, cacheScale, out, lse], after) and
-// mlaSparsePrefill(stream, [q, kv, indices, softmaxScale, kvLoraRank, out, lse], after): MLA over the rows a lightning
+// mlaSparseDecode(stream, [q, cache, indices, softmaxScale, kvLoraRank, cacheScale, indicesInPlace, out, lse], after)
+// and mlaSparsePrefill(stream, [q, kv, indices, softmaxScale, kvLoraRank, indicesInPlace, out, lse], after): MLA over the rows a lightning
 // indexer selects (DeepSeek-V3.2), over the paged latent cache or over a dense kv.
 #include "op.h"
 
 namespace mla::addon {
 namespace {
 
-namespace decodeArg { enum : uint32_t { q, cache, indices, softmaxScale, kvLoraRank, cacheScale, out, lse }; }
-namespace prefillArg { enum : uint32_t { q, kv, indices, softmaxScale, kvLoraRank, out, lse }; }
+namespace decodeArg { enum : uint32_t { q, cache, indices, softmaxScale, kvLoraRank, cacheScale, indicesInPlace, out, lse }; }
+namespace prefillArg { enum : uint32_t { q, kv, indices, softmaxScale, kvLoraRank, indicesInPlace, out, lse }; }
 
 MlaSparseDecodeParams readDecode(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
   MlaSparseDecodeParams p;
@@ -21,6 +21,7 @@ MlaSparseDecodeParams readDecode(const Napi::Array& o, Retained* keepAlive, bool
   p.softmaxScale = static_cast<float>(getNumber(o, decodeArg::softmaxScale, "softmaxScale"));
   p.kvLoraRank = positiveInteger(o, decodeArg::kvLoraRank, "kvLoraRank");
   p.cacheScale = static_cast<float>(getNumber(o, decodeArg::cacheScale, "cacheScale"));
+  p.indicesInPlace = o.Get(decodeArg::indicesInPlace).ToBoolean().Value();
   return p;
 }
 
@@ -35,6 +36,7 @@ MlaSparsePrefillParams readPrefill(const Napi::Array& o, Retained* keepAlive, bo
   }
   p.softmaxScale = static_cast<float>(getNumber(o, prefillArg::softmaxScale, "softmaxScale"));
   p.kvLoraRank = positiveInteger(o, prefillArg::kvLoraRank, "kvLoraRank");
+  p.indicesInPlace = o.Get(prefillArg::indicesInPlace).ToBoolean().Value();
   return p;
 }
 

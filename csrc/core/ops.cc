@@ -735,9 +735,10 @@ std::string elementAt(const TensorView& t, int64_t flat) {
   return at;
 }
 
-// The values of an index tensor on the host: each -1 (padding) or one of `limit` rows (`rows` names them).
-void requireRowIndices(const TensorView& t, int64_t limit, const std::string& rows) {
-  if (t.device.kind != DeviceKind::Cpu) return;  // read by the kernels only
+// The values of an index tensor on the host: each -1 (padding) or one of `limit` rows (`rows` names them). Indices
+// read in place are an earlier operation's output, not written yet.
+void requireRowIndices(const TensorView& t, bool inPlace, int64_t limit, const std::string& rows) {
+  if (inPlace || t.device.kind != DeviceKind::Cpu) return;  // read by the kernels only
   const int32_t* v = t.as<const int32_t>();
   const int64_t n = t.numel();
   for (int64_t i = 0; i < n; ++i)
@@ -781,7 +782,7 @@ void sparseDecodeInputs(MlaSparseDecodeParams& p) {
   requireDim(p.indices, 1, p.queryLen, "queryLen, from q");
   p.topk = requireDimAtLeast(p.indices, 2, 1, "topk");
   requireSoftmaxScale(p.softmaxScale);
-  requireRowIndices(p.indices, p.numSlots(), "a slot of cache");
+  requireRowIndices(p.indices, p.indicesInPlace, p.numSlots(), "a slot of cache");
 }
 
 void sparsePrefillInputs(MlaSparsePrefillParams& p) {
@@ -800,7 +801,7 @@ void sparsePrefillInputs(MlaSparsePrefillParams& p) {
   requireDim(p.indices, 0, p.numTokens, "numTokens, from q");
   p.topk = requireDimAtLeast(p.indices, 1, 1, "topk");
   requireSoftmaxScale(p.softmaxScale);
-  requireRowIndices(p.indices, p.numKv, "a row of kv");
+  requireRowIndices(p.indices, p.indicesInPlace, p.numKv, "a row of kv");
 }
 
 // An indexer key cache of keys of indexDim values: k's dtype, or fp8 e4m3 with a scale per key in `scales`.
@@ -899,6 +900,7 @@ MlaSparseDecodeParams sparsePrefillAsDecode(const MlaSparsePrefillParams& p) {
   d.lse = p.lse;
   d.softmaxScale = p.softmaxScale;
   d.kvLoraRank = p.kvLoraRank;
+  d.indicesInPlace = p.indicesInPlace;
   d.lseTokenMajor = true;
   d.batch = 1;
   d.queryLen = p.numTokens;
@@ -946,8 +948,12 @@ void validate(LightningIndexerParams& p, const Device& device) {
   requireNoOverlap(p.scores, {&p.indices});
 }
 
-void snapshotIndexTensors(MlaSparseDecodeParams& p, IndexSnapshot& store) { snapshot(p.indices, store); }
-void snapshotIndexTensors(MlaSparsePrefillParams& p, IndexSnapshot& store) { snapshot(p.indices, store); }
+void snapshotIndexTensors(MlaSparseDecodeParams& p, IndexSnapshot& store) {
+  if (!p.indicesInPlace) snapshot(p.indices, store);
+}
+void snapshotIndexTensors(MlaSparsePrefillParams& p, IndexSnapshot& store) {
+  if (!p.indicesInPlace) snapshot(p.indices, store);
+}
 void snapshotIndexTensors(AppendIndexerCacheParams& p, IndexSnapshot& store) { snapshot(p.slotMapping, store); }
 void snapshotIndexTensors(LightningIndexerParams& p, IndexSnapshot& store) {
   snapshot(p.blockTable, store);

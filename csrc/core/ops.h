@@ -170,13 +170,16 @@ struct MergeAttentionStatesParams {
 struct MlaSparseDecodeParams {
   TensorView q;        // [batch, queryLen, numHeads, kvLoraRank + ropeDim]   f32 | f16 | bf16
   TensorView cache;    // [numBlocks, blockSize, width]                        q dtype, fp8_e4m3 or fp8_ds_mla
-  TensorView indices;  // [batch, queryLen, topk] i32: on the host (every value checked) or on the stream's device
-                       // (not readable before the kernel runs: a slot outside the cache counts as padding there)
+  TensorView indices;  // [batch, queryLen, topk] i32: on the host or on the stream's device
   TensorView out;      // [batch, queryLen, numHeads, kvLoraRank]            q dtype
   TensorView lse;      // [batch, numHeads, queryLen] f32, natural log ([batch * queryLen, numHeads] when lseTokenMajor)
   float softmaxScale = 0.f;
   float cacheScale = 1.f;  // an fp8_e4m3 cache's; 1 for the others
   int64_t kvLoraRank = 0;
+  // The indices are an earlier queued operation's output (the indexer's), read where they are when the kernel runs;
+  // otherwise host indices are copied and every value checked at the call. Read in place (and on a device, where the
+  // call cannot read them) a slot outside the cache counts as padding.
+  bool indicesInPlace = false;
   bool lseTokenMajor = false;  // set by sparsePrefillAsDecode: lse [token, head] as a prefill's
 
   // Derived by validate().
@@ -195,6 +198,7 @@ struct MlaSparsePrefillParams {
   TensorView lse;      // [numTokens, numHeads] f32, natural log
   float softmaxScale = 0.f;
   int64_t kvLoraRank = 0;
+  bool indicesInPlace = false;  // as MlaSparseDecodeParams's
 
   // Derived by validate().
   int64_t numTokens = 0, numHeads = 0, headDim = 0, ropeDim = 0, topk = 0, numKv = 0;

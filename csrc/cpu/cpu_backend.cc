@@ -352,12 +352,14 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
   runDecodeCpu(base, units, M);
 }
 
-// Sparse decode: each query position a unit of its heads over the slots it selects, padding (-1) left out (it adds
-// nothing), so with every row of a sequence selected in order the work is that of mlaDecode, bit for bit.
+// Sparse decode: each query position a unit of its heads over the slots it selects, padding left out (it adds
+// nothing), so with every row of a sequence selected in order the work is that of mlaDecode, bit for bit. Indices
+// read in place were not checked at the call: a slot outside the cache counts as padding.
 void mlaSparseDecodeCpu(const MlaSparseDecodeParams& p) {
   DecodeItem base = decodeBase(p.q, p.cache, p.out, p.lse, p.kvLoraRank, p.numHeads, p.queryLen, p.blockSize, p.softmaxScale, p.cacheScale);
   base.lseTokenMajor = p.lseTokenMajor;
   const int32_t* indices = p.indices.as<const int32_t>();
+  const int64_t numSlots = p.numSlots();
   std::vector<int32_t> slots(static_cast<size_t>(p.batch * p.queryLen * p.topk));
   std::vector<DecodeUnit> units;
   for (int64_t b = 0; b < p.batch; ++b)
@@ -365,8 +367,10 @@ void mlaSparseDecodeCpu(const MlaSparseDecodeParams& p) {
       const int64_t row = b * p.queryLen + t;
       int32_t* kept = slots.data() + row * p.topk;
       int64_t n = 0;
-      for (int64_t k = 0; k < p.topk; ++k)
-        if (indices[row * p.topk + k] >= 0) kept[n++] = indices[row * p.topk + k];
+      for (int64_t k = 0; k < p.topk; ++k) {
+        const int32_t slot = indices[row * p.topk + k];
+        if (slot >= 0 && slot < numSlots) kept[n++] = slot;
+      }
       units.push_back({b, t * p.numHeads, (t + 1) * p.numHeads, n, nullptr, kept});
     }
   runDecodeCpu(base, units, p.numHeads);
