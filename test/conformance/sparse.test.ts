@@ -487,17 +487,100 @@ describe('sparse attention: bad inputs and lifetimes', () => {
   });
 
   const devices = suiteBackends().filter((b) => b.available && b.name !== 'cpu');
-  it.each(devices.map((b) => b.name))('%s refuses the sparse ops and fp8_ds_mla caches with E_UNSUPPORTED before queueing anything', (name) => {
+  it.each(devices.map((b) => b.name))('%s refuses the indexer ops and fp8_ds_mla appends and dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
     const stream = new Stream(name as never);
     const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
     const o = make();
-    expectMlaError(() => mlaSparseDecode({ ...o, q: dev(o.q), cache: dev(o.cache), stream }), 'E_UNSUPPORTED', 'mlaSparseDecode');
     expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([2, 2, 16], 'bf16')), k: dev(Tensor.zeros([1, 16], 'bf16')), slotMapping: intTensor([0]), stream }), 'E_UNSUPPORTED', 'appendIndexerCache');
+    expectMlaError(
+      () => lightningIndexer({ q: dev(Tensor.zeros([1, 1, 2, 16], 'bf16')), weights: dev(Tensor.zeros([1, 1, 2], 'f32')), cache: dev(Tensor.zeros([2, 2, 16], 'bf16')), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([2]), topk: 1, stream }),
+      'E_UNSUPPORTED',
+      'lightningIndexer',
+    );
     expectMlaError(
       () => appendLatentCache({ cache: dev(o.cache), kvC: dev(Tensor.zeros([1, rank], 'bf16')), kPe: dev(Tensor.zeros([1, ropeDim], 'bf16')), slotMapping: intTensor([0]), stream }),
       'E_UNSUPPORTED',
       'fp8_ds_mla',
     );
+    expectMlaError(() => mlaDecode({ q: dev(o.q), cache: dev(o.cache), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 0.1, kvLoraRank: rank, stream }), 'E_UNSUPPORTED', 'fp8_ds_mla');
+    const indices = intTensor([0, 1, -1], [1, 1, 3]);
+    expectMlaError(() => mlaSparseDecode({ ...o, indices, q: dev(Tensor.zeros([1, 1, heads, 640], 'bf16')), kvLoraRank: 576, cache: dev(Tensor.zeros([2, 2, 640], 'bf16')), stream }), 'E_UNSUPPORTED', 'kvLoraRank at most 512');
+    expectMlaError(() => mlaSparseDecode({ ...o, q: dev(Tensor.zeros([1, 1, heads, rank + ropeDim], 'f32')), cache: dev(o.cache), stream }), 'E_UNSUPPORTED', 'bf16 or f16');
+    stream.dispose();
+  });
+});
+
+const sim = suiteBackends().find((b) => b.name === 'cuda-sim' && b.available);
+describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by the emulator)', () => {
+  afterAll(() => addon.simConfigure?.({ checkOrders: true }));
+  const kinds: [CacheKind, 'bf16' | 'f16', boolean][] = [
+    ['q', 'bf16', false],
+    ['q', 'f16', true],
+    ['fp8_e4m3', 'bf16', false],
+    ['fp8_ds_mla', 'bf16', true],
+    ['fp8_ds_mla', 'f16', false],
+  ];
+  it.each(kinds)('a %s cache, %s queries (indices on the device: %s): the reference, and each selected row read once per 16-head group', async (kind, dtype, indicesOnDevice) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 20);
+    const batch = 2, queryLen = 2, heads = 20, rank = 128, ropeDim = 64, blockSize = 7, numBlocks = 6, topk = 24;
+    const { cache, values, cacheScale } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
+    const indices = randomIndices(rng, batch, queryLen, topk, numBlocks * blockSize);
+    if (indicesOnDevice) indices[5] = numBlocks * blockSize + 3; // not checked on the device: outside the cache counts as padding
+    const ix = intTensor(indices, [batch, queryLen, topk]);
+    const q = randomTensor(rng, [batch, queryLen, heads, rank + ropeDim], dtype, 0.3);
+    const out = poisoned([batch, queryLen, heads, rank], dtype).to(stream.device);
+    const lse = poisoned([batch, heads, queryLen], 'f32').to(stream.device);
+    const args = { q: q.t.to(stream.device), cache: cache.to(stream.device), indices: indicesOnDevice ? ix.to(stream.device) : ix, softmaxScale: 0.12, kvLoraRank: rank, cacheScale, out, lse, stream };
+    await stream.synchronize();
+    mlaSparseDecode(args);
+    const got = await out.toFloat32();
+    const rec = addon.simLastOp!();
+    const ref = refMlaSparseDecode({ q: q.dense, cache: values, indices: { data: indices.map((x) => (x >= numBlocks * blockSize ? -1 : x)), shape: [batch, queryLen, topk] }, softmaxScale: 0.12, kvLoraRank: rank });
+    expect(countNaN(got), 'unwritten outputs').toBe(0);
+    expect(relErr(got, ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+    expectLse(await lse.toFloat32(), ref.lse, kind);
+    // Traffic (emulator counts): q once; each index, and each valid selected row, once per head group; out and lse once.
+    const rowBytes = cache.shape[2] * (kind === 'q' ? 2 : 1);
+    const valid = indices.filter((x) => x >= 0 && x < numBlocks * blockSize).length;
+    const groups = Math.ceil(heads / 16);
+    const read = batch * queryLen * heads * (rank + ropeDim) * 2 + (indices.length * 4 + valid * rowBytes) * groups;
+    expect(rec.bytesRead, JSON.stringify(rec.launches)).toBe(read);
+    expect(rec.bytesWritten).toBe(batch * queryLen * heads * (rank * 2 + 4));
+    stream.dispose();
+  });
+
+  it('a captured sparse decode reads its host indices again at each replay; sparse prefill on the device', async () => {
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 21);
+    const rank = 128, ropeDim = 64, blockSize = 4, numBlocks = 5, heads = 3, topk = 6;
+    const { cache, values } = latentCache(rng, 'q', 'bf16', numBlocks, blockSize, rank, ropeDim);
+    const q = randomTensor(rng, [1, 1, heads, rank + ropeDim], 'bf16', 0.3);
+    const ix = intTensor(randomIndices(rng, 1, 2, topk, numBlocks * blockSize).slice(0, topk), [1, 1, topk]);
+    const devCache = cache.to(stream.device), devQ = q.t.to(stream.device);
+    let res: ReturnType<typeof mlaSparseDecode> | undefined;
+    const graph = stream.capture(() => {
+      res = mlaSparseDecode({ q: devQ, cache: devCache, indices: ix, softmaxScale: 0.1, kvLoraRank: rank, stream });
+    });
+    for (let step = 0; step < 2; step++) {
+      const now = Array.from({ length: topk }, () => rng.int(-1, numBlocks * blockSize - 1));
+      (ix._descriptor('t')[0] as Int32Array).set(now);
+      graph.replay();
+      const ref = refMlaSparseDecode({ q: q.dense, cache: values, indices: { data: now, shape: [1, 1, topk] }, softmaxScale: 0.1, kvLoraRank: rank });
+      expect(relErr(await res!.out.toFloat32(), ref.out), `step ${step}, seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
+    }
+    graph.dispose();
+
+    const tokens = 5, numKv = 9;
+    const pq = randomTensor(rng, [tokens, heads, rank + ropeDim], 'bf16', 0.3);
+    const kv = randomTensor(rng, [numKv, rank + ropeDim], 'bf16');
+    const pix = randomIndices(rng, 1, tokens, topk, numKv);
+    const { out, lse } = mlaSparsePrefill({ q: pq.t.to(stream.device), kv: kv.t.to(stream.device), indices: intTensor(pix, [tokens, topk]), softmaxScale: 0.1, kvLoraRank: rank, stream });
+    const ref = refMlaSparseDecode({ q: { data: pq.dense.data, shape: [1, tokens, heads, rank + ropeDim] }, cache: { data: kv.dense.data, shape: [numKv, 1, rank + ropeDim] }, indices: { data: pix, shape: [1, tokens, topk] }, softmaxScale: 0.1, kvLoraRank: rank });
+    expect(relErr(await out.toFloat32(), ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
+    const gotLse = await lse.toFloat32();
+    expectLse(Float32Array.from({ length: tokens * heads }, (_, i) => gotLse[(i % tokens) * heads + Math.floor(i / tokens)]), ref.lse, 'prefill');
     stream.dispose();
   });
 });
