@@ -76,6 +76,16 @@ function attend(scores: number[], values: number[][], width: number): { out: num
   return { out, lse: max + Math.log(sum) };
 }
 
+/** Absorbed attention of the query at q.data[qBase, + row width) over cache rows, values their first V entries. */
+function attendRows(q: Dense, qBase: number, rows: number[][], softmaxScale: number, V: number): { out: number[]; lse: number } {
+  const scores = rows.map((row) => {
+    let s = 0;
+    for (let k = 0; k < row.length; k++) s += q.data[qBase + k] * row[k];
+    return softmaxScale * s;
+  });
+  return attend(scores, rows, V);
+}
+
 export interface RefDecodeOptions {
   q: Dense;
   cache: Dense;
@@ -97,14 +107,7 @@ export function refMlaDecode(o: RefDecodeOptions): { out: Float64Array; lse: Flo
     const rows = Array.from({ length: len }, (_, s) => cacheRow(o.cache, o.blockTable, b, s));
     for (let t = 0; t < queryLen; t++)
       for (let h = 0; h < heads; h++) {
-        const qBase = ((b * queryLen + t) * heads + h) * dim;
-        const visible = rows.slice(0, visibleRows(len, queryLen, t, o.causal ?? false));
-        const scores = visible.map((row) => {
-          let s = 0;
-          for (let k = 0; k < dim; k++) s += o.q.data[qBase + k] * row[k];
-          return o.softmaxScale * s;
-        });
-        const r = attend(scores, visible, V);
+        const r = attendRows(o.q, ((b * queryLen + t) * heads + h) * dim, rows.slice(0, visibleRows(len, queryLen, t, o.causal ?? false)), o.softmaxScale, V);
         out.set(r.out, ((b * queryLen + t) * heads + h) * V);
         lse[(b * heads + h) * queryLen + t] = r.lse;
       }
@@ -416,13 +419,7 @@ export function refMlaSparseDecode(o: RefSparseDecodeOptions): { out: Float64Arr
       }
       const rows = slots.map(row);
       for (let h = 0; h < heads; h++) {
-        const qBase = ((b * queryLen + t) * heads + h) * dim;
-        const scores = rows.map((r) => {
-          let s = 0;
-          for (let k = 0; k < dim; k++) s += o.q.data[qBase + k] * r[k];
-          return o.softmaxScale * s;
-        });
-        const r = attend(scores, rows, V);
+        const r = attendRows(o.q, ((b * queryLen + t) * heads + h) * dim, rows, o.softmaxScale, V);
         out.set(r.out, ((b * queryLen + t) * heads + h) * V);
         lse[(b * heads + h) * queryLen + t] = r.lse;
       }

@@ -857,33 +857,29 @@ void mlaSparseDecodeOutShapes(MlaSparseDecodeParams& p, std::vector<int64_t>* ou
   *lseShape = {p.batch, p.numHeads, p.queryLen};
 }
 
-void validate(MlaSparseDecodeParams& p, const Device& device) {
-  std::vector<int64_t> outShape, lseShape;
-  mlaSparseDecodeOutShapes(p, &outShape, &lseShape);
-  requireOutput(p.out, p.q, outShape);
-  requireLseOutput(p.lse, lseShape);
-  for (const TensorView* t : {&p.q, &p.cache, &p.out, &p.lse}) requireDevice(*t, device);
-  requireIndexDevice(p.indices, device);
-  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.cache, &p.indices});
-  requireNoOverlap(p.lse, {&p.out});
-}
-
 void mlaSparsePrefillOutShapes(MlaSparsePrefillParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
   sparsePrefillInputs(p);
   *outShape = {p.numTokens, p.numHeads, p.kvLoraRank};
   *lseShape = {p.numTokens, p.numHeads};
 }
 
-void validate(MlaSparsePrefillParams& p, const Device& device) {
+namespace {
+// A sparse attention over `rows` (the cache, or kv): its inputs, its outputs' shapes, dtypes and memory, devices.
+template <class Params>
+void validateSparse(Params& p, const TensorView& rows, const Device& device, void (*outShapes)(Params&, std::vector<int64_t>*, std::vector<int64_t>*)) {
   std::vector<int64_t> outShape, lseShape;
-  mlaSparsePrefillOutShapes(p, &outShape, &lseShape);
+  outShapes(p, &outShape, &lseShape);
   requireOutput(p.out, p.q, outShape);
   requireLseOutput(p.lse, lseShape);
-  for (const TensorView* t : {&p.q, &p.kv, &p.out, &p.lse}) requireDevice(*t, device);
+  for (const TensorView* t : std::initializer_list<const TensorView*>{&p.q, &rows, &p.out, &p.lse}) requireDevice(*t, device);
   requireIndexDevice(p.indices, device);
-  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.kv, &p.indices});
+  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &rows, &p.indices});
   requireNoOverlap(p.lse, {&p.out});
 }
+}  // namespace
+
+void validate(MlaSparseDecodeParams& p, const Device& device) { validateSparse(p, p.cache, device, mlaSparseDecodeOutShapes); }
+void validate(MlaSparsePrefillParams& p, const Device& device) { validateSparse(p, p.kv, device, mlaSparsePrefillOutShapes); }
 
 MlaSparseDecodeParams sparsePrefillAsDecode(const MlaSparsePrefillParams& p) {
   MlaSparseDecodeParams d;

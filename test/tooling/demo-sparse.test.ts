@@ -3,22 +3,10 @@
 // step); with a small top-k it attends to that many rows per query and layer.
 import { describe, expect, it } from 'vitest';
 import { CONFIGS, parseArgs } from '../../demo/main.js';
-import { runDemo, type DemoOptions } from '../../demo/run.js';
+import { type DemoOptions } from '../../demo/run.js';
+import { runTinyDemo } from './demo-run.js';
 
-async function run(o: Partial<DemoOptions>) {
-  const lines: string[] = [];
-  const result = await runDemo({
-    config: { ...CONFIGS.tiny, dtype: 'f32', seed: 5 },
-    promptLens: [5, 11, 2],
-    newTokens: [4, 3, 5],
-    backend: 'cpu',
-    mhaCompare: true,
-    progress: false,
-    print: (l) => lines.push(l),
-    ...o,
-  });
-  return { result, text: lines.join('\n') };
-}
+const run = (o: Partial<DemoOptions>) => runTinyDemo(o, {}, 5);
 
 describe('demo: --sparse-topk', () => {
   it('a top-k covering every context is the dense model: MLA agrees with MHA at every step', async () => {
