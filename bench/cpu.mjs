@@ -24,6 +24,7 @@ import { Stream, Tensor, absorbQuery, appendIndexerCache, appendLatentCache, inf
 import { native } from '../dist/native.js';
 import { refMlaDecode, refMlaSparseDecode } from '../dist/reference.js';
 import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
+import { cpuModel, load } from './machine.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -49,14 +50,6 @@ const REF_FLOP_CAP = 1e8;
 const notes = [];
 
 // --- machine -----------------------------------------------------------------------------------------------------
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
-const cpuModel = (() => {
-  try {
-    return readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? os.cpus()[0]?.model;
-  } catch {
-    return os.cpus()[0]?.model;
-  }
-})();
 const flags = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8').match(/flags\s*:\s*(.*)/)?.[1].split(' ') ?? []; } catch { return []; } })();
 const machine = {
   cpu: cpuModel, cores: os.cpus().length, threads, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),

@@ -3,6 +3,7 @@
   'variables': {
     'mla_cpu_sources': [
       'csrc/build_backends.cc',
+      'csrc/link_compat.cc',
       'csrc/core/ops.cc',
       'csrc/core/registry.cc',
       'csrc/cpu/cpu_backend.cc',
@@ -14,6 +15,7 @@
       'csrc/cpu/kernels_avx2.cc',
       'csrc/cpu/kernels_avx512.cc',
       'csrc/cpu/kernels_avx512bf16.cc',
+      'csrc/cpu/kernels_neon.cc',
       'csrc/addon/addon.cc',
       'csrc/addon/env.cc',
       'csrc/addon/marshal.cc',

@@ -22,8 +22,10 @@ import {
   type FloatDType,
   type Stream,
 } from 'mla-kernels';
-import { Rng, matmul, rmsNorm, roundInPlace, ropeInPlace, ropeTables, swiglu, toBits, type ModelDType } from './math.js';
+import { Rng, matmul, rmsNorm, roundInPlace, ropeInPlace, swiglu, toBits, type ModelDType } from './math.js';
+import { checkMoeConfig, isMoeLayer, moeForward, randomMoeLayer, type MoeConfig, type MoeLayerWeights } from './moe.js';
 import { PagedCacheManager } from './paged.js';
+import { ropeTablesFor, softmaxScaleFor, type RopeScaling } from './rope.js';
 
 export interface ModelConfig {
   vocab: number;
@@ -48,6 +50,12 @@ export interface ModelConfig {
   blockSize: number;
   dtype: ModelDType;
   seed: number;
+  /** RMSNorm epsilon (default 1e-6). */
+  normEps?: number;
+  /** Position scaling of RoPE (YaRN in DeepSeek-V2/V3 checkpoints); none by default. */
+  ropeScaling?: RopeScaling;
+  /** Mixture-of-experts MLPs after the first `moe.denseLayers` layers; dense MLPs throughout by default. */
+  moe?: MoeConfig;
 }
 
 export const DTYPE_BYTES: Record<ModelDType, number> = { f32: 4, bf16: 2, f16: 2 };
@@ -65,12 +73,24 @@ interface LayerWeights {
   wUv: Float32Array; // [H, v, kvLoraRank]
   wo: Float32Array; // [emb, H·v]
   mlpNorm: Float32Array;
-  wGate: Float32Array; // [ffn, emb]
-  wUp: Float32Array; // [ffn, emb]
-  wDown: Float32Array; // [emb, ffn]
+  // The dense MLP, or the layer's experts.
+  wGate?: Float32Array; // [ffn, emb]
+  wUp?: Float32Array; // [ffn, emb]
+  wDown?: Float32Array; // [emb, ffn]
+  moe?: MoeLayerWeights;
 }
 
-/** Seeded random weights, rounded to the model's dtype (held as f32 for the TypeScript products). */
+/** Weights given rather than drawn (a model file's). */
+export interface WeightArrays {
+  embed: Float32Array;
+  layers: LayerWeights[];
+  finalNorm: Float32Array;
+  lmHead: Float32Array;
+}
+
+export type { LayerWeights };
+
+/** Seeded random weights, rounded to the model's dtype (held as f32 for the TypeScript products); or given ones. */
 export class Weights {
   readonly config: ModelConfig;
   readonly embed: Float32Array; // [vocab, emb]
@@ -80,8 +100,14 @@ export class Weights {
   /** Parameters; bytes = parameters × the dtype's size. */
   readonly parameters: number;
 
-  constructor(c: ModelConfig) {
+  constructor(c: ModelConfig, given?: WeightArrays) {
     this.config = c;
+    if (c.moe) checkMoeConfig(c.moe);
+    if (given) {
+      ({ embed: this.embed, layers: this.layers, finalNorm: this.finalNorm, lmHead: this.lmHead } = given);
+      this.parameters = countParameters(this);
+      return;
+    }
     const rng = new Rng(c.seed);
     const d = c.dtype;
     const qWidth = c.heads * (c.nopeDim + c.ropeDim);
@@ -98,10 +124,13 @@ export class Weights {
         wUv: rng.fill(c.heads * c.vHeadDim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), d),
         wo: w(c.emb, c.heads * c.vHeadDim),
         mlpNorm: ones(c.emb),
-        wGate: w(c.ffn, c.emb),
-        wUp: w(c.ffn, c.emb),
-        wDown: w(c.emb, c.ffn),
       };
+      if (isMoeLayer(c.moe, l)) lw.moe = randomMoeLayer(rng, c.emb, c.moe!, d);
+      else {
+        lw.wGate = w(c.ffn, c.emb);
+        lw.wUp = w(c.ffn, c.emb);
+        lw.wDown = w(c.emb, c.ffn);
+      }
       if (c.qLoraRank > 0) {
         lw.wqA = w(c.qLoraRank, c.emb);
         lw.qNorm = ones(c.qLoraRank);
@@ -111,14 +140,18 @@ export class Weights {
     }
     this.finalNorm = ones(c.emb);
     this.lmHead = w(c.vocab, c.emb);
-    let n = this.embed.length + this.finalNorm.length + this.lmHead.length;
-    for (const lw of this.layers) for (const a of Object.values(lw)) n += (a as Float32Array).length;
-    this.parameters = n;
+    this.parameters = countParameters(this);
   }
 
   get bytes(): number {
     return this.parameters * DTYPE_BYTES[this.config.dtype];
   }
+}
+
+function countParameters(w: Pick<Weights, 'embed' | 'layers' | 'finalNorm' | 'lmHead'>): number {
+  let n = w.embed.length + w.finalNorm.length + w.lmHead.length;
+  for (const lw of w.layers) for (const a of [...Object.values(lw), ...Object.values(lw.moe ?? {})]) if (a instanceof Float32Array) n += a.length;
+  return n;
 }
 
 /**
@@ -214,7 +247,7 @@ export abstract class Decoder {
     this.w = weights;
     this.c = weights.config;
     this.cache = new PagedCacheManager(numBlocks, this.c.blockSize);
-    this.rope = ropeTables(maxPositions, this.c.ropeDim, this.c.ropeTheta);
+    this.rope = ropeTablesFor(this.c, maxPositions);
   }
 
   abstract get cacheBytesPerToken(): number;
@@ -236,9 +269,13 @@ export abstract class Decoder {
     this.cache.release(id);
   }
 
-  /** Runs the step's tokens through the model; returns the logits [batch, vocab] of each sequence's last row. */
-  async forward(step: Step): Promise<Float32Array> {
+  /**
+   * Runs the step's tokens through the model; returns the logits [batch, vocab] of each sequence's last row, or with
+   * `allRows` those of every row [T, vocab].
+   */
+  async forward(step: Step, allRows = false): Promise<Float32Array> {
     const c = this.c;
+    const eps = c.normEps ?? 1e-6;
     const T = step.tokens.length;
     const H = c.heads, qk = c.nopeDim + c.ropeDim, kvw = c.kvLoraRank + c.ropeDim;
     const slots = new Int32Array(T);
@@ -264,11 +301,11 @@ export abstract class Decoder {
     for (let l = 0; l < c.layers; l++) {
       const lw = this.w.layers[l];
       // Attention block: RMSNorm → queries, latent, rope key → attention → W_o → residual.
-      rmsNorm(h, T, c.emb, lw.attnNorm, xn);
+      rmsNorm(h, T, c.emb, lw.attnNorm, xn, eps);
       if (lw.wqA) {
         const qa = ws.get('qa', T * c.qLoraRank);
         matmul(xn, T, c.emb, lw.wqA, c.qLoraRank, qa);
-        rmsNorm(qa, T, c.qLoraRank, lw.qNorm!, qa);
+        rmsNorm(qa, T, c.qLoraRank, lw.qNorm!, qa, eps);
         matmul(qa, T, c.qLoraRank, lw.wqB!, H * qk, q);
       } else matmul(xn, T, c.emb, lw.wq!, H * qk, q);
       for (let r = 0; r < T * H; r++) {
@@ -281,7 +318,7 @@ export abstract class Decoder {
       roundInPlace(qNope, qNope.length, c.dtype);
       roundInPlace(qPe, qPe.length, c.dtype);
       matmul(xn, T, c.emb, lw.wkvA, kvw, kv);
-      rmsNorm(kv, T, c.kvLoraRank, lw.kvNorm, ckv, 1e-6, kvw, 0, c.kvLoraRank); // c_kv = RMSNorm(W_dkv h)
+      rmsNorm(kv, T, c.kvLoraRank, lw.kvNorm, ckv, eps, kvw, 0, c.kvLoraRank); // c_kv = RMSNorm(W_dkv h)
       for (let t = 0; t < T; t++) kpe.set(kv.subarray(t * kvw + c.kvLoraRank, (t + 1) * kvw), t * c.ropeDim); // W_kr h
       roundInPlace(ckv, ckv.length, c.dtype);
       roundInPlace(kpe, kpe.length, c.dtype);
@@ -289,17 +326,23 @@ export abstract class Decoder {
       await this.attend(l, step, slots, qNope, qPe, ckv, kpe, attn);
       this.attentionSeconds += (performance.now() - a0) / 1000;
       matmul(attn, T, H * c.vHeadDim, lw.wo, c.emb, h, true);
-      // MLP block: RMSNorm → SwiGLU → residual.
-      rmsNorm(h, T, c.emb, lw.mlpNorm, xn);
-      matmul(xn, T, c.emb, lw.wGate, c.ffn, gate);
-      matmul(xn, T, c.emb, lw.wUp, c.ffn, up);
-      swiglu(gate, up, T * c.ffn);
-      matmul(gate, T, c.ffn, lw.wDown, c.emb, h, true);
+      // MLP block: RMSNorm → SwiGLU (or the layer's experts) → residual.
+      rmsNorm(h, T, c.emb, lw.mlpNorm, xn, eps);
+      if (lw.moe) moeForward(lw.moe, c.moe!, xn, T, c.emb, h, (name, n) => ws.get(name, n));
+      else {
+        matmul(xn, T, c.emb, lw.wGate!, c.ffn, gate);
+        matmul(xn, T, c.emb, lw.wUp!, c.ffn, up);
+        swiglu(gate, up, T * c.ffn);
+        matmul(gate, T, c.ffn, lw.wDown!, c.emb, h, true);
+      }
     }
-    const B = step.seqIds.length;
+    const B = allRows ? T : step.seqIds.length;
     const last = ws.get('last', B * c.emb);
-    for (let b = 0; b < B; b++) last.set(h.subarray(step.lastRow[b] * c.emb, (step.lastRow[b] + 1) * c.emb), b * c.emb);
-    rmsNorm(last, B, c.emb, this.w.finalNorm, last);
+    for (let b = 0; b < B; b++) {
+      const r = allRows ? b : step.lastRow[b];
+      last.set(h.subarray(r * c.emb, (r + 1) * c.emb), b * c.emb);
+    }
+    rmsNorm(last, B, c.emb, this.w.finalNorm, last, eps);
     const logits = new Float32Array(B * c.vocab);
     matmul(last, B, c.emb, this.w.lmHead, c.vocab, logits);
     return logits;
@@ -520,7 +563,7 @@ export class MlaDecoder extends Decoder {
     step.counts.reduce((row, k, b) => ((context[b] = step.positions[row]), row + k), 0); // first position = cached rows before
     const cuQ = Tensor.from(cumulative(step.counts), [step.counts.length + 1]);
     const blockTable = this.#tables!.blockTable;
-    const softmaxScale = 1 / Math.sqrt(qk);
+    const softmaxScale = softmaxScaleFor(c);
     const qT = this.#input(q, [T, H, qk], 'qPacked');
     const temps: Tensor[] = [cuQ];
     const keep = <X extends Tensor>(t: X): X => (temps.push(t), t);
@@ -574,7 +617,7 @@ export class MlaDecoder extends Decoder {
       wUk: this.#wUk[l],
       stream,
     });
-    const softmaxScale = 1 / Math.sqrt(c.nopeDim + c.ropeDim);
+    const softmaxScale = softmaxScaleFor(c);
     const indices = this.#indexer && n === 1 && ckv ? this.#select(l, step, ckv) : null;
     const { out: oLat, lse } = indices
       ? mlaSparseDecode({ q, cache: this.caches[l], indices, softmaxScale, kvLoraRank: c.kvLoraRank, stream })
@@ -652,7 +695,7 @@ export class MhaDecoder extends Decoder {
       V.set(vRow, slots[t] * H * vd);
     }
     // 2. Attention: row t (at position p) sees its sequence's positions 0 … p.
-    const scale = 1 / Math.sqrt(nope + rd);
+    const scale = softmaxScaleFor(c);
     const maxLen = Math.max(...step.positions) + 1;
     if (this.#scores.length < maxLen) this.#scores = new Float32Array(Math.max(maxLen, this.#scores.length * 2));
     const scores = this.#scores;

@@ -33,6 +33,14 @@ export interface DemoOptions {
   comparePrefill?: boolean;
   /** DeepSeek-V3.2's sparse attention in decode steps: the top-k rows a lightning indexer selects (0: dense, default). */
   sparseTopk?: number;
+  /** Weights to run (a model file's; their config must be `config`); seeded random ones by default. */
+  weights?: Weights;
+  /** What the weights are, for the report (default: random weights and their seed). */
+  source?: string;
+  /** The prompt of each sequence as token ids (default: seeded random ids of promptLens). */
+  prompts?: number[][];
+  /** Token ids → text, for printing what was generated (a file's vocabulary). */
+  detokenize?: (ids: number[]) => string;
 }
 
 export interface ModelRun {
@@ -144,11 +152,20 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const numBlocks = PagedCacheManager.blocksFor(lengths, c.blockSize);
 
   const stream = new Stream(o.backend);
-  print(`mla-kernels demo: DeepSeek-style MLA decoder, ${c.layers} layers, random weights (seed ${c.seed}), on ${o.backend} (${stream.device}), ${c.dtype}`);
+  print(`mla-kernels demo: DeepSeek-style MLA decoder, ${c.layers} layers, ${o.source ? 'weights of' : 'random weights'} ${o.source ?? `(seed ${c.seed})`}, on ${o.backend} (${stream.device}), ${c.dtype}`);
   print(
     `  emb ${c.emb}, ${c.heads} heads (nope ${c.nopeDim} + rope ${c.ropeDim}, v ${c.vHeadDim}), latent ${c.kvLoraRank}, ` +
       `${c.qLoraRank ? `q_lora ${c.qLoraRank}` : 'plain query projection'}, MLP ${c.ffn}, vocab ${c.vocab}, block ${c.blockSize}`,
   );
+  if (c.moe) {
+    const m = c.moe;
+    print(
+      `  MoE after ${m.denseLayers} dense layer${m.denseLayers === 1 ? '' : 's'}: ${m.experts} experts of ${m.expertFfn} (${m.expertsUsed} per token, ${m.gating} gates` +
+        `${m.selectionBias ? ' + selection bias' : ''}${m.groups > 1 ? `, best ${m.groupsUsed} of ${m.groups} groups` : ''}${m.normTopK ? ', normalised' : ''}` +
+        `${m.routedScale && m.routedScale !== 1 ? `, × ${m.routedScale}` : ''}) + ${m.sharedExperts} shared`,
+    );
+  }
+  if (c.ropeScaling && c.ropeScaling.type !== 'none') print(`  RoPE scaling: ${c.ropeScaling.type} × ${c.ropeScaling.factor} (original context ${c.ropeScaling.originalContext})`);
   print('  attention: absorbQuery → appendLatentCache (RoPE fused) → mlaDecode → unabsorbOutput on the addon; the rest in TypeScript');
   print(
     `  prefill: ${(o.prefillForm ?? 'multi-head') === 'multi-head' ? 'multi-head form (gatherLatentCache → upProjectKv → mlaPrefill, context merged by mergeAttentionStates)' : 'absorbed, as decode'}` +
@@ -159,15 +176,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   print(`  batch ${B}: prompts [${o.promptLens.join(', ')}], new tokens [${o.newTokens.join(', ')}]; machine: ${machineDescription()}`);
 
   const w0 = performance.now();
-  const weights = new Weights(c);
+  const weights = o.weights ?? new Weights(c);
   const weightSeconds = (performance.now() - w0) / 1000;
   const prefillForm = o.prefillForm ?? 'multi-head', chunk = o.prefillChunk ?? 0, comparePrefill = o.comparePrefill ?? true;
   const mla = new MlaDecoder(weights, stream, numBlocks, maxPositions, { form: prefillForm, contextChunk: chunk, compare: comparePrefill && prefillForm === 'multi-head' }, o.sparseTopk ? { topk: o.sparseTopk } : undefined);
   const mha = o.mhaCompare ? new MhaDecoder(weights, numBlocks, maxPositions) : null;
-  print(`  weights: ${(weights.parameters / 1e6).toFixed(2)} M parameters (${fmtBytes(weights.bytes)} in ${c.dtype}), made in ${weightSeconds.toFixed(1)} s`);
+  print(`  weights: ${(weights.parameters / 1e6).toFixed(2)} M parameters (${fmtBytes(weights.bytes)} in ${c.dtype})` + (o.weights ? '' : `, made in ${weightSeconds.toFixed(1)} s`));
 
   const rng = new Rng(c.seed ^ 0x9e3779b9);
-  const prompts = o.promptLens.map((p) => Array.from({ length: p }, () => rng.int(0, c.vocab - 1)));
+  const prompts = o.prompts ?? o.promptLens.map((p) => Array.from({ length: p }, () => rng.int(0, c.vocab - 1)));
   const generated: number[][] = prompts.map(() => []);
   const timing = { mla: { prefill: 0, decode: 0, decodeTokens: 0 }, mha: { prefill: 0, decode: 0, decodeTokens: 0 } };
   const bound = AGREEMENT_BOUND[c.dtype];
@@ -293,6 +310,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   stream.dispose();
   result.totalSeconds = (performance.now() - t0) / 1000;
   printSummary(result, print);
+  if (o.detokenize) {
+    print('');
+    print('as text:');
+    result.generated.slice(0, 4).forEach((g, b) => print(`  seq ${b}: ${JSON.stringify(o.detokenize!(prompts[b]))} → ${JSON.stringify(o.detokenize!(g))}`));
+  }
   return result;
 }
 

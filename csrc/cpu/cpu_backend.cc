@@ -86,6 +86,12 @@ const Isa kIsas[] = {
     {"avx2-fma", [] { return features().avx2; }, avx2Kernels},
     {"portable", [] { return true; }, portableKernels},
 };
+#elif defined(__aarch64__)
+// Advanced SIMD is in every ARMv8-A processor: nothing to detect.
+const Isa kIsas[] = {
+    {"neon", [] { return true; }, neonKernels},
+    {"portable", [] { return true; }, portableKernels},
+};
 #else
 const Isa kIsas[] = {{"portable", [] { return true; }, portableKernels}};
 #endif

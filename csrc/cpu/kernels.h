@@ -1,6 +1,6 @@
 // The interface between the CPU backend (cpu_backend.cc: validation is done, planning, threads) and the SIMD
 // kernels, one translation unit per instruction set (kernels_avx512.cc, kernels_avx2.cc, kernels_portable.cc,
-// kernels_avx512bf16.cc). Each of those units sets its own target (a `#pragma GCC target` after its includes), so
+// kernels_avx512bf16.cc, kernels_neon.cc). Each of those units sets its own target (a `#pragma GCC target` after its includes), so
 // only plain structs of pointers and integers cross this boundary: no inline function or template of a header is
 // ever instantiated under a SIMD target (that would let the linker pick an AVX-512 copy for generic code).
 #pragma once
@@ -144,6 +144,9 @@ const KernelSet& portableKernels();
 const KernelSet& avx2Kernels();
 const KernelSet& avx512Kernels();
 const KernelSet& avx512Bf16Kernels();
+#endif
+#if defined(__aarch64__)
+const KernelSet& neonKernels();
 #endif
 
 }  // namespace mla::cpu

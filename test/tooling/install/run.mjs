@@ -22,6 +22,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pack } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -78,7 +79,7 @@ function binDir(name, programs) {
 }
 
 // ---- 1. pack -------------------------------------------------------------------------------------------------
-const packed = sh('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: root, quiet: true });
+const packed = pack(root, tmp);
 let tarball = null;
 let files = [];
 if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
