@@ -141,6 +141,17 @@ void validateCacheDType(const TensorView& cache, const TensorView& like, float c
     fail(ErrorCode::Range, "cacheScale must be a finite number > 0, got " + std::to_string(cacheScale));
 }
 
+// A block table [batch, maxBlocksPerSeq] and seqLens [batch] on the host, i32; returns maxBlocksPerSeq.
+int64_t requireBlockTable(const TensorView& blockTable, const TensorView& seqLens, int64_t batch) {
+  requireRank(blockTable, 2, "[batch, maxBlocksPerSeq]");
+  requireHostIndex(blockTable);
+  requireDim(blockTable, 0, batch, "batch, from q");
+  requireRank(seqLens, 1, "[batch]");
+  requireHostIndex(seqLens);
+  requireDim(seqLens, 0, batch, "batch, from q");
+  return blockTable.dim(1);
+}
+
 // Every sequence's length fits its row of the block table, and each block it uses is a block of the cache.
 void requireSequences(const TensorView& blockTable, const TensorView& seqLens, int64_t batch, int64_t blockSize, int64_t numBlocks) {
   const int32_t* lens = seqLens.as<const int32_t>();
@@ -272,13 +283,7 @@ void decodeInputs(MlaDecodeParams& p) {
   validateCacheDType(p.cache, p.q, p.cacheScale);
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
-  requireRank(p.blockTable, 2, "[batch, maxBlocksPerSeq]");
-  requireHostIndex(p.blockTable);
-  requireDim(p.blockTable, 0, p.batch, "batch, from q");
-  p.maxBlocksPerSeq = p.blockTable.dim(1);
-  requireRank(p.seqLens, 1, "[batch]");
-  requireHostIndex(p.seqLens);
-  requireDim(p.seqLens, 0, p.batch, "batch, from q");
+  p.maxBlocksPerSeq = requireBlockTable(p.blockTable, p.seqLens, p.batch);
   if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
     fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
   if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
@@ -834,13 +839,7 @@ void indexerInputs(LightningIndexerParams& p) {
   requireIndexerCache(p.cache, p.scales, p.q, p.indexDim, "from q");
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
-  requireRank(p.blockTable, 2, "[batch, maxBlocksPerSeq]");
-  requireHostIndex(p.blockTable);
-  requireDim(p.blockTable, 0, p.batch, "batch, from q");
-  p.maxBlocksPerSeq = p.blockTable.dim(1);
-  requireRank(p.seqLens, 1, "[batch]");
-  requireHostIndex(p.seqLens);
-  requireDim(p.seqLens, 0, p.batch, "batch, from q");
+  p.maxBlocksPerSeq = requireBlockTable(p.blockTable, p.seqLens, p.batch);
   if (p.topk < 1 || p.topk > (int64_t{1} << 24))
     fail(ErrorCode::Range, "topk must be in [1, " + std::to_string(int64_t{1} << 24) + "], got " + std::to_string(p.topk));
   if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
