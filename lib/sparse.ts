@@ -21,7 +21,7 @@ export interface MlaSparseDecodeOptions {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe], as {@link mlaDecode} takes them. */
   q: Tensor<FloatDType>;
   /**
-   * [numBlocks, blockSize, kvLoraRank + ropeDim] of q's dtype or `fp8_e4m3` (with cacheScale), or
+   * [numBlocks, blockSize, kvLoraRank + ropeDim] of q's dtype or `fp8_e4m3` (with its scale), or
    * [numBlocks, blockSize, bytes per token] of `fp8_ds_mla` (FlashMLA's V3.2 layout): the paged latent cache.
    */
   cache: Tensor<LatentCacheDType>;
@@ -38,8 +38,6 @@ export interface MlaSparseDecodeOptions {
   softmaxScale: number;
   /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V3.2. */
   kvLoraRank: number;
-  /** An `fp8_e4m3` cache's values are its stored values times cacheScale. Default 1 (the only value for other caches). */
-  cacheScale?: number;
   /** [batch, queryLen, numHeads, kvLoraRank], q's dtype; allocated when not given. */
   out?: Tensor<FloatDType>;
   /** [batch, numHeads, queryLen] f32; allocated when not given. */
@@ -119,7 +117,7 @@ export interface LightningIndexerResult {
   scores: Tensor<'f32'>;
 }
 
-const SPARSE_DECODE_OPTIONS = optionSet('q', 'cache', 'indices', 'softmaxScale', 'kvLoraRank', 'cacheScale', 'out', 'lse', 'stream');
+const SPARSE_DECODE_OPTIONS = optionSet('q', 'cache', 'indices', 'softmaxScale', 'kvLoraRank', 'out', 'lse', 'stream');
 const SPARSE_PREFILL_OPTIONS = optionSet('q', 'kv', 'indices', 'softmaxScale', 'kvLoraRank', 'out', 'lse', 'stream');
 const APPEND_INDEXER_OPTIONS = optionSet('cache', 'scales', 'k', 'slotMapping', 'stream');
 const INDEXER_OPTIONS = optionSet('q', 'weights', 'cache', 'scales', 'blockTable', 'seqLens', 'topk', 'causal', 'indices', 'scores', 'stream');
@@ -139,7 +137,7 @@ export function mlaSparseDecode(options: MlaSparseDecodeOptions): MlaDecodeResul
     tensorArg(op, o.indices, 'indices'),
     numberArg(op, o.softmaxScale, 'softmaxScale'),
     numberArg(op, o.kvLoraRank, 'kvLoraRank'),
-    o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale'),
+    options.cache.dtype === 'fp8_e4m3' ? options.cache.scale : 1,
     writtenByOperation(o.indices, stream),
   ];
   const { out, lse } = outputs(op, inputs, options, stream);

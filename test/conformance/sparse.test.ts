@@ -52,7 +52,7 @@ function latentCache(rng: Rng, kind: CacheKind, dtype: FloatDType, numBlocks: nu
     const cacheScale = 0.01 + 0.05 * rng.next();
     const bytes = toFp8E4M3Array(rng.normal(slots * width, 40));
     return {
-      cache: Tensor.from(bytes, [numBlocks, blockSize, width]),
+      cache: Tensor.from(bytes, [numBlocks, blockSize, width], 'fp8_e4m3', { scale: cacheScale }),
       values: { data: Float64Array.from(bytes, (b) => fromFp8E4M3Bits(b) * Math.fround(cacheScale)), shape: [numBlocks, blockSize, width] },
       cacheScale,
     };
@@ -154,13 +154,13 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
     for (const splitRows of [0, 16]) {
       addon.cpuConfigure!({ isa, splitRows });
       const batch = 2, queryLen = 2, heads = 5, rank = 128, ropeDim = 16, blockSize = 7, numBlocks = 9, topk = 40;
-      const { cache, values, cacheScale } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
+      const { cache, values } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
       const indices = randomIndices(rng, batch, queryLen, topk, numBlocks * blockSize);
       for (let k = 0; k < topk; k++) indices[topk + k] = indices[k]; // query 1 of sequence 0 selects what query 0 does
       const q = randomTensor(rng, [batch, queryLen, heads, rank + ropeDim], dtype, 0.3);
       const out = poisoned([batch, queryLen, heads, rank], dtype);
       const lse = poisoned([batch, heads, queryLen], 'f32');
-      mlaSparseDecode({ q: q.t, cache, indices: intTensor(indices, [batch, queryLen, topk]), softmaxScale: 0.12, kvLoraRank: rank, cacheScale, out, lse, stream: s });
+      mlaSparseDecode({ q: q.t, cache, indices: intTensor(indices, [batch, queryLen, topk]), softmaxScale: 0.12, kvLoraRank: rank, out, lse, stream: s });
       const ref = refMlaSparseDecode({ q: q.dense, cache: values, indices: { data: indices, shape: [batch, queryLen, topk] }, softmaxScale: 0.12, kvLoraRank: rank });
       const got = await out.toFloat32();
       expect(countNaN(got), 'unwritten outputs').toBe(0);
@@ -395,7 +395,8 @@ describe('sparse attention: bad inputs and lifetimes', () => {
     expectMlaError(() => mlaSparseDecode({ ...o, indices: intTensor([0, 1], [1, 2, 1]) }), 'E_SHAPE', 'indices');
     expectMlaError(() => mlaSparseDecode({ ...o, indices: Tensor.zeros([1, 1, 3], 'f32') as never }), 'E_DTYPE', 'indices');
     expectMlaError(() => mlaSparseDecode({ ...o, indices: intTensor([], [1, 1, 0]) }), 'E_SHAPE', 'topk');
-    expectMlaError(() => mlaSparseDecode({ ...o, cacheScale: 2 }), 'E_ARGUMENT', 'cacheScale', 'fp8_ds_mla');
+    expectMlaError(() => mlaSparseDecode({ ...o, cacheScale: 2 } as never), 'E_ARGUMENT', 'cacheScale is not an option');
+    expectMlaError(() => Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla', { scale: 2 } as never), 'E_ARGUMENT', 'scale applies to fp8_e4m3 tensors only');
     expectMlaError(() => mlaSparseDecode({ ...o, softmaxScale: 0 }), 'E_RANGE', 'softmaxScale');
     expectMlaError(() => mlaSparseDecode({ ...o, cache: Tensor.zeros([numBlocks, blockSize, 100], 'fp8_ds_mla') }), 'E_SHAPE', 'cache', 'fp8_ds_mla');
     // kvLoraRank must fill whole 128-value scale tiles.
@@ -418,7 +419,7 @@ describe('sparse attention: bad inputs and lifetimes', () => {
     const cache = Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla');
     const kvC = Tensor.zeros([2, rank], 'bf16'), kPe = Tensor.zeros([2, ropeDim], 'bf16');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 12]) }), 'E_RANGE', 'slotMapping[1] = 12');
-    expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 1]), cacheScale: 0.5 }), 'E_ARGUMENT', 'cacheScale');
+    expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 1]), cacheScale: 0.5 } as never), 'E_ARGUMENT', 'cacheScale is not an option');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe: Tensor.zeros([2, 8], 'bf16'), slotMapping: intTensor([0, 1]) }), 'E_SHAPE', 'cache');
 
     const keyCache = Tensor.zeros([numBlocks, blockSize, 16], 'fp8_e4m3');
@@ -525,14 +526,14 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     const stream = new Stream('cuda-sim');
     const rng = new Rng(seed + 20);
     const batch = 2, queryLen = 2, heads = 20, rank = 128, ropeDim = 64, blockSize = 7, numBlocks = 6, topk = 24;
-    const { cache, values, cacheScale } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
+    const { cache, values } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
     const indices = randomIndices(rng, batch, queryLen, topk, numBlocks * blockSize);
     if (indicesOnDevice) indices[5] = numBlocks * blockSize + 3; // not checked on the device: outside the cache counts as padding
     const ix = intTensor(indices, [batch, queryLen, topk]);
     const q = randomTensor(rng, [batch, queryLen, heads, rank + ropeDim], dtype, 0.3);
     const out = poisoned([batch, queryLen, heads, rank], dtype).to(stream.device);
     const lse = poisoned([batch, heads, queryLen], 'f32').to(stream.device);
-    const args = { q: q.t.to(stream.device), cache: cache.to(stream.device), indices: indicesOnDevice ? ix.to(stream.device) : ix, softmaxScale: 0.12, kvLoraRank: rank, cacheScale, out, lse, stream };
+    const args = { q: q.t.to(stream.device), cache: cache.to(stream.device), indices: indicesOnDevice ? ix.to(stream.device) : ix, softmaxScale: 0.12, kvLoraRank: rank, out, lse, stream };
     await stream.synchronize();
     mlaSparseDecode(args);
     const got = await out.toFloat32();
