@@ -1,7 +1,7 @@
 // DeepSeek Sparse Attention (DeepSeek-V3.2, docs/sparse.md): MLA over the cache rows a lightning indexer selects, the
 // indexer itself and its key cache. The same layering as ops.ts: JS-level checks here, shapes, dtypes and index
 // values in csrc/core, the work on a stream.
-import type { FloatDType, LatentCacheDType } from './dtypes.js';
+import type { FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
 import {
   native,
@@ -17,14 +17,14 @@ import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type MlaDecod
 import type { Stream } from './stream.js';
 import { Tensor } from './tensor.js';
 
-export interface MlaSparseDecodeOptions {
+export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe], as {@link mlaDecode} takes them. */
-  q: Tensor<FloatDType>;
+  q: Tensor<D>;
   /**
    * [numBlocks, blockSize, kvLoraRank + ropeDim] of q's dtype or `fp8_e4m3` (with its scale), or
    * [numBlocks, blockSize, bytes per token] of `fp8_ds_mla` (FlashMLA's V3.2 layout): the paged latent cache.
    */
-  cache: Tensor<LatentCacheDType>;
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3' | 'fp8_ds_mla'>;
   /**
    * [batch, queryLen, topk] i32: the cache rows query t of sequence b attends to, as physical slots
    * (`block * blockSize + offset`, what {@link lightningIndexer} writes; FlashMLA's sparse decode takes the same);
@@ -39,57 +39,57 @@ export interface MlaSparseDecodeOptions {
   /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V3.2. */
   kvLoraRank: number;
   /** [batch, queryLen, numHeads, kvLoraRank], q's dtype; allocated when not given. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   /** [batch, numHeads, queryLen] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
   stream?: Stream;
 }
 
-export interface MlaSparsePrefillOptions {
+export interface MlaSparsePrefillOptions<D extends FloatDType = FloatDType> {
   /** [numTokens, numHeads, kvLoraRank + ropeDim]: absorbed queries of each token. */
-  q: Tensor<FloatDType>;
+  q: Tensor<D>;
   /** [numKv, kvLoraRank + ropeDim], q's dtype: dense latent rows [c_kv, k_pe] (e.g. from {@link gatherLatentCache}). */
-  kv: Tensor<FloatDType>;
+  kv: Tensor<NoInfer<D>>;
   /** [numTokens, topk] i32: the rows of kv token i attends to, -1 padding; read as {@link MlaSparseDecodeOptions.indices}. */
   indices: Tensor<'i32'>;
   softmaxScale: number;
   kvLoraRank: number;
   /** [numTokens, numHeads, kvLoraRank], q's dtype; allocated when not given. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   /** [numTokens, numHeads] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
   stream?: Stream;
 }
 
-export interface MlaSparsePrefillResult {
-  /** [numTokens, numHeads, kvLoraRank]: the latent output (zeros for a token that selects nothing). */
-  out: Tensor<FloatDType>;
+export interface MlaSparsePrefillResult<D extends FloatDType = FloatDType> {
+  /** [numTokens, numHeads, kvLoraRank], q's dtype: the latent output (zeros for a token that selects nothing). */
+  out: Tensor<D>;
   /** [numTokens, numHeads] f32: natural-log log-sum-exp of the scaled scores (-Infinity for a token that selects nothing). */
   lse: Tensor<'f32'>;
 }
 
-export interface AppendIndexerCacheOptions {
+export interface AppendIndexerCacheOptions<D extends FloatDType = FloatDType> {
   /**
    * [numBlocks, blockSize, indexDim]: the indexer's paged key cache, k's dtype or `fp8_e4m3`, laid out as the latent
    * cache (the same block table serves both, so the indexer's slots are the latent cache's).
    */
-  cache: Tensor<FloatDType | 'fp8_e4m3'>;
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3'>;
   /** [numBlocks, blockSize] f32, with an `fp8_e4m3` cache only: each key's scale, written here. */
   scales?: Tensor<'f32'>;
   /** [numTokens, indexDim]: each new token's indexer key (after its RoPE and norm, as the model computes it). */
-  k: Tensor<FloatDType>;
+  k: Tensor<D>;
   /** [numTokens] i32 on the host: slot = block * blockSize + offset; a negative slot skips the token. */
   slotMapping: Tensor<'i32'>;
   stream?: Stream;
 }
 
-export interface LightningIndexerOptions {
+export interface LightningIndexerOptions<D extends FloatDType = FloatDType> {
   /** [batch, queryLen, numIndexerHeads, indexDim]: the indexer's queries (64 heads of 128 in DeepSeek-V3.2). */
-  q: Tensor<FloatDType>;
+  q: Tensor<D>;
   /** [batch, queryLen, numIndexerHeads] f32: each head's weight per query (the model's weights_proj, its scales folded in). */
   weights: Tensor<'f32'>;
   /** [numBlocks, blockSize, indexDim]: the indexer key cache {@link appendIndexerCache} writes (q's dtype or `fp8_e4m3`). */
-  cache: Tensor<FloatDType | 'fp8_e4m3'>;
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3'>;
   /** [numBlocks, blockSize] f32 with an `fp8_e4m3` cache: each key's scale. */
   scales?: Tensor<'f32'>;
   /** [batch, maxBlocksPerSeq] i32 on the host: the blocks of each sequence (the latent cache's block table). */
@@ -127,7 +127,7 @@ const INDEXER_OPTIONS = optionSet('q', 'weights', 'cache', 'scales', 'blockTable
  * sparse decode): out and lse as {@link mlaDecode} gives them, over the rows `indices` names. Returns at once; the
  * outputs are written when the stream reaches the operation.
  */
-export function mlaSparseDecode(options: MlaSparseDecodeOptions): MlaDecodeResult {
+export function mlaSparseDecode<D extends FloatDType>(options: MlaSparseDecodeOptions<D>): MlaDecodeResult<D> {
   const op = 'mlaSparseDecode';
   const o = checkOptions(op, options, SPARSE_DECODE_OPTIONS);
   const stream = streamArg(op, o);
@@ -150,7 +150,7 @@ export function mlaSparseDecode(options: MlaSparseDecodeOptions): MlaDecodeResul
  * Sparse MLA over a dense kv in the absorbed form (FlashMLA's flash_mla_sparse_fwd): each token's queries attend to
  * the rows of kv its `indices` name. For a prompt of DeepSeek-V3.2 with the indexer's top-k.
  */
-export function mlaSparsePrefill(options: MlaSparsePrefillOptions): MlaSparsePrefillResult {
+export function mlaSparsePrefill<D extends FloatDType>(options: MlaSparsePrefillOptions<D>): MlaSparsePrefillResult<D> {
   const op = 'mlaSparsePrefill';
   const o = checkOptions(op, options, SPARSE_PREFILL_OPTIONS);
   const stream = streamArg(op, o);
@@ -175,12 +175,12 @@ function writtenByOperation(indices: unknown, stream: Stream): boolean {
 }
 
 // The out and lse given, or allocated on the stream's device in the shapes the addon derives from the inputs.
-function outputs(
+function outputs<D extends FloatDType>(
   op: 'mlaSparseDecode' | 'mlaSparsePrefill',
   inputs: SparseDecodeInputs | SparsePrefillInputs,
-  given: { q: Tensor<FloatDType>; out?: Tensor<FloatDType>; lse?: Tensor<'f32'> },
+  given: { q: Tensor<D>; out?: Tensor<D>; lse?: Tensor<'f32'> },
   stream: Stream,
-): { out: Tensor<FloatDType>; lse: Tensor<'f32'> } {
+): { out: Tensor<D>; lse: Tensor<'f32'> } {
   if (given.out !== undefined && given.lse !== undefined) return { out: given.out, lse: given.lse };
   const shapes = op === 'mlaSparseDecode' ? native().outputShapes(op, inputs as SparseDecodeInputs) : native().outputShapes(op, inputs as SparsePrefillInputs);
   return {
@@ -190,7 +190,7 @@ function outputs(
 }
 
 /** Writes each new token's indexer key into its slot of the indexer key cache (an fp8 cache: e4m3 with a scale per key). */
-export function appendIndexerCache(options: AppendIndexerCacheOptions): void {
+export function appendIndexerCache<D extends FloatDType>(options: AppendIndexerCacheOptions<D>): void {
   const op = 'appendIndexerCache';
   const o = checkOptions(op, options, APPEND_INDEXER_OPTIONS);
   const params: AppendIndexerParams = [tensorArg(op, o.cache, 'cache'), tensorArg(op, o.scales, 'scales', true), tensorArg(op, o.k, 'k'), tensorArg(op, o.slotMapping, 'slotMapping')];
@@ -204,7 +204,7 @@ export function appendIndexerCache(options: AppendIndexerCacheOptions): void {
  * position over the cached keys it sees, and the `topk` positions of largest score, written as slots for
  * {@link mlaSparseDecode}. Returns at once; the outputs are written when the stream reaches the operation.
  */
-export function lightningIndexer(options: LightningIndexerOptions): LightningIndexerResult {
+export function lightningIndexer<D extends FloatDType>(options: LightningIndexerOptions<D>): LightningIndexerResult {
   const op = 'lightningIndexer';
   const o = checkOptions(op, options, INDEXER_OPTIONS);
   if (o.causal !== undefined && typeof o.causal !== 'boolean') throw new MlaError('E_ARGUMENT', `${op}: causal must be a boolean, got ${typeof o.causal}`);
