@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -77,9 +79,15 @@ void requireHostIndex(const TensorView& t) {
                                 t.device.str());
 }
 
+std::string shortNumber(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
 bool overlaps(const TensorView& a, const TensorView& b) {
   if (!a.present() || !b.present() || a.nbytes() == 0 || b.nbytes() == 0) return false;
-  auto a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+  auto a0 = reinterpret_cast<uintptr_t>(a.source ? a.source : a.data), b0 = reinterpret_cast<uintptr_t>(b.source ? b.source : b.data);
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
@@ -188,6 +196,10 @@ void decodeInputs(MlaDecodeParams& p) {
   requireDim(p.seqLens, 0, p.batch, "batch, from q");
   if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
     fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
+  // The kernels keep scores in base 2, scaled by softmaxScale * log2(e) (* cacheScale for an fp8 cache) in float.
+  if (static_cast<double>(p.softmaxScale) * p.cacheScale * 1.4426950408889634 > std::numeric_limits<float>::max())
+    fail(ErrorCode::Range, "softmaxScale * log2(e)" + std::string(p.cache.dtype == DType::FP8E4M3 ? " * cacheScale" : "") +
+                               " must be a finite float32 (below 3.4e38), got softmaxScale " + shortNumber(p.softmaxScale));
   if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
 
   const int32_t* seqLens = p.seqLens.as<const int32_t>();
@@ -389,6 +401,7 @@ void snapshot(TensorView& t, IndexSnapshot& store) {
   if (!t.present() || t.device.kind != DeviceKind::Cpu) return;  // validation refuses it
   const uint8_t* src = t.as<const uint8_t>();
   store.emplace_back(src, src + t.nbytes());
+  if (!t.source) t.source = t.data;
   t.data = store.back().data();
 }
 }  // namespace
