@@ -32,7 +32,7 @@ export type AbsorbParams = readonly [...AbsorbInputs, out: T];
 export type UnabsorbInputs = readonly [oLat: T, wUv: T];
 export type UnabsorbParams = readonly [...UnabsorbInputs, out: T];
 export type PlanParams = readonly [seqLens: T, numHeads: number, queryLen: number, batchInvariant: boolean];
-/** Writes on other streams an operation waits for: [native stream, ticket]. */
+/** Writes on other streams an operation waits for: [native stream, ticket]; a negative ticket only orders (a rewrite), a positive one also passes its failure on (a read). */
 export type After = [unknown, number][];
 
 export interface NativeDeviceBuffer {

@@ -9,8 +9,8 @@ import { native, type After, type NativeGraph, type NativeStream } from './nativ
  */
 export interface Written {
   readonly disposed: boolean;
-  /** Checks it can be used now (E_DISPOSED) and brings its memory up to date for an operation (Tensor._prepare). */
-  _prepare(name: string): void;
+  /** Checks it can be used now as `name` (E_DISPOSED) and brings its memory up to date for an operation (Tensor._prepare). */
+  _prepare(name: string, context?: string): void;
   /** The argument it was last passed as. */
   _label(): string;
   _lastWrite(): { stream: Stream; ticket: number } | null;
@@ -139,7 +139,7 @@ export class Stream {
       }
       return;
     }
-    const ticket = op(stream, dependencies(this, [...used, ...written]));
+    const ticket = op(stream, dependencies(this, used, written));
     this.#enqueued = ticket;
     for (const t of written) t._markWritten(this, ticket);
   }
@@ -208,16 +208,21 @@ export function defaultStream(device: BackendName | DeviceName = defaultDevice()
 }
 
 /**
- * @internal The writes, on other streams than `stream`, that an operation using `tensors` must wait for: the native
- * worker of the operation's stream waits for them, so a tensor written on one stream can be used on another without
- * a synchronize, and fails with their error when one failed. Writes on `stream` itself are left out: a stream runs
- * in order anyway (and each entry costs the addon N-API reads). A disposed stream's writes count: they still run.
+ * @internal The writes, on other streams than `stream`, that an operation reading `used` and writing `written` must
+ * wait for: the native worker of the operation's stream waits for them, so a tensor written on one stream can be used
+ * on another without a synchronize. A failed write fails the operations that read what it wrote; one that rewrites
+ * it only waits for it (its ticket negated). Writes on `stream` itself are left out: a stream runs in order anyway
+ * (and each entry costs the addon N-API reads). A disposed stream's writes count: they still run.
  */
-function dependencies(stream: Stream, tensors: readonly (Written | undefined)[]): After | undefined {
+function dependencies(stream: Stream, used: readonly (Written | undefined)[], written: readonly Written[]): After | undefined {
   let deps: After | undefined; // none, the common case: nothing to allocate or for the addon to read
-  for (const t of tensors) {
+  for (const t of used) {
     const w = t?._lastWrite();
-    if (w && w.stream !== stream) (deps ??= []).push([w.stream._handle(), w.ticket]);
+    if (w && w.stream !== stream && !written.includes(t!)) (deps ??= []).push([w.stream._handle(), w.ticket]);
+  }
+  for (const t of written) {
+    const w = t._lastWrite();
+    if (w && w.stream !== stream) (deps ??= []).push([w.stream._handle(), -w.ticket]);
   }
   return deps;
 }
@@ -257,7 +262,7 @@ export class Graph {
     const handle = this.#live();
     for (const t of this.#used) {
       if (t.disposed) throw new MlaError('E_DISPOSED', `replay: ${String(t)} was disposed; the graph uses it`);
-      t._prepare(`replay: ${t._label()} (${String(t)})`);
+      t._prepare(t._label(), 'replay: ');
     }
     this.stream._submit(this.#used, this.#written, (s, after) => native().replayGraph(s, handle, after));
   }

@@ -246,7 +246,7 @@ export class Tensor<D extends DType = DType> implements Written {
     if (data) {
       const last = this.#lastWrite;
       if (last) await last.stream._waitFor(last.ticket);
-      if (this.#mirror && data.length < this.numel) throw this.#detached('tensor');
+      if (this.#mirror && data.length < this.numel) throw this.#detached(`read: ${this.#label}`);
       return data.slice(0, this.numel) as StorageOf<D>;
     }
     const host = this.to('cpu');
@@ -296,17 +296,18 @@ export class Tensor<D extends DType = DType> implements Written {
   }
 
   /**
-   * @internal Before an operation (or a graph replay) uses this tensor: E_DISPOSED when it was disposed or its array
-   * detached; the mirror of a caller's ordinary array takes the array's values, unless a queued write to the mirror
-   * has not reached the array yet (then the mirror is the newer one).
+   * @internal Before an operation (or a graph replay) uses this tensor as argument `name`: E_DISPOSED (after
+   * `context`, naming the argument) when it was disposed or its array detached; the mirror of a caller's ordinary
+   * array takes the array's values, unless a queued write to the mirror has not reached the array yet (then the
+   * mirror is the newer one).
    */
-  _prepare(name: string): void {
-    this.#live(name);
+  _prepare(name: string, context = ''): void {
+    if (this.#data === null && this.#buffer === null) throw new MlaError('E_DISPOSED', `${context}${name} was disposed`);
     this.#label = name;
     const mirror = this.#mirror;
     if (mirror === null) return;
     const data = this.#data!;
-    if (data.length < mirror.length) throw this.#detached(name);
+    if (data.length < mirror.length) throw this.#detached(`${context}${name}`);
     if (this.#mirrorAhead === null) mirror.set(data.length === mirror.length ? data : data.subarray(0, mirror.length));
   }
 

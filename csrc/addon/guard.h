@@ -1,17 +1,14 @@
 // The exception guards. No C++ exception may cross a N-API boundary or the top frame of a thread: both end the
 // process. `guarded` wraps every entry point from JS: mla::Error leaves as a JS MlaError (the class lib/errors.ts
 // registers at load) with the same code, any other exception as E_OOM or E_INTERNAL. `contained` wraps what N-API
-// calls without a JS caller (completions, finalisers, cleanup hooks) and the top frame of each thread. `startThread`
-// turns a failure to start a thread into E_OOM with the system's reason.
+// calls without a JS caller (completions, finalisers, cleanup hooks) and the top frame of each thread (threads start
+// through core/threads.h's startThread, whose failure is E_OOM with the system's reason).
 #pragma once
 #include <napi.h>
 
 #include <cstdio>
 #include <new>
 #include <string>
-#include <system_error>
-#include <thread>
-#include <utility>
 
 #include "../core/errors.h"
 #include "env.h"
@@ -55,17 +52,6 @@ void contained(const char* where, Fn&& fn) noexcept {
     std::fprintf(stderr, "mla-kernels: %s: %s (ignored)\n", where, e.what());
   } catch (...) {
     std::fprintf(stderr, "mla-kernels: %s: an unknown exception (ignored)\n", where);
-  }
-}
-
-// std::thread(fn), or mla::Error E_OOM saying why the system refused (threads or memory for their stacks exhausted).
-template <class Fn>
-std::thread startThread(const char* what, Fn&& fn) {
-  try {
-    return std::thread(std::forward<Fn>(fn));
-  } catch (const std::system_error& e) {
-    throw Error(ErrorCode::OutOfMemory, std::string("could not start ") + what + ": " + e.what() +
-                                            " (the process is out of threads or of memory for their stacks; dispose streams it no longer uses)");
   }
 }
 

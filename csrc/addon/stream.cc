@@ -5,6 +5,7 @@
 
 #include "../core/errors.h"
 #include "../core/spin.h"
+#include "../core/threads.h"
 #include "graph.h"
 #include "guard.h"
 #include "marshal.h"
@@ -123,7 +124,8 @@ std::vector<StreamWrap::Dependency> StreamWrap::dependencies(const Napi::Value& 
     StreamWrap* stream = &unwrapped<StreamWrap>(other, "a dependency names no stream");
     if (stream == this) continue;
     refs.refs.push_back(Napi::Persistent(other.As<Napi::Object>()));  // keeps the other stream alive
-    after.push_back({stream, static_cast<uint64_t>(ticket.As<Napi::Number>().DoubleValue())});
+    const double t = ticket.As<Napi::Number>().DoubleValue();
+    after.push_back({stream, static_cast<uint64_t>(t < 0 ? -t : t), t > 0});
   }
   return after;
 }
@@ -191,7 +193,7 @@ void StreamWrap::runTask(Task& task) {
     for (const Dependency& d : task.after) {
       std::shared_ptr<const Fence> fence = d.stream->waitLaunched(d.ticket);
       std::string code, message;
-      if (d.stream->failedBy(d.ticket, &code, &message)) {
+      if (d.reads && d.stream->failedBy(d.ticket, &code, &message)) {
         done.fail(code, message + " (in an operation on " + d.stream->backend().device().str() + " whose writes this one waits for)");
         return;
       }
@@ -338,6 +340,7 @@ void StreamWrap::completed(napi_env env, napi_value callback, const Done& done) 
     napi_unref_threadsafe_function(env, tsfn_);
     uint32_t count = 0;
     napi_reference_unref(env, napi_ref(*this), &count);  // Unref() without its exception on failure
+    reapIfClosed();
   }
   if (data_ && data_->tearingDown) return;
   napi_value args[3];
@@ -366,7 +369,19 @@ Napi::Value StreamWrap::DeviceName(const Napi::CallbackInfo& info) {
 
 Napi::Value StreamWrap::Dispose(const Napi::CallbackInfo& info) {
   close();
+  reapIfClosed();
   return info.Env().Undefined();
+}
+
+// A disposed stream with nothing pending: its threads are exiting (or have); joining them now gives their stacks
+// back at once, not when the stream object is collected.
+void StreamWrap::reapIfClosed() {
+  if (pending_ != 0) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!closing_) return;
+  }
+  join();
 }
 
 }  // namespace mla::addon

@@ -44,10 +44,11 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   struct Dependency {
     StreamWrap* stream;
     uint64_t ticket;
+    bool reads;  // the operation reads what that write wrote: its failure is the operation's (else it only rewrites it)
   };
   // Main thread only: the dependencies [[NativeStream, ticket], ...] lib/ passes (disposed streams included: their
-  // queued writes still run), keeping the other streams alive through `refs`; those on this stream are dropped (its
-  // operations run in order anyway).
+  // queued writes still run; a negative ticket: the operation rewrites, not reads, what that write wrote), keeping the
+  // other streams alive through `refs`; those on this stream are dropped (its operations run in order anyway).
   std::vector<Dependency> dependencies(const Napi::Value& deps, Retained& refs);
   // Main thread only. Queues `work` to run after `after`; returns its ticket (1, 2, 3, ...).
   uint64_t enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after = {});
@@ -104,6 +105,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   void post(Done* done);
   void recordFailure(const Done& done);
   void releaseTsfn();
+  void reapIfClosed();
   static void onDone(napi_env env, napi_value callback, void* context, void* done);
   void completed(napi_env env, napi_value callback, const Done& done);
 

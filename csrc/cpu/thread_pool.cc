@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include "../core/spin.h"
+#include "../core/threads.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -74,7 +75,7 @@ class ThreadPool {
   explicit ThreadPool(int threads) {
     try {
       workers_.reserve(static_cast<size_t>(threads - 1));
-      for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { loop(); });
+      for (int i = 1; i < threads; ++i) workers_.push_back(startThread("a CPU pool thread", [this] { loop(); }));
     } catch (...) {
     }
     threads_ = static_cast<int>(workers_.size()) + 1;
