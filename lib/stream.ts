@@ -183,7 +183,15 @@ export class Stream {
   #onComplete(ticket: number, code: string | null, message: string | null): void {
     this.#completed = ticket;
     if (code && !this.#error) this.#error = new MlaError(code as ErrorCode, message ?? code);
-    while (this.#afterComplete.length > 0 && this.#afterComplete[0].ticket <= ticket) this.#afterComplete.shift()!.run(code !== null);
+    while (this.#afterComplete.length > 0 && this.#afterComplete[0].ticket <= ticket) {
+      const { run } = this.#afterComplete.shift()!;
+      try {
+        run(code !== null);
+      } catch (e) {
+        // A bug of ours: said, but not thrown into the addon's callback (an uncaught exception there ends the process).
+        process.emitWarning(`mla-kernels: copying a result back failed (ignored): ${(e as Error)?.stack ?? String(e)}`);
+      }
+    }
     const still: Waiter[] = [];
     for (const w of this.#waiters) {
       if (this.#error) w.reject(this.#error);

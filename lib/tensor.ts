@@ -100,6 +100,9 @@ export class Tensor<D extends DType = DType> implements Written {
   // ArrayBuffer, which operations use through #mirror (docs/lifetime.md).
   #data: StorageOf<D> | null;
   #mirror: StorageOf<D> | null = null;
+  // Where the caller's array lies in its ArrayBuffer: it is there while buffer.byteLength >= end. (Not the array's
+  // own length: optimised code has been seen to read a detached array's old length.)
+  #source: { buffer: ArrayBufferLike; end: number } | null = null;
   // A write to #mirror whose result has not reached #data yet: until it completes, #mirror is the newer one.
   #mirrorAhead: { stream: Stream; ticket: number } | null = null;
   #buffer: NativeDeviceBuffer | null;
@@ -149,6 +152,7 @@ export class Tensor<D extends DType = DType> implements Written {
     if (!types.isSharedArrayBuffer(data.buffer)) {
       const mirror = mirrorOf(data.buffer, data.byteOffset + data.byteLength, 'Tensor.from');
       t.#mirror = new (data.constructor as StorageFrom)(mirror, data.byteOffset, data.length) as never;
+      t.#source = { buffer: data.buffer, end: data.byteOffset + data.byteLength };
     }
     return t;
   }
@@ -244,10 +248,12 @@ export class Tensor<D extends DType = DType> implements Written {
     this.#live('tensor');
     const data = this.#data;
     if (data) {
+      const n = this.numel, label = this.#label, source = this.#source;
       const last = this.#lastWrite;
       if (last) await last.stream._waitFor(last.ticket);
-      if (this.#mirror && data.length < this.numel) throw this.#detached(`read: ${this.#label}`);
-      return data.slice(0, this.numel) as StorageOf<D>;
+      // The caller's array may have been detached meanwhile (shared memory never is).
+      if (source !== null && source.buffer.byteLength < source.end) throw this.#detached(`read: ${label}`);
+      return data.slice(0, n) as StorageOf<D>;
     }
     const host = this.to('cpu');
     await host.#lastWrite!.stream._waitFor(host.#lastWrite!.ticket);
@@ -271,6 +277,7 @@ export class Tensor<D extends DType = DType> implements Written {
     this.#buffer = null;
     this.#data = null;
     this.#mirror = null;
+    this.#source = null;
     this.#descriptor = null;
     this.#lastWrite = null;
   }
@@ -304,10 +311,10 @@ export class Tensor<D extends DType = DType> implements Written {
   _prepare(name: string, context = ''): void {
     if (this.#data === null && this.#buffer === null) throw new MlaError('E_DISPOSED', `${context}${name} was disposed`);
     this.#label = name;
-    const mirror = this.#mirror;
-    if (mirror === null) return;
+    const mirror = this.#mirror, source = this.#source;
+    if (mirror === null || source === null) return;
+    if (source.buffer.byteLength < source.end) throw this.#detached(`${context}${name}`);
     const data = this.#data!;
-    if (data.length < mirror.length) throw this.#detached(`${context}${name}`);
     if (this.#mirrorAhead === null) mirror.set(data.length === mirror.length ? data : data.subarray(0, mirror.length));
   }
 
@@ -327,13 +334,13 @@ export class Tensor<D extends DType = DType> implements Written {
     if (this.#mirror === null) return;
     const write = { stream, ticket };
     this.#mirrorAhead = write;
-    const data = this.#data!, mirror = this.#mirror;
+    const data = this.#data!, mirror = this.#mirror, source = this.#source!;
     stream._afterComplete(ticket, (failed) => {
       if (this.#mirrorAhead !== write) return; // a later write brings it back
       this.#mirrorAhead = null;
       // A failed write leaves the array as it was; a detached (or shrunk) array cannot take the result, which read()
       // and the next use report.
-      if (!failed && data.length >= mirror.length) data.set(mirror);
+      if (!failed && source.buffer.byteLength >= source.end) data.set(mirror);
     });
   }
 

@@ -79,7 +79,7 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
       if (backend === 'cpu') expect(graph.result, JSON.stringify(graph)).toMatch(DETACHED);
       else expect(relErrOk(graph.result), JSON.stringify(graph)).toBe(true);
       expect(graph.replayAfter, JSON.stringify(graph)).toMatch(/^E_DISPOSED: replay: (seqLens|blockTable|out) was detached/);
-    });
+    }, 600_000);
   });
 
   it('(case 4) 50 Workers in a row end with work queued (terminated, process.exit(), an uncaught throw, finishing): no abort, their memory freed, the main thread unaffected', () => {
@@ -92,7 +92,7 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
     expect(result.after, 'device memory of the ended Workers freed').toBe(result.before);
     expect(result.errs).toEqual([]);
     expect(result.maxErr as number).toBeLessThanOrEqual(REL_BOUND.bf16);
-  });
+  }, 600_000);
 
   const exhausted = (r: Record<string, unknown>) => {
     const said = JSON.stringify(r);

@@ -2,7 +2,7 @@
 // or shrunk while an operation or a graph replay that uses it is queued. LT_BACKEND, LT_METHOD (a key of DETACH).
 // Each case reports the stream's outcome, the result (error against the reference, or how reading it ended) and
 // what using the tensor again gives.
-import { BF16_BOUND, DETACH, backend, busy, churn, device, endScribbler, mla, onDevice, outcome, plainArray, problem, relErr, report, settled, thrown } from './common.mjs';
+import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, device, endScribbler, mla, onDevice, outcome, plainArray, problem, relErr, report, settled, thrown } from './common.mjs';
 
 const method = process.env.LT_METHOD ?? 'transfer';
 const resizable = method === 'resize';
@@ -91,6 +91,7 @@ async function graphCase(i) {
   results.push({ case: `graph ${method}`, queuedMs, first, sync, result, replayAfter });
 }
 
+await calibrateBusy();
 const roles = ['q', 'cache', 'blockTable', 'seqLens', 'out'];
 for (let i = 0; i < roles.length; i++) {
   console.log(`case ${roles[i]} ${method} on ${backend}`); // the last line printed names a case that crashed
