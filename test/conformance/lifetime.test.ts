@@ -94,6 +94,16 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
     expect(result.maxErr as number).toBeLessThanOrEqual(REL_BOUND.bf16);
   }, 600_000);
 
+  it('(case 4) process.exit() on the main thread with work queued and running ends the process with its code, and nothing else', () => {
+    for (const delay of [5, 40, 120]) {
+      const r = spawnSync(process.execPath, [path.join(scripts, 'main-exit.mjs')], { cwd: root, encoding: 'utf8', env: { ...process.env, LT_BACKEND: backend, LT_DELAY: String(delay) }, timeout: 120_000 });
+      const said = `exit after ${delay} ms: status ${r.status}, signal ${r.signal}\n${r.stderr.slice(-4000)}`;
+      expect(r.signal, said).toBeNull();
+      expect(r.status, said).toBe(7);
+      expect(r.stderr, said).not.toMatch(/terminate called|AddressSanitizer|runtime error|mla-kernels: .*ignored/);
+    }
+  });
+
   const exhausted = (r: Record<string, unknown>) => {
     const said = JSON.stringify(r);
     expect(r.refused, said).toMatch(/^E_OOM: could not start the stream's worker thread: Resource temporarily unavailable/);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The install tests (npm run test:install; a step of npm test): what a user gets from `npm install mla-kernels`.
-//   1. npm pack (prepack: dist/ and the prebuild); the tarball holds dist/, prebuilds/, csrc/, CMakeLists.txt,
-//      binding.gyp, README.md, package.json and nothing else.
+//   1. npm pack (prepack: dist/ and the prebuild); the tarball holds dist/, prebuilds/, csrc/, docs/*.md,
+//      CMakeLists.txt, binding.gyp, README.md, package.json and nothing else.
 //   2. A new project installs the tarball with a PATH that has node, npm and sh only (no compiler, make, python,
 //      cmake or nvcc): the prebuild is used as is. A small decode from TypeScript (tsc against the installed
 //      types), from JavaScript (ESM) and from CommonJS (import(); require() is refused: the package is ESM-only)
@@ -89,11 +89,11 @@ if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
   const prebuild = info.files.find((f) => f.path === `prebuilds/${platformDir}/${prebuildName}`);
   const allowed = (f) =>
     ['package.json', 'README.md', 'LICENSE', 'CMakeLists.txt', 'binding.gyp', 'csrc/kernels/architectures.txt'].includes(f) ||
-    /^dist\/.+\.(js|d\.ts)$/.test(f) || /^csrc\/.+\.(cc|h|cu|cuh|inl|gypi)$/.test(f) || /^prebuilds\/[a-z0-9]+-[a-z0-9+]+\/[^/]+\.node$/.test(f);
+    /^dist\/.+\.(js|d\.ts)$/.test(f) || /^docs\/[^/]+\.md$/.test(f) || /^csrc\/.+\.(cc|h|cu|cuh|inl|gypi)$/.test(f) || /^prebuilds\/[a-z0-9]+-[a-z0-9+]+\/[^/]+\.node$/.test(f);
   const stray = files.filter((f) => !allowed(f));
-  check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
+  check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, docs/*.md, CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
   const gypi = readFileSync(path.join(root, 'csrc', 'sources.gypi'), 'utf8').match(/csrc\/[A-Za-z0-9_/]+\.cc/g) ?? [];
-  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
+  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'docs/lifetime.md', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
   const missing = needed.filter((f) => !files.includes(f));
   check('the tarball has the entry points, both build files and every source of csrc/sources.gypi', missing.length === 0, missing.join(', '));
   check(`the tarball has prebuilds/${platformDir}/${prebuildName}, under 30 MB`, prebuild && prebuild.size < 30 * 2 ** 20, prebuild ? mb(prebuild.size) : 'missing');
