@@ -26,6 +26,14 @@ inline int threadLimit() {
 }
 }  // namespace detail
 
+// An object the threads of mla-kernels use, made once and never destroyed: exit() runs static destructors while
+// stream and pool threads may still be inside an operation (process.exit() on Node's main thread tears no
+// environment down first, so no cleanup hook stops them).
+template <class T, class... Args>
+T& neverDestroyed(Args&&... args) {
+  return *new T(std::forward<Args>(args)...);
+}
+
 // std::thread(fn), or mla::Error E_OOM naming `what` and the reason. fn must not throw.
 template <class Fn>
 std::thread startThread(const char* what, Fn&& fn) {

@@ -19,6 +19,7 @@
 
 #include "../core/backend.h"
 #include "../core/errors.h"
+#include "../core/threads.h"
 #include "cpu_info.h"
 #include "kernels.h"
 #include "thread_pool.h"
@@ -132,7 +133,7 @@ const Calibration& calibration() {
 }
 
 std::mutex configMu;
-std::string forcedIsa;       // by cpuConfigure
+std::string& forcedIsa = neverDestroyed<std::string>();  // by cpuConfigure
 int64_t forcedSplitRows = 0;
 
 struct Choice {
@@ -538,7 +539,7 @@ CpuLimits measureCpuLimits(size_t bytes) {
 }
 
 Backend& cpuBackend() {
-  static CpuBackend backend;
+  static CpuBackend& backend = neverDestroyed<CpuBackend>();
   return backend;
 }
 
