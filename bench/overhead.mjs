@@ -12,13 +12,18 @@
 // --alloc lets the op allocate its outputs (as the demo does), which adds outputShapes and Tensor.empty.
 // --shared puts the arrays Tensor.from wraps on a SharedArrayBuffer, which operations use as they are; by default
 // they are ordinary ArrayBuffers, which each call copies into their shared-memory mirrors (docs/lifetime.md).
+// --dist <dir> measures another checkout's build (its dist/; MLA_ADDON_PATH names its addon): bench/overhead-ab.mjs.
 // Shapes: DeepSeek's latent 512 + rope 64, 16 heads, batch 1, queryLen 1, 512 cached rows, bf16, on the cpu.
 import { readFileSync } from 'node:fs';
-import { Stream, Tensor, absorbQuery, appendLatentCache, mlaDecode, unabsorbOutput } from '../dist/index.js';
-import { native } from '../dist/native.js';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : fallback; };
+const dist = opt('--dist', null);
+const load = (file) => import(dist ? pathToFileURL(path.resolve(dist, file)).href : `../dist/${file}`);
+const { Stream, Tensor, absorbQuery, appendLatentCache, mlaDecode, unabsorbOutput } = await load('index.js');
+const { native } = await load('native.js');
 const ops = opt('--ops', 'mlaDecode,appendLatentCache,absorbQuery,unabsorbOutput').split(',');
 const calls = opt('--calls', null);
 const warmup = Number(opt('--warmup', 500));
