@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers] [-- --readme] [-- --rows <regex>] [-- --results <dir>]: CPU decode and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --readme] [-- --rows <regex>] [-- --results <dir>]: CPU decode, prefill and append against this machine's limits and against peers,
 // all measured in this run. Prints a table, writes bench/results/cpu-<date>.json (and cpu-latest.json) and an SVG
 // chart (tokens/s against context, one line per batch) beside it.
 //
@@ -20,10 +20,11 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Stream, Tensor, appendLatentCache, mlaDecode, info } from '../dist/index.js';
+import { Stream, Tensor, absorbQuery, appendLatentCache, info, mlaDecode, mlaPrefill, unabsorbOutput, upProjectKv } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { refMlaDecode } from '../dist/reference.js';
-import { mlaDecodeOnnx } from './onnx-graph.mjs';
+import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
+import { cpuModel, load } from './machine.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -49,14 +50,6 @@ const REF_FLOP_CAP = 1e8;
 const notes = [];
 
 // --- machine -----------------------------------------------------------------------------------------------------
-const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
-const cpuModel = (() => {
-  try {
-    return readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? os.cpus()[0]?.model;
-  } catch {
-    return os.cpus()[0]?.model;
-  }
-})();
 const flags = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8').match(/flags\s*:\s*(.*)/)?.[1].split(' ') ?? []; } catch { return []; } })();
 const machine = {
   cpu: cpuModel, cores: os.cpus().length, threads, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
@@ -320,6 +313,152 @@ for (const sh of shapes) {
   done++;
 }
 
+// --- prefill rows ----------------------------------------------------------------------------------------------------
+// A causal prompt of N tokens through one layer's attention, both ways, on the same weights and tokens:
+//   prefill form: upProjectKv (per-head keys and values from the latent rows) + mlaPrefill;
+//   decode path:  absorbQuery + mlaDecode (causal, queryLen N, over the N cached rows) + unabsorbOutput.
+// Per head that is 160·N² + 131072·N multiply-adds against 544·N² + 131072·N (DeepSeek dims). The two outputs are
+// checked against each other, and the peers (multi-head attention on per-head keys made for them) against ours,
+// before anything is timed; peers are compared with mlaPrefill alone (they do the attention only).
+const NOPE = 128, V_DIM = 128, QK = NOPE + ROPE;
+const PREFILL_SCALE = 1 / Math.sqrt(QK);
+const DECODE_PATH_FLOP_CAP = quick ? 3e11 : 2e12; // above it the decode path is not timed (its time is noted)
+const prefillGrid = quick ? { dtypes: ['bf16', 'f32'], heads: [16], prompts: [512, 2048] } : { dtypes: ['bf16', 'f32'], heads: [16, 128], prompts: [512, 2048, 8192] };
+const prefillShapes = [];
+for (const dtype of prefillGrid.dtypes) for (const heads of prefillGrid.heads) for (const tokens of prefillGrid.prompts) prefillShapes.push({ dtype, heads, tokens });
+const prefillLabel = (sh) => `prefill ${sh.dtype} h${sh.heads} n${sh.tokens}`;
+const prefillWanted = prefillShapes.filter((sh) => !rowFilter || rowFilter.test(prefillLabel(sh)));
+total += prefillWanted.length;
+const prefillRows = [];
+if (prefillWanted.length) {
+  progress('measuring limits before prefill');
+  sampleLimits('before prefill');
+}
+for (const sh of prefillWanted) {
+  const { dtype, heads, tokens: N } = sh;
+  const label = prefillLabel(sh);
+  progress(label);
+  const eb = dtype === 'f32' ? 4 : 2;
+  const mk = (n, seed) => { const a = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n); fillRandom(a, dtype, seed); return a; };
+  const T = (arr, shape) => Tensor.from(arr, shape, dtype);
+  // Weights scaled as a trained kv_b_proj keeps keys and values O(1): entries of about 1/sqrt(kvLoraRank).
+  const weights = (shape, seed) => Tensor.fromValues(toF32(mk(shape.reduce((a, b) => a * b, 1), seed), dtype).map((x) => x / Math.sqrt(KV)), shape, dtype);
+  const kvCArr = mk(N * KV, 11), kPeArr = mk(N * ROPE, 12), qNopeArr = mk(N * heads * NOPE, 13), qPeArr = mk(N * heads * ROPE, 14);
+  const kvC = T(kvCArr, [N, KV]), kPe = T(kPeArr, [N, ROPE]);
+  const wUk = weights([heads, NOPE, KV], 15), wUv = weights([heads, V_DIM, KV], 16);
+  // q = [q_nope, q_pe] per token and head for the prefill form; the same numbers as qNope / qPe for the decode path.
+  const qArr = dtype === 'f32' ? new Float32Array(N * heads * QK) : new Uint16Array(N * heads * QK);
+  for (let i = 0; i < N * heads; i++) {
+    qArr.set(qNopeArr.subarray(i * NOPE, (i + 1) * NOPE), i * QK);
+    qArr.set(qPeArr.subarray(i * ROPE, (i + 1) * ROPE), i * QK + NOPE);
+  }
+  const q = T(qArr, [N, heads, QK]);
+  const cu = Tensor.from(Int32Array.of(0, N), [2]);
+  const kNope = Tensor.empty([N, heads, NOPE], dtype), v = Tensor.empty([N, heads, V_DIM], dtype);
+  const out = Tensor.empty([N, heads, V_DIM], dtype), lse = Tensor.empty([N, heads], 'f32');
+  const attention = () => mlaPrefill({ q, kNope, kPe, v, cuSeqLensQ: cu, cuSeqLensKv: cu, softmaxScale: PREFILL_SCALE, causal: true, out, lse, stream });
+  const layer = async () => { upProjectKv({ kvC, wUk, wUv, kNope, v, stream }); attention(); await stream.synchronize(); };
+  const pairs = (N * (N + 1)) / 2;
+  const upFlops = 2 * N * KV * heads * (NOPE + V_DIM);
+  const attnFlops = 2 * heads * pairs * (QK + V_DIM);
+  const flops = upFlops + attnFlops;
+  // The least it moves: latent rows and weights read, per-head keys and values written and read back, q read,
+  // out and lse written.
+  const bytes = (N * (KV + ROPE) + heads * (NOPE + V_DIM) * KV + 2 * N * heads * (NOPE + V_DIM) + N * heads * (QK + V_DIM)) * eb + N * heads * 4;
+  const budget = quick ? 0.5 : 1.5;
+  await layer();
+  const oursOut = await out.toFloat32();
+  const tLayer = await timeIt(layer, budget);
+  const tAttn = await timeIt(async () => { attention(); await stream.synchronize(); }, budget);
+  const row = { ...sh, kernel: cpu.simd, label, ms: tLayer.median * 1e3, attentionMs: tAttn.median * 1e3, reps: tLayer.reps, flops, attentionFlops: attnFlops, bytes, peers: {}, decodePath: null };
+
+  // The decode path on the same weights and tokens (the latent rows appended to a paged cache first).
+  const decodeFlops = 2 * heads * pairs * (WIDTH + KV) + 2 * 2 * N * heads * NOPE * KV;
+  if (decodeFlops <= DECODE_PATH_FLOP_CAP) {
+    const numBlocks = Math.ceil(N / BLOCK);
+    const cache = Tensor.zeros([numBlocks, BLOCK, WIDTH], dtype);
+    appendLatentCache({ cache, kvC, kPe, slotMapping: Tensor.from(Int32Array.from({ length: N }, (_, i) => i), [N]), stream });
+    const blockTable = Tensor.from(Int32Array.from({ length: numBlocks }, (_, i) => i), [1, numBlocks]);
+    const seqLens = Tensor.from(Int32Array.of(N), [1]);
+    const qNope = T(qNopeArr, [1, N, heads, NOPE]), qPe = T(qPeArr, [1, N, heads, ROPE]);
+    const qLat = Tensor.empty([1, N, heads, WIDTH], dtype), oLat = Tensor.empty([1, N, heads, KV], dtype), lseD = Tensor.empty([1, heads, N], 'f32');
+    const o = Tensor.empty([1, N, heads, V_DIM], dtype);
+    const decodePath = async () => {
+      absorbQuery({ qNope, wUk, qPe, out: qLat, stream });
+      mlaDecode({ q: qLat, cache, blockTable, seqLens, softmaxScale: PREFILL_SCALE, kvLoraRank: KV, causal: true, out: oLat, lse: lseD, stream });
+      unabsorbOutput({ oLat, wUv, out: o, stream });
+      await stream.synchronize();
+    };
+    await decodePath();
+    const e = relErr(await o.toFloat32(), oursOut);
+    if (!(e <= 3 * BOUND[dtype])) throw new Error(`the decode path disagrees with the prefill form on ${label}: relative error ${e.toExponential(2)}`);
+    const t = await timeIt(decodePath, budget);
+    row.decodePath = { ms: t.median * 1e3, reps: t.reps, flops: decodeFlops, relErr: e, speedup: t.median / tLayer.median };
+    for (const x of [cache, blockTable, seqLens, qNope, qPe, qLat, oLat, lseD, o]) x.dispose();
+  } else {
+    notes.push(`${label}: decode path not timed (${(decodeFlops / 1e12).toFixed(1)} TFLOP per prompt, above the cap of ${DECODE_PATH_FLOP_CAP / 1e12} TFLOP)`);
+  }
+
+  // Peers: attention over per-head keys [kNope, kPe] and values made for them ([H, N, .] layouts), on the same data.
+  const peerFlops = 2 * heads * N * N * (QK + V_DIM); // they compute the masked half too
+  const peerMem = heads * N * N * 4 * 3 + heads * N * (QK + V_DIM) * 4 * 2;
+  const wantPeers = !noPeers && peerFlops <= PEER_FLOP_CAP && peerMem < memBudget;
+  if (!noPeers && !wantPeers) notes.push(`${label}: peers not run (${(peerFlops / 1e9).toFixed(0)} GFLOP, ${(peerMem / 2 ** 30).toFixed(1)} GiB per prompt, above the caps)`);
+  if (wantPeers && (ort || torch)) {
+    const kN = await kNope.toFloat32(), vv = await v.toFloat32(), qf = toF32(qArr, dtype), pe = toF32(kPeArr, dtype);
+    const Qh = new Float32Array(heads * N * QK), Kh = new Float32Array(heads * N * QK), Vh = new Float32Array(heads * N * V_DIM);
+    for (let t = 0; t < N; t++)
+      for (let h = 0; h < heads; h++) {
+        Qh.set(qf.subarray((t * heads + h) * QK, (t * heads + h + 1) * QK), (h * N + t) * QK);
+        Kh.set(kN.subarray((t * heads + h) * NOPE, (t * heads + h + 1) * NOPE), (h * N + t) * QK);
+        Kh.set(pe.subarray(t * ROPE, (t + 1) * ROPE), (h * N + t) * QK + NOPE);
+        Vh.set(vv.subarray((t * heads + h) * V_DIM, (t * heads + h + 1) * V_DIM), (h * N + t) * V_DIM);
+      }
+    // Peers answer [H, N, V]; ours is [N, H, V].
+    const ourHeadMajor = new Float32Array(heads * N * V_DIM);
+    for (let t = 0; t < N; t++) for (let h = 0; h < heads; h++) ourHeadMajor.set(oursOut.subarray((t * heads + h) * V_DIM, (t * heads + h + 1) * V_DIM), (h * N + t) * V_DIM);
+    const check = (name, got) => {
+      const e = relErr(got, ourHeadMajor);
+      if (!(e <= BOUND[dtype])) throw new Error(`${name} disagrees with mla-kernels on ${label}: relative error ${e.toExponential(2)}`);
+      return e;
+    };
+    if (ort) {
+      try {
+        const session = await ort.InferenceSession.create(attentionOnnx({ heads, queries: N, keys: N, width: QK, vWidth: V_DIM, scale: PREFILL_SCALE, causal: true }),
+          { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' });
+        const mask = new Float32Array(N * N);
+        for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) mask[i * N + j] = -Infinity;
+        const feeds = { Q: new ort.Tensor('float32', Qh, [heads, N, QK]), K: new ort.Tensor('float32', Kh, [heads, N, QK]), V: new ort.Tensor('float32', Vh, [heads, N, V_DIM]), mask: new ort.Tensor('float32', mask, [N, N]) };
+        const res = await session.run(feeds);
+        const err = check('onnxruntime', res.O.data);
+        const t = await timeIt(() => session.run(feeds), budget);
+        row.peers.onnxruntime = { ms: t.median * 1e3, relErr: err, dtype: 'f32', speedup: t.median / tAttn.median };
+        await session.release?.();
+      } catch (e) {
+        if (/disagrees/.test(e.message)) throw e;
+        notes.push(`${label}: onnxruntime failed: ${e.message.split('\n')[0]}`);
+      }
+    }
+    if (torch) {
+      const raw = (f32) => (dtype === 'f32' ? f32 : Uint16Array.from(new Uint32Array(f32.buffer), (u) => u >>> 16)); // bf16: truncation of exact values
+      const files = { q: path.join(shm, 'q.bin'), k: path.join(shm, 'k.bin'), v: path.join(shm, 'v.bin'), out: path.join(shm, 'o.bin') };
+      for (const [f, a] of [[files.q, raw(Qh)], [files.k, raw(Kh)], [files.v, raw(Vh)]]) writeFileSync(f, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+      const job = { kind: 'sdpa', ...files, threads, heads, tokens: N, width: QK, vWidth: V_DIM, dtype, scale: PREFILL_SCALE, causal: true, warmup: 1, reps: 3 };
+      const ans = await torch.ask(job);
+      try {
+        const err = check('pytorch', new Float32Array(readFileSync(files.out).buffer.slice(0)));
+        const sec = median(ans.times);
+        row.peers.pytorch = { ms: sec * 1e3, relErr: err, dtype, speedup: sec / tAttn.median };
+      } catch (e) {
+        notes.push(e.message);
+      }
+    }
+  }
+  prefillRows.push(row);
+  for (const x of [kvC, kPe, wUk, wUv, q, cu, kNope, v, out, lse]) x.dispose();
+  done++;
+}
+
 // --- append --------------------------------------------------------------------------------------------------------
 progress('measuring limits before append');
 sampleLimits('before append');
@@ -373,6 +512,13 @@ for (const r of rows) {
   a.readBytesPerSec = Math.max(limitSamples[a.sample].readBytesPerSec, limitSamples[a.sample + 1].readBytesPerSec);
   a.roofline = Math.max(r.bytes / a.readBytesPerSec, r.flops / a.peakFlops) / (r.ms / 1e3);
 }
+for (const r of prefillRows) {
+  const sec = r.ms / 1e3;
+  Object.assign(r, { tokensPerSec: r.tokens / sec, flopsPerSec: r.flops / sec, attentionFlopsPerSec: r.attentionFlops / (r.attentionMs / 1e3) });
+  r.roofline = Math.max(r.bytes / lim.readBytesPerSec, r.flops / peak) / sec;
+  r.rooflineFp32 = Math.max(r.bytes / lim.readBytesPerSec, r.flops / lim.fmaFlops) / sec; // against the fp32 FMA peak the kernels use
+  for (const p of Object.values(r.peers)) p.roofline = (Math.max(r.bytes / lim.readBytesPerSec, r.attentionFlops / peak) / (r.attentionMs / 1e3)) / p.speedup;
+}
 // Append runs between the 'before append' and 'end' samples.
 const appendCopy = Math.max(...limitSamples.slice(-2).map((x) => x.copyBytesPerSec));
 for (const a of appendRows) {
@@ -398,14 +544,22 @@ const lowest = (k) => (lim[k] > 0 ? Math.min(...limitSamples.map((x) => x[k])) /
 lines.push(`limit samples (start, between groups of rows, before append, end): lowest / best: read ${lowest('readBytesPerSec')}, copy ${lowest('copyBytesPerSec')}, fp32 FMA ${lowest('fmaFlops')}` +
   (lim.bf16DotFlops > 0 ? `, bf16 dot ${lowest('bf16DotFlops')}` : ''));
 lines.push('');
-lines.push('| dtype | heads | qLen | batch | context | ms | tokens/s | cache GB/s | GFLOP/s | FLOP/B | roofline: best limits / adjacent | vs ref | vs onnxruntime | vs PyTorch |');
-lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+if (rows.length) lines.push('| dtype | heads | qLen | batch | context | ms | tokens/s | cache GB/s | GFLOP/s | FLOP/B | roofline: best limits / adjacent | vs ref | vs onnxruntime | vs PyTorch |');
+if (rows.length) lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows)
   lines.push(`| ${r.dtype} | ${r.heads} | ${r.queryLen} | ${r.batch} | ${r.context} | ${r.ms.toFixed(r.ms < 10 ? 3 : 1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.cacheBytesPerSec)} | ${G(r.flopsPerSec)} | ${r.flopPerByte.toFixed(0)} | ${r.roofline.toFixed(2)} / ${r.adjacent.roofline.toFixed(2)} (${r.bound}) | ${ratio(r.peers.reference)} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
-lines.push('');
+if (rows.length) lines.push('');
 lines.push('| append | tokens | ms | GB/s | of copy bandwidth: best / adjacent |');
 lines.push('|---|---|---|---|---|');
 for (const a of appendRows) lines.push(`| ${a.dtype}, interleaved RoPE | ${a.tokens} | ${a.ms.toFixed(2)} | ${G(a.bytesPerSec)} | ${a.ofCopy.toFixed(2)} / ${a.ofCopyAdjacent.toFixed(2)} |`);
+if (prefillRows.length) {
+  lines.push('');
+  lines.push('| prefill (causal prompt, one layer) | heads | tokens | ms: up-projection + attention | attention ms | tokens/s | GFLOP/s (attention) | roofline: peak / fp32 FMA | decode path ms | speed-up over the decode path | vs onnxruntime | vs PyTorch |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of prefillRows)
+    lines.push(`| ${r.dtype} | ${r.heads} | ${r.tokens} | ${r.ms.toFixed(1)} | ${r.attentionMs.toFixed(1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.flopsPerSec)} (${G(r.attentionFlopsPerSec)}) | ${r.roofline.toFixed(2)} / ${r.rooflineFp32.toFixed(2)} | ` +
+      `${r.decodePath ? r.decodePath.ms.toFixed(1) : '—'} | ${r.decodePath ? `${r.decodePath.speedup.toFixed(2)}x` : '—'} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
+}
 // Targets.
 const target = rows.filter((r) => r.batch >= 8 && r.context >= 4096);
 const miss = target.filter((r) => r.roofline < 0.7);
@@ -423,6 +577,11 @@ lines.push(`targets: decode batch>=8, context>=4096 at >=0.7 of roofline: ${targ
 lines.push(`          >=2x every peer: ${peerMiss.length ? `missed on ${peerMiss.length} rows, ${beyond} of them where 2x the peer needs more than the whole roofline` +
   ` (row at its fraction of the roofline; 2x needs: twice the peer's fraction): ${peerMiss.join('; ')}` : 'met on every row where a peer ran'}`);
 lines.push(`          append >=0.7 of copy bandwidth (best / adjacent): ${appendRows.map((a) => `${a.dtype} ${a.ofCopy.toFixed(2)} / ${a.ofCopyAdjacent.toFixed(2)}`).join(', ')}`);
+// Prefill: the layer's attention in multi-head form against the decode path, >= 2x at 2048 tokens and >= 2.5x at 8192.
+const prefillTargets = prefillRows.filter((r) => r.decodePath && r.tokens >= 2048);
+if (prefillRows.length)
+  lines.push(`          prefill speed-up over the decode path >=2x at 2048 tokens, >=2.5x at 8192: ` +
+    (prefillTargets.length ? prefillTargets.map((r) => `${r.dtype} h${r.heads} n${r.tokens} ${r.decodePath.speedup.toFixed(2)}x${r.decodePath.speedup >= (r.tokens >= 8192 ? 2.5 : 2) ? '' : ' (missed)'}`).join(', ') : 'no row of 2048 tokens or more timed both ways'));
 if (torch) lines.push(`peers: PyTorch ${torch.version} (bmm → softmax → bmm, ${threads} threads, same dtype)`);
 if (ort) lines.push(`peers: onnxruntime-node ${ortVersion()} (MatMul → Mul → [Add mask] → Softmax → MatMul graph built by bench/onnx-graph.mjs; f32 only: ORT's CPU MatMul has no bf16)`);
 if (skipped.length) lines.push(`skipped: ${skipped.map((s) => `${s.dtype} h${s.heads} q${s.queryLen} b${s.batch} ctx${s.context} (${s.why})`).join('; ')}`);
@@ -438,7 +597,7 @@ function ortVersion() {
 const dir = args.includes('--results') ? path.resolve(args[args.indexOf('--results') + 1]) : path.join(root, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-');
-const result = { machine, limits, quick, rounds, rows, appendRows, skipped, notes, table: lines.join('\n') };
+const result = { machine, limits, quick, rounds, rows, prefillRows, appendRows, skipped, notes, table: lines.join('\n') };
 // A --rows run is a development run: its own name, and the latest results stay those of the last whole run.
 const kind = rowFilter ? 'rows-' : quick ? 'quick-' : '';
 const base = `cpu-${kind}${stamp}`;
@@ -471,6 +630,7 @@ if (args.includes('--readme') && !quick) {
 
 // Small multiples: one panel per (dtype, heads, queryLen); x = context (log), y = tokens/s (log); a line per batch.
 function chart(rs) {
+  if (!rs.length) return '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="30"><text x="10" y="20">no decode rows in this run</text></svg>\n';
   const panels = [];
   for (const r of rs) {
     const k = `${r.dtype}, ${r.heads} heads, qLen ${r.queryLen}`;

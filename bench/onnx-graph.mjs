@@ -47,14 +47,33 @@ function valueInfo(name, type, dims) {
   return [...str(1, name), ...bytes(2, bytes(1, tensorType))];
 }
 
-/** The ONNX model bytes of absorbed MLA decode for fixed shapes. */
-export function mlaDecodeOnnx({ batch, rows, context, width, kvLoraRank, scale, causal }) {
-  const nodes = [
+// A model of one graph: its nodes, initialisers, inputs and one output, at opset 17.
+function model(name, nodes, inits, inputs, output) {
+  const graph = [
+    ...nodes.flatMap((n) => bytes(1, n)),
+    ...str(2, name),
+    ...inits.flatMap((t) => bytes(5, t)),
+    ...inputs.flatMap((i) => bytes(11, i)),
+    ...bytes(12, output),
+  ];
+  return Uint8Array.from([...int(1, 8), ...str(2, 'mla-kernels-bench'), ...bytes(7, graph), ...bytes(8, [...str(1, ''), ...int(2, 17)])]);
+}
+
+// P = Softmax(Q Kᵀ · scale (+ mask)): the nodes both graphs start with.
+function softmaxNodes(causal) {
+  return [
     node('Transpose', ['K'], ['Kt'], [attrInts('perm', [0, 2, 1])]),
     node('MatMul', ['Q', 'Kt'], ['S']),
     node('Mul', ['S', 'scale'], ['S2']),
     ...(causal ? [node('Add', ['S2', 'mask'], ['S3'])] : []),
     node('Softmax', [causal ? 'S3' : 'S2'], ['P'], [attrInt('axis', -1)]),
+  ];
+}
+
+/** The ONNX model bytes of absorbed MLA decode for fixed shapes. */
+export function mlaDecodeOnnx({ batch, rows, context, width, kvLoraRank, scale, causal }) {
+  const nodes = [
+    ...softmaxNodes(causal),
     node('Slice', ['K', 'starts', 'ends', 'axes'], ['V']),
     node('MatMul', ['P', 'V'], ['O']),
   ];
@@ -66,13 +85,20 @@ export function mlaDecodeOnnx({ batch, rows, context, width, kvLoraRank, scale, 
   ];
   const inputs = [valueInfo('Q', FLOAT, [batch, rows, width]), valueInfo('K', FLOAT, [batch, context, width])];
   if (causal) inputs.push(valueInfo('mask', FLOAT, [rows, context]));
-  const graph = [
-    ...nodes.flatMap((n) => bytes(1, n)),
-    ...str(2, 'mla_decode'),
-    ...inits.flatMap((t) => bytes(5, t)),
-    ...inputs.flatMap((i) => bytes(11, i)),
-    ...bytes(12, valueInfo('O', FLOAT, [batch, rows, kvLoraRank])),
+  return model('mla_decode', nodes, inits, inputs, valueInfo('O', FLOAT, [batch, rows, kvLoraRank]));
+}
+
+/**
+ * The ONNX model bytes of multi-head attention for fixed shapes (prefill's peer): per head h,
+ * O[h] = Softmax(Q[h] K[h]ᵀ · scale (+ mask)) V[h], with Q [H, M, D], K [H, N, D], V [H, N, Dv] (f32), mask [M, N]
+ * additive (only when causal), O [H, M, Dv].
+ */
+export function attentionOnnx({ heads, queries, keys, width, vWidth, scale, causal }) {
+  const nodes = [
+    ...softmaxNodes(causal),
+    node('MatMul', ['P', 'V'], ['O']),
   ];
-  const model = [...int(1, 8), ...str(2, 'mla-kernels-bench'), ...bytes(7, graph), ...bytes(8, [...str(1, ''), ...int(2, 17)])];
-  return Uint8Array.from(model);
+  const inputs = [valueInfo('Q', FLOAT, [heads, queries, width]), valueInfo('K', FLOAT, [heads, keys, width]), valueInfo('V', FLOAT, [heads, keys, vWidth])];
+  if (causal) inputs.push(valueInfo('mask', FLOAT, [queries, keys]));
+  return model('attention', nodes, [tensorInit('scale', [], FLOAT, [scale])], inputs, valueInfo('O', FLOAT, [heads, queries, vWidth]));
 }

@@ -21,7 +21,11 @@ const std::vector<BackendProvider*>& buildBackends() {
 #ifdef MLA_WITH_CUDA
     BackendProvider* cuda = &cudaProvider();
 #else
-    static AbsentBackend absentCuda(DeviceKind::Cuda, "this addon was compiled without nvcc (the node-gyp fallback, or MLA_CUDA=OFF)");
+    // What to do comes with it: the linux-arm64 prebuild (Grace Hopper / Blackwell servers) is CPU-only by design.
+    static AbsentBackend absentCuda(DeviceKind::Cuda,
+                                    "this addon was compiled without nvcc (the CPU-only linux-arm64 prebuild, the node-gyp fallback, or "
+                                    "MLA_CUDA=OFF); to use an NVIDIA GPU, build it from source with your CUDA toolkit (nvcc, cmake, a C++17 "
+                                    "compiler): `npx cmake-js rebuild` in the package folder, node_modules/mla-kernels");
     BackendProvider* cuda = &absentCuda;
 #endif
     return std::vector<BackendProvider*>{&cpuProvider(), sim, cuda};

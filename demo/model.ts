@@ -8,15 +8,21 @@ import {
   Tensor,
   absorbQuery,
   appendLatentCache,
+  gatherLatentCache,
+  mergeAttentionStates,
   mlaDecode,
+  mlaPrefill,
   planDecode,
   unabsorbOutput,
+  upProjectKv,
   type DeviceName,
   type FloatDType,
   type Stream,
 } from 'mla-kernels';
-import { Rng, matmul, rmsNorm, roundInPlace, ropeInPlace, ropeTables, swiglu, toBits, type ModelDType } from './math.js';
+import { Rng, matmul, rmsNorm, roundInPlace, ropeInPlace, swiglu, toBits, type ModelDType } from './math.js';
+import { checkMoeConfig, isMoeLayer, moeForward, randomMoeLayer, type MoeConfig, type MoeLayerWeights } from './moe.js';
 import { PagedCacheManager } from './paged.js';
+import { ropeTablesFor, softmaxScaleFor, type RopeScaling } from './rope.js';
 
 export interface ModelConfig {
   vocab: number;
@@ -41,6 +47,12 @@ export interface ModelConfig {
   blockSize: number;
   dtype: ModelDType;
   seed: number;
+  /** RMSNorm epsilon (default 1e-6). */
+  normEps?: number;
+  /** Position scaling of RoPE (YaRN in DeepSeek-V2/V3 checkpoints); none by default. */
+  ropeScaling?: RopeScaling;
+  /** Mixture-of-experts MLPs after the first `moe.denseLayers` layers; dense MLPs throughout by default. */
+  moe?: MoeConfig;
 }
 
 export const DTYPE_BYTES: Record<ModelDType, number> = { f32: 4, bf16: 2, f16: 2 };
@@ -58,12 +70,24 @@ interface LayerWeights {
   wUv: Float32Array; // [H, v, kvLoraRank]
   wo: Float32Array; // [emb, H·v]
   mlpNorm: Float32Array;
-  wGate: Float32Array; // [ffn, emb]
-  wUp: Float32Array; // [ffn, emb]
-  wDown: Float32Array; // [emb, ffn]
+  // The dense MLP, or the layer's experts.
+  wGate?: Float32Array; // [ffn, emb]
+  wUp?: Float32Array; // [ffn, emb]
+  wDown?: Float32Array; // [emb, ffn]
+  moe?: MoeLayerWeights;
 }
 
-/** Seeded random weights, rounded to the model's dtype (held as f32 for the TypeScript products). */
+/** Weights given rather than drawn (a model file's). */
+export interface WeightArrays {
+  embed: Float32Array;
+  layers: LayerWeights[];
+  finalNorm: Float32Array;
+  lmHead: Float32Array;
+}
+
+export type { LayerWeights };
+
+/** Seeded random weights, rounded to the model's dtype (held as f32 for the TypeScript products); or given ones. */
 export class Weights {
   readonly config: ModelConfig;
   readonly embed: Float32Array; // [vocab, emb]
@@ -73,8 +97,14 @@ export class Weights {
   /** Parameters; bytes = parameters × the dtype's size. */
   readonly parameters: number;
 
-  constructor(c: ModelConfig) {
+  constructor(c: ModelConfig, given?: WeightArrays) {
     this.config = c;
+    if (c.moe) checkMoeConfig(c.moe);
+    if (given) {
+      ({ embed: this.embed, layers: this.layers, finalNorm: this.finalNorm, lmHead: this.lmHead } = given);
+      this.parameters = countParameters(this);
+      return;
+    }
     const rng = new Rng(c.seed);
     const d = c.dtype;
     const qWidth = c.heads * (c.nopeDim + c.ropeDim);
@@ -91,10 +121,13 @@ export class Weights {
         wUv: rng.fill(c.heads * c.vHeadDim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), d),
         wo: w(c.emb, c.heads * c.vHeadDim),
         mlpNorm: ones(c.emb),
-        wGate: w(c.ffn, c.emb),
-        wUp: w(c.ffn, c.emb),
-        wDown: w(c.emb, c.ffn),
       };
+      if (isMoeLayer(c.moe, l)) lw.moe = randomMoeLayer(rng, c.emb, c.moe!, d);
+      else {
+        lw.wGate = w(c.ffn, c.emb);
+        lw.wUp = w(c.ffn, c.emb);
+        lw.wDown = w(c.emb, c.ffn);
+      }
       if (c.qLoraRank > 0) {
         lw.wqA = w(c.qLoraRank, c.emb);
         lw.qNorm = ones(c.qLoraRank);
@@ -104,14 +137,18 @@ export class Weights {
     }
     this.finalNorm = ones(c.emb);
     this.lmHead = w(c.vocab, c.emb);
-    let n = this.embed.length + this.finalNorm.length + this.lmHead.length;
-    for (const lw of this.layers) for (const a of Object.values(lw)) n += (a as Float32Array).length;
-    this.parameters = n;
+    this.parameters = countParameters(this);
   }
 
   get bytes(): number {
     return this.parameters * DTYPE_BYTES[this.config.dtype];
   }
+}
+
+function countParameters(w: Pick<Weights, 'embed' | 'layers' | 'finalNorm' | 'lmHead'>): number {
+  let n = w.embed.length + w.finalNorm.length + w.lmHead.length;
+  for (const lw of w.layers) for (const a of [...Object.values(lw), ...Object.values(lw.moe ?? {})]) if (a instanceof Float32Array) n += a.length;
+  return n;
 }
 
 /**
@@ -207,7 +244,7 @@ export abstract class Decoder {
     this.w = weights;
     this.c = weights.config;
     this.cache = new PagedCacheManager(numBlocks, this.c.blockSize);
-    this.rope = ropeTables(maxPositions, this.c.ropeDim, this.c.ropeTheta);
+    this.rope = ropeTablesFor(this.c, maxPositions);
   }
 
   abstract get cacheBytesPerToken(): number;
@@ -229,9 +266,13 @@ export abstract class Decoder {
     this.cache.release(id);
   }
 
-  /** Runs the step's tokens through the model; returns the logits [batch, vocab] of each sequence's last row. */
-  async forward(step: Step): Promise<Float32Array> {
+  /**
+   * Runs the step's tokens through the model; returns the logits [batch, vocab] of each sequence's last row, or with
+   * `allRows` those of every row [T, vocab].
+   */
+  async forward(step: Step, allRows = false): Promise<Float32Array> {
     const c = this.c;
+    const eps = c.normEps ?? 1e-6;
     const T = step.tokens.length;
     const H = c.heads, qk = c.nopeDim + c.ropeDim, kvw = c.kvLoraRank + c.ropeDim;
     const slots = new Int32Array(T);
@@ -257,11 +298,11 @@ export abstract class Decoder {
     for (let l = 0; l < c.layers; l++) {
       const lw = this.w.layers[l];
       // Attention block: RMSNorm → queries, latent, rope key → attention → W_o → residual.
-      rmsNorm(h, T, c.emb, lw.attnNorm, xn);
+      rmsNorm(h, T, c.emb, lw.attnNorm, xn, eps);
       if (lw.wqA) {
         const qa = ws.get('qa', T * c.qLoraRank);
         matmul(xn, T, c.emb, lw.wqA, c.qLoraRank, qa);
-        rmsNorm(qa, T, c.qLoraRank, lw.qNorm!, qa);
+        rmsNorm(qa, T, c.qLoraRank, lw.qNorm!, qa, eps);
         matmul(qa, T, c.qLoraRank, lw.wqB!, H * qk, q);
       } else matmul(xn, T, c.emb, lw.wq!, H * qk, q);
       for (let r = 0; r < T * H; r++) {
@@ -274,7 +315,7 @@ export abstract class Decoder {
       roundInPlace(qNope, qNope.length, c.dtype);
       roundInPlace(qPe, qPe.length, c.dtype);
       matmul(xn, T, c.emb, lw.wkvA, kvw, kv);
-      rmsNorm(kv, T, c.kvLoraRank, lw.kvNorm, ckv, 1e-6, kvw, 0, c.kvLoraRank); // c_kv = RMSNorm(W_dkv h)
+      rmsNorm(kv, T, c.kvLoraRank, lw.kvNorm, ckv, eps, kvw, 0, c.kvLoraRank); // c_kv = RMSNorm(W_dkv h)
       for (let t = 0; t < T; t++) kpe.set(kv.subarray(t * kvw + c.kvLoraRank, (t + 1) * kvw), t * c.ropeDim); // W_kr h
       roundInPlace(ckv, ckv.length, c.dtype);
       roundInPlace(kpe, kpe.length, c.dtype);
@@ -282,17 +323,23 @@ export abstract class Decoder {
       await this.attend(l, step, slots, qNope, qPe, ckv, kpe, attn);
       this.attentionSeconds += (performance.now() - a0) / 1000;
       matmul(attn, T, H * c.vHeadDim, lw.wo, c.emb, h, true);
-      // MLP block: RMSNorm → SwiGLU → residual.
-      rmsNorm(h, T, c.emb, lw.mlpNorm, xn);
-      matmul(xn, T, c.emb, lw.wGate, c.ffn, gate);
-      matmul(xn, T, c.emb, lw.wUp, c.ffn, up);
-      swiglu(gate, up, T * c.ffn);
-      matmul(gate, T, c.ffn, lw.wDown, c.emb, h, true);
+      // MLP block: RMSNorm → SwiGLU (or the layer's experts) → residual.
+      rmsNorm(h, T, c.emb, lw.mlpNorm, xn, eps);
+      if (lw.moe) moeForward(lw.moe, c.moe!, xn, T, c.emb, h, (name, n) => ws.get(name, n));
+      else {
+        matmul(xn, T, c.emb, lw.wGate!, c.ffn, gate);
+        matmul(xn, T, c.emb, lw.wUp!, c.ffn, up);
+        swiglu(gate, up, T * c.ffn);
+        matmul(gate, T, c.ffn, lw.wDown!, c.emb, h, true);
+      }
     }
-    const B = step.seqIds.length;
+    const B = allRows ? T : step.seqIds.length;
     const last = ws.get('last', B * c.emb);
-    for (let b = 0; b < B; b++) last.set(h.subarray(step.lastRow[b] * c.emb, (step.lastRow[b] + 1) * c.emb), b * c.emb);
-    rmsNorm(last, B, c.emb, this.w.finalNorm, last);
+    for (let b = 0; b < B; b++) {
+      const r = allRows ? b : step.lastRow[b];
+      last.set(h.subarray(r * c.emb, (r + 1) * c.emb), b * c.emb);
+    }
+    rmsNorm(last, B, c.emb, this.w.finalNorm, last, eps);
     const logits = new Float32Array(B * c.vocab);
     matmul(last, B, c.emb, this.w.lmHead, c.vocab, logits);
     return logits;
@@ -317,10 +364,34 @@ export abstract class Decoder {
   }
 }
 
+/** How MlaDecoder runs the attention of a step of several tokens per sequence (a prompt, or a chunk of one). */
+export interface MlaPrefillOptions {
+  /**
+   * `multi-head` (default): the compute-friendly form, per-head keys and values up-projected from the latent rows
+   * (upProjectKv) and mlaPrefill; `absorbed`: absorbQuery + mlaDecode (causal) + unabsorbOutput, as decode runs.
+   */
+  form?: 'multi-head' | 'absorbed';
+  /** Cached context rows gathered and up-projected at a time (0: a sequence's whole context at once). */
+  contextChunk?: number;
+  /** Also run the absorbed form on every prefill step, time it and compare the outputs (kept: the multi-head ones). */
+  compare?: boolean;
+}
+
+/** The two forms' attention time over the prefill steps (compare), and how far their outputs were apart. */
+export interface PrefillFormsStats {
+  multiHeadSeconds: number;
+  absorbedSeconds: number;
+  tokens: number;
+  maxRelErr: number;
+}
+
 /**
- * Absorbed MLA on the addon: per layer absorbQuery (with q_pe, so it yields decode's q), appendLatentCache (RoPE of
- * the rope key fused), mlaDecode over the paged latent cache, unabsorbOutput. One stream; the four operations are
- * queued back to back and the host waits once per layer, for the output.
+ * MLA on the addon. Decode steps (one token per sequence) run absorbed: per layer absorbQuery (with q_pe, so it
+ * yields decode's q), appendLatentCache (RoPE of the rope key fused), mlaDecode over the paged latent cache,
+ * unabsorbOutput. Prefill steps run in multi-head form by default: appendLatentCache, then the new tokens' latent rows
+ * gathered back (rotated) and up-projected, mlaPrefill over them (causal), and each sequence's earlier context
+ * (a chunked prompt's previous chunks) gathered and attended in chunks, merged by log-sum-exp. One stream; the host
+ * waits once per layer, for the output.
  */
 export class MlaDecoder extends Decoder {
   readonly stream: Stream;
@@ -333,9 +404,12 @@ export class MlaDecoder extends Decoder {
   readonly #dtype: FloatDType;
   #bits = new Map<string, Uint16Array>();
   #tables: { blockTable: Tensor<'i32'>; seqLens: Tensor<'i32'>; plan: ReturnType<typeof planDecode> } | null = null;
+  readonly #prefill: Required<MlaPrefillOptions>;
+  readonly prefillForms: PrefillFormsStats = { multiHeadSeconds: 0, absorbedSeconds: 0, tokens: 0, maxRelErr: 0 };
 
-  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number) {
+  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number, prefill: MlaPrefillOptions = {}) {
     super(weights, numBlocks, maxPositions);
+    this.#prefill = { form: prefill.form ?? 'multi-head', contextChunk: prefill.contextChunk ?? 0, compare: prefill.compare ?? false };
     const c = this.c;
     this.stream = stream;
     this.device = stream.device;
@@ -390,6 +464,76 @@ export class MlaDecoder extends Decoder {
   }
 
   protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
+    this.#append(l, step, slots, ckv, kpe);
+    if (step.queryLen === 1 || this.#prefill.form === 'absorbed') return this.#attendAbsorbed(l, step, qNope, qPe, out);
+    const t0 = performance.now();
+    await this.#attendMultiHead(l, step, qNope, qPe, out);
+    if (!this.#prefill.compare) return;
+    const t1 = performance.now();
+    const absorbed = this.ws.get('absorbedOut', out.length);
+    await this.#attendAbsorbed(l, step, qNope, qPe, absorbed);
+    const f = this.prefillForms;
+    f.multiHeadSeconds += (t1 - t0) / 1000;
+    f.absorbedSeconds += (performance.now() - t1) / 1000;
+    if (l === 0) f.tokens += step.tokens.length;
+    let num = 0, den = 0;
+    for (let i = 0; i < out.length; i++) (num += (out[i] - absorbed[i]) ** 2), (den += out[i] ** 2);
+    f.maxRelErr = Math.max(f.maxRelErr, Math.sqrt(num / (den || 1)));
+  }
+
+  #append(l: number, step: Step, slots: Int32Array, ckv: Float32Array, kpe: Float32Array): void {
+    const c = this.c, T = step.tokens.length;
+    appendLatentCache({
+      cache: this.caches[l],
+      kvC: this.#input(ckv, [T, c.kvLoraRank], 'kvC'),
+      kPe: this.#input(kpe, [T, c.ropeDim], 'kPe'),
+      slotMapping: Tensor.from(slots, [T]),
+      rope: { positions: Tensor.from(step.positions, [T]), cos: this.#cos, sin: this.#sin, style: 'interleaved' },
+      stream: this.stream,
+    });
+  }
+
+  // The step's rows packed (no padding): the new tokens' keys are their own latent rows, read back from the cache
+  // (where the rope key was rotated), attended causally; the context before them in chunks, not causally; merged.
+  async #attendMultiHead(l: number, step: Step, qNope: Float32Array, qPe: Float32Array, out: Float32Array): Promise<void> {
+    const c = this.c, H = c.heads, T = step.tokens.length, qk = c.nopeDim + c.ropeDim, stream = this.stream;
+    const q = this.ws.get('qPacked', T * H * qk);
+    for (let r = 0; r < T * H; r++) {
+      q.set(qNope.subarray(r * c.nopeDim, (r + 1) * c.nopeDim), r * qk);
+      q.set(qPe.subarray(r * c.ropeDim, (r + 1) * c.ropeDim), r * qk + c.nopeDim);
+    }
+    const cumulative = (xs: number[]) => Int32Array.from(xs.reduce((acc, x) => [...acc, acc[acc.length - 1] + x], [0]));
+    const context: number[] = [];
+    step.counts.reduce((row, k, b) => ((context[b] = step.positions[row]), row + k), 0); // first position = cached rows before
+    const cuQ = Tensor.from(cumulative(step.counts), [step.counts.length + 1]);
+    const blockTable = this.#tables!.blockTable;
+    const softmaxScale = softmaxScaleFor(c);
+    const qT = this.#input(q, [T, H, qk], 'qPacked');
+    const temps: Tensor[] = [cuQ];
+    const keep = <X extends Tensor>(t: X): X => (temps.push(t), t);
+    const attendTo = (cuKv: Tensor<'i32'>, starts: number[], causal: boolean) => {
+      const g = gatherLatentCache({ cache: this.caches[l], blockTable, cuSeqLens: cuKv, seqStarts: keep(Tensor.from(Int32Array.from(starts), [starts.length])), kvLoraRank: c.kvLoraRank, stream });
+      const kv = upProjectKv({ kvC: keep(g.kvC), wUk: this.#wUk[l], wUv: this.#wUv[l], stream });
+      const r = mlaPrefill({ q: qT, kNope: keep(kv.kNope), kPe: keep(g.kPe), v: keep(kv.v), cuSeqLensQ: cuQ, cuSeqLensKv: cuKv, softmaxScale, causal, stream });
+      keep(r.out), keep(r.lse);
+      return r;
+    };
+    let acc = attendTo(cuQ, context, true);
+    const longest = Math.max(...context);
+    const chunk = this.#prefill.contextChunk > 0 ? this.#prefill.contextChunk : longest;
+    for (let s0 = 0; s0 < longest; s0 += chunk) {
+      const counts = context.map((n) => Math.max(0, Math.min(chunk, n - s0)));
+      const part = attendTo(keep(Tensor.from(cumulative(counts), [counts.length + 1])), context.map((n) => Math.min(s0, n)), false);
+      acc = mergeAttentionStates({ outA: acc.out, lseA: acc.lse, outB: part.out, lseB: part.lse, stream });
+      keep(acc.out), keep(acc.lse);
+    }
+    out.set((await acc.out.toFloat32()).subarray(0, out.length));
+    const e = DTYPE_BYTES[c.dtype];
+    this.extraActivationBytes = Math.max(this.extraActivationBytes, T * H * (qk + 2 * c.vHeadDim) * e + (T + chunk) * (c.kvLoraRank + c.ropeDim + H * (c.nopeDim + c.vHeadDim)) * e);
+    for (const t of temps) t.dispose();
+  }
+
+  async #attendAbsorbed(l: number, step: Step, qNope: Float32Array, qPe: Float32Array, out: Float32Array): Promise<void> {
     const c = this.c;
     const H = c.heads, B = step.seqIds.length, n = step.queryLen, T = step.tokens.length;
     const stream = this.stream;
@@ -417,20 +561,12 @@ export class MlaDecoder extends Decoder {
       wUk: this.#wUk[l],
       stream,
     });
-    appendLatentCache({
-      cache: this.caches[l],
-      kvC: this.#input(ckv, [T, c.kvLoraRank], 'kvC'),
-      kPe: this.#input(kpe, [T, c.ropeDim], 'kPe'),
-      slotMapping: Tensor.from(slots, [T]),
-      rope: { positions: Tensor.from(step.positions, [T]), cos: this.#cos, sin: this.#sin, style: 'interleaved' },
-      stream,
-    });
     const { out: oLat, lse } = mlaDecode({
       q,
       cache: this.caches[l],
       blockTable: tables.blockTable,
       seqLens: tables.seqLens,
-      softmaxScale: 1 / Math.sqrt(c.nopeDim + c.ropeDim),
+      softmaxScale: softmaxScaleFor(c),
       kvLoraRank: c.kvLoraRank,
       causal: n > 1,
       plan: tables.plan,
@@ -508,7 +644,7 @@ export class MhaDecoder extends Decoder {
       V.set(vRow, slots[t] * H * vd);
     }
     // 2. Attention: row t (at position p) sees its sequence's positions 0 … p.
-    const scale = 1 / Math.sqrt(nope + rd);
+    const scale = softmaxScaleFor(c);
     const maxLen = Math.max(...step.positions) + 1;
     if (this.#scores.length < maxLen) this.#scores = new Float32Array(Math.max(maxLen, this.#scores.length * 2));
     const scores = this.#scores;

@@ -4,7 +4,7 @@
 import os from 'node:os';
 import { Stream, memoryStats, type BackendName } from 'mla-kernels';
 import { Rng, argmax, relErr, type ModelDType } from './math.js';
-import { DTYPE_BYTES, MhaDecoder, MlaDecoder, Weights, makeStep, type DecoderStats, type ModelConfig } from './model.js';
+import { DTYPE_BYTES, MhaDecoder, MlaDecoder, Weights, makeStep, type DecoderStats, type ModelConfig, type PrefillFormsStats } from './model.js';
 import { PagedCacheManager } from './paged.js';
 
 /**
@@ -25,6 +25,20 @@ export interface DemoOptions {
   progress: boolean;
   /** Where the report goes (console.log by default). */
   print?: (line: string) => void;
+  /** MLA prefill in `multi-head` form (default) or `absorbed` as decode runs. */
+  prefillForm?: 'multi-head' | 'absorbed';
+  /** Prompt tokens per prefill step (chunked prefill; its cached context gathered in chunks as long); 0: whole prompts. */
+  prefillChunk?: number;
+  /** Time the other MLA form on every prefill step too and compare the outputs (default true). */
+  comparePrefill?: boolean;
+  /** Weights to run (a model file's; their config must be `config`); seeded random ones by default. */
+  weights?: Weights;
+  /** What the weights are, for the report (default: random weights and their seed). */
+  source?: string;
+  /** The prompt of each sequence as token ids (default: seeded random ids of promptLens). */
+  prompts?: number[][];
+  /** Token ids → text, for printing what was generated (a file's vocabulary). */
+  detokenize?: (ids: number[]) => string;
 }
 
 export interface ModelRun {
@@ -49,6 +63,8 @@ export interface DemoResult {
   mla: ModelRun;
   mha?: ModelRun;
   agreement?: { steps: number; maxRelErr: number; meanRelErr: number; bound: number; pass: boolean; argmaxAgree: number; argmaxTotal: number };
+  /** The MLA prefill's attention in both forms (when compared): seconds over the prefill steps, and agreement. */
+  prefillForms?: PrefillFormsStats & { form: 'multi-head' | 'absorbed'; chunk: number; prefillSteps: number };
   /** Pool sizes and the device's memory peak (GPU backends only). */
   mlaPoolBytes: number;
   devicePeakBytes?: number;
@@ -132,23 +148,37 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const numBlocks = PagedCacheManager.blocksFor(lengths, c.blockSize);
 
   const stream = new Stream(o.backend);
-  print(`mla-kernels demo: DeepSeek-style MLA decoder, ${c.layers} layers, random weights (seed ${c.seed}), on ${o.backend} (${stream.device}), ${c.dtype}`);
+  print(`mla-kernels demo: DeepSeek-style MLA decoder, ${c.layers} layers, ${o.source ? 'weights of' : 'random weights'} ${o.source ?? `(seed ${c.seed})`}, on ${o.backend} (${stream.device}), ${c.dtype}`);
   print(
     `  emb ${c.emb}, ${c.heads} heads (nope ${c.nopeDim} + rope ${c.ropeDim}, v ${c.vHeadDim}), latent ${c.kvLoraRank}, ` +
       `${c.qLoraRank ? `q_lora ${c.qLoraRank}` : 'plain query projection'}, MLP ${c.ffn}, vocab ${c.vocab}, block ${c.blockSize}`,
   );
+  if (c.moe) {
+    const m = c.moe;
+    print(
+      `  MoE after ${m.denseLayers} dense layer${m.denseLayers === 1 ? '' : 's'}: ${m.experts} experts of ${m.expertFfn} (${m.expertsUsed} per token, ${m.gating} gates` +
+        `${m.selectionBias ? ' + selection bias' : ''}${m.groups > 1 ? `, best ${m.groupsUsed} of ${m.groups} groups` : ''}${m.normTopK ? ', normalised' : ''}` +
+        `${m.routedScale && m.routedScale !== 1 ? `, × ${m.routedScale}` : ''}) + ${m.sharedExperts} shared`,
+    );
+  }
+  if (c.ropeScaling && c.ropeScaling.type !== 'none') print(`  RoPE scaling: ${c.ropeScaling.type} × ${c.ropeScaling.factor} (original context ${c.ropeScaling.originalContext})`);
   print('  attention: absorbQuery → appendLatentCache (RoPE fused) → mlaDecode → unabsorbOutput on the addon; the rest in TypeScript');
+  print(
+    `  prefill: ${(o.prefillForm ?? 'multi-head') === 'multi-head' ? 'multi-head form (gatherLatentCache → upProjectKv → mlaPrefill, context merged by mergeAttentionStates)' : 'absorbed, as decode'}` +
+      `${o.prefillChunk ? `, in chunks of ${o.prefillChunk} tokens` : ', whole prompts'}`,
+  );
   print(`  batch ${B}: prompts [${o.promptLens.join(', ')}], new tokens [${o.newTokens.join(', ')}]; machine: ${machineDescription()}`);
 
   const w0 = performance.now();
-  const weights = new Weights(c);
+  const weights = o.weights ?? new Weights(c);
   const weightSeconds = (performance.now() - w0) / 1000;
-  const mla = new MlaDecoder(weights, stream, numBlocks, maxPositions);
+  const prefillForm = o.prefillForm ?? 'multi-head', chunk = o.prefillChunk ?? 0, comparePrefill = o.comparePrefill ?? true;
+  const mla = new MlaDecoder(weights, stream, numBlocks, maxPositions, { form: prefillForm, contextChunk: chunk, compare: comparePrefill && prefillForm === 'multi-head' });
   const mha = o.mhaCompare ? new MhaDecoder(weights, numBlocks, maxPositions) : null;
-  print(`  weights: ${(weights.parameters / 1e6).toFixed(2)} M parameters (${fmtBytes(weights.bytes)} in ${c.dtype}), made in ${weightSeconds.toFixed(1)} s`);
+  print(`  weights: ${(weights.parameters / 1e6).toFixed(2)} M parameters (${fmtBytes(weights.bytes)} in ${c.dtype})` + (o.weights ? '' : `, made in ${weightSeconds.toFixed(1)} s`));
 
   const rng = new Rng(c.seed ^ 0x9e3779b9);
-  const prompts = o.promptLens.map((p) => Array.from({ length: p }, () => rng.int(0, c.vocab - 1)));
+  const prompts = o.prompts ?? o.promptLens.map((p) => Array.from({ length: p }, () => rng.int(0, c.vocab - 1)));
   const generated: number[][] = prompts.map(() => []);
   const timing = { mla: { prefill: 0, decode: 0, decodeTokens: 0 }, mha: { prefill: 0, decode: 0, decodeTokens: 0 } };
   const bound = AGREEMENT_BOUND[c.dtype];
@@ -189,10 +219,23 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     mha?.endSequence(id);
   };
 
-  // Prefill: every prompt in one batched step (queryLen = the longest prompt, causal), first new token each.
-  progress.message(`prefill: ${B} prompt${B > 1 ? 's' : ''}, ${o.promptLens.reduce((x, y) => x + y, 0)} tokens, one batched step per layer${mha ? ' (MLA, then MHA)' : ''} …`);
-  let logits = await step(ids, o.promptLens, prompts, ids.map(() => 0), 'prefill');
-  ids.forEach((id, b) => generated[id].push(argmax(logits, b * c.vocab, c.vocab)));
+  // Prefill: every prompt in batched steps (all of it at once, or chunk tokens of each at a time: a later chunk attends
+  // to the earlier ones through the cache); a sequence's first new token comes from its prompt's last row.
+  progress.message(
+    `prefill: ${B} prompt${B > 1 ? 's' : ''}, ${o.promptLens.reduce((x, y) => x + y, 0)} tokens, ${chunk ? `chunks of ${chunk} tokens` : 'one batched step per layer'}${mha ? ' (MLA, then MHA)' : ''} …`,
+  );
+  const prefilled = ids.map(() => 0);
+  let logits: Float32Array = new Float32Array(0);
+  let prefillSteps = 0;
+  for (let pending = ids; pending.length > 0; pending = ids.filter((id) => prefilled[id] < o.promptLens[id])) {
+    const counts = pending.map((id) => (chunk > 0 ? Math.min(chunk, o.promptLens[id] - prefilled[id]) : o.promptLens[id] - prefilled[id]));
+    logits = await step(pending, counts, pending.map((id, b) => prompts[id].slice(prefilled[id], prefilled[id] + counts[b])), pending.map((id) => prefilled[id]), 'prefill');
+    prefillSteps++;
+    pending.forEach((id, b) => {
+      prefilled[id] += counts[b];
+      if (prefilled[id] === o.promptLens[id]) generated[id].push(argmax(logits, b * c.vocab, c.vocab));
+    });
+  }
   progress.prefilled(B);
   let active = ids.filter((id) => generated[id].length < o.newTokens[id]);
   for (const id of ids) if (!active.includes(id)) finish(id);
@@ -254,11 +297,17 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       argmaxTotal: agree.argmaxTotal,
     };
   }
+  if (mla.prefillForms.tokens > 0) result.prefillForms = { ...mla.prefillForms, form: prefillForm, chunk, prefillSteps };
   if (stream.device !== 'cpu') result.devicePeakBytes = memoryStats(stream.device).peakBytes;
   mla.dispose();
   stream.dispose();
   result.totalSeconds = (performance.now() - t0) / 1000;
   printSummary(result, print);
+  if (o.detokenize) {
+    print('');
+    print('as text:');
+    result.generated.slice(0, 4).forEach((g, b) => print(`  seq ${b}: ${JSON.stringify(o.detokenize!(prompts[b]))} → ${JSON.stringify(o.detokenize!(g))}`));
+  }
   return result;
 }
 
@@ -307,5 +356,12 @@ export function printSummary(r: DemoResult, print: (line: string) => void): void
         `bound ${a.bound} (${r.config.dtype}): ${a.pass ? 'PASS' : 'FAIL'}; greedy tokens agree ${a.argmaxAgree}/${a.argmaxTotal}`,
     );
   else print('MLA vs MHA logits: not compared (the MHA model was not run; --mha-compare runs it)');
+  const f = r.prefillForms;
+  if (f)
+    print(
+      `MLA prefill attention over ${f.tokens} prompt tokens (${f.prefillSteps} step${f.prefillSteps > 1 ? 's' : ''}${f.chunk ? `, chunks of ${f.chunk}` : ''}): ` +
+        `multi-head form ${(f.tokens / f.multiHeadSeconds).toFixed(1)} tokens/s (${f.multiHeadSeconds.toFixed(2)} s), ` +
+        `absorbed ${(f.tokens / f.absorbedSeconds).toFixed(1)} tokens/s (${f.absorbedSeconds.toFixed(2)} s): ${(f.absorbedSeconds / f.multiHeadSeconds).toFixed(2)}× (outputs within ${f.maxRelErr.toExponential(1)} of each other)`,
+    );
   print(`total ${r.totalSeconds.toFixed(1)} s (weights ${r.weightSeconds.toFixed(1)} s)`);
 }

@@ -32,4 +32,18 @@ export {
   type UnabsorbOutputOptions,
   type RopeOptions,
 } from './ops.js';
+export {
+  mlaPrefill,
+  planPrefill,
+  PrefillPlan,
+  gatherLatentCache,
+  upProjectKv,
+  mergeAttentionStates,
+  type MlaPrefillOptions,
+  type MlaPrefillResult,
+  type PlanPrefillOptions,
+  type GatherLatentCacheOptions,
+  type UpProjectKvOptions,
+  type MergeAttentionStatesOptions,
+} from './prefill.js';
 export { info, type Info } from './info.js';

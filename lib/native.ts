@@ -32,6 +32,16 @@ export type AbsorbParams = readonly [...AbsorbInputs, out: T];
 export type UnabsorbInputs = readonly [oLat: T, wUv: T];
 export type UnabsorbParams = readonly [...UnabsorbInputs, out: T];
 export type PlanParams = readonly [seqLens: T, numHeads: number, queryLen: number, batchInvariant: boolean];
+export type PrefillInputs = readonly [q: T, kNope: T, kPe: T, v: T, cuSeqLensQ: T, cuSeqLensKv: T, softmaxScale: number, causal: boolean, plan: unknown];
+export type PrefillParams = readonly [...PrefillInputs, out: T, lse: T];
+/** numRows: the outputs' rows to allocate, -1 for cuSeqLens[batch]. */
+export type GatherInputs = readonly [cache: T, blockTable: T, cuSeqLens: T, seqStarts: T | undefined, kvLoraRank: number, cacheScale: number, numRows: number];
+export type GatherParams = readonly [...GatherInputs, kvC: T, kPe: T];
+export type UpProjectInputs = readonly [kvC: T, wUk: T, wUv: T];
+export type UpProjectParams = readonly [...UpProjectInputs, kNope: T, v: T];
+export type MergeInputs = readonly [outA: T, lseA: T, outB: T, lseB: T];
+export type MergeParams = readonly [...MergeInputs, out: T, lse: T];
+export type PlanPrefillParams = readonly [cuSeqLensQ: T, cuSeqLensKv: T, numHeads: number, causal: boolean];
 /** Writes on other streams an operation waits for: [native stream, ticket]; a negative ticket only orders (a rewrite), a positive one also passes its failure on (a read). */
 export type After = [unknown, number][];
 
@@ -75,6 +85,15 @@ export interface NativeAddon {
   outputShapes(op: 'absorbQuery', inputs: AbsorbInputs): { out: number[] };
   outputShapes(op: 'unabsorbOutput', inputs: UnabsorbInputs): { out: number[] };
   planDecode(stream: NativeStream, params: PlanParams): { handle: unknown; numWorkItems: number; numSplitSequences: number };
+  mlaPrefill(stream: NativeStream, params: PrefillParams, after?: After): number;
+  gatherLatentCache(stream: NativeStream, params: GatherParams, after?: After): number;
+  upProjectKv(stream: NativeStream, params: UpProjectParams, after?: After): number;
+  mergeAttentionStates(stream: NativeStream, params: MergeParams, after?: After): number;
+  outputShapes(op: 'mlaPrefill', inputs: PrefillInputs): { out: number[]; lse: number[] };
+  outputShapes(op: 'gatherLatentCache', inputs: GatherInputs): { kvC: number[]; kPe: number[] };
+  outputShapes(op: 'upProjectKv', inputs: UpProjectInputs): { kNope: number[]; v: number[] };
+  outputShapes(op: 'mergeAttentionStates', inputs: MergeInputs): { out: number[]; lse: number[] };
+  planPrefill(stream: NativeStream, params: PlanPrefillParams): { handle: unknown; numWorkItems: number };
   /** Validates the graph's operations against their index arrays as they are now and queues them as one operation. */
   replayGraph(stream: NativeStream, graph: NativeGraph, after?: After): number;
   backends(): NativeBackendInfo[];
@@ -94,7 +113,21 @@ export interface NativeAddon {
   /** Test hooks of the cuda-sim backend (cmake-js builds with MLA_CUDA_SIM only). */
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
-  decodeKernelShapes?(headDim: number): Record<'large' | 'small', { blockM: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
+  decodeKernelShapes?(headDim: number): Record<string, { blockM: number; blockN: number; stages: number; threads: number; minBlocksPerSm: number; smemBytes: number; smemBytesFp8: number }>;
+  prefillKernelShapes?(dims: { nopeDim: number; ropeDim: number; vHeadDim: number }): Record<'large' | 'small', { blockM: number; heads: number; blockN: number; stages: number; threads: number; smemBytes: number }> & { gemmNtSmemBytes: number };
+  /** The decode plan the CUDA backend makes on a device of that SM count and shared memory (the GPU performance model). */
+  decodePlan?(shape: { queryLen: number; numHeads: number; seqLens: number[]; numSms: number; smemOptin: number; batchInvariant?: boolean; splitRows?: number }): SimDecodePlan;
+}
+
+export interface SimDecodePlan {
+  config: string;
+  blockM: number;
+  blockN: number;
+  numPartials: number;
+  /** [batch, mTile, rowBegin, rowEnd, seqLen, partial] per CTA, in launch order. */
+  work: [number, number, number, number, number, number][];
+  /** [batch, mTile, firstPartial, numPartials] per split sequence and m-tile. */
+  combine: [number, number, number, number][];
 }
 
 export interface NativeCpuInfo {
@@ -134,6 +167,50 @@ export interface SimSettings {
   deviceMemoryBytes?: number;
   /** How many devices the emulated runtime has: cuda-sim:0 ... cuda-sim:(numDevices - 1) (default 2). */
   numDevices?: number;
+  /** > 0: the shared memory a block may opt into (overrides smallConfig; e.g. 166912 for sm_80's decode tiles). */
+  smemOptin?: number;
+  /** >= 0: that block of every launch records its barrier intervals (SimLaunch.profile); -1: none (default). */
+  profileBlock?: number;
+  /** > 0: the emulated device's compute capability, e.g. 120 (0: one that has the shared memory configured). */
+  computeCapability?: number;
+}
+
+/** What a launch did on chip, counted by the emulator through the warp_ops.cuh wrappers. */
+export interface SimCounters {
+  ldmatrixBytes: number;
+  /** Shared-memory passes the ldmatrix loads need (one per 8x8 matrix when conflict-free). */
+  ldmatrixWavefronts: number;
+  sharedLoadBytes: number;
+  sharedStoreBytes: number;
+  /** Bytes cp.async wrote to shared memory (copied and zero-filled). */
+  asyncCopyBytes: number;
+  mma: number;
+  /** fp8 values converted (per thread). */
+  converted: number;
+  barriers: number;
+}
+
+/** One barrier interval of the profiled block. */
+export interface SimPhase extends Omit<SimCounters, 'mma' | 'barriers'> {
+  bytesRead: number;
+  bytesWritten: number;
+  /** mma.sync instructions of each warp of the block in this interval. */
+  mmaPerWarp: number[];
+}
+
+export interface SimLaunch {
+  kernel: string;
+  bytesRead: number;
+  bytesWritten: number;
+  fiberSwitches: number;
+  grid: number[];
+  threads: number;
+  seconds: number;
+  dynamicSmem: number;
+  /** Launched with programmatic dependent launch (may overlap the previous kernel's end). */
+  dependentLaunch: boolean;
+  counters: SimCounters;
+  profile: SimPhase[];
 }
 
 export interface SimOpRecord {
@@ -143,13 +220,13 @@ export interface SimOpRecord {
   ordersChecked: number;
   /** cudaStreamSynchronize / cudaEventSynchronize calls the operation made (0: it only queued work). */
   hostSyncs: number;
-  launches: { kernel: string; bytesRead: number; bytesWritten: number; fiberSwitches: number; grid: number[]; threads: number; seconds: number }[];
+  launches: SimLaunch[];
 }
 
 let loaded: { addon: NativeAddon; path: string } | null = null;
 
 // The addon argument interface this library speaks (kInterface in csrc/addon/marshal.h, bumped together).
-const ADDON_INTERFACE = 2;
+const ADDON_INTERFACE = 3;
 
 function locate(): string {
   const explicit = process.env.MLA_ADDON_PATH;

@@ -135,7 +135,8 @@ export interface UnabsorbOutputOptions {
 }
 
 // Each operation's options, as Sets: checkOptions runs on every call.
-const optionSet = (...names: string[]): ReadonlySet<string> => new Set(names);
+/** @internal */
+export const optionSet = (...names: string[]): ReadonlySet<string> => new Set(names);
 const PLAN_OPTIONS = optionSet('seqLens', 'numHeads', 'queryLen', 'batchInvariant', 'stream');
 const APPEND_OPTIONS = optionSet('cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'cacheScale', 'stream');
 const ROPE_OPTIONS = optionSet('positions', 'cos', 'sin', 'style');
@@ -143,7 +144,8 @@ const DECODE_OPTIONS = optionSet('q', 'cache', 'blockTable', 'seqLens', 'softmax
 const ABSORB_OPTIONS = optionSet('qNope', 'wUk', 'qPe', 'out', 'stream');
 const UNABSORB_OPTIONS = optionSet('oLat', 'wUv', 'out', 'stream');
 
-function checkOptions(op: string, options: unknown, allowed: ReadonlySet<string>): Record<string, unknown> {
+/** @internal */
+export function checkOptions(op: string, options: unknown, allowed: ReadonlySet<string>): Record<string, unknown> {
   if (typeof options !== 'object' || options === null)
     throw new MlaError('E_ARGUMENT', `${op}: expected an options object, got ${options === null ? 'null' : typeof options}`);
   for (const key of Object.keys(options))
@@ -153,21 +155,24 @@ function checkOptions(op: string, options: unknown, allowed: ReadonlySet<string>
 }
 
 // The argument itself, not (options, name): a keyed read with changing names goes megamorphic in V8.
-function tensorArg(op: string, t: unknown, label: string, optional?: false): TensorDescriptor;
-function tensorArg(op: string, t: unknown, label: string, optional: true): TensorDescriptor | undefined;
-function tensorArg(op: string, t: unknown, label: string, optional = false): TensorDescriptor | undefined {
+/** @internal */
+export function tensorArg(op: string, t: unknown, label: string, optional?: false): TensorDescriptor;
+export function tensorArg(op: string, t: unknown, label: string, optional: true): TensorDescriptor | undefined;
+export function tensorArg(op: string, t: unknown, label: string, optional = false): TensorDescriptor | undefined {
   if (t === undefined && optional) return undefined;
   if (!isTensor(t))
     throw new MlaError('E_ARGUMENT', `${op}: ${label} must be a Tensor, got ${t === undefined ? 'nothing' : t === null ? 'null' : typeof t}`);
   return t._descriptor(label);
 }
 
-function numberArg(op: string, v: unknown, name: string): number {
+/** @internal */
+export function numberArg(op: string, v: unknown, name: string): number {
   if (typeof v !== 'number') throw new MlaError('E_ARGUMENT', `${op}: ${name} must be a number, got ${typeof v}`);
   return v;
 }
 
-function streamArg(op: string, o: Record<string, unknown>): Stream {
+/** @internal */
+export function streamArg(op: string, o: Record<string, unknown>): Stream {
   const s = o.stream;
   if (s === undefined) return defaultStream();
   if (!isStream(s)) throw new MlaError('E_ARGUMENT', `${op}: stream must be a Stream`);

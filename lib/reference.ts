@@ -205,3 +205,140 @@ export function refUnabsorbedAttention(o: RefUnabsorbedOptions): { out: Float64A
   }
   return { out, lse };
 }
+
+// --- prefill: multi-head (un-absorbed) attention over packed ragged batches -------------------------------------
+
+export interface RefPrefillOptions {
+  /** [totalQ, heads, nopeDim + ropeDim]: each new token's queries [q_nope, q_pe]. */
+  q: Dense;
+  /** [totalKv, heads, nopeDim]. */
+  kNope: Dense;
+  /** [totalKv, ropeDim]: one rope key per token, shared by every head. */
+  kPe: Dense;
+  /** [totalKv, heads, vHeadDim]. */
+  v: Dense;
+  /** [batch + 1]: sequence b's queries are rows [cuSeqLensQ[b], cuSeqLensQ[b + 1]) of q. */
+  cuSeqLensQ: Dense;
+  /** [batch + 1]: sequence b's keys and values are rows [cuSeqLensKv[b], cuSeqLensKv[b + 1]) of kNope, kPe, v. */
+  cuSeqLensKv: Dense;
+  softmaxScale: number;
+  /** Query i of a sequence's n sees its first kvLen - n + 1 + i keys (aligned bottom-right, as mlaDecode). */
+  causal?: boolean;
+}
+
+/**
+ * Ragged multi-head prefill attention: score(t, s) = scale · (q_nope·k_nope[s] + q_pe·k_pe[s]) per head, the rope
+ * key shared by the heads. Returns out [totalQ, heads, vHeadDim] and lse [totalQ, heads] (natural log; -Infinity
+ * and zeros for a query that sees no key and for rows of q past the last sequence).
+ */
+export function refMlaPrefill(o: RefPrefillOptions): { out: Float64Array; lse: Float64Array } {
+  const [totalQ, heads, qkDim] = o.q.shape;
+  const nope = o.kNope.shape[2];
+  const ropeDim = o.kPe.shape[1];
+  const vDim = o.v.shape[2];
+  if (nope + ropeDim !== qkDim) throw new Error('refMlaPrefill: q width must be nopeDim + ropeDim');
+  const batch = o.cuSeqLensQ.data.length - 1;
+  const out = new Float64Array(totalQ * heads * vDim);
+  const lse = new Float64Array(totalQ * heads).fill(-Infinity);
+  for (let b = 0; b < batch; b++) {
+    const q0 = o.cuSeqLensQ.data[b], qLen = o.cuSeqLensQ.data[b + 1] - q0;
+    const k0 = o.cuSeqLensKv.data[b], kvLen = o.cuSeqLensKv.data[b + 1] - k0;
+    for (let h = 0; h < heads; h++) {
+      const values = Array.from({ length: kvLen }, (_, s) => Array.from({ length: vDim }, (_, c) => o.v.data[((k0 + s) * heads + h) * vDim + c]));
+      for (let i = 0; i < qLen; i++) {
+        const qBase = ((q0 + i) * heads + h) * qkDim;
+        const visible = visibleRows(kvLen, qLen, i, o.causal ?? false);
+        const scores: number[] = [];
+        for (let s = 0; s < visible; s++) {
+          let dot = 0;
+          for (let n = 0; n < nope; n++) dot += o.q.data[qBase + n] * o.kNope.data[((k0 + s) * heads + h) * nope + n];
+          for (let j = 0; j < ropeDim; j++) dot += o.q.data[qBase + nope + j] * o.kPe.data[(k0 + s) * ropeDim + j];
+          scores.push(o.softmaxScale * dot);
+        }
+        const r = attend(scores, values.slice(0, visible), vDim);
+        out.set(r.out, ((q0 + i) * heads + h) * vDim);
+        lse[(q0 + i) * heads + h] = r.lse;
+      }
+    }
+  }
+  return { out, lse };
+}
+
+export interface RefGatherOptions {
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim] as numbers (an fp8 cache as its stored values: cacheScale applies). */
+  cache: Dense;
+  blockTable: Dense;
+  /** [batch + 1]: sequence b's rows go to output rows [cuSeqLens[b], cuSeqLens[b + 1]). */
+  cuSeqLens: Dense;
+  /** [batch]: the cached position of each sequence's first gathered row (default 0). */
+  seqStarts?: Dense;
+  kvLoraRank: number;
+  /** Rows of the outputs (default cuSeqLens[batch]); rows past the gathered ones are zero. */
+  numRows?: number;
+  cacheScale?: number;
+}
+
+/** The cached rows of each sequence, dequantised: kvC [rows, kvLoraRank] and kPe [rows, ropeDim]. */
+export function refGatherLatentCache(o: RefGatherOptions): { kvC: Float64Array; kPe: Float64Array } {
+  const width = o.cache.shape[2];
+  const ropeDim = width - o.kvLoraRank;
+  const batch = o.cuSeqLens.data.length - 1;
+  const rows = o.numRows ?? o.cuSeqLens.data[batch];
+  const scale = o.cacheScale ?? 1;
+  const kvC = new Float64Array(rows * o.kvLoraRank);
+  const kPe = new Float64Array(rows * ropeDim);
+  for (let b = 0; b < batch; b++) {
+    const start = o.seqStarts ? o.seqStarts.data[b] : 0;
+    for (let r = o.cuSeqLens.data[b]; r < o.cuSeqLens.data[b + 1]; r++) {
+      const row = cacheRow(o.cache, o.blockTable, b, start + r - o.cuSeqLens.data[b]);
+      for (let c = 0; c < o.kvLoraRank; c++) kvC[r * o.kvLoraRank + c] = row[c] * scale;
+      for (let j = 0; j < ropeDim; j++) kPe[r * ropeDim + j] = row[o.kvLoraRank + j] * scale;
+    }
+  }
+  return { kvC, kPe };
+}
+
+/** Per head, the keys and values MLA defines from the latent: kNope[t, h] = W_uk[h] c_kv[t], v[t, h] = W_uv[h] c_kv[t]. */
+export function refUpProjectKv(o: { kvC: Dense; wUk: Dense; wUv: Dense }): { kNope: Float64Array; v: Float64Array } {
+  const [tokens, rank] = o.kvC.shape;
+  const [heads, nope] = o.wUk.shape;
+  const vDim = o.wUv.shape[1];
+  const kNope = new Float64Array(tokens * heads * nope);
+  const v = new Float64Array(tokens * heads * vDim);
+  const project = (w: Dense, rowsOut: number, into: Float64Array) => {
+    for (let t = 0; t < tokens; t++)
+      for (let h = 0; h < heads; h++)
+        for (let r = 0; r < rowsOut; r++) {
+          let s = 0;
+          for (let c = 0; c < rank; c++) s += w.data[(h * rowsOut + r) * rank + c] * o.kvC.data[t * rank + c];
+          into[(t * heads + h) * rowsOut + r] = s;
+        }
+  };
+  project(o.wUk, nope, kNope);
+  project(o.wUv, vDim, v);
+  return { kNope, v };
+}
+
+/**
+ * Two attention results over disjoint key sets merged into the result over their union, by log-sum-exp:
+ * out = (e^lseA outA + e^lseB outB) / (e^lseA + e^lseB), lse = log(e^lseA + e^lseB). A part with lse = -Infinity
+ * (it saw no key) weighs nothing; both empty gives zeros and -Infinity. out [..., width], lse [...].
+ */
+export function refMergeAttentionStates(o: { outA: Dense; lseA: Dense; outB: Dense; lseB: Dense }): { out: Float64Array; lse: Float64Array } {
+  const rows = o.lseA.data.length;
+  const width = rows === 0 ? 0 : o.outA.data.length / rows;
+  const out = new Float64Array(rows * width);
+  const lse = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const a = o.lseA.data[r], b = o.lseB.data[r];
+    const max = Math.max(a, b);
+    if (max === -Infinity) {
+      lse[r] = -Infinity;
+      continue;
+    }
+    const wa = Math.exp(a - max), wb = Math.exp(b - max);
+    for (let c = 0; c < width; c++) out[r * width + c] = (wa * o.outA.data[r * width + c] + wb * o.outB.data[r * width + c]) / (wa + wb);
+    lse[r] = max + Math.log(wa + wb);
+  }
+  return { out, lse };
+}

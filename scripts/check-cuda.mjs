@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Static checks of the CUDA kernels for every target architecture, without a GPU: compiles each csrc/kernels/*.cu
 // with `nvcc -Xptxas -v`, prints registers, spills, stack and shared memory per kernel, and fails on any spill or
-// stack frame, on registers over 255, or on a decode configuration whose shared memory exceeds the architecture's
-// limit. It also checks that the decode kernel's PTX uses tensor cores (mma.sync), and its SASS (HMMA) with the
-// cuobjdump that scripts/sass-tool.mjs finds (Debian's 11.8 one in CI: sm_80 … sm_90). Writes the table to bench/results/cuda-static.json.
+// stack frame, on registers over 255, or on a decode or prefill configuration whose shared memory exceeds the
+// architecture's limit. It also checks that the PTX of the decode, prefill and up-projection kernels uses tensor cores
+// (mma.sync) and cp.async, and their SASS (HMMA, LDGSTS) with the cuobjdump that scripts/sass-tool.mjs finds
+// (Debian's 11.8 one in CI: sm_80 … sm_90). Writes the table to bench/results/cuda-static.json.
 //   MLA_CUDA_ARCHS=90 node scripts/check-cuda.mjs      one architecture while developing
 //   MLA_ADDON_PATH=...                                 a build with cuda-sim, for the decode kernels' smem sizes
 import { execFileSync, spawn } from 'node:child_process';
@@ -13,15 +14,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectedCudaArchitectures } from './cuda-architectures.mjs';
+import { SMEM_OPTIN } from './gpu-targets.mjs';
 import { disassemble, findCuobjdump, which } from './sass-tool.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nvcc = process.env.NVCC ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : 'nvcc');
 const archs = selectedCudaArchitectures();
-
-// Per-block opt-in shared memory of each architecture (CUDA programming guide, compute capabilities table), and
-// which decode configuration the backend picks there (the largest that fits).
-const SMEM_OPTIN = { 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 103: 232448, 120: 101376 };
 const MAX_REGISTERS = 255;
 const HEAD_DIM = 576; // DeepSeek: kvLoraRank 512 + ropeDim 64
 
@@ -38,6 +36,15 @@ if (!addon?.decodeKernelShapes) {
   process.exit(1);
 }
 const shapes = addon.decodeKernelShapes(HEAD_DIM);
+// The prefill kernels at DeepSeek's dims (nope 128, rope 64, v 128), for the same check.
+const prefillShapes = addon.prefillKernelShapes?.({ nopeDim: 128, ropeDim: 64, vHeadDim: 128 });
+if (!prefillShapes) {
+  console.error(`check-cuda: ${addonPath} has no prefillKernelShapes (a build from before the prefill kernels)`);
+  process.exit(1);
+}
+// Kernels whose PTX must use tensor cores and whose SASS must show HMMA and LDGSTS (the cp.async pipeline): the
+// decode, the prefill attention and the up-projection GEMM.
+const TENSOR_CORE_SOURCES = ['decode.cu', 'prefill.cu', 'gemm_nt.cu'];
 
 const sources = readdirSync(path.join(root, 'csrc', 'kernels')).filter((f) => f.endsWith('.cu'));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'mla-check-cuda-'));
@@ -103,12 +110,12 @@ async function compile({ arch, src }) {
   const names = demangle(found.map((f) => f.mangled));
   found.forEach((f, i) => (f.kernel = shortName(names[i])));
   rows.push(...found);
-  if (src === 'decode.cu') {
-    const ptx = await run(['-std=c++17', `-arch=sm_${arch}`, '-ptx', '-o', path.join(tmp, `decode.${arch}.ptx`), path.join('csrc', 'kernels', src)]);
-    const text = ptx.code === 0 ? (await import('node:fs')).readFileSync(path.join(tmp, `decode.${arch}.ptx`), 'utf8') : '';
-    if (!/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16/.test(text)) {
+  if (TENSOR_CORE_SOURCES.includes(src)) {
+    const ptx = await run(['-std=c++17', `-arch=sm_${arch}`, '-ptx', '-o', path.join(tmp, `${src}.${arch}.ptx`), path.join('csrc', 'kernels', src)]);
+    const text = ptx.code === 0 ? (await import('node:fs')).readFileSync(path.join(tmp, `${src}.${arch}.ptx`), 'utf8') : '';
+    if (!/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16/.test(text) || !/cp\.async\.cg\.shared\.global/.test(text)) {
       ptxHasMma = false;
-      problems.push(`sm_${arch}: the decode kernel's PTX has no mma.sync m16n8k16`);
+      problems.push(`sm_${arch}: the PTX of ${src} has no mma.sync m16n8k16 or no cp.async`);
     }
   }
 }
@@ -121,38 +128,62 @@ await Promise.all(
   }),
 );
 
-const configFor = (arch) => (shapes.large.smemBytes <= SMEM_OPTIN[arch] ? 'large' : 'small');
+// The decode configuration the backend picks on an architecture (the first, largest, that fits: decodeConfigFor), and
+// the configuration of a decode kernel, by its tile shape (DecodeTraits<blockM, blockN, ...>).
+const configFor = (arch) => Object.keys(shapes).find((c) => shapes[c].smemBytes <= SMEM_OPTIN[arch]) ?? 'none';
+const configOf = (kernel) => {
+  const m = /DecodeTraits<(\d+), (\d+)/.exec(kernel);
+  return m && Object.keys(shapes).find((c) => shapes[c].blockM === +m[1] && shapes[c].blockN === +m[2]);
+};
+const prefillConfigFor = (arch) => (prefillShapes.large.smemBytes <= SMEM_OPTIN[arch] ? 'large' : 'small');
+// A prefill instantiation's configuration from its traits, PrefillTraits<blockM, heads, blockN, stages>.
+const prefillConfigOf = (kernel) =>
+  ['large', 'small'].find((c) => kernel.includes(`PrefillTraits<${[prefillShapes[c].blockM, prefillShapes[c].heads, prefillShapes[c].blockN, prefillShapes[c].stages].join(', ')}>`));
 for (const r of rows) {
-  const shape = shapes[/<64, 32/.test(r.kernel) ? 'large' : 'small'];
-  r.dynamicSmem = /mlaDecodeKernel/.test(r.kernel) ? (/fp8 cache/.test(r.kernel) ? shape.smemBytesFp8 : shape.smemBytes) : 0;
+  const decode = /mlaDecodeKernel/.test(r.kernel);
+  r.config = decode ? configOf(r.kernel) : undefined;
+  const shape = shapes[r.config];
+  r.dynamicSmem = decode ? (/fp8 cache/.test(r.kernel) ? shape.smemBytesFp8 : shape.smemBytes) : 0;
   r.limit = SMEM_OPTIN[r.arch];
-  r.usedOnArch = !/mlaDecodeKernel/.test(r.kernel) || configFor(r.arch) === (/<64, 32/.test(r.kernel) ? 'large' : 'small');
+  r.usedOnArch = !decode || configFor(r.arch) === r.config;
+  if (/mlaPrefillKernel/.test(r.kernel)) {
+    const config = prefillConfigOf(r.kernel);
+    if (!config) problems.push(`sm_${r.arch} ${r.kernel}: traits match neither prefill configuration of the addon`);
+    r.dynamicSmem = config ? prefillShapes[config].smemBytes : 0;
+    r.usedOnArch = prefillConfigFor(r.arch) === config;
+  }
+  if (/gemmNtKernel/.test(r.kernel)) r.dynamicSmem = prefillShapes.gemmNtSmemBytes;
   if (r.spillStores || r.spillLoads) problems.push(`sm_${r.arch} ${r.kernel}: spills ${r.spillStores} bytes stored, ${r.spillLoads} loaded`);
   if (r.stack) problems.push(`sm_${r.arch} ${r.kernel}: ${r.stack} bytes of stack frame (local memory)`);
   if (r.registers > MAX_REGISTERS) problems.push(`sm_${r.arch} ${r.kernel}: ${r.registers} registers`);
   if (r.usedOnArch && r.staticSmem + r.dynamicSmem > r.limit) problems.push(`sm_${r.arch} ${r.kernel}: ${r.staticSmem + r.dynamicSmem} bytes of shared memory > ${r.limit}`);
 }
-for (const arch of archs) if (shapes.small.smemBytes > SMEM_OPTIN[arch]) problems.push(`sm_${arch}: even the small decode configuration does not fit`);
+for (const arch of archs) if (configFor(arch) === 'none') problems.push(`sm_${arch}: no decode configuration fits`);
+for (const arch of archs) if (prefillShapes.small.smemBytes > SMEM_OPTIN[arch]) problems.push(`sm_${arch}: even the small prefill configuration does not fit`);
 
-// SASS: tensor-core instructions (HMMA) in the decode kernel, for every architecture the disassembler knows.
+// SASS: tensor-core instructions (HMMA) and cp.async (LDGSTS) in TENSOR_CORE_SOURCES, for every architecture the
+// disassembler knows.
 const tool = await findCuobjdump();
 let sassNote;
 if (!tool.path) sassNote = `SASS not inspected: ${tool.reason} (the PTX check above stands in)`;
 else {
   const missing = [], checked = [], beyond = [];
   for (const arch of archs) {
-    const sass = disassemble(tool, path.join(tmp, `decode.cu.${arch}.cubin`), arch);
-    if (sass === null) beyond.push(arch);
-    // tensor cores for bf16 and f16, and the cp.async pipeline (LDGSTS: global to shared without registers)
-    else if (/HMMA\.16816\.F32\.BF16/.test(sass) && /HMMA\.16816\.F32\b/.test(sass) && /LDGSTS/.test(sass)) checked.push(arch);
-    else missing.push(arch);
+    let beyondArch = false;
+    for (const src of TENSOR_CORE_SOURCES) {
+      const sass = disassemble(tool, path.join(tmp, `${src}.${arch}.cubin`), arch);
+      if (sass === null) beyondArch = true;
+      // tensor cores for bf16 and f16, and the cp.async pipeline (LDGSTS: global to shared without registers)
+      else if (!(/HMMA\.16816\.F32\.BF16/.test(sass) && /HMMA\.16816\.F32\b/.test(sass) && /LDGSTS/.test(sass))) missing.push(`sm_${arch} ${src}`);
+    }
+    (beyondArch ? beyond : checked).push(arch);
   }
   sassNote = `cuobjdump ${tool.version} (${tool.origin}): ` +
-    (checked.length ? `HMMA.16816 (bf16 and f16) and LDGSTS in the decode SASS of sm_${checked.join(', sm_')}` : 'no architecture inspected') +
+    (checked.length ? `HMMA.16816 (bf16 and f16) and LDGSTS in the SASS of ${TENSOR_CORE_SOURCES.join(', ')} for sm_${checked.join(', sm_')}` : 'no architecture inspected') +
     (beyond.length ? `; sm_${beyond.join(', sm_')} newer than this cuobjdump knows, PTX check only` : '');
   if (missing.length) {
-    sassNote += `; HMMA or LDGSTS MISSING in the decode SASS of sm_${missing.join(', sm_')}`;
-    problems.push(`HMMA or LDGSTS missing in the decode SASS for sm_${missing.join(', sm_')}`);
+    sassNote += `; HMMA or LDGSTS MISSING in ${missing.join(', ')}`;
+    problems.push(`HMMA or LDGSTS missing in the SASS of ${missing.join(', ')}`);
   }
 }
 
@@ -163,9 +194,10 @@ for (const r of rows)
     `sm_${String(r.arch).padEnd(4)} ${r.kernel.padEnd(68).slice(0, 68)} ${String(r.registers).padStart(4)}  ${`${r.spillStores}/${r.spillLoads}`.padStart(12)}  ${String(r.stack).padStart(5)}  ${r.staticSmem}+${r.dynamicSmem} / ${r.limit}${r.usedOnArch ? '' : ' (not used here)'}`,
   );
 console.log(`\ndecode configuration per architecture: ${archs.map((a) => `sm_${a} ${configFor(a)}`).join(', ')}`);
-console.log(`tensor cores: PTX ${ptxHasMma ? 'has' : 'LACKS'} mma.sync m16n8k16 in the decode kernel; ${sassNote}`);
+console.log(`prefill configuration per architecture: ${archs.map((a) => `sm_${a} ${prefillConfigFor(a)}`).join(', ')}`);
+console.log(`tensor cores: PTX ${ptxHasMma ? 'has' : 'LACKS'} mma.sync m16n8k16 and cp.async in ${TENSOR_CORE_SOURCES.join(', ')}; ${sassNote}`);
 mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
-writeFileSync(path.join(root, 'bench', 'results', 'cuda-static.json'), JSON.stringify({ nvcc: execFileSync(nvcc, ['--version'], { encoding: 'utf8' }).trim().split('\n').pop(), archs, decodeShapes: shapes, rows, sass: sassNote }, null, 2));
+writeFileSync(path.join(root, 'bench', 'results', 'cuda-static.json'), JSON.stringify({ nvcc: execFileSync(nvcc, ['--version'], { encoding: 'utf8' }).trim().split('\n').pop(), archs, decodeShapes: shapes, prefillShapes, rows, sass: sassNote }, null, 2));
 if (problems.length) {
   console.error(`\ncheck-cuda: ${problems.length} problem(s):\n- ${problems.join('\n- ')}`);
   process.exit(1);

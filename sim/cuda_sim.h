@@ -98,6 +98,7 @@ struct ThreadCtx {
   unsigned char* dyn_smem = nullptr;
   size_t dyn_smem_bytes = 0;
   Traffic traffic;             // cumulative, this OS thread (reset by reset_traffic())
+  PhaseCounts* phase = nullptr;  // the current barrier interval of a profiled block (set_profile_block), else null
 };
 extern thread_local ThreadCtx tctx;
 
@@ -112,10 +113,42 @@ inline T* dynamic_smem() {
 inline void count_read(size_t n) {
   tctx.traffic.bytes_read += n;
   tctx.traffic.loads += 1;
+  if (tctx.phase) tctx.phase->bytes_read += n;
 }
 inline void count_write(size_t n) {
   tctx.traffic.bytes_written += n;
   tctx.traffic.stores += 1;
+  if (tctx.phase) tctx.phase->bytes_written += n;
+}
+// The on-chip counters (Traffic); kernels count through the warp_ops.cuh wrappers.
+inline void count_ldmatrix(uint64_t bytes, uint64_t wavefronts) {
+  tctx.traffic.smem_ldmatrix_bytes += bytes;
+  tctx.traffic.smem_ldmatrix_wavefronts += wavefronts;
+  if (tctx.phase) {
+    tctx.phase->smem_ldmatrix_bytes += bytes;
+    tctx.phase->smem_ldmatrix_wavefronts += wavefronts;
+  }
+}
+inline void count_smem_load(size_t n) {
+  tctx.traffic.smem_load_bytes += n;
+  if (tctx.phase) tctx.phase->smem_load_bytes += n;
+}
+inline void count_smem_store(size_t n) {
+  tctx.traffic.smem_store_bytes += n;
+  if (tctx.phase) tctx.phase->smem_store_bytes += n;
+}
+inline void count_converted(uint64_t values) {
+  tctx.traffic.converted += values;
+  if (tctx.phase) tctx.phase->converted += values;
+}
+// One warp-level mma, counted for the warp of the calling thread (the lane that completes the collective).
+inline void count_mma() {
+  tctx.traffic.mma += 1;
+  if (tctx.phase) {
+    const unsigned w = tctx.linear_tid / 32;
+    if (tctx.phase->mma_per_warp.size() <= w) tctx.phase->mma_per_warp.resize(w + 1, 0);
+    tctx.phase->mma_per_warp[w] += 1;
+  }
 }
 
 // Barriers. op: 0 plain, 1 count, 2 and, 3 or.

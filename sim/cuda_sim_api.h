@@ -34,6 +34,26 @@ struct Traffic {
   uint64_t bytes_written = 0;  // global-memory bytes stored through warp_ops.cuh wrappers
   uint64_t loads = 0;          // number of load instructions (per thread)
   uint64_t stores = 0;         // number of store instructions (per thread)
+  // The on-chip work of the warp_ops.cuh wrappers, for the GPU performance model (scripts/model-gpu.mjs):
+  uint64_t smem_ldmatrix_bytes = 0;      // 128 per 8x8 matrix an ldmatrix loads
+  uint64_t smem_ldmatrix_wavefronts = 0; // shared-memory passes those need: per matrix, the most of its 8 row
+                                         // addresses in one 16-byte bank group (1 when conflict-free)
+  uint64_t smem_load_bytes = 0;          // ld_shared
+  uint64_t smem_store_bytes = 0;         // st_shared
+  uint64_t smem_async_bytes = 0;         // cp.async destination bytes (copied and zero-filled)
+  uint64_t mma = 0;                      // warp-level mma.sync instructions (m16n8k16)
+  uint64_t converted = 0;                // fp8 values converted (the fp8 cache conversions, per thread)
+  uint64_t barriers = 0;                 // completed __syncthreads, once per block
+};
+
+// The counters of one barrier interval of a profiled block (set_profile_block): what its threads did between two
+// completed __syncthreads (the first interval starts at the block's start, the last ends at its exit).
+struct PhaseCounts {
+  uint64_t bytes_read = 0, bytes_written = 0;
+  uint64_t smem_ldmatrix_bytes = 0, smem_ldmatrix_wavefronts = 0, smem_load_bytes = 0, smem_store_bytes = 0,
+           smem_async_bytes = 0;
+  uint64_t converted = 0;
+  std::vector<uint32_t> mma_per_warp;  // indexed by warp (linear thread index / 32)
 };
 
 // ----- Thread order --------------------------------------------------------------------------------------------
@@ -60,6 +80,25 @@ class ScopedOrder {
   uint64_t prev_seed_;
 };
 
+// Profiling: the block of this linear index (x + grid.x * (y + grid.y * z)) of every later launch on this OS thread
+// records its barrier intervals into LaunchRecord::profile; -1 (the default) profiles none.
+void set_profile_block(long long linear_block);
+long long profile_block();
+
+// Launches made while one is alive are recorded as programmatic dependent launches (launch.cuh's
+// mla_launch_dependent); they run as any other, one after another. Also kept when a graph capture records the launch.
+class ScopedDependentLaunch {
+ public:
+  explicit ScopedDependentLaunch(bool dependent);
+  ~ScopedDependentLaunch();
+  ScopedDependentLaunch(const ScopedDependentLaunch&) = delete;
+  ScopedDependentLaunch& operator=(const ScopedDependentLaunch&) = delete;
+  static bool active();
+
+ private:
+  bool prev_;
+};
+
 // Strict barriers: also an error when a thread exits while other threads of its block wait at __syncthreads
 // (undefined behaviour in CUDA; on recent GPUs such a barrier completes without the exited threads, which is the
 // default here). Per OS thread; default false.
@@ -81,6 +120,9 @@ struct LaunchRecord {
   uint64_t stores = 0;
   uint64_t fiber_switches = 0;  // context switches (into and out of fibers) during the launch
   double seconds = 0.0;
+  bool dependent_launch = false;     // launched with programmatic dependent launch (mla_launch_dependent)
+  Traffic counters;                  // everything Traffic counts, for this launch
+  std::vector<PhaseCounts> profile;  // the profiled block's barrier intervals (set_profile_block), else empty
 };
 
 // Global-memory traffic through the warp_ops.cuh wrappers (+ __ldg, cp.async), cumulative on this OS thread

@@ -443,6 +443,31 @@ void test_traffic() {
   note(fmts("%d floats: %" PRIu64 " bytes read, %" PRIu64 " written, exactly", n, rec.bytes_read, rec.bytes_written));
 }
 
+void test_onchip_counters() {
+  std::vector<uint8_t> in(1024, 1);
+  std::vector<float> out(128, -1.f);
+  cudasim::set_profile_block(1);
+  run_onchip_counts(in.data(), out.data());
+  cudasim::set_profile_block(-1);
+  const cudasim::LaunchRecord rec = cudasim::last_launch();
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 64; ++t) CHECK(out[b * 64 + t] == static_cast<float>(63 - t), "out[%d]", b * 64 + t);
+  const cudasim::Traffic& c = rec.counters;
+  CHECK(c.bytes_read == 2048 && c.smem_async_bytes == 2048, "cp.async: %" PRIu64 " read, %" PRIu64 " to shared", c.bytes_read, c.smem_async_bytes);
+  CHECK(c.smem_store_bytes == 512 && c.smem_load_bytes == 512, "st_shared %" PRIu64 ", ld_shared %" PRIu64, c.smem_store_bytes, c.smem_load_bytes);
+  CHECK(c.smem_ldmatrix_bytes == 2 * 640 && c.smem_ldmatrix_wavefronts == 2 * 12, "ldmatrix %" PRIu64 " bytes, %" PRIu64 " passes", c.smem_ldmatrix_bytes, c.smem_ldmatrix_wavefronts);
+  CHECK(c.mma == 6 && c.barriers == 4, "%" PRIu64 " mma, %" PRIu64 " barriers", c.mma, c.barriers);
+  CHECK(rec.profile.size() == 3, "block 1 has %zu barrier intervals, want 3", rec.profile.size());
+  if (rec.profile.size() == 3) {
+    const cudasim::PhaseCounts &p0 = rec.profile[0], &p1 = rec.profile[1], &p2 = rec.profile[2];
+    CHECK(p0.bytes_read == 1024 && p0.smem_async_bytes == 1024 && p0.smem_store_bytes == 256 && p0.smem_ldmatrix_bytes == 0, "interval 0");
+    CHECK(p1.smem_ldmatrix_bytes == 640 && p1.smem_ldmatrix_wavefronts == 12 && p1.smem_load_bytes == 256, "interval 1");
+    CHECK(p1.mma_per_warp.size() == 2 && p1.mma_per_warp[0] == 2 && p1.mma_per_warp[1] == 1, "interval 1: mma per warp");
+    CHECK(p2.bytes_written == 256 && p2.mma_per_warp.empty(), "interval 2");
+  }
+  note("cp.async, st_shared / ld_shared, ldmatrix passes (one bank-conflicted x1), mma per warp and barriers, per launch and per barrier interval of the profiled block");
+}
+
 void test_syncthreads_count() {
   for (int threads : {32, 100, 256}) {
     std::vector<int> pred(threads);
@@ -740,6 +765,7 @@ std::vector<Test> tests() {
       {"cp_async_pipeline", "pass", "2-stage cp.async pipeline == reference, bit-identical in all thread orders", test_cp_async_pipeline, {}},
       {"block_reduce", "pass", "block reduction == reference, bit-identical in all thread orders", test_block_reduce, {}},
       {"traffic", "pass", "traffic counters count exactly the bytes of a known kernel", test_traffic, {}},
+      {"onchip_counters", "pass", "on-chip counters and the profiled block's barrier intervals of a known kernel", test_onchip_counters, {}},
       {"syncthreads_count", "pass", "__syncthreads_count / _and / _or", test_syncthreads_count, {}},
       {"shfl_after_exit", "pass", "exited lanes do not deadlock a full-mask shuffle", test_shfl_after_exit, {}},
       {"concurrent_os_threads", "pass", "launches on two OS threads at once", test_concurrent_os_threads, {}},

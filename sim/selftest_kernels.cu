@@ -282,6 +282,29 @@ __global__ void traffic_copy_kernel(const float* in, float* out, int n) {
   if (i < n - 4 * nvec) st_global(out + t, 2.f * ld_global(in + t));
 }
 
+__global__ void onchip_counts_kernel(const uint8_t* in, float* out) {
+  MLA_DYNAMIC_SHARED(uint8_t, smem);  // 2 KiB: [0, 1024) cp.async, [1024, 1280) floats
+  float* f = reinterpret_cast<float*>(smem + 1024);
+  const int t = threadIdx.x, warp = t / 32, lane = t % 32;
+  cp_async_16(smem + 16 * t, in + 16 * t);  // 64 threads x 16 bytes
+  cp_async_wait_all();
+  st_shared(f + t, static_cast<float>(t));
+  __syncthreads();
+  uint32_t r[4];
+  if (warp == 0) ldmatrix_x4(r, smem + 16 * (lane % 32));  // 4 matrices, rows 16 bytes apart: one pass each
+  else ldmatrix_x1(r[0], smem + 128 * (lane % 8));          // 8 rows 128 bytes apart, one bank group: 8 passes
+  const float v = ld_shared(f + (63 - t));
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  const uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  for (int i = 0; i < (warp == 0 ? 2 : 1); ++i) mma_m16n8k16_bf16(d, a, b, d);
+  __syncthreads();
+  st_global(out + blockIdx.x * 64 + t, v + d[0]);
+}
+
+cudaError_t run_onchip_counts(const uint8_t* in, float* out) {
+  return mla_launch(onchip_counts_kernel, "onchip_counts_kernel", dim3(2), dim3(64), 2048, nullptr, in, out);
+}
+
 cudaError_t run_traffic_copy(const float* in, float* out, int n) {
   const int threads = 64;
   const int blocks = (n / 4 + threads) / threads + 1;

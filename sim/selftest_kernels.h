@@ -37,6 +37,9 @@ cudaError_t run_cp_async_pipeline(const float* in, int tiles, float* out);
 cudaError_t run_block_reduce(int threads, const float* in, int n, float* out);
 // Copy with scaling through ld_global / st_global / 16-byte vector forms: reads exactly 4n bytes, writes 4n.
 cudaError_t run_traffic_copy(const float* in, float* out, int n);
+// Two blocks of two warps with known on-chip work (see the kernel): cp.async 1 KiB, st_shared / ld_shared 256 bytes
+// each, one conflict-free ldmatrix x4 (warp 0) and one x1 whose 8 rows share a bank group (warp 1), 2 + 1 mma.
+cudaError_t run_onchip_counts(const uint8_t* in, float* out);
 // Block-wide predicate counts: out[0] = __syncthreads_count, out[1] = _and, out[2] = _or.
 cudaError_t run_syncthreads_count(int threads, const int* pred, int* out);
 // Lanes >= live_lanes of each warp exit at once; the others shuffle with the full mask (must not deadlock).

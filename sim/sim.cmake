@@ -89,6 +89,7 @@ function(mla_sim_add_kernels target)
   _mla_sim_wrap_kernels(_wrapped ${target} ${ARGN})
   target_sources(${target} PRIVATE ${_wrapped})
   target_link_libraries(${target} PRIVATE mla_sim)
+  set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${MLA_SIM_DIR}/mla_sim_shared.ld")
 endfunction()
 
 # --- the self-test (always ASan + UBSan, whatever MLA_SANITIZE says) ---------------------------------------------

@@ -48,9 +48,11 @@ struct Settings {
   Order order = Order::Forward;
   uint64_t seed = 0;
   bool strict = false;
+  long long profile_block = -1;
 };
 thread_local Settings tl_settings;
 thread_local LaunchRecord tl_last;
+thread_local std::vector<PhaseCounts> tl_profile;  // the running launch's profiled block
 thread_local uint64_t tl_switches = 0;
 
 struct FiberAbort {};  // thrown inside a blocked fiber to unwind it (not a std::exception on purpose)
@@ -106,6 +108,7 @@ struct Launch {
   Order order = Order::Forward;
   uint64_t seed = 0;
   bool strict = false;
+  long long profile_block = -1;
 };
 
 struct Block {
@@ -444,6 +447,18 @@ void run_block(Block& B) {
   uint64_t rs = L.seed ^ (0xD1B54A32D192ED03ull * (1 + B.idx.x + L.grid.x * (B.idx.y + L.grid.y * uint64_t(B.idx.z))));
   B.rng = splitmix(rs);
 
+  // Profiling (set_profile_block): this block's barrier intervals, from its start.
+  const long long linear_block = B.idx.x + static_cast<long long>(L.grid.x) * (B.idx.y + static_cast<long long>(L.grid.y) * B.idx.z);
+  tctx.phase = nullptr;
+  if (linear_block == L.profile_block) {
+    tl_profile.clear();
+    tl_profile.emplace_back();
+    tctx.phase = &tl_profile.back();
+  }
+  struct PhaseReset {
+    ~PhaseReset() { tctx.phase = nullptr; }
+  } phase_reset;
+
   // Poison shared memory.
   const StaticRegion& sr = static_region();
   if (sr.size) std::memset(sr.begin, kPoisonByte, sr.size);
@@ -462,6 +477,11 @@ void run_block(Block& B) {
     B.barrier_all = all != 0;
     B.barrier_any = any != 0;
     B.at_barrier = 0;
+    tctx.traffic.barriers += 1;
+    if (tctx.phase) {  // a profiled block: the next barrier interval starts
+      tl_profile.emplace_back();
+      tctx.phase = &tl_profile.back();
+    }
     if (L.order == Order::Random) draw_ranks(B);  // a new run-ahead order for every barrier interval
     for (SimThread& t : B.threads)
       if (t.st == TState::Barrier) make_runnable(B, t);
@@ -741,6 +761,8 @@ void cp_async_issue(void* smem_dst, const void* gmem_src, unsigned copy_bytes, u
   if (!is_shared(smem_dst, total_bytes))
     fail(fmt("cp.async: destination %p (%u bytes) is not in shared memory", smem_dst, total_bytes));
   if (copy_bytes) count_read(copy_bytes);  // traffic: counted at issue, whatever the landing time
+  tctx.traffic.smem_async_bytes += total_bytes;
+  if (tctx.phase) tctx.phase->smem_async_bytes += total_bytes;
   const CpCopy c{static_cast<unsigned char*>(smem_dst), static_cast<const unsigned char*>(gmem_src), copy_bytes,
                  total_bytes};
   // Landing time (see cp_async_wait): the only times a correct kernel cannot tell apart are those between issue and
@@ -790,6 +812,7 @@ LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic
   L.order = tl_settings.order;
   L.seed = tl_settings.seed;
   L.strict = tl_settings.strict;
+  L.profile_block = tl_settings.profile_block;
 
   const uint64_t nthreads = uint64_t(block.x) * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0 || nthreads > 1024 || block.z > 64 || grid.x == 0 ||
@@ -808,6 +831,7 @@ LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic
   rec.order = static_cast<int>(L.order);
   rec.seed = L.seed;
   rec.static_smem = static_region().size;
+  rec.dependent_launch = ScopedDependentLaunch::active();
   const Traffic before = tctx.traffic;
   const uint64_t sw_before = tl_switches;
   const auto t0 = std::chrono::steady_clock::now();
@@ -866,6 +890,18 @@ LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic
     rec.bytes_written = tctx.traffic.bytes_written - before.bytes_written;
     rec.loads = tctx.traffic.loads - before.loads;
     rec.stores = tctx.traffic.stores - before.stores;
+    const Traffic& now = tctx.traffic;
+    rec.counters = Traffic{rec.bytes_read, rec.bytes_written, rec.loads, rec.stores,
+                           now.smem_ldmatrix_bytes - before.smem_ldmatrix_bytes,
+                           now.smem_ldmatrix_wavefronts - before.smem_ldmatrix_wavefronts,
+                           now.smem_load_bytes - before.smem_load_bytes,
+                           now.smem_store_bytes - before.smem_store_bytes,
+                           now.smem_async_bytes - before.smem_async_bytes,
+                           now.mma - before.mma,
+                           now.converted - before.converted,
+                           now.barriers - before.barriers};
+    if (L.profile_block >= 0) rec.profile = std::move(tl_profile);
+    tl_profile.clear();
     rec.fiber_switches = tl_switches - sw_before;
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     tl_last = rec;
@@ -904,6 +940,14 @@ ScopedOrder::ScopedOrder(Order o, uint64_t seed)
 ScopedOrder::~ScopedOrder() { set_order(static_cast<Order>(prev_order_), prev_seed_); }
 
 void set_strict_barriers(bool strict) { tl_settings.strict = strict; }
+void set_profile_block(long long linear_block) { tl_settings.profile_block = linear_block; }
+namespace {
+thread_local bool tl_dependent = false;
+}
+ScopedDependentLaunch::ScopedDependentLaunch(bool dependent) : prev_(tl_dependent) { tl_dependent = dependent; }
+ScopedDependentLaunch::~ScopedDependentLaunch() { tl_dependent = prev_; }
+bool ScopedDependentLaunch::active() { return tl_dependent; }
+long long profile_block() { return tl_settings.profile_block; }
 bool strict_barriers() { return tl_settings.strict; }
 
 Traffic traffic() { return tctx.traffic; }

@@ -1,4 +1,5 @@
 // Shared test tools: seeded random data (the seed is printed), error norms, poison, backend list.
+import { createRequire } from 'node:module';
 import { expect } from 'vitest';
 import { backends, bf16ToFloat32, f16ToFloat32, MlaError, Tensor, type BackendName, type DeviceName, type ErrorCode, type FloatDType } from '../lib/index.js';
 import type { Storage } from '../lib/dtypes.js';
@@ -147,6 +148,16 @@ export function shapeRules(backend: BackendName): ShapeRules {
     nopeDim: (rng) => 16 * rng.int(1, 2),
     vHeadDim: (rng) => 8 * rng.int(1, 4),
   };
+}
+
+/** Whether onnxruntime-node (a devDependency, the benchmark's peer) can be loaded here. */
+export function hasOnnxRuntime(): boolean {
+  try {
+    createRequire(import.meta.url)('onnxruntime-node');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** `fn` throws an MlaError with `code` whose message contains (or matches) each of `mentions`. */

@@ -19,11 +19,16 @@ void exportAppendLatentCache(Napi::Env env, Napi::Object exports);
 void exportMlaDecode(Napi::Env env, Napi::Object exports);
 void exportAbsorbQuery(Napi::Env env, Napi::Object exports);
 void exportUnabsorbOutput(Napi::Env env, Napi::Object exports);
+void exportMlaPrefill(Napi::Env env, Napi::Object exports);
+void exportGatherLatentCache(Napi::Env env, Napi::Object exports);
+void exportUpProjectKv(Napi::Env env, Napi::Object exports);
+void exportMergeAttentionStates(Napi::Env env, Napi::Object exports);
 
 namespace {
 
 constexpr void (*kExports[])(Napi::Env, Napi::Object) = {
-    exportInfo, exportHooks, exportOutputShapes, exportCopy, exportAppendLatentCache, exportMlaDecode, exportAbsorbQuery, exportUnabsorbOutput,
+    exportInfo, exportHooks, exportOutputShapes, exportCopy, exportAppendLatentCache, exportMlaDecode,
+    exportAbsorbQuery, exportUnabsorbOutput, exportMlaPrefill, exportGatherLatentCache, exportUpProjectKv, exportMergeAttentionStates,
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

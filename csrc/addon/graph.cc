@@ -67,6 +67,29 @@ void prepare(MlaDecodeParams& p, const Backend& backend, IndexSnapshot& snapshot
   validatePlan(p, backend.name());
   backend.checkSupported(p);
 }
+// A replay's plans: the decode ones above, and one prefill plan per distinct (lengths, heads, causal).
+using PrefillPlanKey = std::tuple<std::vector<int32_t>, std::vector<int32_t>, int64_t, bool>;
+struct ReplayPlans : PlanCache {
+  std::map<PrefillPlanKey, std::shared_ptr<const PrefillPlanHandle>> prefill;
+};
+
+void prepare(MlaPrefillParams& p, const Backend& backend, IndexSnapshot& snapshot, ReplayPlans& plans) {
+  snapshotIndexTensors(p, snapshot);
+  validate(p, backend.device());
+  const int32_t* cuQ = p.cuSeqLensQ.as<const int32_t>();
+  const int32_t* cuKv = p.cuSeqLensKv.as<const int32_t>();
+  const size_t n = static_cast<size_t>(p.batch + 1);
+  if (!p.plan || !std::equal(cuQ, cuQ + n, p.plan->cuSeqLensQ.begin(), p.plan->cuSeqLensQ.end()) ||
+      !std::equal(cuKv, cuKv + n, p.plan->cuSeqLensKv.begin(), p.plan->cuSeqLensKv.end())) {
+    std::shared_ptr<const PrefillPlanHandle>& plan =
+        plans.prefill[PrefillPlanKey{std::vector<int32_t>(cuQ, cuQ + n), std::vector<int32_t>(cuKv, cuKv + n), p.numHeads, p.causal}];
+    if (!plan) plan = backend.planPrefill(p.batch, p.numHeads, p.causal, cuQ, cuKv);
+    p.plan = plan;
+  }
+  validatePlan(p, backend.name());
+  backend.checkSupported(p);
+}
+
 template <class Params>
 void prepare(Params& p, const Backend& backend, IndexSnapshot& snapshot, PlanCache&) {
   snapshotIndexTensors(p, snapshot);
@@ -88,7 +111,7 @@ Napi::Value ReplayGraph(const Napi::CallbackInfo& info) {
     Backend* backend = &stream.backend();
     auto snapshot = std::make_shared<IndexSnapshot>();
     std::vector<GraphOp> ops = graph.ops_;
-    PlanCache plans;
+    ReplayPlans plans;
     for (size_t i = 0; i < ops.size(); ++i) {
       try {
         std::visit([&](auto& p) { prepare(p, *backend, *snapshot, plans); }, ops[i]);

@@ -1,5 +1,6 @@
 #include "marshal.h"
 
+#include <cmath>
 #include <iterator>
 #include <string>
 
@@ -109,6 +110,12 @@ double getNumber(const Napi::Array& params, uint32_t index, const char* name) {
   Napi::Value v = params.Get(index);
   if (!v.IsNumber()) throw Error(ErrorCode::Argument, std::string(name) + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t positiveInteger(const Napi::Array& params, uint32_t index, const char* name) {
+  const double x = getNumber(params, index, name);
+  if (!(x >= 1 && x <= 1e9) || std::floor(x) != x) throw Error(ErrorCode::Range, std::string(name) + " must be a positive integer, got " + std::to_string(x));
+  return static_cast<int64_t>(x);
 }
 
 // An operation's params array (info[1]).

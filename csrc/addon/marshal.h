@@ -19,7 +19,7 @@ class StreamWrap;
 
 // The shape of what lib/ passes (argument arrays, tensor descriptors). Bumped with every change to it: lib/native.ts
 // refuses an addon of another interface, which would otherwise misread its arguments (a stale build in a checkout).
-constexpr int kInterface = 2;
+constexpr int kInterface = 3;
 
 // The address of a TypedArray's first element and its length in bytes, in one N-API call (Napi::TypedArray makes
 // four for the same). False when `v` is not a TypedArray.
@@ -41,6 +41,8 @@ Wrap& unwrapped(const Napi::Value& v, const char* what) {
   return *static_cast<Wrap*>(wrapped);
 }
 double getNumber(const Napi::Array& params, uint32_t index, const char* name);
+// params[index] as an integer in [1, 1e9]; E_RANGE naming `name` otherwise.
+int64_t positiveInteger(const Napi::Array& params, uint32_t index, const char* name);
 // An operation's params array (info[1]).
 Napi::Array paramsOf(const Napi::Value& v);
 Napi::Array shapeToJs(Napi::Env env, const std::vector<int64_t>& dims);

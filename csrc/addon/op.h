@@ -78,6 +78,20 @@ Napi::Object outShape(Napi::Env env, const Napi::Array& inputs) {
   return result;
 }
 
+// outputShapes of an op with two created outputs, named names[0] and names[1], whose shapes `shapes` (core/ops.h)
+// gives from the inputs.
+template <class Params, Params (*read)(const Napi::Array&, Retained*, bool), void (*shapes)(Params&, std::vector<int64_t>*, std::vector<int64_t>*),
+          const char* const (&names)[2]>
+Napi::Object outShapes(Napi::Env env, const Napi::Array& inputs) {
+  Params p = read(inputs, nullptr, false);
+  std::vector<int64_t> first, second;
+  shapes(p, &first, &second);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set(names[0], shapeToJs(env, first));
+  result.Set(names[1], shapeToJs(env, second));
+  return result;
+}
+
 // Exports op.name as op(stream, params, after); `outputShapes` (when the op creates outputs the caller may omit)
 // answers outputShapes(op.name, inputs).
 template <class Params>

@@ -36,15 +36,7 @@ MlaDecodeParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs
   return p;
 }
 
-Napi::Object outputShapes(Napi::Env env, const Napi::Array& inputs) {
-  MlaDecodeParams p = read(inputs, nullptr, false);
-  std::vector<int64_t> outShape, lseShape;
-  mlaDecodeOutShapes(p, &outShape, &lseShape);
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("out", shapeToJs(env, outShape));
-  result.Set("lse", shapeToJs(env, lseShape));
-  return result;
-}
+constexpr const char* kOutputs[2] = {"out", "lse"};
 
 void run(Backend& backend, const MlaDecodeParams& p) { backend.mlaDecode(p); }
 void checkPlan(const MlaDecodeParams& p, const Backend& backend) { validatePlan(p, backend.name()); }
@@ -80,7 +72,7 @@ Napi::Value PlanDecode(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void exportMlaDecode(Napi::Env env, Napi::Object exports) {
-  exportOp(env, exports, kDecode, outputShapes);
+  exportOp(env, exports, kDecode, outShapes<MlaDecodeParams, read, mlaDecodeOutShapes, kOutputs>);
   exports.Set("planDecode", Napi::Function::New(env, PlanDecode));
 }
 

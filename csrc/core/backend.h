@@ -22,6 +22,17 @@ inline void fillPlanHandle(DecodePlanHandle& plan, const std::string& backend, i
   plan.batchInvariant = batchInvariant;
 }
 
+// Records what a prefill plan was made for.
+inline void fillPrefillPlanHandle(PrefillPlanHandle& plan, const std::string& backend, int64_t batch, int64_t numHeads, bool causal,
+                                  const int32_t* cuSeqLensQ, const int32_t* cuSeqLensKv) {
+  plan.backend = backend;
+  plan.batch = batch;
+  plan.numHeads = numHeads;
+  plan.causal = causal;
+  plan.cuSeqLensQ.assign(cuSeqLensQ, cuSeqLensQ + batch + 1);
+  plan.cuSeqLensKv.assign(cuSeqLensKv, cuSeqLensKv + batch + 1);
+}
+
 // Device memory of a backend whose device is not the host (cuda, cuda-sim).
 class DeviceMemory {
  public:
@@ -42,9 +53,11 @@ class Fence {
 };
 
 // One operation of a captured graph (Stream.capture), validated again before each replay.
-using GraphOp = std::variant<AppendLatentCacheParams, MlaDecodeParams, AbsorbQueryParams, UnabsorbOutputParams>;
+using GraphOp = std::variant<AppendLatentCacheParams, MlaDecodeParams, AbsorbQueryParams, UnabsorbOutputParams, MlaPrefillParams,
+                             GatherLatentCacheParams, UpProjectKvParams, MergeAttentionStatesParams>;
 inline const char* graphOpName(const GraphOp& op) {
-  static const char* const names[] = {"appendLatentCache", "mlaDecode", "absorbQuery", "unabsorbOutput"};
+  static const char* const names[] = {"appendLatentCache", "mlaDecode", "absorbQuery", "unabsorbOutput",
+                                      "mlaPrefill", "gatherLatentCache", "upProjectKv", "mergeAttentionStates"};
   return names[op.index()];
 }
 
@@ -67,6 +80,10 @@ class Backend {
   virtual void checkSupported(const AbsorbQueryParams&) const {}
   virtual void checkSupported(const UnabsorbOutputParams&) const {}
   virtual void checkSupported(const CopyParams&) const {}
+  virtual void checkSupported(const MlaPrefillParams&) const {}
+  virtual void checkSupported(const GatherLatentCacheParams&) const {}
+  virtual void checkSupported(const UpProjectKvParams&) const {}
+  virtual void checkSupported(const MergeAttentionStatesParams&) const {}
 
   // Plans the split of one decode step. The default plan only records what it was made for: the CPU backend
   // splits per call.
@@ -74,6 +91,15 @@ class Backend {
                                                        bool batchInvariant) const {
     auto plan = std::make_shared<DecodePlanHandle>();
     fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
+    return plan;
+  }
+
+  // Plans the split of one prefill step (cuSeqLensQ / cuSeqLensKv: batch + 1 validated cumulative lengths). The
+  // default plan only records what it was made for: the CPU backend splits per call.
+  virtual std::shared_ptr<PrefillPlanHandle> planPrefill(int64_t batch, int64_t numHeads, bool causal, const int32_t* cuSeqLensQ,
+                                                         const int32_t* cuSeqLensKv) const {
+    auto plan = std::make_shared<PrefillPlanHandle>();
+    fillPrefillPlanHandle(*plan, name(), batch, numHeads, causal, cuSeqLensQ, cuSeqLensKv);
     return plan;
   }
 
@@ -85,6 +111,10 @@ class Backend {
   virtual void mlaDecode(const MlaDecodeParams& p) = 0;
   virtual void absorbQuery(const AbsorbQueryParams& p) = 0;
   virtual void unabsorbOutput(const UnabsorbOutputParams& p) = 0;
+  virtual void mlaPrefill(const MlaPrefillParams& p) = 0;
+  virtual void gatherLatentCache(const GatherLatentCacheParams& p) = 0;
+  virtual void upProjectKv(const UpProjectKvParams& p) = 0;
+  virtual void mergeAttentionStates(const MergeAttentionStatesParams& p) = 0;
 
   // Runs a captured graph's operations in order, as one operation of the stream. `state` is this graph's own (null
   // at the first replay). The default runs each operation as if called alone.
@@ -105,6 +135,10 @@ class Backend {
   void run(const MlaDecodeParams& p) { mlaDecode(p); }
   void run(const AbsorbQueryParams& p) { absorbQuery(p); }
   void run(const UnabsorbOutputParams& p) { unabsorbOutput(p); }
+  void run(const MlaPrefillParams& p) { mlaPrefill(p); }
+  void run(const GatherLatentCacheParams& p) { gatherLatentCache(p); }
+  void run(const UpProjectKvParams& p) { upProjectKv(p); }
+  void run(const MergeAttentionStatesParams& p) { mergeAttentionStates(p); }
 };
 
 struct BackendInfo {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "errors.h"
@@ -414,6 +415,283 @@ void snapshotIndexTensors(AppendLatentCacheParams& p, IndexSnapshot& store) {
 void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store) {
   snapshot(p.blockTable, store);
   snapshot(p.seqLens, store);
+}
+
+
+// --- prefill -----------------------------------------------------------------------------------------------------
+namespace {
+
+// An output of `like`'s dtype and the given shape.
+void requireOutput(const TensorView& t, const TensorView& like, const std::vector<int64_t>& shape) {
+  requirePresent(t);
+  requireSameDType(t, like);
+  requireShape(t, shape);
+}
+
+// A log-sum-exp output: f32 of the given shape.
+void requireLseOutput(const TensorView& t, const std::vector<int64_t>& shape) {
+  requirePresent(t);
+  requireDType(t, DType::F32);
+  requireShape(t, shape);
+}
+
+int64_t requireDimAtLeast(const TensorView& t, int axis, int64_t least, const char* what) {
+  if (t.dim(axis) < least)
+    fail(ErrorCode::Shape, std::string(t.name) + " " + what + " (dimension " + std::to_string(axis) + ") must be >= " + std::to_string(least) +
+                               ", got shape " + t.shapeStr());
+  return t.dim(axis);
+}
+
+// The rows a ragged tensor's cumulative lengths use: at most the tensor's `rows`.
+int64_t usedRowsOf(const TensorView& cu, int64_t rows, const TensorView& tensor) {
+  const int64_t batch = cu.dim(0) - 1;
+  const int64_t last = cu.as<const int32_t>()[batch];
+  if (last > rows)
+    fail(ErrorCode::Range, std::string(cu.name) + "[" + std::to_string(batch) + "] = " + std::to_string(last) + " is past the " + std::to_string(rows) +
+                               " rows of " + tensor.name);
+  return last;
+}
+
+void prefillInputs(MlaPrefillParams& p) {
+  requireRank(p.q, 3, "[totalQ, numHeads, nopeDim + ropeDim]");
+  requireFloating(p.q);
+  p.totalQ = p.q.dim(0);
+  p.numHeads = requireDimAtLeast(p.q, 1, 1, "numHeads");
+  p.headDim = requireDimAtLeast(p.q, 2, 1, "nopeDim + ropeDim");
+  requireRank(p.kNope, 3, "[totalKv, numHeads, nopeDim]");
+  requireSameDType(p.kNope, p.q);
+  requireDim(p.kNope, 1, p.numHeads, "numHeads, from q");
+  p.totalKv = p.kNope.dim(0);
+  p.nopeDim = p.kNope.dim(2);
+  requireRank(p.kPe, 2, "[totalKv, ropeDim]");
+  requireSameDType(p.kPe, p.q);
+  requireDim(p.kPe, 0, p.totalKv, "totalKv, from kNope");
+  p.ropeDim = p.kPe.dim(1);
+  if (p.nopeDim + p.ropeDim != p.headDim)
+    fail(ErrorCode::Shape, "q's last dimension must be nopeDim + ropeDim = " + std::to_string(p.nopeDim) + " + " + std::to_string(p.ropeDim) +
+                               " (kNope's and kPe's last dimensions), got shape " + p.q.shapeStr());
+  requireRank(p.v, 3, "[totalKv, numHeads, vHeadDim]");
+  requireSameDType(p.v, p.q);
+  requireDim(p.v, 0, p.totalKv, "totalKv, from kNope");
+  requireDim(p.v, 1, p.numHeads, "numHeads, from q");
+  p.vHeadDim = requireDimAtLeast(p.v, 2, 1, "vHeadDim");
+  if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
+    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
+
+  validateCuSeqLens(p.cuSeqLensQ);
+  validateCuSeqLens(p.cuSeqLensKv);
+  p.batch = p.cuSeqLensQ.dim(0) - 1;
+  requireDim(p.cuSeqLensKv, 0, p.batch + 1, "batch + 1, from cuSeqLensQ");
+  p.usedQ = usedRowsOf(p.cuSeqLensQ, p.totalQ, p.q);
+  p.usedKv = usedRowsOf(p.cuSeqLensKv, p.totalKv, p.kNope);
+  const int32_t* cuQ = p.cuSeqLensQ.as<const int32_t>();
+  const int32_t* cuKv = p.cuSeqLensKv.as<const int32_t>();
+  p.maxQLen = p.maxKvLen = 0;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t qLen = cuQ[b + 1] - cuQ[b], kvLen = cuKv[b + 1] - cuKv[b];
+    if (p.causal && kvLen < qLen)
+      fail(ErrorCode::Range, "causal: sequence " + std::to_string(b) + " has " + std::to_string(qLen) + " queries (cuSeqLensQ) but " + std::to_string(kvLen) +
+                                 " keys (cuSeqLensKv); a causal prefill needs at least as many keys as queries (query i of n sees the first kvLen - n + 1 + i keys)");
+    p.maxQLen = std::max(p.maxQLen, qLen);
+    p.maxKvLen = std::max(p.maxKvLen, kvLen);
+  }
+}
+
+void gatherInputs(GatherLatentCacheParams& p, int64_t kvLoraRank) {
+  requireRank(p.cache, 3, "[numBlocks, blockSize, kvLoraRank + ropeDim]");
+  if (!isCacheDType(p.cache.dtype))
+    fail(ErrorCode::DType, std::string(p.cache.name) + " must be f32, f16, bf16 or fp8_e4m3, got " + dtypeName(p.cache.dtype));
+  if (p.cache.dim(1) < 1) fail(ErrorCode::Shape, std::string(p.cache.name) + " block size (dimension 1) must be >= 1, got shape " + p.cache.shapeStr());
+  p.numBlocks = p.cache.dim(0);
+  p.blockSize = p.cache.dim(1);
+  if (kvLoraRank < 1 || kvLoraRank > p.cache.dim(2))
+    fail(ErrorCode::Range, "kvLoraRank must be in [1, " + std::to_string(p.cache.dim(2)) + "] (the cache's row width), got " + std::to_string(kvLoraRank));
+  p.kvLoraRank = kvLoraRank;
+  p.ropeDim = p.cache.dim(2) - kvLoraRank;
+  if (p.cache.dtype != DType::FP8E4M3 && p.cacheScale != 1.f)
+    fail(ErrorCode::Argument, std::string("cacheScale applies to an fp8_e4m3 cache only; ") + p.cache.name + " is " + dtypeName(p.cache.dtype));
+  if (!std::isfinite(p.cacheScale) || p.cacheScale <= 0.f)
+    fail(ErrorCode::Range, "cacheScale must be a finite number > 0, got " + std::to_string(p.cacheScale));
+  validateCuSeqLens(p.cuSeqLens);
+  p.batch = p.cuSeqLens.dim(0) - 1;
+  requireRank(p.blockTable, 2, "[batch, maxBlocksPerSeq]");
+  requireHostIndex(p.blockTable);
+  requireDim(p.blockTable, 0, p.batch, "batch, from cuSeqLens");
+  p.maxBlocksPerSeq = p.blockTable.dim(1);
+  if (p.seqStarts.present()) {
+    requireRank(p.seqStarts, 1, "[batch]");
+    requireHostIndex(p.seqStarts);
+    requireDim(p.seqStarts, 0, p.batch, "batch, from cuSeqLens");
+  }
+  const int32_t* cu = p.cuSeqLens.as<const int32_t>();
+  const int32_t* starts = p.seqStarts.present() ? p.seqStarts.as<const int32_t>() : nullptr;
+  const int32_t* table = p.blockTable.as<const int32_t>();
+  const int64_t capacity = p.maxBlocksPerSeq * p.blockSize;
+  p.usedRows = cu[p.batch];
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t len = cu[b + 1] - cu[b], start = starts ? starts[b] : 0;
+    if (start < 0 || start + len > capacity)
+      fail(ErrorCode::Range, (starts ? "seqStarts[" + std::to_string(b) + "] = " + std::to_string(start) + " with " : std::string("sequence " + std::to_string(b) + ": ")) +
+                                 std::to_string(len) + " rows (cuSeqLens) reaches position " + std::to_string(start + len) + ", past the " + std::to_string(capacity) +
+                                 " rows blockTable holds (" + std::to_string(p.maxBlocksPerSeq) + " blocks of " + std::to_string(p.blockSize) + ")");
+    if (len == 0) continue;
+    for (int64_t j = start / p.blockSize; j <= (start + len - 1) / p.blockSize; ++j) {
+      const int64_t block = table[b * p.maxBlocksPerSeq + j];
+      if (block < 0 || block >= p.numBlocks)
+        fail(ErrorCode::Range, "blockTable[" + std::to_string(b) + "][" + std::to_string(j) + "] = " + std::to_string(block) +
+                                   " is not a block of cache (numBlocks " + std::to_string(p.numBlocks) + ")");
+    }
+  }
+}
+
+void upProjectInputs(UpProjectKvParams& p) {
+  requireRank(p.kvC, 2, "[numTokens, kvLoraRank]");
+  requireFloating(p.kvC);
+  p.numTokens = p.kvC.dim(0);
+  p.kvLoraRank = requireDimAtLeast(p.kvC, 1, 1, "kvLoraRank");
+  requireRank(p.wUk, 3, "[numHeads, nopeDim, kvLoraRank]");
+  requireSameDType(p.wUk, p.kvC);
+  p.numHeads = requireDimAtLeast(p.wUk, 0, 1, "numHeads");
+  p.nopeDim = requireDimAtLeast(p.wUk, 1, 1, "nopeDim");
+  requireDim(p.wUk, 2, p.kvLoraRank, "kvLoraRank, from kvC");
+  requireRank(p.wUv, 3, "[numHeads, vHeadDim, kvLoraRank]");
+  requireSameDType(p.wUv, p.kvC);
+  requireDim(p.wUv, 0, p.numHeads, "numHeads, from wUk");
+  p.vHeadDim = requireDimAtLeast(p.wUv, 1, 1, "vHeadDim");
+  requireDim(p.wUv, 2, p.kvLoraRank, "kvLoraRank, from kvC");
+}
+
+void mergeInputs(MergeAttentionStatesParams& p) {
+  requireMinRank(p.outA, 1, "[..., width]");
+  requireFloating(p.outA);
+  requireSameDType(p.outB, p.outA);
+  requireShape(p.outB, std::vector<int64_t>(p.outA.shape, p.outA.shape + p.outA.ndim));
+  const std::vector<int64_t> rows = leadingDims(p.outA, 1);
+  for (TensorView* lse : {&p.lseA, &p.lseB}) {
+    requirePresent(*lse);
+    requireDType(*lse, DType::F32);
+    requireShape(*lse, rows);
+  }
+  p.numRows = product(rows);
+  p.width = p.outA.dim(-1);
+}
+
+}  // namespace
+
+void validateCuSeqLens(const TensorView& t) {
+  requireRank(t, 1, "[batch + 1]");
+  requireHostIndex(t);
+  if (t.dim(0) < 1) fail(ErrorCode::Shape, std::string(t.name) + " must have batch + 1 >= 1 elements (the first is 0), got shape " + t.shapeStr());
+  const int32_t* cu = t.as<const int32_t>();
+  if (cu[0] != 0) fail(ErrorCode::Range, std::string(t.name) + "[0] must be 0, got " + std::to_string(cu[0]));
+  for (int64_t b = 1; b < t.dim(0); ++b)
+    if (cu[b] < cu[b - 1])
+      fail(ErrorCode::Range, std::string(t.name) + "[" + std::to_string(b) + "] = " + std::to_string(cu[b]) + " is less than " + t.name + "[" +
+                                 std::to_string(b - 1) + "] = " + std::to_string(cu[b - 1]) + ": cumulative lengths must not decrease");
+}
+
+void mlaPrefillOutShapes(MlaPrefillParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
+  prefillInputs(p);
+  *outShape = {p.totalQ, p.numHeads, p.vHeadDim};
+  *lseShape = {p.totalQ, p.numHeads};
+}
+
+void validate(MlaPrefillParams& p, const Device& device) {
+  std::vector<int64_t> outShape, lseShape;
+  mlaPrefillOutShapes(p, &outShape, &lseShape);
+  requireOutput(p.out, p.q, outShape);
+  requireLseOutput(p.lse, lseShape);
+  for (const TensorView* t : {&p.q, &p.kNope, &p.kPe, &p.v, &p.out, &p.lse}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.kNope, &p.kPe, &p.v, &p.cuSeqLensQ, &p.cuSeqLensKv});
+  requireNoOverlap(p.lse, {&p.out});
+}
+
+void validatePlan(const MlaPrefillParams& p, const std::string& backend) {
+  if (!p.plan) return;
+  const PrefillPlanHandle& plan = *p.plan;
+  if (plan.backend != backend)
+    fail(ErrorCode::Argument, "plan was made for the " + plan.backend + " backend, but the stream runs on " + backend);
+  if (plan.batch != p.batch || plan.numHeads != p.numHeads || plan.causal != p.causal)
+    fail(ErrorCode::Argument, "plan was made for batch " + std::to_string(plan.batch) + ", " + std::to_string(plan.numHeads) + " heads, causal " +
+                                  (plan.causal ? "true" : "false") + "; this prefill has batch " + std::to_string(p.batch) + ", " +
+                                  std::to_string(p.numHeads) + " heads, causal " + (p.causal ? "true" : "false"));
+  for (const auto& [name, made, now] : {std::tuple{"cuSeqLensQ", &plan.cuSeqLensQ, &p.cuSeqLensQ}, std::tuple{"cuSeqLensKv", &plan.cuSeqLensKv, &p.cuSeqLensKv}}) {
+    const int32_t* cu = now->as<const int32_t>();
+    for (int64_t b = 0; b <= p.batch; ++b)
+      if ((*made)[static_cast<size_t>(b)] != cu[b])
+        fail(ErrorCode::Argument, std::string("plan was made for ") + name + "[" + std::to_string(b) + "] = " + std::to_string((*made)[static_cast<size_t>(b)]) +
+                                      ", but it is " + std::to_string(cu[b]) + " now: make one plan per prefill step (every layer of the step can share it)");
+  }
+}
+
+void gatherLatentCacheOutShapes(GatherLatentCacheParams& p, std::vector<int64_t>* kvCShape, std::vector<int64_t>* kPeShape) {
+  gatherInputs(p, p.kvLoraRank);
+  const int64_t rows = p.requestedRows < 0 ? p.usedRows : p.requestedRows;
+  if (rows < p.usedRows)
+    fail(ErrorCode::Range, "numRows = " + std::to_string(rows) + " is less than the " + std::to_string(p.usedRows) + " rows cuSeqLens gathers");
+  *kvCShape = {rows, p.kvLoraRank};
+  *kPeShape = {rows, p.ropeDim};
+}
+
+void validate(GatherLatentCacheParams& p, const Device& device) {
+  gatherInputs(p, p.kvLoraRank);
+  requireRank(p.kvC, 2, "[numRows, kvLoraRank]");
+  requireFloating(p.kvC);
+  if (p.cache.dtype != DType::FP8E4M3) requireSameDType(p.kvC, p.cache);
+  requireDim(p.kvC, 1, p.kvLoraRank, "kvLoraRank");
+  p.numRows = p.kvC.dim(0);
+  if (p.usedRows > p.numRows)
+    fail(ErrorCode::Range, std::string(p.cuSeqLens.name) + "[" + std::to_string(p.batch) + "] = " + std::to_string(p.usedRows) + " is past the " +
+                               std::to_string(p.numRows) + " rows of kvC");
+  requireRank(p.kPe, 2, "[numRows, ropeDim]");
+  requireSameDType(p.kPe, p.kvC);
+  requireShape(p.kPe, {p.numRows, p.ropeDim});
+  for (const TensorView* t : {&p.cache, &p.kvC, &p.kPe}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.kvC, &p.kPe}) requireNoOverlap(*t, {&p.cache, &p.blockTable, &p.cuSeqLens, &p.seqStarts});
+  requireNoOverlap(p.kPe, {&p.kvC});
+}
+
+void upProjectKvOutShapes(UpProjectKvParams& p, std::vector<int64_t>* kNopeShape, std::vector<int64_t>* vShape) {
+  upProjectInputs(p);
+  *kNopeShape = {p.numTokens, p.numHeads, p.nopeDim};
+  *vShape = {p.numTokens, p.numHeads, p.vHeadDim};
+}
+
+void validate(UpProjectKvParams& p, const Device& device) {
+  std::vector<int64_t> kNopeShape, vShape;
+  upProjectKvOutShapes(p, &kNopeShape, &vShape);
+  requireOutput(p.kNope, p.kvC, kNopeShape);
+  requireOutput(p.v, p.kvC, vShape);
+  for (const TensorView* t : {&p.kvC, &p.wUk, &p.wUv, &p.kNope, &p.v}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.kNope, &p.v}) requireNoOverlap(*t, {&p.kvC, &p.wUk, &p.wUv});
+  requireNoOverlap(p.v, {&p.kNope});
+}
+
+void mergeAttentionStatesOutShapes(MergeAttentionStatesParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
+  mergeInputs(p);
+  *outShape = std::vector<int64_t>(p.outA.shape, p.outA.shape + p.outA.ndim);
+  *lseShape = leadingDims(p.outA, 1);
+}
+
+void validate(MergeAttentionStatesParams& p, const Device& device) {
+  std::vector<int64_t> outShape, lseShape;
+  mergeAttentionStatesOutShapes(p, &outShape, &lseShape);
+  requireOutput(p.out, p.outA, outShape);
+  requireLseOutput(p.lse, lseShape);
+  for (const TensorView* t : {&p.outA, &p.lseA, &p.outB, &p.lseB, &p.out, &p.lse}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.outA, &p.lseA, &p.outB, &p.lseB});
+  requireNoOverlap(p.lse, {&p.out});
+}
+
+void snapshotIndexTensors(MlaPrefillParams& p, IndexSnapshot& store) {
+  snapshot(p.cuSeqLensQ, store);
+  snapshot(p.cuSeqLensKv, store);
+}
+
+void snapshotIndexTensors(GatherLatentCacheParams& p, IndexSnapshot& store) {
+  snapshot(p.blockTable, store);
+  snapshot(p.cuSeqLens, store);
+  snapshot(p.seqStarts, store);
 }
 
 }  // namespace mla

@@ -86,6 +86,82 @@ struct UnabsorbOutputParams {
   int64_t numTokens = 0, numHeads = 0, kvLoraRank = 0, vHeadDim = 0;
 };
 
+// --- prefill: the multi-head (compute-friendly) form, for prompts and prompt chunks -------------------------------
+
+// How one prefill step is split over the device (planPrefill), made once per step on the host and reused by every
+// layer; backends derive their own plans from it. The base records what the plan was made for.
+struct PrefillPlanHandle {
+  virtual ~PrefillPlanHandle() = default;
+  std::string backend;
+  int64_t batch = 0, numHeads = 0;
+  bool causal = false;
+  std::vector<int32_t> cuSeqLensQ, cuSeqLensKv;
+  int64_t numWorkItems = 0;  // for the caller's information
+};
+
+// Ragged multi-head attention: for each sequence b, query i of its n and head h, attention over the sequence's keys
+// k = [kNope[., h], kPe] (the rope key shared by every head) and values v[., h].
+struct MlaPrefillParams {
+  TensorView q;            // [totalQ, numHeads, nopeDim + ropeDim]          f32 | f16 | bf16
+  TensorView kNope;        // [totalKv, numHeads, nopeDim]                   q dtype
+  TensorView kPe;          // [totalKv, ropeDim]                             q dtype
+  TensorView v;            // [totalKv, numHeads, vHeadDim]                  q dtype
+  TensorView cuSeqLensQ;   // [batch + 1] i32: sequence b's queries are rows [cuSeqLensQ[b], cuSeqLensQ[b + 1]) of q
+  TensorView cuSeqLensKv;  // [batch + 1] i32: its keys and values are those rows of kNope, kPe and v
+  TensorView out;          // [totalQ, numHeads, vHeadDim]                   q dtype
+  TensorView lse;          // [totalQ, numHeads] f32, natural log
+  float softmaxScale = 0.f;
+  bool causal = false;     // query i of n sees the first kvLen - n + 1 + i keys (kvLen >= n)
+  std::shared_ptr<const PrefillPlanHandle> plan;  // optional; made by the stream's backend for these lengths
+
+  // Derived by validate(). Rows of q past cuSeqLensQ[batch] (usedQ) are padding: zero output, lse -infinity.
+  int64_t batch = 0, totalQ = 0, totalKv = 0, numHeads = 0, nopeDim = 0, ropeDim = 0, headDim = 0, vHeadDim = 0;
+  int64_t usedQ = 0, usedKv = 0, maxQLen = 0, maxKvLen = 0;
+
+  // How many keys query i of a sequence of qLen queries and kvLen keys attends to.
+  int64_t visibleRows(int64_t kvLen, int64_t qLen, int64_t i) const { return causal ? kvLen - qLen + 1 + i : kvLen; }
+};
+
+// Copies each sequence's cached latent rows (a range of positions) out of the paged cache into dense kvC and kPe,
+// dequantising an fp8 cache.
+struct GatherLatentCacheParams {
+  TensorView cache;       // [numBlocks, blockSize, kvLoraRank + ropeDim]   f32 | f16 | bf16 | fp8_e4m3
+  TensorView blockTable;  // [batch, maxBlocksPerSeq] i32
+  TensorView cuSeqLens;   // [batch + 1] i32: sequence b's rows go to rows [cuSeqLens[b], cuSeqLens[b + 1]) of kvC / kPe
+  TensorView seqStarts;   // optional [batch] i32: the cached position of each sequence's first row (default 0)
+  TensorView kvC;         // [numRows, kvLoraRank]   cache dtype (any float dtype for fp8); rows past usedRows are zero
+  TensorView kPe;         // [numRows, ropeDim]      kvC dtype
+  float cacheScale = 1.f;
+
+  // Derived by validate().
+  int64_t batch = 0, numBlocks = 0, blockSize = 0, maxBlocksPerSeq = 0, kvLoraRank = 0, ropeDim = 0, numRows = 0, usedRows = 0;
+  int64_t requestedRows = -1;  // the output rows to allocate (outputShapes), -1: usedRows
+};
+
+// The keys and values MLA defines from the latent, per head: kNope[t, h] = W_uk[h] kvC[t], v[t, h] = W_uv[h] kvC[t].
+struct UpProjectKvParams {
+  TensorView kvC;    // [numTokens, kvLoraRank]
+  TensorView wUk;    // [numHeads, nopeDim, kvLoraRank]                   kvC dtype
+  TensorView wUv;    // [numHeads, vHeadDim, kvLoraRank]                  kvC dtype
+  TensorView kNope;  // [numTokens, numHeads, nopeDim]                    kvC dtype
+  TensorView v;      // [numTokens, numHeads, vHeadDim]                   kvC dtype
+
+  int64_t numTokens = 0, numHeads = 0, nopeDim = 0, vHeadDim = 0, kvLoraRank = 0;
+};
+
+// Two attention results over disjoint key sets merged into the result over their union by log-sum-exp; a part
+// whose lse is -infinity (no key) weighs nothing.
+struct MergeAttentionStatesParams {
+  TensorView outA;  // [..., width]     f32 | f16 | bf16
+  TensorView lseA;  // [...]            f32, natural log
+  TensorView outB;  // [..., width]     outA dtype
+  TensorView lseB;  // [...]            f32
+  TensorView out;   // [..., width]     outA dtype
+  TensorView lse;   // [...]            f32
+
+  int64_t numRows = 0, width = 0;
+};
+
 // Copies a tensor between host and device memory, or within one device: same dtype and element count.
 struct CopyParams {
   TensorView src;
@@ -98,6 +174,8 @@ struct CopyParams {
 using IndexSnapshot = std::vector<std::vector<uint8_t>>;
 void snapshotIndexTensors(AppendLatentCacheParams& p, IndexSnapshot& store);
 void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(MlaPrefillParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(GatherLatentCacheParams& p, IndexSnapshot& store);
 template <class Params>
 void snapshotIndexTensors(Params&, IndexSnapshot&) {}
 
@@ -115,6 +193,19 @@ void validate(MlaDecodeParams& p, const Device& device);
 void validatePlan(const MlaDecodeParams& p, const std::string& backend);
 void validate(AbsorbQueryParams& p, const Device& device);
 void validate(UnabsorbOutputParams& p, const Device& device);
+// Prefill: the output shapes (inputs validated), full validation, and the plan's agreement with the lengths.
+void mlaPrefillOutShapes(MlaPrefillParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape);
+void gatherLatentCacheOutShapes(GatherLatentCacheParams& p, std::vector<int64_t>* kvCShape, std::vector<int64_t>* kPeShape);
+void upProjectKvOutShapes(UpProjectKvParams& p, std::vector<int64_t>* kNopeShape, std::vector<int64_t>* vShape);
+void mergeAttentionStatesOutShapes(MergeAttentionStatesParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape);
+void validate(MlaPrefillParams& p, const Device& device);
+void validatePlan(const MlaPrefillParams& p, const std::string& backend);
+void validate(GatherLatentCacheParams& p, const Device& device);
+void validate(UpProjectKvParams& p, const Device& device);
+void validate(MergeAttentionStatesParams& p, const Device& device);
+// The cumulative lengths planPrefill and mlaPrefill take: [batch + 1] i32 on the host, starting at 0, never
+// decreasing. Throws mla::Error naming `t`.
+void validateCuSeqLens(const TensorView& t);
 // One side of a copy may be on the host or on another device of `device`'s kind (a peer copy); the other must be on
 // `device` (or the host too).
 void validate(CopyParams& p, const Device& device);

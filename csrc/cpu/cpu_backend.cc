@@ -22,6 +22,7 @@
 #include "../core/threads.h"
 #include "cpu_info.h"
 #include "kernels.h"
+#include "prefill_cpu.h"
 #include "thread_pool.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -84,6 +85,12 @@ const Isa kIsas[] = {
     {"avx512-bf16", [] { return features().avx512bf16; }, avx512Bf16Kernels},
     {"avx512", [] { return features().avx512; }, avx512Kernels},
     {"avx2-fma", [] { return features().avx2; }, avx2Kernels},
+    {"portable", [] { return true; }, portableKernels},
+};
+#elif defined(__aarch64__)
+// Advanced SIMD is in every ARMv8-A processor: nothing to detect.
+const Isa kIsas[] = {
+    {"neon", [] { return true; }, neonKernels},
     {"portable", [] { return true; }, portableKernels},
 };
 #else
@@ -467,9 +474,17 @@ class CpuBackend final : public Backend {
   }
   void absorbQuery(const AbsorbQueryParams& p) override { absorbCpu(p); }
   void unabsorbOutput(const UnabsorbOutputParams& p) override { unabsorbCpu(p); }
+  void mlaPrefill(const MlaPrefillParams& p) override { mlaPrefillCpu(p, kernels()); }
+  void gatherLatentCache(const GatherLatentCacheParams& p) override { gatherLatentCacheCpu(p, kernels()); }
+  void upProjectKv(const UpProjectKvParams& p) override { upProjectKvCpu(p, kernels()); }
+  void mergeAttentionStates(const MergeAttentionStatesParams& p) override { mergeAttentionStatesCpu(p, kernels()); }
 };
 
 }  // namespace
+
+// For the prefill operations (prefill_cpu.cc).
+Elem cpuElem(DType t) { return elemOf(t); }
+float* cpuScratch(size_t n) { return scratchFloats(n); }
 
 // --- info, test hooks, limits ------------------------------------------------------------------------------------
 CpuStatus cpuStatus() {

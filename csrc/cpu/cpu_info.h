@@ -14,7 +14,7 @@ namespace mla::cpu {
 Backend& cpuBackend();
 
 struct CpuStatus {
-  std::string simd;                    // the kernels ops use now: avx512-bf16 | avx512 | avx2-fma | portable
+  std::string simd;                    // the kernels ops use now: avx512-bf16 | avx512 | avx2-fma | neon | portable
   std::string reason;                  // why (detected, forced by MLA_CPU_ISA or cpuConfigure, dot vs FMA speed)
   std::vector<std::string> supported;  // every path this processor can run, fastest first
   int threads = 1;                     // the pool's threads (MLA_NUM_THREADS overrides the core count)

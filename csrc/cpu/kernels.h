@@ -1,6 +1,6 @@
 // The interface between the CPU backend (cpu_backend.cc: validation is done, planning, threads) and the SIMD
 // kernels, one translation unit per instruction set (kernels_avx512.cc, kernels_avx2.cc, kernels_portable.cc,
-// kernels_avx512bf16.cc). Each of those units sets its own target (a `#pragma GCC target` after its includes), so
+// kernels_avx512bf16.cc, kernels_neon.cc). Each of those units sets its own target (a `#pragma GCC target` after its includes), so
 // only plain structs of pointers and integers cross this boundary: no inline function or template of a header is
 // ever instantiated under a SIMD target (that would let the linker pick an AVX-512 copy for generic code).
 #pragma once
@@ -38,6 +38,34 @@ struct DecodeItem {
   int64_t part;  // the backend's index of this partial (-1 when the item covers the sequence)
 };
 
+// One work item of prefill (prefill_generic.inl): head h of one sequence, its queries [i0, i1) (indices within the
+// sequence, rows qBegin + i of q) against its first keys (rows kvBegin + s of kNope, kPe, v), as many as the item's
+// last query sees.
+struct PrefillItem {
+  Elem elem;             // of q, kNope, kPe, v and out
+  const void* q;         // [totalQ][numHeads][nopeDim + ropeDim]
+  const void* kNope;     // [totalKv][numHeads][nopeDim]
+  const void* kPe;       // [totalKv][ropeDim], shared by the heads
+  const void* v;         // [totalKv][numHeads][vHeadDim]
+  void* out;             // [totalQ][numHeads][vHeadDim]
+  float* lse;            // [totalQ][numHeads], natural log
+  int64_t numHeads, nopeDim, ropeDim, vHeadDim;
+  float scaleLog2;       // softmaxScale * log2(e)
+  bool causal;           // query i of qLen sees the first kvLen - qLen + 1 + i keys
+  int64_t h, qBegin, qLen, kvBegin, kvLen, i0, i1;
+};
+
+// One block of C = A Bᵀ (the up-projection of prefill): rows [m0, m1) and columns [n0, n1) of C, A [M][K] and
+// B [N][K] row-major of elem, C of elem with row stride ldc.
+struct GemmBlock {
+  Elem elem;
+  const void* a;
+  const void* b;
+  void* c;
+  int64_t K, ldc;
+  int64_t m0, m1, n0, n1;
+};
+
 // A kernel set: one instruction set's implementation of the hot loops.
 struct KernelSet {
   const char* name;
@@ -62,7 +90,16 @@ struct KernelSet {
   // enough independent accumulators; returns the FLOPs done (0 when this set has no such loop).
   double (*fmaLoop)(int64_t iters);
   double (*bf16DotLoop)(int64_t iters);
+  // Prefill (prefill_generic.inl): the scratch floats of an item (64-byte aligned, independent of the key count) and
+  // the item itself; the same for a block of C = A Bᵀ of at most kGemmBlockRows x kGemmBlockCols.
+  size_t (*prefillScratch)(const PrefillItem& item);
+  void (*prefill)(const PrefillItem& item, float* scratch);
+  size_t (*gemmScratch)(const GemmBlock& block);
+  void (*gemmNT)(const GemmBlock& block, float* scratch);
 };
+
+// The largest GemmBlock: C blocks of 64 rows by 96 columns (6, 12 and 24 vectors of the three widths).
+inline constexpr int64_t kGemmBlockRows = 64, kGemmBlockCols = 96;
 
 // A unit's KernelSet from the struct naming its functions (GenericKernels of kernels_generic.inl, or one derived
 // from it). Called after the unit's target region: it only copies function addresses.
@@ -70,7 +107,8 @@ template <class Functions>
 KernelSet kernelSet(const char* name) {
   return KernelSet{name,          Functions::decodeScratch, Functions::decode,     Functions::load,
                    Functions::store, Functions::axpy,       Functions::dot,        Functions::rope,
-                   Functions::streamCopy, Functions::streamFence, Functions::fmaLoop, Functions::bf16DotLoop};
+                   Functions::streamCopy, Functions::streamFence, Functions::fmaLoop, Functions::bf16DotLoop,
+                   Functions::prefillScratch, Functions::prefill, Functions::gemmScratch, Functions::gemmNT};
 }
 
 const KernelSet& portableKernels();
@@ -78,6 +116,9 @@ const KernelSet& portableKernels();
 const KernelSet& avx2Kernels();
 const KernelSet& avx512Kernels();
 const KernelSet& avx512Bf16Kernels();
+#endif
+#if defined(__aarch64__)
+const KernelSet& neonKernels();
 #endif
 
 }  // namespace mla::cpu

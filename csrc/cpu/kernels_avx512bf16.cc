@@ -1,5 +1,6 @@
-// AVX-512 BF16 kernels: bf16 decode with vdpbf16ps for Q·K and P·V (P rounded to bf16, fp32 accumulation); every
-// other dtype and operation runs the AVX-512F code of kernels_generic.inl.
+// AVX-512 BF16 kernels: bf16 decode (and, in prefill_avx512bf16.inl, bf16 prefill and its up-projection) with
+// vdpbf16ps for Q·K and P·V (P rounded to bf16, fp32 accumulation); every other dtype and operation runs the AVX-512F
+// code of kernels_generic.inl and prefill_generic.inl.
 //
 // Q·K: S[r][m] = Σ_p dot2(K[r][2p..2p+1], Q[m][2p..2p+1]) with the query packed as pairs, heads in lanes
 //   (QP[p][m] = the dword q[m][2p..2p+1]); the cache rows are read in place, one broadcast dword per instruction.
@@ -300,10 +301,16 @@ double dotLoopBf16(int64_t iters) {
   return 64.0 * 16 * static_cast<double>(iters);
 }
 
+#include "prefill_avx512bf16.inl"
+
 struct Bf16Kernels : GenericKernels {
   static constexpr auto decodeScratch = decodeScratchBf16;
   static constexpr auto decode = decodeBf16;
   static constexpr auto bf16DotLoop = dotLoopBf16;
+  static constexpr auto prefillScratch = prefillScratchBf16;
+  static constexpr auto prefill = prefillBf16;
+  static constexpr auto gemmScratch = gemmScratchBf16;
+  static constexpr auto gemmNT = gemmNTBf16;
 };
 
 }  // namespace

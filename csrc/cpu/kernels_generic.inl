@@ -498,6 +498,8 @@ double fmaLoopGeneric(int64_t iters) {
 
 double noBf16DotLoop(int64_t) { return 0.0; }
 
+#include "prefill_generic.inl"
+
 // The unit's functions, in the order of KernelSet's fields (kernelSet() in kernels.h reads them): the generic ones
 // above over the unit's VO; a unit with its own overrides some in a struct derived from this one.
 struct GenericKernels {
@@ -512,4 +514,8 @@ struct GenericKernels {
   static constexpr auto streamFence = VO::streamFence;
   static constexpr auto fmaLoop = fmaLoopGeneric;
   static constexpr auto bf16DotLoop = noBf16DotLoop;
+  static constexpr auto prefillScratch = prefillScratchGeneric;
+  static constexpr auto prefill = prefillGeneric;
+  static constexpr auto gemmScratch = gemmScratchGeneric;
+  static constexpr auto gemmNT = gemmNTGeneric;
 };

@@ -20,6 +20,7 @@
 #include "../core/errors.h"
 #include "../core/threads.h"
 #include "plan.h"
+#include "prefill_plan.h"
 #include "runtime.h"
 
 namespace mla::cuda {
@@ -255,7 +256,7 @@ class DeviceBackend final : public Backend {
     auto plan = std::make_shared<Plan>();
     fillPlanHandle(*plan, name(), batch, queryLen, numHeads, seqLens, batchInvariant);
     // Planned for DeepSeek's row width (512 + 64); a decode of another width that needs other tiles replans.
-    const DecodeConfig config = Rt::decodeSmemBytes(DecodeConfig::Large, 576, false) <= smemOptin() ? DecodeConfig::Large : DecodeConfig::Small;
+    const DecodeConfig config = decodeConfigFor<Rt>(smemOptin(), kDeepSeekHeadDim);
     plan->plan = makePlan(batch, queryLen, numHeads, seqLens, batchInvariant, config);
     plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
     plan->numSplitSequences = static_cast<int64_t>(plan->plan.combine.size());
@@ -391,11 +392,130 @@ class DeviceBackend final : public Backend {
         outputs.push_back({p->out.data, p->out.nbytes()});
       } else if (const auto* p = std::get_if<UnabsorbOutputParams>(&ops[i])) {
         outputs.push_back({p->out.data, p->out.nbytes()});
+      } else if (const auto* p = std::get_if<MlaPrefillParams>(&ops[i])) {
+        PrefillPlan made;
+        const PrefillPlan& plan = prefillPlanFor(*p, l.prefillConfig, made);
+        if (plan.work.size() > size_t(l.prefillCapacity))
+          throw Error(ErrorCode::Internal, "graph op " + std::to_string(i) + ": the prefill plan exceeds the room captured for it");
+        const int32_t counts[2] = {static_cast<int32_t>(plan.work.size()), static_cast<int32_t>(p->usedQ)};
+        std::memcpy(stage + l.prefillCounts, counts, sizeof counts);
+        copyBytes(stage + l.prefillWork, plan.work.data(), plan.work.size() * sizeof(PrefillWorkItem));
+        outputs.push_back({p->out.data, p->out.nbytes()});
+        outputs.push_back({p->lse.data, p->lse.nbytes()});
+      } else if (const auto* p = std::get_if<GatherLatentCacheParams>(&ops[i])) {
+        copyBytes(stage + l.gatherTable, p->blockTable.data, p->blockTable.nbytes());
+        copyBytes(stage + l.gatherCu, p->cuSeqLens.data, p->cuSeqLens.nbytes());
+        if (p->seqStarts.present()) copyBytes(stage + l.gatherStarts, p->seqStarts.data, p->seqStarts.nbytes());
+        outputs.push_back({p->kvC.data, p->kvC.nbytes()});
+        outputs.push_back({p->kPe.data, p->kPe.nbytes()});
+      } else if (const auto* p = std::get_if<UpProjectKvParams>(&ops[i])) {
+        outputs.push_back({p->kNope.data, p->kNope.nbytes()});
+        outputs.push_back({p->v.data, p->v.nbytes()});
+      } else if (const auto* p = std::get_if<MergeAttentionStatesParams>(&ops[i])) {
+        outputs.push_back({p->out.data, p->out.nbytes()});
+        outputs.push_back({p->lse.data, p->lse.nbytes()});
       }
     }
     check<Rt>(Rt::cudaMemcpyAsync(graph.index, stage, graph.indexBytes, cudaMemcpyHostToDevice, ctx.stream), "graph upload");
     ctx.staged(slot);
     Rt::runOp("graph", std::move(outputs), [&](auto) { check<Rt>(Rt::cudaGraphLaunch(graph.exec, ctx.stream), "cudaGraphLaunch"); });
+  }
+
+  // --- prefill ---
+  void checkSupported(const MlaPrefillParams& p) const override {
+    elemOf(p.q, "mlaPrefill");
+    if (p.nopeDim % 16 != 0 || p.ropeDim % 16 != 0)
+      unsupported("mlaPrefill: nopeDim and ropeDim must be multiples of 16 (the mma k-steps), got " + std::to_string(p.nopeDim) + " and " +
+                  std::to_string(p.ropeDim));
+    if (p.headDim > kPrefillMaxQkDim || p.vHeadDim % 8 != 0 || p.vHeadDim > kPrefillMaxVHeadDim)
+      unsupported("mlaPrefill: nopeDim + ropeDim must be at most " + std::to_string(kPrefillMaxQkDim) + " and vHeadDim a multiple of 8 up to " +
+                  std::to_string(kPrefillMaxVHeadDim) + ", got " + std::to_string(p.headDim) + " and " + std::to_string(p.vHeadDim));
+    choosePrefillConfig(p);
+  }
+  void checkSupported(const GatherLatentCacheParams& p) const override { elemOf(p.kvC, "gatherLatentCache"); }
+  void checkSupported(const UpProjectKvParams& p) const override {
+    elemOf(p.kvC, "upProjectKv");
+    if (p.kvLoraRank % 8 != 0 || p.nopeDim % 2 != 0 || p.vHeadDim % 2 != 0)
+      unsupported("upProjectKv: kvLoraRank must be a multiple of 8 and nopeDim and vHeadDim even, got " + std::to_string(p.kvLoraRank) + ", " +
+                  std::to_string(p.nopeDim) + " and " + std::to_string(p.vHeadDim));
+  }
+  void checkSupported(const MergeAttentionStatesParams& p) const override { elemOf(p.outA, "mergeAttentionStates"); }
+
+  std::shared_ptr<PrefillPlanHandle> planPrefill(int64_t batch, int64_t numHeads, bool causal, const int32_t* cuSeqLensQ,
+                                                 const int32_t* cuSeqLensKv) const override {
+    auto plan = std::make_shared<PrefillPlanState>();
+    fillPrefillPlanHandle(*plan, name(), batch, numHeads, causal, cuSeqLensQ, cuSeqLensKv);
+    // Planned for DeepSeek's dims (nope 128, rope 64, v 128); a prefill of other dims that needs other tiles replans.
+    const PrefillConfig config = Rt::prefillSmemBytes(PrefillConfig::Large, 128, 64, 128) <= smemOptin() ? PrefillConfig::Large : PrefillConfig::Small;
+    plan->plan = makePrefillPlan(static_cast<int>(batch), static_cast<int>(numHeads), causal, cuSeqLensQ, cuSeqLensKv, config, Rt::prefillConfigInfo(config));
+    plan->numWorkItems = static_cast<int64_t>(plan->plan.work.size());
+    return plan;
+  }
+
+  void mlaPrefill(const MlaPrefillParams& p) override {
+    typename Rt::OpScope scope("mlaPrefill");
+    WorkerContext<Rt>& ctx = worker();
+    const PrefillConfig config = choosePrefillConfig(p);
+    PrefillPlan made;
+    const PrefillPlan& plan = prefillPlanFor(p, config, made);
+    const size_t workBytes = plan.work.size() * sizeof(PrefillWorkItem);
+    StagingSlot& slot = ctx.staging(align16(workBytes) + 16);
+    copyBytes(slot.pinned, plan.work.data(), workBytes);
+    uint8_t* dev = ctx.deviceScratch(align16(workBytes) + 16);
+    check<Rt>(Rt::cudaMemcpyAsync(dev, slot.pinned, workBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaPrefill upload");
+    ctx.staged(slot);
+    PrefillArgs a = prefillArgs(p, config);
+    a.work = reinterpret_cast<const PrefillWorkItem*>(dev);
+    a.numWork = static_cast<int>(plan.work.size());
+    check<Rt>(Rt::preparePrefill(config, a.nopeDim, a.ropeDim, a.vHeadDim), "cudaFuncSetAttribute (prefill shared memory)");
+    Rt::runOp("mlaPrefill", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchPrefill(a, ctx.stream), "mlaPrefill launch");
+      if (a.numWork) record();
+      check<Rt>(Rt::launchPrefillPad(a, ctx.stream), "mlaPrefill padding launch");
+      if (Rt::prefillHasPadding(a)) record();
+    });
+  }
+
+  void gatherLatentCache(const GatherLatentCacheParams& p) override {
+    typename Rt::OpScope scope("gatherLatentCache");
+    WorkerContext<Rt>& ctx = worker();
+    // Upload [block table | cuSeqLens | seqStarts] in one copy.
+    const size_t tableBytes = align16(p.blockTable.nbytes()), cuBytes = align16(p.cuSeqLens.nbytes());
+    const size_t startsBytes = p.seqStarts.present() ? align16(p.seqStarts.nbytes()) : 0;
+    const size_t bytes = tableBytes + cuBytes + startsBytes;
+    StagingSlot& slot = ctx.staging(bytes + 16);
+    uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
+    copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
+    copyBytes(stage + tableBytes, p.cuSeqLens.data, p.cuSeqLens.nbytes());
+    if (startsBytes) copyBytes(stage + tableBytes + cuBytes, p.seqStarts.data, p.seqStarts.nbytes());
+    uint8_t* dev = ctx.deviceScratch(bytes + 16);
+    check<Rt>(Rt::cudaMemcpyAsync(dev, stage, bytes, cudaMemcpyHostToDevice, ctx.stream), "gatherLatentCache upload");
+    ctx.staged(slot);
+    const GatherArgs g = gatherArgs(p, dev, dev + tableBytes, startsBytes ? dev + tableBytes + cuBytes : nullptr);
+    Rt::runOp("gatherLatentCache", {{p.kvC.data, p.kvC.nbytes()}, {p.kPe.data, p.kPe.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchGather(g, ctx.stream), "gatherLatentCache launch");
+      if (g.numRows) record();
+    });
+  }
+
+  void upProjectKv(const UpProjectKvParams& p) override {
+    typename Rt::OpScope scope("upProjectKv");
+    WorkerContext<Rt>& ctx = worker();
+    const GemmNtArgs g = upProjectArgs(p);
+    Rt::runOp("upProjectKv", {{p.kNope.data, p.kNope.nbytes()}, {p.v.data, p.v.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchGemmNt(g, ctx.stream), "upProjectKv launch");
+      if (g.M) record();
+    });
+  }
+
+  void mergeAttentionStates(const MergeAttentionStatesParams& p) override {
+    typename Rt::OpScope scope("mergeAttentionStates");
+    WorkerContext<Rt>& ctx = worker();
+    const MergeArgs m = mergeArgs(p);
+    Rt::runOp("mergeAttentionStates", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchMerge(m, ctx.stream), "mergeAttentionStates launch");
+      if (m.rows) record();
+    });
   }
 
   std::shared_ptr<const Fence> recordFence() override {
@@ -420,6 +540,99 @@ class DeviceBackend final : public Backend {
   struct Plan final : DecodePlanHandle {
     DecodePlan plan;
   };
+  struct PrefillPlanState final : PrefillPlanHandle {
+    PrefillPlan plan;
+  };
+
+  // The largest prefill tiles whose shared memory the device allows for these dims.
+  PrefillConfig choosePrefillConfig(const MlaPrefillParams& p) const {
+    const int optin = smemOptin(), nope = static_cast<int>(p.nopeDim), rope = static_cast<int>(p.ropeDim), vDim = static_cast<int>(p.vHeadDim);
+    if (Rt::prefillSmemBytes(PrefillConfig::Large, nope, rope, vDim) <= optin) return PrefillConfig::Large;
+    if (Rt::prefillSmemBytes(PrefillConfig::Small, nope, rope, vDim) <= optin) return PrefillConfig::Small;
+    unsupported("mlaPrefill: dims " + std::to_string(nope) + " + " + std::to_string(rope) + ", v " + std::to_string(vDim) + " need " +
+                std::to_string(Rt::prefillSmemBytes(PrefillConfig::Small, nope, rope, vDim)) + " bytes of shared memory; the device allows " + std::to_string(optin));
+  }
+
+  // The plan from planPrefill (validated against p's lengths) when it was made for these tiles, used in place; else a
+  // new one, made into `made`.
+  const PrefillPlan& prefillPlanFor(const MlaPrefillParams& p, PrefillConfig config, PrefillPlan& made) const {
+    const auto* given = dynamic_cast<const PrefillPlanState*>(p.plan.get());
+    if (given && given->plan.config == config) return given->plan;
+    made = makePrefillPlan(static_cast<int>(p.batch), static_cast<int>(p.numHeads), p.causal, p.cuSeqLensQ.as<const int32_t>(),
+                           p.cuSeqLensKv.as<const int32_t>(), config, Rt::prefillConfigInfo(config));
+    return made;
+  }
+
+  PrefillArgs prefillArgs(const MlaPrefillParams& p, PrefillConfig config) const {
+    PrefillArgs a{};
+    a.elem = elemOf(p.q, "mlaPrefill");
+    a.config = config;
+    a.q = p.q.data;
+    a.kNope = p.kNope.data;
+    a.kPe = p.kPe.data;
+    a.v = p.v.data;
+    a.out = p.out.data;
+    a.lse = p.lse.as<float>();
+    a.numHeads = static_cast<int>(p.numHeads);
+    a.nopeDim = static_cast<int>(p.nopeDim);
+    a.ropeDim = static_cast<int>(p.ropeDim);
+    a.vHeadDim = static_cast<int>(p.vHeadDim);
+    a.causal = p.causal ? 1 : 0;
+    a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+    a.totalQ = static_cast<int>(p.totalQ);
+    a.usedQ = static_cast<int>(p.usedQ);
+    return a;
+  }
+
+  GatherArgs gatherArgs(const GatherLatentCacheParams& p, const uint8_t* table, const uint8_t* cu, const uint8_t* starts) const {
+    GatherArgs g{};
+    g.elem = elemOf(p.kvC, "gatherLatentCache");
+    g.cacheFp8 = isFp8(p.cache);
+    g.cacheScale = p.cacheScale;
+    g.cache = p.cache.data;
+    g.blockTable = reinterpret_cast<const int32_t*>(table);
+    g.cuSeqLens = reinterpret_cast<const int32_t*>(cu);
+    g.seqStarts = reinterpret_cast<const int32_t*>(starts);
+    g.kvC = p.kvC.data;
+    g.kPe = p.kPe.data;
+    g.batch = static_cast<int>(p.batch);
+    g.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
+    g.blockSize = static_cast<int>(p.blockSize);
+    g.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    g.ropeDim = static_cast<int>(p.ropeDim);
+    g.numRows = static_cast<int>(p.numRows);
+    return g;
+  }
+
+  GemmNtArgs upProjectArgs(const UpProjectKvParams& p) const {
+    GemmNtArgs g{};
+    g.elem = elemOf(p.kvC, "upProjectKv");
+    g.a = p.kvC.data;
+    g.M = static_cast<int>(p.numTokens);
+    g.K = static_cast<int>(p.kvLoraRank);
+    g.b[0] = p.wUk.data;
+    g.c[0] = p.kNope.data;
+    g.n[0] = static_cast<int>(p.numHeads * p.nopeDim);
+    g.b[1] = p.wUv.data;
+    g.c[1] = p.v.data;
+    g.n[1] = static_cast<int>(p.numHeads * p.vHeadDim);
+    g.count = 2;
+    return g;
+  }
+
+  MergeArgs mergeArgs(const MergeAttentionStatesParams& p) const {
+    MergeArgs m{};
+    m.elem = elemOf(p.outA, "mergeAttentionStates");
+    m.outA = p.outA.data;
+    m.lseA = p.lseA.as<const float>();
+    m.outB = p.outB.data;
+    m.lseB = p.lseB.as<const float>();
+    m.out = p.out.data;
+    m.lse = p.lse.as<float>();
+    m.rows = p.numRows;
+    m.width = static_cast<int>(p.width);
+    return m;
+  }
 
   [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(Rt::kName) + ": " + msg); }
 
@@ -435,8 +648,8 @@ class DeviceBackend final : public Backend {
   // The largest decode tiles whose shared memory the device allows for this row width.
   DecodeConfig chooseConfig(int headDim) const {
     const int optin = smemOptin();
-    if (Rt::decodeSmemBytes(DecodeConfig::Large, headDim, false) <= optin) return DecodeConfig::Large;
-    if (Rt::decodeSmemBytes(DecodeConfig::Small, headDim, false) <= optin) return DecodeConfig::Small;
+    const DecodeConfig config = decodeConfigFor<Rt>(optin, headDim);
+    if (Rt::decodeSmemBytes(config, headDim, false) <= optin) return config;
     unsupported("mlaDecode: rows of " + std::to_string(headDim) + " elements need " + std::to_string(Rt::decodeSmemBytes(DecodeConfig::Small, headDim, false)) +
                 " bytes of shared memory; the device allows " + std::to_string(optin));
   }
@@ -538,8 +751,11 @@ class DeviceBackend final : public Backend {
     if (c.numItems) record();
   }
 
-  static CombineArgs combineArgs(const DecodeArgs& d, int blockM) {
+  CombineArgs combineArgs(const DecodeArgs& d, int blockM) const {
     CombineArgs c{};
+    int major = 0;
+    Rt::cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_);
+    c.dependentLaunch = major >= 9;  // programmatic dependent launch: the combine overlaps the decode's end (sm_90+)
     c.elem = d.elem;
     c.partialOut = d.partialOut;
     c.partialLse = d.partialLse;
@@ -590,6 +806,10 @@ class DeviceBackend final : public Backend {
     DecodeWorkspace workspace;                   // the capacity of any plan of its shapes
     size_t decode = 0;
     size_t slots = 0, positions = 0;             // appendLatentCache
+    PrefillConfig prefillConfig = PrefillConfig::Large;  // mlaPrefill: counts [work items, usedQ], then the work list
+    int prefillCapacity = 0;
+    size_t prefillCounts = 0, prefillWork = 0;
+    size_t gatherTable = 0, gatherCu = 0, gatherStarts = 0;  // gatherLatentCache
   };
   struct CudaGraphState final : GraphState {
     explicit CudaGraphState(DeviceMemory* m) : memory(m) {}
@@ -631,6 +851,18 @@ class DeviceBackend final : public Backend {
       } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
         l.slots = take(p->slotMapping.nbytes());
         if (p->ropeStyle != RopeStyle::None) l.positions = take(p->positions.nbytes());
+      } else if (const auto* p = std::get_if<MlaPrefillParams>(&ops[i])) {
+        l.prefillConfig = choosePrefillConfig(*p);
+        l.prefillCapacity = prefillPlanCapacity(static_cast<int>(p->batch), static_cast<int>(p->totalQ), static_cast<int>(p->numHeads),
+                                                Rt::prefillConfigInfo(l.prefillConfig));
+        l.prefillCounts = take(2 * sizeof(int32_t));
+        l.prefillWork = take(size_t(l.prefillCapacity) * sizeof(PrefillWorkItem));
+        check<Rt>(Rt::preparePrefill(l.prefillConfig, static_cast<int>(p->nopeDim), static_cast<int>(p->ropeDim), static_cast<int>(p->vHeadDim)),
+              "cudaFuncSetAttribute (prefill shared memory)");
+      } else if (const auto* p = std::get_if<GatherLatentCacheParams>(&ops[i])) {
+        l.gatherTable = take(p->blockTable.nbytes());
+        l.gatherCu = take(p->cuSeqLens.nbytes());
+        if (p->seqStarts.present()) l.gatherStarts = take(p->seqStarts.nbytes());
       }
     }
     // The operations of one graph run one after another, so the decodes share one area for partial results.
@@ -653,6 +885,21 @@ class DeviceBackend final : public Backend {
           check<Rt>(Rt::launchHeadGemm(absorbArgs(*p), ctx.stream), "absorbQuery launch (graph capture)");
         } else if (const auto* p = std::get_if<UnabsorbOutputParams>(&ops[i])) {
           check<Rt>(Rt::launchHeadGemm(unabsorbArgs(*p), ctx.stream), "unabsorbOutput launch (graph capture)");
+        } else if (const auto* p = std::get_if<MlaPrefillParams>(&ops[i])) {
+          PrefillArgs a = prefillArgs(*p, l.prefillConfig);
+          a.work = reinterpret_cast<const PrefillWorkItem*>(base + l.prefillWork);
+          a.numWork = l.prefillCapacity;
+          a.numWorkOnDevice = reinterpret_cast<const int*>(base + l.prefillCounts);
+          a.usedQOnDevice = reinterpret_cast<const int*>(base + l.prefillCounts) + 1;
+          check<Rt>(Rt::launchPrefill(a, ctx.stream), "mlaPrefill launch (graph capture)");
+          check<Rt>(Rt::launchPrefillPad(a, ctx.stream), "mlaPrefill padding launch (graph capture)");
+        } else if (const auto* p = std::get_if<GatherLatentCacheParams>(&ops[i])) {
+          const GatherArgs g = gatherArgs(*p, base + l.gatherTable, base + l.gatherCu, p->seqStarts.present() ? base + l.gatherStarts : nullptr);
+          check<Rt>(Rt::launchGather(g, ctx.stream), "gatherLatentCache launch (graph capture)");
+        } else if (const auto* p = std::get_if<UpProjectKvParams>(&ops[i])) {
+          check<Rt>(Rt::launchGemmNt(upProjectArgs(*p), ctx.stream), "upProjectKv launch (graph capture)");
+        } else if (const auto* p = std::get_if<MergeAttentionStatesParams>(&ops[i])) {
+          check<Rt>(Rt::launchMerge(mergeArgs(*p), ctx.stream), "mergeAttentionStates launch (graph capture)");
         }
       }
     } catch (...) {

@@ -1,6 +1,9 @@
 #include "plan.h"
 
 #include <algorithm>
+#include <functional>
+#include <queue>
+#include <vector>
 
 namespace mla::cuda {
 namespace {
@@ -11,25 +14,92 @@ int fixedSplitRows(const DecodePlanOptions& options) {
   return options.batchInvariant ? kInvariantSplitRows : 0;
 }
 
-// Every split re-reads its CTA's query rows and writes a partial, so none filling the SMs is shorter than 32 rows per
-// query row (Q re-reads stay within ~3% of the cache bytes) or four tiles.
-int64_t minSplitRows(int queryLen, int numHeads, const DecodeConfigInfo& info) {
-  const int rowsPerCta = std::min(queryLen * numHeads, info.blockM);
-  return std::max<int64_t>(int64_t{4} * info.blockN, int64_t{32} * rowsPerCta);
+int64_t tilesOf(int64_t rows, int blockN) { return (rows + blockN - 1) / blockN; }
+
+// The planner's cost of a CTA, in tiles: its tiles, one more for the pipeline fill and its query rows, and for a split
+// its partial result and share of the combine, as FlashMLA's scheduler counts them (5 blocks of 64 rows per split).
+constexpr int64_t kSplitOverheadRows = 320;
+// A split of fewer tiles would cost more in partial results and combine work than it saves.
+constexpr int64_t kMinSplitTiles = 2;
+// Candidate splits make up to this many CTAs per SM (more waves of shorter CTAs can balance a batch whose CTAs are a
+// little more, or fewer, than the SMs).
+constexpr int64_t kMaxCtasPerSm = 4;
+
+// How long CTAs of these costs keep `slots` SMs busy: longest first, each onto the SM that frees first (the GPU starts
+// CTAs in launch order as SMs free up, and the plan puts the longest first).
+int64_t makespan(std::vector<int64_t>& costs, int slots) {
+  std::sort(costs.begin(), costs.end(), std::greater<>());
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<>> load;
+  for (int i = 0; i < slots; ++i) load.push(0);
+  int64_t worst = 0;
+  for (int64_t c : costs) {
+    const int64_t l = load.top() + c;
+    load.pop();
+    load.push(l);
+    worst = std::max(worst, l);
+  }
+  return worst;
+}
+
+// The splits of a sequence of `tiles` tiles when no CTA may take more than `maxTiles`.
+int64_t splitsOf(int64_t tiles, int64_t maxTiles) {
+  return std::clamp<int64_t>((tiles + maxTiles - 1) / maxTiles, 1, kMaxDecodeSplits);
+}
+
+// The most tiles per CTA that fills the SMs best: each candidate splits the longest sequence into 1, 2, ... parts
+// (up to kMaxCtasPerSm CTAs per SM, no part under kMinSplitTiles) and the one finishing first in the planner's cost
+// model wins. More splits must finish at least 5% sooner: their partial results cost bandwidth the tile count does not
+// see when memory bounds the decode.
+int64_t fillingTilesPerCta(int batch, const int32_t* seqLens, int mTiles, int blockN, int numSms) {
+  int64_t longest = 0;
+  for (int b = 0; b < batch; ++b) longest = std::max(longest, tilesOf(std::max(0, seqLens[b]), blockN));
+  if (longest <= kMinSplitTiles) return std::max<int64_t>(1, longest);
+  const int slots = std::max(1, numSms);
+  const int64_t pairs = int64_t{batch} * mTiles;
+  const int64_t maxSplits = std::clamp<int64_t>((kMaxCtasPerSm * slots + pairs - 1) / pairs, 1, kMaxDecodeSplits);
+  const int64_t splitOverhead = tilesOf(kSplitOverheadRows, blockN);
+  int64_t best = longest, bestSpan = -1;
+  std::vector<int64_t> costs;
+  for (int64_t k = 1, previous = 0; k <= maxSplits; ++k) {
+    const int64_t maxTiles = (longest + k - 1) / k;
+    if (maxTiles == previous) continue;
+    if (maxTiles < kMinSplitTiles) break;
+    previous = maxTiles;
+    costs.clear();
+    for (int b = 0; b < batch; ++b) {
+      const int64_t tiles = tilesOf(std::max(0, seqLens[b]), blockN), splits = splitsOf(tiles, maxTiles);
+      const int64_t cost = (tiles + splits - 1) / splits + 1 + (splits > 1 ? splitOverhead : 0);
+      for (int64_t i = 0; i < splits * mTiles; ++i) costs.push_back(cost);
+    }
+    const int64_t span = makespan(costs, slots);
+    if (bestSpan < 0 || span * 20 < bestSpan * 19) {
+      bestSpan = span;
+      best = maxTiles;
+    }
+  }
+  return best;
 }
 
 }  // namespace
+
+const char* decodeConfigName(DecodeConfig config) {
+  switch (config) {
+    case DecodeConfig::Wide: return "wide";
+    case DecodeConfig::Large: return "large";
+    case DecodeConfig::Small: return "small";
+  }
+  return "?";
+}
 
 DecodePlanCapacity decodePlanCapacity(int batch, int queryLen, int numHeads, int maxSeqLen, const DecodePlanOptions& options) {
   const DecodeConfigInfo info = options.tiles;
   const int64_t mTiles = (int64_t{queryLen} * numHeads + info.blockM - 1) / info.blockM;
   const int fixed = fixedSplitRows(options);
-  const int64_t shortest = fixed > 0 ? fixed : minSplitRows(queryLen, numHeads, info);
-  const int64_t splitsPerSeq = std::clamp<int64_t>((maxSeqLen + shortest - 1) / shortest, 1, kMaxDecodeSplits);
+  const int64_t splitsPerSeq = fixed > 0 ? std::clamp<int64_t>((maxSeqLen + fixed - 1) / fixed, 1, kMaxDecodeSplits)
+                                         : splitsOf(tilesOf(maxSeqLen, info.blockN), 1);
   int64_t work = batch * mTiles * splitsPerSeq;
-  // Filling the SMs, a split has at least (all tiles) / numSms tiles, so the splits beyond one per sequence and
-  // m-tile number at most numSms.
-  if (fixed <= 0) work = std::min<int64_t>(work, batch * mTiles + options.numSms);
+  // Filling the SMs, each sequence has at most ceil(kMaxCtasPerSm * SMs / (batch * m-tiles)) splits (fillingTilesPerCta).
+  if (fixed <= 0) work = std::min(work, batch * mTiles + kMaxCtasPerSm * std::max(1, options.numSms));
   DecodePlanCapacity c;
   c.work = static_cast<int>(work);
   c.combine = static_cast<int>(batch * mTiles);
@@ -49,35 +119,43 @@ DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* 
   plan.seqLens.assign(seqLens, seqLens + batch);
   const int mTiles = (queryLen * numHeads + info.blockM - 1) / info.blockM;
 
+  // Fixed chunks of rows (asked for, or batch-invariant: a sequence's split depends on its length alone), else the
+  // tiles per CTA that fill the SMs best, each sequence cut into equal parts of whole tiles.
   int splitRows = fixedSplitRows(options);
-  if (splitRows <= 0) {
-    int64_t tiles = 0;
-    for (int b = 0; b < batch; ++b) tiles += int64_t{mTiles} * ((seqLens[b] + info.blockN - 1) / info.blockN);
-    const int64_t perCta = (tiles + options.numSms - 1) / std::max(1, options.numSms);
-    const int64_t rows = std::max<int64_t>(perCta * info.blockN, minSplitRows(queryLen, numHeads, info));
-    splitRows = static_cast<int>(std::min<int64_t>(rows, int64_t{1} << 30));
-  }
-  // The combine kernel merges at most kMaxDecodeSplits partials per sequence.
   int longest = 0;
   for (int b = 0; b < batch; ++b) longest = std::max(longest, seqLens[b]);
-  splitRows = std::max(splitRows, (longest + kMaxDecodeSplits - 1) / kMaxDecodeSplits);
+  if (splitRows > 0) splitRows = std::max(splitRows, (longest + kMaxDecodeSplits - 1) / kMaxDecodeSplits);  // the combine's limit
+  const int64_t maxTiles = splitRows > 0 ? 0 : fillingTilesPerCta(batch, seqLens, mTiles, info.blockN, options.numSms);
 
+  // The m-tiles of one split are adjacent, so the CTAs reading the same cache rows run together (L2 serves the rest).
   for (int b = 0; b < batch; ++b) {
-    const int len = seqLens[b];
-    const int splits = std::max(1, (len + splitRows - 1) / splitRows);
-    for (int mt = 0; mt < mTiles; ++mt) {
-      const int first = plan.numPartials;
-      for (int s = 0; s < splits; ++s) {
+    const int len = std::max(0, seqLens[b]);
+    const int64_t tiles = tilesOf(len, info.blockN);
+    const int splits = static_cast<int>(splitRows > 0 ? std::max(1, (len + splitRows - 1) / splitRows) : splitsOf(tiles, maxTiles));
+    const int first = plan.numPartials;
+    for (int s = 0; s < splits; ++s) {
+      int64_t begin, end;
+      if (splitRows > 0) {
+        begin = std::min<int64_t>(len, int64_t{s} * splitRows);
+        end = std::min<int64_t>(len, int64_t{s + 1} * splitRows);
+      } else {
+        begin = std::min<int64_t>(len, tiles * s / splits * info.blockN);
+        end = std::min<int64_t>(len, tiles * (s + 1) / splits * info.blockN);
+      }
+      for (int mt = 0; mt < mTiles; ++mt) {
         DecodeWorkItem w;
         w.batch = b;
         w.mTile = mt;
-        w.rowBegin = std::min(len, s * splitRows);
-        w.rowEnd = std::min(len, (s + 1) * splitRows);
+        w.rowBegin = static_cast<int>(begin);
+        w.rowEnd = static_cast<int>(end);
         w.seqLen = len;
-        w.partial = splits > 1 ? plan.numPartials++ : -1;
+        w.partial = splits > 1 ? first + mt * splits + s : -1;
         plan.work.push_back(w);
       }
-      if (splits > 1) plan.combine.push_back(CombineItem{b, mt, first, splits});
+    }
+    if (splits > 1) {
+      for (int mt = 0; mt < mTiles; ++mt) plan.combine.push_back(CombineItem{b, mt, first + mt * splits, splits});
+      plan.numPartials += mTiles * splits;
     }
   }
   // Longest work first: the GPU starts CTAs in index order, so the long ones do not end up last.

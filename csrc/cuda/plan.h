@@ -13,7 +13,7 @@ namespace mla::cuda {
 using namespace kernels;  // the kernels' argument types (DecodeWorkItem, CombineItem, DecodeConfig, ...)
 
 struct DecodePlanOptions {
-  int numSms = 108;             // CTAs that run at once (one decode CTA fits an SM)
+  int numSms = 108;             // the device's SMs (one decode CTA fits an SM)
   bool batchInvariant = false;
   int splitRows = 0;            // > 0: split every sequence into chunks of this many rows (tests, tuning)
   DecodeConfig config = DecodeConfig::Large;
@@ -63,5 +63,19 @@ DecodeWorkspace decodeWorkspace(const DecodePlanCapacity& room, size_t blockTabl
 // Fills the upload laid out by `ws`: how many work and combine items `plan` has, the block table, its items.
 // Throws mla::Error (E_INTERNAL) when the plan exceeds the workspace's room.
 void stageDecode(uint8_t* upload, const DecodeWorkspace& ws, const DecodePlan& plan, const void* blockTable, size_t blockTableBytes);
+
+// Every decode configuration, largest shared memory first, with its name (the model and check-cuda use the names).
+inline constexpr DecodeConfig kAllDecodeConfigs[] = {DecodeConfig::Wide, DecodeConfig::Large, DecodeConfig::Small};
+const char* decodeConfigName(DecodeConfig config);
+// The configuration a device gives rows of headDim elements: the largest of those the device holds at DeepSeek's width
+// (kDeepSeekHeadDim) whose shared memory it also allows at this width (Small when none fits: the caller refuses the
+// shape). So a device always runs the same configuration for narrower rows, the one it is sized for. The shared
+// memory is the runtime's kernels' (runtime.h).
+template <class Runtime>
+DecodeConfig decodeConfigFor(int smemOptin, int headDim) {
+  for (DecodeConfig c : kAllDecodeConfigs)
+    if (Runtime::decodeSmemBytes(c, kDeepSeekHeadDim, false) <= smemOptin && Runtime::decodeSmemBytes(c, headDim, false) <= smemOptin) return c;
+  return DecodeConfig::Small;
+}
 
 }  // namespace mla::cuda

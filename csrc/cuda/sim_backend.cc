@@ -1,7 +1,8 @@
 // The cuda-sim backend: DeviceBackend (device_backend.h) over the emulated runtime of sim_runtime.h and the CUDA
 // kernels of csrc/kernels/ compiled for the SIMT emulator of sim/, on host memory. For tests: each operation runs
 // under every thread order (forward, reverse, seeded random) and must write the same bits; the global-memory traffic
-// of the last operation is recorded. Hooks: simConfigure(settings), simLastOp(), decodeKernelShapes(headDim).
+// of the last operation is recorded. Hooks: simConfigure(settings), simLastOp(), decodeKernelShapes(headDim),
+// prefillKernelShapes(dims), decodePlan(shape).
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -23,6 +24,9 @@ struct SimSettings {
   bool checkOrders = true;
   uint64_t seed = 1;
   bool smallConfig = false;  // decode tiles of the ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120)
+  int smemOptin = 0;         // > 0: the shared memory a block may opt into (overrides smallConfig), e.g. sm_80's
+  long long profileBlock = -1;  // >= 0: that block of every launch records its barrier intervals (SimLaunch::profile)
+  int computeCapability = 0;    // > 0: the device's, e.g. 120 (else one that has the shared memory above)
   int numSms = 8;            // SM count the decode plan assumes
   int splitRows = 0;         // > 0: force split-KV chunks of this many rows
   bool batchInvariant = false;
@@ -35,6 +39,10 @@ struct SimLaunch {
   uint64_t bytesRead = 0, bytesWritten = 0, fiberSwitches = 0;
   unsigned gridX = 0, gridY = 0, blockX = 0;
   double seconds = 0;
+  size_t dynamicSmem = 0;
+  bool dependentLaunch = false;                // programmatic dependent launch
+  cudasim::Traffic counters;                   // global and on-chip counts of the whole launch
+  std::vector<cudasim::PhaseCounts> profile;   // SimSettings::profileBlock's barrier intervals
 };
 
 struct SimOpRecord {
@@ -79,6 +87,7 @@ void SimRuntime::runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launc
   for (int o = 0; o < orders; ++o) {
     const cudasim::Order order = cudasim::kAllOrders[o];
     cudasim::ScopedOrder scoped(order, settings.seed);
+    cudasim::set_profile_block(settings.profileBlock);
     if (o > 0)
       for (size_t i = 0; i < outputs.size(); ++i)
         if (outputs[i].bytes) std::memcpy(outputs[i].data, initial[i].data(), outputs[i].bytes);
@@ -86,7 +95,8 @@ void SimRuntime::runOp(const char* op, std::vector<OpOutput> outputs, Fn&& launc
     try {
       std::function<void()> recordLaunch = [&] {
         const cudasim::LaunchRecord& r = cudasim::last_launch();
-        launches.push_back(SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds});
+        launches.push_back(SimLaunch{r.name, r.bytes_read, r.bytes_written, r.fiber_switches, r.grid.x, r.grid.y, r.block.x, r.seconds,
+                                     r.dynamic_smem, r.dependent_launch, r.counters, r.profile});
       };
       tLaunchObserver = &recordLaunch;  // the launches of a replayed graph report themselves
       struct Reset {
@@ -151,8 +161,15 @@ SimRuntime::OpScope::~OpScope() {
 
 SimRuntime::SimDeviceSpec SimRuntime::simDeviceSpec() {
   const SimSettings s = simSettings();
-  // The shared memory of an sm_90-class device, or of the ~100 KB sm_86 / sm_89 / sm_120 class.
-  return SimDeviceSpec{s.numSms, s.smallConfig ? 101376 : 232448, s.deviceMemoryBytes, s.smallConfig ? 8 : 9, s.smallConfig ? 6 : 0};
+  // The shared memory of sm_90 / sm_100 (227 KB), sm_80 (163 KB) or the ~99 KB class (sm_86, sm_89, sm_120), and a
+  // compute capability that has it.
+  const int smem = s.smemOptin > 0 ? s.smemOptin : s.smallConfig ? 101376 : 232448;
+  int major = smem > 200000 ? 9 : 8, minor = smem < 160000 ? 6 : 0;
+  if (s.computeCapability > 0) {
+    major = s.computeCapability / 10;
+    minor = s.computeCapability % 10;
+  }
+  return SimDeviceSpec{s.numSms, smem, s.deviceMemoryBytes, major, minor};
 }
 
 cudaError_t SimRuntime::cudaMalloc(void** p, size_t bytes) {
@@ -205,8 +222,8 @@ bool flagOr(const Value& o, const char* key, bool fallback) {
   return v && v->isBool() ? v->boolean() : fallback;
 }
 
-// simConfigure({checkOrders, seed, smallConfig, numSms, splitRows, batchInvariant, deviceMemoryBytes, numDevices}):
-// the settings given change, the others stay.
+// simConfigure({checkOrders, seed, smallConfig, smemOptin, computeCapability, numSms, splitRows, batchInvariant,
+// deviceMemoryBytes, numDevices, profileBlock}): the settings given change, the others stay.
 Value configure(const Value& o) {
   std::lock_guard<std::mutex> lock(gMu);
   SimSettings& s = gSettings;
@@ -218,11 +235,24 @@ Value configure(const Value& o) {
   s.batchInvariant = flagOr(o, "batchInvariant", s.batchInvariant);
   s.deviceMemoryBytes = static_cast<size_t>(numberOr(o, "deviceMemoryBytes", static_cast<double>(s.deviceMemoryBytes)));
   s.numDevices = static_cast<int>(numberOr(o, "numDevices", s.numDevices));
+  s.smemOptin = static_cast<int>(numberOr(o, "smemOptin", s.smemOptin));
+  s.profileBlock = static_cast<long long>(numberOr(o, "profileBlock", static_cast<double>(s.profileBlock)));
+  s.computeCapability = static_cast<int>(numberOr(o, "computeCapability", s.computeCapability));
   if (s.numDevices < 1 || s.numDevices > 64) s.numDevices = 1;
   return {};
 }
 
-// simLastOp() -> the traffic, launches and host synchronisations of the last operation.
+// The shared-memory and conversion counts a launch's counters (cudasim::Traffic) and a barrier interval's
+// (cudasim::PhaseCounts) have in common.
+template <class Counts>
+Value::Record onChip(const Counts& t) {
+  return Value::Record{{"ldmatrixBytes", t.smem_ldmatrix_bytes},   {"ldmatrixWavefronts", t.smem_ldmatrix_wavefronts},
+                       {"sharedLoadBytes", t.smem_load_bytes},     {"sharedStoreBytes", t.smem_store_bytes},
+                       {"asyncCopyBytes", t.smem_async_bytes},     {"converted", t.converted}};
+}
+
+// simLastOp() -> the traffic, launches (with their on-chip counters and the profiled block's barrier intervals) and
+// host synchronisations of the last operation.
 Value lastOp() {
   SimOpRecord r;
   {
@@ -230,14 +260,30 @@ Value lastOp() {
     r = gLast;
   }
   Value::List launches;
-  for (const SimLaunch& l : r.launches)
+  for (const SimLaunch& l : r.launches) {
+    Value::Record counters = onChip(l.counters);
+    counters.emplace_back("mma", l.counters.mma);
+    counters.emplace_back("barriers", l.counters.barriers);
+    Value::List profile;
+    for (const cudasim::PhaseCounts& ph : l.profile) {
+      Value::Record y = onChip(ph);
+      y.emplace_back("bytesRead", ph.bytes_read);
+      y.emplace_back("bytesWritten", ph.bytes_written);
+      y.emplace_back("mmaPerWarp", Value::List(ph.mma_per_warp.begin(), ph.mma_per_warp.end()));
+      profile.push_back(std::move(y));
+    }
     launches.push_back(Value::Record{{"kernel", l.kernel},
                                      {"bytesRead", l.bytesRead},
                                      {"bytesWritten", l.bytesWritten},
                                      {"fiberSwitches", l.fiberSwitches},
                                      {"grid", Value::List{l.gridX, l.gridY}},
                                      {"threads", l.blockX},
-                                     {"seconds", l.seconds}});
+                                     {"seconds", l.seconds},
+                                     {"dynamicSmem", l.dynamicSmem},
+                                     {"dependentLaunch", l.dependentLaunch},
+                                     {"counters", std::move(counters)},
+                                     {"profile", std::move(profile)}});
+  }
   return Value::Record{{"op", r.op},
                        {"bytesRead", r.bytesRead},
                        {"bytesWritten", r.bytesWritten},
@@ -251,16 +297,66 @@ Value lastOp() {
 Value decodeKernelShapes(const Value& headDimArg) {
   const int headDim = static_cast<int>(headDimArg.isNumber() ? headDimArg.number() : 0);
   Value::Record shapes;
-  for (auto [name, config] : {std::pair{"large", DecodeConfig::Large}, std::pair{"small", DecodeConfig::Small}}) {
+  for (DecodeConfig config : kAllDecodeConfigs) {
     const DecodeConfigInfo c = SimRuntime::decodeConfigInfo(config);
-    shapes.emplace_back(name, Value::Record{{"blockM", c.blockM},
+    shapes.emplace_back(decodeConfigName(config), Value::Record{{"blockM", c.blockM},
                                             {"blockN", c.blockN},
                                             {"stages", c.stages},
                                             {"threads", c.threads},
+                                            {"minBlocksPerSm", c.minBlocksPerSm},
                                             {"smemBytes", SimRuntime::decodeSmemBytes(config, headDim, false)},
                                             {"smemBytesFp8", SimRuntime::decodeSmemBytes(config, headDim, true)}});
   }
   return shapes;
+}
+
+// prefillKernelShapes({nopeDim, ropeDim, vHeadDim}): the prefill kernels' tile shapes and dynamic shared memory for
+// these dims, from the kernel source itself (scripts/check-cuda.mjs checks them against each GPU's limit).
+Value prefillKernelShapes(const Value& dims) {
+  const auto dim = [&](const char* key) { return static_cast<int>(numberOr(dims, key, 0)); };
+  const int nope = dim("nopeDim"), rope = dim("ropeDim"), vDim = dim("vHeadDim");
+  Value::Record shapes;
+  for (auto [name, config] : {std::pair{"large", PrefillConfig::Large}, std::pair{"small", PrefillConfig::Small}}) {
+    const PrefillConfigInfo c = SimRuntime::prefillConfigInfo(config);
+    shapes.emplace_back(name, Value::Record{{"blockM", c.blockM},
+                                            {"heads", c.heads},
+                                            {"blockN", c.blockN},
+                                            {"stages", c.stages},
+                                            {"threads", c.threads},
+                                            {"smemBytes", SimRuntime::prefillSmemBytes(config, nope, rope, vDim)}});
+  }
+  shapes.emplace_back("gemmNtSmemBytes", SimRuntime::gemmNtSmemBytes());
+  return shapes;
+}
+
+// decodePlan({queryLen, numHeads, seqLens, numSms, smemOptin, batchInvariant, splitRows}) -> the plan the CUDA backend
+// makes for a device with that SM count and shared memory (the config it picks for DeepSeek's rows): { config, blockM,
+// blockN, work: [batch, mTile, rowBegin, rowEnd, seqLen, partial][], combine: [batch, mTile, firstPartial,
+// numPartials][], numPartials }. For the GPU performance model.
+Value decodePlan(const Value& o) {
+  const auto integer = [&](const char* key) {
+    const Value* v = o.get(key);
+    if (!v || !v->isNumber()) throw Error(ErrorCode::Argument, std::string("decodePlan: ") + key + " must be a number");
+    return static_cast<int>(v->number());
+  };
+  std::vector<int32_t> seqLens;
+  const Value* lens = o.get("seqLens");
+  if (const auto* list = lens ? std::get_if<Value::List>(&lens->v) : nullptr)
+    for (const Value& x : *list) seqLens.push_back(static_cast<int32_t>(x.isNumber() ? x.number() : 0));
+  else
+    throw Error(ErrorCode::Argument, "decodePlan: seqLens must be an array of numbers");
+  DecodePlanOptions opt;
+  opt.numSms = integer("numSms");
+  opt.config = decodeConfigFor<SimRuntime>(integer("smemOptin"), kDeepSeekHeadDim);
+  opt.tiles = SimRuntime::decodeConfigInfo(opt.config);
+  opt.batchInvariant = flagOr(o, "batchInvariant", false);
+  opt.splitRows = static_cast<int>(numberOr(o, "splitRows", 0));
+  const DecodePlan plan = makeDecodePlan(static_cast<int>(seqLens.size()), integer("queryLen"), integer("numHeads"), seqLens.data(), opt);
+  Value::List work, combine;
+  for (const DecodeWorkItem& w : plan.work) work.push_back(Value::List{w.batch, w.mTile, w.rowBegin, w.rowEnd, w.seqLen, w.partial});
+  for (const CombineItem& c : plan.combine) combine.push_back(Value::List{c.batch, c.mTile, c.firstPartial, c.numPartials});
+  return Value::Record{{"config", decodeConfigName(plan.config)}, {"blockM", plan.blockM}, {"blockN", plan.blockN},
+                       {"numPartials", plan.numPartials},      {"work", std::move(work)}, {"combine", std::move(combine)}};
 }
 
 class CudaSimProvider final : public BackendProvider {
@@ -276,7 +372,8 @@ class CudaSimProvider final : public BackendProvider {
     return backendOfDevice<SimRuntime>(index);
   }
   std::vector<BackendHook> hooks() override {
-    return {{"simConfigure", configure}, {"simLastOp", [](const Value&) { return lastOp(); }}, {"decodeKernelShapes", decodeKernelShapes}};
+    return {{"simConfigure", configure}, {"simLastOp", [](const Value&) { return lastOp(); }}, {"decodeKernelShapes", decodeKernelShapes},
+            {"prefillKernelShapes", prefillKernelShapes}, {"decodePlan", decodePlan}};
   }
 };
 

@@ -1,352 +1,507 @@
-// Fused absorbed-MLA decode. One CTA takes up to blockM query rows (heads x query positions of one sequence)
-// and a range of that sequence's cache rows. Cache tiles stream through shared memory with a multi-stage cp.async
-// pipeline; S = Q·Kᵀ and O += P·V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); the softmax is online,
-// in registers, in base 2. V is the first kvLoraRank columns of the same shared tile as K. An fp8 cache streams its
-// bytes through the stages and is converted (exactly) into one tile of the element type before the mma loads.
-// Warps: (blockM / 16) along M times kWarpsN along N. For S each warp owns blockN / kWarpsN columns; for O it owns
-// kvLoraRank / kWarpsN columns. Row maxima and sums cross the kWarpsN warps of a row through shared memory.
+// Fused absorbed-MLA decode. One CTA takes up to blockM query rows (heads x query positions of one sequence) and a
+// range of that sequence's cache rows, streamed through shared memory in tiles of blockN rows with a cp.async pipeline.
+// S = Q·Kᵀ and O += P·V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); the softmax is online, in base 2;
+// V is the first kvLoraRank columns of the same shared tile as K.
+//
+// Per tile, three barriers:
+//   B1  the tile is in shared memory and every warp is done with the previous one: the loader warps refill the
+//       freed stage, the QK warps compute S for their block of rows and columns and share their row maxima;
+//   B2  the QK warps turn S into P (element type, shared) with the new row maxima and share the rescale factors;
+//   B3  every warp rescales and accumulates its columns of O for all the CTA's rows: O += P·V.
+// Warps whose query rows are all padding (heads x queryLen not a multiple of 16) skip their mma and ldmatrix work.
+// Shared rows are XOR-swizzled in 16-byte chunks (chunk c of row r at c ^ (r % 8)), so ldmatrix and cp.async are
+// bank-conflict free without padding. An fp8 cache lands in the first half of each row of a stage and is converted in
+// place (fp8x4ToElem) by the warps that loaded it: during the previous tile's P·V when the loader warps are not QK warps
+// (Large, Wide), else just before B1.
 #include "mla_device.cuh"
+
+#include <atomic>
 
 namespace mla {
 namespace MLA_KERNEL_NS {
 namespace {
 
-template <int kBlockM_, int kBlockN_, int kStages_, int kWarpsN_, int kMaxV_>
+template <int kBlockM_, int kBlockN_, int kStages_, int kWarps_, int kQkWarpsM_, int kQkWarpsN_, int kLoaderWarps_>
 struct DecodeTraits {
-  static constexpr int kBlockM = kBlockM_, kBlockN = kBlockN_, kStages = kStages_, kWarpsN = kWarpsN_;
-  static constexpr int kWarpsM = kBlockM / 16, kWarps = kWarpsM * kWarpsN, kThreads = kWarps * 32;
-  static constexpr int kMaxV = kMaxV_;
-  static constexpr int kSCols = kBlockN / kWarpsN, kSTiles = kSCols / 8;  // S columns / n8 tiles per warp
-  static constexpr int kOTiles = kMaxV / kWarpsN / 8;                      // O n8 tiles per warp, at most
-  static constexpr int kPad = 8;  // elements added to each shared row: consecutive rows start 16 bytes apart in banks
-  static constexpr int kPStride = kBlockN + kPad;
-  static constexpr int kThreadsPerRow = kThreads / kBlockN;  // loader threads per cache row
-  static_assert(kBlockM % 16 == 0 && kSCols % 8 == 0 && kBlockN % 16 == 0, "tile shape");
-  static_assert(kThreadsPerRow >= 1 && kThreadsPerRow <= 32 && (kThreadsPerRow & (kThreadsPerRow - 1)) == 0, "loader");
+  static constexpr int kBlockM = kBlockM_, kBlockN = kBlockN_, kStages = kStages_, kWarps = kWarps_;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kMinBlocksPerSm = 1;  // __launch_bounds__: the registers are sized for this many CTAs per SM
+  static constexpr int kMaxV = 512;          // kvLoraRank at most
+  // S: kQkWarpsM x kQkWarpsN warps (the first ones), each kQkMt m16 x kQkNt n8 tiles of it.
+  static constexpr int kQkWarpsM = kQkWarpsM_, kQkWarpsN = kQkWarpsN_, kQkWarps = kQkWarpsM * kQkWarpsN;
+  static constexpr int kQkRows = kBlockM / kQkWarpsM, kQkCols = kBlockN / kQkWarpsN;
+  static constexpr int kQkMt = kQkRows / 16, kQkNt = kQkCols / 8;
+  // O: every warp, all kBlockM rows (kMt m16 tiles) by kVCols columns (kVNt n8 tiles).
+  static constexpr int kMt = kBlockM / 16, kVCols = kMaxV / kWarps, kVNt = kVCols / 8;
+  // The last kLoaderWarps warps issue the cache tiles' copies (and convert an fp8 cache).
+  static constexpr int kLoaderWarps = kLoaderWarps_, kFirstLoader = kWarps - kLoaderWarps;
+  static constexpr int kLoadRowsPerWarp = kBlockN / kLoaderWarps, kLanesPerRow = 32 / kLoadRowsPerWarp;
+  // With loader warps that do no QK, an fp8 tile is converted during the previous tile's P·V (needs two stages).
+  static constexpr bool kConvertEarly = kFirstLoader >= kQkWarps;
+  static constexpr int kPChunks = kBlockN / 8;  // 16-byte chunks of a P row
+  static_assert(kQkRows % 16 == 0 && kQkCols % 8 == 0 && kQkWarps <= kWarps, "QK warp tiles");
+  static_assert(kVCols % 16 == 0 && kBlockN % 16 == 0 && kBlockM % 16 == 0, "PV warp tiles");
+  static_assert(kBlockN % kLoaderWarps == 0 && 32 % kLoadRowsPerWarp == 0, "loader rows");
+  static_assert(kPChunks == 2 || kPChunks == 4 || kPChunks == 8, "P rows of 2, 4 or 8 chunks");
+  static_assert(!kConvertEarly || kStages == 2, "early fp8 conversion converts the one stage ahead");
 
-  // Shared memory: Q, the cache tiles (kStages of them; with an fp8 cache one converted tile plus kStages of fp8
-  // bytes), P, and the row maxima and sums.
-  static int smemBytes(int headDim, bool fp8 = false) {
-    const int stride = headDim + kPad;
-    const int tiles = fp8 ? 1 : kStages;
-    return (kBlockM * stride + tiles * kBlockN * stride + kBlockM * kPStride) * 2 + 2 * kWarpsN * kBlockM * 4 +
-           (fp8 ? kStages * kBlockN * headDim : 0);
+  // Elements between shared rows of Q and the cache tiles: the row width rounded up to whole groups of 8 chunks (a
+  // multiple of 128 bytes), which the swizzle permutes within.
+  MLA_HOST_DEVICE static int rowStride(int headDim) { return (headDim + 63) / 64 * 64; }
+  // Shared memory: Q, the stages, P, and the row statistics (the maxima and sums of each QK warp column, the rescale
+  // factors, and the final maxima and sums for the epilogue). An fp8 cache is converted in place: the same.
+  static int smemBytes(int headDim) {
+    return (kBlockM * rowStride(headDim) + kStages * kBlockN * rowStride(headDim) + kBlockM * kBlockN) * 2 +
+           (2 * kQkWarpsN + 3) * kBlockM * 4;
   }
 };
 
-using LargeTraits = DecodeTraits<64, 32, 2, 2, 512>;
-using SmallTraits = DecodeTraits<32, 16, 3, 2, 512>;
+// sm_90, sm_100 (227 KB): 64 query rows x 64 cache rows per stage, two stages, 8 warps; QK on warps 0-3 (32 x 32
+// each, 256 bytes of ldmatrix per mma), loads and fp8 conversion on warps 4-7, P·V on all (64 x 64 each, 128 bytes).
+using WideTraits = DecodeTraits<64, 64, 2, 8, 2, 2, 4>;
+// sm_80 (163 KB): 64 x 32, two stages, 8 warps; QK on warps 0-3 (32 x 16 each).
+using LargeTraits = DecodeTraits<64, 32, 2, 8, 2, 2, 4>;
+// sm_86, sm_89, sm_120 (99 KB): 32 x 16, three stages, 4 warps, each doing QK (16 x 8), loads and P·V (32 x 128).
+using SmallTraits = DecodeTraits<32, 16, 3, 4, 2, 2, 4>;
 
-// Copies cache rows [rowStart, rowStart + blockN) of one sequence (found through its block-table row) into a
-// shared stage of rows `stride` elements apart; rows at or past rowEnd are zero-filled and read nothing. Cell is the
-// cache's element (bf16 / f16, or the bytes of an fp8 cache): 16 bytes per copy either way.
-template <class Tr, class Cell>
-__device__ __forceinline__ void loadCacheTile(Cell* stage, const Cell* cache, const int32_t* table, int rowStart, int rowEnd,
-                                              int headDim, int blockSize, int blockShift, int stride) {
-  constexpr int kPerCopy = 16 / static_cast<int>(sizeof(Cell));
-  const int r = threadIdx.x / Tr::kThreadsPerRow, sub = threadIdx.x % Tr::kThreadsPerRow;
-  const int row = rowStart + r;
-  const bool valid = row < rowEnd;
-  int slot = 0;
-  if (sub == 0 && valid)
-    slot = blockShift >= 0 ? (ld_global(table + (row >> blockShift)) << blockShift) + (row & (blockSize - 1))
-                           : ld_global(table + row / blockSize) * blockSize + row % blockSize;
-  // One block-table read per row, shared with the row's other loader threads.
-  slot = __shfl_sync(0xffffffffu, slot, (threadIdx.x & 31) & ~(Tr::kThreadsPerRow - 1));
-  const Cell* src = cache + static_cast<size_t>(slot) * headDim;
-  Cell* dst = stage + r * stride;
-  for (int c = sub; c < headDim / kPerCopy; c += Tr::kThreadsPerRow) cp_async_16_pred(dst + c * kPerCopy, src + c * kPerCopy, valid);
-}
-
-// Converts a stage of fp8 bytes into the element type, in the padded layout the mma loads read. Exact: every e4m3
-// value is a bf16 and an f16 value; the cache's scale is applied to the scores and the output instead.
-template <class Tr, ElemType E>
-__device__ __forceinline__ void convertFp8Tile(typename Elem<E>::T* tile, const uint8_t* stage, int headDim, int stride) {
-  const int chunks = headDim / 16;
-  for (int i = threadIdx.x; i < Tr::kBlockN * chunks; i += Tr::kThreads) {
-    const int r = i / chunks, c = i % chunks;
-    const uint4 bytes = *reinterpret_cast<const uint4*>(stage + r * headDim + c * 16);
-    const uint32_t w[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-    uint32_t packed[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const uint32_t word = w[k / 2] >> (16 * (k % 2));
-      packed[k] = Elem<E>::pack2(fp8e4m3ToFloat(word & 0xffu), fp8e4m3ToFloat((word >> 8) & 0xffu));
-    }
-    uint4* out = reinterpret_cast<uint4*>(tile + r * stride + c * 16);
-    out[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-    out[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
-  }
+// Element offset of 16-byte chunk `c` of row `r` in a swizzled shared array of rows `stride` elements apart.
+__device__ __forceinline__ int swizzled(int r, int c, int stride) { return r * stride + ((c ^ (r & 7)) * 8); }
+// The same for P, whose rows are kPChunks chunks (8 rows span 8 bank groups with the row index's bits above them).
+template <class Tr>
+__device__ __forceinline__ int swizzledP(int r, int c) {
+  constexpr int kRowsPerGroup = 8 / Tr::kPChunks;
+  return r * Tr::kBlockN + ((c ^ ((r / kRowsPerGroup) % Tr::kPChunks)) * 8);
 }
 
 template <class Tr, ElemType E, bool kFp8>
-__global__ void __launch_bounds__(Tr::kThreads, 1) mlaDecodeKernel(const DecodeArgs args) {
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKernel(const DecodeArgs args) {
   using T = typename Elem<E>::T;
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
-  T* const smem = reinterpret_cast<T*>(smemRaw);
   if (args.numWorkOnDevice && static_cast<int>(blockIdx.x) >= *args.numWorkOnDevice) return;  // the whole CTA leaves
+  griddep_launch_dependents();  // the combine may be scheduled once every CTA has started (it waits for them to end)
   const DecodeWorkItem item = args.work[blockIdx.x];
   const int D = args.headDim, V = args.kvLoraRank, H = args.numHeads;
-  const int M = args.queryLen * H;  // query rows of the sequence
-  const int stride = D + Tr::kPad;
-  T* sQ = smem;
-  T* sK = sQ + Tr::kBlockM * stride;
-  T* sP = sK + (kFp8 ? 1 : Tr::kStages) * Tr::kBlockN * stride;
-  float* sMax = reinterpret_cast<float*>(sP + Tr::kBlockM * Tr::kPStride);
-  float* sSum = sMax + Tr::kWarpsN * Tr::kBlockM;
-  uint8_t* s8 = reinterpret_cast<uint8_t*>(sSum + Tr::kWarpsN * Tr::kBlockM);  // fp8 stages (kFp8 only)
+  const int M = args.queryLen * H;                                         // query rows of the sequence
+  const int mRows = min(Tr::kBlockM, M - item.mTile * Tr::kBlockM);       // of them, this CTA's (the rest is padding)
+  const int stride = Tr::rowStride(D);
+  T* const sQ = reinterpret_cast<T*>(smemRaw);
+  T* const sK = sQ + Tr::kBlockM * stride;
+  T* const sP = sK + Tr::kStages * Tr::kBlockN * stride;
+  float* const sMaxPart = reinterpret_cast<float*>(sP + Tr::kBlockM * Tr::kBlockN);  // [kQkWarpsN][kBlockM]
+  float* const sSumPart = sMaxPart + Tr::kQkWarpsN * Tr::kBlockM;                   // [kQkWarpsN][kBlockM]
+  float* const sAlpha = sSumPart + Tr::kQkWarpsN * Tr::kBlockM;                     // [kBlockM]
+  float* const sFinal = sAlpha + Tr::kBlockM;                                       // [2][kBlockM]: max, sum
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = warp / Tr::kWarpsN, wn = warp % Tr::kWarpsN;
   const int g = lane / 4, tig = lane % 4;  // mma fragment coordinates: group and thread in group
-  const T* cache = static_cast<const T*>(args.cache);
   const int32_t* table = args.blockTable + static_cast<size_t>(item.batch) * args.maxBlocksPerSeq;
-  const uint8_t* cache8 = static_cast<const uint8_t*>(args.cache);
-  // Issues the copies of tile `t` into its stage.
-  auto loadTile = [&](int t) {
-    if constexpr (kFp8)
-      loadCacheTile<Tr>(s8 + (t % Tr::kStages) * Tr::kBlockN * D, cache8, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
-                        args.blockSize, args.blockShift, D);
-    else
-      loadCacheTile<Tr>(sK + (t % Tr::kStages) * Tr::kBlockN * stride, cache, table, item.rowBegin + t * Tr::kBlockN, item.rowEnd, D,
-                        args.blockSize, args.blockShift, stride);
-  };
   const int numTiles = (item.rowEnd - item.rowBegin + Tr::kBlockN - 1) / Tr::kBlockN;
+  const bool isLoader = warp >= Tr::kFirstLoader, isQk = warp < Tr::kQkWarps;
+
+  // A loader warp's rows of a tile: lanes kLanesPerRow apart share a row; one block-table read per row.
+  const int loadRow = (warp - Tr::kFirstLoader) * Tr::kLoadRowsPerWarp + lane / Tr::kLanesPerRow, loadSub = lane % Tr::kLanesPerRow;
+  auto loadTile = [&](int t) {
+    const int row = item.rowBegin + t * Tr::kBlockN + loadRow;
+    const bool valid = row < item.rowEnd;
+    int slot = 0;
+    if (loadSub == 0 && valid)
+      slot = args.blockShift >= 0 ? (ld_global(table + (row >> args.blockShift)) << args.blockShift) + (row & (args.blockSize - 1))
+                                  : ld_global(table + row / args.blockSize) * args.blockSize + row % args.blockSize;
+    slot = __shfl_sync(0xffffffffu, slot, lane & ~(Tr::kLanesPerRow - 1));
+    T* stage = sK + (t % Tr::kStages) * Tr::kBlockN * stride;
+    if constexpr (kFp8) {  // D bytes: chunk c to the row's chunk position c (swizzled); converted in place later
+      const uint8_t* src = static_cast<const uint8_t*>(args.cache) + static_cast<size_t>(slot) * D;
+      for (int c = loadSub; c < D / 16; c += Tr::kLanesPerRow) cp_async_16_pred(stage + swizzled(loadRow, c, stride), src + c * 16, valid);
+    } else {
+      const T* src = static_cast<const T*>(args.cache) + static_cast<size_t>(slot) * D;
+      for (int c = loadSub; c < D / 8; c += Tr::kLanesPerRow) cp_async_16_pred(stage + swizzled(loadRow, c, stride), src + c * 8, valid);
+    }
+  };
+  // Converts this loader warp's rows of a landed fp8 tile in place, one row at a time: every lane reads its words of
+  // the row (8 bytes each) before any lane writes (the row's output covers its input). Rows of up to 1024 elements
+  // (more than any configuration's shared memory takes), in at most 4 words per lane: the O accumulators leave no more.
+  auto convertTile = [&](int t) {
+    T* stage = sK + (t % Tr::kStages) * Tr::kBlockN * stride;
+    const int words = D / 8;
+    constexpr int kMaxWords = 1024 / 8 / 32;
+    for (int i = 0; i < Tr::kLoadRowsPerWarp; ++i) {
+      const int r = (warp - Tr::kFirstLoader) * Tr::kLoadRowsPerWarp + i;
+      uint2 in[kMaxWords];
+#pragma unroll
+      for (int k = 0; k < kMaxWords; ++k) {
+        const int q = lane + 32 * k;
+        if (q < words) in[k] = ld_shared(reinterpret_cast<const uint2*>(stage + swizzled(r, q / 2, stride)) + q % 2);
+      }
+      __syncwarp();
+#pragma unroll
+      for (int k = 0; k < kMaxWords; ++k) {
+        const int q = lane + 32 * k;
+        if (q < words) {
+          uint4 out;
+          fp8x4ToElem<E>(in[k].x, out.x, out.y);
+          fp8x4ToElem<E>(in[k].y, out.z, out.w);
+          st_shared(reinterpret_cast<uint4*>(stage + swizzled(r, q, stride)), out);
+        }
+      }
+      __syncwarp();
+    }
+  };
 
   // Q rows of this CTA (zero rows past M), then the first stages of cache rows.
   {
     const T* q = static_cast<const T*>(args.q) + static_cast<size_t>(item.batch) * M * D;
     const int chunksPerRow = D / 8;
     for (int c = threadIdx.x; c < Tr::kBlockM * chunksPerRow; c += Tr::kThreads) {
-      const int r = c / chunksPerRow, col = (c % chunksPerRow) * 8;
+      const int r = c / chunksPerRow, chunk = c % chunksPerRow;
       const int m = item.mTile * Tr::kBlockM + r;
-      cp_async_16_pred(sQ + r * stride + col, q + static_cast<size_t>(m < M ? m : 0) * D + col, m < M);
+      cp_async_16_pred(sQ + swizzled(r, chunk, stride), q + static_cast<size_t>(m < M ? m : 0) * D + chunk * 8, m < M);
     }
-  }
-  for (int s = 0; s < Tr::kStages - 1; ++s) {
-    if (s < numTiles) loadTile(s);
     cp_async_commit();
   }
+  if (isLoader)
+    for (int s = 0; s < Tr::kStages - 1; ++s) {
+      if (s < numTiles) loadTile(s);
+      cp_async_commit();
+    }
+  if (isLoader) cp_async_wait<Tr::kStages - 2>();  // Q and tile 0
+  else cp_async_wait_all();                          // Q
+  if constexpr (kFp8 && Tr::kConvertEarly)
+    if (isLoader && numTiles > 0) {
+      __syncwarp();
+      convertTile(0);
+    }
 
-  // This thread's two query rows (fragment rows g and g + 8 of the warp's 16) and how many cache rows each sees.
-  int localRow[2], limit[2];
+  // A QK thread's query rows: fragment rows g and g + 8 of each of its m16 tiles, and how many cache rows each sees.
+  const int qkWm = warp / Tr::kQkWarpsN, qkWn = warp % Tr::kQkWarpsN;
+  int limit[2 * Tr::kQkMt];
+  float rowMax[2 * Tr::kQkMt], rowSum[2 * Tr::kQkMt];
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    localRow[i] = wm * 16 + g + 8 * i;
-    const int m = item.mTile * Tr::kBlockM + localRow[i];
+  for (int i = 0; i < 2 * Tr::kQkMt; ++i) {
+    const int m = item.mTile * Tr::kBlockM + qkWm * Tr::kQkRows + (i / 2) * 16 + g + 8 * (i % 2);
     const int t = (m < M ? m : 0) / H;
     int visible = args.causal ? item.seqLen - args.queryLen + 1 + t : item.seqLen;
     visible = visible < item.seqLen ? visible : item.seqLen;
     limit[i] = visible < item.rowEnd ? visible : item.rowEnd;
+    rowMax[i] = neg_inf();
+    rowSum[i] = 0.f;
   }
+  // m16 tiles with at least one real query row: of this QK warp, and of the CTA (for P·V).
+  const int qkMtUsed = isQk ? max(0, min(Tr::kQkMt, (mRows - qkWm * Tr::kQkRows + 15) / 16)) : 0;
+  const int mtUsed = min(Tr::kMt, (mRows + 15) / 16);
 
-  const int oTiles = V / Tr::kWarpsN / 8;
-  const int oCol0 = wn * (V / Tr::kWarpsN);
-  float o[Tr::kOTiles][4];
+  const int vCol0 = warp * Tr::kVCols;
+  const int vNtUsed = max(0, min(Tr::kVNt, (V - vCol0) / 8));  // n8 tiles of O this warp has (V is a multiple of 16)
+  float o[Tr::kMt][Tr::kVNt][4];
 #pragma unroll
-  for (int j = 0; j < Tr::kOTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
+  for (int i = 0; i < Tr::kMt; ++i)
+#pragma unroll
+    for (int j = 0; j < Tr::kVNt; ++j) o[i][j][0] = o[i][j][1] = o[i][j][2] = o[i][j][3] = 0.f;
 
   for (int it = 0; it < numTiles; ++it) {
-    const int pre = it + Tr::kStages - 1;
-    if (pre < numTiles) loadTile(pre);
-    cp_async_commit();
-    cp_async_wait<Tr::kStages - 1>();
-    __syncthreads();
-    const T* tile = sK + (kFp8 ? 0 : it % Tr::kStages) * Tr::kBlockN * stride;
-    if constexpr (kFp8) {
-      convertFp8Tile<Tr, E>(sK, s8 + (it % Tr::kStages) * Tr::kBlockN * D, D, stride);
-      __syncthreads();
-    }
-
-    // S = Q Kᵀ for the warp's 16 rows and kSCols columns.
-    float s[Tr::kSTiles][4];
-#pragma unroll
-    for (int j = 0; j < Tr::kSTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    for (int ks = 0; ks < D / 16; ++ks) {
-      uint32_t a[4];
-      ldmatrix_x4(a, sQ + (wm * 16 + lane % 16) * stride + ks * 16 + (lane / 16) * 8);
-#pragma unroll
-      for (int j = 0; j < Tr::kSTiles; ++j) {
-        uint32_t b[2];
-        ldmatrix_x2(b, tile + (wn * Tr::kSCols + j * 8 + lane % 8) * stride + ks * 16 + ((lane / 8) % 2) * 8);
-        Elem<E>::mma(s[j], a, b);
+    if (isLoader && !(kFp8 && Tr::kConvertEarly)) {
+      cp_async_wait<Tr::kStages - 2>();  // this thread's copies of tile `it` have landed
+      if constexpr (kFp8) {
+        __syncwarp();
+        convertTile(it);
       }
     }
-
-    // Scale to base 2, mask rows past the split or past the causal limit, and take the row maxima.
+    __syncthreads();  // B1
+    if (isLoader) {
+      if (it + Tr::kStages - 1 < numTiles) loadTile(it + Tr::kStages - 1);  // into the stage tile it - 1 used
+      cp_async_commit();
+    }
+    const T* tile = sK + (it % Tr::kStages) * Tr::kBlockN * stride;
     const int tileRow0 = item.rowBegin + it * Tr::kBlockN;
-    float tileMax[2] = {neg_inf(), neg_inf()};
-#pragma unroll
-    for (int j = 0; j < Tr::kSTiles; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e / 2;
-        const int row = tileRow0 + wn * Tr::kSCols + j * 8 + tig * 2 + (e % 2);
-        s[j][e] = row < limit[i] ? s[j][e] * args.scaleLog2 : neg_inf();
-        tileMax[i] = fmaxf(tileMax[i], s[j][e]);
-      }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      tileMax[i] = fmaxf(tileMax[i], __shfl_xor_sync(0xffffffffu, tileMax[i], 1));
-      tileMax[i] = fmaxf(tileMax[i], __shfl_xor_sync(0xffffffffu, tileMax[i], 2));
-      if (tig == 0) sMax[wn * Tr::kBlockM + localRow[i]] = tileMax[i];
-    }
-    __syncthreads();
 
-    float alpha[2], partSum[2] = {0.f, 0.f};
+    float s[Tr::kQkMt][Tr::kQkNt][4];
+    if (isQk) {
+      // S = Q Kᵀ for this warp's rows (m16 tiles of real rows only) and columns.
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float newMax = rowMax[i];
-      for (int w = 0; w < Tr::kWarpsN; ++w) newMax = fmaxf(newMax, sMax[w * Tr::kBlockM + localRow[i]]);
-      alpha[i] = rowMax[i] == neg_inf() ? 0.f : exp2f(rowMax[i] - newMax);
-      rowMax[i] = newMax;
-    }
+      for (int i = 0; i < Tr::kQkMt; ++i)
 #pragma unroll
-    for (int j = 0; j < Tr::kSTiles; ++j) {
-      float p[4];
+        for (int j = 0; j < Tr::kQkNt; ++j) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.f;
+      const int qRow = qkWm * Tr::kQkRows + lane % 16, kRow = qkWn * Tr::kQkCols;
+      for (int ks = 0; ks < (qkMtUsed > 0 ? D / 16 : 0); ++ks) {
+        uint32_t a[Tr::kQkMt][4];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        p[e] = s[j][e] == neg_inf() ? 0.f : exp2f(s[j][e] - rowMax[e / 2]);
-        partSum[e / 2] += p[e];
+        for (int i = 0; i < Tr::kQkMt; ++i)
+          if (i < qkMtUsed) ldmatrix_x4(a[i], sQ + swizzled(qRow + 16 * i, 2 * ks + lane / 16, stride));
+#pragma unroll
+        for (int j = 0; j < Tr::kQkNt; j += 2) {
+          uint32_t b[4];
+          if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
+            ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
+          else
+            ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
+#pragma unroll
+          for (int i = 0; i < Tr::kQkMt; ++i)
+            if (i < qkMtUsed) {
+              Elem<E>::mma(s[i][j], a[i], {b[0], b[1]});
+              if constexpr (Tr::kQkNt % 2 == 0) Elem<E>::mma(s[i][j + 1], a[i], {b[2], b[3]});
+            }
+        }
       }
-      const int col = wn * Tr::kSCols + j * 8 + tig * 2;
-      *reinterpret_cast<uint32_t*>(sP + localRow[0] * Tr::kPStride + col) = Elem<E>::pack2(p[0], p[1]);
-      *reinterpret_cast<uint32_t*>(sP + localRow[1] * Tr::kPStride + col) = Elem<E>::pack2(p[2], p[3]);
-    }
+      // Scale to base 2, mask rows past the split or the causal limit, and share the row maxima of these columns.
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      partSum[i] += __shfl_xor_sync(0xffffffffu, partSum[i], 1);
-      partSum[i] += __shfl_xor_sync(0xffffffffu, partSum[i], 2);
-      if (tig == 0) sSum[wn * Tr::kBlockM + localRow[i]] = partSum[i];
-    }
+      for (int i = 0; i < Tr::kQkMt; ++i) {
+        float tileMax[2] = {neg_inf(), neg_inf()};
 #pragma unroll
-    for (int j = 0; j < Tr::kOTiles; ++j) {
-      o[j][0] *= alpha[0];
-      o[j][1] *= alpha[0];
-      o[j][2] *= alpha[1];
-      o[j][3] *= alpha[1];
-    }
-    __syncthreads();
+        for (int j = 0; j < Tr::kQkNt; ++j)
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      float total = 0.f;
-      for (int w = 0; w < Tr::kWarpsN; ++w) total += sSum[w * Tr::kBlockM + localRow[i]];
-      rowSum[i] = rowSum[i] * alpha[i] + total;
-    }
-
-    // O += P V, V being the first kvLoraRank columns of the same tile.
+          for (int e = 0; e < 4; ++e) {
+            const int row = tileRow0 + qkWn * Tr::kQkCols + j * 8 + tig * 2 + (e % 2);
+            s[i][j][e] = row < limit[2 * i + e / 2] ? s[i][j][e] * args.scaleLog2 : neg_inf();
+            tileMax[e / 2] = fmaxf(tileMax[e / 2], s[i][j][e]);
+          }
 #pragma unroll
-    for (int ks = 0; ks < Tr::kBlockN / 16; ++ks) {
-      uint32_t a[4];
-      ldmatrix_x4(a, sP + (wm * 16 + lane % 16) * Tr::kPStride + ks * 16 + (lane / 16) * 8);
-#pragma unroll
-      for (int j = 0; j < Tr::kOTiles; ++j) {
-        if (j < oTiles) {
-          uint32_t b[2];
-          ldmatrix_x2_trans(b, tile + (ks * 16 + lane % 16) * stride + oCol0 + j * 8);
-          Elem<E>::mma(o[j], a, b);
+        for (int h = 0; h < 2; ++h) {
+          tileMax[h] = fmaxf(tileMax[h], __shfl_xor_sync(0xffffffffu, tileMax[h], 1));
+          tileMax[h] = fmaxf(tileMax[h], __shfl_xor_sync(0xffffffffu, tileMax[h], 2));
+          if (tig == 0 && i < qkMtUsed) st_shared(&sMaxPart[qkWn * Tr::kBlockM + qkWm * Tr::kQkRows + 16 * i + g + 8 * h], tileMax[h]);
         }
       }
     }
-    __syncthreads();  // the stage and sP are rewritten by the next iteration
+    __syncthreads();  // B2
+
+    if (isQk) {
+      // P = exp2(S - new row max) into shared memory, with the rescale factors and these columns' row sums.
+#pragma unroll
+      for (int i = 0; i < Tr::kQkMt; ++i) {
+        if (i >= qkMtUsed) continue;
+        float newMax[2], partSum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = qkWm * Tr::kQkRows + 16 * i + g + 8 * h;
+          newMax[h] = rowMax[2 * i + h];
+#pragma unroll
+          for (int w = 0; w < Tr::kQkWarpsN; ++w) newMax[h] = fmaxf(newMax[h], ld_shared(&sMaxPart[w * Tr::kBlockM + r]));
+          const float alpha = rowMax[2 * i + h] == neg_inf() ? 0.f : exp2f(rowMax[2 * i + h] - newMax[h]);
+          rowSum[2 * i + h] *= alpha;
+          rowMax[2 * i + h] = newMax[h];
+          if (qkWn == 0 && tig == 0) st_shared(&sAlpha[r], alpha);
+        }
+#pragma unroll
+        for (int j = 0; j < Tr::kQkNt; ++j) {
+          float p[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            p[e] = s[i][j][e] == neg_inf() ? 0.f : exp2f(s[i][j][e] - newMax[e / 2]);
+            partSum[e / 2] += p[e];
+          }
+          const int r = qkWm * Tr::kQkRows + 16 * i + g, col = qkWn * Tr::kQkCols + j * 8 + tig * 2;
+          st_shared(reinterpret_cast<uint32_t*>(sP + swizzledP<Tr>(r, col / 8) + col % 8), Elem<E>::pack2(p[0], p[1]));
+          st_shared(reinterpret_cast<uint32_t*>(sP + swizzledP<Tr>(r + 8, col / 8) + col % 8), Elem<E>::pack2(p[2], p[3]));
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          partSum[h] += __shfl_xor_sync(0xffffffffu, partSum[h], 1);
+          partSum[h] += __shfl_xor_sync(0xffffffffu, partSum[h], 2);
+          if (tig == 0) st_shared(&sSumPart[qkWn * Tr::kBlockM + qkWm * Tr::kQkRows + 16 * i + g + 8 * h], partSum[h]);
+        }
+      }
+    }
+    __syncthreads();  // B3
+
+    if constexpr (kFp8 && Tr::kConvertEarly)
+      if (isLoader && it + 1 < numTiles) {  // the next tile, issued at B1: converted beside P·V (which leaves shared
+        cp_async_wait<0>();                  // memory bandwidth to spare, where Q·Kᵀ has none)
+        __syncwarp();
+        convertTile(it + 1);
+      }
+
+    if (isQk) {  // the row sums, from every QK warp column's part (rewritten only after the next B2)
+#pragma unroll
+      for (int i = 0; i < Tr::kQkMt; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          if (i < qkMtUsed)
+#pragma unroll
+            for (int w = 0; w < Tr::kQkWarpsN; ++w) rowSum[2 * i + h] += ld_shared(&sSumPart[w * Tr::kBlockM + qkWm * Tr::kQkRows + 16 * i + g + 8 * h]);
+    }
+    // O = alpha O + P V for this warp's columns, V being the first kvLoraRank columns of the tile.
+    if (vNtUsed > 0) {
+#pragma unroll
+      for (int i = 0; i < Tr::kMt; ++i)
+        if (i < mtUsed) {
+          const float a0 = ld_shared(&sAlpha[16 * i + g]), a1 = ld_shared(&sAlpha[16 * i + g + 8]);
+#pragma unroll
+          for (int j = 0; j < Tr::kVNt; ++j) {
+            o[i][j][0] *= a0;
+            o[i][j][1] *= a0;
+            o[i][j][2] *= a1;
+            o[i][j][3] *= a1;
+          }
+        }
+#pragma unroll
+      for (int ks = 0; ks < Tr::kBlockN / 16; ++ks) {
+        uint32_t a[Tr::kMt][4];
+#pragma unroll
+        for (int i = 0; i < Tr::kMt; ++i)
+          if (i < mtUsed) ldmatrix_x4(a[i], sP + swizzledP<Tr>(16 * i + lane % 16, 2 * ks + lane / 16));
+#pragma unroll
+        for (int j = 0; j < Tr::kVNt; j += 2) {
+          if (j < vNtUsed) {
+            uint32_t b[4];  // n8 tiles j and j + 1: k rows 0..15 by lanes 0-15, columns +8 by lanes 16-31
+            ldmatrix_x4_trans(b, tile + swizzled(16 * ks + lane % 16, (vCol0 + 8 * j) / 8 + lane / 16, stride));
+#pragma unroll
+            for (int i = 0; i < Tr::kMt; ++i)
+              if (i < mtUsed) {
+                Elem<E>::mma(o[i][j], a[i], {b[0], b[1]});
+                Elem<E>::mma(o[i][j + 1], a[i], {b[2], b[3]});
+              }
+          }
+        }
+      }
+    }
   }
-  cp_async_wait<0>();
+  cp_async_wait_all();
 
   // Normalise and store: the final output, or this split's partial (fp32, lse in base 2) for the combine kernel.
+  if (isQk && qkWn == 0 && tig == 0)
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int m = item.mTile * Tr::kBlockM + localRow[i];
-    if (m < M) {
-    const float inv = rowSum[i] > 0.f ? args.cacheScale / rowSum[i] : 0.f;  // an fp8 cache's scale applies to V here
-    const float lse2 = rowSum[i] > 0.f ? rowMax[i] + log2f(rowSum[i]) : neg_inf();
-    if (item.partial < 0) {
-      T* outRow = static_cast<T*>(args.out) + (static_cast<size_t>(item.batch) * M + m) * V;
+    for (int i = 0; i < 2 * Tr::kQkMt; ++i) {
+      const int r = qkWm * Tr::kQkRows + (i / 2) * 16 + g + 8 * (i % 2);
+      st_shared(&sFinal[r], rowMax[i]);
+      st_shared(&sFinal[Tr::kBlockM + r], rowSum[i]);
+    }
+  __syncthreads();
 #pragma unroll
-      for (int j = 0; j < Tr::kOTiles; ++j)
-        if (j < oTiles)
-          st_global(reinterpret_cast<uint32_t*>(outRow + oCol0 + j * 8 + tig * 2),
-                    Elem<E>::pack2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv));
-      if (wn == 0 && tig == 0) {
-        const int t = m / H, h = m % H;
-        st_global(args.lse + (static_cast<size_t>(item.batch) * H + h) * args.queryLen + t,
-                  lse2 == neg_inf() ? neg_inf() : lse2 * 0.69314718055994531f);
+  for (int i = 0; i < Tr::kMt; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = 16 * i + g + 8 * h, m = item.mTile * Tr::kBlockM + r;
+      if (r >= mRows) continue;
+      const float sum = ld_shared(&sFinal[Tr::kBlockM + r]);
+      const float inv = sum > 0.f ? args.cacheScale / sum : 0.f;  // an fp8 cache's scale applies to V here
+      if (item.partial < 0) {
+        T* outRow = static_cast<T*>(args.out) + (static_cast<size_t>(item.batch) * M + m) * V;
+#pragma unroll
+        for (int j = 0; j < Tr::kVNt; ++j)
+          if (j < vNtUsed) st_global(reinterpret_cast<uint32_t*>(outRow + vCol0 + j * 8 + tig * 2), Elem<E>::pack2(o[i][j][2 * h] * inv, o[i][j][2 * h + 1] * inv));
+      } else {
+        float* pRow = args.partialOut + (static_cast<size_t>(item.partial) * Tr::kBlockM + r) * V;
+#pragma unroll
+        for (int j = 0; j < Tr::kVNt; ++j)
+          if (j < vNtUsed) st_global(reinterpret_cast<float2*>(pRow + vCol0 + j * 8 + tig * 2), make_float2(o[i][j][2 * h] * inv, o[i][j][2 * h + 1] * inv));
       }
-    } else {
-      float* pRow = args.partialOut + (static_cast<size_t>(item.partial) * Tr::kBlockM + localRow[i]) * V;
+    }
+  // The log-sum-exp of each real row, by the thread that kept its statistics.
+  if (isQk && qkWn == 0 && tig == 0)
 #pragma unroll
-      for (int j = 0; j < Tr::kOTiles; ++j)
-        if (j < oTiles) st_global(reinterpret_cast<float2*>(pRow + oCol0 + j * 8 + tig * 2), make_float2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv));
-      if (wn == 0 && tig == 0) st_global(args.partialLse + static_cast<size_t>(item.partial) * Tr::kBlockM + localRow[i], lse2);
+    for (int i = 0; i < 2 * Tr::kQkMt; ++i) {
+      const int r = qkWm * Tr::kQkRows + (i / 2) * 16 + g + 8 * (i % 2), m = item.mTile * Tr::kBlockM + r;
+      if (r >= mRows) continue;
+      const float lse2 = rowSum[i] > 0.f ? rowMax[i] + log2f(rowSum[i]) : neg_inf();
+      if (item.partial < 0) {
+        const int t = m / H, h = m % H;
+        st_global(args.lse + (static_cast<size_t>(item.batch) * H + h) * args.queryLen + t, lse2 == neg_inf() ? neg_inf() : lse2 * 0.69314718055994531f);
+      } else {
+        st_global(args.partialLse + static_cast<size_t>(item.partial) * Tr::kBlockM + r, lse2);
+      }
     }
-    }
-  }
 }
 
-// Merges a sequence's split results by their log-sum-exps: one CTA per (item, query row of the tile). Each split's
-// lse is read once into shared memory and turned into its weight there.
+// Merges a sequence's split results by their log-sum-exps. One warp per query row (4 per CTA): its lanes read the
+// splits' lse and weigh them (a warp max and sum), then each lane combines 16 of the row's columns over the splits.
+// With programmatic dependent launch it may start while the decode kernel ends, and waits for its results first.
+constexpr int kCombineRowsPerCta = 4;
 template <ElemType E>
-__global__ void __launch_bounds__(128) mlaCombineKernel(const CombineArgs args) {
+__global__ void __launch_bounds__(32 * kCombineRowsPerCta) mlaCombineKernel(const CombineArgs args) {
   using T = typename Elem<E>::T;
-  __shared__ float weight[kMaxDecodeSplits];
-  __shared__ float stats[3];  // max lse, sum of weights, its reciprocal
+  __shared__ float weights[kCombineRowsPerCta][kMaxDecodeSplits];
   if (args.numItemsOnDevice && static_cast<int>(blockIdx.x) >= *args.numItemsOnDevice) return;  // the whole CTA leaves
+  griddep_wait();  // the decode kernel's partial results are complete and visible
   const CombineItem item = args.items[blockIdx.x];
-  const int r = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r = blockIdx.y * kCombineRowsPerCta + warp;
   const int M = args.queryLen * args.numHeads, V = args.kvLoraRank;
   const int m = item.mTile * args.blockM + r;
-  if (m >= M) return;  // the whole CTA leaves together
+  if (r >= args.blockM || m >= M) return;  // this warp's row is padding (no barrier follows)
   const int n = item.numPartials;
-  for (int p = threadIdx.x; p < n; p += blockDim.x)
-    weight[p] = ld_global(args.partialLse + static_cast<size_t>(item.firstPartial + p) * args.blockM + r);
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float maxLse = neg_inf();
-    for (int p = 0; p < n; ++p) maxLse = fmaxf(maxLse, weight[p]);
-    float total = 0.f;
-    for (int p = 0; p < n; ++p) {
-      weight[p] = weight[p] == neg_inf() ? 0.f : exp2f(weight[p] - maxLse);  // empty splits weigh nothing
-      total += weight[p];
-    }
-    stats[0] = maxLse;
-    stats[1] = total;
-    stats[2] = total > 0.f ? 1.f / total : 0.f;  // one division, not one per column
+  float* w = weights[warp];
+  float maxLse = neg_inf();
+  for (int p = lane; p < n; p += 32) {
+    const float lse = ld_global(args.partialLse + static_cast<size_t>(item.firstPartial + p) * args.blockM + r);
+    st_shared(&w[p], lse);
+    maxLse = fmaxf(maxLse, lse);
   }
-  __syncthreads();
-  const float total = stats[1], invTotal = stats[2];
+  for (int k = 16; k >= 1; k /= 2) maxLse = fmaxf(maxLse, __shfl_xor_sync(0xffffffffu, maxLse, k));
+  float total = 0.f;
+  for (int p = lane; p < n; p += 32) {
+    const float lse = ld_shared(&w[p]);
+    const float weight = lse == neg_inf() ? 0.f : exp2f(lse - maxLse);  // empty splits weigh nothing
+    st_shared(&w[p], weight);
+    total += weight;
+  }
+  for (int k = 16; k >= 1; k /= 2) total += __shfl_xor_sync(0xffffffffu, total, k);
+  __syncwarp();
+  const float invTotal = total > 0.f ? 1.f / total : 0.f;
   T* outRow = static_cast<T*>(args.out) + (static_cast<size_t>(item.batch) * M + m) * V;
-  for (int c = threadIdx.x; c < V; c += blockDim.x) {
-    float acc = 0.f;
-    for (int p = 0; p < n; ++p)
-      if (weight[p] > 0.f) acc += weight[p] * ld_global(args.partialOut + (static_cast<size_t>(item.firstPartial + p) * args.blockM + r) * V + c);
-    st_global(outRow + c, Elem<E>::fromFloat(acc * invTotal));
+  for (int c = 4 * lane; c < V; c += 4 * 32) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int p = 0; p < n; ++p) {
+      const float weight = ld_shared(&w[p]);
+      if (weight > 0.f) {
+        const float4 x = ld_global(reinterpret_cast<const float4*>(args.partialOut + (static_cast<size_t>(item.firstPartial + p) * args.blockM + r) * V + c));
+        acc.x += weight * x.x;
+        acc.y += weight * x.y;
+        acc.z += weight * x.z;
+        acc.w += weight * x.w;
+      }
+    }
+    st_global(reinterpret_cast<uint2*>(outRow + c), make_uint2(Elem<E>::pack2(acc.x * invTotal, acc.y * invTotal), Elem<E>::pack2(acc.z * invTotal, acc.w * invTotal)));
   }
-  if (threadIdx.x == 0) {
+  if (lane == 0) {
     const int t = m / args.numHeads, h = m % args.numHeads;
     st_global(args.lse + (static_cast<size_t>(item.batch) * args.numHeads + h) * args.queryLen + t,
-              total > 0.f ? (stats[0] + log2f(total)) * 0.69314718055994531f : neg_inf());
+              total > 0.f ? (maxLse + log2f(total)) * 0.69314718055994531f : neg_inf());
   }
 }
 
-template <class Tr, ElemType E>
-cudaError_t launchDecodeWith(const DecodeArgs& args, cudaStream_t stream) {
-  if (args.numWork == 0) return cudaSuccess;
-  const size_t smem = static_cast<size_t>(Tr::smemBytes(args.headDim, args.cacheFp8 != 0));
-  return args.cacheFp8 ? mla_launch(mlaDecodeKernel<Tr, E, true>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads), smem, stream, args)
-                       : mla_launch(mlaDecodeKernel<Tr, E, false>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads), smem, stream, args);
+template <class Tr>
+DecodeConfigInfo infoOf() {
+  return {Tr::kBlockM, Tr::kBlockN, Tr::kStages, Tr::kThreads, Tr::kMinBlocksPerSm};
 }
 
+// Calls f with the traits of a configuration.
+template <class F>
+auto withTraits(DecodeConfig config, F&& f) {
+  switch (config) {
+    case DecodeConfig::Wide: return f(WideTraits{});
+    case DecodeConfig::Large: return f(LargeTraits{});
+    default: return f(SmallTraits{});
+  }
+}
+
+template <class Tr, ElemType E, bool kFp8>
+cudaError_t launchWith(const DecodeArgs& args, cudaStream_t stream) {
+  return mla_launch(mlaDecodeKernel<Tr, E, kFp8>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads),
+                    static_cast<size_t>(Tr::smemBytes(args.headDim)), stream, args);
+}
+
+// Allows each decode kernel of a configuration the shared memory of the widest rows it has been launched with on the
+// current device, once (cudaFuncSetAttribute on every decode cost four driver calls).
 template <class Tr>
 cudaError_t prepareWith(int headDim) {
 #if !defined(__CUDACC__)
   (void)headDim;
   return cudaSuccess;
 #else
-  const int bytes = Tr::smemBytes(headDim), bytesFp8 = Tr::smemBytes(headDim, true);
-  cudaError_t e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> allowed[kMaxDevices];
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  const int bytes = Tr::smemBytes(headDim);
+  if (device < kMaxDevices && allowed[device].load(std::memory_order_acquire) >= bytes) return cudaSuccess;
+  e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytesFp8);
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytesFp8);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess && device < kMaxDevices) {
+    int prev = allowed[device].load(std::memory_order_relaxed);
+    while (prev < bytes && !allowed[device].compare_exchange_weak(prev, bytes)) {}
+  }
   return e;
 #endif
 }
@@ -354,31 +509,36 @@ cudaError_t prepareWith(int headDim) {
 }  // namespace
 
 DecodeConfigInfo decodeConfigInfo(DecodeConfig config) {
-  if (config == DecodeConfig::Large) return {LargeTraits::kBlockM, LargeTraits::kBlockN, LargeTraits::kStages, LargeTraits::kThreads};
-  return {SmallTraits::kBlockM, SmallTraits::kBlockN, SmallTraits::kStages, SmallTraits::kThreads};
+  return withTraits(config, [](auto tr) { return infoOf<decltype(tr)>(); });
 }
 
-int decodeSmemBytes(DecodeConfig config, int headDim, bool cacheFp8) {
-  return config == DecodeConfig::Large ? LargeTraits::smemBytes(headDim, cacheFp8) : SmallTraits::smemBytes(headDim, cacheFp8);
+int decodeSmemBytes(DecodeConfig config, int headDim, bool /*cacheFp8: converted in place, the same*/) {
+  return withTraits(config, [&](auto tr) { return decltype(tr)::smemBytes(headDim); });
 }
 
 cudaError_t prepareDecode(DecodeConfig config, int headDim) {
-  return config == DecodeConfig::Large ? prepareWith<LargeTraits>(headDim) : prepareWith<SmallTraits>(headDim);
+  return withTraits(config, [&](auto tr) { return prepareWith<decltype(tr)>(headDim); });
 }
 
 cudaError_t launchDecode(const DecodeArgs& args, cudaStream_t stream) {
-  const bool bf16 = args.elem == ElemType::BF16;
-  if (args.config == DecodeConfig::Large)
-    return bf16 ? launchDecodeWith<LargeTraits, ElemType::BF16>(args, stream) : launchDecodeWith<LargeTraits, ElemType::F16>(args, stream);
-  return bf16 ? launchDecodeWith<SmallTraits, ElemType::BF16>(args, stream) : launchDecodeWith<SmallTraits, ElemType::F16>(args, stream);
+  if (args.numWork == 0) return cudaSuccess;
+  return withTraits(args.config, [&](auto tr) {
+    using Tr = decltype(tr);
+    const bool bf16 = args.elem == ElemType::BF16;
+    if (args.cacheFp8) return bf16 ? launchWith<Tr, ElemType::BF16, true>(args, stream) : launchWith<Tr, ElemType::F16, true>(args, stream);
+    return bf16 ? launchWith<Tr, ElemType::BF16, false>(args, stream) : launchWith<Tr, ElemType::F16, false>(args, stream);
+  });
 }
 
 cudaError_t launchCombine(const CombineArgs& args, cudaStream_t stream) {
   if (args.numItems == 0) return cudaSuccess;
-  const dim3 grid(args.numItems, args.blockM);
+  // Rows of an item: blockM, or all of M when it has fewer (16 heads in a 64-row tile).
+  const int rows = min(args.blockM, args.queryLen * args.numHeads);
+  const dim3 grid(args.numItems, (rows + kCombineRowsPerCta - 1) / kCombineRowsPerCta);
+  const dim3 block(32 * kCombineRowsPerCta);
   return args.elem == ElemType::BF16
-             ? mla_launch(mlaCombineKernel<ElemType::BF16>, "mlaCombineKernel", grid, dim3(128), 0, stream, args)
-             : mla_launch(mlaCombineKernel<ElemType::F16>, "mlaCombineKernel", grid, dim3(128), 0, stream, args);
+             ? mla_launch_dependent(mlaCombineKernel<ElemType::BF16>, "mlaCombineKernel", grid, block, 0, stream, args.dependentLaunch != 0, args)
+             : mla_launch_dependent(mlaCombineKernel<ElemType::F16>, "mlaCombineKernel", grid, block, 0, stream, args.dependentLaunch != 0, args);
 }
 
 }  // namespace MLA_KERNEL_NS

@@ -6,6 +6,10 @@
 // Returns the launch error (cudaGetLastError() after the launch) under nvcc; under emulation it returns
 // cudaSuccess or throws cudasim::SimError (deadlock, misuse of a wrapper, bad configuration …) naming the kernel.
 // Kernel arguments are converted to the kernel's parameter types, as with <<<>>>.
+//
+// mla_launch_dependent(kernel, name, grid, block, smem, stream, dependent, args...): the same, and when `dependent`
+// (sm_90+ only) with programmatic dependent launch: the kernel may start before the previous one on the stream has
+// ended, and must call griddep_wait() (warp_ops.cuh) before reading its results. The emulator records the flag.
 #pragma once
 
 #include "cuda_compat.cuh"
@@ -31,6 +35,26 @@ inline cudaError_t mla_launch(void (*kernel)(Params...), const char* name, dim3 
   return MLA_LAUNCH_CHECK(name, err);
 }
 
+template <typename... Params, typename... Args>
+inline cudaError_t mla_launch_dependent(void (*kernel)(Params...), const char* name, dim3 grid, dim3 block,
+                                        size_t dynamic_smem_bytes, cudaStream_t stream, bool dependent, Args&&... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "mla_launch_dependent: wrong number of kernel arguments");
+  if (!dependent) return mla_launch(kernel, name, grid, block, dynamic_smem_bytes, stream, std::forward<Args>(args)...);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = dynamic_smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  cudaError_t err = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(std::forward<Args>(args))...);
+  if (err == cudaSuccess) err = cudaGetLastError();
+  return MLA_LAUNCH_CHECK(name, err);
+}
+
 #else  // MLA_CUDA_SIM
 
 template <typename... Params, typename... Args>
@@ -40,11 +64,22 @@ inline cudaError_t mla_launch(void (*kernel)(Params...), const char* name, dim3 
   (void)stream;
   // While the calling thread captures a CUDA graph, launches are recorded, not run (cudasim::capture_list).
   if (std::vector<std::function<void()>>* captured = ::cudasim::capture_list()) {
-    captured->push_back([=] { ::cudasim::launch(name, kernel, grid, block, dynamic_smem_bytes, args...); });
+    const bool dependent = ::cudasim::ScopedDependentLaunch::active();
+    captured->push_back([=] {
+      ::cudasim::ScopedDependentLaunch flag(dependent);
+      ::cudasim::launch(name, kernel, grid, block, dynamic_smem_bytes, args...);
+    });
     return cudaSuccess;
   }
   ::cudasim::launch(name, kernel, grid, block, dynamic_smem_bytes, std::forward<Args>(args)...);
   return cudaSuccess;
+}
+
+template <typename... Params, typename... Args>
+inline cudaError_t mla_launch_dependent(void (*kernel)(Params...), const char* name, dim3 grid, dim3 block,
+                                        size_t dynamic_smem_bytes, cudaStream_t stream, bool dependent, Args&&... args) {
+  ::cudasim::ScopedDependentLaunch flag(dependent);
+  return mla_launch(kernel, name, grid, block, dynamic_smem_bytes, stream, std::forward<Args>(args)...);
 }
 
 #endif

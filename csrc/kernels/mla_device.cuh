@@ -62,5 +62,30 @@ __device__ __forceinline__ uint8_t floatToFp8e4m3(float f) {
   return static_cast<uint8_t>(sign | (((absu + 0x7ffffu + ((absu >> 20) & 1u)) >> 20) - (120u << 3)));
 }
 
+// Four e4m3 bytes (byte i is element i) to two words of two b16 elements each (lo: elements 0, 1), exactly: every
+// e4m3 value is a bf16 and an f16 value. Each byte's sign goes to the b16's sign and its other 7 bits (exponent and
+// mantissa) under the b16's, so the b16 reads as the value times 2^-120 (bf16) or 2^-8 (f16), subnormals included;
+// one exact multiply by 2^120 or 2^8 restores it. Per pair of values: a byte permute, three integer operations and a
+// b16x2 multiply, the same on every GPU. An e4m3 NaN (0x7F, 0xFF) reads as +-480.
+template <ElemType E>
+__device__ __forceinline__ void fp8x4ToElem(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  constexpr bool kBf16 = E == ElemType::BF16;
+  constexpr int kShift = kBf16 ? 4 : 1;  // the 7 bits to bf16's bits 4..10 / f16's bits 7..13
+  uint32_t half[2] = {__byte_perm(w, 0u, 0x1404u), __byte_perm(w, 0u, 0x3424u)};  // byte k at bits 8..15 of half k%2
+#pragma unroll
+  for (int i = 0; i < 2; ++i) half[i] = ((half[i] & 0x7f007f00u) >> kShift) | (half[i] & 0x80008000u);
+  count_fp8_converted(4);
+  using B16x2 = std::conditional_t<kBf16, __nv_bfloat162, __half2>;
+  constexpr uint32_t kScaleBits = kBf16 ? 0x7b807b80u : 0x5c005c00u;  // 2^120 (bf16) / 2^8 (f16), twice
+  B16x2 v[2], scale;
+  std::memcpy(v, half, sizeof v);
+  std::memcpy(&scale, &kScaleBits, sizeof scale);
+  v[0] = __hmul2(v[0], scale);
+  v[1] = __hmul2(v[1], scale);
+  std::memcpy(half, v, sizeof v);
+  lo = half[0];
+  hi = half[1];
+}
+
 }  // namespace MLA_KERNEL_NS
 }  // namespace mla

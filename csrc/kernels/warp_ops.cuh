@@ -15,7 +15,9 @@
 //    other warps may still be reading, e.g. with a pipeline's trailing __syncthreads() missing, overwrites their
 //    data), random per copy (at issue, at the issuing thread's next scheduling point, or at the wait). A correct
 //    kernel writes the same bits in every order. Copies not landed when the issuing thread exits are dropped.
-//  - ld_global / st_global (and __ldg, cp.async) count bytes into the launch's traffic record.
+//  - ld_global / st_global (and __ldg, cp.async) count bytes into the launch's traffic record; ldmatrix (bytes and
+//    the shared-memory passes its bank groups need), ld_shared / st_shared, cp.async destination bytes and mma count
+//    into its on-chip counters (cudasim::Traffic), which the GPU performance model reads.
 #pragma once
 
 #include "cuda_compat.cuh"
@@ -88,6 +90,7 @@ inline void mma_fn(::cudasim::detail::WarpCall& c) {
     }
     for (int i = 0; i < 4; ++i) C[g + (i >= 2 ? 8 : 0)][2 * t + (i & 1)] = in.c[i];
   }
+  ::cudasim::detail::count_mma();
   for (int lane = 0; lane < 32; ++lane) {
     const int g = lane >> 2, t = lane & 3;
     float d[4];
@@ -120,6 +123,20 @@ inline void ldmatrix_fn(::cudasim::detail::WarpCall& c) {
   if (c.present != 0xffffffffu)
     ::cudasim::detail::fail("ldmatrix.sync: all 32 lanes of the warp must execute it (mask 0xffffffff)");
   const uint16_t* rows[4][8];
+  uint64_t wavefronts = 0;
+  for (int j = 0; j < Count; ++j) {
+    // Shared memory serves one 8x8 matrix (8 rows of 16 bytes) per pass when its rows fall in distinct 16-byte bank
+    // groups (32 banks of 4 bytes); rows sharing a group take one pass each.
+    int perGroup[8] = {0, 0, 0, 0, 0, 0, 0, 0}, most = 0;
+    for (int r = 0; r < 8; ++r) {
+      const void* p;
+      std::memcpy(&p, c.in[8 * j + r], sizeof p);
+      const int group = static_cast<int>((reinterpret_cast<uintptr_t>(p) >> 4) & 7);
+      most = std::max(most, ++perGroup[group]);
+    }
+    wavefronts += static_cast<uint64_t>(most);
+  }
+  ::cudasim::detail::count_ldmatrix(uint64_t{128} * Count, wavefronts);
   for (int j = 0; j < Count; ++j)
     for (int r = 0; r < 8; ++r) {
       const void* p;
@@ -394,6 +411,49 @@ MLA_DEVICE_INLINE void st_global(T* p, const T& v) {
   ::cudasim::detail::count_write(sizeof(T));
 #endif
   *p = v;
+}
+
+// Shared memory through plain loads and stores, for the kernels' own data (not ldmatrix / cp.async). Emulated: the
+// address must lie in shared memory, and the bytes are counted (per thread) in the launch's on-chip counters.
+template <class T>
+MLA_DEVICE_INLINE void st_shared(T* p, const T& v) {
+#if !defined(__CUDACC__)
+  if (!::cudasim::detail::is_shared(p, sizeof(T))) ::cudasim::detail::fail("st_shared: the address is not in shared memory");
+  ::cudasim::detail::count_smem_store(sizeof(T));
+#endif
+  *p = v;
+}
+template <class T>
+MLA_DEVICE_INLINE T ld_shared(const T* p) {
+#if !defined(__CUDACC__)
+  if (!::cudasim::detail::is_shared(p, sizeof(T))) ::cudasim::detail::fail("ld_shared: the address is not in shared memory");
+  ::cudasim::detail::count_smem_load(sizeof(T));
+#endif
+  return *p;
+}
+
+// Programmatic dependent launch (sm_90+; no-ops before, and under emulation, where launches run one after another).
+// griddep_wait: in a kernel launched with mla_launch_dependent, wait until the previous kernel on the stream has
+// completed and its memory is visible; griddep_launch_dependents: this CTA lets the next such kernel be scheduled.
+MLA_DEVICE_INLINE void griddep_wait() {
+#if defined(__CUDACC__) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+MLA_DEVICE_INLINE void griddep_launch_dependents() {
+#if defined(__CUDACC__) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// The emulator's count of fp8 values a kernel converts in software (the performance model's conversion work); no
+// code on the GPU.
+MLA_DEVICE_INLINE void count_fp8_converted(int values) {
+#if !defined(__CUDACC__)
+  ::cudasim::detail::count_converted(static_cast<uint64_t>(values));
+#else
+  (void)values;
+#endif
 }
 
 // 16-byte vector forms (pointers 16-byte aligned).

@@ -1,8 +1,9 @@
-// The CPU backend's SIMD paths: the shared correctness suite (test/conformance/ops.test.ts) runs once per path this processor
-// has, forced with MLA_CPU_ISA in a child vitest (paths it lacks are skipped, saying so); plus directed checks
-// in this process, forced with the cpuConfigure() hook: split-KV merges (forced small chunks), DeepSeek sizes
-// (576 = 512 + 64, 16 and 128 heads, the bf16 dot-product kernel's fast path), causal multi-token queries,
-// concurrent streams on the shared thread pool, and refusal of an unknown path.
+// The CPU backend's SIMD paths: the shared correctness suite (test/conformance/ops.test.ts) and the prefill suite
+// (test/conformance/prefill.test.ts) run once per path this processor has, forced with MLA_CPU_ISA in a child vitest
+// (paths it lacks are skipped, saying so); plus directed checks in this process, forced with the cpuConfigure() hook:
+// split-KV merges (forced small chunks), DeepSeek sizes (576 = 512 + 64, 16 and 128 heads, the bf16 dot-product
+// kernel's fast path), causal multi-token queries, concurrent streams on the shared thread pool, and refusal of an
+// unknown path.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { refMlaDecode } from '../../lib/reference.js';
 import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
 
 const seed = testSeed('cpu-isa');
-const ALL = ['avx512-bf16', 'avx512', 'avx2-fma', 'portable'] as const;
+const ALL = ['avx512-bf16', 'avx512', 'avx2-fma', 'neon', 'portable'] as const;
 const addon = native() as Required<Pick<ReturnType<typeof native>, 'cpuInfo' | 'cpuConfigure'>>;
 const cpu = addon.cpuInfo() as { simd: string; supported: string[]; threads: number };
 const root = path.resolve(__dirname, '..', '..');
@@ -33,16 +34,20 @@ it('an unknown or unsupported path is refused with a clear error', () => {
     expect(() => addon.cpuConfigure({ isa })).toThrow(MlaError);
 });
 
-describe('test/conformance/ops.test.ts on every SIMD path', () => {
+// MLA_ISA_PREFILL=0 (npm test's ASan run) leaves the prefill suite out of the children: ASan runs it on the
+// chosen path in test/conformance/, and the plain run on every path.
+const childSuites = ['test/conformance/ops.test.ts', ...(process.env.MLA_ISA_PREFILL === '0' ? [] : ['test/conformance/prefill.test.ts'])];
+
+describe(`${childSuites.join(' and ')} on every SIMD path`, () => {
   for (const isa of ALL) {
     if (!cpu.supported.includes(isa)) {
       it.skip(`${isa}: this processor lacks it (it has ${cpu.supported.join(', ')})`, () => {});
       continue;
     }
-    it(`${isa}: the shared suite passes with MLA_CPU_ISA=${isa}`, () => {
+    it(`${isa}: ${childSuites.map((f) => path.basename(f, '.test.ts')).join(' and ')} pass with MLA_CPU_ISA=${isa}`, () => {
       const out = path.join(root, 'test', '.tmp', `isa-${isa}.json`);
       mkdirSync(path.dirname(out), { recursive: true });
-      const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/conformance/ops.test.ts', '--reporter=json', `--outputFile.json=${out}`], {
+      const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...childSuites, '--reporter=json', `--outputFile.json=${out}`], {
         cwd: root,
         env: { ...process.env, MLA_CPU_ISA: isa, MLA_TEST_BACKENDS: 'cpu', MLA_TEST_SEED: String(seed) },
         encoding: 'utf8',

@@ -2,7 +2,7 @@
 // thread orders): split-KV and its combine, batch invariance, the small-shared-memory tile shapes, refused
 // shapes, and the global-memory traffic of decode counted by the emulator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { absorbQuery, appendLatentCache, backends, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
+import { absorbQuery, appendLatentCache, backends, fromFp8E4M3Bits, memoryStats, MlaError, mlaDecode, planDecode, Stream, Tensor, toFp8E4M3Array, unabsorbOutput } from 'mla-kernels';
 import { native, type SimSettings } from '../../lib/native.js';
 import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../../lib/reference.js';
 import { countNaN, dense, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
@@ -14,10 +14,10 @@ const sim = backends().find((b) => b.name === 'cuda-sim')!;
 function configure(s: SimSettings): void {
   native().simConfigure!(s);
 }
-const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
+const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, smemOptin: 0, computeCapability: 0, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
 
 /** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
-function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; device?: `cuda-sim:${number}` }) {
+function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; fp8Cache?: boolean; device?: `cuda-sim:${number}` }) {
   const dtype = o.dtype ?? 'bf16';
   const width = o.kvLoraRank + o.ropeDim;
   const queryLen = o.queryLen ?? 1;
@@ -30,7 +30,11 @@ function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: nu
   for (const n of perSeq) for (let j = 0; j < maxBlocks; j++) table.push(j < n ? ids[next++] : 0);
   // Drawn on the host (the reference reads those values), computed on the emulator's device.
   const toSim = (x: { t: Tensor<'bf16' | 'f16' | 'f32'>; dense: { data: ArrayLike<number>; shape: readonly number[] } }) => ({ t: x.t.to(o.device ?? SIM_DEVICE), dense: x.dense });
-  const cache = toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
+  const fp8 = (shape: number[]) => {
+    const bytes = toFp8E4M3Array(rng.normal(shape.reduce((a, b) => a * b, 1), 2));
+    return { t: Tensor.from(bytes, shape).to(o.device ?? SIM_DEVICE), dense: { data: Float64Array.from(bytes, fromFp8E4M3Bits), shape } };
+  };
+  const cache = o.fp8Cache ? fp8([numBlocks, o.blockSize, width]) : toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
   const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype));
   const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
   const seqLens = intTensor(o.lens);
@@ -83,6 +87,19 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
         const { record } = await decodeAndCheck(p, queryLen > 1);
         expect(record.launches.map((l) => l.kernel)).toContain('mlaCombineKernel');
       }
+    }
+    configure(DEFAULTS);
+  });
+
+  it('the combine: one warp per query row (no CTAs for padding rows), launched dependent on the decode on sm_90+', async () => {
+    const rng = new Rng(seed + 8);
+    for (const [computeCapability, dependent] of [[90, true], [120, true], [86, false], [80, false]] as const) {
+      configure({ ...DEFAULTS, splitRows: 32, computeCapability, smemOptin: computeCapability === 90 ? 232448 : 101376 });
+      const { record } = await decodeAndCheck(problem(rng, { heads: 6, kvLoraRank: 64, ropeDim: 16, lens: [100, 7], blockSize: 16 }));
+      const combine = record.launches.find((l) => l.kernel === 'mlaCombineKernel')!;
+      expect(combine.dependentLaunch, `sm_${computeCapability}`).toBe(dependent);
+      expect(combine.grid).toEqual([1, 2]); // one split sequence; 6 rows in CTAs of 4 warps
+      expect(combine.threads).toBe(128);
     }
     configure(DEFAULTS);
   });
@@ -167,11 +184,17 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     expect(() => memoryStats('cpu')).toThrow(/host memory/);
   });
 
-  it('the small tile shapes of ~100 KB shared-memory GPUs (sm_86, sm_89, sm_120) give the same results', async () => {
+  it('every tile configuration gives the reference results: wide (sm_90, sm_100), large (sm_80), small (~99 KB GPUs), with bf16, f16 and fp8 caches', async () => {
     const rng = new Rng(seed + 3);
-    configure({ ...DEFAULTS, smallConfig: true });
-    await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 64, ropeDim: 16, lens: [70, 5, 0], blockSize: 3 }));
-    await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 32, ropeDim: 0, lens: [50, 17], blockSize: 16, dtype: 'f16' }), true);
+    for (const [config, smemOptin, threads] of [['wide', 232448, 256], ['large', 166912, 256], ['small', 101376, 128]] as const) {
+      configure({ ...DEFAULTS, smemOptin });
+      expect(native().decodePlan!({ queryLen: 1, numHeads: 8, seqLens: [100], numSms: 8, smemOptin }).config).toBe(config); // narrow rows too
+      const { record } = await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 64, ropeDim: 16, lens: [70, 5, 0], blockSize: 3 }));
+      expect(record.launches.find((l) => l.kernel === 'mlaDecodeKernel')!.threads).toBe(threads);
+      await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 32, ropeDim: 0, lens: [50, 17], blockSize: 16, dtype: 'f16' }), true);
+      for (const dtype of ['bf16', 'f16'] as const) // fp8: converted in place by the loader warps (before B1 in small)
+        await decodeAndCheck(problem(rng, { heads: 17, kvLoraRank: 128, ropeDim: 32, lens: [300, 9], blockSize: 32, dtype, fp8Cache: true }));
+    }
     configure(DEFAULTS);
   });
 
@@ -199,6 +222,55 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
   });
 });
 
+describe.runIf(sim.available)('decode planner (csrc/cuda/plan.cc, the plan each GPU gets)', () => {
+  const H100 = { numSms: 132, smemOptin: 232448 };
+  const plan = (heads: number, lens: number[], device = H100) => native().decodePlan!({ queryLen: 1, numHeads: heads, seqLens: lens, ...device });
+  const ctasPerSequence = (p: ReturnType<typeof plan>, b: number) => p.work.filter((w) => w[0] === b).length;
+
+  it('batch 1 with a long context uses every SM; a batch that fills them alone is not split', () => {
+    const long = plan(128, [32768]);
+    expect(long.work.length).toBeGreaterThan(0.9 * 132);
+    expect(long.work.length).toBeLessThanOrEqual(132);
+    expect(plan(16, [32768]).work.length).toBeGreaterThan(0.9 * 132);
+    // 64 sequences x 2 m-tiles = 128 CTAs on 132 SMs: splitting (e.g. 4000 + 96 rows) would add partials, not speed.
+    const full = plan(128, new Array(64).fill(4096));
+    expect(full.work.length).toBe(128);
+    expect(full.combine.length).toBe(0);
+    // Splits are whole tiles of near-equal length (no short remnant).
+    const sizes = long.work.map((w) => w[3] - w[2]);
+    expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(long.blockN);
+    for (const w of long.work) expect(w[2] % long.blockN).toBe(0);
+  });
+
+  it('every plan covers each sequence\'s rows exactly once per m-tile, with the combine\'s partials, within the captured capacity', () => {
+    const rng = new Rng(seed + 7);
+    for (let trial = 0; trial < 200; trial++) {
+      const heads = rng.pick([1, 3, 16, 40, 64, 128]), batch = rng.int(1, 20);
+      const lens = Array.from({ length: batch }, () => (rng.next() < 0.1 ? 0 : rng.int(1, rng.pick([100, 5000, 70000]))));
+      const device = { numSms: rng.pick([1, 8, 72, 132, 170]), smemOptin: rng.pick([101376, 166912, 232448]) };
+      const p = plan(heads, lens, device);
+      const mTiles = Math.ceil(heads / p.blockM);
+      const where = `seed ${seed} trial ${trial}: heads ${heads}, lens ${lens}, ${device.numSms} SMs`;
+      expect(p.work.length, where).toBeLessThanOrEqual(batch * mTiles + 4 * device.numSms);
+      for (let b = 0; b < batch; b++)
+        for (let mt = 0; mt < mTiles; mt++) {
+          const mine = p.work.filter((w) => w[0] === b && w[1] === mt).sort((x, y) => x[2] - y[2]);
+          expect(mine[0][2], where).toBe(0);
+          for (let i = 1; i < mine.length; i++) expect(mine[i][2], where).toBe(mine[i - 1][3]);
+          expect(mine[mine.length - 1][3], where).toBe(lens[b]);
+          const item = p.combine.find((c) => c[0] === b && c[1] === mt);
+          if (mine.length === 1) expect([mine[0][5], item], where).toEqual([-1, undefined]);
+          else expect(mine.map((w) => w[5]).sort((x, y) => x - y), where).toEqual(Array.from({ length: item![3] }, (_, i) => item![2] + i));
+        }
+      expect(new Set(p.work.filter((w) => w[5] >= 0).map((w) => w[5])).size, where).toBe(p.numPartials);
+      // Launch order: longest first, and the m-tiles of one split side by side (they read the same rows).
+      for (let i = 1; i < p.work.length; i++) expect(p.work[i - 1][3] - p.work[i - 1][2], where).toBeGreaterThanOrEqual(p.work[i][3] - p.work[i][2]);
+      for (let i = 0; i + 1 < p.work.length; i++)
+        if (p.work[i][1] + 1 < mTiles && ctasPerSequence(p, p.work[i][0]) > mTiles) expect(p.work[i + 1].slice(0, 4), where).toEqual([p.work[i][0], p.work[i][1] + 1, p.work[i][2], p.work[i][3]]);
+    }
+  });
+});
+
 describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (emulator counts)', () => {
   let stream: Stream;
   beforeAll(() => {
@@ -221,6 +293,24 @@ describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (em
     const partials = combine ? 2 * combine.bytesRead : 0; // written by decode, read by combine
     return rows * p.width * 2 + q + out + lse + partials;
   }
+
+  it('on-chip work (emulator counts): no mma for padding query rows, ldmatrix free of bank conflicts, three barriers per tile', async () => {
+    configure({ ...DEFAULTS, checkOrders: false, splitRows: 1 << 30 }); // one CTA per m-tile, wide tiles (64 x 64)
+    const rng = new Rng(seed + 9);
+    for (const heads of [16, 40, 128]) {
+      const p = problem(rng, { heads, kvLoraRank: 512, ropeDim: 64, lens: [256], blockSize: 64 });
+      mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 512, stream });
+      await stream.synchronize();
+      const decode = native().simLastOp!().launches.find((l) => l.kernel === 'mlaDecodeKernel')!;
+      const tiles = 256 / 64;
+      // Per tile and m16 tile of real rows: S (16 x 64 over 576) and O (16 x 512 over 64) in m16n8k16 instructions.
+      const m16 = Math.ceil(heads / 16);
+      expect(decode.counters.mma, `${heads} heads`).toBe(tiles * m16 * ((64 / 8) * (576 / 16) + (512 / 8) * (64 / 16)));
+      expect(decode.counters.ldmatrixWavefronts * 128).toBe(decode.counters.ldmatrixBytes);
+      expect(decode.counters.barriers).toBe(decode.grid[0] * (3 * tiles + 1));
+    }
+    configure({ ...DEFAULTS, checkOrders: false });
+  });
 
   for (const [heads, queryLen, bound] of [[16, 1, 1.05], [32, 2, 1.05], [64, 1, 1.05], [128, 1, 2.1]] as const)
     it(`${heads} heads x queryLen ${queryLen}, DeepSeek dims 512 + 64, bf16: at most ${bound}x the minimum`, async () => {

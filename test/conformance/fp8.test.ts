@@ -250,7 +250,28 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
   });
 });
 
-describe.runIf(suiteBackends().some((b) => b.name === 'cuda-sim' && b.available))('fp8 decode traffic under cuda-sim', () => {
+describe.runIf(suiteBackends().some((b) => b.name === 'cuda-sim' && b.available))('fp8 decode under cuda-sim', () => {
+  it('reads every e4m3 value exactly, into bf16 and f16 (the CUDA kernels\' bit conversion); a NaN byte reads as +-480', async () => {
+    addon.simConfigure!({ splitRows: 0, checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rank = 256, width = rank + 16;
+    const row = new Uint8Array(width);
+    for (let b = 0; b < 256; b++) row[b] = b;
+    const cache = onDevice(Tensor.from(row, [1, 1, width], 'fp8_e4m3'), stream);
+    for (const dtype of ['bf16', 'f16'] as const) {
+      const out = onDevice(poisoned([1, 1, 1, rank], dtype), stream);
+      // One cache row: softmax weight 1, so the output is the row's first kvLoraRank values (times cacheScale 1).
+      mlaDecode({ q: onDevice(Tensor.zeros([1, 1, 1, width], dtype), stream), cache, blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 1, kvLoraRank: rank, out, stream });
+      const got = await out.toFloat32();
+      for (let b = 0; b < 256; b++) {
+        const want = (b & 0x7f) === 0x7f ? (b & 0x80 ? -480 : 480) : fromFp8E4M3Bits(b);
+        expect(got[b] === want, `${dtype}: byte 0x${b.toString(16)} read as ${got[b]}, want ${want}`).toBe(true); // (-0 sums to +0)
+      }
+    }
+    stream.dispose();
+  });
+
+
   it('reads half the cache bytes of a bf16 cache', async () => {
     addon.simConfigure!({ splitRows: 0, checkOrders: false });
     const rng = new Rng(seed + 3);

@@ -3,21 +3,13 @@
 // throws when a peer disagrees). Speeds are not asserted: they live in the benchmark, not in tests.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { REL_BOUND } from '../helpers.js';
+import { hasOnnxRuntime, REL_BOUND } from '../helpers.js';
 
 const root = path.resolve(__dirname, '..', '..');
-const hasOrt = (() => {
-  try {
-    createRequire(import.meta.url)('onnxruntime-node');
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasOrt = hasOnnxRuntime();
 
 describe('bench/cpu.mjs', () => {
   it('prints the table, the targets and writes its results for one row', () => {

@@ -22,6 +22,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pack } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..', '..');
@@ -78,7 +79,7 @@ function binDir(name, programs) {
 }
 
 // ---- 1. pack -------------------------------------------------------------------------------------------------
-const packed = sh('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: root, quiet: true });
+const packed = pack(root, tmp);
 let tarball = null;
 let files = [];
 if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
@@ -93,7 +94,7 @@ if (check('npm pack (prepack: tsc, prebuild)', packed.status === 0)) {
   const stray = files.filter((f) => !allowed(f));
   check('the tarball holds only dist/ (JS, types), prebuilds/, csrc/, docs/*.md, CMakeLists.txt, binding.gyp, README, package.json', stray.length === 0, stray.join(', '));
   const gypi = readFileSync(path.join(root, 'csrc', 'sources.gypi'), 'utf8').match(/csrc\/[A-Za-z0-9_/]+\.cc/g) ?? [];
-  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'docs/lifetime.md', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
+  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'docs/lifetime.md', 'docs/prefill.md', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
   const missing = needed.filter((f) => !files.includes(f));
   check('the tarball has the entry points, both build files and every source of csrc/sources.gypi', missing.length === 0, missing.join(', '));
   check(`the tarball has prebuilds/${platformDir}/${prebuildName}, under 30 MB`, prebuild && prebuild.size < 30 * 2 ** 20, prebuild ? mb(prebuild.size) : 'missing');

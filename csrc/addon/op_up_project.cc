@@ -1,0 +1,34 @@
+// upProjectKv(stream, [kvC, wUk, wUv, kNope, v], after): the per-head keys and values of latent rows,
+// kNope[t, h] = W_uk[h] kvC[t] and v[t, h] = W_uv[h] kvC[t].
+#include "op.h"
+
+namespace mla::addon {
+namespace {
+
+namespace arg { enum : uint32_t { kvC, wUk, wUv, kNope, v }; }
+
+UpProjectKvParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
+  UpProjectKvParams p;
+  p.kvC = toView(o, arg::kvC, "kvC", false, keepAlive);
+  p.wUk = toView(o, arg::wUk, "wUk", false, keepAlive);
+  p.wUv = toView(o, arg::wUv, "wUv", false, keepAlive);
+  if (withOutputs) {
+    p.kNope = toView(o, arg::kNope, "kNope", false, keepAlive);
+    p.v = toView(o, arg::v, "v", false, keepAlive);
+  }
+  return p;
+}
+
+constexpr const char* kOutputs[2] = {"kNope", "v"};
+
+void run(Backend& backend, const UpProjectKvParams& p) { backend.upProjectKv(p); }
+
+const OpSpec<UpProjectKvParams> kUpProject{"upProjectKv", read, run};
+
+}  // namespace
+
+void exportUpProjectKv(Napi::Env env, Napi::Object exports) {
+  exportOp(env, exports, kUpProject, outShapes<UpProjectKvParams, read, upProjectKvOutShapes, kOutputs>);
+}
+
+}  // namespace mla::addon
