@@ -86,6 +86,16 @@ std::string shortNumber(double x) {
   return buf;
 }
 
+// softmaxScale finite and > 0, and the scale the kernels keep scores in (base 2: softmaxScale * log2(e), times
+// cacheScale for an fp8 cache) a finite float, so that no overflow reads as a sequence without keys.
+void requireSoftmaxScale(float softmaxScale, float cacheScale, bool fp8) {
+  if (!std::isfinite(softmaxScale) || softmaxScale <= 0.f)
+    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(softmaxScale));
+  if (static_cast<double>(softmaxScale) * cacheScale * 1.4426950408889634 > std::numeric_limits<float>::max())
+    fail(ErrorCode::Range, "softmaxScale * log2(e)" + std::string(fp8 ? " * cacheScale" : "") + " must be a finite float32 (below 3.4e38), got softmaxScale " +
+                               shortNumber(softmaxScale));
+}
+
 bool overlaps(const TensorView& a, const TensorView& b) {
   if (!a.present() || !b.present() || a.nbytes() == 0 || b.nbytes() == 0) return false;
   auto a0 = reinterpret_cast<uintptr_t>(a.source ? a.source : a.data), b0 = reinterpret_cast<uintptr_t>(b.source ? b.source : b.data);
@@ -195,12 +205,7 @@ void decodeInputs(MlaDecodeParams& p) {
   requireRank(p.seqLens, 1, "[batch]");
   requireHostIndex(p.seqLens);
   requireDim(p.seqLens, 0, p.batch, "batch, from q");
-  if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
-    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
-  // The kernels keep scores in base 2, scaled by softmaxScale * log2(e) (* cacheScale for an fp8 cache) in float.
-  if (static_cast<double>(p.softmaxScale) * p.cacheScale * 1.4426950408889634 > std::numeric_limits<float>::max())
-    fail(ErrorCode::Range, "softmaxScale * log2(e)" + std::string(p.cache.dtype == DType::FP8E4M3 ? " * cacheScale" : "") +
-                               " must be a finite float32 (below 3.4e38), got softmaxScale " + shortNumber(p.softmaxScale));
+  requireSoftmaxScale(p.softmaxScale, p.cacheScale, p.cache.dtype == DType::FP8E4M3);
   if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
 
   const int32_t* seqLens = p.seqLens.as<const int32_t>();
@@ -475,8 +480,7 @@ void prefillInputs(MlaPrefillParams& p) {
   requireDim(p.v, 0, p.totalKv, "totalKv, from kNope");
   requireDim(p.v, 1, p.numHeads, "numHeads, from q");
   p.vHeadDim = requireDimAtLeast(p.v, 2, 1, "vHeadDim");
-  if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
-    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
+  requireSoftmaxScale(p.softmaxScale, 1.f, false);
 
   validateCuSeqLens(p.cuSeqLensQ);
   validateCuSeqLens(p.cuSeqLensKv);

@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { memoryStats, mlaDecode, Stream, Tensor, type BackendName, type DeviceName, unabsorbOutput } from 'mla-kernels';
+import { gatherLatentCache, memoryStats, mergeAttentionStates, mlaDecode, mlaPrefill, PrefillPlan, Stream, Tensor, type BackendName, type DeviceName, unabsorbOutput } from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
@@ -79,6 +79,38 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
       if (backend === 'cpu') expect(graph.result, JSON.stringify(graph)).toMatch(DETACHED);
       else expect(relErrOk(graph.result), JSON.stringify(graph)).toBe(true);
       expect(graph.replayAfter, JSON.stringify(graph)).toMatch(/^E_DISPOSED: replay: (seqLens|blockTable|out) was detached/);
+    }, 600_000);
+  });
+
+  // The prefill operations (gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates) and a captured prefill:
+  // the same mechanism, so two of the ways suffice.
+  describe.each([['transfer'], ['resize']])('prefill operations: an ordinary ArrayBuffer taken away by %s', (method) => {
+    it('(cases 1-3) while a prefill operation or a graph replay that uses it is queued: the correct result, or E_DISPOSED naming the tensor', () => {
+      const { result } = child('prefill.mjs', { LT_BACKEND: backend, LT_METHOD: method });
+      const cases = result.results as Record<string, unknown>[];
+      const roles = { gatherLatentCache: ['cache', 'blockTable', 'kvC'], upProjectKv: ['wUk', 'v'], mlaPrefill: ['q', 'cuSeqLensQ', 'out'], mergeAttentionStates: ['lseA', 'out'] };
+      const outputs: Record<string, string> = { gatherLatentCache: 'kvC', upProjectKv: 'v', mlaPrefill: 'out', mergeAttentionStates: 'out' };
+      expect(cases.map((c) => c.case)).toEqual([...Object.entries(roles).flatMap(([op, rs]) => rs.map((r) => `${op} ${r} ${method}`)), `graph ${method}`]);
+      for (const c of cases) {
+        const said = JSON.stringify(c);
+        expect(c.queuedMs as number, said).toBeGreaterThan(30);
+        expect(c.sync, said).toBe('ok');
+        const [op, role] = String(c.case).split(' ');
+        if (op === 'graph') continue;
+        expect(c.again, said).toMatch(DETACHED);
+        if (role === outputs[op]) {
+          expect(c.result, said).toMatch(DETACHED);
+        } else {
+          expect(relErrOk(c.result), said).toBe(true);
+          const index = ['blockTable', 'cuSeqLensQ'].includes(role);
+          expect(c.again, said).toContain(backend === 'cpu' || index ? `${role} was detached` : 'src was detached');
+        }
+      }
+      const graph = cases[cases.length - 1];
+      expect(relErrOk(graph.first), JSON.stringify(graph)).toBe(true);
+      if (backend === 'cpu') expect(graph.result, JSON.stringify(graph)).toMatch(DETACHED);
+      else expect(relErrOk(graph.result), JSON.stringify(graph)).toBe(true);
+      expect(graph.replayAfter, JSON.stringify(graph)).toMatch(/^E_DISPOSED: replay: (cuSeqLensQ|cuSeqLensKv|out) was detached/);
     }, 600_000);
   });
 
@@ -156,6 +188,13 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
       const o = { q: Tensor.zeros([1, 1, 2, 24], 'f32'), cache: Tensor.zeros([2, 4, 24], 'f32'), blockTable, seqLens: intTensor([5]), softmaxScale: 0.1, kvLoraRank: 16 };
       expectMlaError(() => mlaDecode({ ...o, lse }), 'E_ARGUMENT', 'lse shares memory with blockTable');
       expect(Array.from(new Int32Array(buffer, 0, 2))).toEqual([0, 0]);
+      // The prefill operations' index tensors too.
+      const cuSeqLens = Tensor.from(new Int32Array(buffer, 16, 2), [2]);
+      const prefill = { q: Tensor.zeros([1, 1, 32], 'f32'), kNope: Tensor.zeros([1, 1, 16], 'f32'), kPe: Tensor.zeros([1, 16], 'f32'), v: Tensor.zeros([1, 1, 16], 'f32'), cuSeqLensQ: cuSeqLens, cuSeqLensKv: cuSeqLens, softmaxScale: 0.1 };
+      expectMlaError(() => mlaPrefill({ ...prefill, lse: Tensor.from(new Float32Array(buffer, 16, 1), [1, 1]) }), 'E_ARGUMENT', 'lse shares memory with cuSeqLensQ');
+      const gather = { cache: Tensor.zeros([2, 4, 24], 'f32'), blockTable, cuSeqLens, kvLoraRank: 16, numRows: 1 };
+      expectMlaError(() => gatherLatentCache({ ...gather, kPe: Tensor.from(new Float32Array(buffer, 0, 8), [1, 8]) }), 'E_ARGUMENT', 'kPe shares memory with blockTable');
+      expect(Array.from(new Int32Array(buffer, 0, 6))).toEqual([0, 0, 0, 0, 0, 0]);
     }
   });
   it('(case 8) a softmaxScale whose scaled scores overflow float32 is E_RANGE, not lse = -Infinity', () => {
@@ -163,6 +202,10 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
     const o = { q: onDevice(Tensor.zeros([1, 1, 16, 80], 'bf16'), stream), cache: onDevice(Tensor.zeros([2, 16, 80], 'bf16'), stream), blockTable: intTensor([0, 1], [1, 2]), seqLens: intTensor([20]), kvLoraRank: 64, stream };
     for (const softmaxScale of [3e38, 2.4e38]) expectMlaError(() => mlaDecode({ ...o, softmaxScale }), 'E_RANGE', 'softmaxScale * log2(e) must be a finite float32');
     expect(() => mlaDecode({ ...o, softmaxScale: 1e30 })).not.toThrow();
+    const dev = <T extends Tensor>(t: T) => onDevice(t, stream);
+    const prefill = { q: dev(Tensor.zeros([2, 1, 32], 'bf16')), kNope: dev(Tensor.zeros([2, 1, 16], 'bf16')), kPe: dev(Tensor.zeros([2, 16], 'bf16')), v: dev(Tensor.zeros([2, 1, 16], 'bf16')), cuSeqLensQ: intTensor([0, 2]), cuSeqLensKv: intTensor([0, 2]), stream };
+    for (const softmaxScale of [3e38, 2.4e38]) expectMlaError(() => mlaPrefill({ ...prefill, softmaxScale }), 'E_RANGE', 'softmaxScale * log2(e) must be a finite float32');
+    expect(() => mlaPrefill({ ...prefill, softmaxScale: 1e30 })).not.toThrow();
     stream.dispose();
   });
 });
@@ -186,6 +229,10 @@ describe('(case 8) the smaller items, each with its documented code', () => {
     await expect(fake.toFloat32()).rejects.toMatchObject({ code: 'E_ARGUMENT' });
     for (const use of [() => fake.dispose(), () => fake.numel, () => fake.disposed, () => fake.to('cpu'), () => fake.copyFrom(o.q as never)]) expectMlaError(use, 'E_ARGUMENT', 'not a Tensor');
     expect(String(fake)).toBe('[not a Tensor]');
+    const fakePlan = Object.create(PrefillPlan.prototype) as PrefillPlan;
+    const prefill = { q: Tensor.zeros([1, 1, 32], 'f32'), kNope: Tensor.zeros([1, 1, 16], 'f32'), kPe: Tensor.zeros([1, 16], 'f32'), v: Tensor.zeros([1, 1, 16], 'f32'), cuSeqLensQ: intTensor([0, 1]), cuSeqLensKv: intTensor([0, 1]), softmaxScale: 0.1 };
+    expectMlaError(() => mlaPrefill({ ...prefill, plan: fakePlan }), 'E_ARGUMENT', 'plan must come from planPrefill');
+    expectMlaError(() => mlaPrefill({ ...prefill, kPe: fake as never }), 'E_ARGUMENT', 'kPe must be a Tensor');
     const fakeStream = Object.create(Stream.prototype) as Stream;
     expectMlaError(() => mlaDecode({ ...o, stream: fakeStream }), 'E_ARGUMENT', 'stream must be a Stream');
     for (const use of [() => fakeStream.synchronize(), () => fakeStream.dispose(), () => fakeStream.disposed, () => fakeStream.capture(() => {})]) expectMlaError(use, 'E_ARGUMENT', 'not a Stream');
@@ -239,10 +286,14 @@ describe.runIf(backendsHere.some((b) => b.name === 'cuda-sim'))('(case 7) failur
       mlaDecode({ ...args, out, stream: a });
       const copied = out.to('cpu', { stream: b }); // a reader on another stream, queued before the failure is known
       const used = unabsorbOutput({ oLat: out, wUv, stream: c });
+      // A reader among the prefill operations.
+      const lseA = Tensor.zeros([1, 1, 4], 'f32').to(device, { stream: c });
+      const merged = mergeAttentionStates({ outA: out, lseA, outB: out, lseB: lseA, stream: c }).out;
       const oom = { code: 'E_OOM', message: expect.stringContaining('cudaErrorMemoryAllocation') };
       await expect(a.synchronize()).rejects.toMatchObject(oom);
       await expect(copied.read()).rejects.toMatchObject(oom);
       await expect(used.read()).rejects.toMatchObject(oom);
+      await expect(merged.read()).rejects.toMatchObject(oom);
       await expect(out.read()).rejects.toMatchObject(oom);
       // A reader queued after the failure is known, on a new stream, and one after the writer's stream is disposed.
       const d = new Stream(device);

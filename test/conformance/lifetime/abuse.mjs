@@ -4,9 +4,9 @@
 // alone must match the reference; abused ones may end in an MlaError, never in anything else. Reports the counts.
 import { Worker } from 'node:worker_threads';
 import { DETACH, churn, endScribbler, mla, report } from './common.mjs';
-import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../../../dist/reference.js';
+import { refAbsorbQuery, refAppendLatentCache, refGatherLatentCache, refMlaDecode, refMlaPrefill, refUnabsorbOutput, refUpProjectKv } from '../../../dist/reference.js';
 
-const { Tensor, Stream, MlaError, mlaDecode, absorbQuery, unabsorbOutput, appendLatentCache } = mla;
+const { Tensor, Stream, MlaError, mlaDecode, absorbQuery, unabsorbOutput, appendLatentCache, gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates } = mla;
 const seconds = Number(process.env.LT_SECONDS ?? 60);
 const seed = Number(process.env.LT_SEED ?? 1);
 const backends = (process.env.LT_BACKENDS ?? 'cpu').split(',');
@@ -71,10 +71,11 @@ function attempt(fn) {
 // abused job a list of things done to it at random moments while it is queued.
 async function job(device) {
   const abused = chance(0.4);
-  const kind = pick(['chain', 'append', 'graph']);
+  const kind = pick(['chain', 'append', 'graph', 'prefill']);
   const dtype = device === 'cpu' && chance(0.5) ? 'f32' : 'bf16';
   const heads = int(1, 3), rank = 16 * int(1, 2), rope = 16, nope = 16, vDim = 8 * int(1, 2), blockSize = int(1, 3) * 8;
   const width = rank + rope, batch = int(1, 2), lens = Array.from({ length: batch }, () => int(0, 40));
+  if (kind === 'prefill' && lens.every((n) => n === 0)) lens[0] = 1; // something to attend to
   const blocksPer = Math.max(1, Math.ceil(Math.max(...lens) / blockSize)), numBlocks = batch * blocksPer + 1;
   const upload = (h, s) => (device === 'cpu' ? h.t : h.t.to(device, { stream: s }));
   const sA = streamOn(device), sB = streamOn(device), sC = streamOn(device);
@@ -106,8 +107,32 @@ async function job(device) {
     cacheRef = refAppendLatentCache({ cache: { data: cacheRef, shape: [numBlocks, blockSize, width] }, kvC: dense(kvV, [tokens, rank]), kPe: dense(kpV, [tokens, rope]), slotMapping: { data: slotV, shape: [tokens] } });
   }
   const q = refAbsorbQuery({ qNope: dense(qNopeV, [batch, 1, heads, nope]), wUk: dense(wUkV, [heads, nope, rank]), qPe: dense(qPeV, [batch, 1, heads, rope]) });
+  // prefill: each sequence's cached rows gathered and up-projected, a causal prefill of its last few tokens over them,
+  // merged with itself (the same result); captured and replayed now and then.
+  const qLens = lens.map((n) => Math.min(n, int(1, 4)));
+  const cumulative = (xs) => xs.reduce((acc, x) => [...acc, acc[acc.length - 1] + x], [0]);
+  const cuQ = cumulative(qLens), cuKv = cumulative(lens);
+  const pqV = normal(cuQ[batch] * heads * (nope + rope));
+  let pq, cuSeqLensQ, cuSeqLensKv, prefillRef;
+  if (kind === 'prefill') {
+    pq = host(pqV, [cuQ[batch], heads, nope + rope]);
+    cuSeqLensQ = host(cuQ, [batch + 1], 'i32');
+    cuSeqLensKv = host(cuKv, [batch + 1], 'i32');
+    const rows = refGatherLatentCache({ cache: { data: cacheRef, shape: [numBlocks, blockSize, width] }, blockTable: { data: table, shape: [batch, blocksPer] }, cuSeqLens: { data: cuKv, shape: [batch + 1] }, kvLoraRank: rank });
+    const up = refUpProjectKv({ kvC: { data: rows.kvC, shape: [cuKv[batch], rank] }, wUk: dense(wUkV, [heads, nope, rank]), wUv: dense(wUvV, [heads, vDim, rank]) });
+    prefillRef = refMlaPrefill({
+      q: dense(pqV, [cuQ[batch], heads, nope + rope]),
+      kNope: { data: rounded(up.kNope, dtype), shape: [cuKv[batch], heads, nope] },
+      kPe: { data: rows.kPe, shape: [cuKv[batch], rope] },
+      v: { data: rounded(up.v, dtype), shape: [cuKv[batch], heads, vDim] },
+      cuSeqLensQ: { data: cuQ, shape: [batch + 1] },
+      cuSeqLensKv: { data: cuKv, shape: [batch + 1] },
+      softmaxScale: scale,
+      causal: true,
+    }).out;
+  }
   const oLat = refMlaDecode({ q: { data: rounded(q, dtype), shape: [batch, 1, heads, width] }, cache: { data: rounded(cacheRef, dtype), shape: [numBlocks, blockSize, width] }, blockTable: { data: table, shape: [batch, blocksPer] }, seqLens: { data: lens, shape: [batch] }, softmaxScale: scale, kvLoraRank: rank }).out;
-  const ref = refUnabsorbOutput({ oLat: { data: rounded(oLat, dtype), shape: [batch, 1, heads, rank] }, wUv: dense(wUvV, [heads, vDim, rank]) });
+  const ref = kind === 'prefill' ? prefillRef : refUnabsorbOutput({ oLat: { data: rounded(oLat, dtype), shape: [batch, 1, heads, rank] }, wUv: dense(wUvV, [heads, vDim, rank]) });
 
   // Everything queued at once (a clean job must not meet a stream the run disposes between two of its calls).
   let graph = null;
@@ -116,7 +141,19 @@ async function job(device) {
     const args = { blockTable: blockTable.t, seqLens: seqLens.t, softmaxScale: scale, kvLoraRank: rank };
     if (kind === 'append') appendLatentCache({ cache: devCache, kvC: upload(kvC, sA), kPe: upload(kPe, sA), slotMapping: slots.t, stream: sA });
     let out;
-    if (kind === 'graph') {
+    if (kind === 'prefill') {
+      const [dq, dWuk, dWuv] = [pq, wUk, wUv].map((h) => upload(h, sB));
+      const steps = (s1, s2, s3) => {
+        const g = gatherLatentCache({ cache: devCache, blockTable: blockTable.t, cuSeqLens: cuSeqLensKv.t, kvLoraRank: rank, stream: s1 });
+        const up = upProjectKv({ kvC: g.kvC, wUk: dWuk, wUv: dWuv, stream: s2 });
+        const p = mlaPrefill({ q: dq, kNope: up.kNope, kPe: g.kPe, v: up.v, cuSeqLensQ: cuSeqLensQ.t, cuSeqLensKv: cuSeqLensKv.t, softmaxScale: scale, causal: true, stream: s3 });
+        out = mergeAttentionStates({ outA: p.out, lseA: p.lse, outB: p.out, lseB: p.lse, stream: s1 }).out;
+      };
+      if (chance(0.5)) {
+        graph = sB.capture(() => steps(sB, sB, sB));
+        for (let i = int(1, 3); i > 0; i--) graph.replay();
+      } else steps(sA, sB, sC);
+    } else if (kind === 'graph') {
       const [dNope, dPe, dWuk, dWuv] = [qNope, qPe, wUk, wUv].map((h) => upload(h, sB));
       graph = sB.capture(() => {
         const dq = absorbQuery({ qNope: dNope, wUk: dWuk, qPe: dPe, stream: sB });
