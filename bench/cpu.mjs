@@ -339,7 +339,7 @@ for (const sh of prefillWanted) {
   const label = prefillLabel(sh);
   progress(label);
   const eb = dtype === 'f32' ? 4 : 2;
-  const mk = (n, seed) => { const a = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n); fillRandom(a, dtype, seed); return a; };
+  const mk = (n, seed) => { const a = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, n); fillRandom(a, dtype, seed); return a; };
   const T = (arr, shape) => Tensor.from(arr, shape, dtype);
   // Weights scaled as a trained kv_b_proj keeps keys and values O(1): entries of about 1/sqrt(kvLoraRank).
   const weights = (shape, seed) => Tensor.fromValues(toF32(mk(shape.reduce((a, b) => a * b, 1), seed), dtype).map((x) => x / Math.sqrt(KV)), shape, dtype);
@@ -347,7 +347,7 @@ for (const sh of prefillWanted) {
   const kvC = T(kvCArr, [N, KV]), kPe = T(kPeArr, [N, ROPE]);
   const wUk = weights([heads, NOPE, KV], 15), wUv = weights([heads, V_DIM, KV], 16);
   // q = [q_nope, q_pe] per token and head for the prefill form; the same numbers as qNope / qPe for the decode path.
-  const qArr = dtype === 'f32' ? new Float32Array(N * heads * QK) : new Uint16Array(N * heads * QK);
+  const qArr = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, N * heads * QK);
   for (let i = 0; i < N * heads; i++) {
     qArr.set(qNopeArr.subarray(i * NOPE, (i + 1) * NOPE), i * QK);
     qArr.set(qPeArr.subarray(i * ROPE, (i + 1) * ROPE), i * QK + NOPE);
