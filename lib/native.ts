@@ -114,7 +114,7 @@ export interface NativeAddon {
   simConfigure?(settings: SimSettings): void;
   simLastOp?(): SimOpRecord;
   decodeKernelShapes?(headDim: number): Record<string, { blockM: number; blockN: number; stages: number; threads: number; minBlocksPerSm: number; smemBytes: number; smemBytesFp8: number }>;
-  prefillKernelShapes?(dims: { nopeDim: number; ropeDim: number; vHeadDim: number }): Record<'large' | 'small', { blockM: number; heads: number; blockN: number; stages: number; threads: number; smemBytes: number }> & { gemmNtSmemBytes: number };
+  prefillKernelShapes?(dims: { nopeDim: number; ropeDim: number; vHeadDim: number }): Record<'large' | 'small', { blockM: number; heads: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
   /** The decode plan the CUDA backend makes on a device of that SM count and shared memory (the GPU performance model). */
   decodePlan?(shape: { queryLen: number; numHeads: number; seqLens: number[]; numSms: number; smemOptin: number; batchInvariant?: boolean; splitRows?: number }): SimDecodePlan;
 }

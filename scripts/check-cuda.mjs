@@ -152,7 +152,6 @@ for (const r of rows) {
     r.dynamicSmem = config ? prefillShapes[config].smemBytes : 0;
     r.usedOnArch = prefillConfigFor(r.arch) === config;
   }
-  if (/gemmNtKernel/.test(r.kernel)) r.dynamicSmem = prefillShapes.gemmNtSmemBytes;
   if (r.spillStores || r.spillLoads) problems.push(`sm_${r.arch} ${r.kernel}: spills ${r.spillStores} bytes stored, ${r.spillLoads} loaded`);
   if (r.stack) problems.push(`sm_${r.arch} ${r.kernel}: ${r.stack} bytes of stack frame (local memory)`);
   if (r.registers > MAX_REGISTERS) problems.push(`sm_${r.arch} ${r.kernel}: ${r.registers} registers`);

@@ -30,7 +30,6 @@ namespace mla::cuda {
   static constexpr auto prefillHasPadding = &ns::prefillHasPadding; \
   static constexpr auto launchPrefillPad = &ns::launchPrefillPad;   \
   static constexpr auto launchGather = &ns::launchGather;           \
-  static constexpr auto gemmNtSmemBytes = &ns::gemmNtSmemBytes;     \
   static constexpr auto launchGemmNt = &ns::launchGemmNt;           \
   static constexpr auto launchMerge = &ns::launchMerge;
 

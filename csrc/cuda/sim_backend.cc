@@ -325,7 +325,6 @@ Value prefillKernelShapes(const Value& dims) {
                                             {"threads", c.threads},
                                             {"smemBytes", SimRuntime::prefillSmemBytes(config, nope, rope, vDim)}});
   }
-  shapes.emplace_back("gemmNtSmemBytes", SimRuntime::gemmNtSmemBytes());
   return shapes;
 }
 

@@ -14,7 +14,8 @@ constexpr int kStride = kTileK + 8;  // padded rows: ldmatrix row addresses 80 b
 template <ElemType E>
 __global__ void __launch_bounds__(kThreads) gemmNtKernel(const GemmNtArgs args) {
   using T = typename Elem<E>::T;
-  MLA_DYNAMIC_SHARED(uint4, smemRaw);  // [kStages][kTileM * kStride] of A, then the same of B
+  // [kStages][kTileM * kStride] of A, then the same of B: 30 KB whatever the shapes, so static (under 48 KB).
+  __shared__ uint4 smemRaw[kStages * (kTileM + kTileN) * kStride * sizeof(T) / sizeof(uint4)];
   T (*const sA)[kTileM * kStride] = reinterpret_cast<T (*)[kTileM * kStride]>(smemRaw);
   T (*const sB)[kTileN * kStride] = reinterpret_cast<T (*)[kTileN * kStride]>(reinterpret_cast<T*>(smemRaw) + kStages * kTileM * kStride);
   // The product by a select, not an index: a run-time index into the parameter arrays would copy them to local memory.
@@ -89,16 +90,13 @@ __global__ void __launch_bounds__(kThreads) gemmNtKernel(const GemmNtArgs args) 
 
 }  // namespace
 
-int gemmNtSmemBytes() { return static_cast<int>(sizeof(uint16_t)) * kStages * (kTileM + kTileN) * kStride; }
-
 cudaError_t launchGemmNt(const GemmNtArgs& args, cudaStream_t stream) {
   if (args.M == 0 || args.count == 0) return cudaSuccess;
   int widest = 0;
   for (int i = 0; i < args.count; ++i) widest = args.n[i] > widest ? args.n[i] : widest;
   const dim3 grid((widest + kTileN - 1) / kTileN, (args.M + kTileM - 1) / kTileM, args.count);
-  const size_t smem = static_cast<size_t>(gemmNtSmemBytes());
-  return args.elem == ElemType::BF16 ? mla_launch(gemmNtKernel<ElemType::BF16>, "gemmNtKernel", grid, dim3(kThreads), smem, stream, args)
-                                     : mla_launch(gemmNtKernel<ElemType::F16>, "gemmNtKernel", grid, dim3(kThreads), smem, stream, args);
+  return args.elem == ElemType::BF16 ? mla_launch(gemmNtKernel<ElemType::BF16>, "gemmNtKernel", grid, dim3(kThreads), 0, stream, args)
+                                     : mla_launch(gemmNtKernel<ElemType::F16>, "gemmNtKernel", grid, dim3(kThreads), 0, stream, args);
 }
 
 }  // namespace MLA_KERNEL_NS

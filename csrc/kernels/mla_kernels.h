@@ -230,8 +230,6 @@ cudaError_t launchPrefillPad(const PrefillArgs& args, cudaStream_t stream);
 cudaError_t preparePrefill(PrefillConfig config, int nopeDim, int ropeDim, int vHeadDim);
 cudaError_t launchGather(const GatherArgs& args, cudaStream_t stream);
 cudaError_t launchGemmNt(const GemmNtArgs& args, cudaStream_t stream);
-// The GEMM kernel's dynamic shared memory (under the 48 KB every GPU allows without opting in).
-int gemmNtSmemBytes();
 cudaError_t launchMerge(const MergeArgs& args, cudaStream_t stream);
 
 }  // namespace MLA_KERNEL_NS
