@@ -3,7 +3,7 @@
 // terminations, on several streams of each backend in LT_BACKENDS, from seed LT_SEED. Jobs whose inputs are left
 // alone must match the reference; abused ones may end in an MlaError, never in anything else. Reports the counts.
 import { Worker } from 'node:worker_threads';
-import { DETACH, churn, endScribbler, mla, report } from './common.mjs';
+import { DETACH, churn, endScribbler, mla, report, rng } from './common.mjs';
 import { refAbsorbQuery, refAppendLatentCache, refGatherLatentCache, refMlaDecode, refMlaPrefill, refUnabsorbOutput, refUpProjectKv } from '../../../dist/reference.js';
 
 const { Tensor, Stream, MlaError, mlaDecode, absorbQuery, unabsorbOutput, appendLatentCache, gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates } = mla;
@@ -12,13 +12,7 @@ const seed = Number(process.env.LT_SEED ?? 1);
 const backends = (process.env.LT_BACKENDS ?? 'cpu').split(',');
 const BOUND = { f32: 1e-5, bf16: 1.2e-2 };
 
-let state = seed >>> 0;
-const rand = () => {
-  let t = (state = (state + 0x6d2b79f5) >>> 0);
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
+const { next: rand } = rng(seed);
 const int = (lo, hi) => lo + Math.floor(rand() * (hi - lo + 1));
 const pick = (xs) => xs[Math.floor(rand() * xs.length)];
 const chance = (p) => rand() < p;

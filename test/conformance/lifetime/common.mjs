@@ -70,6 +70,19 @@ export function problem(seed, { batch = 2, heads = 16, rank = 64, rope = 16, len
   };
 }
 
+/** mlaDecode's arguments for problem `p` on `stream`: its arrays wrapped, q and the cache where the stream computes. */
+export function decodeArgs(p, stream) {
+  return {
+    q: onDevice(mla.Tensor.from(p.arrays.q, p.shapes.q, 'bf16'), stream),
+    cache: onDevice(mla.Tensor.from(p.arrays.cache, p.shapes.cache, 'bf16'), stream),
+    blockTable: mla.Tensor.from(p.arrays.blockTable, p.shapes.blockTable),
+    seqLens: mla.Tensor.from(p.arrays.seqLens, p.shapes.seqLens),
+    softmaxScale: p.softmaxScale,
+    kvLoraRank: p.rank,
+    stream,
+  };
+}
+
 // busy()'s decodes: the shape, and how long one takes here (a guess until calibrateBusy() measures it).
 const BUSY = device === 'cpu' ? { batch: 4, len: 16384, msPerCall: 4 } : { batch: 1, len: 256, msPerCall: 22 };
 

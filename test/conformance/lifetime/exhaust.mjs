@@ -2,7 +2,7 @@
 // Reports the error, then that the streams made still compute (their completion threads, and the CPU pool, may not
 // start any more), that disposing streams gives threads back, and that host and device memory exhaustion are E_OOM.
 import { native } from '../../../dist/native.js';
-import { backend, device, mla, onDevice, problem, relErr, report, settled, thrown } from './common.mjs';
+import { backend, decodeArgs, device, mla, problem, relErr, report, settled, thrown } from './common.mjs';
 
 const { Stream, Tensor, mlaDecode } = mla;
 const streams = [];
@@ -29,15 +29,7 @@ const hostOom = thrown(() => Tensor.zeros(process.env.LT_ULIMIT ? [2 ** 29 - 16]
 const p = problem(11);
 const errs = [];
 for (const s of streams.slice(-3)) {
-  const { out } = mlaDecode({
-    q: onDevice(Tensor.from(p.arrays.q, p.shapes.q, 'bf16'), s),
-    cache: onDevice(Tensor.from(p.arrays.cache, p.shapes.cache, 'bf16'), s),
-    blockTable: Tensor.from(p.arrays.blockTable, p.shapes.blockTable),
-    seqLens: Tensor.from(p.arrays.seqLens, p.shapes.seqLens),
-    softmaxScale: p.softmaxScale,
-    kvLoraRank: p.rank,
-    stream: s,
-  });
+  const { out } = mlaDecode(decodeArgs(p, s));
   errs.push(await settled(out.toFloat32().then((got) => relErr(got, p.ref.out))));
 }
 // Disposed streams give their threads back once their work is done.

@@ -2,25 +2,17 @@
 // uncaught exception, or finishing) LT_TERMINATIONS times in a row, while the main thread uses the addon too.
 // Reports how each Worker ended, the device memory in use before and after (cuda-sim), and the main thread's result.
 import { Worker } from 'node:worker_threads';
-import { backend, device, mla, onDevice, problem, relErr, report, settled } from './common.mjs';
+import { backend, decodeArgs, device, mla, problem, relErr, report, settled } from './common.mjs';
 
 const count = Number(process.env.LT_TERMINATIONS ?? 50);
 const modes = ['terminate', 'terminate', 'exit', 'throw', 'finish'];
 const memory = () => (device === 'cpu' ? 0 : mla.memoryStats(device).bytesInUse);
-const { Stream, Tensor, mlaDecode } = mla;
+const { Stream, mlaDecode } = mla;
 
 // The main thread's own work, checked at the end against the reference.
 const main = new Stream(device);
 const p = problem(7);
-const args = {
-  q: onDevice(Tensor.from(p.arrays.q, p.shapes.q, 'bf16'), main),
-  cache: onDevice(Tensor.from(p.arrays.cache, p.shapes.cache, 'bf16'), main),
-  blockTable: Tensor.from(p.arrays.blockTable, p.shapes.blockTable),
-  seqLens: Tensor.from(p.arrays.seqLens, p.shapes.seqLens),
-  softmaxScale: p.softmaxScale,
-  kvLoraRank: p.rank,
-  stream: main,
-};
+const args = decodeArgs(p, main);
 const warm = mlaDecode(args); // the main stream's own device scratch is allocated after it
 await warm.out.read();
 warm.out.dispose();
