@@ -30,6 +30,7 @@ async function roleCase(role, i) {
   const args = { q, cache, blockTable: host.blockTable, seqLens: host.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: p.rank, stream };
   let read;
   let again;
+  let detachedAt;
   if (role === 'out') {
     const outArray = plainArray(Uint16Array, new Array(p.ref.out.length).fill(0x7fc0), resizable);
     let target;
@@ -44,16 +45,17 @@ async function roleCase(role, i) {
       again = () => target.copyFrom(out, { stream });
     }
     DETACH[method](outArray);
+    detachedAt = performance.now();
     churn();
     read = target.read().then(() => 'read resolved');
   } else {
     const { out } = mlaDecode(args);
     DETACH[method](p.arrays[role]);
+    detachedAt = performance.now();
     churn();
     read = out.toFloat32().then((got) => `relErr ${relErr(got, p.ref.out)}`);
     again = () => mlaDecode({ ...args, [role]: role === 'q' || role === 'cache' ? onDevice(host[role], stream) : host[role] });
   }
-  const detachedAt = performance.now();
   const sync = await outcome(stream.synchronize());
   const queuedMs = performance.now() - detachedAt; // the operation ran after this much of the work ahead of it
   const result = await settled(read);
@@ -79,8 +81,8 @@ async function graphCase(i) {
   DETACH[method](p.arrays.seqLens);
   DETACH[method](p.arrays.blockTable);
   if (device === 'cpu') DETACH[method](outArray);
-  churn();
   const detachedAt = performance.now();
+  churn();
   const sync = await outcome(stream.synchronize());
   const queuedMs = performance.now() - detachedAt;
   // The replay read the index arrays when it was queued; the output's array (cpu) was gone when it completed.

@@ -73,6 +73,7 @@ async function roleCase(op, role) {
   const [outName, outShape, outDType] = p.output;
   let read;
   let again;
+  let detachedAt;
   if (role === outName) {
     const outArray = plainArray(outDType === 'f32' ? Float32Array : Uint16Array, new Array(numel(outShape)).fill(0x7fc0), resizable);
     let target;
@@ -87,16 +88,17 @@ async function roleCase(op, role) {
       again = () => target.copyFrom(out, { stream });
     }
     DETACH[method](outArray);
+    detachedAt = performance.now();
     churn();
     read = target.read().then(() => 'read resolved');
   } else {
     const out = p.call(args)[outName];
     DETACH[method](p.inputs[role].array);
+    detachedAt = performance.now();
     churn();
     read = out.toFloat32().then((got) => `relErr ${relErr(got, p.ref)}`);
     again = () => p.call({ ...args, [role]: p.inputs[role].index ? host[role] : onDevice(host[role], stream) });
   }
-  const detachedAt = performance.now();
   const sync = await outcome(stream.synchronize());
   const queuedMs = performance.now() - detachedAt;
   const result = await settled(read);
@@ -121,8 +123,8 @@ async function graphCase() {
   DETACH[method](p.inputs.cuSeqLensQ.array);
   DETACH[method](p.inputs.cuSeqLensKv.array);
   if (device === 'cpu') DETACH[method](outArray);
-  churn();
   const detachedAt = performance.now();
+  churn();
   const sync = await outcome(stream.synchronize());
   const queuedMs = performance.now() - detachedAt;
   const result = await settled(out.toFloat32().then((got) => `relErr ${relErr(got, p.ref)}`));
