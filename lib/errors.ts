@@ -5,7 +5,7 @@
 export const ERROR_CODES = [
   'E_ARGUMENT', // a missing or malformed argument: not a Tensor, not a number, an unknown option
   'E_SHAPE', // wrong rank, or a dimension that disagrees with another argument
-  'E_DTYPE', // wrong element type, or a TypedArray of the wrong kind
+  'E_DTYPE', // wrong element type (an fp8 scale included), or a TypedArray of the wrong kind
   'E_DEVICE', // a tensor on a device the operation's stream cannot reach
   'E_RANGE', // a value out of range: slot, block id, sequence length, scale, position
   'E_DISPOSED', // a tensor or stream used after dispose()

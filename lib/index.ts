@@ -15,7 +15,7 @@ export {
   fp8E4M3ToFloat32,
 } from './half.js';
 export { backends, defaultBackend, memoryStats, type BackendName, type BackendInfo, type DeviceName } from './device.js';
-export { Tensor, type AllocateOptions } from './tensor.js';
+export { Tensor, type AllocateOptions, type ScaleOption } from './tensor.js';
 export { Stream, Graph, defaultStream } from './stream.js';
 export {
   appendLatentCache,
@@ -43,6 +43,7 @@ export {
   type MlaPrefillResult,
   type PlanPrefillOptions,
   type GatherLatentCacheOptions,
+  type GatheredDType,
   type UpProjectKvOptions,
   type MergeAttentionStatesOptions,
 } from './prefill.js';

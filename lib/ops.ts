@@ -1,9 +1,9 @@
 // The operations: check what can be checked without the addon (JS types, unknown options, disposed
 // tensors), let csrc/core validate shapes, dtypes and index values, queue the work on a stream.
-import type { FloatDType, LatentCacheDType } from './dtypes.js';
+import type { FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { native, type AbsorbInputs, type AbsorbParams, type AppendParams, type DecodeInputs, type DecodeParams, type TensorDescriptor, type UnabsorbInputs, type UnabsorbParams } from './native.js';
-import { defaultStream, isStream, type Stream } from './stream.js';
+import { implicitStream, isStream, type Stream } from './stream.js';
 import { Tensor, isTensor } from './tensor.js';
 
 /** Fused rotary embedding applied to `kPe` as it is written. */
@@ -18,26 +18,32 @@ export interface RopeOptions {
   style: 'interleaved' | 'neox';
 }
 
-export interface AppendLatentCacheOptions {
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim], written in place at the given slots only. */
-  cache: Tensor<LatentCacheDType>;
+/**
+ * The options of {@link appendLatentCache}. `D` is the dtype of `kvC`; the types require `kPe` to have it too, and
+ * the cache to have it or be `fp8_e4m3`.
+ */
+export interface AppendLatentCacheOptions<D extends FloatDType = FloatDType> {
+  /**
+   * [numBlocks, blockSize, kvLoraRank + ropeDim], written in place at the given slots only. An `fp8_e4m3` cache
+   * stores e4m3(value / cache.scale), rounded to nearest even, saturating at ±448 (docs/fp8.md).
+   */
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3'>;
   /** [numTokens, kvLoraRank], the cache's dtype (any float dtype for an fp8 cache): each new token's normalised latent c_kv. */
-  kvC: Tensor<FloatDType>;
+  kvC: Tensor<D>;
   /** [numTokens, ropeDim], kvC's dtype: each token's rope key (before RoPE when `rope` is given). */
-  kPe: Tensor<FloatDType>;
+  kPe: Tensor<NoInfer<D>>;
   /** [numTokens] i32: slot = block * blockSize + offset; a negative slot skips the token (padding). */
   slotMapping: Tensor<'i32'>;
   rope?: RopeOptions;
-  /** An `fp8_e4m3` cache stores e4m3(value / cacheScale), rounded to nearest even, saturating at ±448. Default 1. */
-  cacheScale?: number;
   stream?: Stream;
 }
 
-export interface MlaDecodeOptions {
+/** The options of {@link mlaDecode}. `D` is q's dtype, which the types require of `out` and of a float cache. */
+export interface MlaDecodeOptions<D extends FloatDType = FloatDType> {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe]. */
-  q: Tensor<FloatDType>;
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim], q's dtype or `fp8_e4m3`: the paged latent cache. */
-  cache: Tensor<LatentCacheDType>;
+  q: Tensor<D>;
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim], q's dtype or `fp8_e4m3` (read with its scale): the paged latent cache. */
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3'>;
   /** [batch, maxBlocksPerSeq] i32: the cache blocks of each sequence, in order. */
   blockTable: Tensor<'i32'>;
   /** [batch] i32: cached rows per sequence (0 allowed: zero output, lse = -Infinity). */
@@ -46,12 +52,10 @@ export interface MlaDecodeOptions {
   softmaxScale: number;
   /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V2/V3. */
   kvLoraRank: number;
-  /** An `fp8_e4m3` cache's values are its stored values times cacheScale (as appendLatentCache wrote them). Default 1. */
-  cacheScale?: number;
   /** For queryLen > 1: query j of n sees the first seqLen - n + 1 + j rows. Default false. */
   causal?: boolean;
   /** [batch, queryLen, numHeads, kvLoraRank], q's dtype; allocated when not given. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   /** [batch, numHeads, queryLen] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
   /** From planDecode for these seqLens on this stream's backend; made per call when not given. */
@@ -105,32 +109,34 @@ export function planDecode(options: PlanDecodeOptions): DecodePlan {
   return new DecodePlan(stream.backend, native().planDecode(stream._native(), [seqLens, numHeads, queryLen, o.batchInvariant === true]));
 }
 
-export interface MlaDecodeResult {
-  /** [batch, queryLen, numHeads, kvLoraRank]: the latent output o_lat. */
-  out: Tensor<FloatDType>;
+export interface MlaDecodeResult<D extends FloatDType = FloatDType> {
+  /** [batch, queryLen, numHeads, kvLoraRank], q's dtype: the latent output o_lat. */
+  out: Tensor<D>;
   /** [batch, numHeads, queryLen] f32: natural-log log-sum-exp of the scaled scores. */
   lse: Tensor<'f32'>;
 }
 
-export interface AbsorbQueryOptions {
+/** The options of {@link absorbQuery}; every tensor has qNope's dtype `D`. */
+export interface AbsorbQueryOptions<D extends FloatDType = FloatDType> {
   /** [..., numHeads, nopeDim]. */
-  qNope: Tensor<FloatDType>;
+  qNope: Tensor<D>;
   /** [numHeads, nopeDim, kvLoraRank], qNope's dtype: the key half of DeepSeek's kv_b_proj per head. */
-  wUk: Tensor<FloatDType>;
+  wUk: Tensor<NoInfer<D>>;
   /** Optional [..., numHeads, ropeDim]: appended after q_lat so the result is mlaDecode's q. */
-  qPe?: Tensor<FloatDType>;
+  qPe?: Tensor<NoInfer<D>>;
   /** [..., numHeads, kvLoraRank + ropeDim]; allocated when not given. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   stream?: Stream;
 }
 
-export interface UnabsorbOutputOptions {
+/** The options of {@link unabsorbOutput}; every tensor has oLat's dtype `D`. */
+export interface UnabsorbOutputOptions<D extends FloatDType = FloatDType> {
   /** [..., numHeads, kvLoraRank]. */
-  oLat: Tensor<FloatDType>;
+  oLat: Tensor<D>;
   /** [numHeads, vHeadDim, kvLoraRank], oLat's dtype: the value half of kv_b_proj per head. */
-  wUv: Tensor<FloatDType>;
+  wUv: Tensor<NoInfer<D>>;
   /** [..., numHeads, vHeadDim]; allocated when not given. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   stream?: Stream;
 }
 
@@ -138,19 +144,23 @@ export interface UnabsorbOutputOptions {
 /** @internal */
 export const optionSet = (...names: string[]): ReadonlySet<string> => new Set(names);
 const PLAN_OPTIONS = optionSet('seqLens', 'numHeads', 'queryLen', 'batchInvariant', 'stream');
-const APPEND_OPTIONS = optionSet('cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'cacheScale', 'stream');
+const APPEND_OPTIONS = optionSet('cache', 'kvC', 'kPe', 'slotMapping', 'rope', 'stream');
 const ROPE_OPTIONS = optionSet('positions', 'cos', 'sin', 'style');
-const DECODE_OPTIONS = optionSet('q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'cacheScale', 'causal', 'out', 'lse', 'plan', 'stream');
+const DECODE_OPTIONS = optionSet('q', 'cache', 'blockTable', 'seqLens', 'softmaxScale', 'kvLoraRank', 'causal', 'out', 'lse', 'plan', 'stream');
 const ABSORB_OPTIONS = optionSet('qNope', 'wUk', 'qPe', 'out', 'stream');
 const UNABSORB_OPTIONS = optionSet('oLat', 'wUv', 'out', 'stream');
+
+const SCALE_TRAVELS = "an fp8 cache carries its scale, given where it is made: Tensor.zeros(shape, 'fp8_e4m3', { scale }) (or Tensor.empty, Tensor.from, Tensor.fromValues)";
 
 /** @internal */
 export function checkOptions(op: string, options: unknown, allowed: ReadonlySet<string>): Record<string, unknown> {
   if (typeof options !== 'object' || options === null)
     throw new MlaError('E_ARGUMENT', `${op}: expected an options object, got ${options === null ? 'null' : typeof options}`);
   for (const key of Object.keys(options))
-    if (!allowed.has(key))
+    if (!allowed.has(key)) {
+      if (key === 'cacheScale') throw new MlaError('E_ARGUMENT', `${op}: cacheScale is not an option: ${SCALE_TRAVELS}`);
       throw new MlaError('E_ARGUMENT', `${op}: unknown option '${key}' (allowed: ${[...allowed].join(', ')})`);
+    }
   return options as Record<string, unknown>;
 }
 
@@ -174,17 +184,17 @@ export function numberArg(op: string, v: unknown, name: string): number {
 /** @internal */
 export function streamArg(op: string, o: Record<string, unknown>): Stream {
   const s = o.stream;
-  if (s === undefined) return defaultStream();
+  if (s === undefined) return implicitStream(op);
   if (!isStream(s)) throw new MlaError('E_ARGUMENT', `${op}: stream must be a Stream`);
   return s;
 }
 
 /** Writes each new token's row [kvC, RoPE(kPe)] into its slot of the paged latent cache. */
-export function appendLatentCache(options: AppendLatentCacheOptions): void {
+export function appendLatentCache<D extends FloatDType>(options: AppendLatentCacheOptions<D>): void {
   const op = 'appendLatentCache';
   const o = checkOptions(op, options, APPEND_OPTIONS);
   const cache = tensorArg(op, o.cache, 'cache'), kvC = tensorArg(op, o.kvC, 'kvC'), kPe = tensorArg(op, o.kPe, 'kPe'), slotMapping = tensorArg(op, o.slotMapping, 'slotMapping');
-  const cacheScale = o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale');
+  const cacheScale = options.cache.scale;
   let params: AppendParams = [cache, kvC, kPe, slotMapping, cacheScale];
   if (o.rope !== undefined) {
     const rope = checkOptions(`${op}: rope`, o.rope, ROPE_OPTIONS);
@@ -203,7 +213,7 @@ export function appendLatentCache(options: AppendLatentCacheOptions): void {
  * Absorbed MLA decode attention over the paged latent cache. Returns at once; `out` and `lse` are written
  * when the stream reaches the operation (`await out.read()` waits for it).
  */
-export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
+export function mlaDecode<D extends FloatDType>(options: MlaDecodeOptions<D>): MlaDecodeResult<D> {
   const op = 'mlaDecode';
   const o = checkOptions(op, options, DECODE_OPTIONS);
   if (o.plan !== undefined && !(o.plan instanceof DecodePlan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planDecode`);
@@ -216,7 +226,7 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
     tensorArg(op, o.seqLens, 'seqLens'),
     numberArg(op, o.softmaxScale, 'softmaxScale'),
     numberArg(op, o.kvLoraRank, 'kvLoraRank'),
-    o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale'),
+    options.cache.scale,
     o.causal === true,
     (o.plan as DecodePlan | undefined)?._handle,
   ];
@@ -234,7 +244,7 @@ export function mlaDecode(options: MlaDecodeOptions): MlaDecodeResult {
 }
 
 /** q_lat[i] = W_uk[i]ᵀ q_nope[i] per head, followed by q_pe when given: decode's absorbed query. */
-export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
+export function absorbQuery<D extends FloatDType>(options: AbsorbQueryOptions<D>): Tensor<D> {
   const op = 'absorbQuery';
   const o = checkOptions(op, options, ABSORB_OPTIONS);
   const inputs: AbsorbInputs = [tensorArg(op, o.qNope, 'qNope'), tensorArg(op, o.wUk, 'wUk'), tensorArg(op, o.qPe, 'qPe', true)];
@@ -246,7 +256,7 @@ export function absorbQuery(options: AbsorbQueryOptions): Tensor<FloatDType> {
 }
 
 /** o[i] = W_uv[i] o_lat[i] per head: the attention output in value space, before the model's W_o. */
-export function unabsorbOutput(options: UnabsorbOutputOptions): Tensor<FloatDType> {
+export function unabsorbOutput<D extends FloatDType>(options: UnabsorbOutputOptions<D>): Tensor<D> {
   const op = 'unabsorbOutput';
   const o = checkOptions(op, options, UNABSORB_OPTIONS);
   const inputs: UnabsorbInputs = [tensorArg(op, o.oLat, 'oLat'), tensorArg(op, o.wUv, 'wUv')];

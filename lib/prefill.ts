@@ -17,21 +17,22 @@ import { checkOptions, numberArg, optionSet, streamArg, tensorArg } from './ops.
 import type { Stream } from './stream.js';
 import { Tensor } from './tensor.js';
 
-export interface MlaPrefillOptions {
+/** The options of {@link mlaPrefill}; every float tensor has q's dtype `D`. */
+export interface MlaPrefillOptions<D extends FloatDType = FloatDType> {
   /**
    * [totalQ, numHeads, nopeDim + ropeDim]: the new tokens' queries `[q_nope, q_pe]` (q_pe after RoPE), every
    * sequence of the batch packed one after another along the first dimension.
    */
-  q: Tensor<FloatDType>;
+  q: Tensor<D>;
   /** [totalKv, numHeads, nopeDim], q's dtype: per-head keys `W_uk[h] c_kv` (see {@link upProjectKv}). */
-  kNope: Tensor<FloatDType>;
+  kNope: Tensor<NoInfer<D>>;
   /**
    * [totalKv, ropeDim], q's dtype: the rope key of each key token (after RoPE), one per token and shared by every
    * head, as MLA defines it: it is broadcast inside the kernel, never copied per head.
    */
-  kPe: Tensor<FloatDType>;
+  kPe: Tensor<NoInfer<D>>;
   /** [totalKv, numHeads, vHeadDim], q's dtype: per-head values `W_uv[h] c_kv`. */
-  v: Tensor<FloatDType>;
+  v: Tensor<NoInfer<D>>;
   /**
    * [batch + 1] i32 on the host: cumulative query counts. Sequence b's queries are rows
    * `[cuSeqLensQ[b], cuSeqLensQ[b + 1])` of q (FlashAttention's varlen `cu_seqlens_q`). Starts at 0, never
@@ -51,7 +52,7 @@ export interface MlaPrefillOptions {
    */
   causal?: boolean;
   /** [totalQ, numHeads, vHeadDim], q's dtype; allocated when not given. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   /** [totalQ, numHeads] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
   /** From {@link planPrefill} for these lengths on this stream's backend; made per call when not given. */
@@ -59,9 +60,9 @@ export interface MlaPrefillOptions {
   stream?: Stream;
 }
 
-export interface MlaPrefillResult {
-  /** [totalQ, numHeads, vHeadDim]: softmax(scale · q·k) · v per query and head (zeros for a query that sees no key). */
-  out: Tensor<FloatDType>;
+export interface MlaPrefillResult<D extends FloatDType = FloatDType> {
+  /** [totalQ, numHeads, vHeadDim], q's dtype: softmax(scale · q·k) · v per query and head (zeros for a query that sees no key). */
+  out: Tensor<D>;
   /** [totalQ, numHeads] f32: natural-log log-sum-exp of the scaled scores (-Infinity when no key is seen). */
   lse: Tensor<'f32'>;
 }
@@ -102,9 +103,16 @@ export class PrefillPlan {
   }
 }
 
-export interface GatherLatentCacheOptions {
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 is dequantised). */
-  cache: Tensor<LatentCacheDType>;
+/**
+ * The dtype {@link gatherLatentCache} gives its outputs when neither `dtype` nor `kvC` is given: the cache's, bf16 for
+ * an fp8 cache.
+ */
+export type GatheredDType<C extends LatentCacheDType> = C extends FloatDType ? C : 'bf16';
+
+/** The options of {@link gatherLatentCache}: `C` is the cache's dtype, `O` the outputs'. */
+export interface GatherLatentCacheOptions<C extends LatentCacheDType = LatentCacheDType, O extends FloatDType = FloatDType> {
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 is dequantised with its scale). */
+  cache: Tensor<C>;
   /** [batch, maxBlocksPerSeq] i32 on the host: the cache blocks of each sequence, in order. */
   blockTable: Tensor<'i32'>;
   /**
@@ -119,44 +127,44 @@ export interface GatherLatentCacheOptions {
   seqStarts?: Tensor<'i32'>;
   /** Width of the latent part of a cache row, 512 for DeepSeek-V2/V3. */
   kvLoraRank: number;
-  /** An `fp8_e4m3` cache's values are its stored values times cacheScale (as appendLatentCache wrote them). Default 1. */
-  cacheScale?: number;
-  /** The outputs' dtype when they are allocated: the cache's; an fp8 cache's default is bf16. */
-  dtype?: FloatDType;
+  /** The outputs' dtype when they are allocated: the cache's; an fp8 cache's default is bf16 ({@link GatheredDType}). */
+  dtype?: O;
   /** The outputs' rows when they are allocated (default cuSeqLens[batch]); rows past the gathered ones are zero. */
   numRows?: number;
   /** [numRows, kvLoraRank]: the latent rows c_kv; the cache's dtype, any float dtype for an fp8 cache. */
-  kvC?: Tensor<FloatDType>;
+  kvC?: Tensor<O>;
   /** [numRows, ropeDim], kvC's dtype: the rope keys (already rotated in the cache). */
-  kPe?: Tensor<FloatDType>;
+  kPe?: Tensor<O>;
   stream?: Stream;
 }
 
-export interface UpProjectKvOptions {
+/** The options of {@link upProjectKv}; every tensor has kvC's dtype `D`. */
+export interface UpProjectKvOptions<D extends FloatDType = FloatDType> {
   /** [numTokens, kvLoraRank]: latent rows c_kv (from the model's kv_a_proj and norm, or {@link gatherLatentCache}). */
-  kvC: Tensor<FloatDType>;
+  kvC: Tensor<D>;
   /** [numHeads, nopeDim, kvLoraRank], kvC's dtype: the key half of DeepSeek's kv_b_proj per head (as absorbQuery takes it). */
-  wUk: Tensor<FloatDType>;
+  wUk: Tensor<NoInfer<D>>;
   /** [numHeads, vHeadDim, kvLoraRank], kvC's dtype: the value half per head (as unabsorbOutput takes it). */
-  wUv: Tensor<FloatDType>;
+  wUv: Tensor<NoInfer<D>>;
   /** [numTokens, numHeads, nopeDim]; allocated when not given. */
-  kNope?: Tensor<FloatDType>;
+  kNope?: Tensor<NoInfer<D>>;
   /** [numTokens, numHeads, vHeadDim]; allocated when not given. */
-  v?: Tensor<FloatDType>;
+  v?: Tensor<NoInfer<D>>;
   stream?: Stream;
 }
 
-export interface MergeAttentionStatesOptions {
+/** The options of {@link mergeAttentionStates}; every output-like tensor has outA's dtype `D`. */
+export interface MergeAttentionStatesOptions<D extends FloatDType = FloatDType> {
   /** [..., width]: attention output over one set of keys (e.g. a cached context chunk). */
-  outA: Tensor<FloatDType>;
+  outA: Tensor<D>;
   /** [...] f32 (outA's shape without its last dimension): its natural-log lse; -Infinity where it saw no key. */
   lseA: Tensor<'f32'>;
   /** [..., width], outA's dtype: attention output of the same queries over a disjoint set of keys. */
-  outB: Tensor<FloatDType>;
+  outB: Tensor<NoInfer<D>>;
   /** [...] f32: its lse. */
   lseB: Tensor<'f32'>;
   /** [..., width], outA's dtype; allocated when not given. Must not share memory with an input. */
-  out?: Tensor<FloatDType>;
+  out?: Tensor<NoInfer<D>>;
   /** [...] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
   stream?: Stream;
@@ -164,7 +172,7 @@ export interface MergeAttentionStatesOptions {
 
 const PREFILL_OPTIONS = optionSet('q', 'kNope', 'kPe', 'v', 'cuSeqLensQ', 'cuSeqLensKv', 'softmaxScale', 'causal', 'out', 'lse', 'plan', 'stream');
 const PLAN_PREFILL_OPTIONS = optionSet('cuSeqLensQ', 'cuSeqLensKv', 'numHeads', 'causal', 'stream');
-const GATHER_OPTIONS = optionSet('cache', 'blockTable', 'cuSeqLens', 'seqStarts', 'kvLoraRank', 'cacheScale', 'dtype', 'numRows', 'kvC', 'kPe', 'stream');
+const GATHER_OPTIONS = optionSet('cache', 'blockTable', 'cuSeqLens', 'seqStarts', 'kvLoraRank', 'dtype', 'numRows', 'kvC', 'kPe', 'stream');
 const UP_PROJECT_OPTIONS = optionSet('kvC', 'wUk', 'wUv', 'kNope', 'v', 'stream');
 const MERGE_OPTIONS = optionSet('outA', 'lseA', 'outB', 'lseB', 'out', 'lse', 'stream');
 
@@ -191,7 +199,7 @@ export function planPrefill(options: PlanPrefillOptions): PrefillPlan {
  * This is MLA's compute-friendly form for many queries per sequence (prompts, prompt chunks); {@link mlaDecode} is
  * the form for a few. Returns at once; `out` and `lse` are written when the stream reaches the operation.
  */
-export function mlaPrefill(options: MlaPrefillOptions): MlaPrefillResult {
+export function mlaPrefill<D extends FloatDType>(options: MlaPrefillOptions<D>): MlaPrefillResult<D> {
   const op = 'mlaPrefill';
   const o = checkOptions(op, options, PREFILL_OPTIONS);
   if (o.plan !== undefined && !PrefillPlan._is(o.plan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planPrefill`);
@@ -225,7 +233,9 @@ export function mlaPrefill(options: MlaPrefillOptions): MlaPrefillResult {
  * into dense `kvC` and `kPe`, an fp8 cache dequantised on the way (vLLM's `gather_cache`): the context a prompt chunk
  * attends to, ready for {@link upProjectKv} and {@link mlaPrefill}.
  */
-export function gatherLatentCache(options: GatherLatentCacheOptions): { kvC: Tensor<FloatDType>; kPe: Tensor<FloatDType> } {
+export function gatherLatentCache<C extends LatentCacheDType, O extends FloatDType = GatheredDType<C>>(
+  options: GatherLatentCacheOptions<C, O>,
+): { kvC: Tensor<O>; kPe: Tensor<O> } {
   const op = 'gatherLatentCache';
   const o = checkOptions(op, options, GATHER_OPTIONS);
   const cache = tensorArg(op, o.cache, 'cache');
@@ -236,7 +246,7 @@ export function gatherLatentCache(options: GatherLatentCacheOptions): { kvC: Ten
     tensorArg(op, o.cuSeqLens, 'cuSeqLens'),
     tensorArg(op, o.seqStarts, 'seqStarts', true),
     numberArg(op, o.kvLoraRank, 'kvLoraRank'),
-    o.cacheScale === undefined ? 1 : numberArg(op, o.cacheScale, 'cacheScale'),
+    options.cache.scale,
     numRows,
   ];
   if (o.dtype !== undefined && o.dtype !== 'f32' && o.dtype !== 'f16' && o.dtype !== 'bf16')
@@ -247,7 +257,7 @@ export function gatherLatentCache(options: GatherLatentCacheOptions): { kvC: Ten
   if (kvC === undefined || kPe === undefined) {
     const shapes = native().outputShapes(op, inputs);
     const cacheDType = options.cache.dtype;
-    const dtype = options.dtype ?? kvC?.dtype ?? (cacheDType === 'fp8_e4m3' ? 'bf16' : cacheDType);
+    const dtype = (options.dtype ?? kvC?.dtype ?? (cacheDType === 'fp8_e4m3' ? 'bf16' : cacheDType)) as O;
     kvC ??= Tensor.empty(shapes.kvC, dtype, { device: stream.device });
     kPe ??= Tensor.empty(shapes.kPe, kvC.dtype, { device: stream.device });
   }
@@ -261,7 +271,7 @@ export function gatherLatentCache(options: GatherLatentCacheOptions): { kvC: Ten
  * `v[t, h] = W_uv[h] c_kv[t]` (the two halves of DeepSeek's kv_b_proj). Run it on a context chunk at a time: the
  * per-head keys and values of a long context need not exist at once.
  */
-export function upProjectKv(options: UpProjectKvOptions): { kNope: Tensor<FloatDType>; v: Tensor<FloatDType> } {
+export function upProjectKv<D extends FloatDType>(options: UpProjectKvOptions<D>): { kNope: Tensor<D>; v: Tensor<D> } {
   const op = 'upProjectKv';
   const o = checkOptions(op, options, UP_PROJECT_OPTIONS);
   const inputs: UpProjectInputs = [tensorArg(op, o.kvC, 'kvC'), tensorArg(op, o.wUk, 'wUk'), tensorArg(op, o.wUv, 'wUv')];
@@ -284,7 +294,7 @@ export function upProjectKv(options: UpProjectKvOptions): { kNope: Tensor<FloatD
  * `lse = log(e^lseA + e^lseB)`. Exact for an empty part: where one lse is -Infinity the other result is copied as it
  * is; where both are, the output is zeros and lse -Infinity.
  */
-export function mergeAttentionStates(options: MergeAttentionStatesOptions): { out: Tensor<FloatDType>; lse: Tensor<'f32'> } {
+export function mergeAttentionStates<D extends FloatDType>(options: MergeAttentionStatesOptions<D>): { out: Tensor<D>; lse: Tensor<'f32'> } {
   const op = 'mergeAttentionStates';
   const o = checkOptions(op, options, MERGE_OPTIONS);
   const inputs: MergeInputs = [tensorArg(op, o.outA, 'outA'), tensorArg(op, o.lseA, 'lseA'), tensorArg(op, o.outB, 'outB'), tensorArg(op, o.lseB, 'lseB')];

@@ -92,8 +92,10 @@ export class Stream {
    * Each operation is validated as it is recorded. A replay reads the index tensors (block tables, sequence
    * lengths, slot mappings, positions) as they are at that moment, so a step updates them in place and replays;
    * a decode recorded with a plan is replanned when the lengths changed. Tensors are bound by identity: the outputs
-   * the recorded calls returned are the ones each replay writes. `record` must queue synchronously; copies
-   * (`Tensor.to`, `read`) cannot be recorded (E_ARGUMENT). Operations on other streams run as usual.
+   * the recorded calls returned are the ones each replay writes. `record` must queue synchronously. Inside it,
+   * `read()`, copies without `{ stream }` and operations without `{ stream }` are refused (E_ARGUMENT, naming the
+   * capture; the default stream is allowed when it is the capturing one); copies on the capturing stream cannot be
+   * recorded (E_ARGUMENT). Operations given another stream run at once, as usual.
    */
   capture(record: () => void): Graph {
     Stream.#brand(this, 'capture');
@@ -102,17 +104,21 @@ export class Stream {
     stream.beginCapture();
     const captured = { used: new Set<Written>(), written: new Set<Written>() };
     this.#capture = captured;
+    const outer = recording;
+    recording = this;
     let result: unknown;
     try {
       result = record();
     } catch (e) {
-      this.#capture = null;
       stream.endCapture(false);
       throw e;
+    } finally {
+      this.#capture = null;
+      recording = outer;
     }
-    this.#capture = null;
     if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
       stream.endCapture(false);
+      (result as Promise<unknown>).then(undefined, () => {}); // its failure is this error's, not an unhandled rejection
       throw new MlaError('E_ARGUMENT', 'capture: record must queue its operations synchronously, but it returned a promise');
     }
     return new Graph(this, stream.endCapture(true)!, [...captured.used], [...captured.written]);
@@ -200,6 +206,30 @@ export class Stream {
     }
     this.#waiters = this.#error ? [] : still;
   }
+}
+
+// The stream whose capture is running, if any. `record` runs synchronously, so whatever runs meanwhile on this
+// thread is called from inside it.
+let recording: Stream | null = null;
+
+function captureName(): string {
+  return `stream.capture() of the ${recording!.device} stream`;
+}
+
+/** @internal Refuses `what` inside a capture (by default a read, of tensors no recorded operation has written yet). */
+export function refuseWhileCapturing(what: string, why = 'nothing recorded has run yet'): void {
+  if (recording) throw new MlaError('E_ARGUMENT', `${what} inside ${captureName()}: ${why}; do it before the capture or after graph.replay()`);
+}
+
+/**
+ * @internal The stream of an operation given none: the default stream of `device`. Inside a capture that is refused
+ * (unless it is the capturing stream): the operation would run at once, unrecorded.
+ */
+export function implicitStream(op: string, device?: BackendName | DeviceName): Stream {
+  const stream = defaultStream(device);
+  if (recording && recording !== stream)
+    throw new MlaError('E_ARGUMENT', `${op}: called without { stream } inside ${captureName()}: it would run at once on the ${stream.device} default stream, unrecorded; pass { stream } (the capturing one to record it)`);
+  return stream;
 }
 
 const defaultStreams = new Map<string, Stream>();

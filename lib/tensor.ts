@@ -6,9 +6,18 @@ import { DTYPE_CODES, DTYPE_SIZES, STORAGE_CLASS, isDType, type DType, type Stor
 import { MlaError } from './errors.js';
 import { bf16ToFloat32, f16ToFloat32, fp8E4M3ToFloat32, toBf16Array, toF16Array, toFp8E4M3Array } from './half.js';
 import { native, type NativeDeviceBuffer, type TensorDescriptor } from './native.js';
-import { defaultStream, type Stream, type Written } from './stream.js';
+import { defaultStream, refuseWhileCapturing, type Stream, type Written } from './stream.js';
 
-export interface AllocateOptions {
+/** The scale of an `fp8_e4m3` tensor, given where it is made (other dtypes take none: a type error, and E_ARGUMENT). */
+export interface ScaleOption<D extends DType = DType> {
+  /**
+   * `fp8_e4m3` only: each element's value is its stored e4m3 value times `scale` (finite, > 0, used in float32;
+   * default 1). The scale stays with the tensor: operations read and write an fp8 cache with it.
+   */
+  scale?: D extends 'fp8_e4m3' ? number : never;
+}
+
+export interface AllocateOptions<D extends DType = DType> extends ScaleOption<D> {
   /** Default 'cpu'. */
   device?: DeviceName;
 }
@@ -96,6 +105,8 @@ export class Tensor<D extends DType = DType> implements Written {
   readonly dtype: D;
   readonly shape: readonly number[];
   readonly device: DeviceName;
+  /** What a stored element is multiplied by to give its value: an `fp8_e4m3` tensor's scale ({@link ScaleOption}), 1 for other dtypes. */
+  readonly scale: number;
   // Host memory: shared memory the package made or the caller gave, or the caller's array over an ordinary
   // ArrayBuffer, which operations use through #mirror (docs/lifetime.md).
   #data: StorageOf<D> | null;
@@ -110,28 +121,29 @@ export class Tensor<D extends DType = DType> implements Written {
   #descriptor: TensorDescriptor | null = null;
   #label = 'tensor'; // the argument it was last passed as, for errors of a graph replay
 
-  private constructor(memory: { data: StorageOf<D> } | { buffer: NativeDeviceBuffer; device: DeviceName }, shape: number[], dtype: D) {
+  private constructor(memory: { data: StorageOf<D> } | { buffer: NativeDeviceBuffer; device: DeviceName }, shape: number[], dtype: D, scale: number) {
     this.#data = 'data' in memory ? memory.data : null;
     this.#buffer = 'buffer' in memory ? memory.buffer : null;
     this.device = 'buffer' in memory ? memory.device : 'cpu';
     this.shape = Object.freeze(shape);
     this.dtype = dtype;
+    this.scale = scale;
   }
 
   /**
    * Wraps a TypedArray. The dtype follows the array (Float32Array: f32, Int32Array: i32, Uint8Array: fp8_e4m3 bit
-   * patterns) and must be given for a Uint16Array ('bf16' or 'f16'). The array must hold exactly the shape's elements.
-   * An array over a SharedArrayBuffer is the tensor's memory, without copying: operations read and write it when
-   * they run, so do not change it while one that uses it is queued. An array over an ordinary ArrayBuffer (which JS
-   * may detach, transfer or shrink at any moment) stays the caller's: each operation reads it as it is at the call
-   * (a copy into shared memory the operation holds), and a write reaches it when the writing operation completes.
-   * Detached, it is an `E_DISPOSED` error. See docs/lifetime.md.
+   * patterns, with their `scale`) and must be given for a Uint16Array ('bf16' or 'f16'). The array must hold exactly
+   * the shape's elements. An array over a SharedArrayBuffer is the tensor's memory, without copying: operations read
+   * and write it when they run, so do not change it while one that uses it is queued. An array over an ordinary
+   * ArrayBuffer (which JS may detach, transfer or shrink at any moment) stays the caller's: each operation reads it as
+   * it is at the call (a copy into shared memory the operation holds), and a write reaches it when the writing
+   * operation completes. Detached, it is an `E_DISPOSED` error. See docs/lifetime.md.
    */
   static from(data: Float32Array, shape: readonly number[], dtype?: 'f32'): Tensor<'f32'>;
   static from(data: Int32Array, shape: readonly number[], dtype?: 'i32'): Tensor<'i32'>;
   static from<D extends 'bf16' | 'f16'>(data: Uint16Array, shape: readonly number[], dtype: D): Tensor<D>;
-  static from(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3'): Tensor<'fp8_e4m3'>;
-  static from(data: Storage, shape: readonly number[], dtype?: DType): Tensor {
+  static from(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3', options?: ScaleOption<'fp8_e4m3'>): Tensor<'fp8_e4m3'>;
+  static from(data: Storage, shape: readonly number[], dtype?: DType, options?: ScaleOption): Tensor {
     const kind = storageDType(data);
     if (kind === null)
       throw new MlaError('E_DTYPE', `Tensor.from: data must be a Float32Array, Int32Array, Uint16Array or Uint8Array, got ${describe(data)}`);
@@ -148,7 +160,7 @@ export class Tensor<D extends DType = DType> implements Written {
     }
     if (numelOf(dims) !== data.length)
       throw new MlaError('E_SHAPE', `Tensor.from: shape [${dims.join(', ')}] has ${numelOf(dims)} elements, the array ${data.length}${data.byteLength === 0 && data.length === 0 ? ' (is its ArrayBuffer detached?)' : ''}`);
-    const t = new Tensor({ data: data as never }, dims, dt as never);
+    const t = new Tensor({ data: data as never }, dims, dt as never, scaleOf('Tensor.from', dt, options?.scale));
     if (!types.isSharedArrayBuffer(data.buffer)) {
       const mirror = mirrorOf(data.buffer, data.byteOffset + data.byteLength, 'Tensor.from');
       t.#mirror = new (data.constructor as StorageFrom)(mirror, data.byteOffset, data.length) as never;
@@ -158,26 +170,29 @@ export class Tensor<D extends DType = DType> implements Written {
   }
 
   /** A new zero-filled tensor (on a device: zeros uploaded on the device's default stream). */
-  static zeros<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions = {}): Tensor<D> {
+  static zeros<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions<D> = {}): Tensor<D> {
     if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.zeros: dtype must be f32, f16, bf16, i32 or fp8_e4m3, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.zeros');
     const n = numelOf(dims);
     const device = options.device ?? 'cpu';
-    if (device !== 'cpu') return Tensor.zeros(dims, dtype).to(device);
+    const scale = scaleOf('Tensor.zeros', dtype, options.scale);
+    // The upload is this call's own (explicitly on the default stream), so it is allowed inside a capture.
+    if (device !== 'cpu') return Tensor.zeros(dims, dtype, { scale: options.scale } as ScaleOption<D>).to(device, { stream: defaultStream(device) });
     if (n * DTYPE_SIZES[dtype] > 2 ** 31)
       throw new MlaError('E_OOM', `Tensor.zeros: [${dims.join(', ')}] ${dtype} is ${n * DTYPE_SIZES[dtype]} bytes, over the 2 GiB limit of one CPU tensor`);
-    return new Tensor({ data: sharedStorage(dtype, n, 'Tensor.zeros') }, dims, dtype);
+    return new Tensor({ data: sharedStorage(dtype, n, 'Tensor.zeros') }, dims, dtype, scale);
   }
 
   /** A new tensor whose contents are undefined until written (zeros on the CPU). */
-  static empty<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions = {}): Tensor<D> {
+  static empty<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions<D> = {}): Tensor<D> {
     const device = options.device ?? 'cpu';
-    if (device === 'cpu') return Tensor.zeros(shape, dtype);
+    if (device === 'cpu') return Tensor.zeros(shape, dtype, { scale: options.scale } as ScaleOption<D>);
     if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16, i32 or fp8_e4m3, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.empty');
+    const scale = scaleOf('Tensor.empty', dtype, options.scale);
     backendOf(device);
     const buffer = new (native().NativeDeviceBuffer)(device, numelOf(dims) * DTYPE_SIZES[dtype]);
-    return new Tensor({ buffer, device }, dims, dtype);
+    return new Tensor({ buffer, device }, dims, dtype, scale);
   }
 
   /**
@@ -191,14 +206,14 @@ export class Tensor<D extends DType = DType> implements Written {
     if (device === this.device) return this;
     if (device !== 'cpu' && this.device !== 'cpu' && backendOf(device) !== backendOf(this.device)) return this.to('cpu').to(device, options);
     const stream = options.stream ?? this.#streamFor(device === 'cpu' ? this.device : device);
-    const dst = Tensor.empty(this.shape, this.dtype, { device });
+    const dst = Tensor.empty(this.shape, this.dtype, { device, scale: this.dtype === 'fp8_e4m3' ? this.scale : undefined } as AllocateOptions<D>);
     const params = [this._descriptor('src'), dst._descriptor('dst')] as const;
     stream._submit([this], [dst], (s, after) => native().copy(s, params, after));
     return dst;
   }
 
   /**
-   * Copies `src` (same dtype and element count; on the host or on this tensor's device) into this tensor, queued on
+   * Copies `src` (same dtype, scale and element count; on the host or on this tensor's device) into this tensor, queued on
    * `stream` (by default the one that last wrote this tensor, or the default stream of its device). Returns this
    * tensor. This is how the inputs of a captured graph are updated in place between replays.
    */
@@ -206,20 +221,22 @@ export class Tensor<D extends DType = DType> implements Written {
     Tensor.#check(this, 'copyFrom');
     this.#live('tensor');
     if (!isTensor(src)) throw new MlaError('E_ARGUMENT', `copyFrom: src must be a Tensor, got ${describe(src)}`);
+    if (src.scale !== this.scale)
+      throw new MlaError('E_DTYPE', `copyFrom: src has scale ${src.scale}, this tensor ${this.scale}: the same bytes would stand for other values`);
     const stream = options.stream ?? this.#streamFor(this.device === 'cpu' ? src.device : this.device);
     stream._submit([src], [this], (s, after) => native().copy(s, [src._descriptor('src'), this._descriptor('dst')], after));
     return this;
   }
 
-  /** A new tensor of `dtype` holding `values` rounded to it (round to nearest even). */
-  static fromValues<D extends DType>(values: ArrayLike<number>, shape: readonly number[], dtype: D): Tensor<D> {
-    const t = Tensor.zeros(shape, dtype);
+  /** A new tensor of `dtype` holding `values` rounded to it (round to nearest even; for fp8, each value / scale in float32). */
+  static fromValues<D extends DType>(values: ArrayLike<number>, shape: readonly number[], dtype: D, options: ScaleOption<D> = {}): Tensor<D> {
+    const t = Tensor.zeros(shape, dtype, { scale: options.scale } as ScaleOption<D>);
     if (values.length !== t.numel)
       throw new MlaError('E_SHAPE', `Tensor.fromValues: shape [${shape.join(', ')}] has ${t.numel} elements, values ${values.length}`);
     const data = t.#data!;
     if (dtype === 'bf16') data.set(toBf16Array(values));
     else if (dtype === 'f16') data.set(toF16Array(values));
-    else if (dtype === 'fp8_e4m3') data.set(toFp8E4M3Array(values));
+    else if (dtype === 'fp8_e4m3') data.set(toFp8E4M3Array(t.scale === 1 ? values : Float32Array.from(values, (v) => Math.fround(v) / Math.fround(t.scale))));
     else data.set(values);
     return t;
   }
@@ -239,12 +256,22 @@ export class Tensor<D extends DType = DType> implements Written {
   }
 
   /**
-   * A copy of the elements (in host memory, an ordinary TypedArray), after every queued write to this tensor has
-   * finished. Rejects with the error of a failed write, and with `E_DISPOSED` when the array a Tensor.from tensor
-   * wraps was detached.
+   * A copy of the stored elements (in host memory, an ordinary TypedArray), after every queued write to this tensor
+   * has finished: bf16 and f16 as their 16-bit patterns (a Uint16Array), fp8 as bytes without the scale;
+   * {@link toFloat32} gives the values. Rejects with the error of a failed write, and with `E_DISPOSED` when the array
+   * a Tensor.from tensor wraps was detached. Refused inside {@link Stream.capture} (nothing recorded has run yet).
    */
-  async read(): Promise<StorageOf<D>> {
-    Tensor.#check(this, 'read');
+  read(): Promise<StorageOf<D>> {
+    refuseWhileCapturing('read()');
+    try {
+      Tensor.#check(this, 'read');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#read();
+  }
+
+  async #read(): Promise<StorageOf<D>> {
     this.#live('tensor');
     const data = this.#data;
     if (data) {
@@ -260,14 +287,19 @@ export class Tensor<D extends DType = DType> implements Written {
     return host.#data!.slice() as StorageOf<D>;
   }
 
-  /** The elements as float32 (bf16/f16/fp8 expanded exactly; an fp8 cache's scale is not applied), after queued writes finish. */
-  async toFloat32(): Promise<Float32Array> {
-    Tensor.#check(this, 'toFloat32');
-    const data = (await this.read()) as Storage;
-    if (this.dtype === 'bf16') return bf16ToFloat32(data as Uint16Array);
-    if (this.dtype === 'f16') return f16ToFloat32(data as Uint16Array);
-    if (this.dtype === 'fp8_e4m3') return fp8E4M3ToFloat32(data as Uint8Array);
-    return Float32Array.from(data);
+  /** The values as float32 (bf16/f16 expanded exactly; fp8 times the scale, in float32), after queued writes finish. */
+  toFloat32(): Promise<Float32Array> {
+    refuseWhileCapturing('toFloat32()');
+    return this.read().then((stored) => {
+      const data = stored as Storage;
+      if (this.dtype === 'bf16') return bf16ToFloat32(data as Uint16Array);
+      if (this.dtype === 'f16') return f16ToFloat32(data as Uint16Array);
+      if (this.dtype !== 'fp8_e4m3') return Float32Array.from(data);
+      const values = fp8E4M3ToFloat32(data as Uint8Array);
+      const scale = Math.fround(this.scale); // a float32 product, as the kernels'
+      if (scale !== 1) for (let i = 0; i < values.length; i++) values[i] *= scale;
+      return values;
+    });
   }
 
   /** Releases the tensor; queued operations that use it still complete (device memory is freed after them). */
@@ -365,10 +397,20 @@ export class Tensor<D extends DType = DType> implements Written {
 
   // The stream a copy involving `device` runs on: the one that last wrote this tensor when it reaches that device.
   #streamFor(device: DeviceName): Stream {
+    refuseWhileCapturing('a copy (to, copyFrom) without { stream }', 'it would run at once, unrecorded');
     const last = this.#lastWrite?.stream;
     if (last && !last.disposed && last.device === device) return last;
     return defaultStream(device);
   }
+}
+
+// The scale a tensor of `dtype` is made with.
+function scaleOf(what: string, dtype: DType, scale: unknown): number {
+  if (scale === undefined) return 1;
+  if (dtype !== 'fp8_e4m3') throw new MlaError('E_ARGUMENT', `${what}: scale applies to fp8_e4m3 tensors only, not ${dtype}`);
+  const f = typeof scale === 'number' ? Math.fround(scale) : NaN;
+  if (!(f > 0 && f < Infinity)) throw new MlaError('E_RANGE', `${what}: scale must be a finite number > 0 in float32, got ${String(scale)}`);
+  return scale as number;
 }
 
 /** @internal A tensor descriptor (see TensorDescriptor in native.ts). */

@@ -8,7 +8,7 @@
 //   MLA_CUDA_ARCHS=90 node scripts/check-cuda.mjs      one architecture while developing
 //   MLA_ADDON_PATH=...                                 a build with cuda-sim, for the decode kernels' smem sizes
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,7 +88,10 @@ let ptxHasMma = true;
 
 async function compile({ arch, src }) {
   const cubin = path.join(tmp, `${src}.${arch}.cubin`);
-  const { code, out } = await run(['-std=c++17', `-arch=sm_${arch}`, '-cubin', '-Xptxas', '-v', '-o', cubin, path.join('csrc', 'kernels', src)]);
+  // -keep leaves the PTX of this compilation in keepDir, so the PTX checks below need no second nvcc run.
+  const keepDir = path.join(tmp, `keep-${arch}-${src}`);
+  mkdirSync(keepDir, { recursive: true });
+  const { code, out } = await run(['-std=c++17', `-arch=sm_${arch}`, '-cubin', '-keep', '-keep-dir', keepDir, '-Xptxas', '-v', '-o', cubin, path.join('csrc', 'kernels', src)]);
   if (code !== 0) {
     problems.push(`sm_${arch} ${src}: nvcc failed\n${out}`);
     return;
@@ -111,13 +114,14 @@ async function compile({ arch, src }) {
   found.forEach((f, i) => (f.kernel = shortName(names[i])));
   rows.push(...found);
   if (TENSOR_CORE_SOURCES.includes(src)) {
-    const ptx = await run(['-std=c++17', `-arch=sm_${arch}`, '-ptx', '-o', path.join(tmp, `${src}.${arch}.ptx`), path.join('csrc', 'kernels', src)]);
-    const text = ptx.code === 0 ? (await import('node:fs')).readFileSync(path.join(tmp, `${src}.${arch}.ptx`), 'utf8') : '';
+    const ptxFile = path.join(keepDir, src.replace(/\.cu$/, '.ptx'));
+    const text = existsSync(ptxFile) ? readFileSync(ptxFile, 'utf8') : '';
     if (!/mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16/.test(text) || !/cp\.async\.cg\.shared\.global/.test(text)) {
       ptxHasMma = false;
       problems.push(`sm_${arch}: the PTX of ${src} has no mma.sync m16n8k16 or no cp.async`);
     }
   }
+  rmSync(keepDir, { recursive: true, force: true });
 }
 
 // Two compilations at a time (the machines here have two cores).

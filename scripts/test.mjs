@@ -24,7 +24,10 @@ const extra = process.argv.slice(2); // e.g. a test file filter
 
 function run(cmd, args, env = {}) {
   console.log(`\n$ ${[cmd, ...args].join(' ')}`);
+  const started = Date.now();
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  // Each step's wall time, so a slow CI says where its minutes went.
+  console.log(`(${path.basename(String(cmd))}${args[0] ? ' ' + path.basename(String(args[0])) : ''}: ${((Date.now() - started) / 1000).toFixed(0)} s)`);
   return r.status ?? 1;
 }
 

@@ -1,11 +1,12 @@
 // FP8 e4m3 latent caches: the conversions (every bit pattern, rounding to nearest even, saturation), append writing
-// e4m3(value / cacheScale) on every backend and CPU path, decode reading the cache dequantised (against the
-// reference on the dequantised cache, split or not, causal, empty sequences, odd block sizes), the traffic it saves
-// under cuda-sim, and the errors of every misuse.
+// e4m3(value / scale) on every backend and CPU path, decode reading the cache dequantised (against the
+// reference on the dequantised cache, split or not, causal, empty sequences, odd block sizes), the scale travelling
+// with the cache tensor, the traffic it saves under cuda-sim, and the errors of every misuse.
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   absorbQuery,
   appendLatentCache,
+  gatherLatentCache,
   type FloatDType,
   fp8E4M3ToFloat32,
   fromFp8E4M3Bits,
@@ -88,7 +89,7 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     return new Stream(c.backend as never);
   };
 
-  it.each(inputDTypes)('append from %s writes e4m3(value / cacheScale), bit for bit; RoPE within one step', async (dtype) => {
+  it.each(inputDTypes)('append from %s writes e4m3(value / scale) with the scale of the cache, bit for bit; RoPE within one step', async (dtype) => {
     const stream = setUp();
     const rng = new Rng(seed + 1);
     const rank = 32, ropeDim = 16, width = 48, blockSize = 5, blocks = 7, tokens = 20;
@@ -98,9 +99,10 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     // Distinct slots in shuffled order, a few tokens skipped (-1).
     const order = Array.from({ length: blocks * blockSize }, (_, i) => i).sort(() => rng.next() - 0.5);
     const slots = Array.from({ length: tokens }, (_, i) => (i % 7 === 3 ? -1 : order[i]));
-    const initial = Tensor.from(Uint8Array.from({ length: blocks * blockSize * width }, () => rng.int(0, 0x7e) | (rng.next() < 0.5 ? 0x80 : 0)), [blocks, blockSize, width]);
+    const initial = Tensor.from(Uint8Array.from({ length: blocks * blockSize * width }, () => rng.int(0, 0x7e) | (rng.next() < 0.5 ? 0x80 : 0)), [blocks, blockSize, width], 'fp8_e4m3', { scale });
     const cache = onDevice(initial, stream);
-    appendLatentCache({ cache, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), cacheScale: scale, stream });
+    expect(cache.scale).toBe(scale);
+    appendLatentCache({ cache, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), stream });
     const got = (await cache.read()) as Uint8Array;
     const values = refAppendLatentCache({
       cache: { data: Float64Array.from(initial._descriptor('c')[0] as Uint8Array, (b) => fromFp8E4M3Bits(b) * Math.fround(scale)), shape: initial.shape },
@@ -121,7 +123,7 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     for (const style of ['interleaved', 'neox'] as const) {
       const roped = onDevice(initial, stream);
       const rope = { positions: intTensor(positions), cos: onDevice(cos, stream), sin: onDevice(sin, stream), style };
-      appendLatentCache({ cache: roped, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), rope, cacheScale: scale, stream });
+      appendLatentCache({ cache: roped, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), rope, stream });
       const bytes = (await roped.read()) as Uint8Array;
       const ref = fp8Reference(
         refAppendLatentCache({
@@ -153,7 +155,7 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
       const maxBlocks = Math.ceil(Math.max(...dc.lens) / dc.blockSize) + 1;
       const numBlocks = dc.lens.length * maxBlocks;
       const scale = 0.01 + rng.next() * 0.1;
-      const cacheHost = Tensor.from(toFp8E4M3Array(rng.normal(numBlocks * dc.blockSize * width, 20)), [numBlocks, dc.blockSize, width]);
+      const cacheHost = Tensor.from(toFp8E4M3Array(rng.normal(numBlocks * dc.blockSize * width, 20)), [numBlocks, dc.blockSize, width], 'fp8_e4m3', { scale });
       const table = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rng.next() - 0.5);
       const q = randomTensor(rng, [dc.lens.length, dc.queryLen, heads, width], dtype, 0.5);
       const out = onDevice(poisoned([dc.lens.length, dc.queryLen, heads, rank], dtype), stream);
@@ -165,7 +167,6 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
         seqLens: intTensor(dc.lens),
         softmaxScale: 0.125,
         kvLoraRank: rank,
-        cacheScale: scale,
         causal: dc.causal,
         out,
         lse,
@@ -195,7 +196,7 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     const stream = setUp();
     const rng = new Rng(seed + 4);
     const heads = 4, rank = 32, width = 48, blockSize = 8, tokens = 3, scale = 0.07;
-    const cacheInit = Tensor.from(toFp8E4M3Array(rng.normal(6 * blockSize * width, 10)), [6, blockSize, width]);
+    const cacheInit = Tensor.from(toFp8E4M3Array(rng.normal(6 * blockSize * width, 10)), [6, blockSize, width], 'fp8_e4m3', { scale });
     const caches = [onDevice(cacheInit, stream), onDevice(cacheInit, stream)];
     const kvC = onDevice(randomTensor(rng, [tokens, rank], 'bf16').t, stream);
     const kPe = onDevice(randomTensor(rng, [tokens, width - rank], 'bf16').t, stream);
@@ -206,8 +207,8 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     const lens = new Int32Array([6, 10, 9]);
     const seqLens = Tensor.from(lens, [tokens]);
     const step = (cache: Tensor, s: Stream) => {
-      appendLatentCache({ cache, kvC, kPe, slotMapping, cacheScale: scale, stream: s });
-      return mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.2, kvLoraRank: rank, cacheScale: scale, stream: s }).out;
+      appendLatentCache({ cache, kvC, kPe, slotMapping, stream: s });
+      return mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.2, kvLoraRank: rank, stream: s }).out;
     };
     let captured: Tensor | undefined;
     const graph = stream.capture(() => {
@@ -225,6 +226,57 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     stream.dispose();
   });
 
+  it('the scale travels with the cache: made once, used by append, decode, gather, to() and toFloat32(); a mismatch is an error', async () => {
+    const stream = setUp();
+    const rng = new Rng(seed + 5);
+    const dtype = inputDTypes[0];
+    const heads = 4, rank = 32, width = 48, blockSize = 8, tokens = 13;
+    // Values of magnitude ~ 3 and the scale that maps the largest near 448: unscaled, the results would be ~100x off.
+    const kvC = randomTensor(rng, [tokens, rank], dtype, 3), kPe = randomTensor(rng, [tokens, width - rank], dtype, 3);
+    const scale = Math.max(...kvC.dense.data.map(Math.abs), ...kPe.dense.data.map(Math.abs)) / 448;
+    const fp8 = Tensor.zeros([2, blockSize, width], 'fp8_e4m3', { device: stream.device, scale });
+    const bf = onDevice(Tensor.zeros([2, blockSize, width], dtype), stream);
+    expect([fp8.scale, fp8.device, bf.scale]).toEqual([scale, stream.device, 1]);
+    const slots = Array.from({ length: tokens }, (_, i) => i);
+    for (const cache of [fp8, bf]) appendLatentCache({ cache, kvC: onDevice(kvC.t, stream), kPe: onDevice(kPe.t, stream), slotMapping: intTensor(slots), stream });
+    // The bytes are e4m3(value / scale); toFloat32() gives them times the scale, here and after a copy to the host.
+    const values = refAppendLatentCache({ cache: { data: new Float64Array(2 * blockSize * width), shape: [2, blockSize, width] }, kvC: kvC.dense, kPe: kPe.dense, slotMapping: { data: slots, shape: [tokens] } });
+    expect(Array.from(await fp8.read()), `seed ${seed}`).toEqual(Array.from(fp8Reference(values, scale)));
+    const host = fp8.to('cpu');
+    expect(host.scale).toBe(scale);
+    const dequantised = await host.toFloat32();
+    expect(Array.from(await fp8.toFloat32())).toEqual(Array.from(dequantised));
+    expect(Array.from(dequantised.subarray(0, 8))).toEqual(Array.from(fp8Reference(values, scale).subarray(0, 8), (b) => Math.fround(fromFp8E4M3Bits(b) * Math.fround(scale))));
+    // Decode on the fp8 cache: as the reference on its values, and near the same decode on the float cache.
+    const q = randomTensor(rng, [1, 1, heads, width], dtype, 0.3);
+    const decode = { q: onDevice(q.t, stream), blockTable: intTensor([0, 1], [1, 2]), seqLens: intTensor([tokens]), softmaxScale: 0.1, kvLoraRank: rank, stream };
+    const got = await mlaDecode({ ...decode, cache: fp8 }).out.toFloat32();
+    const ref = refMlaDecode({ ...decode, q: q.dense, cache: { data: Float64Array.from(dequantised), shape: fp8.shape }, blockTable: { data: [0, 1], shape: [1, 2] }, seqLens: { data: [tokens], shape: [1] } });
+    expect(relErr(got, ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+    // e4m3 keeps 4 significant bits (relative rounding error <= 1/16 per value).
+    expect(relErr(got, await mlaDecode({ ...decode, cache: bf }).out.toFloat32()), `seed ${seed}`).toBeLessThan(0.07);
+    // Gather dequantises with the cache's scale: f32 rows are exactly the cache's values.
+    const gathered = gatherLatentCache({ cache: fp8, blockTable: intTensor([0, 1], [1, 2]), cuSeqLens: intTensor([0, tokens]), kvLoraRank: rank, dtype: c.backend === 'cpu' ? 'f32' : dtype, stream });
+    const gotC = await gathered.kvC.toFloat32();
+    const wantC = Array.from({ length: tokens * rank }, (_, i) => dequantised[Math.floor(i / rank) * width + (i % rank)]);
+    if (c.backend === 'cpu') expect(Array.from(gotC)).toEqual(wantC);
+    else expect(relErr(gotC, wantC)).toBeLessThan(REL_BOUND[dtype]);
+
+    // A copy between fp8 tensors of other scales would change every value: refused, nothing copied.
+    const other = Tensor.from(new Uint8Array(fp8.numel).fill(0x38), fp8.shape, 'fp8_e4m3', { scale: scale * 2 });
+    expectMlaError(() => fp8.copyFrom(other, { stream }), 'E_DTYPE', `copyFrom: src has scale ${scale * 2}, this tensor ${scale}`);
+    expectMlaError(() => fp8.copyFrom(Tensor.from(new Uint8Array(fp8.numel), fp8.shape), { stream }), 'E_DTYPE', 'copyFrom: src has scale 1');
+    expect(Array.from(await fp8.read())).toEqual(Array.from(fp8Reference(values, scale)));
+    // The same scale copies.
+    fp8.copyFrom(Tensor.from(new Uint8Array(fp8.numel).fill(0x38), fp8.shape, 'fp8_e4m3', { scale }), { stream });
+    expect((await fp8.toFloat32())[0]).toBe(Math.fround(scale));
+    // Only fp8 tensors have a scale.
+    expectMlaError(() => Tensor.zeros([2], 'bf16', { device: stream.device, scale: 2 } as never), 'E_ARGUMENT', 'Tensor.zeros: scale applies to fp8_e4m3 tensors only, not bf16');
+    expectMlaError(() => Tensor.empty([2], 'f32', { device: stream.device, scale: 2 } as never), 'E_ARGUMENT', 'scale applies to fp8_e4m3 tensors only, not f32');
+    expectMlaError(() => Tensor.fromValues([1], [1], 'f16', { scale: 2 } as never), 'E_ARGUMENT', 'scale applies to fp8_e4m3 tensors only');
+    stream.dispose();
+  });
+
   it('misuse is refused, naming the argument', () => {
     const stream = setUp();
     const fp8Cache = onDevice(Tensor.zeros([2, 4, 32], 'fp8_e4m3'), stream);
@@ -232,14 +284,16 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
     const kvC = onDevice(Tensor.zeros([1, 16], 'bf16'), stream);
     const kPe = onDevice(Tensor.zeros([1, 16], 'bf16'), stream);
     const slotMapping = intTensor([0]);
-    expectMlaError(() => appendLatentCache({ cache: bf16Cache, kvC, kPe, slotMapping, cacheScale: 2, stream }), 'E_ARGUMENT', 'cacheScale applies to an fp8_e4m3 cache only');
-    for (const bad of [0, -1, NaN, Infinity])
-      expectMlaError(() => appendLatentCache({ cache: fp8Cache, kvC, kPe, slotMapping, cacheScale: bad, stream }), 'E_RANGE', 'cacheScale must be a finite number > 0');
+    // The scale is the cache's own: an option of that name is refused with where the scale goes.
+    expectMlaError(() => appendLatentCache({ cache: fp8Cache, kvC, kPe, slotMapping, cacheScale: 2, stream } as never), 'E_ARGUMENT', "appendLatentCache: cacheScale is not an option: an fp8 cache carries its scale, given where it is made: Tensor.zeros(shape, 'fp8_e4m3', { scale })");
+    expectMlaError(() => appendLatentCache({ cache: bf16Cache, kvC, kPe, slotMapping, cacheScale: 2, stream } as never), 'E_ARGUMENT', 'cacheScale is not an option');
+    for (const bad of [0, -1, NaN, Infinity, 1e-50, '2'])
+      expectMlaError(() => Tensor.zeros([2, 4, 32], 'fp8_e4m3', { device: stream.device, scale: bad as number }), 'E_RANGE', 'Tensor.zeros: scale must be a finite number > 0 in float32');
     expectMlaError(() => appendLatentCache({ cache: fp8Cache, kvC: onDevice(Tensor.zeros([1, 16], 'fp8_e4m3'), stream), kPe, slotMapping, stream }), 'E_DTYPE', 'kvC must be f32, f16 or bf16');
     const q = onDevice(Tensor.zeros([1, 1, 1, 32], 'fp8_e4m3'), stream);
     const decode = { cache: fp8Cache, blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 1, kvLoraRank: 16, stream };
     expectMlaError(() => mlaDecode({ ...decode, q }), 'E_DTYPE', 'q must be f32, f16 or bf16');
-    expectMlaError(() => mlaDecode({ ...decode, q: onDevice(Tensor.zeros([1, 1, 1, 32], 'bf16'), stream), cacheScale: -3 }), 'E_RANGE', 'cacheScale');
+    expectMlaError(() => mlaDecode({ ...decode, q: onDevice(Tensor.zeros([1, 1, 1, 32], 'bf16'), stream), cacheScale: 0.5 } as never), 'E_ARGUMENT', 'mlaDecode: cacheScale is not an option');
     expectMlaError(() => absorbQuery({ qNope: onDevice(Tensor.zeros([1, 1, 16], 'fp8_e4m3'), stream), wUk: onDevice(Tensor.zeros([1, 16, 16], 'fp8_e4m3'), stream), stream }), 'E_DTYPE', 'qNope');
     if (c.backend !== 'cpu') {
       // The CUDA kernels read and write fp8 caches against bf16 and f16 tensors only.
@@ -260,7 +314,7 @@ describe.runIf(suiteBackends().some((b) => b.name === 'cuda-sim' && b.available)
     const cache = onDevice(Tensor.from(row, [1, 1, width], 'fp8_e4m3'), stream);
     for (const dtype of ['bf16', 'f16'] as const) {
       const out = onDevice(poisoned([1, 1, 1, rank], dtype), stream);
-      // One cache row: softmax weight 1, so the output is the row's first kvLoraRank values (times cacheScale 1).
+      // One cache row: softmax weight 1, so the output is the row's first kvLoraRank values (times the cache's scale, 1).
       mlaDecode({ q: onDevice(Tensor.zeros([1, 1, 1, width], dtype), stream), cache, blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 1, kvLoraRank: rank, out, stream });
       const got = await out.toFloat32();
       for (let b = 0; b < 256; b++) {

@@ -1,9 +1,27 @@
 // Captured graphs (Stream.capture / Graph.replay): a whole decode step recorded once and replayed with new
 // lengths, block tables and slots each step must give what the same calls made one by one give, and what the
-// reference gives; bad index values at a replay are refused before anything runs. Also: operations read copies of
+// reference gives; bad index values at a replay are refused before anything runs; inside a capture, read() and calls
+// without { stream } (which would run at once, unrecorded) are refused naming the capture. Also: operations read copies of
 // their index arrays, so changing an array after the call cannot make a kernel read or write out of bounds.
 import { afterAll, describe, expect, it } from 'vitest';
-import { absorbQuery, appendLatentCache, type BackendName, type FloatDType, Graph, mlaDecode, planDecode, Stream, Tensor, unabsorbOutput } from 'mla-kernels';
+import {
+  absorbQuery,
+  appendLatentCache,
+  type BackendName,
+  defaultStream,
+  type FloatDType,
+  gatherLatentCache,
+  Graph,
+  mergeAttentionStates,
+  mlaDecode,
+  mlaPrefill,
+  planDecode,
+  planPrefill,
+  Stream,
+  Tensor,
+  unabsorbOutput,
+  upProjectKv,
+} from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../../lib/reference.js';
 import { arrayOf, countNaN, exactValues, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
@@ -228,6 +246,148 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('captured graphs
     inner.replay();
     await stream.synchronize();
     stream.dispose();
+  });
+});
+
+// Every operation on small valid tensors of `stream`'s device: `call(s)` queues it on `s`, or with no stream when
+// `s` is undefined; `written` are the tensors it writes (poisoned), `read` a tensor it reads.
+function everyOperation(stream: Stream, rng: Rng) {
+  const heads = 2, rank = 32, rope = 16, nope = 16, vDim = 16, blockSize = 16, tokens = 3;
+  const dev = <T extends Tensor>(t: T) => onDevice(t, stream);
+  const rand = (shape: number[]) => dev(randomTensor(rng, shape, 'bf16', 0.5).t);
+  const out = (shape: number[], dtype: 'bf16' | 'f32' = 'bf16') => dev(poisoned(shape, dtype));
+  const opt = (s: Stream | undefined) => (s ? { stream: s } : {});
+  const cache = () => rand([2, blockSize, rank + rope]);
+  const blockTable = intTensor([0, 1], [1, 2]), seqLens = intTensor([20]), cuSeqLens = intTensor([0, tokens]);
+  const wUk = rand([heads, nope, rank]), wUv = rand([heads, vDim, rank]);
+  type Op = { written: Tensor[]; read: Tensor; call: (s?: Stream) => unknown };
+  const ops: Record<string, () => Op> = {
+    appendLatentCache: () => {
+      const c = cache(), kvC = rand([tokens, rank]), kPe = rand([tokens, rope]), slotMapping = intTensor([1, 2, 3]);
+      return { written: [c], read: kvC, call: (s) => appendLatentCache({ cache: c, kvC, kPe, slotMapping, ...opt(s) }) };
+    },
+    mlaDecode: () => {
+      const q = rand([1, 1, heads, rank + rope]), c = cache(), o = out([1, 1, heads, rank]), lse = out([1, heads, 1], 'f32');
+      return { written: [o, lse], read: q, call: (s) => mlaDecode({ q, cache: c, blockTable, seqLens, softmaxScale: 0.1, kvLoraRank: rank, out: o, lse, ...opt(s) }) };
+    },
+    planDecode: () => ({ written: [], read: seqLens, call: (s) => planDecode({ seqLens, numHeads: heads, ...opt(s) }) }),
+    absorbQuery: () => {
+      const qNope = rand([1, heads, nope]), qPe = rand([1, heads, rope]), o = out([1, heads, rank + rope]);
+      return { written: [o], read: qNope, call: (s) => absorbQuery({ qNope, wUk, qPe, out: o, ...opt(s) }) };
+    },
+    unabsorbOutput: () => {
+      const oLat = rand([1, heads, rank]), o = out([1, heads, vDim]);
+      return { written: [o], read: oLat, call: (s) => unabsorbOutput({ oLat, wUv, out: o, ...opt(s) }) };
+    },
+    planPrefill: () => ({ written: [], read: cuSeqLens, call: (s) => planPrefill({ cuSeqLensQ: cuSeqLens, cuSeqLensKv: cuSeqLens, numHeads: heads, causal: true, ...opt(s) }) }),
+    mlaPrefill: () => {
+      const q = rand([tokens, heads, nope + rope]), kNope = rand([tokens, heads, nope]), kPe = rand([tokens, rope]), v = rand([tokens, heads, vDim]);
+      const o = out([tokens, heads, vDim]), lse = out([tokens, heads], 'f32');
+      return { written: [o, lse], read: q, call: (s) => mlaPrefill({ q, kNope, kPe, v, cuSeqLensQ: cuSeqLens, cuSeqLensKv: cuSeqLens, softmaxScale: 0.1, causal: true, out: o, lse, ...opt(s) }) };
+    },
+    gatherLatentCache: () => {
+      const c = cache(), kvC = out([tokens, rank]), kPe = out([tokens, rope]);
+      return { written: [kvC, kPe], read: c, call: (s) => gatherLatentCache({ cache: c, blockTable, cuSeqLens, kvLoraRank: rank, kvC, kPe, ...opt(s) }) };
+    },
+    upProjectKv: () => {
+      const kvC = rand([tokens, rank]), kNope = out([tokens, heads, nope]), v = out([tokens, heads, vDim]);
+      return { written: [kNope, v], read: kvC, call: (s) => upProjectKv({ kvC, wUk, wUv, kNope, v, ...opt(s) }) };
+    },
+    mergeAttentionStates: () => {
+      const lseOf = () => dev(Tensor.fromValues(rng.normal(tokens * heads), [tokens, heads], 'f32'));
+      const outA = rand([tokens, heads, vDim]), lseA = lseOf(), outB = rand([tokens, heads, vDim]), lseB = lseOf();
+      const o = out([tokens, heads, vDim]), lse = out([tokens, heads], 'f32');
+      return { written: [o, lse], read: outA, call: (s) => mergeAttentionStates({ outA, lseA, outB, lseB, out: o, lse, ...opt(s) }) };
+    },
+  };
+  return ops;
+}
+const OPERATIONS = ['appendLatentCache', 'mlaDecode', 'planDecode', 'absorbQuery', 'unabsorbOutput', 'planPrefill', 'mlaPrefill', 'gatherLatentCache', 'upProjectKv', 'mergeAttentionStates'];
+
+const bytesOf = async (ts: Tensor[]) => Promise.all(ts.map(async (t) => Array.from(new Uint8Array((await t.read()).buffer))));
+
+describe.each(backendsHere.map((b) => [b.name as BackendName]))('capture traps on %s', (backend) => {
+  it('every operation without { stream } inside a capture is refused, naming the capture; nothing runs', async () => {
+    const stream = new Stream(backend);
+    const ops = everyOperation(stream, new Rng(seed + 300));
+    expect(Object.keys(ops)).toEqual(OPERATIONS);
+    for (const name of OPERATIONS) {
+      const op = ops[name]();
+      const before = await bytesOf(op.written);
+      expectMlaError(
+        () => stream.capture(() => void op.call()),
+        'E_ARGUMENT',
+        `${name}: called without { stream } inside stream.capture() of the ${stream.device} stream: it would run at once on the ${defaultStream().device} default stream, unrecorded; pass { stream }`,
+      );
+      expect(stream.capturing, name).toBe(false);
+      await defaultStream().synchronize();
+      expect(await bytesOf(op.written), `${name} wrote its outputs`).toEqual(before);
+      // The same call with its stream is valid (so the refusal was the capture's): recorded, then run by a replay.
+      const graph = stream.capture(() => void op.call(stream));
+      expect(graph.numOps, name).toBe(name.startsWith('plan') ? 0 : 1);
+      graph.replay();
+      await stream.synchronize();
+      if (op.written.length) expect(await bytesOf(op.written), `${name} replayed`).not.toEqual(before);
+      graph.dispose();
+    }
+    stream.dispose();
+  });
+
+  it('read(), toFloat32() and copies without { stream } inside a capture are refused, naming the capture', async () => {
+    const stream = new Stream(backend);
+    const op = everyOperation(stream, new Rng(seed + 301)).unabsorbOutput();
+    const [o] = op.written;
+    const host = intTensor([1, 2, 3]);
+    const captureName = `inside stream.capture() of the ${stream.device} stream`;
+    const unrun = 'nothing recorded has run yet', unrecorded = 'it would run at once, unrecorded';
+    for (const [what, why, fn] of [
+      ['read()', unrun, () => void o.read()],
+      ['toFloat32()', unrun, () => void o.toFloat32()],
+      ['read()', unrun, () => void host.read()], // a host tensor no capture writes: refused all the same
+      ['a copy (to, copyFrom) without { stream }', unrecorded, () => void host.to(stream.device === 'cpu' ? 'cuda-sim' : stream.device)],
+      ['a copy (to, copyFrom) without { stream }', unrecorded, () => void o.copyFrom(op.read as Tensor<'bf16'>)],
+    ] as const) {
+      let graph: Graph | undefined;
+      expectMlaError(
+        () => {
+          graph = stream.capture(() => {
+            op.call(stream);
+            fn();
+          });
+        },
+        'E_ARGUMENT',
+        `${what} ${captureName}: ${why}`,
+      );
+      expect(graph).toBeUndefined();
+      expect(stream.capturing).toBe(false);
+    }
+    // A read awaited in an async record: the capture refuses the promise; the refusal is not an unhandled rejection.
+    expectMlaError(() => stream.capture((async () => void (await o.read())) as () => void), 'E_ARGUMENT', 'synchronously');
+    // Allocating inside a capture is fine (a device tensor's zeros are uploaded on the default stream at once).
+    let z: Tensor | undefined;
+    stream.capture(() => void (z = Tensor.zeros([2], 'bf16', { device: stream.device })));
+    expect(Array.from(await z!.toFloat32())).toEqual([0, 0]);
+    // An operation given another stream runs at once, as documented; after the capture read() works.
+    const other = new Stream(backend);
+    const graph = stream.capture(() => void op.call(other));
+    expect(graph.numOps).toBe(0);
+    expect(countNaN(await o.toFloat32())).toBe(0);
+    graph.dispose();
+    other.dispose();
+    stream.dispose();
+  });
+});
+
+describe('a capture on the default stream', () => {
+  it('records operations given no stream', async () => {
+    const stream = defaultStream();
+    const op = everyOperation(stream, new Rng(seed + 302)).unabsorbOutput();
+    const graph = stream.capture(() => void op.call());
+    expect(graph.numOps).toBe(1);
+    expect(countNaN(await op.written[0].toFloat32())).toBe(op.written[0].numel); // recorded, not run
+    graph.replay();
+    expect(countNaN(await op.written[0].toFloat32())).toBe(0);
+    graph.dispose();
   });
 });
 

@@ -167,7 +167,7 @@ for (const backend of suiteBackends()) {
             const lens = [rng.int(0, 40), rng.int(1, 40), 0, rng.int(1, 40)];
             const paged = pagedCache(rng, lens, blockSize, width, dtype);
             const cacheScale = fp8 ? Math.fround(0.5 + rng.next()) : 1;
-            const cache = fp8 ? Tensor.fromValues(Array.from(paged.cache.dense.data, (x) => x / cacheScale), paged.cache.t.shape, 'fp8_e4m3') : paged.cache.t;
+            const cache = fp8 ? Tensor.fromValues(paged.cache.dense.data, paged.cache.t.shape, 'fp8_e4m3', { scale: cacheScale }) : paged.cache.t;
             const starts = lens.map((l) => rng.int(0, l));
             const counts = lens.map((l, b) => rng.int(0, l - starts[b]));
             const cuSeqLens = intTensor(cumulative(counts));
@@ -176,10 +176,11 @@ for (const backend of suiteBackends()) {
             const kvC = dev(poisoned([numRows, kvLoraRank], dtype));
             const kPe = dev(poisoned([numRows, ropeDim], dtype));
             const seqStarts = intTensor(starts);
-            const got = gatherLatentCache({ cache: dev(cache), blockTable: paged.blockTable, cuSeqLens, seqStarts, kvLoraRank, cacheScale: fp8 ? cacheScale : undefined, kvC, kPe, stream });
+            const got = gatherLatentCache({ cache: dev(cache), blockTable: paged.blockTable, cuSeqLens, seqStarts, kvLoraRank, kvC, kPe, stream });
             expect(got.kvC).toBe(kvC);
+            // The scale travels with the cache: toFloat32 gives its values (stored times scale, in f32, as the kernels).
             const cacheValues = fp8 ? { data: await cache.toFloat32(), shape: cache.shape } : paged.cache.dense;
-            const ref = refGatherLatentCache({ cache: cacheValues, blockTable: dense(paged.blockTable), cuSeqLens: dense(cuSeqLens), seqStarts: dense(seqStarts), kvLoraRank, numRows, cacheScale });
+            const ref = refGatherLatentCache({ cache: cacheValues, blockTable: dense(paged.blockTable), cuSeqLens: dense(cuSeqLens), seqStarts: dense(seqStarts), kvLoraRank, numRows });
             const what = `${dtype}${fp8 ? ' from fp8' : ''} blockSize ${blockSize} lens [${lens}] starts [${starts}] counts [${counts}] pad ${pad} (seed ${seed})`;
             // A copy is exact; an fp8 value times the scale is rounded once to the dtype.
             const c = await kvC.toFloat32();
