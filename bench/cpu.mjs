@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers] [-- --readme] [-- --rows <regex>] [-- --results <dir>]: CPU decode, prefill and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --readme] [-- --rows <regex>] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
 // all measured in this run. Prints a table, writes bench/results/cpu-<date>.json (and cpu-latest.json) and an SVG
 // chart (tokens/s against context, one line per batch) beside it.
 //
@@ -20,9 +20,9 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Stream, Tensor, absorbQuery, appendLatentCache, info, mlaDecode, mlaPrefill, unabsorbOutput, upProjectKv } from '../dist/index.js';
+import { Stream, Tensor, absorbQuery, appendIndexerCache, appendLatentCache, info, lightningIndexer, mlaDecode, mlaPrefill, mlaSparseDecode, unabsorbOutput, upProjectKv } from '../dist/index.js';
 import { native } from '../dist/native.js';
-import { refMlaDecode } from '../dist/reference.js';
+import { refMlaDecode, refMlaSparseDecode } from '../dist/reference.js';
 import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
 import { cpuModel, load } from './machine.mjs';
 
@@ -459,6 +459,68 @@ for (const sh of prefillWanted) {
   done++;
 }
 
+// --- sparse rows (DeepSeek-V3.2) -----------------------------------------------------------------------------------
+// One decode step of one sequence at context N: the lightning indexer (64 heads of 128 over N fp8 keys with their
+// scales, top-2048) and the sparse decode over the 2048 rows it selects, against the dense decode of the same context
+// on the same cache (bf16). The sparse output is checked against the float64 reference on the selected rows first.
+const SPARSE_TOPK = 2048, INDEX_HEADS = 64, INDEX_DIM = 128;
+const sparseGrid = quick ? { heads: [16], contexts: [8192] } : { heads: [16, 128], contexts: [8192, 32768, 131072] };
+const sparseShapes = [];
+for (const heads of sparseGrid.heads) for (const context of sparseGrid.contexts) sparseShapes.push({ dtype: 'bf16', heads, context });
+const sparseLabel = (sh) => `sparse ${sh.dtype} h${sh.heads} ctx${sh.context}`;
+const sparseWanted = sparseShapes.filter((sh) => !rowFilter || rowFilter.test(sparseLabel(sh)));
+total += sparseWanted.length;
+const sparseRows = [];
+if (sparseWanted.length) {
+  progress('measuring limits before sparse');
+  sampleLimits('before sparse');
+}
+for (const sh of sparseWanted) {
+  const { dtype, heads, context } = sh;
+  const label = sparseLabel(sh);
+  progress(label);
+  const numBlocks = context / BLOCK;
+  const mk = (n, seed) => { const a = new Uint16Array(n); fillRandom(a, dtype, seed); return a; };
+  const cacheArr = mk(numBlocks * BLOCK * WIDTH, 7 + context);
+  const cache = Tensor.from(cacheArr, [numBlocks, BLOCK, WIDTH], dtype);
+  const qArr = mk(heads * WIDTH, 11 + heads);
+  const q = Tensor.from(qArr, [1, 1, heads, WIDTH], dtype);
+  const perm = Int32Array.from({ length: numBlocks }, (_, i) => i);
+  for (let i = numBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
+  const blockTable = Tensor.from(perm, [1, numBlocks]);
+  const seqLens = Tensor.from(Int32Array.of(context), [1]);
+  const keyCache = Tensor.zeros([numBlocks, BLOCK, INDEX_DIM], 'fp8_e4m3');
+  const keyScales = Tensor.zeros([numBlocks, BLOCK], 'f32');
+  appendIndexerCache({ cache: keyCache, scales: keyScales, k: Tensor.from(mk(context * INDEX_DIM, 3), [context, INDEX_DIM], dtype), slotMapping: Tensor.from(Int32Array.from({ length: context }, (_, i) => i), [context]), stream });
+  const indexQ = Tensor.from(mk(INDEX_HEADS * INDEX_DIM, 5), [1, 1, INDEX_HEADS, INDEX_DIM], dtype);
+  const weights = Tensor.from(new Float32Array(INDEX_HEADS).map((_, i) => ((i * 37) % 11) / 11 - 0.3), [1, 1, INDEX_HEADS]);
+  const sel = lightningIndexer({ q: indexQ, weights, cache: keyCache, scales: keyScales, blockTable, seqLens, topk: SPARSE_TOPK, stream });
+  const out = Tensor.empty([1, 1, heads, KV], dtype), lse = Tensor.empty([1, heads, 1], 'f32');
+  mlaSparseDecode({ q, cache, indices: sel.indices, softmaxScale: SCALE, kvLoraRank: KV, out, lse, stream });
+  // Checked against the reference on the selected rows (a cache of just those rows, in order).
+  const slots = (await sel.indices.read()).filter((x) => x >= 0);
+  const picked = new Float64Array(slots.length * WIDTH);
+  const cacheF32 = toF32(cacheArr, dtype);
+  slots.forEach((slot, r) => { for (let c = 0; c < WIDTH; c++) picked[r * WIDTH + c] = cacheF32[slot * WIDTH + c]; });
+  const ref = refMlaSparseDecode({ q: { data: Float64Array.from(toF32(qArr, dtype)), shape: [1, 1, heads, WIDTH] }, cache: { data: picked, shape: [slots.length, 1, WIDTH] },
+    indices: { data: Int32Array.from(slots, (_, r) => r), shape: [1, 1, slots.length] }, softmaxScale: SCALE, kvLoraRank: KV });
+  const err = relErr(await out.toFloat32(), ref.out);
+  if (!(err <= BOUND[dtype])) throw new Error(`mlaSparseDecode disagrees with the reference on ${label}: relative error ${err.toExponential(2)}`);
+  const budget = quick ? 0.5 : 1.5;
+  const tIndexer = await timeIt(async () => { lightningIndexer({ q: indexQ, weights, cache: keyCache, scales: keyScales, blockTable, seqLens, topk: SPARSE_TOPK, indices: sel.indices, scores: sel.scores, stream }); await stream.synchronize(); }, budget);
+  const tSparse = await timeIt(async () => { mlaSparseDecode({ q, cache, indices: sel.indices, softmaxScale: SCALE, kvLoraRank: KV, out, lse, stream }); await stream.synchronize(); }, budget);
+  const tDense = await timeIt(async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: SCALE, kvLoraRank: KV, out, lse, stream }); await stream.synchronize(); }, budget);
+  const rowsRead = Math.min(SPARSE_TOPK, context);
+  sparseRows.push({
+    ...sh, label, topk: SPARSE_TOPK, relErr: err,
+    sparse: { ms: tSparse.median * 1e3, reps: tSparse.reps, bytes: rowsRead * (WIDTH * 2 + 4) + heads * (WIDTH + KV) * 2, flops: 2 * heads * rowsRead * (WIDTH + KV) },
+    dense: { ms: tDense.median * 1e3, reps: tDense.reps, bytes: context * WIDTH * 2 + heads * (WIDTH + KV) * 2, flops: 2 * heads * context * (WIDTH + KV) },
+    indexer: { ms: tIndexer.median * 1e3, reps: tIndexer.reps, bytes: context * (INDEX_DIM + 4) + SPARSE_TOPK * 8, flops: 2 * INDEX_HEADS * INDEX_DIM * context },
+  });
+  for (const x of [cache, q, blockTable, seqLens, keyCache, keyScales, indexQ, weights, sel.indices, sel.scores, out, lse]) x.dispose();
+  done++;
+}
+
 // --- append --------------------------------------------------------------------------------------------------------
 progress('measuring limits before append');
 sampleLimits('before append');
@@ -519,6 +581,8 @@ for (const r of prefillRows) {
   r.rooflineFp32 = Math.max(r.bytes / lim.readBytesPerSec, r.flops / lim.fmaFlops) / sec; // against the fp32 FMA peak the kernels use
   for (const p of Object.values(r.peers)) p.roofline = (Math.max(r.bytes / lim.readBytesPerSec, r.attentionFlops / peak) / (r.attentionMs / 1e3)) / p.speedup;
 }
+for (const r of sparseRows)
+  for (const part of [r.sparse, r.dense, r.indexer]) part.roofline = Math.max(part.bytes / lim.readBytesPerSec, part.flops / peak) / (part.ms / 1e3);
 // Append runs between the 'before append' and 'end' samples.
 const appendCopy = Math.max(...limitSamples.slice(-2).map((x) => x.copyBytesPerSec));
 for (const a of appendRows) {
@@ -560,6 +624,14 @@ if (prefillRows.length) {
     lines.push(`| ${r.dtype} | ${r.heads} | ${r.tokens} | ${r.ms.toFixed(1)} | ${r.attentionMs.toFixed(1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.flopsPerSec)} (${G(r.attentionFlopsPerSec)}) | ${r.roofline.toFixed(2)} / ${r.rooflineFp32.toFixed(2)} | ` +
       `${r.decodePath ? r.decodePath.ms.toFixed(1) : '—'} | ${r.decodePath ? `${r.decodePath.speedup.toFixed(2)}x` : '—'} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
 }
+if (sparseRows.length) {
+  lines.push('');
+  lines.push(`| sparse decode (top-${SPARSE_TOPK}, one sequence) | heads | context | indexer ms (roofline) | sparse decode ms (roofline) | indexer + sparse ms | dense decode ms (roofline) | speed-up over dense |`);
+  lines.push('|---|---|---|---|---|---|---|---|');
+  for (const r of sparseRows)
+    lines.push(`| ${r.dtype}, fp8 index keys | ${r.heads} | ${r.context} | ${r.indexer.ms.toFixed(2)} (${r.indexer.roofline.toFixed(2)}) | ${r.sparse.ms.toFixed(2)} (${r.sparse.roofline.toFixed(2)}) | ` +
+      `${(r.indexer.ms + r.sparse.ms).toFixed(2)} | ${r.dense.ms.toFixed(2)} (${r.dense.roofline.toFixed(2)}) | ${(r.dense.ms / (r.indexer.ms + r.sparse.ms)).toFixed(2)}x |`);
+}
 // Targets.
 const target = rows.filter((r) => r.batch >= 8 && r.context >= 4096);
 const miss = target.filter((r) => r.roofline < 0.7);
@@ -597,7 +669,7 @@ function ortVersion() {
 const dir = args.includes('--results') ? path.resolve(args[args.indexOf('--results') + 1]) : path.join(root, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-');
-const result = { machine, limits, quick, rounds, rows, prefillRows, appendRows, skipped, notes, table: lines.join('\n') };
+const result = { machine, limits, quick, rounds, rows, prefillRows, sparseRows, appendRows, skipped, notes, table: lines.join('\n') };
 // A --rows run is a development run: its own name, and the latest results stay those of the last whole run.
 const kind = rowFilter ? 'rows-' : quick ? 'quick-' : '';
 const base = `cpu-${kind}${stamp}`;

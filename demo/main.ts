@@ -73,6 +73,9 @@ run:
   --device D            cpu | cuda | cuda-sim (default: cuda when backends() has it available, else cpu; MLA_DEVICE)
   --prefill-chunk N     prompt tokens per prefill step (chunked prefill); 0: whole prompts (default 0)
   --prefill-form F      multi-head (default) | absorbed: how MLA prefills (the other form is timed beside it)
+  --sparse-topk N       DeepSeek-V3.2 sparse attention in decode steps: a lightning indexer (random weights) picks the
+                        N cached rows each query attends to (cpu backend; the MHA comparison is off unless asked,
+                        as the dense MHA model agrees only when N covers every context); 0: dense (default)
   --mha-compare         run the MHA model beside MLA and compare logits (default on, off with --long)
   --no-mha-compare      MLA only
   --long                the seed configuration, batch 1, 32768 new tokens (long: tens of minutes or more)
@@ -153,6 +156,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   let mhaCompare: boolean | undefined;
   let prefillChunk = 0;
   let prefillForm: 'multi-head' | 'absorbed' = 'multi-head';
+  let sparseTopk = 0;
   let long = false;
   let progress = true;
   let help = false;
@@ -174,6 +178,9 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     else if (flag === '--prefill-chunk') {
       prefillChunk = Number(value());
       if (!Number.isInteger(prefillChunk) || prefillChunk < 0) throw new Error(`--prefill-chunk needs a whole number >= 0, got '${argv[i]}'`);
+    } else if (flag === '--sparse-topk') {
+      sparseTopk = Number(value());
+      if (!Number.isInteger(sparseTopk) || sparseTopk < 0) throw new Error(`--sparse-topk needs a whole number >= 0, got '${argv[i]}'`);
     } else if (flag === '--prefill-form') {
       const f = value();
       if (f !== 'multi-head' && f !== 'absorbed') throw new Error(`--prefill-form must be multi-head or absorbed, got '${f}'`);
@@ -240,7 +247,9 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   }
   if (prompt !== undefined && tokens) throw new Error('give --prompt or --tokens, not both');
   if (prompt !== undefined && !model) throw new Error('--prompt needs --model (a file with a vocabulary); a random model takes --tokens');
-  const backend = device ?? defaultBackend();
+  const backend = device ?? (sparseTopk ? 'cpu' : defaultBackend());
+  if (sparseTopk && backend !== 'cpu') throw new Error(`--sparse-topk runs on the cpu backend (the lightning indexer has no GPU kernels yet), not ${backend}`);
+  if (sparseTopk) mhaCompare ??= false;
   const info = backends().find((b) => b.name === backend);
   if (!info?.available) throw new Error(`device ${backend} is unavailable: ${info?.reason ?? 'unknown backend'}`);
   const config: ModelConfig = { ...CONFIGS[configName], dtype: dtype ?? (backend === 'cpu' ? 'f32' : 'bf16'), seed: 1, ...set };
@@ -270,6 +279,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       progress,
       prefillChunk,
       prefillForm,
+      sparseTopk,
     },
   };
 }

@@ -7,11 +7,14 @@
 import {
   Tensor,
   absorbQuery,
+  appendIndexerCache,
   appendLatentCache,
   gatherLatentCache,
+  lightningIndexer,
   mergeAttentionStates,
   mlaDecode,
   mlaPrefill,
+  mlaSparseDecode,
   planDecode,
   unabsorbOutput,
   upProjectKv,
@@ -377,6 +380,23 @@ export interface MlaPrefillOptions {
   compare?: boolean;
 }
 
+/**
+ * DeepSeek-V3.2's sparse attention for decode steps (cpu backend): a lightning indexer per layer with random weights
+ * (its key k_I = W_k c_kv and queries q_I[j] = W_q[j] c_kv of the token, per-head weights fixed), its fp8 key cache
+ * appended beside the latent one, and each decode query attending to the topk cached rows the indexer selects.
+ */
+export interface SparseOptions {
+  topk: number;
+  indexerHeads?: number;
+  indexDim?: number;
+}
+/** What the sparse decode steps attended to: query rows selected against rows cached, summed over layers and steps. */
+export interface SparseStats {
+  topk: number;
+  selectedRows: number;
+  cachedRows: number;
+}
+
 /** The two forms' attention time over the prefill steps (compare), and how far their outputs were apart. */
 export interface PrefillFormsStats {
   multiHeadSeconds: number;
@@ -406,8 +426,10 @@ export class MlaDecoder extends Decoder {
   #tables: { blockTable: Tensor<'i32'>; seqLens: Tensor<'i32'>; plan: ReturnType<typeof planDecode> } | null = null;
   readonly #prefill: Required<MlaPrefillOptions>;
   readonly prefillForms: PrefillFormsStats = { multiHeadSeconds: 0, absorbedSeconds: 0, tokens: 0, maxRelErr: 0 };
+  readonly sparseStats: SparseStats | null;
+  readonly #indexer: { heads: number; dim: number; wK: Float32Array[]; wQ: Float32Array[]; weights: Float32Array[]; keys: Tensor<'fp8_e4m3'>[]; scales: Tensor<'f32'>[] } | null;
 
-  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number, prefill: MlaPrefillOptions = {}) {
+  constructor(weights: Weights, stream: Stream, numBlocks: number, maxPositions: number, prefill: MlaPrefillOptions = {}, sparse?: SparseOptions) {
     super(weights, numBlocks, maxPositions);
     this.#prefill = { form: prefill.form ?? 'multi-head', contextChunk: prefill.contextChunk ?? 0, compare: prefill.compare ?? false };
     const c = this.c;
@@ -422,6 +444,22 @@ export class MlaDecoder extends Decoder {
     this.#cos = onDevice(Tensor.from(this.rope.cos, [maxPositions, c.ropeDim / 2]));
     this.#sin = onDevice(Tensor.from(this.rope.sin, [maxPositions, c.ropeDim / 2]));
     this.caches = Array.from({ length: c.layers }, () => Tensor.zeros([numBlocks, c.blockSize, c.kvLoraRank + c.ropeDim], this.#dtype, { device: this.device }));
+    this.sparseStats = sparse && sparse.topk > 0 ? { topk: sparse.topk, selectedRows: 0, cachedRows: 0 } : null;
+    this.#indexer = null;
+    if (this.sparseStats) {
+      const heads = sparse!.indexerHeads ?? 4, dim = sparse!.indexDim ?? 32;
+      const rng = new Rng(c.seed ^ 0x5eed);
+      const layers = Array.from({ length: c.layers });
+      this.#indexer = {
+        heads,
+        dim,
+        wK: layers.map(() => rng.fill(dim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), 'f32')),
+        wQ: layers.map(() => rng.fill(heads * dim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), 'f32')),
+        weights: layers.map(() => rng.fill(heads, 1 / Math.sqrt(heads), 'f32')),
+        keys: layers.map(() => Tensor.zeros([numBlocks, c.blockSize, dim], 'fp8_e4m3')),
+        scales: layers.map(() => Tensor.zeros([numBlocks, c.blockSize], 'f32')),
+      };
+    }
   }
 
   get cacheBytesPerToken(): number {
@@ -467,7 +505,7 @@ export class MlaDecoder extends Decoder {
 
   protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
     this.#append(l, step, slots, ckv, kpe);
-    if (step.queryLen === 1 || this.#prefill.form === 'absorbed') return this.#attendAbsorbed(l, step, qNope, qPe, out);
+    if (step.queryLen === 1 || this.#prefill.form === 'absorbed') return this.#attendAbsorbed(l, step, qNope, qPe, out, ckv);
     const t0 = performance.now();
     await this.#attendMultiHead(l, step, qNope, qPe, out);
     if (!this.#prefill.compare) return;
@@ -493,6 +531,24 @@ export class MlaDecoder extends Decoder {
       rope: { positions: Tensor.from(step.positions, [T]), cos: this.#cos, sin: this.#sin, style: 'interleaved' },
       stream: this.stream,
     });
+    const ix = this.#indexer;
+    if (!ix) return;
+    const k = this.ws.get('indexKey', T * ix.dim);
+    matmul(ckv, T, c.kvLoraRank, ix.wK[l], ix.dim, k);
+    appendIndexerCache({ cache: ix.keys[l], scales: ix.scales[l], k: this.#input(k, [T, ix.dim], 'indexKey'), slotMapping: Tensor.from(slots, [T]), stream: this.stream });
+  }
+
+  // A decode step's selection: the indexer's queries from each token's latent row, its top-k slots per sequence.
+  #select(l: number, step: Step, ckv: Float32Array): Tensor<'i32'> {
+    const c = this.c, ix = this.#indexer!, B = step.seqIds.length, stats = this.sparseStats!;
+    const q = this.ws.get('indexQuery', B * ix.heads * ix.dim);
+    matmul(ckv, B, c.kvLoraRank, ix.wQ[l], ix.heads * ix.dim, q);
+    const w = Tensor.from(new Float32Array(B * ix.heads).map((_, i) => ix.weights[l][i % ix.heads]), [B, 1, ix.heads]);
+    const { indices, scores } = lightningIndexer({ q: this.#input(q, [B, 1, ix.heads, ix.dim], 'indexQuery'), weights: w, cache: ix.keys[l], scales: ix.scales[l], blockTable: this.#tables!.blockTable, seqLens: this.#tables!.seqLens, topk: stats.topk, stream: this.stream });
+    scores.dispose();
+    const lens = this.#tables!.seqLens._descriptor('seqLens')[0] as Int32Array;
+    for (let b = 0; b < B; b++) (stats.selectedRows += Math.min(stats.topk, lens[b])), (stats.cachedRows += lens[b]);
+    return indices;
   }
 
   // The step's rows packed (no padding): the new tokens' keys are their own latent rows, read back from the cache
@@ -535,7 +591,7 @@ export class MlaDecoder extends Decoder {
     for (const t of temps) t.dispose();
   }
 
-  async #attendAbsorbed(l: number, step: Step, qNope: Float32Array, qPe: Float32Array, out: Float32Array): Promise<void> {
+  async #attendAbsorbed(l: number, step: Step, qNope: Float32Array, qPe: Float32Array, out: Float32Array, ckv?: Float32Array): Promise<void> {
     const c = this.c;
     const H = c.heads, B = step.seqIds.length, n = step.queryLen, T = step.tokens.length;
     const stream = this.stream;
@@ -563,22 +619,16 @@ export class MlaDecoder extends Decoder {
       wUk: this.#wUk[l],
       stream,
     });
-    const { out: oLat, lse } = mlaDecode({
-      q,
-      cache: this.caches[l],
-      blockTable: tables.blockTable,
-      seqLens: tables.seqLens,
-      softmaxScale: softmaxScaleFor(c),
-      kvLoraRank: c.kvLoraRank,
-      causal: n > 1,
-      plan: tables.plan,
-      stream,
-    });
+    const softmaxScale = softmaxScaleFor(c);
+    const indices = this.#indexer && n === 1 && ckv ? this.#select(l, step, ckv) : null;
+    const { out: oLat, lse } = indices
+      ? mlaSparseDecode({ q, cache: this.caches[l], indices, softmaxScale, kvLoraRank: c.kvLoraRank, stream })
+      : mlaDecode({ q, cache: this.caches[l], blockTable: tables.blockTable, seqLens: tables.seqLens, softmaxScale, kvLoraRank: c.kvLoraRank, causal: n > 1, plan: tables.plan, stream });
     const o = unabsorbOutput({ oLat, wUv: this.#wUv[l], stream });
     const values = await o.toFloat32(); // [B, n, H, v]
     const e = DTYPE_BYTES[c.dtype];
     this.extraActivationBytes = Math.max(this.extraActivationBytes, (B * n * H * (2 * (c.kvLoraRank + c.ropeDim) + c.vHeadDim) + T * (c.kvLoraRank + c.ropeDim)) * e + B * n * H * 4);
-    for (const t of [q, oLat, lse, o]) t.dispose();
+    for (const t of [q, oLat, lse, o, ...(indices ? [indices] : [])]) t.dispose();
     const hv = H * c.vHeadDim;
     if (!padded) out.set(values.subarray(0, T * hv));
     else for (let t = 0; t < T; t++) out.set(values.subarray(rowOf(t) * hv, (rowOf(t) + 1) * hv), t * hv);
@@ -586,6 +636,7 @@ export class MlaDecoder extends Decoder {
 
   dispose(): void {
     for (const t of [...this.caches, ...this.#wUk, ...this.#wUv, this.#cos, this.#sin]) t.dispose();
+    if (this.#indexer) for (const t of [...this.#indexer.keys, ...this.#indexer.scales]) t.dispose();
   }
 }
 

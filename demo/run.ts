@@ -4,7 +4,7 @@
 import os from 'node:os';
 import { Stream, memoryStats, type BackendName } from 'mla-kernels';
 import { Rng, argmax, relErr, type ModelDType } from './math.js';
-import { DTYPE_BYTES, MhaDecoder, MlaDecoder, Weights, makeStep, type DecoderStats, type ModelConfig, type PrefillFormsStats } from './model.js';
+import { DTYPE_BYTES, MhaDecoder, MlaDecoder, Weights, makeStep, type DecoderStats, type ModelConfig, type PrefillFormsStats, type SparseStats } from './model.js';
 import { PagedCacheManager } from './paged.js';
 
 /**
@@ -31,6 +31,8 @@ export interface DemoOptions {
   prefillChunk?: number;
   /** Time the other MLA form on every prefill step too and compare the outputs (default true). */
   comparePrefill?: boolean;
+  /** DeepSeek-V3.2's sparse attention in decode steps: the top-k rows a lightning indexer selects (0: dense, default). */
+  sparseTopk?: number;
   /** Weights to run (a model file's; their config must be `config`); seeded random ones by default. */
   weights?: Weights;
   /** What the weights are, for the report (default: random weights and their seed). */
@@ -63,6 +65,8 @@ export interface DemoResult {
   mla: ModelRun;
   mha?: ModelRun;
   agreement?: { steps: number; maxRelErr: number; meanRelErr: number; bound: number; pass: boolean; argmaxAgree: number; argmaxTotal: number };
+  /** Decode steps in sparse form: the rows they attended to against the rows cached (layers and steps summed). */
+  sparse?: SparseStats;
   /** The MLA prefill's attention in both forms (when compared): seconds over the prefill steps, and agreement. */
   prefillForms?: PrefillFormsStats & { form: 'multi-head' | 'absorbed'; chunk: number; prefillSteps: number };
   /** Pool sizes and the device's memory peak (GPU backends only). */
@@ -167,13 +171,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     `  prefill: ${(o.prefillForm ?? 'multi-head') === 'multi-head' ? 'multi-head form (gatherLatentCache → upProjectKv → mlaPrefill, context merged by mergeAttentionStates)' : 'absorbed, as decode'}` +
       `${o.prefillChunk ? `, in chunks of ${o.prefillChunk} tokens` : ', whole prompts'}`,
   );
+  if (o.sparseTopk)
+    print(`  decode: DeepSeek Sparse Attention, top-${o.sparseTopk}: appendIndexerCache (fp8 keys) → lightningIndexer (4 heads of 32, random weights) → mlaSparseDecode`);
   print(`  batch ${B}: prompts [${o.promptLens.join(', ')}], new tokens [${o.newTokens.join(', ')}]; machine: ${machineDescription()}`);
 
   const w0 = performance.now();
   const weights = o.weights ?? new Weights(c);
   const weightSeconds = (performance.now() - w0) / 1000;
   const prefillForm = o.prefillForm ?? 'multi-head', chunk = o.prefillChunk ?? 0, comparePrefill = o.comparePrefill ?? true;
-  const mla = new MlaDecoder(weights, stream, numBlocks, maxPositions, { form: prefillForm, contextChunk: chunk, compare: comparePrefill && prefillForm === 'multi-head' });
+  const mla = new MlaDecoder(weights, stream, numBlocks, maxPositions, { form: prefillForm, contextChunk: chunk, compare: comparePrefill && prefillForm === 'multi-head' }, o.sparseTopk ? { topk: o.sparseTopk } : undefined);
   const mha = o.mhaCompare ? new MhaDecoder(weights, numBlocks, maxPositions) : null;
   print(`  weights: ${(weights.parameters / 1e6).toFixed(2)} M parameters (${fmtBytes(weights.bytes)} in ${c.dtype})` + (o.weights ? '' : `, made in ${weightSeconds.toFixed(1)} s`));
 
@@ -297,6 +303,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       argmaxTotal: agree.argmaxTotal,
     };
   }
+  if (mla.sparseStats) result.sparse = { ...mla.sparseStats };
   if (mla.prefillForms.tokens > 0) result.prefillForms = { ...mla.prefillForms, form: prefillForm, chunk, prefillSteps };
   if (stream.device !== 'cpu') result.devicePeakBytes = memoryStats(stream.device).peakBytes;
   mla.dispose();
@@ -362,6 +369,12 @@ export function printSummary(r: DemoResult, print: (line: string) => void): void
       `MLA prefill attention over ${f.tokens} prompt tokens (${f.prefillSteps} step${f.prefillSteps > 1 ? 's' : ''}${f.chunk ? `, chunks of ${f.chunk}` : ''}): ` +
         `multi-head form ${(f.tokens / f.multiHeadSeconds).toFixed(1)} tokens/s (${f.multiHeadSeconds.toFixed(2)} s), ` +
         `absorbed ${(f.tokens / f.absorbedSeconds).toFixed(1)} tokens/s (${f.absorbedSeconds.toFixed(2)} s): ${(f.absorbedSeconds / f.multiHeadSeconds).toFixed(2)}× (outputs within ${f.maxRelErr.toExponential(1)} of each other)`,
+    );
+  const s = r.sparse;
+  if (s)
+    print(
+      `sparse decode (top-${s.topk}): attended ${s.selectedRows} of ${s.cachedRows} cached rows over the layers and decode steps ` +
+        `(${((100 * s.selectedRows) / Math.max(s.cachedRows, 1)).toFixed(1)}%)`,
     );
   print(`total ${r.totalSeconds.toFixed(1)} s (weights ${r.weightSeconds.toFixed(1)} s)`);
 }

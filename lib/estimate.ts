@@ -19,7 +19,7 @@ import { DTYPE_SIZES, type LatentCacheDType } from './dtypes.js';
  * Cache element types and their bytes: the package's latent-cache dtypes (dtypes.ts), and `int8`, a quantised cache
  * of other engines (scales not counted, as for `fp8_e4m3`).
  */
-export type CacheDType = LatentCacheDType | 'int8';
+export type CacheDType = Exclude<LatentCacheDType, 'fp8_ds_mla'> | 'int8';
 export const CACHE_DTYPE_BYTES: Readonly<Record<CacheDType, number>> = {
   f32: DTYPE_SIZES.f32,
   bf16: DTYPE_SIZES.bf16,

@@ -1,5 +1,5 @@
 export { MlaError, ERROR_CODES, type ErrorCode } from './errors.js';
-export { DTYPE_SIZES, type DType, type FloatDType, type LatentCacheDType, type StorageOf } from './dtypes.js';
+export { DTYPE_SIZES, DS_MLA_TILE, dsMlaRowBytes, type DType, type FloatDType, type LatentCacheDType, type StorageOf } from './dtypes.js';
 export {
   toBf16Bits,
   fromBf16Bits,
@@ -47,4 +47,16 @@ export {
   type UpProjectKvOptions,
   type MergeAttentionStatesOptions,
 } from './prefill.js';
+export {
+  mlaSparseDecode,
+  mlaSparsePrefill,
+  appendIndexerCache,
+  lightningIndexer,
+  type MlaSparseDecodeOptions,
+  type MlaSparsePrefillOptions,
+  type MlaSparsePrefillResult,
+  type AppendIndexerCacheOptions,
+  type LightningIndexerOptions,
+  type LightningIndexerResult,
+} from './sparse.js';
 export { info, type Info } from './info.js';

@@ -42,6 +42,13 @@ export type UpProjectParams = readonly [...UpProjectInputs, kNope: T, v: T];
 export type MergeInputs = readonly [outA: T, lseA: T, outB: T, lseB: T];
 export type MergeParams = readonly [...MergeInputs, out: T, lse: T];
 export type PlanPrefillParams = readonly [cuSeqLensQ: T, cuSeqLensKv: T, numHeads: number, causal: boolean];
+export type SparseDecodeInputs = readonly [q: T, cache: T, indices: T, softmaxScale: number, kvLoraRank: number, cacheScale: number, indicesInPlace: boolean];
+export type SparseDecodeParams = readonly [...SparseDecodeInputs, out: T, lse: T];
+export type SparsePrefillInputs = readonly [q: T, kv: T, indices: T, softmaxScale: number, kvLoraRank: number, indicesInPlace: boolean];
+export type SparsePrefillParams = readonly [...SparsePrefillInputs, out: T, lse: T];
+export type AppendIndexerParams = readonly [cache: T, scales: T | undefined, k: T, slotMapping: T];
+export type IndexerInputs = readonly [q: T, weights: T, cache: T, scales: T | undefined, blockTable: T, seqLens: T, topk: number, causal: boolean];
+export type IndexerParams = readonly [...IndexerInputs, indices: T, scores: T];
 /** Writes on other streams an operation waits for: [native stream, ticket]; a negative ticket only orders (a rewrite), a positive one also passes its failure on (a read). */
 export type After = [unknown, number][];
 
@@ -94,10 +101,17 @@ export interface NativeAddon {
   outputShapes(op: 'upProjectKv', inputs: UpProjectInputs): { kNope: number[]; v: number[] };
   outputShapes(op: 'mergeAttentionStates', inputs: MergeInputs): { out: number[]; lse: number[] };
   planPrefill(stream: NativeStream, params: PlanPrefillParams): { handle: unknown; numWorkItems: number };
+  mlaSparseDecode(stream: NativeStream, params: SparseDecodeParams, after?: After): number;
+  mlaSparsePrefill(stream: NativeStream, params: SparsePrefillParams, after?: After): number;
+  appendIndexerCache(stream: NativeStream, params: AppendIndexerParams, after?: After): number;
+  lightningIndexer(stream: NativeStream, params: IndexerParams, after?: After): number;
+  outputShapes(op: 'mlaSparseDecode', inputs: SparseDecodeInputs): { out: number[]; lse: number[] };
+  outputShapes(op: 'mlaSparsePrefill', inputs: SparsePrefillInputs): { out: number[]; lse: number[] };
+  outputShapes(op: 'lightningIndexer', inputs: IndexerInputs): { indices: number[]; scores: number[] };
   /** Validates the graph's operations against their index arrays as they are now and queues them as one operation. */
   replayGraph(stream: NativeStream, graph: NativeGraph, after?: After): number;
   backends(): NativeBackendInfo[];
-  facts(): { dtypeSizes: Record<string, number>; dtypeCodes: Record<string, number>; deviceKinds: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number };
+  facts(): { dtypeSizes: Record<string, number>; dtypeCodes: Record<string, number>; deviceKinds: Record<string, number>; errorCodes: string[]; maxDims: number; napiVersion: number; dsMlaTile: number };
   setErrorClass(cls: new (code: ErrorCode, message: string) => MlaError): void;
   /** The argument interface this addon was built for (kInterface in csrc/addon/marshal.h). */
   interface: number;

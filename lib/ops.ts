@@ -25,9 +25,10 @@ export interface RopeOptions {
 export interface AppendLatentCacheOptions<D extends FloatDType = FloatDType> {
   /**
    * [numBlocks, blockSize, kvLoraRank + ropeDim], written in place at the given slots only. An `fp8_e4m3` cache
-   * stores e4m3(value / cache.scale), rounded to nearest even, saturating at ±448 (docs/fp8.md).
+   * stores e4m3(value / cache.scale), rounded to nearest even, saturating at ±448 (docs/fp8.md); an `fp8_ds_mla` cache
+   * ([numBlocks, blockSize, bytes per token]) FlashMLA's V3.2 rows with a scale per 128 latent values (docs/sparse.md).
    */
-  cache: Tensor<NoInfer<D> | 'fp8_e4m3'>;
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3' | 'fp8_ds_mla'>;
   /** [numTokens, kvLoraRank], the cache's dtype (any float dtype for an fp8 cache): each new token's normalised latent c_kv. */
   kvC: Tensor<D>;
   /** [numTokens, ropeDim], kvC's dtype: each token's rope key (before RoPE when `rope` is given). */
@@ -42,8 +43,11 @@ export interface AppendLatentCacheOptions<D extends FloatDType = FloatDType> {
 export interface MlaDecodeOptions<D extends FloatDType = FloatDType> {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe]. */
   q: Tensor<D>;
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim], q's dtype or `fp8_e4m3` (read with its scale): the paged latent cache. */
-  cache: Tensor<NoInfer<D> | 'fp8_e4m3'>;
+  /**
+   * [numBlocks, blockSize, kvLoraRank + ropeDim], q's dtype or `fp8_e4m3` (read with its scale), or `fp8_ds_mla`
+   * ([numBlocks, blockSize, bytes per token], docs/sparse.md): the paged latent cache.
+   */
+  cache: Tensor<NoInfer<D> | 'fp8_e4m3' | 'fp8_ds_mla'>;
   /** [batch, maxBlocksPerSeq] i32: the cache blocks of each sequence, in order. */
   blockTable: Tensor<'i32'>;
   /** [batch] i32: cached rows per sequence (0 allowed: zero output, lse = -Infinity). */

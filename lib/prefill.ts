@@ -111,7 +111,7 @@ export type GatheredDType<C extends LatentCacheDType> = C extends FloatDType ? C
 
 /** The options of {@link gatherLatentCache}: `C` is the cache's dtype, `O` the outputs'. */
 export interface GatherLatentCacheOptions<C extends LatentCacheDType = LatentCacheDType, O extends FloatDType = FloatDType> {
-  /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 is dequantised with its scale). */
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 is dequantised with its scale, fp8_ds_mla with its rows' scales). */
   cache: Tensor<C>;
   /** [batch, maxBlocksPerSeq] i32 on the host: the cache blocks of each sequence, in order. */
   blockTable: Tensor<'i32'>;
@@ -257,7 +257,7 @@ export function gatherLatentCache<C extends LatentCacheDType, O extends FloatDTy
   if (kvC === undefined || kPe === undefined) {
     const shapes = native().outputShapes(op, inputs);
     const cacheDType = options.cache.dtype;
-    const dtype = (options.dtype ?? kvC?.dtype ?? (cacheDType === 'fp8_e4m3' ? 'bf16' : cacheDType)) as O;
+    const dtype = (options.dtype ?? kvC?.dtype ?? (cacheDType === 'fp8_e4m3' || cacheDType === 'fp8_ds_mla' ? 'bf16' : cacheDType)) as O;
     kvC ??= Tensor.empty(shapes.kvC, dtype, { device: stream.device });
     kPe ??= Tensor.empty(shapes.kPe, kvC.dtype, { device: stream.device });
   }

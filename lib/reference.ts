@@ -2,6 +2,7 @@
  * The naive, obviously-right version of every operation, in float64, for tests and for checking a peer.
  * Inputs are plain arrays with shapes (read a Tensor with `toFloat32()`); nothing here is fast.
  */
+import { fromBf16Bits, fromFp8E4M3Bits, toBf16Bits, toFp8E4M3Bits } from './half.js';
 
 /** A dense row-major array with its shape. */
 export interface Dense {
@@ -75,6 +76,16 @@ function attend(scores: number[], values: number[][], width: number): { out: num
   return { out, lse: max + Math.log(sum) };
 }
 
+/** Absorbed attention of the query at q.data[qBase, + row width) over cache rows, values their first V entries. */
+function attendRows(q: Dense, qBase: number, rows: number[][], softmaxScale: number, V: number): { out: number[]; lse: number } {
+  const scores = rows.map((row) => {
+    let s = 0;
+    for (let k = 0; k < row.length; k++) s += q.data[qBase + k] * row[k];
+    return softmaxScale * s;
+  });
+  return attend(scores, rows, V);
+}
+
 export interface RefDecodeOptions {
   q: Dense;
   cache: Dense;
@@ -96,14 +107,7 @@ export function refMlaDecode(o: RefDecodeOptions): { out: Float64Array; lse: Flo
     const rows = Array.from({ length: len }, (_, s) => cacheRow(o.cache, o.blockTable, b, s));
     for (let t = 0; t < queryLen; t++)
       for (let h = 0; h < heads; h++) {
-        const qBase = ((b * queryLen + t) * heads + h) * dim;
-        const visible = rows.slice(0, visibleRows(len, queryLen, t, o.causal ?? false));
-        const scores = visible.map((row) => {
-          let s = 0;
-          for (let k = 0; k < dim; k++) s += o.q.data[qBase + k] * row[k];
-          return o.softmaxScale * s;
-        });
-        const r = attend(scores, visible, V);
+        const r = attendRows(o.q, ((b * queryLen + t) * heads + h) * dim, rows.slice(0, visibleRows(len, queryLen, t, o.causal ?? false)), o.softmaxScale, V);
         out.set(r.out, ((b * queryLen + t) * heads + h) * V);
         lse[(b * heads + h) * queryLen + t] = r.lse;
       }
@@ -341,4 +345,149 @@ export function refMergeAttentionStates(o: { outA: Dense; lseA: Dense; outB: Den
     lse[r] = max + Math.log(wa + wb);
   }
   return { out, lse };
+}
+
+// --- DeepSeek Sparse Attention (DeepSeek-V3.2) ------------------------------------------------------------------------
+
+/** The latent values sharing one fp32 scale in an `fp8_ds_mla` row (lib/dtypes.ts's DS_MLA_TILE, restated: this module imports no package code). */
+const DS_TILE = 128;
+const FP8_MAX = 448;
+const FLT_MIN = 2 ** -126;
+
+/**
+ * One token's row of an `fp8_ds_mla` cache (FlashMLA's DeepSeek-V3.2 layout, vLLM's `fp8_ds_mla`), encoded in float32
+ * arithmetic as the kernels do: bytes [0, kvLoraRank) the latent as e4m3(value / scale) with one scale per 128 values,
+ * scale = max(amax / 448, FLT_MIN); then the kvLoraRank / 128 scales as little-endian fp32; then the rope part as bf16.
+ * 656 bytes for 512 + 64.
+ */
+export function encodeDsMlaRow(kvC: ArrayLike<number>, kPe: ArrayLike<number>): Uint8Array {
+  const rank = kvC.length, ropeDim = kPe.length, tiles = rank / DS_TILE;
+  const bytes = new Uint8Array(rank + 4 * tiles + 2 * ropeDim);
+  const view = new DataView(bytes.buffer);
+  for (let t = 0; t < tiles; t++) {
+    let amax = 0;
+    for (let c = t * DS_TILE; c < (t + 1) * DS_TILE; c++) amax = Math.max(amax, Math.abs(Math.fround(kvC[c])));
+    const scale = Math.max(Math.fround(amax / FP8_MAX), FLT_MIN);
+    for (let c = t * DS_TILE; c < (t + 1) * DS_TILE; c++) bytes[c] = toFp8E4M3Bits(Math.fround(Math.fround(kvC[c]) / scale));
+    view.setFloat32(rank + 4 * t, scale, true);
+  }
+  for (let j = 0; j < ropeDim; j++) view.setUint16(rank + 4 * tiles + 2 * j, toBf16Bits(Math.fround(kPe[j])), true);
+  return bytes;
+}
+
+/** An `fp8_ds_mla` cache's bytes ([numBlocks, blockSize, bytes per token]) decoded to values: [numBlocks, blockSize, kvLoraRank + ropeDim]. */
+export function unpackDsMlaCache(bytes: Uint8Array, shape: readonly number[], kvLoraRank: number): Dense {
+  const [numBlocks, blockSize, rowBytes] = shape;
+  const tiles = kvLoraRank / DS_TILE;
+  const ropeDim = (rowBytes - kvLoraRank - 4 * tiles) / 2;
+  const width = kvLoraRank + ropeDim, slots = numBlocks * blockSize;
+  const data = new Float64Array(slots * width);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let s = 0; s < slots; s++) {
+    const at = s * rowBytes;
+    for (let c = 0; c < kvLoraRank; c++) data[s * width + c] = fromFp8E4M3Bits(bytes[at + c]) * view.getFloat32(at + kvLoraRank + 4 * Math.floor(c / DS_TILE), true);
+    for (let j = 0; j < ropeDim; j++) data[s * width + kvLoraRank + j] = fromBf16Bits(view.getUint16(at + kvLoraRank + 4 * tiles + 2 * j, true));
+  }
+  return { data, shape: [numBlocks, blockSize, width] };
+}
+
+export interface RefSparseDecodeOptions {
+  /** [batch, queryLen, heads, kvLoraRank + ropeDim] */
+  q: Dense;
+  /** [numBlocks, blockSize, kvLoraRank + ropeDim] values (an fp8_ds_mla cache through unpackDsMlaCache; an fp8_e4m3 one times its scale). */
+  cache: Dense;
+  /** [batch, queryLen, topk] slots, -1 padding. */
+  indices: Dense;
+  softmaxScale: number;
+  kvLoraRank: number;
+}
+
+/** Sparse decode: query t of sequence b over the cache slots indices[b, t, :] (a slot named twice counts twice). out [batch, queryLen, heads, kvLoraRank], lse [batch, heads, queryLen]. */
+export function refMlaSparseDecode(o: RefSparseDecodeOptions): { out: Float64Array; lse: Float64Array } {
+  const [batch, queryLen, heads, dim] = o.q.shape;
+  const topk = o.indices.shape[2];
+  const V = o.kvLoraRank;
+  const out = new Float64Array(batch * queryLen * heads * V);
+  const lse = new Float64Array(batch * heads * queryLen);
+  const row = (slot: number) => Array.from({ length: dim }, (_, k) => o.cache.data[slot * dim + k]);
+  for (let b = 0; b < batch; b++)
+    for (let t = 0; t < queryLen; t++) {
+      const slots: number[] = [];
+      for (let k = 0; k < topk; k++) {
+        const slot = o.indices.data[(b * queryLen + t) * topk + k];
+        if (slot >= 0) slots.push(slot);
+      }
+      const rows = slots.map(row);
+      for (let h = 0; h < heads; h++) {
+        const r = attendRows(o.q, ((b * queryLen + t) * heads + h) * dim, rows, o.softmaxScale, V);
+        out.set(r.out, ((b * queryLen + t) * heads + h) * V);
+        lse[(b * heads + h) * queryLen + t] = r.lse;
+      }
+    }
+  return { out, lse };
+}
+
+export interface RefLightningIndexerOptions {
+  /** [batch, queryLen, indexerHeads, indexDim] */
+  q: Dense;
+  /** [batch, queryLen, indexerHeads] */
+  weights: Dense;
+  /** [numBlocks, blockSize, indexDim] key values (an fp8 cache's stored values times its per-key scales). */
+  cache: Dense;
+  blockTable: Dense;
+  seqLens: Dense;
+  topk: number;
+  causal?: boolean;
+}
+
+/**
+ * The lightning indexer: I[t, s] = Σ_j w[t, j] ReLU(q[t, j] · k[s]) over the positions s query t sees, then the topk
+ * largest (ties: the earlier position) as slots in increasing position order, -1 (score -Infinity) after them.
+ * indices and scores [batch, queryLen, topk]; also every visible score, per query row, for tolerance checks.
+ */
+export function refLightningIndexer(o: RefLightningIndexerOptions): { indices: Int32Array; scores: Float64Array; all: Float64Array[] } {
+  const [batch, queryLen, heads, dim] = o.q.shape;
+  const blockSize = o.cache.shape[1];
+  const maxBlocks = o.blockTable.shape[1];
+  const indices = new Int32Array(batch * queryLen * o.topk).fill(-1);
+  const scores = new Float64Array(batch * queryLen * o.topk).fill(-Infinity);
+  const all: Float64Array[] = [];
+  for (let b = 0; b < batch; b++) {
+    const len = o.seqLens.data[b];
+    const slotOf = (s: number) => o.blockTable.data[b * maxBlocks + Math.floor(s / blockSize)] * blockSize + (s % blockSize);
+    for (let t = 0; t < queryLen; t++) {
+      const visible = visibleRows(len, queryLen, t, o.causal ?? false);
+      const row = new Float64Array(visible);
+      for (let s = 0; s < visible; s++) {
+        const slot = slotOf(s);
+        let total = 0;
+        for (let h = 0; h < heads; h++) {
+          let dot = 0;
+          for (let d = 0; d < dim; d++) dot += o.q.data[((b * queryLen + t) * heads + h) * dim + d] * o.cache.data[slot * dim + d];
+          total += o.weights.data[(b * queryLen + t) * heads + h] * Math.max(dot, 0);
+        }
+        row[s] = total;
+      }
+      all.push(row);
+      const chosen = Array.from({ length: visible }, (_, s) => s)
+        .sort((x, y) => row[y] - row[x] || x - y)
+        .slice(0, o.topk)
+        .sort((x, y) => x - y);
+      chosen.forEach((s, j) => {
+        indices[(b * queryLen + t) * o.topk + j] = slotOf(s);
+        scores[(b * queryLen + t) * o.topk + j] = row[s];
+      });
+    }
+  }
+  return { indices, scores, all };
+}
+
+/** An indexer key as an fp8 cache stores it (float32 arithmetic, as the kernels): e4m3(k / scale) and scale = max(amax / 448, FLT_MIN). */
+export function encodeIndexerKey(k: ArrayLike<number>): { bytes: Uint8Array; scale: number } {
+  let amax = 0;
+  for (let i = 0; i < k.length; i++) amax = Math.max(amax, Math.abs(Math.fround(k[i])));
+  const scale = Math.max(Math.fround(amax / FP8_MAX), FLT_MIN);
+  const bytes = new Uint8Array(k.length);
+  for (let i = 0; i < k.length; i++) bytes[i] = toFp8E4M3Bits(Math.fround(Math.fround(k[i]) / scale));
+  return { bytes, scale };
 }

@@ -150,6 +150,11 @@ export class Stream {
     for (const t of written) t._markWritten(this, ticket);
   }
 
+  /** @internal Whether the graph being captured writes `t`. */
+  _captures(t: Written): boolean {
+    return this.#capture?.written.has(t) ?? false;
+  }
+
   /** @internal The native stream, for calls that queue nothing. */
   _native(): NativeStream {
     return this.#check();

@@ -24,11 +24,11 @@ export interface AllocateOptions<D extends DType = DType> extends ScaleOption<D>
 
 const MAX_DIMS = 6;
 
-function storageDType(data: unknown): DType | 'f16|bf16' | null {
+function storageDType(data: unknown): DType | 'f16|bf16' | 'fp8_e4m3|fp8_ds_mla' | null {
   if (data instanceof Float32Array) return 'f32';
   if (data instanceof Int32Array) return 'i32';
   if (data instanceof Uint16Array) return 'f16|bf16';
-  if (data instanceof Uint8Array) return 'fp8_e4m3';
+  if (data instanceof Uint8Array) return 'fp8_e4m3|fp8_ds_mla';
   return null;
 }
 
@@ -132,7 +132,7 @@ export class Tensor<D extends DType = DType> implements Written {
 
   /**
    * Wraps a TypedArray. The dtype follows the array (Float32Array: f32, Int32Array: i32, Uint8Array: fp8_e4m3 bit
-   * patterns, with their `scale`) and must be given for a Uint16Array ('bf16' or 'f16'). The array must hold exactly
+   * patterns, with their `scale`, or the bytes of an fp8_ds_mla cache when that dtype is given) and must be given for a Uint16Array ('bf16' or 'f16'). The array must hold exactly
    * the shape's elements. An array over a SharedArrayBuffer is the tensor's memory, without copying: operations read
    * and write it when they run, so do not change it while one that uses it is queued. An array over an ordinary
    * ArrayBuffer (which JS may detach, transfer or shrink at any moment) stays the caller's: each operation reads it as
@@ -143,6 +143,7 @@ export class Tensor<D extends DType = DType> implements Written {
   static from(data: Int32Array, shape: readonly number[], dtype?: 'i32'): Tensor<'i32'>;
   static from<D extends 'bf16' | 'f16'>(data: Uint16Array, shape: readonly number[], dtype: D): Tensor<D>;
   static from(data: Uint8Array, shape: readonly number[], dtype?: 'fp8_e4m3', options?: ScaleOption<'fp8_e4m3'>): Tensor<'fp8_e4m3'>;
+  static from(data: Uint8Array, shape: readonly number[], dtype: 'fp8_ds_mla'): Tensor<'fp8_ds_mla'>;
   static from(data: Storage, shape: readonly number[], dtype?: DType, options?: ScaleOption): Tensor {
     const kind = storageDType(data);
     if (kind === null)
@@ -153,6 +154,10 @@ export class Tensor<D extends DType = DType> implements Written {
       if (dtype !== 'bf16' && dtype !== 'f16')
         throw new MlaError('E_DTYPE', `Tensor.from: a Uint16Array holds bf16 or f16; pass dtype 'bf16' or 'f16' (got ${String(dtype)})`);
       dt = dtype;
+    } else if (kind === 'fp8_e4m3|fp8_ds_mla') {
+      if (dtype !== undefined && dtype !== 'fp8_e4m3' && dtype !== 'fp8_ds_mla')
+        throw new MlaError('E_DTYPE', `Tensor.from: a Uint8Array holds fp8_e4m3 or fp8_ds_mla, not '${String(dtype)}'`);
+      dt = dtype ?? 'fp8_e4m3';
     } else {
       if (dtype !== undefined && dtype !== kind)
         throw new MlaError('E_DTYPE', `Tensor.from: dtype '${String(dtype)}' does not match a ${describe(data)} (holds ${kind})`);
@@ -171,7 +176,7 @@ export class Tensor<D extends DType = DType> implements Written {
 
   /** A new zero-filled tensor (on a device: zeros uploaded on the device's default stream). */
   static zeros<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions<D> = {}): Tensor<D> {
-    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.zeros: dtype must be f32, f16, bf16, i32 or fp8_e4m3, got ${String(dtype)}`);
+    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.zeros: dtype must be f32, f16, bf16, i32, fp8_e4m3 or fp8_ds_mla, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.zeros');
     const n = numelOf(dims);
     const device = options.device ?? 'cpu';
@@ -187,7 +192,7 @@ export class Tensor<D extends DType = DType> implements Written {
   static empty<D extends DType>(shape: readonly number[], dtype: D, options: AllocateOptions<D> = {}): Tensor<D> {
     const device = options.device ?? 'cpu';
     if (device === 'cpu') return Tensor.zeros(shape, dtype, { scale: options.scale } as ScaleOption<D>);
-    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16, i32 or fp8_e4m3, got ${String(dtype)}`);
+    if (!isDType(dtype)) throw new MlaError('E_DTYPE', `Tensor.empty: dtype must be f32, f16, bf16, i32, fp8_e4m3 or fp8_ds_mla, got ${String(dtype)}`);
     const dims = checkShape(shape, 'Tensor.empty');
     const scale = scaleOf('Tensor.empty', dtype, options.scale);
     backendOf(device);
@@ -287,9 +292,15 @@ export class Tensor<D extends DType = DType> implements Written {
     return host.#data!.slice() as StorageOf<D>;
   }
 
-  /** The values as float32 (bf16/f16 expanded exactly; fp8 times the scale, in float32), after queued writes finish. */
+  /**
+   * The values as float32 (bf16/f16 expanded exactly; fp8 times the scale, in float32), after queued writes finish.
+   * An fp8_ds_mla tensor holds packed token rows, not elements: read() returns its bytes (mla-kernels/reference's
+   * unpackDsMlaCache decodes them).
+   */
   toFloat32(): Promise<Float32Array> {
     refuseWhileCapturing('toFloat32()');
+    if (this.dtype === 'fp8_ds_mla')
+      return Promise.reject(new MlaError('E_DTYPE', 'toFloat32: an fp8_ds_mla tensor holds packed token rows (e4m3, fp32 scales, bf16); read() returns its bytes'));
     return this.read().then((stored) => {
       const data = stored as Storage;
       if (this.dtype === 'bf16') return bf16ToFloat32(data as Uint16Array);

@@ -75,6 +75,7 @@ function shortName(full) {
     .replace(/mla::kernels::\(anonymous namespace\)::/g, '')
     .replace(/\(mla::kernels::ElemType\)0/, 'bf16')
     .replace(/\(mla::kernels::ElemType\)1/, 'f16')
+    .replace(/\(mla::kernels::SparseCache\)(\d)/, (_, k) => ['q-dtype cache', 'fp8 cache', 'fp8_ds_mla cache'][+k])
     .replace(/, true>$/, ', fp8 cache>')
     .replace(/, false>$/, '>');
   return m[1] + args;

@@ -23,12 +23,15 @@ void exportMlaPrefill(Napi::Env env, Napi::Object exports);
 void exportGatherLatentCache(Napi::Env env, Napi::Object exports);
 void exportUpProjectKv(Napi::Env env, Napi::Object exports);
 void exportMergeAttentionStates(Napi::Env env, Napi::Object exports);
+void exportMlaSparse(Napi::Env env, Napi::Object exports);
+void exportLightningIndexer(Napi::Env env, Napi::Object exports);
 
 namespace {
 
 constexpr void (*kExports[])(Napi::Env, Napi::Object) = {
     exportInfo, exportHooks, exportOutputShapes, exportCopy, exportAppendLatentCache, exportMlaDecode,
     exportAbsorbQuery, exportUnabsorbOutput, exportMlaPrefill, exportGatherLatentCache, exportUpProjectKv, exportMergeAttentionStates,
+    exportMlaSparse, exportLightningIndexer,
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -52,6 +52,7 @@ Napi::Value Facts(const Napi::CallbackInfo& info) {
     facts.Set("errorCodes", codes);
     facts.Set("maxDims", Napi::Number::New(env, kMaxDims));
     facts.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+    facts.Set("dsMlaTile", Napi::Number::New(env, static_cast<double>(kDsMlaTile)));
     return facts;
   });
 }

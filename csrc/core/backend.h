@@ -54,10 +54,12 @@ class Fence {
 
 // One operation of a captured graph (Stream.capture), validated again before each replay.
 using GraphOp = std::variant<AppendLatentCacheParams, MlaDecodeParams, AbsorbQueryParams, UnabsorbOutputParams, MlaPrefillParams,
-                             GatherLatentCacheParams, UpProjectKvParams, MergeAttentionStatesParams>;
+                             GatherLatentCacheParams, UpProjectKvParams, MergeAttentionStatesParams, MlaSparseDecodeParams,
+                             MlaSparsePrefillParams, AppendIndexerCacheParams, LightningIndexerParams>;
 inline const char* graphOpName(const GraphOp& op) {
   static const char* const names[] = {"appendLatentCache", "mlaDecode", "absorbQuery", "unabsorbOutput",
-                                      "mlaPrefill", "gatherLatentCache", "upProjectKv", "mergeAttentionStates"};
+                                      "mlaPrefill", "gatherLatentCache", "upProjectKv", "mergeAttentionStates",
+                                      "mlaSparseDecode", "mlaSparsePrefill", "appendIndexerCache", "lightningIndexer"};
   return names[op.index()];
 }
 
@@ -84,6 +86,10 @@ class Backend {
   virtual void checkSupported(const GatherLatentCacheParams&) const {}
   virtual void checkSupported(const UpProjectKvParams&) const {}
   virtual void checkSupported(const MergeAttentionStatesParams&) const {}
+  virtual void checkSupported(const MlaSparseDecodeParams&) const {}
+  virtual void checkSupported(const MlaSparsePrefillParams& p) const { checkSupported(sparsePrefillAsDecode(p)); }
+  virtual void checkSupported(const AppendIndexerCacheParams&) const {}
+  virtual void checkSupported(const LightningIndexerParams&) const {}
 
   // Plans the split of one decode step. The default plan only records what it was made for: the CPU backend
   // splits per call.
@@ -115,6 +121,11 @@ class Backend {
   virtual void gatherLatentCache(const GatherLatentCacheParams& p) = 0;
   virtual void upProjectKv(const UpProjectKvParams& p) = 0;
   virtual void mergeAttentionStates(const MergeAttentionStatesParams& p) = 0;
+  virtual void mlaSparseDecode(const MlaSparseDecodeParams& p) = 0;
+  // The sparse prefill is the sparse decode sparsePrefillAsDecode() describes.
+  void mlaSparsePrefill(const MlaSparsePrefillParams& p) { mlaSparseDecode(sparsePrefillAsDecode(p)); }
+  virtual void appendIndexerCache(const AppendIndexerCacheParams& p) = 0;
+  virtual void lightningIndexer(const LightningIndexerParams& p) = 0;
 
   // Runs a captured graph's operations in order, as one operation of the stream. `state` is this graph's own (null
   // at the first replay). The default runs each operation as if called alone.
@@ -139,6 +150,10 @@ class Backend {
   void run(const GatherLatentCacheParams& p) { gatherLatentCache(p); }
   void run(const UpProjectKvParams& p) { upProjectKv(p); }
   void run(const MergeAttentionStatesParams& p) { mergeAttentionStates(p); }
+  void run(const MlaSparseDecodeParams& p) { mlaSparseDecode(p); }
+  void run(const MlaSparsePrefillParams& p) { mlaSparsePrefill(p); }
+  void run(const AppendIndexerCacheParams& p) { appendIndexerCache(p); }
+  void run(const LightningIndexerParams& p) { lightningIndexer(p); }
 };
 
 struct BackendInfo {

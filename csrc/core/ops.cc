@@ -88,7 +88,7 @@ std::string shortNumber(double x) {
 
 // softmaxScale finite and > 0, and the scale the kernels keep scores in (base 2: softmaxScale * log2(e), times
 // cacheScale for an fp8 cache) a finite float, so that no overflow reads as a sequence without keys.
-void requireSoftmaxScale(float softmaxScale, float cacheScale, bool fp8) {
+void requireSoftmaxScale(float softmaxScale, float cacheScale = 1.f, bool fp8 = false) {
   if (!std::isfinite(softmaxScale) || softmaxScale <= 0.f)
     fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(softmaxScale));
   if (static_cast<double>(softmaxScale) * cacheScale * 1.4426950408889634 > std::numeric_limits<float>::max())
@@ -119,17 +119,36 @@ int64_t product(const std::vector<int64_t>& dims) {
   return n;
 }
 
-void validateCacheLayout(const TensorView& cache, int64_t rowWidth, const char* rowWhat) {
-  requireRank(cache, 3, "[numBlocks, blockSize, kvLoraRank + ropeDim]");
+// A paged latent cache for rows of kvLoraRank + ropeDim values (`from`: where those widths come from): its last
+// dimension is that width, or the bytes of a token in FlashMLA's V3.2 layout for an fp8_ds_mla cache.
+void validateCacheLayout(const TensorView& cache, int64_t kvLoraRank, int64_t ropeDim, const char* from) {
+  requireRank(cache, 3, cache.dtype == DType::FP8DSMLA ? "[numBlocks, blockSize, bytes per token]" : "[numBlocks, blockSize, kvLoraRank + ropeDim]");
   if (!isCacheDType(cache.dtype))
-    fail(ErrorCode::DType, std::string(cache.name) + " must be f32, f16, bf16 or fp8_e4m3, got " + dtypeName(cache.dtype));
+    fail(ErrorCode::DType, std::string(cache.name) + " must be f32, f16, bf16, fp8_e4m3 or fp8_ds_mla, got " + dtypeName(cache.dtype));
   if (cache.dim(1) < 1) fail(ErrorCode::Shape, std::string(cache.name) + " block size (dimension 1) must be >= 1, got shape " + cache.shapeStr());
-  requireDim(cache, 2, rowWidth, rowWhat);
+  if (cache.dtype == DType::FP8DSMLA) {
+    if (kvLoraRank % kDsMlaTile != 0)
+      fail(ErrorCode::Shape, std::string(cache.name) + " is fp8_ds_mla, whose latent part has one fp32 scale per " + std::to_string(kDsMlaTile) +
+                                 " values: kvLoraRank must be a multiple of " + std::to_string(kDsMlaTile) + ", got " + std::to_string(kvLoraRank));
+    requireDim(cache, 2, dsMlaRowBytes(kvLoraRank, ropeDim),
+               std::string("bytes per token of an fp8_ds_mla cache: kvLoraRank e4m3 + 4 per ") + std::to_string(kDsMlaTile) + " of fp32 scales + 2 ropeDim bf16, " + from);
+    return;
+  }
+  if (cache.dim(2) != kvLoraRank + ropeDim && cache.dtype == DType::FP8E4M3 && kvLoraRank % kDsMlaTile == 0 && cache.dim(2) == dsMlaRowBytes(kvLoraRank, ropeDim))
+    fail(ErrorCode::DType, std::string(cache.name) + " has FlashMLA's V3.2 row of " + std::to_string(cache.dim(2)) +
+                               " bytes per token but dtype fp8_e4m3 (one scale per tensor, rows of kvLoraRank + ropeDim values): make it an fp8_ds_mla tensor");
+  requireDim(cache, 2, kvLoraRank + ropeDim, std::string("kvLoraRank + ropeDim, ") + from);
 }
 
-// A cache has the dtype of the values written to it or read against it (`like`), or is fp8 e4m3 with a scale; the
-// scale of any other cache is 1.
+// A cache has the dtype of the values written to it or read against it (`like`), or is fp8 e4m3 with a scale, or
+// fp8_ds_mla (its scales in its rows); the scale of any other cache is 1.
 void validateCacheDType(const TensorView& cache, const TensorView& like, float cacheScale) {
+  if (cache.dtype == DType::FP8DSMLA) {
+    if (cacheScale != 1.f)
+      fail(ErrorCode::Argument, std::string("cacheScale applies to an fp8_e4m3 cache only; ") + cache.name +
+                                    " is fp8_ds_mla, whose rows carry their own scale per " + std::to_string(kDsMlaTile) + " values");
+    return;
+  }
   if (cache.dtype != DType::FP8E4M3) {
     requireSameDType(cache, like);
     if (cacheScale != 1.f)
@@ -138,6 +157,90 @@ void validateCacheDType(const TensorView& cache, const TensorView& like, float c
   }
   if (!std::isfinite(cacheScale) || cacheScale <= 0.f)
     fail(ErrorCode::Range, "cacheScale must be a finite number > 0, got " + std::to_string(cacheScale));
+}
+
+// A block table [batch, maxBlocksPerSeq] and seqLens [batch] on the host, i32; returns maxBlocksPerSeq.
+int64_t requireBlockTable(const TensorView& blockTable, const TensorView& seqLens, int64_t batch) {
+  requireRank(blockTable, 2, "[batch, maxBlocksPerSeq]");
+  requireHostIndex(blockTable);
+  requireDim(blockTable, 0, batch, "batch, from q");
+  requireRank(seqLens, 1, "[batch]");
+  requireHostIndex(seqLens);
+  requireDim(seqLens, 0, batch, "batch, from q");
+  return blockTable.dim(1);
+}
+
+// Every sequence's length fits its row of the block table, and each block it uses is a block of the cache.
+void requireSequences(const TensorView& blockTable, const TensorView& seqLens, int64_t batch, int64_t blockSize, int64_t numBlocks) {
+  const int32_t* lens = seqLens.as<const int32_t>();
+  const int32_t* table = blockTable.as<const int32_t>();
+  const int64_t maxBlocksPerSeq = blockTable.dim(1), capacity = maxBlocksPerSeq * blockSize;
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t len = lens[b];
+    if (len < 0 || len > capacity)
+      fail(ErrorCode::Range, std::string(seqLens.name) + "[" + std::to_string(b) + "] = " + std::to_string(len) + " is outside [0, " +
+                                 std::to_string(capacity) + "] (" + blockTable.name + " holds " + std::to_string(maxBlocksPerSeq) +
+                                 " blocks of " + std::to_string(blockSize) + ")");
+    int64_t usedBlocks = (len + blockSize - 1) / blockSize;
+    for (int64_t j = 0; j < usedBlocks; ++j) {
+      int64_t block = table[b * maxBlocksPerSeq + j];
+      if (block < 0 || block >= numBlocks)
+        fail(ErrorCode::Range, std::string(blockTable.name) + "[" + std::to_string(b) + "][" + std::to_string(j) + "] = " + std::to_string(block) +
+                                   " is not a block of cache (numBlocks " + std::to_string(numBlocks) + ")");
+    }
+  }
+}
+
+// A slot mapping's values: each below numSlots (a negative slot skips its token), none repeated. eachKept(i) checks
+// what else a kept token needs (its position).
+template <class EachKept>
+void requireSlotMapping(const TensorView& slotMapping, int64_t numTokens, int64_t numSlots, const char* cacheName, EachKept&& eachKept) {
+  const int32_t* slots = slotMapping.as<const int32_t>();
+  // Each slot at most once. Slots in increasing order (a prefill, most decode steps) cannot repeat; otherwise a
+  // bitmap over the slots when it is no larger than the tokens, else a sorted copy. (An unordered_set cost ~1 ms
+  // per 32K tokens, as much as the append itself.)
+  bool increasing = true;
+  int64_t last = -1;
+  for (int64_t i = 0; i < numTokens; ++i) {
+    const int64_t slot = slots[i];
+    if (slot < 0) continue;  // a padding token: nothing is written, its position is not read
+    if (slot >= numSlots)
+      fail(ErrorCode::Range, std::string(slotMapping.name) + "[" + std::to_string(i) + "] = " + std::to_string(slot) + " is past the end of " + cacheName + " (" +
+                                 std::to_string(numSlots) + " slots)");
+    eachKept(i);
+    if (slot <= last) increasing = false;
+    last = slot;
+  }
+  if (increasing) return;
+  auto repeated = [&](int32_t slot) {
+    bool once = false;
+    for (int64_t i = 0; i < numTokens; ++i)
+      if (slots[i] == slot) {
+        if (once)
+          fail(ErrorCode::Range, std::string(slotMapping.name) + "[" + std::to_string(i) + "] = " + std::to_string(slot) +
+                                     " repeats an earlier token's slot; each slot may be written once per call");
+        once = true;
+      }
+  };
+  if (numSlots <= 64 * numTokens) {
+    std::vector<uint64_t> seen(static_cast<size_t>(numSlots / 64 + 1), 0);
+    for (int64_t i = 0; i < numTokens; ++i) {
+      const int32_t slot = slots[i];
+      if (slot < 0) continue;
+      uint64_t& word = seen[static_cast<size_t>(slot) / 64];
+      const uint64_t bit = uint64_t{1} << (slot % 64);
+      if (word & bit) repeated(slot);
+      word |= bit;
+    }
+    return;
+  }
+  std::vector<int32_t> sorted;
+  sorted.reserve(static_cast<size_t>(numTokens));
+  for (int64_t i = 0; i < numTokens; ++i)
+    if (slots[i] >= 0) sorted.push_back(slots[i]);
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 1; i < sorted.size(); ++i)
+    if (sorted[i] == sorted[i - 1]) repeated(sorted[i]);
 }
 
 // --- absorbQuery ---------------------------------------------------------------------------------
@@ -194,37 +297,15 @@ void decodeInputs(MlaDecodeParams& p) {
     fail(ErrorCode::Range, "kvLoraRank must be in [1, " + std::to_string(p.headDim) + "] (q's last dimension), got " +
                                std::to_string(p.kvLoraRank));
   p.ropeDim = p.headDim - p.kvLoraRank;
-  validateCacheLayout(p.cache, p.headDim, "kvLoraRank + ropeDim, from q");
+  validateCacheLayout(p.cache, p.kvLoraRank, p.ropeDim, "from q and kvLoraRank");
   validateCacheDType(p.cache, p.q, p.cacheScale);
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
-  requireRank(p.blockTable, 2, "[batch, maxBlocksPerSeq]");
-  requireHostIndex(p.blockTable);
-  requireDim(p.blockTable, 0, p.batch, "batch, from q");
-  p.maxBlocksPerSeq = p.blockTable.dim(1);
-  requireRank(p.seqLens, 1, "[batch]");
-  requireHostIndex(p.seqLens);
-  requireDim(p.seqLens, 0, p.batch, "batch, from q");
+  p.maxBlocksPerSeq = requireBlockTable(p.blockTable, p.seqLens, p.batch);
   requireSoftmaxScale(p.softmaxScale, p.cacheScale, p.cache.dtype == DType::FP8E4M3);
   if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
 
-  const int32_t* seqLens = p.seqLens.as<const int32_t>();
-  const int32_t* table = p.blockTable.as<const int32_t>();
-  const int64_t capacity = p.maxBlocksPerSeq * p.blockSize;
-  for (int64_t b = 0; b < p.batch; ++b) {
-    int64_t len = seqLens[b];
-    if (len < 0 || len > capacity)
-      fail(ErrorCode::Range, "seqLens[" + std::to_string(b) + "] = " + std::to_string(len) + " is outside [0, " +
-                                 std::to_string(capacity) + "] (blockTable holds " + std::to_string(p.maxBlocksPerSeq) +
-                                 " blocks of " + std::to_string(p.blockSize) + ")");
-    int64_t usedBlocks = (len + p.blockSize - 1) / p.blockSize;
-    for (int64_t j = 0; j < usedBlocks; ++j) {
-      int64_t block = table[b * p.maxBlocksPerSeq + j];
-      if (block < 0 || block >= p.numBlocks)
-        fail(ErrorCode::Range, "blockTable[" + std::to_string(b) + "][" + std::to_string(j) + "] = " + std::to_string(block) +
-                                   " is not a block of cache (numBlocks " + std::to_string(p.numBlocks) + ")");
-    }
-  }
+  requireSequences(p.blockTable, p.seqLens, p.batch, p.blockSize, p.numBlocks);
 }
 
 }  // namespace
@@ -323,7 +404,7 @@ void validate(AppendLatentCacheParams& p, const Device& device) {
   requireSameDType(p.kPe, p.kvC);
   requireDim(p.kPe, 0, p.numTokens, "numTokens, from kvC");
   p.ropeDim = p.kPe.dim(1);
-  validateCacheLayout(p.cache, p.kvLoraRank + p.ropeDim, "kvLoraRank + ropeDim, from kvC and kPe");
+  validateCacheLayout(p.cache, p.kvLoraRank, p.ropeDim, "from kvC and kPe");
   validateCacheDType(p.cache, p.kvC, p.cacheScale);
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
@@ -350,56 +431,12 @@ void validate(AppendLatentCacheParams& p, const Device& device) {
     p.maxPositions = p.cos.dim(0);
   }
 
-  const int64_t numSlots = p.numBlocks * p.blockSize;
-  const int32_t* slots = p.slotMapping.as<const int32_t>();
   const int32_t* positions = p.ropeStyle != RopeStyle::None ? p.positions.as<const int32_t>() : nullptr;
-  // Each slot at most once. Slots in increasing order (a prefill, most decode steps) cannot repeat; otherwise a
-  // bitmap over the slots when it is no larger than the tokens, else a sorted copy. (An unordered_set cost ~1 ms
-  // per 32K tokens, as much as the append itself.)
-  bool increasing = true;
-  int64_t last = -1;
-  for (int64_t i = 0; i < p.numTokens; ++i) {
-    const int64_t slot = slots[i];
-    if (slot < 0) continue;  // a padding token: nothing is written, its position is not read
-    if (slot >= numSlots)
-      fail(ErrorCode::Range, "slotMapping[" + std::to_string(i) + "] = " + std::to_string(slot) + " is past the end of cache (" +
-                                 std::to_string(numSlots) + " slots)");
+  requireSlotMapping(p.slotMapping, p.numTokens, p.numBlocks * p.blockSize, p.cache.name, [&](int64_t i) {
     if (positions && (positions[i] < 0 || positions[i] >= p.maxPositions))
       fail(ErrorCode::Range, std::string(p.positions.name) + "[" + std::to_string(i) + "] = " + std::to_string(positions[i]) + " is outside [0, " +
                                  std::to_string(p.maxPositions) + ") (rows of cos and sin)");
-    if (slot <= last) increasing = false;
-    last = slot;
-  }
-  if (increasing) return;
-  auto repeated = [&](int32_t slot) {
-    bool once = false;
-    for (int64_t i = 0; i < p.numTokens; ++i)
-      if (slots[i] == slot) {
-        if (once)
-          fail(ErrorCode::Range, "slotMapping[" + std::to_string(i) + "] = " + std::to_string(slot) +
-                                     " repeats an earlier token's slot; each slot may be written once per call");
-        once = true;
-      }
-  };
-  if (numSlots <= 64 * p.numTokens) {
-    std::vector<uint64_t> seen(static_cast<size_t>(numSlots / 64 + 1), 0);
-    for (int64_t i = 0; i < p.numTokens; ++i) {
-      const int32_t slot = slots[i];
-      if (slot < 0) continue;
-      uint64_t& word = seen[static_cast<size_t>(slot) / 64];
-      const uint64_t bit = uint64_t{1} << (slot % 64);
-      if (word & bit) repeated(slot);
-      word |= bit;
-    }
-    return;
-  }
-  std::vector<int32_t> sorted;
-  sorted.reserve(static_cast<size_t>(p.numTokens));
-  for (int64_t i = 0; i < p.numTokens; ++i)
-    if (slots[i] >= 0) sorted.push_back(slots[i]);
-  std::sort(sorted.begin(), sorted.end());
-  for (size_t i = 1; i < sorted.size(); ++i)
-    if (sorted[i] == sorted[i - 1]) repeated(sorted[i]);
+  });
 }
 
 namespace {
@@ -480,7 +517,7 @@ void prefillInputs(MlaPrefillParams& p) {
   requireDim(p.v, 0, p.totalKv, "totalKv, from kNope");
   requireDim(p.v, 1, p.numHeads, "numHeads, from q");
   p.vHeadDim = requireDimAtLeast(p.v, 2, 1, "vHeadDim");
-  requireSoftmaxScale(p.softmaxScale, 1.f, false);
+  requireSoftmaxScale(p.softmaxScale);
 
   validateCuSeqLens(p.cuSeqLensQ);
   validateCuSeqLens(p.cuSeqLensKv);
@@ -504,7 +541,7 @@ void prefillInputs(MlaPrefillParams& p) {
 void gatherInputs(GatherLatentCacheParams& p, int64_t kvLoraRank) {
   requireRank(p.cache, 3, "[numBlocks, blockSize, kvLoraRank + ropeDim]");
   if (!isCacheDType(p.cache.dtype))
-    fail(ErrorCode::DType, std::string(p.cache.name) + " must be f32, f16, bf16 or fp8_e4m3, got " + dtypeName(p.cache.dtype));
+    fail(ErrorCode::DType, std::string(p.cache.name) + " must be f32, f16, bf16, fp8_e4m3 or fp8_ds_mla, got " + dtypeName(p.cache.dtype));
   if (p.cache.dim(1) < 1) fail(ErrorCode::Shape, std::string(p.cache.name) + " block size (dimension 1) must be >= 1, got shape " + p.cache.shapeStr());
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
@@ -512,6 +549,14 @@ void gatherInputs(GatherLatentCacheParams& p, int64_t kvLoraRank) {
     fail(ErrorCode::Range, "kvLoraRank must be in [1, " + std::to_string(p.cache.dim(2)) + "] (the cache's row width), got " + std::to_string(kvLoraRank));
   p.kvLoraRank = kvLoraRank;
   p.ropeDim = p.cache.dim(2) - kvLoraRank;
+  if (p.cache.dtype == DType::FP8DSMLA) {  // the rope part's width from the row's bytes
+    const int64_t ropeBytes = p.cache.dim(2) - dsMlaRowBytes(kvLoraRank, 0);
+    p.ropeDim = ropeBytes / 2;
+    if (kvLoraRank % kDsMlaTile != 0 || ropeBytes < 0 || ropeBytes % 2 != 0)
+      fail(ErrorCode::Shape, std::string(p.cache.name) + " is fp8_ds_mla: rows of kvLoraRank e4m3 (a multiple of " + std::to_string(kDsMlaTile) +
+                                 "), 4 bytes of scale per " + std::to_string(kDsMlaTile) + " and 2 per rope value; " + std::to_string(p.cache.dim(2)) +
+                                 " bytes do not fit kvLoraRank " + std::to_string(kvLoraRank));
+  }
   if (p.cache.dtype != DType::FP8E4M3 && p.cacheScale != 1.f)
     fail(ErrorCode::Argument, std::string("cacheScale applies to an fp8_e4m3 cache only; ") + p.cache.name + " is " + dtypeName(p.cache.dtype));
   if (!std::isfinite(p.cacheScale) || p.cacheScale <= 0.f)
@@ -641,7 +686,7 @@ void validate(GatherLatentCacheParams& p, const Device& device) {
   gatherInputs(p, p.kvLoraRank);
   requireRank(p.kvC, 2, "[numRows, kvLoraRank]");
   requireFloating(p.kvC);
-  if (p.cache.dtype != DType::FP8E4M3) requireSameDType(p.kvC, p.cache);
+  if (isFloating(p.cache.dtype)) requireSameDType(p.kvC, p.cache);
   requireDim(p.kvC, 1, p.kvLoraRank, "kvLoraRank");
   p.numRows = p.kvC.dim(0);
   if (p.usedRows > p.numRows)
@@ -696,6 +741,230 @@ void snapshotIndexTensors(GatherLatentCacheParams& p, IndexSnapshot& store) {
   snapshot(p.blockTable, store);
   snapshot(p.cuSeqLens, store);
   snapshot(p.seqStarts, store);
+}
+
+
+// --- sparse attention (DeepSeek-V3.2) and the lightning indexer -----------------------------------------------------
+namespace {
+
+// "[i][j][k]" of element `flat` of t.
+std::string elementAt(const TensorView& t, int64_t flat) {
+  std::string at;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    at = "[" + std::to_string(t.shape[d] ? flat % t.shape[d] : 0) + "]" + at;
+    flat = t.shape[d] ? flat / t.shape[d] : 0;
+  }
+  return at;
+}
+
+// The values of an index tensor on the host: each -1 (padding) or one of `limit` rows (`rows` names them). Indices
+// read in place are an earlier operation's output, not written yet.
+void requireRowIndices(const TensorView& t, bool inPlace, int64_t limit, const std::string& rows) {
+  if (inPlace || t.device.kind != DeviceKind::Cpu) return;  // read by the kernels only
+  const int32_t* v = t.as<const int32_t>();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i)
+    if (v[i] < -1 || v[i] >= limit)
+      fail(ErrorCode::Range, std::string(t.name) + elementAt(t, i) + " = " + std::to_string(v[i]) + " is neither -1 (padding) nor " + rows + " ([0, " +
+                                 std::to_string(limit) + "))");
+}
+
+// An index tensor the kernels may read where it is: on the host or on the stream's device.
+void requireIndexDevice(const TensorView& t, const Device& device) {
+  if (t.device.kind != DeviceKind::Cpu && t.device != device)
+    fail(ErrorCode::Device, std::string(t.name) + " is on " + t.device.str() + " but the stream runs on " + device.str() + " (it may be on the host or there)");
+}
+
+int64_t requireKvLoraRank(int64_t kvLoraRank, int64_t headDim) {
+  if (kvLoraRank < 1 || kvLoraRank > headDim)
+    fail(ErrorCode::Range, "kvLoraRank must be in [1, " + std::to_string(headDim) + "] (q's last dimension), got " + std::to_string(kvLoraRank));
+  return headDim - kvLoraRank;
+}
+
+void sparseDecodeInputs(MlaSparseDecodeParams& p) {
+  requireRank(p.q, 4, "[batch, queryLen, numHeads, kvLoraRank + ropeDim]");
+  requireFloating(p.q);
+  p.batch = p.q.dim(0);
+  p.queryLen = requireDimAtLeast(p.q, 1, 1, "queryLen");
+  p.numHeads = requireDimAtLeast(p.q, 2, 1, "numHeads");
+  p.headDim = p.q.dim(3);
+  p.ropeDim = requireKvLoraRank(p.kvLoraRank, p.headDim);
+  validateCacheLayout(p.cache, p.kvLoraRank, p.ropeDim, "from q and kvLoraRank");
+  validateCacheDType(p.cache, p.q, p.cacheScale);
+  p.numBlocks = p.cache.dim(0);
+  p.blockSize = p.cache.dim(1);
+  requireRank(p.indices, 3, "[batch, queryLen, topk]");
+  requireDType(p.indices, DType::I32);
+  requireDim(p.indices, 0, p.batch, "batch, from q");
+  requireDim(p.indices, 1, p.queryLen, "queryLen, from q");
+  p.topk = requireDimAtLeast(p.indices, 2, 1, "topk");
+  requireSoftmaxScale(p.softmaxScale);
+  requireRowIndices(p.indices, p.indicesInPlace, p.numSlots(), "a slot of cache");
+}
+
+void sparsePrefillInputs(MlaSparsePrefillParams& p) {
+  requireRank(p.q, 3, "[numTokens, numHeads, kvLoraRank + ropeDim]");
+  requireFloating(p.q);
+  p.numTokens = p.q.dim(0);
+  p.numHeads = requireDimAtLeast(p.q, 1, 1, "numHeads");
+  p.headDim = p.q.dim(2);
+  p.ropeDim = requireKvLoraRank(p.kvLoraRank, p.headDim);
+  requireRank(p.kv, 2, "[numKv, kvLoraRank + ropeDim]");
+  requireSameDType(p.kv, p.q);
+  requireDim(p.kv, 1, p.headDim, "kvLoraRank + ropeDim, from q");
+  p.numKv = p.kv.dim(0);
+  requireRank(p.indices, 2, "[numTokens, topk]");
+  requireDType(p.indices, DType::I32);
+  requireDim(p.indices, 0, p.numTokens, "numTokens, from q");
+  p.topk = requireDimAtLeast(p.indices, 1, 1, "topk");
+  requireSoftmaxScale(p.softmaxScale);
+  requireRowIndices(p.indices, p.indicesInPlace, p.numKv, "a row of kv");
+}
+
+// An indexer key cache of keys of indexDim values: k's dtype, or fp8 e4m3 with a scale per key in `scales`.
+void requireIndexerCache(const TensorView& cache, const TensorView& scales, const TensorView& like, int64_t indexDim, const char* from) {
+  requireRank(cache, 3, "[numBlocks, blockSize, indexDim]");
+  if (cache.dtype != DType::FP8E4M3) requireSameDType(cache, like);
+  if (cache.dim(1) < 1) fail(ErrorCode::Shape, std::string(cache.name) + " block size (dimension 1) must be >= 1, got shape " + cache.shapeStr());
+  requireDim(cache, 2, indexDim, std::string("indexDim, ") + from);
+  if (cache.dtype != DType::FP8E4M3) {
+    if (scales.present())
+      fail(ErrorCode::Argument, std::string(scales.name) + " applies to an fp8_e4m3 indexer cache only; " + cache.name + " is " + dtypeName(cache.dtype));
+    return;
+  }
+  if (!scales.present())
+    fail(ErrorCode::Argument, std::string(scales.name) + " is required with an fp8_e4m3 indexer cache (each key's scale, [numBlocks, blockSize] f32)");
+  requireDType(scales, DType::F32);
+  requireShape(scales, {cache.dim(0), cache.dim(1)});
+}
+
+void indexerInputs(LightningIndexerParams& p) {
+  requireRank(p.q, 4, "[batch, queryLen, numIndexerHeads, indexDim]");
+  requireFloating(p.q);
+  p.batch = p.q.dim(0);
+  p.queryLen = requireDimAtLeast(p.q, 1, 1, "queryLen");
+  p.numHeads = requireDimAtLeast(p.q, 2, 1, "numIndexerHeads");
+  p.indexDim = requireDimAtLeast(p.q, 3, 1, "indexDim");
+  requirePresent(p.weights);
+  requireDType(p.weights, DType::F32);
+  requireShape(p.weights, {p.batch, p.queryLen, p.numHeads});
+  requireIndexerCache(p.cache, p.scales, p.q, p.indexDim, "from q");
+  p.numBlocks = p.cache.dim(0);
+  p.blockSize = p.cache.dim(1);
+  p.maxBlocksPerSeq = requireBlockTable(p.blockTable, p.seqLens, p.batch);
+  if (p.topk < 1 || p.topk > (int64_t{1} << 24))
+    fail(ErrorCode::Range, "topk must be in [1, " + std::to_string(int64_t{1} << 24) + "], got " + std::to_string(p.topk));
+  if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
+  requireSequences(p.blockTable, p.seqLens, p.batch, p.blockSize, p.numBlocks);
+  p.maxSeqLen = 0;
+  for (int64_t b = 0; b < p.batch; ++b) p.maxSeqLen = std::max<int64_t>(p.maxSeqLen, p.seqLens.as<const int32_t>()[b]);
+}
+
+}  // namespace
+
+void mlaSparseDecodeOutShapes(MlaSparseDecodeParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
+  sparseDecodeInputs(p);
+  *outShape = {p.batch, p.queryLen, p.numHeads, p.kvLoraRank};
+  *lseShape = {p.batch, p.numHeads, p.queryLen};
+}
+
+void mlaSparsePrefillOutShapes(MlaSparsePrefillParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
+  sparsePrefillInputs(p);
+  *outShape = {p.numTokens, p.numHeads, p.kvLoraRank};
+  *lseShape = {p.numTokens, p.numHeads};
+}
+
+namespace {
+// A sparse attention over `rows` (the cache, or kv): its inputs, its outputs' shapes, dtypes and memory, devices.
+template <class Params>
+void validateSparse(Params& p, const TensorView& rows, const Device& device, void (*outShapes)(Params&, std::vector<int64_t>*, std::vector<int64_t>*)) {
+  std::vector<int64_t> outShape, lseShape;
+  outShapes(p, &outShape, &lseShape);
+  requireOutput(p.out, p.q, outShape);
+  requireLseOutput(p.lse, lseShape);
+  for (const TensorView* t : std::initializer_list<const TensorView*>{&p.q, &rows, &p.out, &p.lse}) requireDevice(*t, device);
+  requireIndexDevice(p.indices, device);
+  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &rows, &p.indices});
+  requireNoOverlap(p.lse, {&p.out});
+}
+}  // namespace
+
+void validate(MlaSparseDecodeParams& p, const Device& device) { validateSparse(p, p.cache, device, mlaSparseDecodeOutShapes); }
+void validate(MlaSparsePrefillParams& p, const Device& device) { validateSparse(p, p.kv, device, mlaSparsePrefillOutShapes); }
+
+MlaSparseDecodeParams sparsePrefillAsDecode(const MlaSparsePrefillParams& p) {
+  MlaSparseDecodeParams d;
+  const auto view = [](TensorView t, std::initializer_list<int64_t> shape) {
+    t.ndim = static_cast<int>(shape.size());
+    int i = 0;
+    for (int64_t x : shape) t.shape[i++] = x;
+    return t;
+  };
+  d.q = view(p.q, {1, p.numTokens, p.numHeads, p.headDim});
+  d.cache = view(p.kv, {p.numKv, 1, p.headDim});
+  d.indices = view(p.indices, {1, p.numTokens, p.topk});
+  d.out = view(p.out, {1, p.numTokens, p.numHeads, p.kvLoraRank});
+  d.lse = p.lse;
+  d.softmaxScale = p.softmaxScale;
+  d.kvLoraRank = p.kvLoraRank;
+  d.indicesInPlace = p.indicesInPlace;
+  d.lseTokenMajor = true;
+  d.batch = 1;
+  d.queryLen = p.numTokens;
+  d.numHeads = p.numHeads;
+  d.headDim = p.headDim;
+  d.ropeDim = p.ropeDim;
+  d.topk = p.topk;
+  d.numBlocks = p.numKv;
+  d.blockSize = 1;
+  return d;
+}
+
+void validate(AppendIndexerCacheParams& p, const Device& device) {
+  requireRank(p.k, 2, "[numTokens, indexDim]");
+  requireFloating(p.k);
+  p.numTokens = p.k.dim(0);
+  p.indexDim = requireDimAtLeast(p.k, 1, 1, "indexDim");
+  requireIndexerCache(p.cache, p.scales, p.k, p.indexDim, "from k");
+  p.numBlocks = p.cache.dim(0);
+  p.blockSize = p.cache.dim(1);
+  requireRank(p.slotMapping, 1, "[numTokens]");
+  requireHostIndex(p.slotMapping);
+  requireDim(p.slotMapping, 0, p.numTokens, "numTokens, from k");
+  for (const TensorView* t : {&p.cache, &p.scales, &p.k}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.cache, &p.scales}) requireNoOverlap(*t, {&p.k, &p.slotMapping});
+  requireNoOverlap(p.scales, {&p.cache});
+  requireSlotMapping(p.slotMapping, p.numTokens, p.numBlocks * p.blockSize, p.cache.name, [](int64_t) {});
+}
+
+void lightningIndexerOutShapes(LightningIndexerParams& p, std::vector<int64_t>* indicesShape, std::vector<int64_t>* scoresShape) {
+  indexerInputs(p);
+  *indicesShape = {p.batch, p.queryLen, p.topk};
+  *scoresShape = {p.batch, p.queryLen, p.topk};
+}
+
+void validate(LightningIndexerParams& p, const Device& device) {
+  std::vector<int64_t> indicesShape, scoresShape;
+  lightningIndexerOutShapes(p, &indicesShape, &scoresShape);
+  requirePresent(p.indices);
+  requireDType(p.indices, DType::I32);
+  requireShape(p.indices, indicesShape);
+  requireLseOutput(p.scores, scoresShape);
+  for (const TensorView* t : {&p.q, &p.weights, &p.cache, &p.scales, &p.indices, &p.scores}) requireDevice(*t, device);
+  for (const TensorView* t : {&p.indices, &p.scores}) requireNoOverlap(*t, {&p.q, &p.weights, &p.cache, &p.scales, &p.blockTable, &p.seqLens});
+  requireNoOverlap(p.scores, {&p.indices});
+}
+
+void snapshotIndexTensors(MlaSparseDecodeParams& p, IndexSnapshot& store) {
+  if (!p.indicesInPlace) snapshot(p.indices, store);
+}
+void snapshotIndexTensors(MlaSparsePrefillParams& p, IndexSnapshot& store) {
+  if (!p.indicesInPlace) snapshot(p.indices, store);
+}
+void snapshotIndexTensors(AppendIndexerCacheParams& p, IndexSnapshot& store) { snapshot(p.slotMapping, store); }
+void snapshotIndexTensors(LightningIndexerParams& p, IndexSnapshot& store) {
+  snapshot(p.blockTable, store);
+  snapshot(p.seqLens, store);
 }
 
 }  // namespace mla

@@ -162,6 +162,86 @@ struct MergeAttentionStatesParams {
   int64_t numRows = 0, width = 0;
 };
 
+// --- DeepSeek Sparse Attention (V3.2): MLA over the cache rows a lightning indexer selects ---------------------------
+
+// Absorbed MLA decode over the rows each query position selects (FlashMLA's sparse decode): query t of sequence b
+// attends to the cache rows indices[b, t, :], physical slots (block * blockSize + offset), -1 for padding. A slot
+// named twice counts twice; a query with no slot gets zero output and lse -infinity.
+struct MlaSparseDecodeParams {
+  TensorView q;        // [batch, queryLen, numHeads, kvLoraRank + ropeDim]   f32 | f16 | bf16
+  TensorView cache;    // [numBlocks, blockSize, width]                        q dtype, fp8_e4m3 or fp8_ds_mla
+  TensorView indices;  // [batch, queryLen, topk] i32: on the host or on the stream's device
+  TensorView out;      // [batch, queryLen, numHeads, kvLoraRank]            q dtype
+  TensorView lse;      // [batch, numHeads, queryLen] f32, natural log ([batch * queryLen, numHeads] when lseTokenMajor)
+  float softmaxScale = 0.f;
+  float cacheScale = 1.f;  // an fp8_e4m3 cache's; 1 for the others
+  int64_t kvLoraRank = 0;
+  // The indices are an earlier queued operation's output (the indexer's), read where they are when the kernel runs;
+  // otherwise host indices are copied and every value checked at the call. Read in place (and on a device, where the
+  // call cannot read them) a slot outside the cache counts as padding.
+  bool indicesInPlace = false;
+  bool lseTokenMajor = false;  // set by sparsePrefillAsDecode: lse [token, head] as a prefill's
+
+  // Derived by validate().
+  int64_t batch = 0, queryLen = 0, numHeads = 0, headDim = 0, ropeDim = 0, topk = 0, numBlocks = 0, blockSize = 0;
+  int64_t numSlots() const { return numBlocks * blockSize; }
+  bool indicesOnHost() const { return indices.device.kind == DeviceKind::Cpu; }
+};
+
+// Sparse MLA over a dense kv in the absorbed form (FlashMLA's flash_mla_sparse_fwd): token i's queries attend to the
+// rows indices[i, :] of kv (-1: padding). Backends run it as the sparse decode sparsePrefillAsDecode() describes.
+struct MlaSparsePrefillParams {
+  TensorView q;        // [numTokens, numHeads, kvLoraRank + ropeDim]        f32 | f16 | bf16
+  TensorView kv;       // [numKv, kvLoraRank + ropeDim]                        q dtype
+  TensorView indices;  // [numTokens, topk] i32: rows of kv, -1 padding; on the host (checked) or the stream's device
+  TensorView out;      // [numTokens, numHeads, kvLoraRank]                   q dtype
+  TensorView lse;      // [numTokens, numHeads] f32, natural log
+  float softmaxScale = 0.f;
+  int64_t kvLoraRank = 0;
+  bool indicesInPlace = false;  // as MlaSparseDecodeParams's
+
+  // Derived by validate().
+  int64_t numTokens = 0, numHeads = 0, headDim = 0, ropeDim = 0, topk = 0, numKv = 0;
+};
+// The validated prefill as a sparse decode of one sequence of numTokens query positions over a cache of one block
+// holding kv (its rows are the slots), with lse token-major.
+MlaSparseDecodeParams sparsePrefillAsDecode(const MlaSparsePrefillParams& p);
+
+// Writes each new token's indexer key into its slot of the indexer's paged key cache (one key per token, shared by
+// the indexer heads): as it is, or as e4m3(k / scale) with scale = max(amax|k| / 448, FLT_MIN) per token.
+struct AppendIndexerCacheParams {
+  TensorView cache;        // [numBlocks, blockSize, indexDim]   k dtype, or fp8_e4m3
+  TensorView scales;       // [numBlocks, blockSize] f32: each fp8 key's scale (fp8 cache only)
+  TensorView k;            // [numTokens, indexDim]              f32 | f16 | bf16
+  TensorView slotMapping;  // [numTokens] i32; negative = skip
+
+  int64_t numTokens = 0, indexDim = 0, numBlocks = 0, blockSize = 0;
+};
+
+// The lightning indexer of DeepSeek-V3.2: I[t, s] = sum_j weights[t, j] * ReLU(q[t, j] . k[s]) for each query
+// position t and each cached position s it sees (s < visibleRows), then the topk positions of largest I per query,
+// written as slots of the cache's block table in increasing position order (ties: the earlier position), -1 after
+// them when fewer are visible.
+struct LightningIndexerParams {
+  TensorView q;           // [batch, queryLen, numIndexerHeads, indexDim]  f32 | f16 | bf16
+  TensorView weights;     // [batch, queryLen, numIndexerHeads] f32
+  TensorView cache;       // [numBlocks, blockSize, indexDim]              q dtype, or fp8_e4m3 with scales
+  TensorView scales;      // [numBlocks, blockSize] f32 (fp8 cache only): a key is its stored values times its scale
+  TensorView blockTable;  // [batch, maxBlocksPerSeq] i32 on the host
+  TensorView seqLens;     // [batch] i32 on the host
+  TensorView indices;     // [batch, queryLen, topk] i32: the selected slots
+  TensorView scores;      // [batch, queryLen, topk] f32: their index scores (-infinity for padding)
+  int64_t topk = 0;
+  bool causal = false;    // query j of n sees the first seqLen - n + 1 + j positions
+
+  // Derived by validate().
+  int64_t batch = 0, queryLen = 0, numHeads = 0, indexDim = 0, numBlocks = 0, blockSize = 0, maxBlocksPerSeq = 0, maxSeqLen = 0;
+  int64_t visibleRows(int64_t seqLen, int64_t t) const {
+    const int64_t n = causal ? seqLen - queryLen + 1 + t : seqLen;
+    return n < 0 ? 0 : (n > seqLen ? seqLen : n);
+  }
+};
+
 // Copies a tensor between host and device memory, or within one device: same dtype and element count.
 struct CopyParams {
   TensorView src;
@@ -176,6 +256,10 @@ void snapshotIndexTensors(AppendLatentCacheParams& p, IndexSnapshot& store);
 void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store);
 void snapshotIndexTensors(MlaPrefillParams& p, IndexSnapshot& store);
 void snapshotIndexTensors(GatherLatentCacheParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(MlaSparseDecodeParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(MlaSparsePrefillParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(AppendIndexerCacheParams& p, IndexSnapshot& store);
+void snapshotIndexTensors(LightningIndexerParams& p, IndexSnapshot& store);
 template <class Params>
 void snapshotIndexTensors(Params&, IndexSnapshot&) {}
 
@@ -203,6 +287,14 @@ void validatePlan(const MlaPrefillParams& p, const std::string& backend);
 void validate(GatherLatentCacheParams& p, const Device& device);
 void validate(UpProjectKvParams& p, const Device& device);
 void validate(MergeAttentionStatesParams& p, const Device& device);
+// Sparse attention and the indexer: the output shapes (inputs validated) and full validation.
+void mlaSparseDecodeOutShapes(MlaSparseDecodeParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape);
+void mlaSparsePrefillOutShapes(MlaSparsePrefillParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape);
+void lightningIndexerOutShapes(LightningIndexerParams& p, std::vector<int64_t>* indicesShape, std::vector<int64_t>* scoresShape);
+void validate(MlaSparseDecodeParams& p, const Device& device);
+void validate(MlaSparsePrefillParams& p, const Device& device);
+void validate(AppendIndexerCacheParams& p, const Device& device);
+void validate(LightningIndexerParams& p, const Device& device);
 // The cumulative lengths planPrefill and mlaPrefill take: [batch + 1] i32 on the host, starting at 0, never
 // decreasing. Throws mla::Error naming `t`.
 void validateCuSeqLens(const TensorView& t);

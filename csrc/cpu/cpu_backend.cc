@@ -208,20 +208,50 @@ float* scratchFloats(size_t n) {
 constexpr int64_t kMaxGroupRows = 128;  // query rows sharing one pass over the cache (128 heads: QT, O and a tile fit a 1 MiB L2)
 constexpr int64_t kMinChunkRows = 256;  // shortest KV chunk worth a split
 
-void mlaDecodeCpu(const MlaDecodeParams& p) {
+// A decode's work as the split sees it: query rows [m0, m1) of sequence b against its len cache rows, found through
+// its block-table row or (sparse decode) listed as slots.
+struct DecodeUnit {
+  int64_t b, m0, m1, len;
+  const int32_t* table;
+  const int32_t* slots;
+};
+
+// The item every work item starts from: the operation's tensors and sizes.
+DecodeItem decodeBase(const TensorView& q, const TensorView& cache, const TensorView& out, const TensorView& lse, int64_t kvLoraRank,
+                      int64_t numHeads, int64_t queryLen, int64_t blockSize, float softmaxScale, float cacheScale) {
+  DecodeItem base{};
+  base.elem = elemOf(q.dtype);
+  base.cacheElem = cache.dtype == DType::FP8DSMLA ? Elem::FP8DSMLA : elemOf(cache.dtype);
+  base.cacheScale = cacheScale;
+  base.q = q.data;
+  base.cache = cache.data;
+  base.rowBytes = cache.dim(2) * static_cast<int64_t>(dtypeSize(cache.dtype));
+  base.D = q.dim(-1);
+  base.V = kvLoraRank;
+  base.blockSize = blockSize;
+  base.numHeads = numHeads;
+  base.queryLen = queryLen;
+  base.scaleLog2 = softmaxScale * 1.4426950408889634f;
+  base.out = out.data;
+  base.lse = lse.as<float>();
+  return base;
+}
+
+// Splits the units three ways (units × head groups of at most kMaxGroupRows rows × KV chunks), runs the items longest
+// first, and merges split units by log-sum-exp.
+void runDecodeCpu(const DecodeItem& base, const std::vector<DecodeUnit>& units, int64_t unitRows) {
   const KernelSet& k = kernels();
-  const int64_t M = p.queryLen * p.numHeads;
-  const int32_t* lens = p.seqLens.as<const int32_t>();
   const int threads = poolThreads();
+  const int64_t V = base.V, M = base.queryLen * base.numHeads;
 
   // Head groups: equal sizes, multiples of 16 rows where possible.
-  const int64_t numGroups = (M + kMaxGroupRows - 1) / kMaxGroupRows;
-  int64_t groupRows = (M + numGroups - 1) / numGroups;
+  const int64_t numGroups = (unitRows + kMaxGroupRows - 1) / kMaxGroupRows;
+  int64_t groupRows = (unitRows + numGroups - 1) / numGroups;
   if (groupRows > 16) groupRows = std::min<int64_t>(kMaxGroupRows, (groupRows + 15) / 16 * 16);
 
   // KV chunk length: enough items for every thread (about 4 per thread to balance), never below kMinChunkRows.
   int64_t totalRows = 0;
-  for (int64_t b = 0; b < p.batch; ++b) totalRows += static_cast<int64_t>(lens[b]) * numGroups;
+  for (const DecodeUnit& u : units) totalRows += u.len * numGroups;
   int64_t splitRows;
   {
     std::lock_guard<std::mutex> lock(configMu);
@@ -230,41 +260,26 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
   int64_t chunk = splitRows > 0 ? splitRows : std::max<int64_t>(kMinChunkRows, (totalRows + 4 * threads - 1) / (4 * threads));
   if (splitRows <= 0) chunk = (chunk + 63) / 64 * 64;
 
-  DecodeItem base{};
-  base.elem = elemOf(p.q.dtype);
-  base.cacheElem = elemOf(p.cache.dtype);
-  base.cacheScale = p.cacheScale;
-  base.q = p.q.data;
-  base.cache = p.cache.data;
-  base.D = p.headDim;
-  base.V = p.kvLoraRank;
-  base.blockSize = p.blockSize;
-  base.numHeads = p.numHeads;
-  base.queryLen = p.queryLen;
-  base.causal = p.causal;
-  base.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
-  base.out = p.out.data;
-  base.lse = p.lse.as<float>();
-
   struct SplitSeq {
     int64_t b, m0, m1, parts, first;  // first: index of its first partial
   };
   std::vector<DecodeItem> items;
   std::vector<SplitSeq> splits;
   int64_t partials = 0;
-  for (int64_t b = 0; b < p.batch; ++b) {
-    const int64_t len = lens[b];
+  for (const DecodeUnit& u : units) {
+    const int64_t len = u.len;
     const int64_t parts = len <= chunk ? 1 : (len + chunk - 1) / chunk;
     const int64_t per = parts == 1 ? len : (len + parts - 1) / parts;
-    for (int64_t m0 = 0; m0 < M; m0 += groupRows) {
-      const int64_t m1 = std::min(M, m0 + groupRows);
-      if (parts > 1) splits.push_back({b, m0, m1, parts, partials});
+    for (int64_t m0 = u.m0; m0 < u.m1; m0 += groupRows) {
+      const int64_t m1 = std::min(u.m1, m0 + groupRows);
+      if (parts > 1) splits.push_back({u.b, m0, m1, parts, partials});
       for (int64_t s = 0; s < parts; ++s) {
         DecodeItem it = base;
         it.part = -1;
-        it.table = p.blockTable.as<const int32_t>() + b * p.maxBlocksPerSeq;
+        it.table = u.table;
+        it.slots = u.slots;
         it.seqLen = len;
-        it.b = b;
+        it.b = u.b;
         it.m0 = m0;
         it.m1 = m1;
         it.n0 = std::min(len, s * per);
@@ -278,14 +293,14 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
   }
   // Workspace of the partials: [partials][groupRows][V] + max + sum.
   thread_local std::vector<float> work;
-  const int64_t partStride = groupRows * p.kvLoraRank + 2 * groupRows;
+  const int64_t partStride = groupRows * V + 2 * groupRows;
   if (partials > 0) {
     work.resize(static_cast<size_t>(partials * partStride));
     for (DecodeItem& it : items)
       if (it.part >= 0) {
         float* base_ = work.data() + it.part * partStride;
         it.oPart = base_;
-        it.maxPart = base_ + groupRows * p.kvLoraRank;
+        it.maxPart = base_ + groupRows * V;
         it.sumPart = it.maxPart + groupRows;
       }
   }
@@ -301,16 +316,16 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
   // Merge: out = Σ_s 2^(max_s - max) o_s / Σ_s 2^(max_s - max) sum_s, lse = (max + log2 Σ ...) · ln 2.
   const Elem elem = base.elem;
   const float* ws = work.data();  // the caller's thread_local: the pool's threads must not name it
+  const int64_t outBytes = static_cast<int64_t>(elem == Elem::F32 ? 4 : 2);
   parallelFor(static_cast<int64_t>(splits.size()), [&](int64_t i) {
     const SplitSeq& sq = splits[static_cast<size_t>(i)];
-    const int64_t V = p.kvLoraRank;
     float* acc = scratchFloats(static_cast<size_t>(V));
     for (int64_t j = 0; j < sq.m1 - sq.m0; ++j) {
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t s = 0; s < sq.parts; ++s) mx = std::max(mx, ws[(sq.first + s) * partStride + groupRows * V + j]);
-      const int64_t m = sq.m0 + j, t = m / p.numHeads, h = m % p.numHeads;
-      float* lse = base.lse + (sq.b * p.numHeads + h) * p.queryLen + t;
-      char* out = static_cast<char*>(p.out.data) + (sq.b * M + m) * V * static_cast<int64_t>(dtypeSize(p.out.dtype));
+      const int64_t m = sq.m0 + j, t = m / base.numHeads, h = m % base.numHeads;
+      float* lse = base.lse + (base.lseTokenMajor ? (sq.b * base.queryLen + t) * base.numHeads + h : (sq.b * base.numHeads + h) * base.queryLen + t);
+      char* out = static_cast<char*>(base.out) + (sq.b * M + m) * V * outBytes;
       std::fill(acc, acc + V, 0.f);
       float total = 0.f;
       if (mx != -std::numeric_limits<float>::infinity()) {
@@ -332,6 +347,40 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
       k.store(elem, acc, out, V);
     }
   });
+}
+
+void mlaDecodeCpu(const MlaDecodeParams& p) {
+  DecodeItem base = decodeBase(p.q, p.cache, p.out, p.lse, p.kvLoraRank, p.numHeads, p.queryLen, p.blockSize, p.softmaxScale, p.cacheScale);
+  base.causal = p.causal;
+  const int32_t* lens = p.seqLens.as<const int32_t>();
+  const int64_t M = p.queryLen * p.numHeads;
+  std::vector<DecodeUnit> units;
+  for (int64_t b = 0; b < p.batch; ++b) units.push_back({b, 0, M, lens[b], p.blockTable.as<const int32_t>() + b * p.maxBlocksPerSeq, nullptr});
+  runDecodeCpu(base, units, M);
+}
+
+// Sparse decode: each query position a unit of its heads over the slots it selects, padding left out (it adds
+// nothing), so with every row of a sequence selected in order the work is that of mlaDecode, bit for bit. Indices
+// read in place were not checked at the call: a slot outside the cache counts as padding.
+void mlaSparseDecodeCpu(const MlaSparseDecodeParams& p) {
+  DecodeItem base = decodeBase(p.q, p.cache, p.out, p.lse, p.kvLoraRank, p.numHeads, p.queryLen, p.blockSize, p.softmaxScale, p.cacheScale);
+  base.lseTokenMajor = p.lseTokenMajor;
+  const int32_t* indices = p.indices.as<const int32_t>();
+  const int64_t numSlots = p.numSlots();
+  std::vector<int32_t> slots(static_cast<size_t>(p.batch * p.queryLen * p.topk));
+  std::vector<DecodeUnit> units;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t t = 0; t < p.queryLen; ++t) {
+      const int64_t row = b * p.queryLen + t;
+      int32_t* kept = slots.data() + row * p.topk;
+      int64_t n = 0;
+      for (int64_t k = 0; k < p.topk; ++k) {
+        const int32_t slot = indices[row * p.topk + k];
+        if (slot >= 0 && slot < numSlots) kept[n++] = slot;
+      }
+      units.push_back({b, t * p.numHeads, (t + 1) * p.numHeads, n, nullptr, kept});
+    }
+  runDecodeCpu(base, units, p.numHeads);
 }
 
 // --- append ------------------------------------------------------------------------------------------------------
@@ -365,8 +414,51 @@ void appendFp8Cpu(const AppendLatentCacheParams& p) {
   });
 }
 
+// An fp8_ds_mla cache (FlashMLA's V3.2 layout): the latent in tiles of kDsMlaTile values, each stored as
+// e4m3(value / scale) with scale = max(amax / 448, FLT_MIN) over the tile (as vLLM's concat_and_cache_ds_mla), the
+// tiles' scales as fp32 after the latent, then the rope part (rotated in f32 when asked) as bf16.
+void appendDsMlaCpu(const AppendLatentCacheParams& p) {
+  const KernelSet& k = kernels();
+  const Elem in = elemOf(p.kvC.dtype);
+  const int64_t es = static_cast<int64_t>(dtypeSize(p.kvC.dtype)), V = p.kvLoraRank, R = p.ropeDim, half = R / 2;
+  const int64_t rowBytes = dsMlaRowBytes(V, R), tiles = V / kDsMlaTile;
+  const int32_t* slots = p.slotMapping.as<const int32_t>();
+  const char* kvC = static_cast<const char*>(p.kvC.data);
+  const char* kPe = static_cast<const char*>(p.kPe.data);
+  uint8_t* cache = static_cast<uint8_t*>(p.cache.data);
+  const int64_t perTask = 64;
+  parallelFor((p.numTokens + perTask - 1) / perTask, [&](int64_t task) {
+    float* row = scratchFloats(static_cast<size_t>(V + 2 * R + 16));
+    float* pe = row + V;
+    float* rotated = pe + R;
+    for (int64_t i = task * perTask; i < std::min(p.numTokens, (task + 1) * perTask); ++i) {
+      if (slots[i] < 0) continue;
+      uint8_t* dst = cache + static_cast<int64_t>(slots[i]) * rowBytes;
+      k.load(in, kvC + i * V * es, row, V);
+      for (int64_t t = 0; t < tiles; ++t) {
+        float* x = row + t * kDsMlaTile;
+        float amax = 0.f;
+        for (int64_t c = 0; c < kDsMlaTile; ++c) amax = std::max(amax, std::fabs(x[c]));
+        const float scale = std::max(amax / 448.f, std::numeric_limits<float>::min());
+        for (int64_t c = 0; c < kDsMlaTile; ++c) x[c] /= scale;
+        std::memcpy(dst + V + 4 * t, &scale, 4);
+      }
+      k.store(Elem::FP8E4M3, row, dst, V);
+      k.load(in, kPe + i * R * es, pe, R);
+      const float* ropeRow = pe;
+      if (p.ropeStyle != RopeStyle::None) {
+        const int64_t pos = p.positions.as<const int32_t>()[i];
+        k.rope(Elem::F32, p.ropeStyle == RopeStyle::Interleaved, pe, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half, rotated, R);
+        ropeRow = rotated;
+      }
+      k.store(Elem::BF16, ropeRow, dst + V + 4 * tiles, R);
+    }
+  });
+}
+
 void appendCpu(const AppendLatentCacheParams& p) {
   if (p.cache.dtype == DType::FP8E4M3) return appendFp8Cpu(p);
+  if (p.cache.dtype == DType::FP8DSMLA) return appendDsMlaCpu(p);
   const KernelSet& k = kernels();
   const Elem e = elemOf(p.cache.dtype);
   const size_t es = dtypeSize(p.cache.dtype);
@@ -469,6 +561,9 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device{}; }
   void appendLatentCache(const AppendLatentCacheParams& p) override { appendCpu(p); }
   void mlaDecode(const MlaDecodeParams& p) override { mlaDecodeCpu(p); }
+  void mlaSparseDecode(const MlaSparseDecodeParams& p) override { mlaSparseDecodeCpu(p); }
+  void appendIndexerCache(const AppendIndexerCacheParams& p) override { appendIndexerCacheCpu(p, kernels()); }
+  void lightningIndexer(const LightningIndexerParams& p) override { lightningIndexerCpu(p, kernels()); }
   void copy(const CopyParams& p) override {
     if (p.src.nbytes()) std::memcpy(p.dst.data, p.src.data, p.src.nbytes());
   }
@@ -485,6 +580,17 @@ class CpuBackend final : public Backend {
 // For the prefill operations (prefill_cpu.cc).
 Elem cpuElem(DType t) { return elemOf(t); }
 float* cpuScratch(size_t n) { return scratchFloats(n); }
+
+void cpuLoadDsMlaRow(const KernelSet& k, const void* src, float* row, int64_t kvLoraRank, int64_t ropeDim) {
+  const uint8_t* bytes = static_cast<const uint8_t*>(src);
+  k.load(Elem::FP8E4M3, bytes, row, kvLoraRank);
+  for (int64_t t = 0; t < kvLoraRank / kDsMlaTile; ++t) {
+    float scale;
+    std::memcpy(&scale, bytes + kvLoraRank + 4 * t, 4);
+    for (int64_t c = t * kDsMlaTile; c < (t + 1) * kDsMlaTile; ++c) row[c] *= scale;
+  }
+  k.load(Elem::BF16, bytes + dsMlaRowBytes(kvLoraRank, 0), row + kvLoraRank, ropeDim);
+}
 
 // --- info, test hooks, limits ------------------------------------------------------------------------------------
 CpuStatus cpuStatus() {

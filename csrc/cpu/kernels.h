@@ -9,18 +9,25 @@
 
 namespace mla::cpu {
 
-// FP8E4M3: the latent cache only (decode reads it through cacheElem, dequantised by cacheScale; append writes it).
-enum class Elem : uint8_t { F32 = 0, F16 = 1, BF16 = 2, FP8E4M3 = 3 };
+// FP8E4M3: the caches only (decode reads it through cacheElem, dequantised by cacheScale; append writes it). FP8DSMLA:
+// a latent cache row in FlashMLA's V3.2 layout (kvLoraRank e4m3 bytes, an fp32 scale per kDsMlaTile of them, ropeDim
+// bf16), read by decode only.
+enum class Elem : uint8_t { F32 = 0, F16 = 1, BF16 = 2, FP8E4M3 = 3, FP8DSMLA = 4 };
+inline constexpr int64_t kDsMlaTileValues = 128;  // core/dtype.h's kDsMlaTile (kernel units include no core header)
 
-// One work item of decode: query rows [m0, m1) (m = t * numHeads + h) of sequence b against its cache rows [n0, n1).
+// One work item of decode: query rows [m0, m1) (m = t * numHeads + h) of sequence b against its cache rows [n0, n1):
+// rows of the sequence's block-table row, or (sparse decode) the cache slots slots[n0, n1).
 struct DecodeItem {
   // The whole operation.
   Elem elem;               // of q and out
-  Elem cacheElem;          // of the cache: elem, or FP8E4M3
+  Elem cacheElem;          // of the cache: elem, FP8E4M3 or FP8DSMLA
   float cacheScale;        // a cache element's value is its stored value times this (1 but for FP8E4M3)
   const void* q;           // [batch][queryLen * numHeads][D]
-  const void* cache;       // [numBlocks * blockSize][D]
-  const int32_t* table;    // this sequence's block-table row
+  const void* cache;       // [numBlocks * blockSize] rows of rowBytes
+  const int32_t* table;    // this sequence's block-table row (null when slots is given)
+  const int32_t* slots;    // sparse decode: the slot of each of the item's rows (n indexes it), all valid
+  int64_t rowBytes;        // bytes of a cache row
+  bool lseTokenMajor;      // lse [batch * queryLen][H] (a sparse prefill's) instead of [batch][H][queryLen]
   int64_t D, V;            // row width (kvLoraRank + ropeDim) and kvLoraRank
   int64_t blockSize, numHeads, queryLen;
   int64_t seqLen;
@@ -53,6 +60,22 @@ struct PrefillItem {
   float scaleLog2;       // softmaxScale * log2(e)
   bool causal;           // query i of qLen sees the first kvLen - qLen + 1 + i keys
   int64_t h, qBegin, qLen, kvBegin, kvLen, i0, i1;
+};
+
+// One work item of the lightning indexer (indexer_generic.inl): query positions [t0, t1) of sequence b, all their
+// heads, against its cached keys [n0, n1): scores[(t - t0) * scoreStride + n] = scale[n] Σ_h w[t][h] ReLU(q[t][h]·k[n]).
+struct IndexerItem {
+  Elem elem;               // of q
+  Elem cacheElem;          // of the key cache: elem, or FP8E4M3
+  const void* q;           // [batch][queryLen][numHeads][indexDim]
+  const float* weights;    // [batch][queryLen][numHeads]
+  const void* cache;       // [numBlocks * blockSize][indexDim]
+  const float* scales;     // [numBlocks * blockSize]: an fp8 key's scale (null: 1)
+  const int32_t* table;    // this sequence's block-table row
+  int64_t blockSize, numHeads, indexDim, queryLen;
+  int64_t b, t0, t1, n0, n1;
+  float* scores;           // row t - t0 at scores + (t - t0) * scoreStride, indexed by position
+  int64_t scoreStride;
 };
 
 // One block of C = A Bᵀ (the up-projection of prefill): rows [m0, m1) and columns [n0, n1) of C, A [M][K] and
@@ -96,6 +119,10 @@ struct KernelSet {
   void (*prefill)(const PrefillItem& item, float* scratch);
   size_t (*gemmScratch)(const GemmBlock& block);
   void (*gemmNT)(const GemmBlock& block, float* scratch);
+  // The lightning indexer's scores (indexer_generic.inl): an item's scratch floats (64-byte aligned, independent of the
+  // key count) and the item.
+  size_t (*indexerScratch)(const IndexerItem& item);
+  void (*indexerScores)(const IndexerItem& item, float* scratch);
 };
 
 // The largest GemmBlock: C blocks of 64 rows by 96 columns (6, 12 and 24 vectors of the three widths).
@@ -108,7 +135,8 @@ KernelSet kernelSet(const char* name) {
   return KernelSet{name,          Functions::decodeScratch, Functions::decode,     Functions::load,
                    Functions::store, Functions::axpy,       Functions::dot,        Functions::rope,
                    Functions::streamCopy, Functions::streamFence, Functions::fmaLoop, Functions::bf16DotLoop,
-                   Functions::prefillScratch, Functions::prefill, Functions::gemmScratch, Functions::gemmNT};
+                   Functions::prefillScratch, Functions::prefill, Functions::gemmScratch, Functions::gemmNT,
+                   Functions::indexerScratch, Functions::indexerScores};
 }
 
 const KernelSet& portableKernels();

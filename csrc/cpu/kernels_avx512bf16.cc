@@ -211,15 +211,10 @@ void decodeBf16(const DecodeItem& it, float* scratch) {
     // The tile's K rows: in place when they are consecutive in one cache block and fill the Q·K blocks exactly,
     // else copied (zero rows after the valid ones).
     const uint16_t* k;
-    const int64_t first = static_cast<int64_t>(it.table[n / it.blockSize]) * it.blockSize + n % it.blockSize;
-    if (nrows == kTile && n % it.blockSize + kTile <= it.blockSize) {
-      k = cache + first * D;
+    if (!it.slots && nrows == kTile && n % it.blockSize + kTile <= it.blockSize) {
+      k = cache + slotOf(it, n) * D;
     } else {
-      for (int64_t r = 0; r < nrows; ++r) {
-        const int64_t pos = n + r;
-        const uint16_t* src = cache + (static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize) * D;
-        __builtin_memcpy(kt + r * D, src, static_cast<size_t>(D) * 2);
-      }
+      for (int64_t r = 0; r < nrows; ++r) __builtin_memcpy(kt + r * D, cache + slotOf(it, n + r) * D, static_cast<size_t>(D) * 2);
       for (int64_t i = nrows * D; i < (kTile + kTilePad) * D; ++i) kt[i] = 0;
       k = kt;
     }

@@ -89,8 +89,23 @@ struct TileSource {
   bool split;               // bf16 in split order (d0, d1 multiples of 2W)
   float* tile;              // the f32 tile, row stride `stride`
   int64_t stride;
+  int64_t V;                // kvLoraRank: where an FP8DSMLA row's rope part starts
   inline void convert(int64_t r0, int64_t r1, int64_t d0, int64_t d1) const {
     if (r1 > count) r1 = count;
+    if (elem == Elem::FP8DSMLA) {  // [d0, d1) lies in one scale tile of the latent, or in the rope part
+      for (int64_t r = r0; r < r1; ++r) {
+        float* dst = tile + r * stride + d0;
+        if (d0 < V) {
+          VO::loadElems(Elem::FP8E4M3, rows[r] + d0, dst, d1 - d0);
+          float tileScale;
+          __builtin_memcpy(&tileScale, rows[r] + V + 4 * (d0 / kDsMlaTileValues), 4);
+          for (int64_t d = 0; d < d1 - d0; d += VO::W) VO::store(dst + d, VO::mul(VO::load(dst + d), VO::set1(tileScale)));
+        } else {
+          VO::loadElems(Elem::BF16, rows[r] + V + V / kDsMlaTileValues * 4 + 2 * (d0 - V), dst, d1 - d0);
+        }
+      }
+      return;
+    }
     if (split) {
       for (int64_t r = r0; r < r1; ++r)
         VO::loadBf16Split(reinterpret_cast<const uint16_t*>(rows[r]) + d0, tile + r * stride + d0, d1 - d0);
@@ -140,13 +155,20 @@ inline void qkBlock(const float* tile, int64_t tileStride, const float* qt, int6
     for (int v = 0; v < MV; ++v) VO::store(s + r * mp + v * VO::W, acc[r][v]);
 }
 
+// The cache slot of an item's row `pos`: through the block table, or the sparse decode's slot list.
+inline int64_t slotOf(const DecodeItem& it, int64_t pos) {
+  return it.slots ? it.slots[pos] : static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize;
+}
+
 // Fills `rows` with the cache rows [n, n + count) of an item.
 inline void rowPointers(const DecodeItem& it, int64_t n, int64_t count, const char** rows) {
-  const int64_t rowBytes = it.D * static_cast<int64_t>(elemBytes(it.cacheElem));
-  for (int64_t r = 0; r < count; ++r) {
-    const int64_t pos = n + r;
-    rows[r] = static_cast<const char*>(it.cache) + (static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize) * rowBytes;
-  }
+  for (int64_t r = 0; r < count; ++r) rows[r] = static_cast<const char*>(it.cache) + slotOf(it, n + r) * it.rowBytes;
+}
+
+// Where query row m's log-sum-exp goes: [batch][H][queryLen], or [batch * queryLen][H] (a sparse prefill's).
+inline float* lseAt(const DecodeItem& it, int64_t m) {
+  const int64_t t = m / it.numHeads, h = m % it.numHeads;
+  return it.lse + (it.lseTokenMajor ? (it.b * it.queryLen + t) * it.numHeads + h : (it.b * it.numHeads + h) * it.queryLen + t);
 }
 
 constexpr int floorPow2(int x) { return x >= 16 ? 16 : x >= 8 ? 8 : x >= 4 ? 4 : x >= 2 ? 2 : 1; }
@@ -287,9 +309,9 @@ inline void finishItem(const DecodeItem& it, const float* o, int64_t vp, const f
       it.sumPart[j] = lrun[j];
       continue;
     }
-    const int64_t m = it.m0 + j, t = m / it.numHeads, h = m % it.numHeads;
+    const int64_t m = it.m0 + j;
     void* out = elemAt(it.elem, it.out, (it.b * it.queryLen * it.numHeads + m) * it.V);
-    float* lse = it.lse + (it.b * it.numHeads + h) * it.queryLen + t;
+    float* lse = lseAt(it, m);
     if (lrun[j] > 0.f) {
       const float inv = 1.f / lrun[j];
       float buf[64];
@@ -359,7 +381,7 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
 
   const char* cur[kTile];
   const char* next[kTile];
-  const int64_t rowBytes = D * static_cast<int64_t>(elemBytes(it.cacheElem));
+  const int64_t rowBytes = it.rowBytes;
   if (it.n0 < it.n1) rowPointers(it, it.n0, it.n1 - it.n0 < kTile ? it.n1 - it.n0 : kTile, cur);
   for (int64_t n = it.n0; n < it.n1; n += kTile) {
     const int64_t rows = it.n1 - n < kTile ? it.n1 - n : kTile;
@@ -374,7 +396,7 @@ void decodeGeneric(const DecodeItem& it, float* scratch) {
     bool inPlace = it.cacheElem == Elem::F32 && L.dp == D && rows == kTile;
     for (int64_t r = 1; inPlace && r < rows; ++r) inPlace = cur[r] == cur[0] + r * rowBytes;
     const float* t = inPlace ? reinterpret_cast<const float*>(cur[0]) : tile;
-    const TileSource src{cur, rows, it.cacheElem, it.cacheScale, split, tile, L.dp};
+    const TileSource src{cur, rows, it.cacheElem, it.cacheScale, split, tile, L.dp, it.V};
     if (L.dp == kFastStride) qkTile<kFastStride>(t, L.dp, rows, qt, L.mp, D, s, pf, inPlace ? nullptr : &src);
     else qkTile<0>(t, L.dp, rows, qt, L.mp, D, s, pf, inPlace ? nullptr : &src);
     for (int64_t r = 0; r < nextRows; ++r) cur[r] = next[r];
@@ -499,6 +521,7 @@ double fmaLoopGeneric(int64_t iters) {
 double noBf16DotLoop(int64_t) { return 0.0; }
 
 #include "prefill_generic.inl"
+#include "indexer_generic.inl"
 
 // The unit's functions, in the order of KernelSet's fields (kernelSet() in kernels.h reads them): the generic ones
 // above over the unit's VO; a unit with its own overrides some in a struct derived from this one.
@@ -518,4 +541,6 @@ struct GenericKernels {
   static constexpr auto prefill = prefillGeneric;
   static constexpr auto gemmScratch = gemmScratchGeneric;
   static constexpr auto gemmNT = gemmNTGeneric;
+  static constexpr auto indexerScratch = indexerScratchGeneric;
+  static constexpr auto indexerScores = indexerScoresGeneric;
 };

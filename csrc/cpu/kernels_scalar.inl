@@ -30,7 +30,7 @@ inline void sStore(Elem e, void* p, int64_t i, float v) {
     default: static_cast<uint16_t*>(p)[i] = sF32ToF16(v); return;
   }
 }
-inline size_t elemBytes(Elem e) { return e == Elem::F32 ? 4 : e == Elem::FP8E4M3 ? 1 : 2; }
+inline size_t elemBytes(Elem e) { return e == Elem::F32 ? 4 : e == Elem::FP8E4M3 || e == Elem::FP8DSMLA ? 1 : 2; }
 inline const void* elemAt(Elem e, const void* p, int64_t i) { return static_cast<const char*>(p) + i * static_cast<int64_t>(elemBytes(e)); }
 inline void* elemAt(Elem e, void* p, int64_t i) { return static_cast<char*>(p) + i * static_cast<int64_t>(elemBytes(e)); }
 

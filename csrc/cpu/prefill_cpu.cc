@@ -83,10 +83,12 @@ void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k) 
   const int32_t* cu = p.cuSeqLens.as<const int32_t>();
   const int32_t* starts = p.seqStarts.present() ? p.seqStarts.as<const int32_t>() : nullptr;
   const int32_t* table = p.blockTable.as<const int32_t>();
-  const Elem cacheElem = cpuElem(p.cache.dtype), outElem = cpuElem(p.kvC.dtype);
+  const bool ds = p.cache.dtype == DType::FP8DSMLA;
+  const Elem cacheElem = ds ? Elem::FP8DSMLA : cpuElem(p.cache.dtype), outElem = cpuElem(p.kvC.dtype);
   const bool same = p.cache.dtype == p.kvC.dtype;  // a float cache of the outputs' dtype: plain copies
   const int64_t width = p.kvLoraRank + p.ropeDim;
   const size_t cacheEs = dtypeSize(p.cache.dtype), outEs = dtypeSize(p.kvC.dtype);
+  const int64_t rowBytes = p.cache.dim(2) * static_cast<int64_t>(cacheEs);
   const char* cache = static_cast<const char*>(p.cache.data);
   char* kvC = static_cast<char*>(p.kvC.data);
   char* kPe = static_cast<char*>(p.kPe.data);
@@ -104,7 +106,7 @@ void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k) 
     for (int64_t r = task.r0; r < task.r1; ++r) {
       const int64_t pos = (starts ? starts[task.b] : 0) + r - cu[task.b];
       const int64_t slot = static_cast<int64_t>(table[task.b * p.maxBlocksPerSeq + pos / p.blockSize]) * p.blockSize + pos % p.blockSize;
-      const char* src = cache + slot * width * static_cast<int64_t>(cacheEs);
+      const char* src = cache + slot * rowBytes;
       char* dstC = kvC + r * p.kvLoraRank * static_cast<int64_t>(outEs);
       char* dstPe = kPe + r * p.ropeDim * static_cast<int64_t>(outEs);
       if (same) {
@@ -112,7 +114,8 @@ void gatherLatentCacheCpu(const GatherLatentCacheParams& p, const KernelSet& k) 
         if (p.ropeDim) std::memcpy(dstPe, src + p.kvLoraRank * static_cast<int64_t>(cacheEs), static_cast<size_t>(p.ropeDim) * cacheEs);
         continue;
       }
-      k.load(cacheElem, src, row, width);
+      if (ds) cpuLoadDsMlaRow(k, src, row, p.kvLoraRank, p.ropeDim);
+      else k.load(cacheElem, src, row, width);
       if (p.cacheScale != 1.f)
         for (int64_t c = 0; c < width; ++c) row[c] *= p.cacheScale;
       k.store(outElem, row, dstC, p.kvLoraRank);

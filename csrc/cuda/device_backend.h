@@ -229,8 +229,12 @@ class DeviceBackend final : public Backend {
   DeviceMemory* memory() override { return &memory_; }
 
   // An fp8 cache is written from, and read against, bf16 or f16 tensors.
-  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache"); }
+  void checkSupported(const AppendLatentCacheParams& p) const override {
+    noDsMla(p.cache, "appendLatentCache");
+    elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache");
+  }
   void checkSupported(const MlaDecodeParams& p) const override {
+    noDsMla(p.cache, "mlaDecode");
     elemOf(p.q, "mlaDecode");
     if (p.headDim % 16 != 0)
       unsupported("mlaDecode: q's last dimension (kvLoraRank + ropeDim = " + std::to_string(p.headDim) + ") must be a multiple of 16");
@@ -372,6 +376,7 @@ class DeviceBackend final : public Backend {
     StagingSlot& slot = ctx.staging(graph.indexBytes + 16);
     uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
     std::vector<OpOutput> outputs;
+    MlaSparseDecodeParams sparse;
     for (size_t i = 0; i < ops.size(); ++i) {
       const GraphOpLayout& l = graph.layout[i];
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
@@ -414,6 +419,10 @@ class DeviceBackend final : public Backend {
       } else if (const auto* p = std::get_if<MergeAttentionStatesParams>(&ops[i])) {
         outputs.push_back({p->out.data, p->out.nbytes()});
         outputs.push_back({p->lse.data, p->lse.nbytes()});
+      } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
+        if (p->indicesOnHost()) copyBytes(stage + l.sparseIndices, p->indices.data, p->indices.nbytes());
+        outputs.push_back({p->out.data, p->out.nbytes()});
+        outputs.push_back({p->lse.data, p->lse.nbytes()});
       }
     }
     check<Rt>(Rt::cudaMemcpyAsync(graph.index, stage, graph.indexBytes, cudaMemcpyHostToDevice, ctx.stream), "graph upload");
@@ -432,7 +441,40 @@ class DeviceBackend final : public Backend {
                   std::to_string(kPrefillMaxVHeadDim) + ", got " + std::to_string(p.headDim) + " and " + std::to_string(p.vHeadDim));
     choosePrefillConfig(p);
   }
-  void checkSupported(const GatherLatentCacheParams& p) const override { elemOf(p.kvC, "gatherLatentCache"); }
+  void checkSupported(const GatherLatentCacheParams& p) const override {
+    noDsMla(p.cache, "gatherLatentCache");
+    elemOf(p.kvC, "gatherLatentCache");
+  }
+  // The lightning indexer has no device kernels yet: refused here, before anything is queued.
+  void checkSupported(const MlaSparseDecodeParams& p) const override {
+    elemOf(p.q, "mlaSparseDecode");
+    if (p.headDim > kSparseMaxHeadDim || p.kvLoraRank > kSparseMaxKvLoraRank)
+      unsupported("mlaSparseDecode: rows of at most " + std::to_string(kSparseMaxHeadDim) + " values with kvLoraRank at most " +
+                  std::to_string(kSparseMaxKvLoraRank) + ", got " + std::to_string(p.headDim) + " and " + std::to_string(p.kvLoraRank));
+  }
+  void checkSupported(const AppendIndexerCacheParams&) const override { unsupported("appendIndexerCache runs on the cpu backend only in this version"); }
+  void checkSupported(const LightningIndexerParams&) const override { unsupported("lightningIndexer runs on the cpu backend only in this version"); }
+  // Host indices are uploaded first (the worker's scratch); device indices are read where they are.
+  void mlaSparseDecode(const MlaSparseDecodeParams& p) override {
+    typename Rt::OpScope scope("mlaSparseDecode");
+    WorkerContext<Rt>& ctx = worker();
+    const int32_t* indices = p.indices.as<const int32_t>();
+    if (p.indicesOnHost()) {
+      StagingSlot& slot = ctx.staging(p.indices.nbytes() + 16);
+      copyBytes(slot.pinned, p.indices.data, p.indices.nbytes());
+      uint8_t* dev = ctx.deviceScratch(p.indices.nbytes() + 16);
+      check<Rt>(Rt::cudaMemcpyAsync(dev, slot.pinned, p.indices.nbytes(), cudaMemcpyHostToDevice, ctx.stream), "mlaSparseDecode upload");
+      ctx.staged(slot);
+      indices = reinterpret_cast<const int32_t*>(dev);
+    }
+    const SparseDecodeArgs a = sparseDecodeArgs(p, indices);
+    Rt::runOp("mlaSparseDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchSparseDecode(a, ctx.stream), "mlaSparseDecode launch");
+      if (a.numQueries) record();
+    });
+  }
+  void appendIndexerCache(const AppendIndexerCacheParams& p) override { checkSupported(p); }
+  void lightningIndexer(const LightningIndexerParams& p) override { checkSupported(p); }
   void checkSupported(const UpProjectKvParams& p) const override {
     elemOf(p.kvC, "upProjectKv");
     if (p.kvLoraRank % 8 != 0 || p.nopeDim % 2 != 0 || p.vHeadDim % 2 != 0)
@@ -638,6 +680,32 @@ class DeviceBackend final : public Backend {
 
   static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
 
+  SparseDecodeArgs sparseDecodeArgs(const MlaSparseDecodeParams& p, const int32_t* indicesOnDevice) const {
+    SparseDecodeArgs a{};
+    a.elem = elemOf(p.q, "mlaSparseDecode");
+    a.cacheKind = p.cache.dtype == DType::FP8DSMLA ? SparseCache::Fp8DsMla : isFp8(p.cache) ? SparseCache::Fp8 : SparseCache::Elem;
+    a.cacheScale = p.cacheScale;
+    a.q = p.q.data;
+    a.cache = p.cache.data;
+    a.indices = indicesOnDevice;
+    a.out = p.out.data;
+    a.lse = p.lse.as<float>();
+    a.numQueries = static_cast<int>(p.batch * p.queryLen);
+    a.queryLen = static_cast<int>(p.queryLen);
+    a.numHeads = static_cast<int>(p.numHeads);
+    a.headDim = static_cast<int>(p.headDim);
+    a.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    a.topk = static_cast<int>(p.topk);
+    a.numSlots = p.numSlots();
+    a.rowBytes = p.cache.dim(2) * static_cast<int64_t>(dtypeSize(p.cache.dtype));
+    a.lseTokenMajor = p.lseTokenMajor ? 1 : 0;
+    a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+    return a;
+  }
+  void noDsMla(const TensorView& cache, const char* op) const {
+    if (cache.dtype == DType::FP8DSMLA) unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read and written on the cpu backend only in this version");
+  }
+
   ElemType elemOf(const TensorView& t, const char* op) const {
     if (t.dtype == DType::BF16) return ElemType::BF16;
     if (t.dtype == DType::F16) return ElemType::F16;
@@ -810,7 +878,14 @@ class DeviceBackend final : public Backend {
     int prefillCapacity = 0;
     size_t prefillCounts = 0, prefillWork = 0;
     size_t gatherTable = 0, gatherCu = 0, gatherStarts = 0;  // gatherLatentCache
+    size_t sparseIndices = 0;                                // mlaSparseDecode / mlaSparsePrefill: host indices
   };
+  // The sparse decode an operation is (a sparse prefill's, made into `made`), or null.
+  static const MlaSparseDecodeParams* sparseOf(const GraphOp& op, MlaSparseDecodeParams& made) {
+    if (const auto* p = std::get_if<MlaSparseDecodeParams>(&op)) return p;
+    if (const auto* p = std::get_if<MlaSparsePrefillParams>(&op)) return &(made = sparsePrefillAsDecode(*p));
+    return nullptr;
+  }
   struct CudaGraphState final : GraphState {
     explicit CudaGraphState(DeviceMemory* m) : memory(m) {}
     ~CudaGraphState() override {
@@ -837,6 +912,7 @@ class DeviceBackend final : public Backend {
       return offset;
     };
     g->layout.resize(ops.size());
+    MlaSparseDecodeParams sparse;
     for (size_t i = 0; i < ops.size(); ++i) {
       GraphOpLayout& l = g->layout[i];
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
@@ -863,6 +939,8 @@ class DeviceBackend final : public Backend {
         l.gatherTable = take(p->blockTable.nbytes());
         l.gatherCu = take(p->cuSeqLens.nbytes());
         if (p->seqStarts.present()) l.gatherStarts = take(p->seqStarts.nbytes());
+      } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
+        if (p->indicesOnHost()) l.sparseIndices = take(p->indices.nbytes());
       }
     }
     // The operations of one graph run one after another, so the decodes share one area for partial results.
@@ -900,6 +978,9 @@ class DeviceBackend final : public Backend {
           check<Rt>(Rt::launchGemmNt(upProjectArgs(*p), ctx.stream), "upProjectKv launch (graph capture)");
         } else if (const auto* p = std::get_if<MergeAttentionStatesParams>(&ops[i])) {
           check<Rt>(Rt::launchMerge(mergeArgs(*p), ctx.stream), "mergeAttentionStates launch (graph capture)");
+        } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
+          const int32_t* indices = p->indicesOnHost() ? reinterpret_cast<const int32_t*>(base + l.sparseIndices) : p->indices.as<const int32_t>();
+          check<Rt>(Rt::launchSparseDecode(sparseDecodeArgs(*p, indices), ctx.stream), "mlaSparseDecode launch (graph capture)");
         }
       }
     } catch (...) {

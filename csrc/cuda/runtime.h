@@ -31,7 +31,8 @@ namespace mla::cuda {
   static constexpr auto launchPrefillPad = &ns::launchPrefillPad;   \
   static constexpr auto launchGather = &ns::launchGather;           \
   static constexpr auto launchGemmNt = &ns::launchGemmNt;           \
-  static constexpr auto launchMerge = &ns::launchMerge;
+  static constexpr auto launchMerge = &ns::launchMerge;             \
+  static constexpr auto launchSparseDecode = &ns::launchSparseDecode;
 
 // An output of an operation: what runOp compares between thread orders under emulation.
 struct OpOutput {

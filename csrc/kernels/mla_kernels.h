@@ -202,6 +202,31 @@ struct MergeArgs {
   int width;
 };
 
+// --- sparse decode (sparse.cu): DeepSeek-V3.2's MLA over the cache rows each query selects ---
+// The widest rows the sparse decode kernel takes (its query and row buffers in shared memory, its output columns in
+// registers): DeepSeek's 512 + 64.
+inline constexpr int kSparseMaxHeadDim = 576;
+inline constexpr int kSparseMaxKvLoraRank = 512;
+enum class SparseCache : int {
+  Elem = 0,      // of q's dtype
+  Fp8 = 1,       // fp8 e4m3, values the stored ones times cacheScale
+  Fp8DsMla = 2,  // FlashMLA's V3.2 rows: kvLoraRank e4m3 | an f32 scale per 128 of them | ropeDim bf16
+};
+struct SparseDecodeArgs {
+  ElemType elem;             // of q and out
+  SparseCache cacheKind;
+  float cacheScale;
+  const void* q;             // [numQueries, numHeads, headDim], numQueries = batch * queryLen
+  const void* cache;         // numSlots rows of rowBytes
+  const int32_t* indices;    // [numQueries, topk] slots; outside [0, numSlots): padding
+  void* out;                 // [numQueries, numHeads, kvLoraRank]
+  float* lse;                // [batch, numHeads, queryLen], or [numQueries, numHeads] when lseTokenMajor
+  int numQueries, queryLen, numHeads, headDim, kvLoraRank, topk;
+  int64_t numSlots, rowBytes;
+  int lseTokenMajor;
+  float scaleLog2;           // softmaxScale · log2(e)
+};
+
 }  // namespace kernels
 
 namespace MLA_KERNEL_NS {
@@ -231,6 +256,7 @@ cudaError_t preparePrefill(PrefillConfig config, int nopeDim, int ropeDim, int v
 cudaError_t launchGather(const GatherArgs& args, cudaStream_t stream);
 cudaError_t launchGemmNt(const GemmNtArgs& args, cudaStream_t stream);
 cudaError_t launchMerge(const MergeArgs& args, cudaStream_t stream);
+cudaError_t launchSparseDecode(const SparseDecodeArgs& args, cudaStream_t stream);
 
 }  // namespace MLA_KERNEL_NS
 }  // namespace mla

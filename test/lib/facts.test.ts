@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backends, DTYPE_SIZES, ERROR_CODES } from 'mla-kernels';
-import { DTYPE_CODES } from '../../lib/dtypes.js';
+import { DS_MLA_TILE, DTYPE_CODES } from '../../lib/dtypes.js';
 import { native } from '../../lib/native.js';
 import { DEVICE_KINDS } from '../../lib/device.js';
 import pkg from '../../package.json' with { type: 'json' };
@@ -13,6 +13,9 @@ import pkg from '../../package.json' with { type: 'json' };
 describe('facts shared by lib/ and csrc/core/', () => {
   it('dtypes and their sizes agree', () => {
     expect(native().facts().dtypeSizes).toEqual(DTYPE_SIZES);
+  });
+  it("the fp8_ds_mla layout's scale tile agrees", () => {
+    expect(native().facts().dsMlaTile).toBe(DS_MLA_TILE);
   });
   it('dtype and device kind numbers of tensor descriptors agree', () => {
     expect(native().facts().dtypeCodes).toEqual(DTYPE_CODES);

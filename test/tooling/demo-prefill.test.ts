@@ -2,24 +2,9 @@
 // prompts and in chunks, timed beside the absorbed form on the same cache: the MLA logits still agree with the MHA
 // model's at every step, and the summary shows the prefill rate of both forms.
 import { describe, expect, it } from 'vitest';
-import { CONFIGS, parseArgs } from '../../demo/main.js';
-import { runDemo, type DemoOptions } from '../../demo/run.js';
+import { parseArgs } from '../../demo/main.js';
 import { suiteBackends } from '../helpers.js';
-
-async function run(o: Partial<DemoOptions>, config: Partial<DemoOptions['config']> = {}) {
-  const lines: string[] = [];
-  const result = await runDemo({
-    config: { ...CONFIGS.tiny, dtype: 'f32', seed: 11, ...config },
-    promptLens: [5, 11, 2],
-    newTokens: [4, 3, 5],
-    backend: 'cpu',
-    mhaCompare: true,
-    progress: false,
-    print: (l) => lines.push(l),
-    ...o,
-  });
-  return { result, text: lines.join('\n') };
-}
+import { runTinyDemo as run } from './demo-run.js';
 
 describe('demo: prefill in multi-head form', () => {
   it('whole prompts: agrees with the MHA model, and the two MLA forms agree on the prompt', async () => {

@@ -6,9 +6,13 @@ import {
   absorbQuery,
   appendLatentCache,
   gatherLatentCache,
+  lightningIndexer,
   mergeAttentionStates,
   mlaDecode,
   mlaPrefill,
+  mlaSparseDecode,
+  mlaSparsePrefill,
+  appendIndexerCache,
   Tensor,
   unabsorbOutput,
   upProjectKv,
@@ -16,7 +20,7 @@ import {
   type LatentCacheDType,
 } from '../../lib/index.js';
 
-declare function t<D extends 'f32' | 'f16' | 'bf16' | 'i32' | 'fp8_e4m3'>(dtype: D): Tensor<D>;
+declare function t<D extends 'f32' | 'f16' | 'bf16' | 'i32' | 'fp8_e4m3' | 'fp8_ds_mla'>(dtype: D): Tensor<D>;
 const index = t('i32');
 const decodeArgs = { blockTable: index, seqLens: index, softmaxScale: 0.1, kvLoraRank: 512 };
 
@@ -112,4 +116,24 @@ export function scales(): void {
   Tensor.zeros([4], 'bf16', { scale: 2 });
   // @ts-expect-error only fp8 tensors have a scale
   Tensor.from(new Uint16Array(4), [4], 'bf16', { scale: 2 });
+}
+
+export async function sparse(): Promise<void> {
+  const args = { indices: index, softmaxScale: 0.1, kvLoraRank: 512 };
+  expectTypeOf(mlaSparseDecode({ q: t('bf16'), cache: t('fp8_ds_mla'), ...args }).out).toEqualTypeOf<Tensor<'bf16'>>();
+  expectTypeOf(await mlaSparseDecode({ q: t('f32'), cache: t('f32'), ...args }).out.read()).toEqualTypeOf<Float32Array>();
+  expectTypeOf(mlaSparsePrefill({ q: t('f16'), kv: t('f16'), ...args }).out).toEqualTypeOf<Tensor<'f16'>>();
+  appendIndexerCache({ cache: t('fp8_e4m3'), scales: t('f32'), k: t('bf16'), slotMapping: index });
+  const indexer = { weights: t('f32'), blockTable: index, seqLens: index, topk: 2048 };
+  expectTypeOf(lightningIndexer({ q: t('bf16'), cache: t('bf16'), ...indexer }).indices).toEqualTypeOf<Tensor<'i32'>>();
+  // @ts-expect-error an f16 cache for a bf16 query
+  mlaSparseDecode({ q: t('bf16'), cache: t('f16'), ...args });
+  // @ts-expect-error an out of another dtype than q
+  mlaSparseDecode({ q: t('bf16'), cache: t('bf16'), ...args, out: t('f32') });
+  // @ts-expect-error kv of another dtype than q
+  mlaSparsePrefill({ q: t('bf16'), kv: t('f32'), ...args });
+  // @ts-expect-error a float indexer cache of another dtype than k
+  appendIndexerCache({ cache: t('f16'), k: t('bf16'), slotMapping: index });
+  // @ts-expect-error a float indexer cache of another dtype than q
+  lightningIndexer({ q: t('bf16'), cache: t('f32'), ...indexer });
 }

@@ -1,0 +1,76 @@
+// The lightning indexer's scores on the CPU (DeepSeek-V3.2), written once over the vector abstraction VO of the
+// including unit; included at the end of kernels_generic.inl, whose register-blocked Q·K block (qkTile) it reuses.
+//
+// An item: query positions [t0, t1) of one sequence with all their indexer heads in SIMD lanes (m = (t - t0) · H + h),
+// QT[d][m] = q[t][h][d]; per tile of kTile cached keys, converted to f32 once and used by every lane:
+//   S[r][m] = Σ_d K[r][d] QT[d][m]                       (qkTile)
+//   score[t][n + r] = scale[n + r] · Σ_h w[t][h] · max(S[r][(t - t0) · H + h], 0)
+// (a key's fp8 scale applies after the ReLU: it is positive).
+
+struct IndexerLayout {
+  int64_t mg, mp, dp;
+  int64_t qt, kt, s, qtRows, total;  // offsets in floats (each a multiple of 16)
+};
+
+inline IndexerLayout indexerLayout(const IndexerItem& it) {
+  IndexerLayout l;
+  l.mg = (it.t1 - it.t0) * it.numHeads;
+  l.mp = roundUp(l.mg, VO::W);
+  l.dp = roundUp(it.indexDim, 16);
+  int64_t at = 0;
+  auto take = [&at](int64_t n) { const int64_t o = at; at += roundUp(n, 16); return o; };
+  l.qt = take(it.indexDim * l.mp);
+  l.kt = take((kTile + kTilePad) * l.dp);
+  l.s = take((kTile + kTilePad) * l.mp);
+  l.qtRows = take(l.mp * kQtChunk);
+  l.total = at;
+  return l;
+}
+
+size_t indexerScratchGeneric(const IndexerItem& it) { return static_cast<size_t>(indexerLayout(it).total); }
+
+void indexerScoresGeneric(const IndexerItem& it, float* scratch) {
+  const IndexerLayout L = indexerLayout(it);
+  float* qt = scratch + L.qt;
+  float* kt = scratch + L.kt;
+  float* s = scratch + L.s;
+  const int64_t H = it.numHeads, D = it.indexDim;
+  const int64_t rowBytes = D * static_cast<int64_t>(elemBytes(it.cacheElem));
+  packTransposed(it.elem, [&](int64_t j) { return elemAt(it.elem, it.q, ((it.b * it.queryLen + it.t0) * H + j) * D); }, L.mg, L.mp, D, 1.f, qt,
+                 scratch + L.qtRows);
+  for (int64_t r = 0; r < kTile + kTilePad; ++r)
+    for (int64_t d = D; d < L.dp; ++d) kt[r * L.dp + d] = 0.f;
+  const float* w = it.weights + (it.b * it.queryLen + it.t0) * H;
+
+  const char* next[kTile];
+  for (int64_t n = it.n0; n < it.n1; n += kTile) {
+    const int64_t rows = it.n1 - n < kTile ? it.n1 - n : kTile;
+    int64_t slots[kTile];
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t pos = n + r;
+      slots[r] = static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize;
+      VO::loadElems(it.cacheElem, static_cast<const char*>(it.cache) + slots[r] * rowBytes, kt + r * L.dp, D);
+    }
+    // The next tile's keys are fetched while this one computes.
+    const int64_t nextRows = it.n1 - (n + kTile) < kTile ? (it.n1 - (n + kTile) > 0 ? it.n1 - (n + kTile) : 0) : kTile;
+    for (int64_t r = 0; r < nextRows; ++r) {
+      const int64_t pos = n + kTile + r;
+      next[r] = static_cast<const char*>(it.cache) + (static_cast<int64_t>(it.table[pos / it.blockSize]) * it.blockSize + pos % it.blockSize) * rowBytes;
+    }
+    Prefetch pf(next, nextRows, rowBytes, roundUp(rows, 16) * D * (L.mp / VO::W));
+    qkTile<0>(kt, L.dp, rows, qt, L.mp, D, s, pf, nullptr);
+    pf.rest();
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* sr = s + r * L.mp;
+      const float scale = it.scales ? it.scales[slots[r]] : 1.f;
+      for (int64_t t = 0; t < it.t1 - it.t0; ++t) {
+        float acc = 0.f;
+        for (int64_t h = 0; h < H; ++h) {
+          const float x = sr[t * H + h];
+          acc += w[t * H + h] * (x > 0.f ? x : 0.f);
+        }
+        it.scores[t * it.scoreStride + n + r] = acc * scale;
+      }
+    }
+  }
+}

@@ -1,0 +1,122 @@
+// Sparse MLA decode (DeepSeek-V3.2, FlashMLA's sparse decode): each query position attends to the cache rows its
+// indices name. One CTA per query position and group of up to 16 heads: the heads' queries wait in shared memory as
+// f32, and per selected slot the CTA reads the row once (dequantised to f32 in shared memory, whatever the cache's
+// format), then each warp scores its 4 heads against it (lanes over the row, a warp sum) and folds the row into its
+// heads' outputs with an online softmax (each lane owns 16 columns of the 512 per head). A slot outside the cache, -1
+// included, adds nothing; a query with no slot gets zeros and lse -infinity.
+#include "mla_device.cuh"
+
+namespace mla {
+namespace MLA_KERNEL_NS {
+namespace {
+
+constexpr int kWarps = 4, kHeadsPerWarp = 4, kHeadsPerCta = kWarps * kHeadsPerWarp;
+constexpr int kColsPerLane = kSparseMaxKvLoraRank / 32;
+constexpr int kDsTile = 128;  // latent values per f32 scale of an FP8DsMla row (core/dtype.h's kDsMlaTile)
+
+template <ElemType E, SparseCache kCache>
+__global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const SparseDecodeArgs args) {
+  using T = typename Elem<E>::T;
+  __shared__ float qs[kHeadsPerCta][kSparseMaxHeadDim];
+  __shared__ float row[kSparseMaxHeadDim];
+  __shared__ float tileScales[kSparseMaxKvLoraRank / kDsTile];
+  __shared__ int64_t slotShared;
+  const int query = blockIdx.x, h0 = blockIdx.y * kHeadsPerCta;
+  const int D = args.headDim, V = args.kvLoraRank, H = args.numHeads;
+  const int heads = min(kHeadsPerCta, H - h0);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  const T* q = static_cast<const T*>(args.q) + (static_cast<size_t>(query) * H + h0) * D;
+  for (int i = threadIdx.x; i < heads * D; i += 32 * kWarps) st_shared(&qs[i / D][i % D], Elem<E>::toFloat(ld_global(q + i)));
+
+  float o[kHeadsPerWarp][kColsPerLane];
+  float runMax[kHeadsPerWarp], runSum[kHeadsPerWarp];
+#pragma unroll
+  for (int j = 0; j < kHeadsPerWarp; ++j) {
+    runMax[j] = neg_inf();
+    runSum[j] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kColsPerLane; ++c) o[j][c] = 0.f;
+  }
+
+  const int32_t* indices = args.indices + static_cast<size_t>(query) * args.topk;
+  for (int k = 0; k < args.topk; ++k) {
+    __syncthreads();  // the previous row is consumed (and, at k = 0, the queries are stored)
+    if (threadIdx.x == 0) {
+      const int64_t slot = ld_global(indices + k);
+      st_shared(&slotShared, slot >= 0 && slot < args.numSlots ? slot : int64_t{-1});
+    }
+    __syncthreads();
+    const int64_t slot = ld_shared(&slotShared);
+    if (slot < 0) continue;  // the same for every thread: padding adds nothing
+    const uint8_t* src = static_cast<const uint8_t*>(args.cache) + slot * args.rowBytes;
+    if constexpr (kCache == SparseCache::Fp8DsMla) {
+      if (threadIdx.x < V / kDsTile) st_shared(&tileScales[threadIdx.x], ld_global(reinterpret_cast<const float*>(src + V) + threadIdx.x));
+      __syncthreads();
+      const uint8_t* rope = src + V + 4 * (V / kDsTile);
+      for (int c = threadIdx.x; c < D; c += 32 * kWarps)
+        st_shared(&row[c], c < V ? fp8e4m3ToFloat(ld_global(src + c)) * ld_shared(&tileScales[c / kDsTile])
+                                 : __bfloat162float(ld_global(reinterpret_cast<const __nv_bfloat16*>(rope) + (c - V))));
+    } else if constexpr (kCache == SparseCache::Fp8) {
+      for (int c = threadIdx.x; c < D; c += 32 * kWarps) st_shared(&row[c], fp8e4m3ToFloat(ld_global(src + c)) * args.cacheScale);
+    } else {
+      for (int c = threadIdx.x; c < D; c += 32 * kWarps) st_shared(&row[c], Elem<E>::toFloat(ld_global(reinterpret_cast<const T*>(src) + c)));
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kHeadsPerWarp; ++j) {
+      const int h = warp * kHeadsPerWarp + j;
+      if (h >= heads) break;  // the same for the whole warp
+      float dot = 0.f;
+      for (int c = lane; c < D; c += 32) dot += ld_shared(&qs[h][c]) * ld_shared(&row[c]);
+      for (int s = 16; s >= 1; s /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, s);
+      const float score = dot * args.scaleLog2;
+      const float newMax = fmaxf(runMax[j], score);
+      const float alpha = exp2f(runMax[j] - newMax), p = exp2f(score - newMax);
+      runMax[j] = newMax;
+      runSum[j] = runSum[j] * alpha + p;
+#pragma unroll
+      for (int c = 0; c < kColsPerLane; ++c)
+        if (lane + 32 * c < V) o[j][c] = o[j][c] * alpha + p * ld_shared(&row[lane + 32 * c]);
+    }
+  }
+
+  const int b = query / args.queryLen, t = query % args.queryLen;
+#pragma unroll
+  for (int j = 0; j < kHeadsPerWarp; ++j) {
+    const int hl = warp * kHeadsPerWarp + j;
+    if (hl >= heads) break;
+    const int h = h0 + hl;
+    const bool empty = runSum[j] == 0.f;
+    const float inv = empty ? 0.f : 1.f / runSum[j];
+    T* out = static_cast<T*>(args.out) + (static_cast<size_t>(query) * H + h) * V;
+#pragma unroll
+    for (int c = 0; c < kColsPerLane; ++c)
+      if (lane + 32 * c < V) st_global(out + lane + 32 * c, Elem<E>::fromFloat(o[j][c] * inv));
+    if (lane == 0) {
+      float* lse = args.lse + (args.lseTokenMajor ? static_cast<size_t>(query) * H + h : (static_cast<size_t>(b) * H + h) * args.queryLen + t);
+      st_global(lse, empty ? neg_inf() : (runMax[j] + log2f(runSum[j])) * 0.69314718055994531f);
+    }
+  }
+}
+
+template <ElemType E>
+cudaError_t launchFor(const SparseDecodeArgs& args, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(args.numQueries), static_cast<unsigned>((args.numHeads + kHeadsPerCta - 1) / kHeadsPerCta));
+  const dim3 block(32 * kWarps);
+  switch (args.cacheKind) {
+    case SparseCache::Fp8: return mla_launch(mlaSparseDecodeKernel<E, SparseCache::Fp8>, "mlaSparseDecodeKernel", grid, block, 0, stream, args);
+    case SparseCache::Fp8DsMla: return mla_launch(mlaSparseDecodeKernel<E, SparseCache::Fp8DsMla>, "mlaSparseDecodeKernel", grid, block, 0, stream, args);
+    default: return mla_launch(mlaSparseDecodeKernel<E, SparseCache::Elem>, "mlaSparseDecodeKernel", grid, block, 0, stream, args);
+  }
+}
+
+}  // namespace
+
+cudaError_t launchSparseDecode(const SparseDecodeArgs& args, cudaStream_t stream) {
+  if (args.numQueries == 0 || args.numHeads == 0) return cudaSuccess;
+  return args.elem == ElemType::BF16 ? launchFor<ElemType::BF16>(args, stream) : launchFor<ElemType::F16>(args, stream);
+}
+
+}  // namespace MLA_KERNEL_NS
+}  // namespace mla
