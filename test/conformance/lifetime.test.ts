@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gatherLatentCache, memoryStats, mergeAttentionStates, mlaDecode, mlaPrefill, PrefillPlan, Stream, Tensor, type BackendName, type DeviceName, unabsorbOutput } from 'mla-kernels';
+import { gatherLatentCache, memoryStats, mergeAttentionStates, mlaDecode, mlaPrefill, mlaSparseDecode, PrefillPlan, Stream, Tensor, type BackendName, type DeviceName, unabsorbOutput } from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
@@ -233,6 +233,7 @@ describe('(case 8) the smaller items, each with its documented code', () => {
     const prefill = { q: Tensor.zeros([1, 1, 32], 'f32'), kNope: Tensor.zeros([1, 1, 16], 'f32'), kPe: Tensor.zeros([1, 16], 'f32'), v: Tensor.zeros([1, 1, 16], 'f32'), cuSeqLensQ: intTensor([0, 1]), cuSeqLensKv: intTensor([0, 1]), softmaxScale: 0.1 };
     expectMlaError(() => mlaPrefill({ ...prefill, plan: fakePlan }), 'E_ARGUMENT', 'plan must come from planPrefill');
     expectMlaError(() => mlaPrefill({ ...prefill, kPe: fake as never }), 'E_ARGUMENT', 'kPe must be a Tensor');
+    expectMlaError(() => mlaSparseDecode({ q: Tensor.zeros([1, 1, 1, 32], 'f32'), cache: Tensor.zeros([1, 4, 32], 'f32'), indices: fake as never, softmaxScale: 0.1, kvLoraRank: 16 }), 'E_ARGUMENT', 'indices must be a Tensor');
     const fakeStream = Object.create(Stream.prototype) as Stream;
     expectMlaError(() => mlaDecode({ ...o, stream: fakeStream }), 'E_ARGUMENT', 'stream must be a Stream');
     for (const use of [() => fakeStream.synchronize(), () => fakeStream.dispose(), () => fakeStream.disposed, () => fakeStream.capture(() => {})]) expectMlaError(use, 'E_ARGUMENT', 'not a Stream');
