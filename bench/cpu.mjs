@@ -93,6 +93,10 @@ process.stderr.write(`measuring this machine's limits on ${threads} threads (aga
 sampleLimits('start');
 
 // --- data helpers --------------------------------------------------------------------------------------------------
+// The big arrays the operations read lie in shared memory: Tensor.from wraps those without a copy per call (an
+// ordinary ArrayBuffer's it mirrors, docs/lifetime.md).
+const sharedArray = (Ctor, n) => new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
+
 function fillRandom(arr, dtype, seed) {
   // Random values for the first chunk, then doubled copies (fast for multi-GB caches).
   const n = Math.min(arr.length, 1 << 20);
@@ -202,9 +206,9 @@ for (const sh of shapes) {
   const label = `${dtype} h${heads} q${queryLen} b${batch} ctx${context}`;
   progress(rounds > 1 ? `${label} (round ${round + 1}/${rounds})` : label);
   const blocksPerSeq = context / BLOCK, numBlocks = batch * blocksPerSeq;
-  const cacheArr = dtype === 'f32' ? new Float32Array(numBlocks * BLOCK * WIDTH) : new Uint16Array(numBlocks * BLOCK * WIDTH);
+  const cacheArr = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, numBlocks * BLOCK * WIDTH);
   fillRandom(cacheArr, dtype, 1234 + context);
-  const qArr = dtype === 'f32' ? new Float32Array(batch * M * WIDTH) : new Uint16Array(batch * M * WIDTH);
+  const qArr = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, batch * M * WIDTH);
   fillRandom(qArr, dtype, 99 + heads);
   // Blocks in a shuffled order (a paged cache is not contiguous).
   const perm = Int32Array.from({ length: numBlocks }, (_, i) => i);
@@ -335,7 +339,7 @@ for (const sh of prefillWanted) {
   const label = prefillLabel(sh);
   progress(label);
   const eb = dtype === 'f32' ? 4 : 2;
-  const mk = (n, seed) => { const a = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n); fillRandom(a, dtype, seed); return a; };
+  const mk = (n, seed) => { const a = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, n); fillRandom(a, dtype, seed); return a; };
   const T = (arr, shape) => Tensor.from(arr, shape, dtype);
   // Weights scaled as a trained kv_b_proj keeps keys and values O(1): entries of about 1/sqrt(kvLoraRank).
   const weights = (shape, seed) => Tensor.fromValues(toF32(mk(shape.reduce((a, b) => a * b, 1), seed), dtype).map((x) => x / Math.sqrt(KV)), shape, dtype);
@@ -343,7 +347,7 @@ for (const sh of prefillWanted) {
   const kvC = T(kvCArr, [N, KV]), kPe = T(kPeArr, [N, ROPE]);
   const wUk = weights([heads, NOPE, KV], 15), wUv = weights([heads, V_DIM, KV], 16);
   // q = [q_nope, q_pe] per token and head for the prefill form; the same numbers as qNope / qPe for the decode path.
-  const qArr = dtype === 'f32' ? new Float32Array(N * heads * QK) : new Uint16Array(N * heads * QK);
+  const qArr = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, N * heads * QK);
   for (let i = 0; i < N * heads; i++) {
     qArr.set(qNopeArr.subarray(i * NOPE, (i + 1) * NOPE), i * QK);
     qArr.set(qPeArr.subarray(i * ROPE, (i + 1) * ROPE), i * QK + NOPE);
@@ -525,15 +529,16 @@ for (const dtype of ['bf16', 'f32']) {
   progress(`append ${dtype}`);
   const tokens = quick ? 8192 : 32768, eb = dtype === 'f32' ? 4 : 2;
   const numBlocks = tokens / BLOCK;
-  const mk = (n) => { const a = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n); fillRandom(a, dtype, n); return a; };
+  const mk = (n) => { const a = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, n); fillRandom(a, dtype, n); return a; };
   const cache = Tensor.from(mk(numBlocks * BLOCK * WIDTH), [numBlocks, BLOCK, WIDTH], dtype);
   const kvC = Tensor.from(mk(tokens * KV), [tokens, KV], dtype);
   const kPe = Tensor.from(mk(tokens * ROPE), [tokens, ROPE], dtype);
   const slots = Int32Array.from({ length: tokens }, (_, i) => i);
   const slotMapping = Tensor.from(slots, [tokens]);
   const maxPos = 4096;
-  const cos = Tensor.from(new Float32Array(maxPos * ROPE / 2).map((_, i) => Math.cos(i)), [maxPos, ROPE / 2]);
-  const sin = Tensor.from(new Float32Array(maxPos * ROPE / 2).map((_, i) => Math.sin(i)), [maxPos, ROPE / 2]);
+  const table = (f) => { const a = sharedArray(Float32Array, maxPos * ROPE / 2); for (let i = 0; i < a.length; i++) a[i] = f(i); return a; };
+  const cos = Tensor.from(table(Math.cos), [maxPos, ROPE / 2]);
+  const sin = Tensor.from(table(Math.sin), [maxPos, ROPE / 2]);
   const positions = Tensor.from(Int32Array.from({ length: tokens }, (_, i) => i % maxPos), [tokens]);
   const run = async () => { appendLatentCache({ cache, kvC, kPe, slotMapping, rope: { positions, cos, sin, style: 'interleaved' }, stream }); await stream.synchronize(); };
   const t = await timeIt(run, 1);

@@ -436,7 +436,9 @@ export class MlaDecoder extends Decoder {
     this.stream = stream;
     this.device = stream.device;
     this.#dtype = c.dtype;
-    const onDevice = <T extends Tensor>(t: T): T => t.to(this.device, { stream }) as T;
+    // On the CPU too, weights and tables go into the package's memory: an array over an ordinary ArrayBuffer would be
+    // copied at every call that uses it (docs/lifetime.md).
+    const onDevice = <T extends Tensor>(t: T): T => (this.device === 'cpu' ? (Tensor.empty(t.shape, t.dtype).copyFrom(t, { stream }) as T) : (t.to(this.device, { stream }) as T));
     this.#wUk = weights.layers.map((lw) => onDevice(this.#tensor(lw.wUk, [c.heads, c.nopeDim, c.kvLoraRank], 'own')));
     this.#wUv = weights.layers.map((lw) => onDevice(this.#tensor(lw.wUv, [c.heads, c.vHeadDim, c.kvLoraRank], 'own')));
     this.#cos = onDevice(Tensor.from(this.rope.cos, [maxPositions, c.ropeDim / 2]));

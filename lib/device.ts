@@ -36,9 +36,15 @@ export function isDeviceName(x: unknown): x is DeviceName {
   return typeof x === 'string' && /^(cpu|cuda:\d+|cuda-sim:\d+)$/.test(x);
 }
 
-/** @internal A backend name or a device, as `new Stream()` takes it. */
-export function isBackendOrDevice(x: unknown): x is BackendName | DeviceName {
-  return BACKENDS.includes(x as string) || isDeviceName(x);
+/**
+ * @internal Refuses what is not a backend name or a device, as `new Stream()` takes it: E_DEVICE for a malformed
+ * device (a name with a ':', such as 'cuda:x' or 'gpu:0'), E_ARGUMENT for anything else (as csrc/core's parseDevice).
+ */
+export function checkBackendOrDevice(x: unknown): asserts x is BackendName | DeviceName {
+  if (BACKENDS.includes(x as string) || isDeviceName(x)) return;
+  if (typeof x === 'string' && x.includes(':'))
+    throw new MlaError('E_DEVICE', `device '${x}' is malformed: expected 'cuda:N' or 'cuda-sim:N' with N a device index`);
+  throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', or a device 'cuda:N' or 'cuda-sim:N', got ${String(x)}`);
 }
 
 /** The backends this build knows, whether each can be used here, and why not. */

@@ -49,7 +49,7 @@ export type SparsePrefillParams = readonly [...SparsePrefillInputs, out: T, lse:
 export type AppendIndexerParams = readonly [cache: T, scales: T | undefined, k: T, slotMapping: T];
 export type IndexerInputs = readonly [q: T, weights: T, cache: T, scales: T | undefined, blockTable: T, seqLens: T, topk: number, causal: boolean];
 export type IndexerParams = readonly [...IndexerInputs, indices: T, scores: T];
-/** Writes on other streams an operation waits for: [native stream, ticket]. */
+/** Writes on other streams an operation waits for: [native stream, ticket]; a negative ticket only orders (a rewrite), a positive one also passes its failure on (a read). */
 export type After = [unknown, number][];
 
 export interface NativeDeviceBuffer {

@@ -3,8 +3,8 @@
 import type { FloatDType } from './dtypes.js';
 import { MlaError } from './errors.js';
 import { native, type AbsorbInputs, type AbsorbParams, type AppendParams, type DecodeInputs, type DecodeParams, type TensorDescriptor, type UnabsorbInputs, type UnabsorbParams } from './native.js';
-import { Stream, implicitStream } from './stream.js';
-import { Tensor } from './tensor.js';
+import { implicitStream, isStream, type Stream } from './stream.js';
+import { Tensor, isTensor } from './tensor.js';
 
 /** Fused rotary embedding applied to `kPe` as it is written. */
 export interface RopeOptions {
@@ -174,7 +174,7 @@ export function tensorArg(op: string, t: unknown, label: string, optional?: fals
 export function tensorArg(op: string, t: unknown, label: string, optional: true): TensorDescriptor | undefined;
 export function tensorArg(op: string, t: unknown, label: string, optional = false): TensorDescriptor | undefined {
   if (t === undefined && optional) return undefined;
-  if (!(t instanceof Tensor))
+  if (!isTensor(t))
     throw new MlaError('E_ARGUMENT', `${op}: ${label} must be a Tensor, got ${t === undefined ? 'nothing' : t === null ? 'null' : typeof t}`);
   return t._descriptor(label);
 }
@@ -189,7 +189,7 @@ export function numberArg(op: string, v: unknown, name: string): number {
 export function streamArg(op: string, o: Record<string, unknown>): Stream {
   const s = o.stream;
   if (s === undefined) return implicitStream(op);
-  if (!(s instanceof Stream)) throw new MlaError('E_ARGUMENT', `${op}: stream must be a Stream`);
+  if (!isStream(s)) throw new MlaError('E_ARGUMENT', `${op}: stream must be a Stream`);
   return s;
 }
 

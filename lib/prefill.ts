@@ -87,6 +87,11 @@ export interface PlanPrefillOptions {
 export class PrefillPlan {
   /** @internal */
   readonly _handle: unknown;
+  readonly #made = true; // what an object made with Object.create(PrefillPlan.prototype) lacks
+  /** @internal */
+  static _is(x: unknown): x is PrefillPlan {
+    return typeof x === 'object' && x !== null && #made in x;
+  }
   readonly backend: string;
   /** Units of work (CTAs on a GPU) of one prefill; 0 on the CPU, which splits per call. */
   readonly numWorkItems: number;
@@ -197,7 +202,7 @@ export function planPrefill(options: PlanPrefillOptions): PrefillPlan {
 export function mlaPrefill<D extends FloatDType>(options: MlaPrefillOptions<D>): MlaPrefillResult<D> {
   const op = 'mlaPrefill';
   const o = checkOptions(op, options, PREFILL_OPTIONS);
-  if (o.plan !== undefined && !(o.plan instanceof PrefillPlan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planPrefill`);
+  if (o.plan !== undefined && !PrefillPlan._is(o.plan)) throw new MlaError('E_ARGUMENT', `${op}: plan must come from planPrefill`);
   const inputs: PrefillInputs = [
     tensorArg(op, o.q, 'q'),
     tensorArg(op, o.kNope, 'kNope'),

@@ -15,7 +15,7 @@ import {
 } from './native.js';
 import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type MlaDecodeResult } from './ops.js';
 import type { Stream } from './stream.js';
-import { Tensor } from './tensor.js';
+import { Tensor, isTensor } from './tensor.js';
 
 export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe], as {@link mlaDecode} takes them. */
@@ -171,7 +171,7 @@ export function mlaSparsePrefill<D extends FloatDType>(options: MlaSparsePrefill
 // Indices an operation wrote (the indexer's, queued or captured) are read when the decode runs, in stream order;
 // indices the caller filled are copied and checked at the call.
 function writtenByOperation(indices: unknown, stream: Stream): boolean {
-  return indices instanceof Tensor && (indices._lastWrite() !== null || stream._captures(indices));
+  return isTensor(indices) && (indices._lastWrite() !== null || stream._captures(indices));
 }
 
 // The out and lse given, or allocated on the stream's device in the shapes the addon derives from the inputs.

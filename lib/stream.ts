@@ -1,5 +1,5 @@
 // Streams (ordered queues of operations on one device, each on a native worker) and the graphs they capture.
-import { isBackendOrDevice, defaultDevice, type BackendName, type DeviceName } from './device.js';
+import { checkBackendOrDevice, defaultDevice, type BackendName, type DeviceName } from './device.js';
 import { MlaError, type ErrorCode } from './errors.js';
 import { native, type After, type NativeGraph, type NativeStream } from './native.js';
 
@@ -9,6 +9,10 @@ import { native, type After, type NativeGraph, type NativeStream } from './nativ
  */
 export interface Written {
   readonly disposed: boolean;
+  /** Checks it can be used now as `name` (E_DISPOSED) and brings its memory up to date for an operation (Tensor._prepare). */
+  _prepare(name: string, context?: string): void;
+  /** The argument it was last passed as. */
+  _label(): string;
   _lastWrite(): { stream: Stream; ticket: number } | null;
   _markWritten(stream: Stream, ticket: number): void;
 }
@@ -19,21 +23,29 @@ interface Waiter {
   reject: (e: MlaError) => void;
 }
 
+/** @internal Whether `x` is a Stream this module made (instanceof also accepts Object.create(Stream.prototype)). */
+export let isStream: (x: unknown) => x is Stream;
+
 /**
  * An ordered queue of operations on one device. Every operation returns as soon as it is queued; work on
  * one stream runs in order on a native worker (a CUDA stream on the GPU), never on Node's main thread.
  * On a GPU the worker only queues each operation's device work; the operation counts as complete (its outputs
  * readable, its inputs free to dispose) when the device has done it.
- * A failed operation makes the stream's later waits reject with its error, as a CUDA error would.
+ * A failed operation makes the stream's later waits reject with its error, as a CUDA error would; an operation on
+ * any stream that reads what it wrote (or what this stream wrote after it) fails with the same error.
  */
 export class Stream {
   readonly backend: BackendName;
   /** Where the stream's operations read and write: outputs it allocates live here. */
   readonly device: DeviceName;
   #native: NativeStream | null;
+  // Kept after dispose(): the disposed stream's queued writes still run, and later readers on other streams wait for them.
+  readonly #handle: NativeStream;
   #enqueued = 0;
   #completed = 0;
   #waiters: Waiter[] = [];
+  // Run when an operation completes, before its waiters resume (in ticket order): copies of results to the caller's arrays.
+  #afterComplete: { ticket: number; run: (failed: boolean) => void }[] = [];
   #error: MlaError | null = null;
   #capture: { used: Set<Written>; written: Set<Written> } | null = null;
 
@@ -42,21 +54,22 @@ export class Stream {
    * the devices there are is refused with E_DEVICE.
    */
   constructor(device: BackendName | DeviceName = defaultDevice()) {
-    if (!isBackendOrDevice(device))
-      throw new MlaError('E_ARGUMENT', `backend must be 'cpu', 'cuda-sim' or 'cuda', or a device 'cuda:N' or 'cuda-sim:N', got ${String(device)}`);
-    this.#native = new (native().NativeStream)(device, (ticket, code, message) => this.#onComplete(ticket, code, message));
+    checkBackendOrDevice(device);
+    this.#native = this.#handle = new (native().NativeStream)(device, (ticket, code, message) => this.#onComplete(ticket, code, message));
     this.backend = this.#native.backend() as BackendName;
     this.device = this.#native.device() as DeviceName;
   }
 
   /** Resolves when every operation queued so far has finished; rejects with the error of one that failed. */
   synchronize(): Promise<void> {
+    Stream.#brand(this, 'synchronize');
     this.#check();
     return this._waitFor(this.#enqueued);
   }
 
-  /** Stops accepting work; what is queued still runs. */
+  /** Stops accepting work; what is queued still runs, and still orders later readers on other streams. */
   dispose(): void {
+    Stream.#brand(this, 'dispose');
     if (!this.#native) return;
     this.#native.dispose();
     this.#native = null;
@@ -67,6 +80,7 @@ export class Stream {
   }
 
   get disposed(): boolean {
+    Stream.#brand(this, 'disposed');
     return this.#native === null;
   }
 
@@ -84,6 +98,7 @@ export class Stream {
    * recorded (E_ARGUMENT). Operations given another stream run at once, as usual.
    */
   capture(record: () => void): Graph {
+    Stream.#brand(this, 'capture');
     const stream = this.#check();
     if (this.#capture) throw new MlaError('E_ARGUMENT', 'capture: the stream is already capturing a graph');
     stream.beginCapture();
@@ -111,6 +126,7 @@ export class Stream {
 
   /** True between the start and the end of {@link capture}. */
   get capturing(): boolean {
+    Stream.#brand(this, 'capturing');
     return this.#capture !== null;
   }
 
@@ -129,7 +145,7 @@ export class Stream {
       }
       return;
     }
-    const ticket = op(stream, dependencies(this, [...used, ...written]));
+    const ticket = op(stream, dependencies(this, used, written));
     this.#enqueued = ticket;
     for (const t of written) t._markWritten(this, ticket);
   }
@@ -144,6 +160,16 @@ export class Stream {
     return this.#check();
   }
 
+  /** @internal The native stream, disposed or not: what operations on other streams wait for. */
+  _handle(): NativeStream {
+    return this.#handle;
+  }
+
+  /** @internal Runs `run` when the operation with `ticket` completes, before anything waiting for it resumes. */
+  _afterComplete(ticket: number, run: (failed: boolean) => void): void {
+    this.#afterComplete.push({ ticket, run });
+  }
+
   /** @internal Resolves once the operation with this ticket has finished. */
   _waitFor(ticket: number): Promise<void> {
     if (this.#error) return Promise.reject(this.#error);
@@ -156,9 +182,27 @@ export class Stream {
     return this.#native;
   }
 
+  // Stream's methods on an object that is not one (Object.create(Stream.prototype)): E_ARGUMENT.
+  static #brand(s: unknown, what: string): void {
+    if (!isStream(s)) throw new MlaError('E_ARGUMENT', `Stream.${what}: called on an object that is not a Stream (make one with new Stream())`);
+  }
+
+  static {
+    isStream = (x: unknown): x is Stream => typeof x === 'object' && x !== null && #handle in x;
+  }
+
   #onComplete(ticket: number, code: string | null, message: string | null): void {
     this.#completed = ticket;
     if (code && !this.#error) this.#error = new MlaError(code as ErrorCode, message ?? code);
+    while (this.#afterComplete.length > 0 && this.#afterComplete[0].ticket <= ticket) {
+      const { run } = this.#afterComplete.shift()!;
+      try {
+        run(code !== null);
+      } catch (e) {
+        // A bug of ours: said, but not thrown into the addon's callback (an uncaught exception there ends the process).
+        process.emitWarning(`mla-kernels: copying a result back failed (ignored): ${(e as Error)?.stack ?? String(e)}`);
+      }
+    }
     const still: Waiter[] = [];
     for (const w of this.#waiters) {
       if (this.#error) w.reject(this.#error);
@@ -207,16 +251,21 @@ export function defaultStream(device: BackendName | DeviceName = defaultDevice()
 }
 
 /**
- * @internal The writes, on other streams than `stream`, that an operation using `tensors` must wait for: the native
- * worker of the operation's stream waits for them, so a tensor written on one stream can be used on another without
- * a synchronize. Writes on `stream` itself are left out: a stream runs in order anyway (and each entry costs the
- * addon N-API reads).
+ * @internal The writes, on other streams than `stream`, that an operation reading `used` and writing `written` must
+ * wait for: the native worker of the operation's stream waits for them, so a tensor written on one stream can be used
+ * on another without a synchronize. A failed write fails the operations that read what it wrote; one that rewrites
+ * it only waits for it (its ticket negated). Writes on `stream` itself are left out: a stream runs in order anyway
+ * (and each entry costs the addon N-API reads). A disposed stream's writes count: they still run.
  */
-function dependencies(stream: Stream, tensors: readonly (Written | undefined)[]): After | undefined {
+function dependencies(stream: Stream, used: readonly (Written | undefined)[], written: readonly Written[]): After | undefined {
   let deps: After | undefined; // none, the common case: nothing to allocate or for the addon to read
-  for (const t of tensors) {
+  for (const t of used) {
     const w = t?._lastWrite();
-    if (w && w.stream !== stream && !w.stream.disposed) (deps ??= []).push([w.stream._native(), w.ticket]);
+    if (w && w.stream !== stream && !written.includes(t!)) (deps ??= []).push([w.stream._handle(), w.ticket]);
+  }
+  for (const t of written) {
+    const w = t._lastWrite();
+    if (w && w.stream !== stream) (deps ??= []).push([w.stream._handle(), -w.ticket]);
   }
   return deps;
 }
@@ -242,6 +291,7 @@ export class Graph {
 
   /** How many operations were recorded. */
   get numOps(): number {
+    Graph.#brand(this, 'numOps');
     return this.#live().numOps();
   }
 
@@ -251,13 +301,18 @@ export class Graph {
    * the outputs are written when the stream gets there.
    */
   replay(): void {
+    Graph.#brand(this, 'replay');
     const handle = this.#live();
-    for (const t of this.#used) if (t.disposed) throw new MlaError('E_DISPOSED', `replay: ${String(t)} was disposed; the graph uses it`);
+    for (const t of this.#used) {
+      if (t.disposed) throw new MlaError('E_DISPOSED', `replay: ${String(t)} was disposed; the graph uses it`);
+      t._prepare(t._label(), 'replay: ');
+    }
     this.stream._submit(this.#used, this.#written, (s, after) => native().replayGraph(s, handle, after));
   }
 
   /** Releases what the graph holds (queued replays still run). */
   dispose(): void {
+    Graph.#brand(this, 'dispose');
     this.#handle?.dispose();
     this.#handle = null;
   }
@@ -267,11 +322,18 @@ export class Graph {
   }
 
   get disposed(): boolean {
+    Graph.#brand(this, 'disposed');
     return this.#handle === null;
   }
 
   #live(): NativeGraph {
     if (!this.#handle) throw new MlaError('E_DISPOSED', 'the graph was disposed');
     return this.#handle;
+  }
+
+  // Graph's methods on an object that is not one (Object.create(Graph.prototype)): E_ARGUMENT.
+  static #brand(g: unknown, what: string): void {
+    if (typeof g !== 'object' || g === null || !(#used in g))
+      throw new MlaError('E_ARGUMENT', `Graph.${what}: called on an object that is not a Graph (make one with stream.capture)`);
   }
 }

@@ -76,7 +76,7 @@ function vitest(label, env, files) {
 const full = vitest('cmake', { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') }, extra);
 const gyp = extra.length
   ? { passed: 0, failed: 0, status: 0 }
-  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu' }, ['test/conformance/', 'test/lib/facts.test.ts']);
+  : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu', MLA_ABUSE_SECONDS: '20' }, ['test/conformance/', 'test/lib/facts.test.ts']);
 
 const none = { passed: 0, failed: 0, status: 0 };
 let asan = none;

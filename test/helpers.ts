@@ -73,8 +73,21 @@ export function exactValues(t: Tensor): Float64Array {
   return Float64Array.from(data);
 }
 
+const wrapped = new WeakMap<Tensor, Int32Array>();
+
+/** An i32 tensor wrapping a new Int32Array of `values` (the caller's array: {@link arrayOf} gives it back). */
 export function intTensor(values: number[], shape: number[] = [values.length]): Tensor<'i32'> {
-  return Tensor.from(Int32Array.from(values), shape);
+  const array = Int32Array.from(values);
+  const t = Tensor.from(array, shape);
+  wrapped.set(t, array);
+  return t;
+}
+
+/** The array an {@link intTensor} wraps, which a test rewrites in place as a model runner would. */
+export function arrayOf(t: Tensor<'i32'>): Int32Array {
+  const array = wrapped.get(t);
+  if (!array) throw new Error('arrayOf: not a tensor made by intTensor');
+  return array;
 }
 
 export function dense(t: Tensor): Dense {

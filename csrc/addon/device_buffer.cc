@@ -21,15 +21,20 @@ DeviceBufferWrap::DeviceBufferWrap(const Napi::CallbackInfo& info) : Napi::Objec
   });
 }
 
+DeviceBufferWrap::~DeviceBufferWrap() { free(); }
+
 void DeviceBufferWrap::free() {
-  if (ptr_ && backend_) backend_->memory()->release(ptr_, bytes_);
+  void* ptr = ptr_;
   ptr_ = nullptr;
+  if (ptr && backend_) contained("freeing device memory", [&] { backend_->memory()->release(ptr, bytes_); });
 }
 
 Napi::Value DeviceBufferWrap::Release(const Napi::CallbackInfo& info) {
-  releaseRequested_ = true;
-  if (pending_ == 0) free();
-  return info.Env().Undefined();
+  return guarded(info.Env(), [&] {
+    releaseRequested_ = true;
+    if (pending_ == 0) free();
+    return info.Env().Undefined();
+  });
 }
 
 }  // namespace mla::addon

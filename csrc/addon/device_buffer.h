@@ -15,7 +15,7 @@ class DeviceBufferWrap : public Napi::ObjectWrap<DeviceBufferWrap> {
   static Napi::Function Define(Napi::Env env);
   // new NativeDeviceBuffer(device, bytes): device 'cuda-sim:1' (a backend name is its device 0)
   explicit DeviceBufferWrap(const Napi::CallbackInfo& info);
-  ~DeviceBufferWrap() override { free(); }
+  ~DeviceBufferWrap() override;
 
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
@@ -29,7 +29,7 @@ class DeviceBufferWrap : public Napi::ObjectWrap<DeviceBufferWrap> {
 
  private:
   Napi::Value Release(const Napi::CallbackInfo& info);
-  void free();
+  void free();  // never throws: it runs in finalisers and completions
 
   Backend* backend_ = nullptr;
   void* ptr_ = nullptr;

@@ -18,10 +18,14 @@ struct AddonData {
   Napi::FunctionReference errorClass;  // MlaError, from setErrorClass
   Napi::FunctionReference graphClass;  // NativeGraph, made by StreamWrap::EndCapture
   std::set<StreamWrap*> streams;       // live streams, stopped when the environment is torn down
+  bool tearingDown = false;            // set by the cleanup hook: nothing calls into JS any more
   std::map<std::string, OutputShapesFn> outputShapes;  // by operation name, from each op's registration
 };
 
-// Makes the environment's AddonData and the cleanup hook that stops its streams at teardown.
+// Makes the environment's AddonData and the cleanup hook that stops its streams at teardown. The hook runs before
+// Node deletes the streams' thread-safe functions and before the finalisers free what JS objects hold (device
+// memory included): every stream's threads are joined by then, so no operation runs on freed memory and no
+// completion is delivered into the dying environment.
 AddonData& initEnv(Napi::Env env);
 
 }  // namespace mla::addon

@@ -7,6 +7,7 @@
 
 #include "../core/errors.h"
 #include "guard.h"
+#include "marshal.h"
 #include "stream.h"
 
 namespace mla::addon {
@@ -100,9 +101,8 @@ void prepare(Params& p, const Backend& backend, IndexSnapshot& snapshot, PlanCac
 
 Napi::Value ReplayGraph(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    if (!info[0].IsObject() || !info[1].IsObject()) throw Error(ErrorCode::Argument, "replayGraph(stream, graph)");
-    StreamWrap& stream = *StreamWrap::Unwrap(info[0].As<Napi::Object>());
-    GraphWrap& graph = *GraphWrap::Unwrap(info[1].As<Napi::Object>());
+    StreamWrap& stream = toStream(info[0]);
+    GraphWrap& graph = unwrapped<GraphWrap>(info[1], "replayGraph(stream, graph): graph must be a NativeGraph");
     if (graph.disposed_) throw Error(ErrorCode::Disposed, "the graph was disposed");
     if (graph.stream_.Value() != info[0]) throw Error(ErrorCode::Argument, "a graph replays on the stream it was captured on");
     if (stream.capturing()) throw Error(ErrorCode::Argument, "a graph cannot be replayed while its stream captures another");

@@ -1,8 +1,12 @@
-// The exception guard of every entry point: mla::Error leaves as a JS MlaError (the class lib/errors.ts registers at
-// load) with the same code, any other C++ exception as E_OOM or E_INTERNAL, never as process termination.
+// The exception guards. No C++ exception may cross a N-API boundary or the top frame of a thread: both end the
+// process. `guarded` wraps every entry point from JS: mla::Error leaves as a JS MlaError (the class lib/errors.ts
+// registers at load) with the same code, any other exception as E_OOM or E_INTERNAL. `contained` wraps what N-API
+// calls without a JS caller (completions, finalisers, cleanup hooks) and the top frame of each thread (threads start
+// through core/threads.h's startThread, whose failure is E_OOM with the system's reason).
 #pragma once
 #include <napi.h>
 
+#include <cstdio>
 #include <new>
 #include <string>
 
@@ -33,6 +37,21 @@ auto guarded(Napi::Env env, Fn&& fn) -> decltype(fn()) {
     throwJs(env, "E_OOM", "out of host memory");
   } catch (const std::exception& e) {
     throwJs(env, "E_INTERNAL", e.what());
+  } catch (...) {
+    throwJs(env, "E_INTERNAL", "an unknown C++ exception");
+  }
+}
+
+// Runs fn and swallows whatever it throws (said on stderr: it is a bug of mla-kernels, but not one worth the
+// process). For callbacks without a JS caller and the top frames of threads.
+template <class Fn>
+void contained(const char* where, Fn&& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mla-kernels: %s: %s (ignored)\n", where, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "mla-kernels: %s: an unknown exception (ignored)\n", where);
   }
 }
 

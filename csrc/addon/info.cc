@@ -14,43 +14,47 @@ namespace mla::addon {
 namespace {
 
 Napi::Value Backends(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<BackendInfo> list = listBackends();
-  Napi::Array arr = Napi::Array::New(env, list.size());
-  for (size_t i = 0; i < list.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", list[i].name);
-    o.Set("available", list[i].available);
-    o.Set("reason", list[i].reason);
-    Napi::Array devices = Napi::Array::New(env, list[i].devices.size());
-    for (size_t d = 0; d < list[i].devices.size(); ++d) devices.Set(static_cast<uint32_t>(d), list[i].devices[d]);
-    o.Set("devices", devices);
-    arr.Set(static_cast<uint32_t>(i), o);
-  }
-  return arr;
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    std::vector<BackendInfo> list = listBackends();
+    Napi::Array arr = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", list[i].name);
+      o.Set("available", list[i].available);
+      o.Set("reason", list[i].reason);
+      Napi::Array devices = Napi::Array::New(env, list[i].devices.size());
+      for (size_t d = 0; d < list[i].devices.size(); ++d) devices.Set(static_cast<uint32_t>(d), list[i].devices[d]);
+      o.Set("devices", devices);
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  });
 }
 
 // The addon's own tables, so a test can check lib/ agrees with csrc/core/.
 Napi::Value Facts(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object facts = Napi::Object::New(env);
-  Napi::Object dtypes = Napi::Object::New(env);
-  for (DType t : kAllDTypes) dtypes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(dtypeSize(t))));
-  facts.Set("dtypeSizes", dtypes);
-  Napi::Object dtypeCodes = Napi::Object::New(env);
-  for (DType t : kAllDTypes) dtypeCodes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(t)));
-  facts.Set("dtypeCodes", dtypeCodes);
-  Napi::Object deviceKinds = Napi::Object::New(env);
-  for (DeviceKind k : kAllDeviceKinds) deviceKinds.Set(deviceKindName(k), Napi::Number::New(env, static_cast<double>(k)));
-  facts.Set("deviceKinds", deviceKinds);
-  Napi::Array codes = Napi::Array::New(env);
-  uint32_t i = 0;
-  for (ErrorCode c : kAllErrorCodes) codes.Set(i++, Napi::String::New(env, errorCodeName(c)));
-  facts.Set("errorCodes", codes);
-  facts.Set("maxDims", Napi::Number::New(env, kMaxDims));
-  facts.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
-  facts.Set("dsMlaTile", Napi::Number::New(env, static_cast<double>(kDsMlaTile)));
-  return facts;
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    Napi::Object facts = Napi::Object::New(env);
+    Napi::Object dtypes = Napi::Object::New(env);
+    for (DType t : kAllDTypes) dtypes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(dtypeSize(t))));
+    facts.Set("dtypeSizes", dtypes);
+    Napi::Object dtypeCodes = Napi::Object::New(env);
+    for (DType t : kAllDTypes) dtypeCodes.Set(dtypeName(t), Napi::Number::New(env, static_cast<double>(t)));
+    facts.Set("dtypeCodes", dtypeCodes);
+    Napi::Object deviceKinds = Napi::Object::New(env);
+    for (DeviceKind k : kAllDeviceKinds) deviceKinds.Set(deviceKindName(k), Napi::Number::New(env, static_cast<double>(k)));
+    facts.Set("deviceKinds", deviceKinds);
+    Napi::Array codes = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (ErrorCode c : kAllErrorCodes) codes.Set(i++, Napi::String::New(env, errorCodeName(c)));
+    facts.Set("errorCodes", codes);
+    facts.Set("maxDims", Napi::Number::New(env, kMaxDims));
+    facts.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+    facts.Set("dsMlaTile", Napi::Number::New(env, static_cast<double>(kDsMlaTile)));
+    return facts;
+  });
 }
 
 // memoryStats(device) -> { bytesInUse, peakBytes } of one device's memory ('cuda-sim:1'; a backend name is its device 0).
@@ -67,8 +71,11 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
-  info.Env().GetInstanceData<AddonData>()->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
-  return info.Env().Undefined();
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsFunction()) throw Error(ErrorCode::Argument, "setErrorClass(MlaError)");
+    info.Env().GetInstanceData<AddonData>()->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+    return info.Env().Undefined();
+  });
 }
 
 }  // namespace

@@ -26,10 +26,21 @@ bool typedArrayMemory(const Napi::Value& v, void** data, size_t* bytes, napi_typ
   return true;
 }
 
+bool sharedMemory(const Napi::Value& typedArray) {
+  napi_value buffer;
+  bool plain = true;
+  if (napi_get_typedarray_info(typedArray.Env(), typedArray, nullptr, nullptr, nullptr, &buffer, nullptr) != napi_ok) return false;
+  // napi_is_arraybuffer is false for a SharedArrayBuffer.
+  return napi_is_arraybuffer(typedArray.Env(), buffer, &plain) == napi_ok && !plain;
+}
+
 // A tensor descriptor, from lib/tensor.ts: [memory, meta] where memory is the TypedArray of a host tensor or the
 // NativeDeviceBuffer of a device tensor, and meta an Int32Array [dtype, device kind, device index, ...shape] with
 // the codes of csrc/core (DType, DeviceKind). The checks here only make sure a descriptor cannot point outside its
-// own memory.
+// own memory, and that host memory is shared memory (a SharedArrayBuffer's): JS can detach, transfer or shrink an
+// ordinary ArrayBuffer at any moment, which would free what a queued operation reads or writes, but never a
+// SharedArrayBuffer, whose memory lives as long as any object refers to it (lifetime.h; lib/tensor.ts mirrors the
+// caller's ordinary arrays into shared memory, docs/lifetime.md).
 TensorView toView(const Napi::Array& params, uint32_t index, const char* name, bool optional, Retained* keepAlive) {
   TensorView v;
   v.name = name;
@@ -68,7 +79,9 @@ TensorView toView(const Napi::Array& params, uint32_t index, const char* name, b
   size_t byteLength = 0;
   const bool host = typedArrayMemory(memory, &hostData, &byteLength);
   if (!host && !memory.IsObject()) throw Error(ErrorCode::Argument, std::string(name) + " must be a Tensor");
-  DeviceBufferWrap* deviceBuffer = host ? nullptr : DeviceBufferWrap::Unwrap(memory.As<Napi::Object>());
+  if (host && !sharedMemory(memory))
+    throw Error(ErrorCode::Argument, std::string(name) + " is not memory mla-kernels can keep alive (an ordinary ArrayBuffer's; make tensors with the Tensor class)");
+  DeviceBufferWrap* deviceBuffer = host ? nullptr : &unwrapped<DeviceBufferWrap>(memory, "a tensor's memory must be a TypedArray or a device buffer");
   if (deviceBuffer && deviceBuffer->released()) throw Error(ErrorCode::Disposed, std::string(name) + " was disposed");
   if (deviceBuffer && v.device != deviceBuffer->backend().device())
     throw Error(ErrorCode::Internal, std::string(name) + ": descriptor device disagrees with its memory");
@@ -91,10 +104,7 @@ TensorView toView(const Napi::Array& params, uint32_t index, const char* name, b
   return v;
 }
 
-StreamWrap& toStream(const Napi::Value& v) {
-  if (!v.IsObject()) throw Error(ErrorCode::Argument, "stream must be a Stream");
-  return *StreamWrap::Unwrap(v.As<Napi::Object>());
-}
+StreamWrap& toStream(const Napi::Value& v) { return unwrapped<StreamWrap>(v, "stream must be a Stream"); }
 
 double getNumber(const Napi::Array& params, uint32_t index, const char* name) {
   Napi::Value v = params.Get(index);

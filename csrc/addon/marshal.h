@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../core/errors.h"
 #include "../core/tensor.h"
 #include "lifetime.h"
 
@@ -24,11 +25,21 @@ constexpr int kInterface = 3;
 // four for the same). False when `v` is not a TypedArray.
 bool typedArrayMemory(const Napi::Value& v, void** data, size_t* bytes, napi_typedarray_type* type = nullptr);
 
+// Whether a TypedArray's memory is a SharedArrayBuffer's (which JS cannot detach, transfer or shrink).
+bool sharedMemory(const Napi::Value& typedArray);
+
 // params[index] as a tensor named `name` (for errors); an absent optional one is a view with no data. The device
 // buffer of a device tensor is added to `keepAlive` (when given).
 TensorView toView(const Napi::Array& params, uint32_t index, const char* name, bool optional, Retained* keepAlive);
 
 StreamWrap& toStream(const Napi::Value& v);
+// The C++ object of a wrapped JS object, or mla::Error E_ARGUMENT "`what` must be ..." when it wraps none.
+template <class Wrap>
+Wrap& unwrapped(const Napi::Value& v, const char* what) {
+  void* wrapped = nullptr;
+  if (!v.IsObject() || napi_unwrap(v.Env(), v, &wrapped) != napi_ok || !wrapped) throw Error(ErrorCode::Argument, what);
+  return *static_cast<Wrap*>(wrapped);
+}
 double getNumber(const Napi::Array& params, uint32_t index, const char* name);
 // params[index] as an integer in [1, 1e9]; E_RANGE naming `name` otherwise.
 int64_t positiveInteger(const Napi::Array& params, uint32_t index, const char* name);

@@ -1,8 +1,10 @@
 // A stream: operations run in order on one native worker thread, never on Node's main thread, on one device.
 // On a GPU the worker only queues each operation's device work and goes on to the next; a second thread (the
 // completer, started at the first operation that leaves work on the device) waits for each operation's fence and
-// reports it complete. The JS side learns of each completed operation through a thread-safe function; the buffers
-// an operation uses are kept alive (persistent references) until it completes.
+// reports it complete (when it cannot be started, the worker waits for each fence itself). The JS side learns of each
+// completed operation through a thread-safe function; what an operation uses is kept alive until it completes
+// (lifetime.h). An operation that waits for a write on another stream which failed (or follows a failure there)
+// fails with that error instead of running: failures propagate to every reader, on any stream.
 #pragma once
 #include <napi.h>
 
@@ -12,7 +14,9 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,8 +26,9 @@
 
 namespace mla::addon {
 
-// Stops every stream of an environment when it is torn down (process or worker exit).
-void stopStreams(void* addonData);
+// Stops every stream of an environment when it is torn down (process or worker exit): each stops after the
+// operation it is running, drops what is queued and joins its threads.
+void stopStreams(AddonData& data);
 
 class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
  public:
@@ -39,9 +44,11 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   struct Dependency {
     StreamWrap* stream;
     uint64_t ticket;
+    bool reads;  // the operation reads what that write wrote: its failure is the operation's (else it only rewrites it)
   };
-  // Main thread only: the dependencies [[NativeStream, ticket], ...] lib/ops.ts passes, keeping the other streams
-  // alive through `refs`; those on this stream are dropped (its operations run in order anyway).
+  // Main thread only: the dependencies [[NativeStream, ticket], ...] lib/ passes (disposed streams included: their
+  // queued writes still run; a negative ticket: the operation rewrites, not reads, what that write wrote), keeping the
+  // other streams alive through `refs`; those on this stream are dropped (its operations run in order anyway).
   std::vector<Dependency> dependencies(const Napi::Value& deps, Retained& refs);
   // Main thread only. Queues `work` to run after `after`; returns its ticket (1, 2, 3, ...).
   uint64_t enqueue(std::function<void()> work, Retained retained, std::vector<Dependency> after = {});
@@ -52,22 +59,35 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   // stream's operations are validated and recorded, not queued; endCapture() returns them as a NativeGraph.
   bool capturing() const { return capture_ != nullptr; }
   void captured(GraphOp op, Retained refs);
+  // The first failure of an operation up to `ticket` on this stream (what a dependency on it inherits), if any.
+  bool failedBy(uint64_t ticket, std::string* code, std::string* message);
   // Refuses new work; the worker finishes what is queued, then exits.
   void close();
-  // Stops the worker after the operation it is running and drops what is queued (process exit).
-  void shutdown();
+  // Environment teardown: stop() asks the worker to stop after the operation it is running and drops what is
+  // queued; join() waits for its threads. stopStreams() stops every stream before it joins any, so a worker that
+  // waits for another stream is not left waiting.
+  void stop();
+  void join();
 
  private:
-  struct Task {
-    uint64_t ticket;
-    std::function<void()> work;
-    std::vector<Dependency> after;
-  };
+  // Made on the main thread with its task, so the worker allocates nothing to report an operation.
   struct Done {
     StreamWrap* stream;
     uint64_t ticket;
-    bool ok;
+    bool ok = true;
     std::string code, message;
+    void fail(const std::string& c, const std::string& m) {
+      if (!ok) return;
+      ok = false;
+      code = c;
+      message = m;
+    }
+  };
+  struct Task {
+    uint64_t ticket = 0;
+    std::function<void()> work;
+    std::vector<Dependency> after;
+    std::unique_ptr<Done> done;
   };
   struct Completion {
     Done* done;
@@ -80,14 +100,18 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value BeginCapture(const Napi::CallbackInfo& info);
   Napi::Value EndCapture(const Napi::CallbackInfo& info);
   void workerLoop();
+  void runTask(Task& task);
   void completerLoop();
   void post(Done* done);
+  void recordFailure(const Done& done);
   void releaseTsfn();
-  static void onDone(Napi::Env env, Napi::Function callback, Done* done);
+  void reapIfClosed();
+  static void onDone(napi_env env, napi_value callback, void* context, void* done);
+  void completed(napi_env env, napi_value callback, const Done& done);
 
   mla::Backend* backend_ = nullptr;
   AddonData* data_ = nullptr;
-  Napi::ThreadSafeFunction tsfn_;
+  napi_threadsafe_function tsfn_ = nullptr;  // raw: node-addon-api's allocates per call and may throw from its callback
   std::atomic<bool> tsfnReleased_{false};
   // Main thread only.
   uint64_t nextTicket_ = 1;
@@ -109,6 +133,10 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   bool stop_ = false;          // drop the queue and exit
   bool closing_ = false;       // exit once the queue is empty
   bool workerExited_ = false;
+  bool noCompleter_ = false;   // the completer could not be started: the worker waits for each fence itself
+  // The first failed operation (under mu_): later operations of other streams that wait for this one's writes fail.
+  uint64_t failedTicket_ = 0;
+  std::string failedCode_, failedMessage_;
   std::thread worker_;
   std::thread completer_;  // started by the worker; joined after it
 };

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -78,9 +80,25 @@ void requireHostIndex(const TensorView& t) {
                                 t.device.str());
 }
 
+std::string shortNumber(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+// softmaxScale finite and > 0, and the scale the kernels keep scores in (base 2: softmaxScale * log2(e), times
+// cacheScale for an fp8 cache) a finite float, so that no overflow reads as a sequence without keys.
+void requireSoftmaxScale(float softmaxScale, float cacheScale = 1.f, bool fp8 = false) {
+  if (!std::isfinite(softmaxScale) || softmaxScale <= 0.f)
+    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(softmaxScale));
+  if (static_cast<double>(softmaxScale) * cacheScale * 1.4426950408889634 > std::numeric_limits<float>::max())
+    fail(ErrorCode::Range, "softmaxScale * log2(e)" + std::string(fp8 ? " * cacheScale" : "") + " must be a finite float32 (below 3.4e38), got softmaxScale " +
+                               shortNumber(softmaxScale));
+}
+
 bool overlaps(const TensorView& a, const TensorView& b) {
   if (!a.present() || !b.present() || a.nbytes() == 0 || b.nbytes() == 0) return false;
-  auto a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+  auto a0 = reinterpret_cast<uintptr_t>(a.source ? a.source : a.data), b0 = reinterpret_cast<uintptr_t>(b.source ? b.source : b.data);
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
@@ -284,8 +302,7 @@ void decodeInputs(MlaDecodeParams& p) {
   p.numBlocks = p.cache.dim(0);
   p.blockSize = p.cache.dim(1);
   p.maxBlocksPerSeq = requireBlockTable(p.blockTable, p.seqLens, p.batch);
-  if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
-    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
+  requireSoftmaxScale(p.softmaxScale, p.cacheScale, p.cache.dtype == DType::FP8E4M3);
   if (p.causal && p.queryLen == 1) p.causal = false;  // one query position sees every row either way
 
   requireSequences(p.blockTable, p.seqLens, p.batch, p.blockSize, p.numBlocks);
@@ -427,6 +444,7 @@ void snapshot(TensorView& t, IndexSnapshot& store) {
   if (!t.present() || t.device.kind != DeviceKind::Cpu) return;  // validation refuses it
   const uint8_t* src = t.as<const uint8_t>();
   store.emplace_back(src, src + t.nbytes());
+  if (!t.source) t.source = t.data;
   t.data = store.back().data();
 }
 }  // namespace
@@ -499,8 +517,7 @@ void prefillInputs(MlaPrefillParams& p) {
   requireDim(p.v, 0, p.totalKv, "totalKv, from kNope");
   requireDim(p.v, 1, p.numHeads, "numHeads, from q");
   p.vHeadDim = requireDimAtLeast(p.v, 2, 1, "vHeadDim");
-  if (!std::isfinite(p.softmaxScale) || p.softmaxScale <= 0.f)
-    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(p.softmaxScale));
+  requireSoftmaxScale(p.softmaxScale);
 
   validateCuSeqLens(p.cuSeqLensQ);
   validateCuSeqLens(p.cuSeqLensKv);
@@ -762,11 +779,6 @@ int64_t requireKvLoraRank(int64_t kvLoraRank, int64_t headDim) {
   if (kvLoraRank < 1 || kvLoraRank > headDim)
     fail(ErrorCode::Range, "kvLoraRank must be in [1, " + std::to_string(headDim) + "] (q's last dimension), got " + std::to_string(kvLoraRank));
   return headDim - kvLoraRank;
-}
-
-void requireSoftmaxScale(float softmaxScale) {
-  if (!std::isfinite(softmaxScale) || softmaxScale <= 0.f)
-    fail(ErrorCode::Range, "softmaxScale must be a finite number > 0, got " + std::to_string(softmaxScale));
 }
 
 void sparseDecodeInputs(MlaSparseDecodeParams& p) {

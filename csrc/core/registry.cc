@@ -29,6 +29,8 @@ Device parseDevice(const std::string& s, const std::string& argName) {
     if (s.size() > n && s.size() < n + 4 && s.find_first_not_of("0123456789", n) == std::string::npos) return Device{kind, std::stoi(s.substr(n))};
     throw Error(ErrorCode::Device, argName + " has an unknown device '" + s + "' (expected " + prefix + "N)");
   }
+  if (s.find(':') != std::string::npos)
+    throw Error(ErrorCode::Device, argName + " has an unknown device '" + s + "' (expected 'cuda:N' or 'cuda-sim:N')");
   throw Error(ErrorCode::Argument, argName + " must be 'cpu', 'cuda-sim' or 'cuda', or a device 'cuda:N' or 'cuda-sim:N', got '" + s + "'");
 }
 

@@ -44,6 +44,8 @@ struct TensorView {
   int ndim = 0;
   int64_t shape[kMaxDims] = {0, 0, 0, 0, 0, 0};
   const char* name = "";  // the argument's name, for error messages
+  // The caller's memory when `data` points at a copy of it (snapshotIndexTensors): what aliasing is checked on.
+  const void* source = nullptr;
 
   bool present() const { return data != nullptr || ndim > 0; }
   int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }

@@ -19,6 +19,7 @@
 
 #include "../core/backend.h"
 #include "../core/errors.h"
+#include "../core/threads.h"
 #include "cpu_info.h"
 #include "kernels.h"
 #include "prefill_cpu.h"
@@ -139,7 +140,7 @@ const Calibration& calibration() {
 }
 
 std::mutex configMu;
-std::string forcedIsa;       // by cpuConfigure
+std::string& forcedIsa = neverDestroyed<std::string>();  // by cpuConfigure
 int64_t forcedSplitRows = 0;
 
 struct Choice {
@@ -659,7 +660,7 @@ CpuLimits measureCpuLimits(size_t bytes) {
 }
 
 Backend& cpuBackend() {
-  static CpuBackend backend;
+  static CpuBackend& backend = neverDestroyed<CpuBackend>();
   return backend;
 }
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "../core/backend.h"
+#include "../core/threads.h"
 #include "cpu_info.h"
 
 namespace mla {
@@ -65,7 +66,7 @@ class CpuProvider final : public BackendProvider {
 }  // namespace
 
 BackendProvider& cpuProvider() {
-  static CpuProvider provider;
+  static CpuProvider& provider = neverDestroyed<CpuProvider>();
   return provider;
 }
 

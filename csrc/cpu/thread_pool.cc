@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include "../core/spin.h"
+#include "../core/threads.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -69,8 +70,15 @@ int defaultThreads() {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads) : threads_(threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { loop(); });
+  // Starts as many of the threads as the system allows (at least the caller works): exhausted threads make the
+  // pool smaller, never an error.
+  explicit ThreadPool(int threads) {
+    try {
+      workers_.reserve(static_cast<size_t>(threads - 1));
+      for (int i = 1; i < threads; ++i) workers_.push_back(startThread("a CPU pool thread", [this] { loop(); }));
+    } catch (...) {
+    }
+    threads_ = static_cast<int>(workers_.size()) + 1;
   }
   ~ThreadPool() {
     {
@@ -138,7 +146,7 @@ class ThreadPool {
     }
   }
 
-  const int threads_;
+  int threads_ = 1;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -150,7 +158,7 @@ class ThreadPool {
 
 ThreadPool& pool() {
   // Never destroyed: worker threads must not be joined from a static destructor while Node tears down.
-  static ThreadPool* p = new ThreadPool(defaultThreads());
+  static ThreadPool* p = new ThreadPool(defaultThreads());  // bad_alloc: the operation fails with E_OOM, the next one retries
   return *p;
 }
 

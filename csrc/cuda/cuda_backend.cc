@@ -88,7 +88,7 @@ class CudaProvider final : public BackendProvider {
 }  // namespace cuda
 
 BackendProvider& cudaProvider() {
-  static cuda::CudaProvider provider;
+  static cuda::CudaProvider& provider = neverDestroyed<cuda::CudaProvider>();
   return provider;
 }
 

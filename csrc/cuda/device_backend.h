@@ -18,6 +18,7 @@
 
 #include "../core/backend.h"
 #include "../core/errors.h"
+#include "../core/threads.h"
 #include "plan.h"
 #include "prefill_plan.h"
 #include "runtime.h"
@@ -1016,7 +1017,7 @@ class DeviceBackend final : public Backend {
 template <class Rt>
 DeviceBackend<Rt>& backendOfDevice(int device) {
   static std::mutex mu;
-  static std::map<int, std::unique_ptr<DeviceBackend<Rt>>> backends;
+  static auto& backends = neverDestroyed<std::map<int, std::unique_ptr<DeviceBackend<Rt>>>>();
   std::lock_guard<std::mutex> lock(mu);
   std::unique_ptr<DeviceBackend<Rt>>& b = backends[device];
   if (!b) b = std::make_unique<DeviceBackend<Rt>>(device);

@@ -11,6 +11,7 @@
 
 #include "../core/backend.h"
 #include "../core/errors.h"
+#include "../core/threads.h"
 #include "cuda_sim_api.h"
 #include "device_backend.h"
 #include "sim_runtime.h"
@@ -55,14 +56,14 @@ struct SimOpRecord {
 namespace {
 
 std::mutex gMu;
-SimSettings gSettings;
-SimOpRecord gLast;
+SimSettings& gSettings = neverDestroyed<SimSettings>();
+SimOpRecord& gLast = neverDestroyed<SimOpRecord>();
 struct SimAllocation {
   int device;
   size_t bytes;
 };
-std::unordered_map<void*, SimAllocation> gAllocations;
-std::unordered_map<int, size_t> gAllocated;  // bytes per device
+std::unordered_map<void*, SimAllocation>& gAllocations = neverDestroyed<std::unordered_map<void*, SimAllocation>>();
+std::unordered_map<int, size_t>& gAllocated = neverDestroyed<std::unordered_map<int, size_t>>();  // bytes per device
 thread_local const char* tOp = nullptr;      // the operation this thread is running (SimRuntime::OpScope)
 thread_local int tHostSyncs = 0;             // host synchronisations it made so far
 thread_local std::function<void()>* tLaunchObserver = nullptr;  // runOp's record of each launch, while it runs
@@ -380,7 +381,7 @@ class CudaSimProvider final : public BackendProvider {
 
 namespace mla {
 BackendProvider& cudaSimProvider() {
-  static cuda::CudaSimProvider provider;
+  static cuda::CudaSimProvider& provider = neverDestroyed<cuda::CudaSimProvider>();
   return provider;
 }
 }  // namespace mla

@@ -114,7 +114,7 @@ for (const backend of available) {
     it('a tensor on a device the stream cannot reach: E_DEVICE', () => {
       const o = make();
       const d = (t: Tensor, name: string) => t._descriptor(name);
-      const q = tensorDescriptor(new Uint16Array(o.q.numel), 'bf16', 'cuda:0', o.q.shape);
+      const q = tensorDescriptor(new Uint16Array(new SharedArrayBuffer(2 * o.q.numel)), 'bf16', 'cuda:0', o.q.shape);
       const params = [q, d(o.cache, 'cache'), d(o.blockTable, 'b'), d(o.seqLens, 's'), 0.2, rank, 1, false, undefined, d(o.out, 'o'), d(o.lse, 'l')] as const;
       // Through the addon directly: lib/ only makes cpu tensors, the check lives in csrc/core.
       const s = new (native().NativeStream)(backend.name, () => {});

@@ -24,7 +24,7 @@ import {
 } from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { refAbsorbQuery, refAppendLatentCache, refMlaDecode, refUnabsorbOutput } from '../../lib/reference.js';
-import { countNaN, exactValues, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
+import { arrayOf, countNaN, exactValues, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
 const seed = testSeed('graph');
 afterAll(() => native().simConfigure?.({ splitRows: 0, checkOrders: true }));
@@ -82,7 +82,7 @@ function step(m: Model, stream: Stream, plan?: ReturnType<typeof planDecode>): T
 // token appended (none when its length is 0). `lens` are the lengths after the append.
 function setIndices(m: Model, rng: Rng, lens: number[]): void {
   const { batch, maxBlocks, blockSize } = m.shape;
-  const table = m.blockTable._descriptor('t')[0] as Int32Array;
+  const table = arrayOf(m.blockTable);
   for (let b = 0; b < batch; b++) {
     const order = Array.from({ length: maxBlocks }, (_, j) => b * maxBlocks + j);
     for (let j = order.length - 1; j > 0; j--) {
@@ -91,9 +91,9 @@ function setIndices(m: Model, rng: Rng, lens: number[]): void {
     }
     table.set(order, b * maxBlocks);
   }
-  const slots = m.slotMapping._descriptor('t')[0] as Int32Array;
-  const pos = m.positions._descriptor('t')[0] as Int32Array;
-  const seqLens = m.seqLens._descriptor('t')[0] as Int32Array;
+  const slots = arrayOf(m.slotMapping);
+  const pos = arrayOf(m.positions);
+  const seqLens = arrayOf(m.seqLens);
   for (let b = 0; b < batch; b++) {
     const p = lens[b] - 1;
     seqLens[b] = lens[b];
@@ -201,16 +201,16 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('captured graphs
     const m = makeModel(rng, stream, 'bf16', 1);
     setIndices(m, rng, [5, 6, 7]);
     const graph = stream.capture(() => void step(m, stream));
-    const table = m.blockTable._descriptor('t')[0] as Int32Array;
+    const table = arrayOf(m.blockTable);
     const saved = table[0];
     table[0] = m.shape.numBlocks; // one past the last block
     expectMlaError(() => graph.replay(), 'E_RANGE', /graph op 2 \(mlaDecode\).*blockTable\[0\]\[0\]/);
     table[0] = saved;
-    const lens = m.seqLens._descriptor('t')[0] as Int32Array;
+    const lens = arrayOf(m.seqLens);
     lens[2] = m.shape.maxBlocks * m.shape.blockSize + 1; // more rows than the block table holds
     expectMlaError(() => graph.replay(), 'E_RANGE', /graph op 2 \(mlaDecode\).*seqLens\[2\]/);
     lens[2] = 7;
-    const slots = m.slotMapping._descriptor('t')[0] as Int32Array;
+    const slots = arrayOf(m.slotMapping);
     slots[0] = m.shape.numBlocks * m.shape.blockSize;
     expectMlaError(() => graph.replay(), 'E_RANGE', /graph op 0 \(appendLatentCache\).*slotMapping\[0\]/);
     slots[0] = -1;
@@ -412,9 +412,9 @@ describe('index arrays are copied when an operation is queued', () => {
     const out = onDevice(poisoned([1, 1, 2, rank], 'bf16'), stream);
     mlaDecode({ q: onDevice(q.t, stream), cache, blockTable, seqLens, softmaxScale: 0.2, kvLoraRank: rank, out, stream });
     // Values that would read and write far outside the cache, had the kernels read these arrays.
-    (slotMapping._descriptor('t')[0] as Int32Array).set([1 << 30, 1 << 29]);
-    (blockTable._descriptor('t')[0] as Int32Array).set([1 << 30, -5, 1 << 29]);
-    (seqLens._descriptor('t')[0] as Int32Array).set([1 << 30]);
+    arrayOf(slotMapping).set([1 << 30, 1 << 29]);
+    arrayOf(blockTable).set([1 << 30, -5, 1 << 29]);
+    arrayOf(seqLens).set([1 << 30]);
     const cacheRef = refAppendLatentCache({ cache: cacheInit.dense, kvC: kvC.dense, kPe: kPe.dense, slotMapping: { data: [3, 40], shape: [2] } });
     const ref = refMlaDecode({ q: q.dense, cache: { data: cacheRef, shape: [blocks, blockSize, width] }, blockTable: { data: [2, 0, 1], shape: [1, 3] }, seqLens: { data: [41], shape: [1] }, softmaxScale: 0.2, kvLoraRank: rank });
     expect(relErr(await out.toFloat32(), ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gatherLatentCache, mergeAttentionStates, mlaPrefill, planDecode, planPrefill, Stream, Tensor, upProjectKv, type ErrorCode } from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { refMlaPrefill } from '../../lib/reference.js';
-import { dense, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
+import { arrayOf, dense, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
 const seed = testSeed('prefill-errors');
 
@@ -208,8 +208,8 @@ for (const backend of suiteBackends().filter((b) => b.available)) {
       const ref = refMlaPrefill({ q: await host(o.q), kNope: await host(o.kNope), kPe: await host(o.kPe), v: await host(o.v), cuSeqLensQ: dense(o.cuSeqLensQ), cuSeqLensKv: dense(o.cuSeqLensKv), softmaxScale: 0.2, causal: true });
       await stream.synchronize();
       const { out, lse } = mlaPrefill(o);
-      (o.cuSeqLensQ._descriptor('t')[0] as Int32Array).set([7, -100, 1 << 30]);
-      (o.cuSeqLensKv._descriptor('t')[0] as Int32Array).set([-5, 1 << 30, 3]);
+      arrayOf(o.cuSeqLensQ).set([7, -100, 1 << 30]);
+      arrayOf(o.cuSeqLensKv).set([-5, 1 << 30, 3]);
       for (const t of [o.q, o.kNope, o.kPe, o.v]) t.dispose();
       expect(relErr(await out.toFloat32(), ref.out), `seed ${seed}`).toBeLessThanOrEqual(REL_BOUND.bf16);
       expect((await lse.toFloat32()).every(Number.isFinite)).toBe(true);
@@ -222,7 +222,7 @@ for (const backend of suiteBackends().filter((b) => b.available)) {
       });
       graph.replay();
       await stream.synchronize();
-      (o.cuSeqLensKv._descriptor('t')[0] as Int32Array).set([0, 4, 5]);
+      arrayOf(o.cuSeqLensKv).set([0, 4, 5]);
       expectMlaError(() => graph.replay(), 'E_RANGE', 'graph op 0 (mlaPrefill): causal: sequence 1 has 2 queries');
       o.v.dispose();
       expectMlaError(() => graph.replay(), 'E_DISPOSED', 'the graph uses it');

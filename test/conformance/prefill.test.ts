@@ -19,7 +19,7 @@ import {
   type FloatDType,
 } from 'mla-kernels';
 import { refGatherLatentCache, refMergeAttentionStates, refMlaPrefill, refUpProjectKv, type Dense } from '../../lib/reference.js';
-import { countNaN, dense, exactValues, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, shapeRules, suiteBackends, testSeed, type ShapeRules } from '../helpers.js';
+import { arrayOf, countNaN, dense, exactValues, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, shapeRules, suiteBackends, testSeed, type ShapeRules } from '../helpers.js';
 
 const seed = testSeed('prefill');
 const LSE_TOL = 1e-4;
@@ -368,7 +368,7 @@ for (const backend of suiteBackends()) {
         const ctx = mlaPrefill({ q, kNope: up.kNope, kPe: g.kPe, v: up.v, cuSeqLensQ: cuQ, cuSeqLensKv: cuCtx, softmaxScale: 0.3, stream });
         return mergeAttentionStates({ outA: self.out, lseA: self.lse, outB: ctx.out, lseB: ctx.lse, stream });
       };
-      const set = (t: Tensor<'i32'>, values: number[]) => (t._descriptor('t')[0] as Int32Array).set(values);
+      const set = (t: Tensor<'i32'>, values: number[]) => arrayOf(t).set(values);
       let result: ReturnType<typeof step> | undefined;
       const graph = stream.capture(() => {
         result = step();

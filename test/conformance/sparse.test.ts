@@ -29,7 +29,7 @@ import {
   refMlaSparseDecode,
   unpackDsMlaCache,
 } from '../../lib/reference.js';
-import { countNaN, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
+import { arrayOf, countNaN, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
 
 const seed = testSeed('sparse');
 const addon = native();
@@ -566,7 +566,7 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     });
     for (let step = 0; step < 2; step++) {
       const now = Array.from({ length: topk }, () => rng.int(-1, numBlocks * blockSize - 1));
-      (ix._descriptor('t')[0] as Int32Array).set(now);
+      arrayOf(ix).set(now);
       graph.replay();
       const ref = refMlaSparseDecode({ q: q.dense, cache: values, indices: { data: now, shape: [1, 1, topk] }, softmaxScale: 0.1, kvLoraRank: rank });
       expect(relErr(await res!.out.toFloat32(), ref.out), `step ${step}, seed ${seed}`).toBeLessThan(REL_BOUND.bf16);

@@ -80,7 +80,7 @@ if (check('npm pack (prepack: tsc, prebuild, API reference)', packed.status === 
   const docs = ['docs/README.md', 'docs/install.md', 'docs/api/README.md', 'docs/api/mla-kernels.md'].filter((f) => !files.includes(f));
   check('the tarball has the docs and the API reference generated at pack time (docs/api/)', docs.length === 0, docs.join(', '));
   const gypi = readFileSync(path.join(root, 'csrc', 'sources.gypi'), 'utf8').match(/csrc\/[A-Za-z0-9_/]+\.cc/g) ?? [];
-  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', 'docs/prefill.md', ...gypi];
+  const needed = ['dist/index.js', 'dist/index.d.ts', 'dist/reference.js', 'dist/reference.d.ts', 'dist/cli.js', 'docs/lifetime.md', 'docs/prefill.md', 'CMakeLists.txt', 'binding.gyp', 'csrc/sources.gypi', ...gypi];
   const missing = needed.filter((f) => !files.includes(f));
   check('the tarball has the entry points, both build files and every source of csrc/sources.gypi', missing.length === 0, missing.join(', '));
   check(`the tarball has prebuilds/${platformDir}/${prebuildName}, under 30 MB`, prebuild && prebuild.size < 30 * 2 ** 20, prebuild ? mb(prebuild.size) : 'missing');
