@@ -23,7 +23,8 @@ copies.push(mlaPrefill({ q: pq, kNope, kPe, v, cuSeqLensQ: cu, cuSeqLensKv: cu, 
 parentPort.postMessage('queued');
 if (workerData.mode === 'exit') process.exit(3);
 if (workerData.mode === 'throw') throw new Error('thrown by a Worker with work queued');
-if (workerData.mode === 'finish') {
-  for (const st of streams) await st.synchronize();
-  parentPort.postMessage(`finished ${copies.length}`);
-}
+// No top-level await: Node 20's V8 aborts the whole process (Check failed: (location_) != nullptr, in
+// SourceTextModule::ExecuteAsyncModule; nodejs/node#43182) when a Worker is terminated while its module's top-level
+// await is pending, whatever the module does.
+if (workerData.mode === 'finish')
+  void Promise.all(streams.map((st) => st.synchronize())).then(() => parentPort.postMessage(`finished ${copies.length}`));
