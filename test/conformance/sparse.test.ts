@@ -3,7 +3,8 @@
 // rows, indices shared across queries, every cache dtype, equal to dense decode bit for bit when it selects every
 // row), sparse prefill, the lightning indexer and its key cache (exact on integer data, ties to the earlier
 // position, causal, topk past the sequence), the whole flow indexer -> decode on one stream and in a graph, bad
-// inputs and lifetimes. CPU on every SIMD path this processor has; the device backends refuse the ops clearly.
+// inputs and lifetimes. CPU on every SIMD path this processor has; the device kernels under cuda-sim (every thread
+// order), the indexer's against the reference exactly on integer data and its key-cache bytes against the cpu's.
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   appendIndexerCache,
@@ -73,6 +74,43 @@ function randomIndices(rng: Rng, batch: number, queryLen: number, topk: number, 
   for (let k = 0; k < topk; k++) idx[(batch * queryLen - 1) * topk + k] = -1; // the last query selects nothing
   idx[1] = idx[0] = Math.max(idx[0], 0); // a slot named twice
   return idx;
+}
+
+// The indexer's selection against the reference's scores where f32 rounding may reorder near-ties: every selected
+// position scores within rounding of the topk-th best, every one left out no better, in increasing position order.
+function expectNearTopk(
+  gotIdx: Int32Array,
+  gotScores: Float32Array,
+  all: Float64Array[],
+  o: { lens: number[]; table: number[]; maxBlocks: number; blockSize: number; topk: number; queryLen: number },
+) {
+  const { lens, table, maxBlocks, blockSize, topk, queryLen } = o;
+  for (let row = 0; row < all.length; row++) {
+    const b = Math.floor(row / queryLen);
+    const scoresOfRow = all[row];
+    const positionOf = new Map<number, number>();
+    for (let p = 0; p < lens[b]; p++) positionOf.set(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize), p);
+    const sorted = Array.from(scoresOfRow).sort((x, y) => y - x);
+    const tau = sorted[Math.min(topk, scoresOfRow.length) - 1];
+    const tol = 1e-4 * Math.max(1, Math.abs(sorted[0] ?? 0));
+    const chosen: number[] = [];
+    for (let j = 0; j < topk; j++) {
+      const slot = gotIdx[row * topk + j];
+      if (j >= scoresOfRow.length) {
+        expect(slot).toBe(-1);
+        expect(gotScores[row * topk + j]).toBe(-Infinity);
+        continue;
+      }
+      const p = positionOf.get(slot)!;
+      expect(p, `row ${row} slot ${slot}, seed ${seed}`).toBeLessThan(scoresOfRow.length);
+      expect(scoresOfRow[p]).toBeGreaterThanOrEqual(tau - tol);
+      expect(Math.abs(gotScores[row * topk + j] - scoresOfRow[p])).toBeLessThanOrEqual(tol);
+      chosen.push(p);
+    }
+    expect(chosen).toEqual([...chosen].sort((x, y) => x - y));
+    expect(new Set(chosen).size).toBe(chosen.length);
+    for (let p = 0; p < scoresOfRow.length; p++) if (!chosen.includes(p)) expect(scoresOfRow[p], `seed ${seed}`).toBeLessThanOrEqual(tau + tol);
+  }
 }
 
 describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
@@ -252,85 +290,71 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
     const { indices, scores } = lightningIndexer({ q: q.t, weights: weights.t, cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream: s });
     const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
     const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
-    const gotIdx = (await indices.read()) as Int32Array, gotScores = await scores.toFloat32();
-    for (let row = 0; row < batch * queryLen; row++) {
-      const b = Math.floor(row / queryLen);
-      const all = ref.all[row];
-      const positionOf = new Map<number, number>();
-      for (let p = 0; p < lens[b]; p++) positionOf.set(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize), p);
-      const sorted = Array.from(all).sort((x, y) => y - x);
-      const tau = sorted[Math.min(topk, all.length) - 1];
-      const tol = 1e-4 * Math.max(1, Math.abs(sorted[0] ?? 0));
-      const chosen: number[] = [];
-      for (let j = 0; j < topk; j++) {
-        const slot = gotIdx[row * topk + j];
-        if (j >= all.length) {
-          expect(slot).toBe(-1);
-          continue;
-        }
-        const p = positionOf.get(slot)!;
-        expect(p, `row ${row} slot ${slot}`).toBeLessThan(all.length);
-        expect(all[p]).toBeGreaterThanOrEqual(tau - tol);
-        expect(Math.abs(gotScores[row * topk + j] - all[p])).toBeLessThanOrEqual(tol);
-        chosen.push(p);
-      }
-      expect(chosen).toEqual([...chosen].sort((x, y) => x - y));
-      expect(new Set(chosen).size).toBe(chosen.length);
-      for (let p = 0; p < all.length; p++) if (!chosen.includes(p)) expect(all[p], `seed ${seed}`).toBeLessThanOrEqual(tau + tol);
-    }
+    expectNearTopk((await indices.read()) as Int32Array, await scores.toFloat32(), ref.all, { lens, table, maxBlocks, blockSize, topk, queryLen });
     s.dispose();
   });
 });
 
-describe('sparse attention flow on cpu', () => {
-  // DeepSeek-V3.2's step: append the latent row and the indexer key, select with the indexer, attend to the selection.
-  function flow(rng: Rng, dtype: FloatDType) {
-    const batch = 2, heads = 4, indexerHeads = 4, rank = 128, ropeDim = 16, indexDim = 16, blockSize = 8, maxBlocks = 6, topk = 10;
-    const lens = [37, 20];
-    const numBlocks = batch * maxBlocks;
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const slotMapping: number[] = [];
-    lens.forEach((len, b) => {
-      for (let p = 0; p < len; p++) slotMapping.push(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize));
-    });
-    const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
-    const tokens = slotMapping.length;
-    return {
-      lens, table, topk, rank,
-      latent: Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla'),
-      kvC: randomTensor(rng, [tokens, rank], dtype).t,
-      kPe: randomTensor(rng, [tokens, ropeDim], dtype).t,
-      keyCache: Tensor.zeros([numBlocks, blockSize, indexDim], dtype),
-      keys: Tensor.fromValues(ints(tokens * indexDim, 1), [tokens, indexDim], dtype),
-      slotMapping: intTensor(slotMapping),
-      indexQ: Tensor.fromValues(ints(batch * indexerHeads * indexDim, 2), [batch, 1, indexerHeads, indexDim], dtype),
-      weights: Tensor.fromValues(ints(batch * indexerHeads, 2), [batch, 1, indexerHeads], 'f32'),
-      q: randomTensor(rng, [batch, 1, heads, rank + ropeDim], dtype, 0.3).t,
-      blockTable: intTensor(table, [batch, maxBlocks]),
-      seqLens: intTensor(lens),
-    };
-  }
-  type Flow = ReturnType<typeof flow>;
-  function step(f: Flow, stream: Stream) {
-    appendLatentCache({ cache: f.latent, kvC: f.kvC, kPe: f.kPe, slotMapping: f.slotMapping, stream });
-    appendIndexerCache({ cache: f.keyCache, k: f.keys, slotMapping: f.slotMapping, stream });
-    const { indices } = lightningIndexer({ q: f.indexQ, weights: f.weights, cache: f.keyCache, blockTable: f.blockTable, seqLens: f.seqLens, topk: f.topk, stream });
-    return { indices, ...mlaSparseDecode({ q: f.q, cache: f.latent, indices, softmaxScale: 0.1, kvLoraRank: f.rank, stream }) };
-  }
-  async function reference(f: Flow) {
-    await f.keyCache.read(); // appended after the latent rows: every append has run
-    const ref = refLightningIndexer({
-      q: { data: exactValues(f.indexQ), shape: f.indexQ.shape },
-      weights: { data: exactValues(f.weights), shape: f.weights.shape },
-      cache: { data: exactValues(f.keyCache), shape: f.keyCache.shape },
-      blockTable: { data: f.table, shape: f.blockTable.shape },
-      seqLens: { data: f.lens, shape: [f.lens.length] },
-      topk: f.topk,
-    });
-    const values = unpackDsMlaCache((await f.latent.read()) as Uint8Array, f.latent.shape, f.rank);
-    return { indices: ref.indices, ...refMlaSparseDecode({ q: { data: exactValues(f.q), shape: f.q.shape }, cache: values, indices: { data: ref.indices, shape: [f.lens.length, 1, f.topk] }, softmaxScale: 0.1, kvLoraRank: f.rank }) };
-  }
+// DeepSeek-V3.2's step: append the latent row and the indexer key, select with the indexer, attend to the selection.
+// On a device backend (`device`) the inputs live there and the latent cache is of the queries' dtype (fp8_ds_mla is
+// written on the cpu only).
+function flow(rng: Rng, dtype: FloatDType, device?: Stream) {
+  const batch = 2, heads = 4, indexerHeads = 4, rank = 128, ropeDim = 16, indexDim = 16, blockSize = 8, maxBlocks = 6, topk = 10;
+  const lens = [37, 20];
+  const numBlocks = batch * maxBlocks;
+  const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const slotMapping: number[] = [];
+  lens.forEach((len, b) => {
+    for (let p = 0; p < len; p++) slotMapping.push(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize));
+  });
+  const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
+  const tokens = slotMapping.length;
+  const at = <T extends Tensor>(t: T) => (device ? (t.to(device.device) as T) : t);
+  const host = {
+    q: randomTensor(rng, [batch, 1, heads, rank + ropeDim], dtype, 0.3).t,
+    indexQ: Tensor.fromValues(ints(batch * indexerHeads * indexDim, 2), [batch, 1, indexerHeads, indexDim], dtype),
+    weights: Tensor.fromValues(ints(batch * indexerHeads, 2), [batch, 1, indexerHeads], 'f32'),
+  };
+  return {
+    lens, table, topk, rank, host,
+    latent: at(device ? Tensor.zeros([numBlocks, blockSize, rank + ropeDim], dtype) : Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla')) as Tensor,
+    kvC: at(randomTensor(rng, [tokens, rank], dtype).t),
+    kPe: at(randomTensor(rng, [tokens, ropeDim], dtype).t),
+    keyCache: at(Tensor.zeros([numBlocks, blockSize, indexDim], dtype)),
+    keys: at(Tensor.fromValues(ints(tokens * indexDim, 1), [tokens, indexDim], dtype)),
+    slotMapping: intTensor(slotMapping),
+    indexQ: at(host.indexQ),
+    weights: at(host.weights),
+    q: at(host.q),
+    blockTable: intTensor(table, [batch, maxBlocks]),
+    seqLens: intTensor(lens),
+  };
+}
+type Flow = ReturnType<typeof flow>;
+function step(f: Flow, stream: Stream) {
+  appendLatentCache({ cache: f.latent, kvC: f.kvC, kPe: f.kPe, slotMapping: f.slotMapping, stream });
+  appendIndexerCache({ cache: f.keyCache, k: f.keys, slotMapping: f.slotMapping, stream });
+  const { indices } = lightningIndexer({ q: f.indexQ, weights: f.weights, cache: f.keyCache, blockTable: f.blockTable, seqLens: f.seqLens, topk: f.topk, stream });
+  return { indices, ...mlaSparseDecode({ q: f.q, cache: f.latent, indices, softmaxScale: 0.1, kvLoraRank: f.rank, stream }) };
+}
+async function reference(f: Flow) {
+  const keys = Float64Array.from(await f.keyCache.toFloat32()); // appended after the latent rows: every append has run
+  const ref = refLightningIndexer({
+    q: { data: exactValues(f.host.indexQ), shape: f.indexQ.shape },
+    weights: { data: exactValues(f.host.weights), shape: f.weights.shape },
+    cache: { data: keys, shape: f.keyCache.shape },
+    blockTable: { data: f.table, shape: f.blockTable.shape },
+    seqLens: { data: f.lens, shape: [f.lens.length] },
+    topk: f.topk,
+  });
+  const values =
+    f.latent.dtype === 'fp8_ds_mla'
+      ? unpackDsMlaCache((await f.latent.read()) as Uint8Array, f.latent.shape, f.rank)
+      : { data: Float64Array.from(await f.latent.toFloat32()), shape: f.latent.shape };
+  return { indices: ref.indices, ...refMlaSparseDecode({ q: { data: exactValues(f.host.q), shape: f.q.shape }, cache: values, indices: { data: ref.indices, shape: [f.lens.length, 1, f.topk] }, softmaxScale: 0.1, kvLoraRank: f.rank }) };
+}
 
+describe('sparse attention flow on cpu', () => {
   it.each(['bf16', 'f32'] as const)('append, indexer and sparse decode queued on one stream read each other\'s outputs in order (%s)', async (dtype) => {
     const stream = new Stream('cpu');
     const f = flow(new Rng(seed + 7), dtype);
@@ -415,35 +439,51 @@ describe('sparse attention: bad inputs and lifetimes', () => {
     expectMlaError(() => mlaSparsePrefill({ q: Tensor.zeros([2, heads, 40], 'f32'), kv: Tensor.zeros([5, 40], 'f32'), indices: intTensor([0, 5], [2, 1]), softmaxScale: 0.1, kvLoraRank: 32 }), 'E_RANGE', 'indices[1][0] = 5', 'a row of kv');
   });
 
-  it('appendLatentCache into fp8_ds_mla and the indexer ops refuse bad inputs', () => {
+  it('appendLatentCache into fp8_ds_mla refuses bad inputs', () => {
     const cache = Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla');
     const kvC = Tensor.zeros([2, rank], 'bf16'), kPe = Tensor.zeros([2, ropeDim], 'bf16');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 12]) }), 'E_RANGE', 'slotMapping[1] = 12');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 1]), cacheScale: 0.5 } as never), 'E_ARGUMENT', 'cacheScale is not an option');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe: Tensor.zeros([2, 8], 'bf16'), slotMapping: intTensor([0, 1]) }), 'E_SHAPE', 'cache');
 
-    const keyCache = Tensor.zeros([numBlocks, blockSize, 16], 'fp8_e4m3');
-    const k = Tensor.zeros([2, 16], 'bf16');
-    expectMlaError(() => appendIndexerCache({ cache: keyCache, k, slotMapping: intTensor([0, 1]) }), 'E_ARGUMENT', 'scales is required');
-    expectMlaError(() => appendIndexerCache({ cache: Tensor.zeros([numBlocks, blockSize, 16], 'bf16'), scales: Tensor.zeros([numBlocks, blockSize], 'f32'), k, slotMapping: intTensor([0, 1]) }), 'E_ARGUMENT', 'scales applies to an fp8_e4m3');
-    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales: Tensor.zeros([numBlocks, blockSize], 'f32'), k, slotMapping: intTensor([3, 3]) }), 'E_RANGE', 'repeats');
-    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales: Tensor.zeros([numBlocks], 'f32'), k, slotMapping: intTensor([0, 1]) }), 'E_SHAPE', 'scales');
+  });
+
+  const indexerBackends = ['cpu', ...suiteBackends().filter((b) => b.available && b.name !== 'cpu').map((b) => b.name)];
+  it.each(indexerBackends)('the indexer ops refuse bad inputs on %s, naming the argument, before anything is queued', (name) => {
+    const stream = new Stream(name as never);
+    const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
+    const keyCache = dev(Tensor.zeros([numBlocks, blockSize, 16], 'fp8_e4m3'));
+    const k = dev(Tensor.zeros([2, 16], 'bf16'));
+    const scales = dev(Tensor.zeros([numBlocks, blockSize], 'f32'));
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, k, slotMapping: intTensor([0, 1]), stream }), 'E_ARGUMENT', 'scales is required');
+    expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([numBlocks, blockSize, 16], 'bf16')), scales, k, slotMapping: intTensor([0, 1]), stream }), 'E_ARGUMENT', 'scales applies to an fp8_e4m3');
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales, k, slotMapping: intTensor([3, 3]), stream }), 'E_RANGE', 'repeats');
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales, k, slotMapping: intTensor([0, 12]), stream }), 'E_RANGE', 'slotMapping[1] = 12');
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales: dev(Tensor.zeros([numBlocks], 'f32')), k, slotMapping: intTensor([0, 1]), stream }), 'E_SHAPE', 'scales');
 
     const ix = {
-      q: Tensor.zeros([1, 1, 2, 16], 'bf16'),
-      weights: Tensor.zeros([1, 1, 2], 'f32'),
-      cache: Tensor.zeros([numBlocks, blockSize, 16], 'bf16'),
+      q: dev(Tensor.zeros([1, 1, 2, 16], 'bf16')),
+      weights: dev(Tensor.zeros([1, 1, 2], 'f32')),
+      cache: dev(Tensor.zeros([numBlocks, blockSize, 16], 'bf16')),
       blockTable: intTensor([0, 1], [1, 2]),
       seqLens: intTensor([8]),
       topk: 4,
+      stream,
     };
     expectMlaError(() => lightningIndexer({ ...ix, seqLens: intTensor([9]) }), 'E_RANGE', 'seqLens[0] = 9');
     expectMlaError(() => lightningIndexer({ ...ix, blockTable: intTensor([0, 3], [1, 2]) }), 'E_RANGE', 'blockTable[0][1] = 3');
     expectMlaError(() => lightningIndexer({ ...ix, topk: 0 }), 'E_RANGE', 'topk');
-    expectMlaError(() => lightningIndexer({ ...ix, weights: Tensor.zeros([1, 1, 3], 'f32') }), 'E_SHAPE', 'weights');
-    expectMlaError(() => lightningIndexer({ ...ix, cache: Tensor.zeros([numBlocks, blockSize, 8], 'bf16') }), 'E_SHAPE', 'cache');
+    expectMlaError(() => lightningIndexer({ ...ix, weights: dev(Tensor.zeros([1, 1, 3], 'f32')) }), 'E_SHAPE', 'weights');
+    expectMlaError(() => lightningIndexer({ ...ix, cache: dev(Tensor.zeros([numBlocks, blockSize, 8], 'bf16')) }), 'E_SHAPE', 'cache');
     expectMlaError(() => lightningIndexer({ ...ix, causal: 1 as never }), 'E_ARGUMENT', 'causal');
-    expectMlaError(() => lightningIndexer({ ...ix, indices: intTensor([0, 0, 0], [1, 1, 3]) }), 'E_SHAPE', 'indices');
+    expectMlaError(() => lightningIndexer({ ...ix, indices: dev(intTensor([0, 0, 0], [1, 1, 3])) }), 'E_SHAPE', 'indices');
+    expectMlaError(() => lightningIndexer({ ...ix, scales }), 'E_ARGUMENT', 'scales');
+    if (name !== 'cpu') {
+      // Tensors where the stream's kernels cannot reach them.
+      expectMlaError(() => lightningIndexer({ ...ix, q: Tensor.zeros([1, 1, 2, 16], 'bf16') }), 'E_DEVICE', 'q is on cpu');
+      expectMlaError(() => appendIndexerCache({ cache: keyCache, scales, k: Tensor.zeros([2, 16], 'bf16'), slotMapping: intTensor([0, 1]), stream }), 'E_DEVICE', 'k is on cpu');
+    }
+    stream.dispose();
   });
 
   it('inputs disposed and host indices overwritten right after the call: the queued ops compute what was asked', async () => {
@@ -488,16 +528,16 @@ describe('sparse attention: bad inputs and lifetimes', () => {
   });
 
   const devices = suiteBackends().filter((b) => b.available && b.name !== 'cpu');
-  it.each(devices.map((b) => b.name))('%s refuses the indexer ops and fp8_ds_mla appends and dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
+  it.each(devices.map((b) => b.name))('%s refuses f32 and too wide indexers, fp8_ds_mla appends and dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
     const stream = new Stream(name as never);
     const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
     const o = make();
-    expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([2, 2, 16], 'bf16')), k: dev(Tensor.zeros([1, 16], 'bf16')), slotMapping: intTensor([0]), stream }), 'E_UNSUPPORTED', 'appendIndexerCache');
-    expectMlaError(
-      () => lightningIndexer({ q: dev(Tensor.zeros([1, 1, 2, 16], 'bf16')), weights: dev(Tensor.zeros([1, 1, 2], 'f32')), cache: dev(Tensor.zeros([2, 2, 16], 'bf16')), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([2]), topk: 1, stream }),
-      'E_UNSUPPORTED',
-      'lightningIndexer',
-    );
+    expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([2, 2, 16], 'f32')), k: dev(Tensor.zeros([1, 16], 'f32')), slotMapping: intTensor([0]), stream }), 'E_UNSUPPORTED', 'appendIndexerCache', 'bf16 or f16');
+    const indexer = (heads: number, dim: number, dtype: 'bf16' | 'f32') => () =>
+      lightningIndexer({ q: dev(Tensor.zeros([1, 1, heads, dim], dtype)), weights: dev(Tensor.zeros([1, 1, heads], 'f32')), cache: dev(Tensor.zeros([2, 2, dim], dtype)), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([2]), topk: 1, stream });
+    expectMlaError(indexer(2, 16, 'f32'), 'E_UNSUPPORTED', 'lightningIndexer', 'bf16 or f16');
+    expectMlaError(indexer(65, 16, 'bf16'), 'E_UNSUPPORTED', 'lightningIndexer', 'at most 64 indexer heads of at most 128 values, got 65 of 16');
+    expectMlaError(indexer(2, 136, 'bf16'), 'E_UNSUPPORTED', 'got 2 of 136');
     expectMlaError(
       () => appendLatentCache({ cache: dev(o.cache), kvC: dev(Tensor.zeros([1, rank], 'bf16')), kPe: dev(Tensor.zeros([1, ropeDim], 'bf16')), slotMapping: intTensor([0]), stream }),
       'E_UNSUPPORTED',
@@ -582,6 +622,127 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     expect(relErr(await out.toFloat32(), ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
     const gotLse = await lse.toFloat32();
     expectLse(Float32Array.from({ length: tokens * heads }, (_, i) => gotLse[(i % tokens) * heads + Math.floor(i / tokens)]), ref.lse, 'prefill');
+    stream.dispose();
+  });
+});
+
+describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked by the emulator)', () => {
+  afterAll(() => addon.simConfigure?.({ checkOrders: true }));
+  const allSlots = (n: number) => intTensor(Array.from({ length: n }, (_, i) => i));
+
+  it.each([['bf16', false], ['f16', true]] as const)('appendIndexerCache (%s keys, fp8 cache: %s) writes the cpu\'s bytes, skips negative slots, touches nothing else', async (dtype, fp8) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 30);
+    const numBlocks = 4, blockSize = 3, indexDim = 40, tokens = 7;
+    const k = randomTensor(rng, [tokens, indexDim], dtype, 3);
+    const slots = rng.shuffle(Array.from({ length: numBlocks * blockSize }, (_, i) => i)).slice(0, tokens);
+    slots[2] = -1;
+    const cacheDtype = fp8 ? 'fp8_e4m3' : dtype;
+    const initial = Tensor.fromValues(rng.normal(numBlocks * blockSize * indexDim), [numBlocks, blockSize, indexDim], cacheDtype);
+    const initialScales = Tensor.fromValues(rng.normal(numBlocks * blockSize), [numBlocks, blockSize], 'f32');
+    const run = async (s: Stream) => {
+      const cache = initial.to(s.device);
+      const scales = fp8 ? initialScales.to(s.device) : undefined;
+      appendIndexerCache({ cache, scales, k: k.t.to(s.device), slotMapping: intTensor(slots), stream: s });
+      return { bytes: Buffer.from((await cache.read()).buffer), scales: scales ? Array.from((await scales.read()) as Float32Array) : [] };
+    };
+    const want = await run(new Stream('cpu'));
+    const got = await run(stream);
+    expect(got.bytes.equals(want.bytes), `seed ${seed}`).toBe(true);
+    expect(got.scales).toEqual(want.scales);
+    if (fp8) {
+      const e = encodeIndexerKey(k.dense.data.slice(0, indexDim) as ArrayLike<number>);
+      expect(Array.from(got.bytes.subarray(slots[0] * indexDim, (slots[0] + 1) * indexDim))).toEqual(Array.from(e.bytes));
+      expect(got.scales[slots[0]]).toBe(e.scale);
+    }
+    stream.dispose();
+  });
+
+  // Integer data: every score is exact in f32 on both sides, so the selection is the reference's exactly, ties (many:
+  // small integers, ReLU zeros, negative weights) to the earlier position; rows past 256 positions give each thread
+  // of the top-k CTA several positions.
+  const cases = [
+    { name: 'bf16, one query per sequence, topk past a sequence, an empty one', dtype: 'bf16' as const, lens: [40, 3, 0], queryLen: 1, topk: 12, causal: false, blockSize: 5 },
+    { name: 'f16, causal, 3 query positions', dtype: 'f16' as const, lens: [29, 64], queryLen: 3, topk: 7, causal: true, blockSize: 16 },
+    { name: 'bf16, 600 positions, topk 100', dtype: 'bf16' as const, lens: [600], queryLen: 1, topk: 100, causal: false, blockSize: 64 },
+  ];
+  it.each(cases)('lightningIndexer is the reference exactly on integer data: $name', async (c) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 31);
+    const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
+    const numBlocks = batch * maxBlocks;
+    const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
+    const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
+    const weights = Tensor.fromValues(ints(batch * c.queryLen * heads, 2), [batch, c.queryLen, heads], 'f32');
+    const keys = Tensor.fromValues(ints(numBlocks * c.blockSize * indexDim, 1), [numBlocks * c.blockSize, indexDim], c.dtype);
+    const cache = Tensor.zeros([numBlocks, c.blockSize, indexDim], c.dtype).to(stream.device);
+    appendIndexerCache({ cache, k: keys.to(stream.device), slotMapping: allSlots(numBlocks * c.blockSize), stream });
+    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+    const n = batch * c.queryLen * c.topk;
+    const indices = intTensor(new Array(n).fill(-2), [batch, c.queryLen, c.topk]).to(stream.device);
+    const scores = poisoned([batch, c.queryLen, c.topk], 'f32').to(stream.device);
+    lightningIndexer({ q: q.to(stream.device), weights: weights.to(stream.device), cache, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(c.lens), topk: c.topk, causal: c.causal, indices, scores, stream });
+    const ref = refLightningIndexer({
+      q: { data: exactValues(q), shape: q.shape },
+      weights: { data: exactValues(weights), shape: weights.shape },
+      cache: { data: exactValues(keys), shape: cache.shape },
+      blockTable: { data: table, shape: [batch, maxBlocks] },
+      seqLens: { data: c.lens, shape: [batch] },
+      topk: c.topk,
+      causal: c.causal,
+    });
+    const got = Array.from((await indices.read()) as Int32Array);
+    expect(got.filter((x) => x === -2).length, 'unwritten indices').toBe(0);
+    expect(got, `seed ${seed}`).toEqual(Array.from(ref.indices));
+    const gotScores = await scores.toFloat32();
+    expect(countNaN(gotScores), 'unwritten scores').toBe(0);
+    expect(Array.from(gotScores)).toEqual(Array.from(ref.scores));
+    stream.dispose();
+  });
+
+  it('lightningIndexer over an fp8 key cache written on the device: the selection within f32 rounding of the reference\'s', async () => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 32);
+    const batch = 2, queryLen = 2, heads = 40, indexDim = 128, blockSize = 8, lens = [70, 33], maxBlocks = 10, topk = 16;
+    const numBlocks = batch * maxBlocks;
+    const q = randomTensor(rng, [batch, queryLen, heads, indexDim], 'bf16');
+    const weights = randomTensor(rng, [batch, queryLen, heads], 'f32');
+    const k = randomTensor(rng, [numBlocks * blockSize, indexDim], 'bf16', 2);
+    const cache = Tensor.zeros([numBlocks, blockSize, indexDim], 'fp8_e4m3').to(stream.device);
+    const scales = Tensor.zeros([numBlocks, blockSize], 'f32').to(stream.device);
+    appendIndexerCache({ cache, scales, k: k.t.to(stream.device), slotMapping: allSlots(numBlocks * blockSize), stream });
+    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+    const { indices, scores } = lightningIndexer({ q: q.t.to(stream.device), weights: weights.t.to(stream.device), cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream });
+    const bytes = (await cache.read()) as Uint8Array;
+    const scaleValues = (await scales.read()) as Float32Array;
+    const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
+    const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
+    expectNearTopk((await indices.read()) as Int32Array, await scores.toFloat32(), ref.all, { lens, table, maxBlocks, blockSize, topk, queryLen });
+    stream.dispose();
+  });
+
+  it('append, indexer and sparse decode on one device stream, then captured as a graph: the reference, and the replay the same', async () => {
+    addon.simConfigure!({ checkOrders: false });
+    const stream = new Stream('cuda-sim');
+    const f = flow(new Rng(seed + 33), 'bf16', stream);
+    const got = step(f, stream);
+    const ref = await reference(f);
+    const wantIdx = Array.from((await got.indices.read()) as Int32Array);
+    expect(wantIdx, `seed ${seed}`).toEqual(Array.from(ref.indices));
+    const want = await got.out.toFloat32();
+    expect(relErr(want, ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
+    expectLse(await got.lse.toFloat32(), ref.lse, 'device flow');
+    let captured: ReturnType<typeof step> | undefined;
+    const graph = stream.capture(() => {
+      captured = step(f, stream);
+    });
+    graph.replay();
+    expect(Array.from((await captured!.indices.read()) as Int32Array)).toEqual(wantIdx);
+    expect(Array.from(await captured!.out.toFloat32())).toEqual(Array.from(want));
+    graph.dispose();
     stream.dispose();
   });
 });
