@@ -229,10 +229,7 @@ class DeviceBackend final : public Backend {
   DeviceMemory* memory() override { return &memory_; }
 
   // An fp8 cache is written from, and read against, bf16 or f16 tensors.
-  void checkSupported(const AppendLatentCacheParams& p) const override {
-    noDsMla(p.cache, "appendLatentCache");
-    elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache");
-  }
+  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(isFp8(p.cache) || isDsMla(p.cache) ? p.kvC : p.cache, "appendLatentCache"); }
   void checkSupported(const MlaDecodeParams& p) const override {
     noDsMla(p.cache, "mlaDecode");
     elemOf(p.q, "mlaDecode");
@@ -720,6 +717,7 @@ class DeviceBackend final : public Backend {
   [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(Rt::kName) + ": " + msg); }
 
   static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
+  static bool isDsMla(const TensorView& t) { return t.dtype == DType::FP8DSMLA; }
 
   SparseDecodeArgs sparseDecodeArgs(const MlaSparseDecodeParams& p, const int32_t* indicesOnDevice) const {
     SparseDecodeArgs a{};
@@ -809,7 +807,8 @@ class DeviceBackend final : public Backend {
   }
 
   void noDsMla(const TensorView& cache, const char* op) const {
-    if (cache.dtype == DType::FP8DSMLA) unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read and written on the cpu backend only in this version");
+    if (cache.dtype == DType::FP8DSMLA)
+      unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read on the device by mlaSparseDecode only in this version (written by appendLatentCache)");
   }
 
   ElemType elemOf(const TensorView& t, const char* op) const {
@@ -862,6 +861,7 @@ class DeviceBackend final : public Backend {
     AppendArgs a{};
     a.elem = elemOf(p.kvC, "appendLatentCache");
     a.cacheFp8 = isFp8(p.cache);
+    a.cacheDsMla = isDsMla(p.cache);
     a.cacheScale = p.cacheScale;
     a.cache = p.cache.data;
     a.kvC = p.kvC.data;

@@ -1,6 +1,6 @@
 // Latent-cache append: one CTA per new token writes [kvC, RoPE(kPe)] into its cache slot. The latent part moves
 // in 16-byte vectors when rows allow it; RoPE is computed in fp32 from the table row of the token's position. An fp8
-// cache gets each element rounded to e4m3 after division by the cache's scale.
+// cache gets each element rounded to e4m3 after division by the cache's scale; an fp8_ds_mla cache its own kernel.
 #include "mla_device.cuh"
 
 namespace mla {
@@ -61,6 +61,51 @@ __global__ void __launch_bounds__(128) appendLatentCacheKernel(const AppendArgs 
   }
 }
 
+// FlashMLA's V3.2 row (fp8_ds_mla): each warp quantises 128-value tiles of the latent with the tile's scale
+// max(amax / 448, FLT_MIN), the CPU's bytes exactly; the rope part (rotated in f32 when asked) as bf16.
+template <ElemType E>
+__global__ void __launch_bounds__(128) appendDsMlaKernel(const AppendArgs args) {
+  using T = typename Elem<E>::T;
+  constexpr int kTile = 128;
+  const int token = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int slot = ld_global(args.slotMapping + token);
+  if (slot < 0) return;
+  const int V = args.kvLoraRank, tiles = V / kTile;
+  uint8_t* row = static_cast<uint8_t*>(args.cache) + static_cast<size_t>(slot) * (V + 4 * tiles + 2 * args.ropeDim);
+  const T* kvC = static_cast<const T*>(args.kvC) + static_cast<size_t>(token) * V;
+  for (int tile = warp; tile < tiles; tile += 4) {
+    float x[kTile / 32];
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < kTile / 32; ++j) {
+      x[j] = Elem<E>::toFloat(ld_global(kvC + tile * kTile + lane + 32 * j));
+      amax = fmaxf(amax, fabsf(x[j]));
+    }
+    for (int s = 16; s >= 1; s /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, s));
+    const float scale = fmaxf(amax / 448.f, 1.17549435e-38f);
+#pragma unroll
+    for (int j = 0; j < kTile / 32; ++j) st_global(row + tile * kTile + lane + 32 * j, floatToFp8e4m3(x[j] / scale));
+    if (lane == 0) st_global(reinterpret_cast<float*>(row + V) + tile, scale);
+  }
+  __nv_bfloat16* pe = reinterpret_cast<__nv_bfloat16*>(row + V + 4 * tiles);
+  const T* kPe = static_cast<const T*>(args.kPe) + static_cast<size_t>(token) * args.ropeDim;
+  if (args.positions == nullptr) {
+    for (int c = threadIdx.x; c < args.ropeDim; c += blockDim.x) st_global(pe + c, __float2bfloat16_rn(Elem<E>::toFloat(ld_global(kPe + c))));
+    return;
+  }
+  const int half = args.ropeDim / 2;
+  const int pos = ld_global(args.positions + token);
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const int a = args.ropeStyle == 1 ? 2 * j : j;
+    const int b = args.ropeStyle == 1 ? 2 * j + 1 : j + half;
+    const float c = ld_global(args.cos + static_cast<size_t>(pos) * half + j);
+    const float s = ld_global(args.sin + static_cast<size_t>(pos) * half + j);
+    const float x = Elem<E>::toFloat(ld_global(kPe + a)), y = Elem<E>::toFloat(ld_global(kPe + b));
+    st_global(pe + a, __float2bfloat16_rn(x * c - y * s));
+    st_global(pe + b, __float2bfloat16_rn(y * c + x * s));
+  }
+}
+
 template <bool kFp8>
 cudaError_t launchAppendWith(const AppendArgs& args, cudaStream_t stream) {
   return args.elem == ElemType::BF16
@@ -72,6 +117,10 @@ cudaError_t launchAppendWith(const AppendArgs& args, cudaStream_t stream) {
 
 cudaError_t launchAppend(const AppendArgs& args, cudaStream_t stream) {
   if (args.numTokens == 0) return cudaSuccess;
+  if (args.cacheDsMla)
+    return args.elem == ElemType::BF16
+               ? mla_launch(appendDsMlaKernel<ElemType::BF16>, "appendDsMlaKernel", dim3(args.numTokens), dim3(128), 0, stream, args)
+               : mla_launch(appendDsMlaKernel<ElemType::F16>, "appendDsMlaKernel", dim3(args.numTokens), dim3(128), 0, stream, args);
   return args.cacheFp8 ? launchAppendWith<true>(args, stream) : launchAppendWith<false>(args, stream);
 }
 

@@ -185,27 +185,29 @@ __global__ void __launch_bounds__(kTopkThreads) indexerTopkKernel(const IndexerA
   }
 }
 
+// The kernel of q's (or k's) dtype and the cache's kind, from a table [bf16][fp8].
+template <class Args>
+using KernelTable = void (*const[2][2])(Args);
+template <class Args>
+cudaError_t launchTyped(const KernelTable<Args>& kernels, const char* name, const Args& args, dim3 grid, dim3 block, cudaStream_t stream) {
+  return mla_launch(kernels[args.elem == ElemType::BF16][args.cacheFp8 ? 1 : 0], name, grid, block, 0, stream, args);
+}
+
 }  // namespace
 
 cudaError_t launchIndexerAppend(const IndexerAppendArgs& args, cudaStream_t stream) {
   if (args.numTokens == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(args.numTokens)), block(32);
-  if (args.elem == ElemType::BF16)
-    return args.cacheFp8 ? mla_launch(indexerAppendKernel<ElemType::BF16, true>, "indexerAppendKernel", grid, block, 0, stream, args)
-                         : mla_launch(indexerAppendKernel<ElemType::BF16, false>, "indexerAppendKernel", grid, block, 0, stream, args);
-  return args.cacheFp8 ? mla_launch(indexerAppendKernel<ElemType::F16, true>, "indexerAppendKernel", grid, block, 0, stream, args)
-                       : mla_launch(indexerAppendKernel<ElemType::F16, false>, "indexerAppendKernel", grid, block, 0, stream, args);
+  const KernelTable<IndexerAppendArgs> kernels = {{indexerAppendKernel<ElemType::F16, false>, indexerAppendKernel<ElemType::F16, true>},
+                                                  {indexerAppendKernel<ElemType::BF16, false>, indexerAppendKernel<ElemType::BF16, true>}};
+  return launchTyped(kernels, "indexerAppendKernel", args, dim3(static_cast<unsigned>(args.numTokens)), dim3(32), stream);
 }
 
 cudaError_t launchIndexerScores(const IndexerArgs& args, cudaStream_t stream) {
   if (args.numRows == 0 || args.workStride == 0) return cudaSuccess;
+  const KernelTable<IndexerArgs> kernels = {{indexerScoresKernel<ElemType::F16, false>, indexerScoresKernel<ElemType::F16, true>},
+                                            {indexerScoresKernel<ElemType::BF16, false>, indexerScoresKernel<ElemType::BF16, true>}};
   const dim3 grid(static_cast<unsigned>(args.numRows), static_cast<unsigned>((args.workStride + kKeysPerCta - 1) / kKeysPerCta));
-  const dim3 block(32 * kScoreWarps);
-  if (args.elem == ElemType::BF16)
-    return args.cacheFp8 ? mla_launch(indexerScoresKernel<ElemType::BF16, true>, "indexerScoresKernel", grid, block, 0, stream, args)
-                         : mla_launch(indexerScoresKernel<ElemType::BF16, false>, "indexerScoresKernel", grid, block, 0, stream, args);
-  return args.cacheFp8 ? mla_launch(indexerScoresKernel<ElemType::F16, true>, "indexerScoresKernel", grid, block, 0, stream, args)
-                       : mla_launch(indexerScoresKernel<ElemType::F16, false>, "indexerScoresKernel", grid, block, 0, stream, args);
+  return launchTyped(kernels, "indexerScoresKernel", args, grid, dim3(32 * kScoreWarps), stream);
 }
 
 cudaError_t launchIndexerTopk(const IndexerArgs& args, cudaStream_t stream) {

@@ -96,6 +96,8 @@ struct CombineArgs {
 struct AppendArgs {
   ElemType elem;            // of kvC and kPe (and of the cache, unless cacheFp8)
   int cacheFp8;             // the cache is fp8 e4m3: rows are stored as e4m3(value / cacheScale)
+  int cacheDsMla;           // the cache is fp8_ds_mla: per 128 latent values e4m3(value / tile scale), the tile scales
+                            // (f32) after the latent, then the rope part as bf16 (core/dtype.h's dsMlaRowBytes)
   float cacheScale;
   void* cache;              // [numSlots, rowWidth]
   const void* kvC;          // [numTokens, kvLoraRank]

@@ -295,9 +295,8 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
   });
 });
 
-// DeepSeek-V3.2's step: append the latent row and the indexer key, select with the indexer, attend to the selection.
-// On a device backend (`device`) the inputs live there and the latent cache is of the queries' dtype (fp8_ds_mla is
-// written on the cpu only).
+// DeepSeek-V3.2's step: append the latent row (fp8_ds_mla) and the indexer key, select with the indexer, attend to
+// the selection. On a device backend (`device`) the inputs and caches live there.
 function flow(rng: Rng, dtype: FloatDType, device?: Stream) {
   const batch = 2, heads = 4, indexerHeads = 4, rank = 128, ropeDim = 16, indexDim = 16, blockSize = 8, maxBlocks = 6, topk = 10;
   const lens = [37, 20];
@@ -317,7 +316,7 @@ function flow(rng: Rng, dtype: FloatDType, device?: Stream) {
   };
   return {
     lens, table, topk, rank, host,
-    latent: at(device ? Tensor.zeros([numBlocks, blockSize, rank + ropeDim], dtype) : Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla')) as Tensor,
+    latent: at(Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla')) as Tensor,
     kvC: at(randomTensor(rng, [tokens, rank], dtype).t),
     kPe: at(randomTensor(rng, [tokens, ropeDim], dtype).t),
     keyCache: at(Tensor.zeros([numBlocks, blockSize, indexDim], dtype)),
@@ -347,11 +346,20 @@ async function reference(f: Flow) {
     seqLens: { data: f.lens, shape: [f.lens.length] },
     topk: f.topk,
   });
-  const values =
-    f.latent.dtype === 'fp8_ds_mla'
-      ? unpackDsMlaCache((await f.latent.read()) as Uint8Array, f.latent.shape, f.rank)
-      : { data: Float64Array.from(await f.latent.toFloat32()), shape: f.latent.shape };
+  const values = unpackDsMlaCache((await f.latent.read()) as Uint8Array, f.latent.shape, f.rank);
   return { indices: ref.indices, ...refMlaSparseDecode({ q: { data: exactValues(f.host.q), shape: f.q.shape }, cache: values, indices: { data: ref.indices, shape: [f.lens.length, 1, f.topk] }, softmaxScale: 0.1, kvLoraRank: f.rank }) };
+}
+
+// The step captured as a graph on `stream` and replayed: the indices and outputs of the step run directly.
+async function expectReplayedLike(f: Flow, stream: Stream, wantIdx: number[], want: Float32Array) {
+  let captured: ReturnType<typeof step> | undefined;
+  const graph = stream.capture(() => {
+    captured = step(f, stream);
+  });
+  graph.replay();
+  expect(Array.from((await captured!.indices.read()) as Int32Array)).toEqual(wantIdx);
+  expect(Array.from(await captured!.out.toFloat32())).toEqual(Array.from(want));
+  graph.dispose();
 }
 
 describe('sparse attention flow on cpu', () => {
@@ -371,15 +379,7 @@ describe('sparse attention flow on cpu', () => {
     const f = flow(new Rng(seed + 8), 'bf16');
     const direct = step(f, stream);
     const want = await direct.out.toFloat32();
-    const wantIdx = Array.from((await direct.indices.read()) as Int32Array);
-    let captured: ReturnType<typeof step> | undefined;
-    const graph = stream.capture(() => {
-      captured = step(f, stream);
-    });
-    graph.replay();
-    expect(Array.from((await captured!.indices.read()) as Int32Array)).toEqual(wantIdx);
-    expect(Array.from(await captured!.out.toFloat32())).toEqual(Array.from(want));
-    graph.dispose();
+    await expectReplayedLike(f, stream, Array.from((await direct.indices.read()) as Int32Array), want);
     stream.dispose();
   });
 
@@ -528,7 +528,7 @@ describe('sparse attention: bad inputs and lifetimes', () => {
   });
 
   const devices = suiteBackends().filter((b) => b.available && b.name !== 'cpu');
-  it.each(devices.map((b) => b.name))('%s refuses f32 and too wide indexers, fp8_ds_mla appends and dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
+  it.each(devices.map((b) => b.name))('%s refuses f32 and too wide indexers, f32 fp8_ds_mla appends and fp8_ds_mla dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
     const stream = new Stream(name as never);
     const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
     const o = make();
@@ -539,9 +539,9 @@ describe('sparse attention: bad inputs and lifetimes', () => {
     expectMlaError(indexer(65, 16, 'bf16'), 'E_UNSUPPORTED', 'lightningIndexer', 'at most 64 indexer heads of at most 128 values, got 65 of 16');
     expectMlaError(indexer(2, 136, 'bf16'), 'E_UNSUPPORTED', 'got 2 of 136');
     expectMlaError(
-      () => appendLatentCache({ cache: dev(o.cache), kvC: dev(Tensor.zeros([1, rank], 'bf16')), kPe: dev(Tensor.zeros([1, ropeDim], 'bf16')), slotMapping: intTensor([0]), stream }),
+      () => appendLatentCache({ cache: dev(o.cache), kvC: dev(Tensor.zeros([1, rank], 'f32')), kPe: dev(Tensor.zeros([1, ropeDim], 'f32')), slotMapping: intTensor([0]), stream }),
       'E_UNSUPPORTED',
-      'fp8_ds_mla',
+      'bf16 or f16',
     );
     expectMlaError(() => mlaDecode({ q: dev(o.q), cache: dev(o.cache), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 0.1, kvLoraRank: rank, stream }), 'E_UNSUPPORTED', 'fp8_ds_mla');
     const indices = intTensor([0, 1, -1], [1, 1, 3]);
@@ -589,6 +589,45 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     const read = batch * queryLen * heads * (rank + ropeDim) * 2 + (indices.length * 4 + valid * rowBytes) * groups;
     expect(rec.bytesRead, JSON.stringify(rec.launches)).toBe(read);
     expect(rec.bytesWritten).toBe(batch * queryLen * heads * (rank * 2 + 4));
+    stream.dispose();
+  });
+
+  it.each([['bf16', false], ['f16', true]] as const)('appendLatentCache into fp8_ds_mla on the device (%s, rope %s): the cpu\'s bytes, ±448 saturation, zero tiles', async (dtype, rope) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 22);
+    const rank = 256, ropeDim = 16, blockSize = 3, numBlocks = 4, tokens = 6, maxPos = 10;
+    const rowBytes = dsMlaRowBytes(rank, ropeDim);
+    const kvValues = rng.normal(tokens * rank, 3);
+    for (let c = 0; c < 128; c++) kvValues[c] = c % 2 ? 3000 : -3000; // f16's range: still every byte ±448
+    for (let c = 128; c < 256; c++) kvValues[c] = 0;
+    const kvC = Tensor.fromValues(kvValues, [tokens, rank], dtype);
+    const kPe = randomTensor(rng, [tokens, ropeDim], dtype, 2).t;
+    const slots = rng.shuffle(Array.from({ length: numBlocks * blockSize }, (_, i) => i)).slice(0, tokens);
+    slots[2] = -1;
+    const angles = Array.from({ length: maxPos * (ropeDim / 2) }, (_, i) => Math.floor(i / (ropeDim / 2)) * 0.37 * (1 + (i % (ropeDim / 2))));
+    const ropeOption = rope ? { positions: intTensor(Array.from({ length: tokens }, (_, i) => (i * 3) % maxPos)), cos: Tensor.fromValues(angles.map(Math.cos), [maxPos, ropeDim / 2], 'f32'), sin: Tensor.fromValues(angles.map(Math.sin), [maxPos, ropeDim / 2], 'f32'), style: 'neox' as const } : undefined;
+    const initial = Uint8Array.from({ length: numBlocks * blockSize * rowBytes }, () => rng.int(0, 255));
+    const run = async (s: Stream) => {
+      const on = <T extends Tensor>(t: T) => t.to(s.device) as T;
+      const cache = on(Tensor.from(initial.slice(), [numBlocks, blockSize, rowBytes], 'fp8_ds_mla'));
+      const r = ropeOption && { ...ropeOption, cos: on(ropeOption.cos), sin: on(ropeOption.sin) };
+      appendLatentCache({ cache, kvC: on(kvC), kPe: on(kPe), slotMapping: intTensor(slots), rope: r, stream: s });
+      return (await cache.read()) as Uint8Array;
+    };
+    const want = await run(new Stream('cpu'));
+    const got = await run(stream);
+    const ropeAt = rank + 4 * (rank / 128);
+    for (let slot = 0; slot < numBlocks * blockSize; slot++) {
+      const g = got.subarray(slot * rowBytes, (slot + 1) * rowBytes), w = want.subarray(slot * rowBytes, (slot + 1) * rowBytes);
+      // The latent and its scales byte for byte; the rope part (rotated in f32 on both, contracted differently) within
+      // one bf16 step.
+      expect(Buffer.from(g.subarray(0, ropeAt)).equals(Buffer.from(w.subarray(0, ropeAt))), `slot ${slot}, seed ${seed}`).toBe(true);
+      const gr = new Uint16Array(g.slice(ropeAt).buffer), wr = new Uint16Array(w.slice(ropeAt).buffer);
+      for (let c = 0; c < ropeDim; c++) expect(Math.abs(gr[c] - wr[c]), `slot ${slot} rope ${c}`).toBeLessThanOrEqual(rope ? 1 : 0);
+    }
+    const row0 = got.subarray(slots[0] * rowBytes);
+    for (let c = 0; c < 128; c++) expect(row0[c]).toBe(c % 2 ? 0x7e : 0xfe);
     stream.dispose();
   });
 
@@ -735,14 +774,7 @@ describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked b
     const want = await got.out.toFloat32();
     expect(relErr(want, ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
     expectLse(await got.lse.toFloat32(), ref.lse, 'device flow');
-    let captured: ReturnType<typeof step> | undefined;
-    const graph = stream.capture(() => {
-      captured = step(f, stream);
-    });
-    graph.replay();
-    expect(Array.from((await captured!.indices.read()) as Int32Array)).toEqual(wantIdx);
-    expect(Array.from(await captured!.out.toFloat32())).toEqual(Array.from(want));
-    graph.dispose();
+    await expectReplayedLike(f, stream, wantIdx, want);
     stream.dispose();
   });
 });
