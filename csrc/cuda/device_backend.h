@@ -447,7 +447,6 @@ class DeviceBackend final : public Backend {
     choosePrefillConfig(p);
   }
   void checkSupported(const GatherLatentCacheParams& p) const override {
-    noDsMla(p.cache, "gatherLatentCache");
     elemOf(p.kvC, "gatherLatentCache");
   }
   void checkSupported(const MlaSparseDecodeParams& p) const override {
@@ -668,6 +667,7 @@ class DeviceBackend final : public Backend {
     GatherArgs g{};
     g.elem = elemOf(p.kvC, "gatherLatentCache");
     g.cacheFp8 = isFp8(p.cache);
+    g.cacheDsMla = isDsMla(p.cache);
     g.cacheScale = p.cacheScale;
     g.cache = p.cache.data;
     g.blockTable = reinterpret_cast<const int32_t*>(table);
@@ -808,7 +808,7 @@ class DeviceBackend final : public Backend {
 
   void noDsMla(const TensorView& cache, const char* op) const {
     if (cache.dtype == DType::FP8DSMLA)
-      unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read on the device by mlaSparseDecode only in this version (written by appendLatentCache)");
+      unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read on the device by mlaSparseDecode and gatherLatentCache only in this version");
   }
 
   ElemType elemOf(const TensorView& t, const char* op) const {

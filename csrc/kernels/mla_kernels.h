@@ -166,10 +166,11 @@ struct PrefillArgs {
 // Copies each sequence's cached rows to dense kvC and kPe (an fp8 cache dequantised); rows past the last sequence's
 // are zero. The index arrays are on the device.
 struct GatherArgs {
-  ElemType elem;  // of kvC and kPe (and of the cache, unless cacheFp8)
+  ElemType elem;  // of kvC and kPe (and of the cache, unless cacheFp8 or cacheDsMla)
   int cacheFp8;
+  int cacheDsMla;             // fp8_ds_mla rows (AppendArgs's): each value its e4m3 times its tile's scale, rope bf16
   float cacheScale;
-  const void* cache;          // [numBlocks * blockSize, kvLoraRank + ropeDim]
+  const void* cache;          // [numBlocks * blockSize, kvLoraRank + ropeDim] (fp8_ds_mla: its row bytes)
   const int32_t* blockTable;  // [batch, maxBlocksPerSeq]
   const int32_t* cuSeqLens;   // [batch + 1]
   const int32_t* seqStarts;   // [batch], or null (every sequence from position 0)

@@ -12,6 +12,7 @@ import {
   dsMlaRowBytes,
   type FloatDType,
   fromFp8E4M3Bits,
+  gatherLatentCache,
   lightningIndexer,
   mlaDecode,
   mlaSparseDecode,
@@ -628,6 +629,37 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     }
     const row0 = got.subarray(slots[0] * rowBytes);
     for (let c = 0; c < 128; c++) expect(row0[c]).toBe(c % 2 ? 0x7e : 0xfe);
+    stream.dispose();
+  });
+
+  it.each(['bf16', 'f16'] as const)('gatherLatentCache from fp8_ds_mla on the device (%s rows): the cpu\'s values bit for bit, zero rows past the gathered', async (dtype) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 23);
+    const rank = 256, ropeDim = 32, blockSize = 4, numBlocks = 6, lens = [9, 0, 6], maxBlocks = 3, numRows = 17;
+    const { cache, values } = latentCache(rng, 'fp8_ds_mla', dtype, numBlocks, blockSize, rank, ropeDim);
+    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i)).concat([0, 1, 2]).slice(0, lens.length * maxBlocks);
+    const cu = lens.reduce((acc, n) => [...acc, acc[acc.length - 1] + n], [0]);
+    const run = (s: Stream) => {
+      const kvC = poisoned([numRows, rank], dtype).to(s.device), kPe = poisoned([numRows, ropeDim], dtype).to(s.device);
+      gatherLatentCache({ cache: cache.to(s.device), blockTable: intTensor(table, [lens.length, maxBlocks]), cuSeqLens: intTensor(cu), kvLoraRank: rank, kvC, kPe, stream: s });
+      return Promise.all([kvC.read(), kPe.read()]);
+    };
+    const [wantC, wantP] = await run(new Stream('cpu'));
+    const [gotC, gotP] = await run(stream);
+    expect(Buffer.from(gotC.buffer).equals(Buffer.from(wantC.buffer)), `seed ${seed}`).toBe(true);
+    expect(Buffer.from(gotP.buffer).equals(Buffer.from(wantP.buffer))).toBe(true);
+    // Against the decoded cache: row r of sequence b is its position r - cu[b].
+    const width = rank + ropeDim, want: number[] = [];
+    lens.forEach((n, b) => {
+      for (let p = 0; p < n; p++) {
+        const slot = table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize);
+        want.push(...values.data.slice(slot * width, slot * width + rank));
+      }
+    });
+    const got = await Tensor.from(gotC as Uint16Array, [numRows, rank], dtype).toFloat32();
+    expect(relErr(got.subarray(0, want.length), want), `seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+    expect(got.subarray(want.length).every((x) => x === 0)).toBe(true);
     stream.dispose();
   });
 
