@@ -56,9 +56,12 @@ __global__ void __launch_bounds__(32 * kScoreWarps) indexerScoresKernel(const In
   __shared__ float qs[kIndexerMaxHeads * kQStride];
   __shared__ float ws[kIndexerMaxHeads];
   __shared__ float keys[kScoreWarps][kIndexerMaxDim];
+  __shared__ int visible;
   const int local = blockIdx.x, row = args.rowBase + local;
   const int b = row / args.queryLen, t = row % args.queryLen;
-  const int n0 = blockIdx.y * kKeysPerCta, n1 = min(visibleRows(args, b, t), n0 + kKeysPerCta);
+  if (threadIdx.x == 0) st_shared(&visible, visibleRows(args, b, t));
+  __syncthreads();
+  const int n0 = blockIdx.y * kKeysPerCta, n1 = min(ld_shared(&visible), n0 + kKeysPerCta);
   if (n0 >= n1) return;  // the same for the whole CTA
   const int H = args.numHeads, D = args.indexDim, bs = args.blockSize;
   const T* q = static_cast<const T*>(args.q) + static_cast<size_t>(row) * H * D;
@@ -104,10 +107,12 @@ __global__ void __launch_bounds__(kTopkThreads) indexerTopkKernel(const IndexerA
   __shared__ unsigned hist[256];
   __shared__ int gtBefore[kTopkThreads], eqBefore[kTopkThreads];
   __shared__ uint32_t chosenPrefix;
-  __shared__ int chosenRemaining;
+  __shared__ int chosenRemaining, visibleShared;
   const int local = blockIdx.x, row = args.rowBase + local, tid = threadIdx.x;
   const int b = row / args.queryLen, t = row % args.queryLen;
-  const int visible = visibleRows(args, b, t), topk = args.topk, bs = args.blockSize;
+  if (tid == 0) st_shared(&visibleShared, visibleRows(args, b, t));
+  __syncthreads();
+  const int visible = ld_shared(&visibleShared), topk = args.topk, bs = args.blockSize;
   const float* sc = args.work + static_cast<size_t>(local) * args.workStride;
   const int32_t* table = args.blockTable + static_cast<size_t>(b) * args.maxBlocksPerSeq;
   int32_t* outIdx = args.indices + static_cast<size_t>(row) * topk;

@@ -765,7 +765,20 @@ describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked b
       causal: c.causal,
     });
     const got = Array.from((await indices.read()) as Int32Array);
+    const rec = addon.simLastOp!();
     expect(got.filter((x) => x === -2).length, 'unwritten indices').toBe(0);
+    // Traffic (emulator counts). Scores: per CTA (query row × 64 positions) its sequence's length; where it has
+    // positions, the row's queries and weights once; per visible position its block-table entry and key once.
+    // Top-k: the length; the visible scores read once when they all fit, else six times (four radix passes, the
+    // count, the write); a table entry per selected position; indices and scores written once.
+    const visible = c.lens.flatMap((len) => Array.from({ length: c.queryLen }, (_, t) => (c.causal ? Math.max(0, Math.min(len, len - c.queryLen + 1 + t)) : len)));
+    const chunks = Math.ceil((maxBlocks * c.blockSize) / 64);
+    const sum = (f: (v: number) => number) => visible.reduce((acc, v) => acc + f(v), 0);
+    const [scoresLaunch, topkLaunch] = rec.launches;
+    expect(scoresLaunch.bytesRead, JSON.stringify(rec.launches.map((l) => l.kernel))).toBe(visible.length * chunks * 4 + sum((v) => Math.ceil(v / 64) * heads * (indexDim * 2 + 4) + v * (4 + indexDim * 2)));
+    expect(scoresLaunch.bytesWritten).toBe(sum((v) => v * 4));
+    expect(topkLaunch.bytesRead).toBe(sum((v) => 4 + (v <= c.topk ? v * 4 : 6 * v * 4) + Math.min(v, c.topk) * 4));
+    expect(topkLaunch.bytesWritten).toBe(visible.length * c.topk * 8);
     expect(got, `seed ${seed}`).toEqual(Array.from(ref.indices));
     const gotScores = await scores.toFloat32();
     expect(countNaN(gotScores), 'unwritten scores').toBe(0);
