@@ -20,6 +20,28 @@ struct CacheStore<E, true> {
   __device__ __forceinline__ static void put(Cell* p, float v, float scale) { st_global(p, floatToFp8e4m3(v / scale)); }
 };
 
+// The CTA's token's rope key, value c handed to put(c, value): as it is, or rotated in fp32 from the table row of the
+// token's position (interleaved pairs (x[2j], x[2j+1]) as DeepSeek; neox pairs (x[j], x[j + half])).
+template <ElemType E, class Put>
+__device__ __forceinline__ void ropeKey(const AppendArgs& args, int token, Put put) {
+  const typename Elem<E>::T* kPe = static_cast<const typename Elem<E>::T*>(args.kPe) + static_cast<size_t>(token) * args.ropeDim;
+  if (args.positions == nullptr) {
+    for (int c = threadIdx.x; c < args.ropeDim; c += blockDim.x) put(c, Elem<E>::toFloat(ld_global(kPe + c)));
+    return;
+  }
+  const int half = args.ropeDim / 2;
+  const int pos = ld_global(args.positions + token);
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const int a = args.ropeStyle == 1 ? 2 * j : j;
+    const int b = args.ropeStyle == 1 ? 2 * j + 1 : j + half;
+    const float c = ld_global(args.cos + static_cast<size_t>(pos) * half + j);
+    const float s = ld_global(args.sin + static_cast<size_t>(pos) * half + j);
+    const float x = Elem<E>::toFloat(ld_global(kPe + a)), y = Elem<E>::toFloat(ld_global(kPe + b));
+    put(a, x * c - y * s);
+    put(b, y * c + x * s);
+  }
+}
+
 template <ElemType E, bool kFp8>
 __global__ void __launch_bounds__(128) appendLatentCacheKernel(const AppendArgs args) {
   using T = typename Elem<E>::T;
@@ -31,7 +53,6 @@ __global__ void __launch_bounds__(128) appendLatentCacheKernel(const AppendArgs 
   const int width = args.kvLoraRank + args.ropeDim;
   Cell* row = static_cast<Cell*>(args.cache) + static_cast<size_t>(slot) * width;
   const T* kvC = static_cast<const T*>(args.kvC) + static_cast<size_t>(token) * args.kvLoraRank;
-  const T* kPe = static_cast<const T*>(args.kPe) + static_cast<size_t>(token) * args.ropeDim;
 
   const bool vectors = !kFp8 && args.kvLoraRank % 8 == 0 && width % 8 == 0 && (reinterpret_cast<uintptr_t>(args.cache) % 16) == 0 &&
                        (reinterpret_cast<uintptr_t>(args.kvC) % 16) == 0;
@@ -43,22 +64,7 @@ __global__ void __launch_bounds__(128) appendLatentCacheKernel(const AppendArgs 
   }
 
   Cell* pe = row + args.kvLoraRank;
-  if (args.positions == nullptr) {
-    for (int c = threadIdx.x; c < args.ropeDim; c += blockDim.x) Store::put(pe + c, Elem<E>::toFloat(ld_global(kPe + c)), args.cacheScale);
-    return;
-  }
-  const int half = args.ropeDim / 2;
-  const int pos = ld_global(args.positions + token);
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    // Interleaved pairs (x[2j], x[2j+1]) as DeepSeek; neox pairs (x[j], x[j + half]).
-    const int a = args.ropeStyle == 1 ? 2 * j : j;
-    const int b = args.ropeStyle == 1 ? 2 * j + 1 : j + half;
-    const float c = ld_global(args.cos + static_cast<size_t>(pos) * half + j);
-    const float s = ld_global(args.sin + static_cast<size_t>(pos) * half + j);
-    const float x = Elem<E>::toFloat(ld_global(kPe + a)), y = Elem<E>::toFloat(ld_global(kPe + b));
-    Store::put(pe + a, x * c - y * s, args.cacheScale);
-    Store::put(pe + b, y * c + x * s, args.cacheScale);
-  }
+  ropeKey<E>(args, token, [&](int c, float v) { Store::put(pe + c, v, args.cacheScale); });
 }
 
 // FlashMLA's V3.2 row (fp8_ds_mla): each warp quantises 128-value tiles of the latent with the tile's scale
@@ -88,22 +94,7 @@ __global__ void __launch_bounds__(128) appendDsMlaKernel(const AppendArgs args) 
     if (lane == 0) st_global(reinterpret_cast<float*>(row + V) + tile, scale);
   }
   __nv_bfloat16* pe = reinterpret_cast<__nv_bfloat16*>(row + V + 4 * tiles);
-  const T* kPe = static_cast<const T*>(args.kPe) + static_cast<size_t>(token) * args.ropeDim;
-  if (args.positions == nullptr) {
-    for (int c = threadIdx.x; c < args.ropeDim; c += blockDim.x) st_global(pe + c, __float2bfloat16_rn(Elem<E>::toFloat(ld_global(kPe + c))));
-    return;
-  }
-  const int half = args.ropeDim / 2;
-  const int pos = ld_global(args.positions + token);
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const int a = args.ropeStyle == 1 ? 2 * j : j;
-    const int b = args.ropeStyle == 1 ? 2 * j + 1 : j + half;
-    const float c = ld_global(args.cos + static_cast<size_t>(pos) * half + j);
-    const float s = ld_global(args.sin + static_cast<size_t>(pos) * half + j);
-    const float x = Elem<E>::toFloat(ld_global(kPe + a)), y = Elem<E>::toFloat(ld_global(kPe + b));
-    st_global(pe + a, __float2bfloat16_rn(x * c - y * s));
-    st_global(pe + b, __float2bfloat16_rn(y * c + x * s));
-  }
+  ropeKey<E>(args, token, [&](int c, float v) { st_global(pe + c, __float2bfloat16_rn(v)); });
 }
 
 template <bool kFp8>

@@ -77,6 +77,33 @@ function randomIndices(rng: Rng, batch: number, queryLen: number, topk: number, 
   return idx;
 }
 
+// A lightning indexer over small integers (every score exact in f32, ties common): its key cache appended on
+// `stream`, its arguments there, and the reference's selection.
+interface IndexerCase { dtype: FloatDType; lens: number[]; queryLen: number; topk: number; causal: boolean; blockSize: number }
+function integerIndexer(rng: Rng, c: IndexerCase, stream: Stream) {
+  const on = <T extends Tensor>(t: T) => (stream.device === 'cpu' ? t : (t.to(stream.device) as T));
+  const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
+  const numBlocks = batch * maxBlocks;
+  const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
+  const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
+  const weights = Tensor.fromValues(ints(batch * c.queryLen * heads, 2), [batch, c.queryLen, heads], 'f32');
+  const keys = Tensor.fromValues(ints(numBlocks * c.blockSize * indexDim, 1), [numBlocks * c.blockSize, indexDim], c.dtype);
+  const cache = on(Tensor.zeros([numBlocks, c.blockSize, indexDim], c.dtype));
+  appendIndexerCache({ cache, k: on(keys), slotMapping: intTensor(Array.from({ length: numBlocks * c.blockSize }, (_, i) => i)), stream });
+  const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const ref = refLightningIndexer({
+    q: { data: exactValues(q), shape: q.shape },
+    weights: { data: exactValues(weights), shape: weights.shape },
+    cache: { data: exactValues(keys), shape: cache.shape },
+    blockTable: { data: table, shape: [batch, maxBlocks] },
+    seqLens: { data: c.lens, shape: [batch] },
+    topk: c.topk,
+    causal: c.causal,
+  });
+  const args = { q: on(q), weights: on(weights), cache, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(c.lens), topk: c.topk, causal: c.causal, stream };
+  return { args, ref, batch, heads, indexDim, maxBlocks };
+}
+
 // The indexer's selection against the reference's scores where f32 rounding may reorder near-ties: every selected
 // position scores within rounding of the topk-th best, every one left out no better, in increasing position order.
 function expectNearTopk(
@@ -243,26 +270,8 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
   ];
   it.each(indexerCases)('lightningIndexer is exact on integer data: $name', async (c) => {
     const s = stream();
-    const rng = new Rng(seed + 5);
-    const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
-    const numBlocks = batch * maxBlocks;
-    const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
-    const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
-    const weights = Tensor.fromValues(ints(batch * c.queryLen * heads, 2), [batch, c.queryLen, heads], 'f32');
-    const keys = Tensor.fromValues(ints(numBlocks * c.blockSize * indexDim, 1), [numBlocks * c.blockSize, indexDim], c.dtype);
-    const cache = Tensor.zeros([numBlocks, c.blockSize, indexDim], c.dtype);
-    appendIndexerCache({ cache, k: keys, slotMapping: intTensor(Array.from({ length: numBlocks * c.blockSize }, (_, i) => i)), stream: s });
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const { indices, scores } = lightningIndexer({ q, weights, cache, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(c.lens), topk: c.topk, causal: c.causal, stream: s });
-    const ref = refLightningIndexer({
-      q: { data: exactValues(q), shape: q.shape },
-      weights: { data: exactValues(weights), shape: weights.shape },
-      cache: { data: exactValues(keys), shape: cache.shape },
-      blockTable: { data: table, shape: [batch, maxBlocks] },
-      seqLens: { data: c.lens, shape: [batch] },
-      topk: c.topk,
-      causal: c.causal,
-    });
+    const { args, ref } = integerIndexer(new Rng(seed + 5), c, s);
+    const { indices, scores } = lightningIndexer(args);
     expect(Array.from((await indices.read()) as Int32Array), `seed ${seed}`).toEqual(Array.from(ref.indices));
     expect(Array.from(await scores.toFloat32())).toEqual(Array.from(ref.scores));
     s.dispose();
@@ -741,29 +750,10 @@ describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked b
   it.each(cases)('lightningIndexer is the reference exactly on integer data: $name', async (c) => {
     addon.simConfigure!({ checkOrders: true });
     const stream = new Stream('cuda-sim');
-    const rng = new Rng(seed + 31);
-    const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
-    const numBlocks = batch * maxBlocks;
-    const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
-    const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
-    const weights = Tensor.fromValues(ints(batch * c.queryLen * heads, 2), [batch, c.queryLen, heads], 'f32');
-    const keys = Tensor.fromValues(ints(numBlocks * c.blockSize * indexDim, 1), [numBlocks * c.blockSize, indexDim], c.dtype);
-    const cache = Tensor.zeros([numBlocks, c.blockSize, indexDim], c.dtype).to(stream.device);
-    appendIndexerCache({ cache, k: keys.to(stream.device), slotMapping: allSlots(numBlocks * c.blockSize), stream });
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const n = batch * c.queryLen * c.topk;
-    const indices = intTensor(new Array(n).fill(-2), [batch, c.queryLen, c.topk]).to(stream.device);
+    const { args, ref, batch, heads, indexDim, maxBlocks } = integerIndexer(new Rng(seed + 31), c, stream);
+    const indices = intTensor(new Array(batch * c.queryLen * c.topk).fill(-2), [batch, c.queryLen, c.topk]).to(stream.device);
     const scores = poisoned([batch, c.queryLen, c.topk], 'f32').to(stream.device);
-    lightningIndexer({ q: q.to(stream.device), weights: weights.to(stream.device), cache, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(c.lens), topk: c.topk, causal: c.causal, indices, scores, stream });
-    const ref = refLightningIndexer({
-      q: { data: exactValues(q), shape: q.shape },
-      weights: { data: exactValues(weights), shape: weights.shape },
-      cache: { data: exactValues(keys), shape: cache.shape },
-      blockTable: { data: table, shape: [batch, maxBlocks] },
-      seqLens: { data: c.lens, shape: [batch] },
-      topk: c.topk,
-      causal: c.causal,
-    });
+    lightningIndexer({ ...args, indices, scores });
     const got = Array.from((await indices.read()) as Int32Array);
     const rec = addon.simLastOp!();
     expect(got.filter((x) => x === -2).length, 'unwritten indices').toBe(0);
