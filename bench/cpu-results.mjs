@@ -120,10 +120,12 @@ export async function chartSvg(result) {
   }
 }
 
-/** The latest full result of each machine type in `dir`, newest first. */
+/** The latest full result of each machine type in `dir` (its latest quick result where it has no full one), newest first. */
 export function latestResults(dir = resultsDir) {
-  return readdirSync(dir)
-    .filter((f) => /^cpu-latest-.+\.json$/.test(f))
+  const files = readdirSync(dir);
+  const full = files.filter((f) => /^cpu-latest-.+\.json$/.test(f));
+  const quick = files.filter((f) => /^cpu-quick-latest-.+\.json$/.test(f) && !full.includes(f.replace('cpu-quick-latest-', 'cpu-latest-')));
+  return [...full, ...quick]
     .map((f) => ({ file: f, result: JSON.parse(readFileSync(path.join(dir, f), 'utf8')) }))
     .sort((a, b) => String(b.result.machine.date).localeCompare(String(a.result.machine.date)));
 }
@@ -142,7 +144,7 @@ export function docsBlock(latest) {
     const tables = body.slice(0, t).filter((l, k, a) => l !== '' || (k > 0 && a[k - 1] !== ''));
     while (tables.length && tables[tables.length - 1] === '') tables.pop();
     out.push(
-      `### ${m.cpu}${m.family !== undefined ? ` (family ${m.family}, model ${m.model})` : ''}, \`${m.isa}\` path`,
+      `### ${m.cpu}${m.family !== undefined ? ` (family ${m.family}, model ${m.model})` : ''}, \`${m.isa}\` path${result.quick ? ' (quick run only)' : ''}`,
       '',
       `\`bench/results/${file}\`, chart \`${file.replace(/\.json$/, '.svg')}\`:`,
       '', '```text', ...header, ...targetLines(result), '```', '', ...tables, '', '```text', ...after, '```', '',
@@ -158,7 +160,7 @@ export function writeDocs(dir = resultsDir) {
   const start = '<!-- cpu-bench:start -->', end = '<!-- cpu-bench:end -->';
   const i = text.indexOf(start), j = text.indexOf(end);
   if (i < 0 || j < i) throw new Error('docs/performance-cpu.md has no cpu-bench markers');
-  const block = `${start}\nThe latest full run of each machine type, as \`npm run bench -- --docs\` wrote it (one table per processor and SIMD path; the targets lines are computed from the rows against today's goals):\n\n${docsBlock(latestResults(dir))}${end}`;
+  const block = `${start}\nThe latest full run of each machine type (its latest quick run where it has had no full one), as \`npm run bench -- --docs\` or \`node bench/cpu-results.mjs\` wrote it: one table per processor and SIMD path, the targets lines computed from the rows against today's goals.\n\n${docsBlock(latestResults(dir))}${end}`;
   writeFileSync(page, text.slice(0, i) + block + text.slice(j + end.length));
 }
 
