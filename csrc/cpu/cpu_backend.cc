@@ -158,8 +158,8 @@ struct StoreCalibration {
 };
 
 // On the calling thread alone (a pass takes ~2 ms; on a shared machine a pass over every thread is often stretched by
-// one preempted thread), best of 7 alternations. Non-temporal stays unless plain stores are 10% faster: it is what
-// measured best or equal on the Zen 5 and the Xeon, and one noisy sample should not flip the choice.
+// one preempted thread), best of 7 alternations. Non-temporal stays unless plain stores are 10% faster: it measured
+// best or equal on the Zen 5 and ran at 0.86-0.96 of copy bandwidth on the Xeon; one noisy sample should not flip it.
 StoreCalibration calibrateStores(const KernelSet& k) {
   constexpr int64_t kStage = 16 << 10, kBytes = 32 << 20;
   std::vector<char> dst(static_cast<size_t>(kBytes)), stage(static_cast<size_t>(kStage), 1);  // pages touched
@@ -685,9 +685,10 @@ CpuStatus cpuStatus() {
       const Choice c = choose();
       const StoreCalibration cal = storeCalibration(c.isa->name, c.isa->kernels());
       char buf[160];
-      std::snprintf(buf, sizeof buf, "%s from %lld KiB written (calibrated: non-temporal %.1f GB/s, regular %.1f GB/s)",
-                    cal.stream ? "non-temporal" : "regular", static_cast<long long>(kStreamMinBytes >> 10), cal.streamBytesPerSec / 1e9,
-                    cal.regularBytesPerSec / 1e9);
+      std::snprintf(buf, sizeof buf, "%s (calibrated: non-temporal %.1f GB/s, regular %.1f GB/s)",
+                    cal.stream ? ("non-temporal from " + std::to_string(kStreamMinBytes >> 10) + " KiB written, regular below").c_str()
+                               : "regular at every size",
+                    cal.streamBytesPerSec / 1e9, cal.regularBytesPerSec / 1e9);
       s.appendStores = buf;
       s.streamAboveBytes = cal.stream ? kStreamMinBytes : -1;
     } catch (const Error&) {
