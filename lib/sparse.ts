@@ -17,6 +17,7 @@ import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type LatentAt
 import type { Stream } from './stream.js';
 import { Tensor, isTensor } from './tensor.js';
 
+/** The options of {@link mlaSparseDecode}. `D` is q's dtype, which the types require of `out` and of a float cache. */
 export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> extends LatentAttentionOptions {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe], as {@link mlaDecode} takes them. */
   q: Tensor<D>;
@@ -40,6 +41,7 @@ export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> exten
   lse?: Tensor<'f32'>;
 }
 
+/** The options of {@link mlaSparsePrefill}; `kv` and `out` have q's dtype `D`. */
 export interface MlaSparsePrefillOptions<D extends FloatDType = FloatDType> extends LatentAttentionOptions {
   /** [numTokens, numHeads, kvLoraRank + ropeDim]: absorbed queries of each token. */
   q: Tensor<D>;
@@ -60,6 +62,7 @@ export interface MlaSparsePrefillResult<D extends FloatDType = FloatDType> {
   lse: Tensor<'f32'>;
 }
 
+/** The options of {@link appendIndexerCache}; a float key cache has k's dtype `D`. */
 export interface AppendIndexerCacheOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /**
    * [numBlocks, blockSize, indexDim]: the indexer's paged key cache, k's dtype or `fp8_e4m3`, laid out as the latent
@@ -74,6 +77,7 @@ export interface AppendIndexerCacheOptions<D extends FloatDType = FloatDType> ex
   slotMapping: Tensor<'i32'>;
 }
 
+/** The options of {@link lightningIndexer}; a float key cache has q's dtype `D`. */
 export interface LightningIndexerOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /** [batch, queryLen, numIndexerHeads, indexDim]: the indexer's queries (64 heads of 128 in DeepSeek-V3.2). */
   q: Tensor<D>;
