@@ -141,6 +141,28 @@ function expectNearTopk(
   }
 }
 
+// The fp8 key cache appended on `stream` from random bf16 keys, the indexer over it (causal, two query positions),
+// its selection checked against the reference on the cache's values; returns the keys and the cache's bytes.
+async function fp8IndexerCase(rng: Rng, stream: Stream, heads: number, indexDim: number) {
+  const on = <T extends Tensor>(t: T) => (stream.device === 'cpu' ? t : (t.to(stream.device) as T));
+  const batch = 2, queryLen = 2, blockSize = 8, lens = [70, 33], maxBlocks = 10, topk = 16;
+  const numBlocks = batch * maxBlocks;
+  const q = randomTensor(rng, [batch, queryLen, heads, indexDim], 'bf16');
+  const weights = randomTensor(rng, [batch, queryLen, heads], 'f32');
+  const k = randomTensor(rng, [numBlocks * blockSize, indexDim], 'bf16', 2);
+  const cache = on(Tensor.zeros([numBlocks, blockSize, indexDim], 'fp8_e4m3'));
+  const scales = on(Tensor.zeros([numBlocks, blockSize], 'f32'));
+  appendIndexerCache({ cache, scales, k: on(k.t), slotMapping: intTensor(Array.from({ length: numBlocks * blockSize }, (_, i) => i)), stream });
+  const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const { indices, scores } = lightningIndexer({ q: on(q.t), weights: on(weights.t), cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream });
+  const bytes = (await cache.read()) as Uint8Array;
+  const scaleValues = (await scales.read()) as Float32Array;
+  const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
+  const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
+  expectNearTopk((await indices.read()) as Int32Array, await scores.toFloat32(), ref.all, { lens, table, maxBlocks, blockSize, topk, queryLen });
+  return { keys: k.dense.data, bytes, scaleValues, numKeys: numBlocks * blockSize };
+}
+
 describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
   const stream = () => {
     addon.cpuConfigure!({ isa, splitRows: 0 });
@@ -279,28 +301,14 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
 
   it('lightningIndexer over an fp8 key cache: the selection within f32 rounding of the reference\'s', async () => {
     const s = stream();
-    const rng = new Rng(seed + 6);
-    const batch = 2, queryLen = 2, heads = 8, indexDim = 32, blockSize = 8, lens = [70, 33], maxBlocks = 10, topk = 16;
-    const numBlocks = batch * maxBlocks;
-    const q = randomTensor(rng, [batch, queryLen, heads, indexDim], 'bf16');
-    const weights = randomTensor(rng, [batch, queryLen, heads], 'f32');
-    const k = randomTensor(rng, [numBlocks * blockSize, indexDim], 'bf16', 2);
-    const cache = Tensor.zeros([numBlocks, blockSize, indexDim], 'fp8_e4m3');
-    const scales = Tensor.zeros([numBlocks, blockSize], 'f32');
-    appendIndexerCache({ cache, scales, k: k.t, slotMapping: intTensor(Array.from({ length: numBlocks * blockSize }, (_, i) => i)), stream: s });
-    const bytes = (await cache.read()) as Uint8Array;
-    const scaleValues = (await scales.read()) as Float32Array;
+    const indexDim = 32;
+    const { keys, bytes, scaleValues, numKeys } = await fp8IndexerCase(new Rng(seed + 6), s, 8, indexDim);
     // The key cache holds each key as the encoder writes it, byte for byte, with its scale.
-    for (let i = 0; i < numBlocks * blockSize; i++) {
-      const e = encodeIndexerKey(k.dense.data.slice(i * indexDim, (i + 1) * indexDim) as ArrayLike<number>);
+    for (let i = 0; i < numKeys; i++) {
+      const e = encodeIndexerKey(keys.slice(i * indexDim, (i + 1) * indexDim) as ArrayLike<number>);
       expect(Array.from(bytes.subarray(i * indexDim, (i + 1) * indexDim)), `key ${i}`).toEqual(Array.from(e.bytes));
       expect(scaleValues[i]).toBe(e.scale);
     }
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const { indices, scores } = lightningIndexer({ q: q.t, weights: weights.t, cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream: s });
-    const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
-    const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
-    expectNearTopk((await indices.read()) as Int32Array, await scores.toFloat32(), ref.all, { lens, table, maxBlocks, blockSize, topk, queryLen });
     s.dispose();
   });
 });
@@ -708,7 +716,6 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
 
 describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked by the emulator)', () => {
   afterAll(() => addon.simConfigure?.({ checkOrders: true }));
-  const allSlots = (n: number) => intTensor(Array.from({ length: n }, (_, i) => i));
 
   it.each([['bf16', false], ['f16', true]] as const)('appendIndexerCache (%s keys, fp8 cache: %s) writes the cpu\'s bytes, skips negative slots, touches nothing else', async (dtype, fp8) => {
     addon.simConfigure!({ checkOrders: true });
@@ -776,25 +783,10 @@ describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked b
     stream.dispose();
   });
 
-  it('lightningIndexer over an fp8 key cache written on the device: the selection within f32 rounding of the reference\'s', async () => {
+  it('lightningIndexer over an fp8 key cache written on the device (40 heads of 128): the selection within f32 rounding of the reference\'s', async () => {
     addon.simConfigure!({ checkOrders: true });
     const stream = new Stream('cuda-sim');
-    const rng = new Rng(seed + 32);
-    const batch = 2, queryLen = 2, heads = 40, indexDim = 128, blockSize = 8, lens = [70, 33], maxBlocks = 10, topk = 16;
-    const numBlocks = batch * maxBlocks;
-    const q = randomTensor(rng, [batch, queryLen, heads, indexDim], 'bf16');
-    const weights = randomTensor(rng, [batch, queryLen, heads], 'f32');
-    const k = randomTensor(rng, [numBlocks * blockSize, indexDim], 'bf16', 2);
-    const cache = Tensor.zeros([numBlocks, blockSize, indexDim], 'fp8_e4m3').to(stream.device);
-    const scales = Tensor.zeros([numBlocks, blockSize], 'f32').to(stream.device);
-    appendIndexerCache({ cache, scales, k: k.t.to(stream.device), slotMapping: allSlots(numBlocks * blockSize), stream });
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const { indices, scores } = lightningIndexer({ q: q.t.to(stream.device), weights: weights.t.to(stream.device), cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream });
-    const bytes = (await cache.read()) as Uint8Array;
-    const scaleValues = (await scales.read()) as Float32Array;
-    const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
-    const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
-    expectNearTopk((await indices.read()) as Int32Array, await scores.toFloat32(), ref.all, { lens, table, maxBlocks, blockSize, topk, queryLen });
+    await fp8IndexerCase(new Rng(seed + 32), stream, 40, 128);
     stream.dispose();
   });
 
