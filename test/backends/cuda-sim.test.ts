@@ -198,6 +198,17 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     configure(DEFAULTS);
   });
 
+  it("DeepSeek's dims (512 + 64, compile-time in the kernels) in every tile configuration: padded m-tiles, causal queries, splits, fp8", async () => {
+    const rng = new Rng(seed + 10);
+    for (const smemOptin of [232448, 166912, 101376]) {
+      configure({ ...DEFAULTS, smemOptin, splitRows: 64 });
+      await decodeAndCheck(problem(rng, { heads: 20, kvLoraRank: 512, ropeDim: 64, lens: [150, 0, 37], blockSize: 64 }));
+      await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 512, ropeDim: 64, lens: [70], blockSize: 16, dtype: 'f16' }), true);
+      await decodeAndCheck(problem(rng, { heads: 16, kvLoraRank: 512, ropeDim: 64, lens: [100, 9], blockSize: 64, fp8Cache: true }));
+    }
+    configure(DEFAULTS);
+  });
+
   it('refuses what the CUDA kernels do not take before queuing anything: E_UNSUPPORTED naming the limit', async () => {
     const rng = new Rng(seed + 4);
     const expectRefused = (fn: () => unknown, mentions: string) => {
