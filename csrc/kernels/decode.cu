@@ -220,9 +220,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 
     float s[Tr::kQkMt][Tr::kQkNt][4];
     if (isQk) {
-      // S = Q Kᵀ for this warp's rows (m16 tiles of real rows only) and columns. A warp with fewer than four m16 x n8
-      // tiles (Small: one) accumulates even and odd k-steps in two chains, so consecutive mma do not wait on each other.
-      constexpr int kChains = Tr::kQkMt * Tr::kQkNt < 4 ? 2 : 1;
+      // S = Q Kᵀ for this warp's rows (m16 tiles of real rows only) and columns. A warp with at most four m16 x n8
+      // tiles (Small: one; Large: four, two with 16 heads) accumulates even and odd k-steps in two chains, so its
+      // mma do not wait on each other's results (Wide's eight tiles are enough independent chains).
+      constexpr int kChains = Tr::kQkMt * Tr::kQkNt <= 4 ? 2 : 1;
       float s2[Tr::kQkMt][Tr::kQkNt][4];
 #pragma unroll
       for (int i = 0; i < Tr::kQkMt; ++i)
