@@ -217,6 +217,8 @@ export interface SimPhase extends Omit<SimCounters, 'mma' | 'barriers'> {
   bytesWritten: number;
   /** mma.sync instructions of each warp of the block in this interval. */
   mmaPerWarp: number[];
+  /** The longest chain of dependent mma.sync (each accumulating the previous one's result) of each warp. */
+  mmaChainPerWarp: number[];
 }
 
 export interface SimLaunch {

@@ -53,6 +53,7 @@ export const MODEL_ASSUMPTIONS = {
   memLatencyNs: 600, // a loaded HBM round trip: a CTA keeps (stages - 1) tiles in flight over this
   phaseLatencyClk: 80, // each barrier interval ends with a drain: the last mma / ldmatrix results (~30 clocks) and the barrier
   mmaSyncClkHopper: 1.5, // mma.sync m16n8k16 on sm_90 / sm_100: 2/3 of the wgmma rate per SM (issue 23's figure)
+  mmaLatencyClk: 32, // from issuing an mma.sync m16n8k16 (fp32 accumulate) to its result being usable by the next mma of a chain
   kernelGapUs: 1.5, // between two dependent kernels on one stream: the drain of the first and the launch of the second
   kernelGapPdlUs: 0.3, // the same with programmatic dependent launch (the second's launch overlaps the first's tail)
   // fp8 decode, in integer-operation slots (64 per clock per SM) per value: 'bitwise' (fp8x4ToElem): per pair a byte

@@ -6,11 +6,12 @@
 //   - the plan the CUDA backend makes on that GPU (its SM count and shared memory): the CTAs, their cache rows, the
 //     split sequences (addon.decodePlan, the planner's own code);
 //   - what the kernels issue, counted by cuda-sim (the emulator running the same kernel source): per cache tile, each
-//     barrier interval's ldmatrix passes, shared-memory loads and stores, mma.sync per warp, fp8 values converted,
+//     barrier interval's ldmatrix passes, shared-memory loads and stores, mma.sync per warp and its longest chain of
+//     dependent mma, fp8 values converted,
 //     and the tile's global bytes and cp.async bytes; per CTA the fixed rest (Q, epilogue); per split the combine's
 //     bytes. Measured once per (configuration, query rows per CTA, cache dtype) on a short sequence.
 // Clocks: a barrier interval takes its slowest pipe — shared memory (128 B/clock), the busiest sub-partition's tensor
-// core (mma.sync rate), conversions — plus a drain latency; a tile is the sum of its intervals, or the CTA's share of
+// core (mma.sync rate), conversions — or its longest chain of dependent mma, plus a drain latency; a tile is the sum of its intervals, or the CTA's share of
 // HBM bandwidth, or the memory latency over the pipeline depth, whichever is longest; CTAs start in launch order on
 // free SM slots and share HBM while they run; a split decode adds the combine kernel and the gap between launches.
 //
@@ -105,13 +106,15 @@ function tileClocks(t, counts, fp8Cost) {
     return per;
   };
   const aluOf = (p) => (p.converted * fp8Cost.instr) / fp8Cost.perClk;
+  // A warp's longest chain of dependent mma (each waiting for the previous result) takes its latency per link.
+  const chainOf = (p) => Math.max(0, ...(p.mmaChainPerWarp ?? [])) * MODEL_ASSUMPTIONS.mmaLatencyClk;
   let work = 0;
   const mmaTotal = new Array(COMMON_LIMITS.smsp).fill(0);
   let smemTotal = counts.tile.asyncCopyBytes / COMMON_LIMITS.smemBytesPerClk, aluTotal = 0;
   for (const p of counts.phases) {
     const m = mmaOf(p);
     m.forEach((n, s) => (mmaTotal[s] += n));
-    work += Math.max(smemOf(p), Math.max(...m) * mmaSmsp, aluOf(p));
+    work += Math.max(smemOf(p), Math.max(...m) * mmaSmsp, aluOf(p), chainOf(p));
     smemTotal += smemOf(p);
     aluTotal += aluOf(p);
   }

@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <type_traits>
 #include <utility>
 
@@ -99,6 +100,9 @@ struct ThreadCtx {
   size_t dyn_smem_bytes = 0;
   Traffic traffic;             // cumulative, this OS thread (reset by reset_traffic())
   PhaseCounts* phase = nullptr;  // the current barrier interval of a profiled block (set_profile_block), else null
+  // While profiling: each accumulator's chain depth in the current interval, by its address (every emulated thread's
+  // registers are distinct objects); cleared when an interval starts.
+  std::unordered_map<const void*, uint32_t> mma_depth;
 };
 extern thread_local ThreadCtx tctx;
 
@@ -149,6 +153,18 @@ inline void count_mma() {
     if (tctx.phase->mma_per_warp.size() <= w) tctx.phase->mma_per_warp.resize(w + 1, 0);
     tctx.phase->mma_per_warp[w] += 1;
   }
+}
+
+// A lane's mma d = a·b + c of a profiled block: d's chain is one longer than c's (the mma waits for c).
+inline void count_mma_chain(const void* d, const void* c) {
+  if (!tctx.phase) return;
+  const auto it = tctx.mma_depth.find(c);
+  const uint32_t depth = (it == tctx.mma_depth.end() ? 0 : it->second) + 1;
+  tctx.mma_depth[d] = depth;
+  const unsigned w = tctx.linear_tid / 32;
+  auto& chains = tctx.phase->mma_chain_per_warp;
+  if (chains.size() <= w) chains.resize(w + 1, 0);
+  if (chains[w] < depth) chains[w] = depth;
 }
 
 // Barriers. op: 0 plain, 1 count, 2 and, 3 or.

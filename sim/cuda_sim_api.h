@@ -54,6 +54,8 @@ struct PhaseCounts {
            smem_async_bytes = 0;
   uint64_t converted = 0;
   std::vector<uint32_t> mma_per_warp;  // indexed by warp (linear thread index / 32)
+  std::vector<uint32_t> mma_chain_per_warp;  // the longest chain of dependent mma (each accumulating the previous
+                                             // one's result) a warp issued in this interval
 };
 
 // ----- Thread order --------------------------------------------------------------------------------------------

@@ -455,6 +455,7 @@ void run_block(Block& B) {
     tl_profile.emplace_back();
     tctx.phase = &tl_profile.back();
   }
+  tctx.mma_depth.clear();
   struct PhaseReset {
     ~PhaseReset() { tctx.phase = nullptr; }
   } phase_reset;
@@ -481,6 +482,7 @@ void run_block(Block& B) {
     if (tctx.phase) {  // a profiled block: the next barrier interval starts
       tl_profile.emplace_back();
       tctx.phase = &tl_profile.back();
+      tctx.mma_depth.clear();
     }
     if (L.order == Order::Random) draw_ranks(B);  // a new run-ahead order for every barrier interval
     for (SimThread& t : B.threads)

@@ -270,6 +270,7 @@ Value lastOp() {
       y.emplace_back("bytesRead", ph.bytes_read);
       y.emplace_back("bytesWritten", ph.bytes_written);
       y.emplace_back("mmaPerWarp", Value::List(ph.mma_per_warp.begin(), ph.mma_per_warp.end()));
+      y.emplace_back("mmaChainPerWarp", Value::List(ph.mma_chain_per_warp.begin(), ph.mma_chain_per_warp.end()));
       profile.push_back(std::move(y));
     }
     launches.push_back(Value::Record{{"kernel", l.kernel},

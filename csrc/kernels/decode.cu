@@ -73,14 +73,18 @@ __device__ __forceinline__ int swizzledP(int r, int c) {
   return r * Tr::kBlockN + ((c ^ ((r / kRowsPerGroup) % Tr::kPChunks)) * 8);
 }
 
-template <class Tr, ElemType E, bool kFp8>
+// kDeepSeekDims: headDim and kvLoraRank are DeepSeek's 576 and 512, known at compile time (the k-loops have constant
+// trip counts and every warp's O columns are real: no runtime guards); otherwise they are read from args.
+template <class Tr, ElemType E, bool kFp8, bool kDeepSeekDims>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKernel(const DecodeArgs args) {
   using T = typename Elem<E>::T;
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
   if (args.numWorkOnDevice && static_cast<int>(blockIdx.x) >= *args.numWorkOnDevice) return;  // the whole CTA leaves
   griddep_launch_dependents();  // the combine may be scheduled once every CTA has started (it waits for them to end)
   const DecodeWorkItem item = args.work[blockIdx.x];
-  const int D = args.headDim, V = args.kvLoraRank, H = args.numHeads;
+  static_assert(!kDeepSeekDims || Tr::kMaxV == kDeepSeekKvLoraRank, "every warp's O columns are real at DeepSeek's dims");
+  const int D = kDeepSeekDims ? kDeepSeekHeadDim : args.headDim, V = kDeepSeekDims ? kDeepSeekKvLoraRank : args.kvLoraRank;
+  const int H = args.numHeads;
   const int M = args.queryLen * H;                                         // query rows of the sequence
   const int mRows = min(Tr::kBlockM, M - item.mTile * Tr::kBlockM);       // of them, this CTA's (the rest is padding)
   const int stride = Tr::rowStride(D);
@@ -190,7 +194,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
   const int mtUsed = min(Tr::kMt, (mRows + 15) / 16);
 
   const int vCol0 = warp * Tr::kVCols;
-  const int vNtUsed = max(0, min(Tr::kVNt, (V - vCol0) / 8));  // n8 tiles of O this warp has (V is a multiple of 16)
+  // n8 tiles of O this warp has (V is a multiple of 16)
+  const int vNtUsed = kDeepSeekDims ? Tr::kVNt : max(0, min(Tr::kVNt, (V - vCol0) / 8));
   float o[Tr::kMt][Tr::kVNt][4];
 #pragma unroll
   for (int i = 0; i < Tr::kMt; ++i)
@@ -215,32 +220,51 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 
     float s[Tr::kQkMt][Tr::kQkNt][4];
     if (isQk) {
-      // S = Q Kᵀ for this warp's rows (m16 tiles of real rows only) and columns.
+      // S = Q Kᵀ for this warp's rows (m16 tiles of real rows only) and columns. A warp with at most four m16 x n8
+      // tiles (Small: one; Large: four, two with 16 heads) accumulates even and odd k-steps in two chains, so its
+      // mma do not wait on each other's results (Wide's eight tiles are enough independent chains).
+      constexpr int kChains = Tr::kQkMt * Tr::kQkNt <= 4 ? 2 : 1;
+      float s2[Tr::kQkMt][Tr::kQkNt][4];
 #pragma unroll
       for (int i = 0; i < Tr::kQkMt; ++i)
 #pragma unroll
-        for (int j = 0; j < Tr::kQkNt; ++j) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.f;
+        for (int j = 0; j < Tr::kQkNt; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[i][j][e] = s2[i][j][e] = 0.f;
       const int qRow = qkWm * Tr::kQkRows + lane % 16, kRow = qkWn * Tr::kQkCols;
-      for (int ks = 0; ks < (qkMtUsed > 0 ? D / 16 : 0); ++ks) {
-        uint32_t a[Tr::kQkMt][4];
+      for (int ks0 = 0; ks0 < (qkMtUsed > 0 ? D / 16 : 0); ks0 += kChains) {
 #pragma unroll
-        for (int i = 0; i < Tr::kQkMt; ++i)
-          if (i < qkMtUsed) ldmatrix_x4(a[i], sQ + swizzled(qRow + 16 * i, 2 * ks + lane / 16, stride));
-#pragma unroll
-        for (int j = 0; j < Tr::kQkNt; j += 2) {
-          uint32_t b[4];
-          if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
-            ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
-          else
-            ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
+        for (int c = 0; c < kChains; ++c) {
+          const int ks = ks0 + c;
+          if (kChains > 1 && ks >= D / 16) break;
+          float(&acc)[Tr::kQkMt][Tr::kQkNt][4] = c == 0 ? s : s2;
+          uint32_t a[Tr::kQkMt][4];
 #pragma unroll
           for (int i = 0; i < Tr::kQkMt; ++i)
-            if (i < qkMtUsed) {
-              Elem<E>::mma(s[i][j], a[i], {b[0], b[1]});
-              if constexpr (Tr::kQkNt % 2 == 0) Elem<E>::mma(s[i][j + 1], a[i], {b[2], b[3]});
-            }
+            if (i < qkMtUsed) ldmatrix_x4(a[i], sQ + swizzled(qRow + 16 * i, 2 * ks + lane / 16, stride));
+#pragma unroll
+          for (int j = 0; j < Tr::kQkNt; j += 2) {
+            uint32_t b[4];
+            if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
+              ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
+            else
+              ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
+#pragma unroll
+            for (int i = 0; i < Tr::kQkMt; ++i)
+              if (i < qkMtUsed) {
+                Elem<E>::mma(acc[i][j], a[i], {b[0], b[1]});
+                if constexpr (Tr::kQkNt % 2 == 0) Elem<E>::mma(acc[i][j + 1], a[i], {b[2], b[3]});
+              }
+          }
         }
       }
+      if constexpr (kChains == 2)
+#pragma unroll
+        for (int i = 0; i < Tr::kQkMt; ++i)
+#pragma unroll
+          for (int j = 0; j < Tr::kQkNt; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[i][j][e] += s2[i][j][e];
       // Scale to base 2, mask rows past the split or the causal limit, and share the row maxima of these columns.
 #pragma unroll
       for (int i = 0; i < Tr::kQkMt; ++i) {
@@ -475,8 +499,9 @@ auto withTraits(DecodeConfig config, F&& f) {
 
 template <class Tr, ElemType E, bool kFp8>
 cudaError_t launchWith(const DecodeArgs& args, cudaStream_t stream) {
-  return mla_launch(mlaDecodeKernel<Tr, E, kFp8>, "mlaDecodeKernel", dim3(args.numWork), dim3(Tr::kThreads),
-                    static_cast<size_t>(Tr::smemBytes(args.headDim)), stream, args);
+  const bool deepSeek = args.headDim == kDeepSeekHeadDim && args.kvLoraRank == kDeepSeekKvLoraRank;
+  return mla_launch(deepSeek ? mlaDecodeKernel<Tr, E, kFp8, true> : mlaDecodeKernel<Tr, E, kFp8, false>, "mlaDecodeKernel",
+                    dim3(args.numWork), dim3(Tr::kThreads), static_cast<size_t>(Tr::smemBytes(args.headDim)), stream, args);
 }
 
 // Allows each decode kernel of a configuration the shared memory of the widest rows it has been launched with on the
@@ -494,10 +519,11 @@ cudaError_t prepareWith(int headDim) {
   if (e != cudaSuccess) return e;
   const int bytes = Tr::smemBytes(headDim);
   if (device < kMaxDevices && allowed[device].load(std::memory_order_acquire) >= bytes) return cudaSuccess;
-  e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::BF16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(mlaDecodeKernel<Tr, ElemType::F16, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  for (auto kernel : {mlaDecodeKernel<Tr, ElemType::BF16, false, false>, mlaDecodeKernel<Tr, ElemType::F16, false, false>,
+                      mlaDecodeKernel<Tr, ElemType::BF16, true, false>, mlaDecodeKernel<Tr, ElemType::F16, true, false>,
+                      mlaDecodeKernel<Tr, ElemType::BF16, false, true>, mlaDecodeKernel<Tr, ElemType::F16, false, true>,
+                      mlaDecodeKernel<Tr, ElemType::BF16, true, true>, mlaDecodeKernel<Tr, ElemType::F16, true, true>})
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e == cudaSuccess && device < kMaxDevices) {
     int prev = allowed[device].load(std::memory_order_relaxed);
     while (prev < bytes && !allowed[device].compare_exchange_weak(prev, bytes)) {}

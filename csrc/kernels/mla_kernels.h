@@ -35,6 +35,7 @@ struct DecodeWorkItem {
 
 // kvLoraRank 512 + ropeDim 64: the row width the decode configurations are sized for, and which of them a device has.
 inline constexpr int kDeepSeekHeadDim = 576;
+inline constexpr int kDeepSeekKvLoraRank = 512;
 
 // The tile shapes a decode kernel is compiled with (see decode.cu); chosen from the device's shared memory.
 enum class DecodeConfig : int {

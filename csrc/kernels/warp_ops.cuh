@@ -113,6 +113,7 @@ inline void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], c
   float out[4];
   ::cudasim::detail::warp_collective(0xffffffffu, &mma_fn<IsF16>, 0, &in, sizeof in, out, sizeof out,
                                      IsF16 ? "mma.m16n8k16.f16" : "mma.m16n8k16.bf16");
+  ::cudasim::detail::count_mma_chain(d, c);
   std::memcpy(d, out, sizeof out);
 }
 

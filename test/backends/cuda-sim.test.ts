@@ -198,6 +198,17 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
     configure(DEFAULTS);
   });
 
+  it("DeepSeek's dims (512 + 64, compile-time in the kernels) in every tile configuration: padded m-tiles, causal queries, splits, fp8", async () => {
+    const rng = new Rng(seed + 10);
+    for (const smemOptin of [232448, 166912, 101376]) {
+      configure({ ...DEFAULTS, smemOptin, splitRows: 64 });
+      await decodeAndCheck(problem(rng, { heads: 20, kvLoraRank: 512, ropeDim: 64, lens: [150, 0, 37], blockSize: 64 }));
+      await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 512, ropeDim: 64, lens: [70], blockSize: 16, dtype: 'f16' }), true);
+      await decodeAndCheck(problem(rng, { heads: 16, kvLoraRank: 512, ropeDim: 64, lens: [100, 9], blockSize: 64, fp8Cache: true }));
+    }
+    configure(DEFAULTS);
+  });
+
   it('refuses what the CUDA kernels do not take before queuing anything: E_UNSUPPORTED naming the limit', async () => {
     const rng = new Rng(seed + 4);
     const expectRefused = (fn: () => unknown, mentions: string) => {
@@ -309,7 +320,18 @@ describe.runIf(sim.available)('cuda-sim: global-memory traffic of one decode (em
       expect(decode.counters.ldmatrixWavefronts * 128).toBe(decode.counters.ldmatrixBytes);
       expect(decode.counters.barriers).toBe(decode.grid[0] * (3 * tiles + 1));
     }
-    configure({ ...DEFAULTS, checkOrders: false });
+    // The longest chain of dependent mma per warp and tile: Q·Kᵀ's k-steps (576 / 16), in two chains where a warp has
+    // at most four accumulator tiles (large, small); P·V's 64 / 16 k-steps.
+    for (const [smemOptin, qkChain, pvChain] of [[232448, 36, 4], [166912, 18, 2], [101376, 18, 1]] as const) {
+      configure({ ...DEFAULTS, checkOrders: false, splitRows: 1 << 30, smemOptin, profileBlock: 0 });
+      const p = problem(rng, { heads: 64, kvLoraRank: 512, ropeDim: 64, lens: [256], blockSize: 64 });
+      mlaDecode({ q: p.q.t, cache: p.cache.t, blockTable: p.blockTable, seqLens: p.seqLens, softmaxScale: p.softmaxScale, kvLoraRank: 512, stream });
+      await stream.synchronize();
+      const profile = native().simLastOp!().launches.find((l) => l.kernel === 'mlaDecodeKernel')!.profile;
+      const chains = new Set(profile.map((ph) => Math.max(0, ...ph.mmaChainPerWarp)));
+      expect([...chains].sort((a, b) => a - b), `smemOptin ${smemOptin}`).toEqual([0, pvChain, qkChain].filter((x, i, a) => a.indexOf(x) === i).sort((a, b) => a - b));
+    }
+    configure({ ...DEFAULTS, checkOrders: false, profileBlock: -1 });
   });
 
   for (const [heads, queryLen, bound] of [[16, 1, 1.05], [32, 2, 1.05], [64, 1, 1.05], [128, 1, 2.1]] as const)
