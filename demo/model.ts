@@ -599,6 +599,22 @@ export class MlaDecoder extends Decoder {
     else fromBits(g.out as Uint16Array, g.out.length, dt, out);
   }
 
+  /**
+   * For benchmarks, after the last decode step of `batch` sequences: replays every layer's graph of that step `times`
+   * times back to back, waiting once at the end; returns the seconds per step, i.e. the four kernels of every layer
+   * without the wait per layer a real step needs (its next layer's inputs come from this one's output). The replays
+   * rewrite that step's cache rows (with the last layer's inputs): do not decode those sequences further.
+   */
+  async timeReplayedKernels(batch: number, times: number): Promise<number> {
+    const g = this.#decodeGraphs.get(batch);
+    if (!g) throw new Error(`no decode step of batch ${batch} has run on the CPU`);
+    await this.stream.synchronize();
+    const t0 = performance.now();
+    for (let i = 0; i < times; i++) for (const graph of g.graphs) graph.replay();
+    await this.stream.synchronize();
+    return (performance.now() - t0) / 1000 / times;
+  }
+
   protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
     if (this.#replaying) return this.#attendReplayed(l, this.#replaying, qNope, qPe, ckv, kpe, out);
     this.#append(l, step, slots, ckv, kpe);
