@@ -431,7 +431,7 @@ interface DecodeGraphs {
 /**
  * MLA on the addon. Decode steps (one token per sequence) run absorbed: per layer absorbQuery (with q_pe, so it
  * yields decode's q), appendLatentCache (RoPE of the rope key fused), mlaDecode over the paged latent cache,
- * unabsorbOutput. Prefill steps run in multi-head form by default: appendLatentCache, then the new tokens' latent rows
+ * unabsorbOutput (on the CPU, dense: replayed as one captured graph per layer, DecodeGraphs). Prefill steps run in multi-head form by default: appendLatentCache, then the new tokens' latent rows
  * gathered back (rotated) and up-projected, mlaPrefill over them (causal), and each sequence's earlier context
  * (a chunked prompt's previous chunks) gathered and attended in chunks, merged by log-sum-exp. One stream; the host
  * waits once per layer, for the output.
