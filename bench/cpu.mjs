@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex>] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
-// all measured in this run. Prints a table, writes bench/results/cpu-<date>.json (and cpu-latest.json) and an SVG
-// chart (tokens/s against context, one line per batch) beside it.
+// all measured in this run. Prints a table and writes bench/results/cpu-latest-<processor>-<path>.json (cpu-quick-latest-…
+// for --quick; the key is bench/cpu-results.mjs's resultKey) and an SVG chart beside it: per row, our fraction of the
+// roofline beside each peer's, one panel per dtype × heads.
 //
 // Per decode row: median time of timed runs after warm-up; tokens/s (query tokens), cache bytes/s, FLOP/s, and the
 // fraction of the roofline = max(bytes / read bandwidth, FLOPs / arithmetic peak) / time, where both limits are measured
-// by this run on all threads (a large buffer read; the faster of an fp32 FMA loop and a bf16 dot-product loop).
+// by this run on all threads (a large buffer read; the fastest loop the row's dtype can use on the path in use: the
+// path's fp32 FMA loop, or for bf16 rows on the avx512-bf16 path the faster of that and a bf16 dot-product loop).
 // The limits are sampled several times through the run (at the start, between groups of rows, before append, at the
 // end) and the best sample of each is used: on a shared machine one sample can be 20% low, and the machine's limit is
 // the most it reaches. Ratios are computed once every sample is in; the JSON keeps all samples. Each row is also rated
@@ -25,6 +27,7 @@ import { native } from '../dist/native.js';
 import { refMlaDecode, refMlaSparseDecode } from '../dist/reference.js';
 import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
 import { cpuModel, load } from './machine.mjs';
+import { chartSvg, resultKey, targetLines, writeDocs } from './cpu-results.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -50,9 +53,12 @@ const REF_FLOP_CAP = 1e8;
 const notes = [];
 
 // --- machine -----------------------------------------------------------------------------------------------------
-const flags = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8').match(/flags\s*:\s*(.*)/)?.[1].split(' ') ?? []; } catch { return []; } })();
+const cpuinfo = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
+const flags = cpuinfo.match(/flags\s*:\s*(.*)/)?.[1].split(' ') ?? [];
+// Family and model tell processor types apart where the model name does not (a VM's "AMD EPYC" is Zen 3 or Zen 5).
+const cpuField = (name) => { const m = cpuinfo.match(new RegExp(`^${name}\\s*:\\s*(\\d+)`, 'm')); return m ? +m[1] : undefined; };
 const machine = {
-  cpu: cpuModel, cores: os.cpus().length, threads, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  cpu: cpuModel, family: cpuField('cpu family'), model: cpuField('model'), cores: os.cpus().length, threads, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
   isa: cpu.simd, isaReason: cpu.reason, supported: cpu.supported,
   avx512: flags.includes('avx512f'), avx512bf16: flags.includes('avx512_bf16'),
   loadBefore: load(), date: new Date().toISOString(), node: process.version, addon: info().addon,
@@ -85,9 +91,15 @@ function bestLimits() {
 // The arithmetic peak right before and after each row (a small buffer: compute loops only matter here, ~50 ms):
 // on a shared machine the peak moves by 20-40% within minutes, and each row is also rated against the peak around
 // it, beside the run's best.
-function peakNow() {
-  const l = addon.cpuLimits(4 * 2 ** 20);
-  return Math.max(l.fmaFlops, l.bf16DotFlops);
+function peakNow(dtype) {
+  return peakOf(addon.cpuLimits(4 * 2 ** 20), dtype);
+}
+// The peak a row is rated against: the fastest loop its dtype can use on this path. Only the avx512-bf16 path's bf16
+// rows use vdpbf16ps; an f32 row (or any row on another path) has the fp32 FMA loop of the path's own vector width
+// (cpuLimits measures the path in use, so a forced avx2-fma run is rated against 256-bit FMAs).
+const dotUsable = cpu.simd === 'avx512-bf16';
+function peakOf(l, dtype) {
+  return dtype === 'bf16' && dotUsable ? Math.max(l.fmaFlops, l.bf16DotFlops) : l.fmaFlops;
 }
 process.stderr.write(`measuring this machine's limits on ${threads} threads (again between groups of rows and at the end)...\n`);
 sampleLimits('start');
@@ -221,9 +233,9 @@ for (const sh of shapes) {
   const lse = Tensor.empty([batch, heads, queryLen], 'f32');
   const causal = queryLen > 1;
   const run = async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: SCALE, kvLoraRank: KV, causal, out, lse, stream }); await stream.synchronize(); };
-  const peakBefore = peakNow();
+  const peakBefore = peakNow(dtype);
   const ours = await timeIt(run, quick ? 0.5 : 1.5);
-  const peakAfter = peakNow();
+  const peakAfter = peakNow(dtype);
   const oursOut = await out.toFloat32();
   const bytes = cacheBytes + batch * M * (WIDTH + KV) * eb;
   // Speeds, roofline and bound are filled in at the end, from the row's best round and the run's best limits.
@@ -274,7 +286,8 @@ for (const sh of shapes) {
       const model = mlaDecodeOnnx({ batch, rows: M, context, width: WIDTH, kvLoraRank: KV, scale: SCALE, causal });
       const session = await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' });
       const feeds = {
-        Q: new ort.Tensor('float32', toF32(qArr, dtype), [batch, M, WIDTH]),
+        // onnxruntime-node refuses memory it does not own outright (a SharedArrayBuffer: "Invalid argument"): a copy.
+        Q: new ort.Tensor('float32', dtype === 'f32' ? Float32Array.from(qArr) : toF32(qArr, dtype), [batch, M, WIDTH]),
         K: new ort.Tensor('float32', toF32(kContig, dtype), [batch, context, WIDTH]),
       };
       if (causal) {
@@ -541,9 +554,18 @@ for (const dtype of ['bf16', 'f32']) {
   const sin = Tensor.from(table(Math.sin), [maxPos, ROPE / 2]);
   const positions = Tensor.from(Int32Array.from({ length: tokens }, (_, i) => i % maxPos), [tokens]);
   const run = async () => { appendLatentCache({ cache, kvC, kPe, slotMapping, rope: { positions, cos, sin, style: 'interleaved' }, stream }); await stream.synchronize(); };
-  const t = await timeIt(run, 1);
+  // The automatic store choice, and each store kind forced, alternated three times over (best median of each): the
+  // comparison the run-time rule rests on, on this processor and path.
+  const ms = { auto: Infinity, stream: Infinity, regular: Infinity };
+  for (let k = 0; k < 3; k++)
+    for (const mode of Object.keys(ms)) {
+      addon.cpuConfigure({ appendStores: mode });
+      try { ms[mode] = Math.min(ms[mode], (await timeIt(run, 0.3)).median * 1e3); } finally { addon.cpuConfigure({ appendStores: 'auto' }); }
+    }
   const bytes = tokens * WIDTH * eb * 2 + tokens * 4 * 2 + tokens * ROPE * 4; // rows read + written, slots/positions, cos/sin
-  appendRows.push({ dtype, tokens, ms: t.median * 1e3, bytesPerSec: bytes / t.median, ofCopy: null });
+  const written = tokens * WIDTH * eb;
+  appendRows.push({ dtype, tokens, ms: ms.auto, bytesPerSec: bytes / (ms.auto / 1e3), ofCopy: null,
+    stores: cpu.streamAboveBytes >= 0 && written >= cpu.streamAboveBytes ? 'stream' : 'regular', streamMs: ms.stream, regularMs: ms.regular });
   done++;
 }
 progress('measuring limits at the end');
@@ -553,8 +575,8 @@ process.stderr.write('\n');
 
 // Ratios against the best limits now that every sample is in.
 const lim = bestLimits();
-const peak = Math.max(lim.fmaFlops, lim.bf16DotFlops);
-const limits = { ...lim, peakFlops: peak, peakFrom: lim.bf16DotFlops > lim.fmaFlops ? 'bf16 dot (vdpbf16ps)' : 'fp32 FMA', samples: limitSamples };
+const peak = peakOf(lim, 'bf16');
+const limits = { ...lim, peakFlops: peak, peakFrom: peak > lim.fmaFlops ? 'bf16 dot (vdpbf16ps)' : 'fp32 FMA', f32PeakFlops: lim.fmaFlops, samples: limitSamples };
 // Each row's best round, and our speed-up over each peer's best round.
 for (const r of rows) {
   const best = r.rounds.reduce((a, b) => (b.ms < a.ms ? b : a));
@@ -564,8 +586,9 @@ for (const r of rows) {
   for (const p of Object.values(r.peers)) p.speedup = p.ms / r.ms;
 }
 for (const r of rows) {
-  r.roofline = Math.max(r.bytes / lim.readBytesPerSec, r.flops / peak) / (r.ms / 1e3);
-  r.bound = r.bytes / lim.readBytesPerSec > r.flops / peak ? 'memory' : 'compute';
+  const rowPeak = peakOf(lim, r.dtype);
+  r.roofline = Math.max(r.bytes / lim.readBytesPerSec, r.flops / rowPeak) / (r.ms / 1e3);
+  r.bound = r.bytes / lim.readBytesPerSec > r.flops / rowPeak ? 'memory' : 'compute';
   // A peer's own fraction of the roofline: twice its speed needs twice that fraction from us.
   for (const p of Object.values(r.peers)) p.roofline = r.roofline / p.speedup;
 }
@@ -602,7 +625,7 @@ lines.push(`mla-kernels CPU benchmark, ${machine.date.slice(0, 16).replace('T', 
   (rounds > 1 ? `, ${rounds} rounds (each row and each peer at its fastest round)` : ''));
 lines.push(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB; load average ${machine.loadBefore} before, ${machine.loadAfter} after`);
 lines.push(`kernels: ${cpu.simd} (${cpu.reason}); ${threads} threads`);
-lines.push(`limits (this run, ${lim.threads} threads, best of ${limitSamples.length} samples): read ${G(lim.readBytesPerSec)} GB/s, copy ${G(lim.copyBytesPerSec)} GB/s, fp32 FMA ${G(lim.fmaFlops)} GFLOP/s, bf16 dot ${G(lim.bf16DotFlops)} GFLOP/s → peak ${G(peak)} (${limits.peakFrom})`);
+lines.push(`limits (this run, ${lim.threads} threads, best of ${limitSamples.length} samples): read ${G(lim.readBytesPerSec)} GB/s, copy ${G(lim.copyBytesPerSec)} GB/s, fp32 FMA ${G(lim.fmaFlops)} GFLOP/s, bf16 dot ${G(lim.bf16DotFlops)} GFLOP/s → peak of bf16 rows ${G(peak)} (${limits.peakFrom}), of f32 rows ${G(lim.fmaFlops)} (fp32 FMA)`);
 // How far the samples spread: the lowest sample as a fraction of the best, per limit.
 const lowest = (k) => (lim[k] > 0 ? Math.min(...limitSamples.map((x) => x[k])) / lim[k] : 1).toFixed(2);
 lines.push(`limit samples (start, between groups of rows, before append, end): lowest / best: read ${lowest('readBytesPerSec')}, copy ${lowest('copyBytesPerSec')}, fp32 FMA ${lowest('fmaFlops')}` +
@@ -613,9 +636,10 @@ if (rows.length) lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|--
 for (const r of rows)
   lines.push(`| ${r.dtype} | ${r.heads} | ${r.queryLen} | ${r.batch} | ${r.context} | ${r.ms.toFixed(r.ms < 10 ? 3 : 1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.cacheBytesPerSec)} | ${G(r.flopsPerSec)} | ${r.flopPerByte.toFixed(0)} | ${r.roofline.toFixed(2)} / ${r.adjacent.roofline.toFixed(2)} (${r.bound}) | ${ratio(r.peers.reference)} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
 if (rows.length) lines.push('');
-lines.push('| append | tokens | ms | GB/s | of copy bandwidth: best / adjacent |');
-lines.push('|---|---|---|---|---|');
-for (const a of appendRows) lines.push(`| ${a.dtype}, interleaved RoPE | ${a.tokens} | ${a.ms.toFixed(2)} | ${G(a.bytesPerSec)} | ${a.ofCopy.toFixed(2)} / ${a.ofCopyAdjacent.toFixed(2)} |`);
+lines.push('| append | tokens | ms | GB/s | of copy bandwidth: best / adjacent | stores chosen | ms: non-temporal / regular stores |');
+lines.push('|---|---|---|---|---|---|---|');
+for (const a of appendRows)
+  lines.push(`| ${a.dtype}, interleaved RoPE | ${a.tokens} | ${a.ms.toFixed(2)} | ${G(a.bytesPerSec)} | ${a.ofCopy.toFixed(2)} / ${a.ofCopyAdjacent.toFixed(2)} | ${a.stores} | ${a.streamMs.toFixed(2)} / ${a.regularMs.toFixed(2)} |`);
 if (prefillRows.length) {
   lines.push('');
   lines.push('| prefill (causal prompt, one layer) | heads | tokens | ms: up-projection + attention | attention ms | tokens/s | GFLOP/s (attention) | roofline: peak / fp32 FMA | decode path ms | speed-up over the decode path | vs onnxruntime | vs PyTorch |');
@@ -632,23 +656,9 @@ if (sparseRows.length) {
     lines.push(`| ${r.dtype}, fp8 index keys | ${r.heads} | ${r.context} | ${r.indexer.ms.toFixed(2)} (${r.indexer.roofline.toFixed(2)}) | ${r.sparse.ms.toFixed(2)} (${r.sparse.roofline.toFixed(2)}) | ` +
       `${(r.indexer.ms + r.sparse.ms).toFixed(2)} | ${r.dense.ms.toFixed(2)} (${r.dense.roofline.toFixed(2)}) | ${(r.dense.ms / (r.indexer.ms + r.sparse.ms)).toFixed(2)}x |`);
 }
-// Targets.
-const target = rows.filter((r) => r.batch >= 8 && r.context >= 4096);
-const miss = target.filter((r) => r.roofline < 0.7);
-const missAdjacent = target.filter((r) => r.adjacent.roofline < 0.7);
-// Each miss with what 2x that peer would take: twice the peer's fraction of the roofline (above 1: no kernel can).
-const peerMissRows = rows.filter((r) => Object.values(r.peers).some((p) => p.speedup < 2));
-const needs = (p) => 2 * p.roofline;
-const peerMiss = peerMissRows.map((r) => `${r.dtype} h${r.heads} q${r.queryLen} b${r.batch} ctx${r.context} at ${r.roofline.toFixed(2)} (` +
-  Object.entries(r.peers).filter(([, p]) => p.speedup < 2).map(([k, p]) => `${k} ${p.speedup.toFixed(1)}x: 2x needs ${needs(p).toFixed(2)}`).join(', ') + ')');
-const beyond = peerMissRows.filter((r) => Object.values(r.peers).some((p) => p.speedup < 2 && needs(p) > 1)).length;
+// Targets (the goals: bench/cpu-results.mjs's GOALS).
 lines.push('');
-lines.push(`targets: decode batch>=8, context>=4096 at >=0.7 of roofline: ${target.length - miss.length}/${target.length} rows met against the run's best limits, ` +
-  `${target.length - missAdjacent.length}/${target.length} against the limits measured next to each row` +
-  (miss.length ? `; missed (best / adjacent): ${miss.map((r) => `${r.dtype} h${r.heads} q${r.queryLen} b${r.batch} ctx${r.context} ${r.roofline.toFixed(2)} / ${r.adjacent.roofline.toFixed(2)}`).join('; ')}` : ''));
-lines.push(`          >=2x every peer: ${peerMiss.length ? `missed on ${peerMiss.length} rows, ${beyond} of them where 2x the peer needs more than the whole roofline` +
-  ` (row at its fraction of the roofline; 2x needs: twice the peer's fraction): ${peerMiss.join('; ')}` : 'met on every row where a peer ran'}`);
-lines.push(`          append >=0.7 of copy bandwidth (best / adjacent): ${appendRows.map((a) => `${a.dtype} ${a.ofCopy.toFixed(2)} / ${a.ofCopyAdjacent.toFixed(2)}`).join(', ')}`);
+lines.push(...targetLines({ rows, appendRows }));
 // Prefill: the layer's attention in multi-head form against the decode path, >= 2x at 2048 tokens and >= 2.5x at 8192.
 const prefillTargets = prefillRows.filter((r) => r.decodePath && r.tokens >= 2048);
 if (prefillRows.length)
@@ -668,68 +678,18 @@ function ortVersion() {
 // --results <dir>: where the files go (the test of this script writes to a temporary directory).
 const dir = args.includes('--results') ? path.resolve(args[args.indexOf('--results') + 1]) : path.join(root, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
-const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-');
 const result = { machine, limits, quick, rounds, rows, prefillRows, sparseRows, appendRows, skipped, notes, table: lines.join('\n') };
-// A --rows run is a development run: its own name, and the latest results stay those of the last whole run.
-const kind = rowFilter ? 'rows-' : quick ? 'quick-' : '';
-const base = `cpu-${kind}${stamp}`;
+// The latest whole run of each machine type (processor and SIMD path) stays in the repository under its key; a
+// --rows run is a development run, stamped with its date, and leaves the latest results alone.
+const base = rowFilter ? `cpu-rows-${machine.date.slice(0, 19).replace(/[:T]/g, '-')}` : `cpu${quick ? '-quick' : ''}-latest-${resultKey(machine)}`;
 writeFileSync(path.join(dir, `${base}.json`), JSON.stringify(result, null, 2));
-writeFileSync(path.join(dir, `${base}.svg`), chart(rows));
-if (!rowFilter) {
-  writeFileSync(path.join(dir, `cpu${quick ? '-quick' : ''}-latest.json`), JSON.stringify(result, null, 2));
-  writeFileSync(path.join(dir, `cpu${quick ? '-quick' : ''}-latest.svg`), chart(rows));
-}
+writeFileSync(path.join(dir, `${base}.svg`), await chartSvg(result));
 const shown = path.relative(root, path.join(dir, base));
 console.log(`\nwrote ${shown.startsWith('..') ? path.join(dir, base) : shown}.json and .svg`);
 
-// --docs (full runs): the table block of docs/performance-cpu.md becomes this run's output, between its markers.
+// --docs (full runs): the benchmark block of docs/performance-cpu.md, one table per machine type from the latest
+// result of each.
 if (args.includes('--docs') && !quick) {
-  const page = path.join(root, 'docs', 'performance-cpu.md');
-  const text = readFileSync(page, 'utf8');
-  const start = '<!-- cpu-bench:start -->', end = '<!-- cpu-bench:end -->';
-  const i = text.indexOf(start), j = text.indexOf(end);
-  if (i < 0 || j < i) throw new Error('docs/performance-cpu.md has no cpu-bench markers');
-  const blank = lines.indexOf(''); // the header (run, machine, kernels, limits) ends at the first blank line
-  const header = lines.slice(0, blank), body = lines.slice(blank + 1), t = body.findIndex((l) => l.startsWith('targets:'));
-  const block = [
-    start,
-    `The latest full run, as \`npm run bench -- --docs\` printed it (\`bench/results/${base}.json\`, chart \`${base}.svg\`):`,
-    '', '```text', ...header, '```', '', ...body.slice(0, t).filter((l, k, a) => l !== '' || (k > 0 && a[k - 1] !== '')), '', '```text', ...body.slice(t), '```', end,
-  ].join('\n');
-  writeFileSync(page, text.slice(0, i) + block + text.slice(j + end.length));
+  writeDocs(dir);
   console.log('updated the benchmark block of docs/performance-cpu.md');
-}
-
-// Small multiples: one panel per (dtype, heads, queryLen); x = context (log), y = tokens/s (log); a line per batch.
-function chart(rs) {
-  if (!rs.length) return '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="30"><text x="10" y="20">no decode rows in this run</text></svg>\n';
-  const panels = [];
-  for (const r of rs) {
-    const k = `${r.dtype}, ${r.heads} heads, qLen ${r.queryLen}`;
-    if (!panels.includes(k)) panels.push(k);
-  }
-  const W = 300, H = 210, cols = Math.min(4, panels.length), rowsN = Math.ceil(panels.length / cols);
-  const colors = { 1: '#1f77b4', 8: '#ff7f0e', 32: '#2ca02c' };
-  const ys = rs.map((r) => r.tokensPerSec);
-  const yMin = Math.log10(Math.min(...ys)) - 0.1, yMax = Math.log10(Math.max(...ys)) + 0.1;
-  const xs = [...new Set(rs.map((r) => r.context))].sort((a, b) => a - b);
-  const xMin = Math.log2(xs[0]), xMax = Math.log2(xs[xs.length - 1]) || xMin + 1;
-  let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${cols * W}" height="${rowsN * H + 40}" font-family="sans-serif" font-size="11">`;
-  svg += `<text x="10" y="16" font-size="13">mla-kernels CPU decode: tokens/s against context (${machine.cpu}, ${threads} threads, ${machine.date.slice(0, 10)})</text>`;
-  panels.forEach((p, i) => {
-    const ox = (i % cols) * W, oy = 30 + Math.floor(i / cols) * H;
-    const px = (c) => ox + 45 + ((Math.log2(c) - xMin) / (xMax - xMin || 1)) * (W - 60);
-    const py = (t) => oy + H - 30 - ((Math.log10(t) - yMin) / (yMax - yMin)) * (H - 50);
-    svg += `<text x="${ox + 45}" y="${oy + 12}">${p}</text><rect x="${ox + 45}" y="${oy + 18}" width="${W - 60}" height="${H - 48}" fill="none" stroke="#ccc"/>`;
-    for (const c of xs) svg += `<text x="${px(c) - 10}" y="${oy + H - 16}">${c}</text>`;
-    for (let e = Math.ceil(yMin); e <= Math.floor(yMax); e++) svg += `<text x="${ox + 2}" y="${py(10 ** e) + 4}">1e${e}</text>`;
-    for (const b of [1, 8, 32]) {
-      const pts = rs.filter((r) => `${r.dtype}, ${r.heads} heads, qLen ${r.queryLen}` === p && r.batch === b).sort((a, c) => a.context - c.context);
-      if (!pts.length) continue;
-      svg += `<polyline fill="none" stroke="${colors[b]}" stroke-width="2" points="${pts.map((r) => `${px(r.context).toFixed(1)},${py(r.tokensPerSec).toFixed(1)}`).join(' ')}"/>`;
-      for (const r of pts) svg += `<circle cx="${px(r.context).toFixed(1)}" cy="${py(r.tokensPerSec).toFixed(1)}" r="2.5" fill="${colors[b]}"/>`;
-    }
-  });
-  Object.entries(colors).forEach(([b, c], j) => { svg += `<text x="${cols * W - 230 + j * 70}" y="16" fill="${c}">batch ${b}</text>`; });
-  return `${svg}</svg>\n`;
 }

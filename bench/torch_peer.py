@@ -29,8 +29,17 @@ def sdpa(job):
     raw = torch.int16 if dt == torch.bfloat16 else torch.float32
     load = lambda f, *shape: torch.from_file(job[f], size=H * N * shape[-1], dtype=raw).view(dt).reshape(*shape)
     q, k, v = load("q", H, N, D), load("k", H, N, D), load("v", H, N, Dv)
-    run = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=job["causal"], scale=job["scale"])
-    return run
+    if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        return lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=job["causal"], scale=job["scale"])
+    # PyTorch before 2.0 (Debian 12's 1.13) has no SDPA: the same attention written out, softmax in f32.
+    mask = torch.full((N, N), float("-inf")).triu(1) if job["causal"] else None
+
+    def written_out():
+        s = torch.matmul(q, k.transpose(1, 2)).float() * job["scale"]
+        if mask is not None:
+            s = s + mask
+        return torch.matmul(torch.softmax(s, dim=-1).to(dt), v)
+    return written_out
 
 
 for line in sys.stdin:

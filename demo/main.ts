@@ -74,7 +74,7 @@ run:
   --prefill-chunk N     prompt tokens per prefill step (chunked prefill); 0: whole prompts (default 0)
   --prefill-form F      multi-head (default) | absorbed: how MLA prefills (the other form is timed beside it)
   --sparse-topk N       DeepSeek-V3.2 sparse attention in decode steps: a lightning indexer (random weights) picks the
-                        N cached rows each query attends to (cpu backend; the MHA comparison is off unless asked,
+                        N cached rows each query attends to (any backend; the MHA comparison is off unless asked,
                         as the dense MHA model agrees only when N covers every context); 0: dense (default)
   --mha-compare         run the MHA model beside MLA and compare logits (default on, off with --long)
   --no-mha-compare      MLA only
@@ -247,8 +247,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   }
   if (prompt !== undefined && tokens) throw new Error('give --prompt or --tokens, not both');
   if (prompt !== undefined && !model) throw new Error('--prompt needs --model (a file with a vocabulary); a random model takes --tokens');
-  const backend = device ?? (sparseTopk ? 'cpu' : defaultBackend());
-  if (sparseTopk && backend !== 'cpu') throw new Error(`--sparse-topk runs on the cpu backend (the lightning indexer has no GPU kernels yet), not ${backend}`);
+  const backend = device ?? defaultBackend();
   if (sparseTopk) mhaCompare ??= false;
   const info = backends().find((b) => b.name === backend);
   if (!info?.available) throw new Error(`device ${backend} is unavailable: ${info?.reason ?? 'unknown backend'}`);

@@ -382,7 +382,7 @@ export interface MlaPrefillOptions {
 }
 
 /**
- * DeepSeek-V3.2's sparse attention for decode steps (cpu backend): a lightning indexer per layer with random weights
+ * DeepSeek-V3.2's sparse attention for decode steps (every backend): a lightning indexer per layer with random weights
  * (its key k_I = W_k c_kv and queries q_I[j] = W_q[j] c_kv of the token, per-head weights fixed), its fp8 key cache
  * appended beside the latent one, and each decode query attending to the topk cached rows the indexer selects.
  */
@@ -482,8 +482,8 @@ export class MlaDecoder extends Decoder {
         wK: layers.map(() => rng.fill(dim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), 'f32')),
         wQ: layers.map(() => rng.fill(heads * dim * c.kvLoraRank, 1 / Math.sqrt(c.kvLoraRank), 'f32')),
         weights: layers.map(() => rng.fill(heads, 1 / Math.sqrt(heads), 'f32')),
-        keys: layers.map(() => Tensor.zeros([numBlocks, c.blockSize, dim], 'fp8_e4m3')),
-        scales: layers.map(() => Tensor.zeros([numBlocks, c.blockSize], 'f32')),
+        keys: layers.map(() => Tensor.zeros([numBlocks, c.blockSize, dim], 'fp8_e4m3', { device: this.device })),
+        scales: layers.map(() => Tensor.zeros([numBlocks, c.blockSize], 'f32', { device: this.device })),
       };
     }
   }
@@ -656,9 +656,11 @@ export class MlaDecoder extends Decoder {
     const c = this.c, ix = this.#indexer!, B = step.seqIds.length, stats = this.sparseStats!;
     const q = this.ws.get('indexQuery', B * ix.heads * ix.dim);
     matmul(ckv, B, c.kvLoraRank, ix.wQ[l], ix.heads * ix.dim, q);
-    const w = Tensor.from(new Float32Array(B * ix.heads).map((_, i) => ix.weights[l][i % ix.heads]), [B, 1, ix.heads]);
+    const hostWeights = Tensor.from(new Float32Array(B * ix.heads).map((_, i) => ix.weights[l][i % ix.heads]), [B, 1, ix.heads]);
+    const w = this.device === 'cpu' ? hostWeights : hostWeights.to(this.device, { stream: this.stream });
     const { indices, scores } = lightningIndexer({ q: this.#input(q, [B, 1, ix.heads, ix.dim], 'indexQuery'), weights: w, cache: ix.keys[l], scales: ix.scales[l], blockTable: this.#tables!.blockTable, seqLens: this.#tables!.seqLens, topk: stats.topk, stream: this.stream });
     scores.dispose();
+    if (w !== hostWeights) w.dispose();
     const lens = this.#tables!.seqLens._descriptor('seqLens')[0] as Int32Array;
     for (let b = 0; b < B; b++) (stats.selectedRows += Math.min(stats.topk, lens[b])), (stats.cachedRows += lens[b]);
     return indices;

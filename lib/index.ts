@@ -38,6 +38,8 @@ export {
   type AbsorbQueryOptions,
   type UnabsorbOutputOptions,
   type RopeOptions,
+  type StreamOptions,
+  type LatentAttentionOptions,
 } from './ops.js';
 export {
   mlaPrefill,

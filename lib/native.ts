@@ -118,8 +118,11 @@ export interface NativeAddon {
   // Each backend's own functions (its hooks(), csrc/core/backend.h), present when the build has the backend.
   /** What the CPU backend chose for this processor. */
   cpuInfo(): NativeCpuInfo;
-  /** Test hooks of the CPU backend: force a SIMD path ('' = automatic) or split-KV chunks of splitRows rows (0 = automatic). */
-  cpuConfigure(settings: { isa?: string; splitRows?: number }): void;
+  /**
+   * Test and benchmark hooks of the CPU backend: force a SIMD path ('' = automatic), split-KV chunks of splitRows rows
+   * (0 = automatic), or append's stores ('auto' = the size rule).
+   */
+  cpuConfigure(settings: { isa?: string; splitRows?: number; appendStores?: 'stream' | 'regular' | 'auto' }): void;
   /** The benchmark's machine limits on all the pool's threads, with a buffer of `bytes` (synchronous, ~1 s). */
   cpuLimits(bytes: number): { threads: number; readBytesPerSec: number; copyBytesPerSec: number; fmaFlops: number; bf16DotFlops: number };
   /** What the CUDA build and runtime found (builds with the CUDA backend). */
@@ -153,6 +156,10 @@ export interface NativeCpuInfo {
   supported: string[];
   fmaGflopsPerCore: number;
   bf16DotGflopsPerCore: number;
+  /** How append writes cache rows (non-temporal or regular stores, from a one-time calibration per path, or forced) and why. */
+  appendStores: string;
+  /** Appends writing at least this many bytes use non-temporal stores (-1: none do). */
+  streamAboveBytes: number;
 }
 
 export interface NativeCudaInfo {

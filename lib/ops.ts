@@ -6,6 +6,23 @@ import { native, type AbsorbInputs, type AbsorbParams, type AppendParams, type D
 import { implicitStream, isStream, type Stream } from './stream.js';
 import { Tensor, isTensor } from './tensor.js';
 
+/** The option every operation takes. */
+export interface StreamOptions {
+  /**
+   * The stream the operation is queued on, which also names the backend and device that run it (inputs and outputs
+   * live there; index tensors stay on the host). Default: the default device's default stream.
+   */
+  stream?: Stream;
+}
+
+/** The options shared by the absorbed-attention operations ({@link mlaDecode}, mlaSparseDecode, mlaSparsePrefill). */
+export interface LatentAttentionOptions extends StreamOptions {
+  /** Multiplies q·k; e.g. 1/sqrt(nopeDim + ropeDim) times the model's factor. Required, finite, > 0. */
+  softmaxScale: number;
+  /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V2/V3/V3.2. */
+  kvLoraRank: number;
+}
+
 /** Fused rotary embedding applied to `kPe` as it is written. */
 export interface RopeOptions {
   /** [numTokens] i32: each token's position, a row of `cos` and `sin`. */
@@ -22,7 +39,7 @@ export interface RopeOptions {
  * The options of {@link appendLatentCache}. `D` is the dtype of `kvC`; the types require `kPe` to have it too, and
  * the cache to have it or be `fp8_e4m3`.
  */
-export interface AppendLatentCacheOptions<D extends FloatDType = FloatDType> {
+export interface AppendLatentCacheOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /**
    * [numBlocks, blockSize, kvLoraRank + ropeDim], written in place at the given slots only. An `fp8_e4m3` cache
    * stores e4m3(value / cache.scale), rounded to nearest even, saturating at ±448 (docs/guide/fp8.md); an `fp8_ds_mla` cache
@@ -36,11 +53,10 @@ export interface AppendLatentCacheOptions<D extends FloatDType = FloatDType> {
   /** [numTokens] i32: slot = block * blockSize + offset; a negative slot skips the token (padding). */
   slotMapping: Tensor<'i32'>;
   rope?: RopeOptions;
-  stream?: Stream;
 }
 
 /** The options of {@link mlaDecode}. `D` is q's dtype, which the types require of `out` and of a float cache. */
-export interface MlaDecodeOptions<D extends FloatDType = FloatDType> {
+export interface MlaDecodeOptions<D extends FloatDType = FloatDType> extends LatentAttentionOptions {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe]. */
   q: Tensor<D>;
   /**
@@ -52,10 +68,6 @@ export interface MlaDecodeOptions<D extends FloatDType = FloatDType> {
   blockTable: Tensor<'i32'>;
   /** [batch] i32: cached rows per sequence (0 allowed: zero output, lse = -Infinity). */
   seqLens: Tensor<'i32'>;
-  /** Multiplies q·k; e.g. 1/sqrt(nopeDim + ropeDim) times the model's factor. Required, finite, > 0. */
-  softmaxScale: number;
-  /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V2/V3. */
-  kvLoraRank: number;
   /** For queryLen > 1: query j of n sees the first seqLen - n + 1 + j rows. Default false. */
   causal?: boolean;
   /** [batch, queryLen, numHeads, kvLoraRank], q's dtype; allocated when not given. */
@@ -64,7 +76,6 @@ export interface MlaDecodeOptions<D extends FloatDType = FloatDType> {
   lse?: Tensor<'f32'>;
   /** From planDecode for these seqLens on this stream's backend; made per call when not given. */
   plan?: DecodePlan;
-  stream?: Stream;
 }
 
 export interface PlanDecodeOptions {
@@ -121,7 +132,7 @@ export interface MlaDecodeResult<D extends FloatDType = FloatDType> {
 }
 
 /** The options of {@link absorbQuery}; every tensor has qNope's dtype `D`. */
-export interface AbsorbQueryOptions<D extends FloatDType = FloatDType> {
+export interface AbsorbQueryOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /** [..., numHeads, nopeDim]. */
   qNope: Tensor<D>;
   /** [numHeads, nopeDim, kvLoraRank], qNope's dtype: the key half of DeepSeek's kv_b_proj per head. */
@@ -130,18 +141,16 @@ export interface AbsorbQueryOptions<D extends FloatDType = FloatDType> {
   qPe?: Tensor<NoInfer<D>>;
   /** [..., numHeads, kvLoraRank + ropeDim]; allocated when not given. */
   out?: Tensor<NoInfer<D>>;
-  stream?: Stream;
 }
 
 /** The options of {@link unabsorbOutput}; every tensor has oLat's dtype `D`. */
-export interface UnabsorbOutputOptions<D extends FloatDType = FloatDType> {
+export interface UnabsorbOutputOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /** [..., numHeads, kvLoraRank]. */
   oLat: Tensor<D>;
   /** [numHeads, vHeadDim, kvLoraRank], oLat's dtype: the value half of kv_b_proj per head. */
   wUv: Tensor<NoInfer<D>>;
   /** [..., numHeads, vHeadDim]; allocated when not given. */
   out?: Tensor<NoInfer<D>>;
-  stream?: Stream;
 }
 
 // Each operation's options, as Sets: checkOptions runs on every call.

@@ -13,12 +13,12 @@ import {
   type UpProjectInputs,
   type UpProjectParams,
 } from './native.js';
-import { checkOptions, numberArg, optionSet, streamArg, tensorArg } from './ops.js';
+import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type StreamOptions } from './ops.js';
 import type { Stream } from './stream.js';
 import { Tensor } from './tensor.js';
 
 /** The options of {@link mlaPrefill}; every float tensor has q's dtype `D`. */
-export interface MlaPrefillOptions<D extends FloatDType = FloatDType> {
+export interface MlaPrefillOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /**
    * [totalQ, numHeads, nopeDim + ropeDim]: the new tokens' queries `[q_nope, q_pe]` (q_pe after RoPE), every
    * sequence of the batch packed one after another along the first dimension.
@@ -57,7 +57,6 @@ export interface MlaPrefillOptions<D extends FloatDType = FloatDType> {
   lse?: Tensor<'f32'>;
   /** From {@link planPrefill} for these lengths on this stream's backend; made per call when not given. */
   plan?: PrefillPlan;
-  stream?: Stream;
 }
 
 export interface MlaPrefillResult<D extends FloatDType = FloatDType> {
@@ -110,7 +109,7 @@ export class PrefillPlan {
 export type GatheredDType<C extends LatentCacheDType> = C extends FloatDType ? C : 'bf16';
 
 /** The options of {@link gatherLatentCache}: `C` is the cache's dtype, `O` the outputs'. */
-export interface GatherLatentCacheOptions<C extends LatentCacheDType = LatentCacheDType, O extends FloatDType = FloatDType> {
+export interface GatherLatentCacheOptions<C extends LatentCacheDType = LatentCacheDType, O extends FloatDType = FloatDType> extends StreamOptions {
   /** [numBlocks, blockSize, kvLoraRank + ropeDim]: the paged latent cache (any cache dtype; fp8 is dequantised with its scale, fp8_ds_mla with its rows' scales). */
   cache: Tensor<C>;
   /** [batch, maxBlocksPerSeq] i32 on the host: the cache blocks of each sequence, in order. */
@@ -135,11 +134,10 @@ export interface GatherLatentCacheOptions<C extends LatentCacheDType = LatentCac
   kvC?: Tensor<O>;
   /** [numRows, ropeDim], kvC's dtype: the rope keys (already rotated in the cache). */
   kPe?: Tensor<O>;
-  stream?: Stream;
 }
 
 /** The options of {@link upProjectKv}; every tensor has kvC's dtype `D`. */
-export interface UpProjectKvOptions<D extends FloatDType = FloatDType> {
+export interface UpProjectKvOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /** [numTokens, kvLoraRank]: latent rows c_kv (from the model's kv_a_proj and norm, or {@link gatherLatentCache}). */
   kvC: Tensor<D>;
   /** [numHeads, nopeDim, kvLoraRank], kvC's dtype: the key half of DeepSeek's kv_b_proj per head (as absorbQuery takes it). */
@@ -150,11 +148,10 @@ export interface UpProjectKvOptions<D extends FloatDType = FloatDType> {
   kNope?: Tensor<NoInfer<D>>;
   /** [numTokens, numHeads, vHeadDim]; allocated when not given. */
   v?: Tensor<NoInfer<D>>;
-  stream?: Stream;
 }
 
 /** The options of {@link mergeAttentionStates}; every output-like tensor has outA's dtype `D`. */
-export interface MergeAttentionStatesOptions<D extends FloatDType = FloatDType> {
+export interface MergeAttentionStatesOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /** [..., width]: attention output over one set of keys (e.g. a cached context chunk). */
   outA: Tensor<D>;
   /** [...] f32 (outA's shape without its last dimension): its natural-log lse; -Infinity where it saw no key. */
@@ -167,7 +164,6 @@ export interface MergeAttentionStatesOptions<D extends FloatDType = FloatDType> 
   out?: Tensor<NoInfer<D>>;
   /** [...] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
-  stream?: Stream;
 }
 
 const PREFILL_OPTIONS = optionSet('q', 'kNope', 'kPe', 'v', 'cuSeqLensQ', 'cuSeqLensKv', 'softmaxScale', 'causal', 'out', 'lse', 'plan', 'stream');

@@ -13,11 +13,12 @@ import {
   type SparsePrefillInputs,
   type SparsePrefillParams,
 } from './native.js';
-import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type MlaDecodeResult } from './ops.js';
+import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type LatentAttentionOptions, type MlaDecodeResult, type StreamOptions } from './ops.js';
 import type { Stream } from './stream.js';
 import { Tensor, isTensor } from './tensor.js';
 
-export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> {
+/** The options of {@link mlaSparseDecode}. `D` is q's dtype, which the types require of `out` and of a float cache. */
+export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> extends LatentAttentionOptions {
   /** [batch, queryLen, numHeads, kvLoraRank + ropeDim]: absorbed queries [q_lat, q_pe], as {@link mlaDecode} takes them. */
   q: Tensor<D>;
   /**
@@ -34,31 +35,24 @@ export interface MlaSparseDecodeOptions<D extends FloatDType = FloatDType> {
    * the call, and a slot outside the cache counts as padding.
    */
   indices: Tensor<'i32'>;
-  /** Multiplies q·k; e.g. 1/sqrt(nopeDim + ropeDim) times the model's factor. Required, finite, > 0. */
-  softmaxScale: number;
-  /** Width of the value (the latent part of a cache row), 512 for DeepSeek-V3.2. */
-  kvLoraRank: number;
   /** [batch, queryLen, numHeads, kvLoraRank], q's dtype; allocated when not given. */
   out?: Tensor<NoInfer<D>>;
   /** [batch, numHeads, queryLen] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
-  stream?: Stream;
 }
 
-export interface MlaSparsePrefillOptions<D extends FloatDType = FloatDType> {
+/** The options of {@link mlaSparsePrefill}; `kv` and `out` have q's dtype `D`. */
+export interface MlaSparsePrefillOptions<D extends FloatDType = FloatDType> extends LatentAttentionOptions {
   /** [numTokens, numHeads, kvLoraRank + ropeDim]: absorbed queries of each token. */
   q: Tensor<D>;
   /** [numKv, kvLoraRank + ropeDim], q's dtype: dense latent rows [c_kv, k_pe] (e.g. from {@link gatherLatentCache}). */
   kv: Tensor<NoInfer<D>>;
   /** [numTokens, topk] i32: the rows of kv token i attends to, -1 padding; read as {@link MlaSparseDecodeOptions.indices}. */
   indices: Tensor<'i32'>;
-  softmaxScale: number;
-  kvLoraRank: number;
   /** [numTokens, numHeads, kvLoraRank], q's dtype; allocated when not given. */
   out?: Tensor<NoInfer<D>>;
   /** [numTokens, numHeads] f32; allocated when not given. */
   lse?: Tensor<'f32'>;
-  stream?: Stream;
 }
 
 export interface MlaSparsePrefillResult<D extends FloatDType = FloatDType> {
@@ -68,7 +62,8 @@ export interface MlaSparsePrefillResult<D extends FloatDType = FloatDType> {
   lse: Tensor<'f32'>;
 }
 
-export interface AppendIndexerCacheOptions<D extends FloatDType = FloatDType> {
+/** The options of {@link appendIndexerCache}; a float key cache has k's dtype `D`. */
+export interface AppendIndexerCacheOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /**
    * [numBlocks, blockSize, indexDim]: the indexer's paged key cache, k's dtype or `fp8_e4m3`, laid out as the latent
    * cache (the same block table serves both, so the indexer's slots are the latent cache's).
@@ -80,10 +75,10 @@ export interface AppendIndexerCacheOptions<D extends FloatDType = FloatDType> {
   k: Tensor<D>;
   /** [numTokens] i32 on the host: slot = block * blockSize + offset; a negative slot skips the token. */
   slotMapping: Tensor<'i32'>;
-  stream?: Stream;
 }
 
-export interface LightningIndexerOptions<D extends FloatDType = FloatDType> {
+/** The options of {@link lightningIndexer}; a float key cache has q's dtype `D`. */
+export interface LightningIndexerOptions<D extends FloatDType = FloatDType> extends StreamOptions {
   /** [batch, queryLen, numIndexerHeads, indexDim]: the indexer's queries (64 heads of 128 in DeepSeek-V3.2). */
   q: Tensor<D>;
   /** [batch, queryLen, numIndexerHeads] f32: each head's weight per query (the model's weights_proj, its scales folded in). */
@@ -104,7 +99,6 @@ export interface LightningIndexerOptions<D extends FloatDType = FloatDType> {
   indices?: Tensor<'i32'>;
   /** [batch, queryLen, topk] f32 on the stream's device; allocated when not given. */
   scores?: Tensor<'f32'>;
-  stream?: Stream;
 }
 
 export interface LightningIndexerResult {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -142,6 +143,65 @@ const Calibration& calibration() {
 std::mutex configMu;
 std::string& forcedIsa = neverDestroyed<std::string>();  // by cpuConfigure
 int64_t forcedSplitRows = 0;
+std::string& forcedStores = neverDestroyed<std::string>();  // by cpuConfigure: "", "stream" or "regular"
+
+// Append's stores. Non-temporal stores skip the read-for-ownership of each written line (2 bytes of traffic per byte
+// copied, not 3) but leave nothing in the caches, and their cost against plain stores differs between processors
+// (docs/performance-cpu.md has the measurement). Appends writing less than kStreamMinBytes (a decode step's few rows,
+// read again by the next decode) use plain stores; larger ones use the kind a one-time calibration per path found
+// faster: an L1 staging buffer copied over a destination far larger than L2, as append does.
+constexpr int64_t kStreamMinBytes = int64_t{1} << 20;
+
+struct StoreCalibration {
+  double streamBytesPerSec = 0, regularBytesPerSec = 0;
+  bool stream = true;
+};
+
+// On the calling thread alone (a pass takes ~2 ms; on a shared machine a pass over every thread is often stretched by
+// one preempted thread), best of 7 alternations. Non-temporal stays unless plain stores are 10% faster: it measured
+// best or equal on the Zen 5 and ran at 0.86-0.96 of copy bandwidth on the Xeon; one noisy sample should not flip it.
+StoreCalibration calibrateStores(const KernelSet& k) {
+  constexpr int64_t kStage = 16 << 10, kBytes = 32 << 20;
+  std::vector<char> dst(static_cast<size_t>(kBytes)), stage(static_cast<size_t>(kStage), 1);  // pages touched
+  double best[2] = {1e30, 1e30};  // [stream, regular] seconds
+  for (int rep = 0; rep < 7; ++rep)
+    for (int mode = 0; mode < 2; ++mode) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t off = 0; off < kBytes; off += kStage) {
+        if (mode == 0) k.streamCopy(dst.data() + off, stage.data(), kStage);
+        else std::memcpy(dst.data() + off, stage.data(), static_cast<size_t>(kStage));
+      }
+      if (mode == 0) k.streamFence();
+      best[mode] = std::min(best[mode], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  StoreCalibration c;
+  c.streamBytesPerSec = static_cast<double>(kBytes) / best[0];
+  c.regularBytesPerSec = static_cast<double>(kBytes) / best[1];
+  c.stream = c.regularBytesPerSec < 1.1 * c.streamBytesPerSec;
+  return c;
+}
+
+// Per path (each has its own streamCopy), measured at the path's first large append.
+StoreCalibration storeCalibration(const char* path, const KernelSet& k) {
+  static std::mutex mu;
+  static std::vector<std::pair<std::string, StoreCalibration>>& done = neverDestroyed<std::vector<std::pair<std::string, StoreCalibration>>>();
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& [name, c] : done)
+    if (name == path) return c;
+  done.emplace_back(path, calibrateStores(k));
+  return done.back().second;
+}
+
+bool streamStores(int64_t bytesWritten, const char* path, const KernelSet& k) {
+  std::string forced;
+  {
+    std::lock_guard<std::mutex> lock(configMu);
+    forced = forcedStores;
+  }
+  if (forced == "stream") return true;
+  if (forced == "regular") return false;
+  return bytesWritten >= kStreamMinBytes && storeCalibration(path, k).stream;
+}
 
 struct Choice {
   const Isa* isa;
@@ -459,7 +519,8 @@ void appendDsMlaCpu(const AppendLatentCacheParams& p) {
 void appendCpu(const AppendLatentCacheParams& p) {
   if (p.cache.dtype == DType::FP8E4M3) return appendFp8Cpu(p);
   if (p.cache.dtype == DType::FP8DSMLA) return appendDsMlaCpu(p);
-  const KernelSet& k = kernels();
+  const Choice path = choose();
+  const KernelSet& k = path.isa->kernels();
   const Elem e = elemOf(p.cache.dtype);
   const size_t es = dtypeSize(p.cache.dtype);
   const int64_t width = p.rowWidth(), half = p.ropeDim / 2;
@@ -476,13 +537,15 @@ void appendCpu(const AppendLatentCacheParams& p) {
   // plain store and a streaming one, which costs more than the row: append ran at under half the copy bandwidth.
   constexpr int64_t kStageBytes = 16 << 10;
   const int64_t stageRows = std::max<int64_t>(1, kStageBytes / rowBytes);
+  const bool stream = streamStores(p.numTokens * rowBytes, path.isa->name, k);
   parallelFor(tasks, [&](int64_t task) {
     const int64_t i1 = std::min(p.numTokens, (task + 1) * perTask);
     const int64_t kvBytes = p.kvLoraRank * static_cast<int64_t>(es), ropeBytes = p.ropeDim * static_cast<int64_t>(es);
     char* stage = reinterpret_cast<char*>(scratchFloats(static_cast<size_t>((stageRows * rowBytes + 3) / 4)));
     int64_t runSlot = -1, runRows = 0;  // the run of consecutive slots staged so far
     auto flush = [&] {
-      if (runRows > 0) k.streamCopy(cache + runSlot * rowBytes, stage, runRows * rowBytes);
+      if (runRows > 0 && stream) k.streamCopy(cache + runSlot * rowBytes, stage, runRows * rowBytes);
+      else if (runRows > 0) std::memcpy(cache + runSlot * rowBytes, stage, static_cast<size_t>(runRows * rowBytes));
       runRows = 0;
     };
     for (int64_t i = task * perTask; i < i1; ++i) {
@@ -503,7 +566,7 @@ void appendCpu(const AppendLatentCacheParams& p) {
       ++runRows;
     }
     flush();
-    k.streamFence();
+    if (stream) k.streamFence();
   });
 }
 
@@ -609,10 +672,36 @@ CpuStatus cpuStatus() {
   s.threads = poolThreads();
   s.fmaGflopsPerCore = calibration().fma;
   s.bf16DotGflopsPerCore = calibration().dot;
+  std::string forced;
+  {
+    std::lock_guard<std::mutex> lock(configMu);
+    forced = forcedStores;
+  }
+  if (!forced.empty()) {
+    s.appendStores = forced + " (forced by cpuConfigure)";
+    s.streamAboveBytes = forced == "stream" ? 0 : -1;
+  } else {
+    try {
+      const Choice c = choose();
+      const StoreCalibration cal = storeCalibration(c.isa->name, c.isa->kernels());
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%s (calibrated: non-temporal %.1f GB/s, regular %.1f GB/s)",
+                    cal.stream ? ("non-temporal from " + std::to_string(kStreamMinBytes >> 10) + " KiB written, regular below").c_str()
+                               : "regular at every size",
+                    cal.streamBytesPerSec / 1e9, cal.regularBytesPerSec / 1e9);
+      s.appendStores = buf;
+      s.streamAboveBytes = cal.stream ? kStreamMinBytes : -1;
+    } catch (const Error&) {
+      s.appendStores = "unknown (ops will fail)";
+      s.streamAboveBytes = -1;
+    }
+  }
   return s;
 }
 
-void cpuConfigure(const std::string* isa, const int64_t* splitRows) {
+void cpuConfigure(const std::string* isa, const int64_t* splitRows, const std::string* appendStores) {
+  if (appendStores && !appendStores->empty() && *appendStores != "auto" && *appendStores != "stream" && *appendStores != "regular")
+    throw Error(ErrorCode::Argument, "cpuConfigure: appendStores must be 'stream', 'regular' or 'auto', not '" + *appendStores + "'");
   if (isa && !isa->empty()) {
     const Isa* found = findIsa(*isa);
     if (!found) throw Error(ErrorCode::Argument, "cpuConfigure: unknown CPU path '" + *isa + "'; this build has " + isaNames());
@@ -621,12 +710,14 @@ void cpuConfigure(const std::string* isa, const int64_t* splitRows) {
   std::lock_guard<std::mutex> lock(configMu);
   if (isa) forcedIsa = *isa;
   if (splitRows) forcedSplitRows = *splitRows > 0 ? *splitRows : 0;
+  if (appendStores) forcedStores = *appendStores == "auto" ? "" : *appendStores;
 }
 
 CpuLimits measureCpuLimits(size_t bytes) {
   CpuLimits r;
   r.threads = poolThreads();
-  const KernelSet& k = automatic().isa->kernels();
+  // The path in use (a forced avx2-fma run is rated against 256-bit FMAs even on an AVX-512 processor).
+  const KernelSet& k = choose().isa->kernels();
   const int64_t n = static_cast<int64_t>(bytes / sizeof(float));
   const int64_t per = (n / r.threads) / 64 * 64;
   std::vector<float> src(static_cast<size_t>(n), 1.f), dst(static_cast<size_t>(n), 0.f);  // touched: pages are mapped

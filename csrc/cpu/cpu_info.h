@@ -19,14 +19,16 @@ struct CpuStatus {
   std::vector<std::string> supported;  // every path this processor can run, fastest first
   int threads = 1;                     // the pool's threads (MLA_NUM_THREADS overrides the core count)
   double fmaGflopsPerCore = 0, bf16DotGflopsPerCore = 0;  // the one-core calibration behind the automatic choice
+  std::string appendStores;            // how append writes cache rows (the calibrated choice, or forced) and why
+  int64_t streamAboveBytes = -1;       // appends writing at least this many bytes use non-temporal stores (-1: none)
 };
 
 CpuStatus cpuStatus();
 
-// Test hooks. isa: a path name forces it for every later op ("" returns to MLA_CPU_ISA / automatic);
-// splitRows > 0 forces split-KV chunks of that many rows (0: automatic). Throws mla::Error for an unknown or
-// unsupported path.
-void cpuConfigure(const std::string* isa, const int64_t* splitRows);
+// Test and benchmark hooks. isa: a path name forces it for every later op ("" returns to MLA_CPU_ISA / automatic);
+// splitRows > 0 forces split-KV chunks of that many rows (0: automatic); appendStores "stream" or "regular" forces
+// append's stores ("" or "auto": the size rule). Throws mla::Error for an unknown or unsupported path or store mode.
+void cpuConfigure(const std::string* isa, const int64_t* splitRows, const std::string* appendStores = nullptr);
 
 struct CpuLimits {
   int threads = 1;

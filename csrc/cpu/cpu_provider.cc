@@ -37,16 +37,22 @@ class CpuProvider final : public BackendProvider {
                                 {"threads", s.threads},
                                 {"supported", toValue(s.supported)},
                                 {"fmaGflopsPerCore", s.fmaGflopsPerCore},
-                                {"bf16DotGflopsPerCore", s.bf16DotGflopsPerCore}};
+                                {"bf16DotGflopsPerCore", s.bf16DotGflopsPerCore},
+                                {"appendStores", s.appendStores},
+                                {"streamAboveBytes", static_cast<double>(s.streamAboveBytes)}};
          }},
-        // cpuConfigure({ isa?: string ('' = automatic), splitRows?: number (0 = automatic) }).
+        // cpuConfigure({ isa?: string ('' = automatic), splitRows?: number (0 = automatic),
+        //               appendStores?: 'stream' | 'regular' | 'auto' }).
         {"cpuConfigure",
          [](const Value& settings) -> Value {
            const Value* isa = settings.get("isa");
            const Value* split = settings.get("splitRows");
+           const Value* stores = settings.get("appendStores");
            const std::string isaName = isa && isa->isString() ? isa->string() : "";
            const int64_t splitRows = split && split->isNumber() ? static_cast<int64_t>(split->number()) : 0;
-           cpu::cpuConfigure(isa && isa->isString() ? &isaName : nullptr, split && split->isNumber() ? &splitRows : nullptr);
+           const std::string storeMode = stores && stores->isString() ? stores->string() : "";
+           cpu::cpuConfigure(isa && isa->isString() ? &isaName : nullptr, split && split->isNumber() ? &splitRows : nullptr,
+                             stores && stores->isString() ? &storeMode : nullptr);
            return {};
          }},
         // cpuLimits(bytes): read and copy bandwidth, fp32 FMA and bf16 dot-product rates on all threads (synchronous).

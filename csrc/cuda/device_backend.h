@@ -229,10 +229,7 @@ class DeviceBackend final : public Backend {
   DeviceMemory* memory() override { return &memory_; }
 
   // An fp8 cache is written from, and read against, bf16 or f16 tensors.
-  void checkSupported(const AppendLatentCacheParams& p) const override {
-    noDsMla(p.cache, "appendLatentCache");
-    elemOf(isFp8(p.cache) ? p.kvC : p.cache, "appendLatentCache");
-  }
+  void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(isFp8(p.cache) || isDsMla(p.cache) ? p.kvC : p.cache, "appendLatentCache"); }
   void checkSupported(const MlaDecodeParams& p) const override {
     noDsMla(p.cache, "mlaDecode");
     elemOf(p.q, "mlaDecode");
@@ -423,6 +420,14 @@ class DeviceBackend final : public Backend {
         if (p->indicesOnHost()) copyBytes(stage + l.sparseIndices, p->indices.data, p->indices.nbytes());
         outputs.push_back({p->out.data, p->out.nbytes()});
         outputs.push_back({p->lse.data, p->lse.nbytes()});
+      } else if (const auto* p = std::get_if<AppendIndexerCacheParams>(&ops[i])) {
+        copyBytes(stage + l.indexerSlots, p->slotMapping.data, p->slotMapping.nbytes());
+        for (const OpOutput& o : indexerAppendOutputs(*p)) outputs.push_back(o);
+      } else if (const auto* p = std::get_if<LightningIndexerParams>(&ops[i])) {
+        copyBytes(stage + l.indexerTable, p->blockTable.data, p->blockTable.nbytes());
+        copyBytes(stage + l.indexerLens, p->seqLens.data, p->seqLens.nbytes());
+        outputs.push_back({p->indices.data, p->indices.nbytes()});
+        outputs.push_back({p->scores.data, p->scores.nbytes()});
       }
     }
     check<Rt>(Rt::cudaMemcpyAsync(graph.index, stage, graph.indexBytes, cudaMemcpyHostToDevice, ctx.stream), "graph upload");
@@ -442,18 +447,21 @@ class DeviceBackend final : public Backend {
     choosePrefillConfig(p);
   }
   void checkSupported(const GatherLatentCacheParams& p) const override {
-    noDsMla(p.cache, "gatherLatentCache");
     elemOf(p.kvC, "gatherLatentCache");
   }
-  // The lightning indexer has no device kernels yet: refused here, before anything is queued.
   void checkSupported(const MlaSparseDecodeParams& p) const override {
     elemOf(p.q, "mlaSparseDecode");
     if (p.headDim > kSparseMaxHeadDim || p.kvLoraRank > kSparseMaxKvLoraRank)
       unsupported("mlaSparseDecode: rows of at most " + std::to_string(kSparseMaxHeadDim) + " values with kvLoraRank at most " +
                   std::to_string(kSparseMaxKvLoraRank) + ", got " + std::to_string(p.headDim) + " and " + std::to_string(p.kvLoraRank));
   }
-  void checkSupported(const AppendIndexerCacheParams&) const override { unsupported("appendIndexerCache runs on the cpu backend only in this version"); }
-  void checkSupported(const LightningIndexerParams&) const override { unsupported("lightningIndexer runs on the cpu backend only in this version"); }
+  void checkSupported(const AppendIndexerCacheParams& p) const override { elemOf(p.k, "appendIndexerCache"); }
+  void checkSupported(const LightningIndexerParams& p) const override {
+    elemOf(p.q, "lightningIndexer");
+    if (p.numHeads > kIndexerMaxHeads || p.indexDim > kIndexerMaxDim)
+      unsupported("lightningIndexer: at most " + std::to_string(kIndexerMaxHeads) + " indexer heads of at most " + std::to_string(kIndexerMaxDim) +
+                  " values, got " + std::to_string(p.numHeads) + " of " + std::to_string(p.indexDim));
+  }
   // Host indices are uploaded first (the worker's scratch); device indices are read where they are.
   void mlaSparseDecode(const MlaSparseDecodeParams& p) override {
     typename Rt::OpScope scope("mlaSparseDecode");
@@ -473,8 +481,37 @@ class DeviceBackend final : public Backend {
       if (a.numQueries) record();
     });
   }
-  void appendIndexerCache(const AppendIndexerCacheParams& p) override { checkSupported(p); }
-  void lightningIndexer(const LightningIndexerParams& p) override { checkSupported(p); }
+  // The slot mapping is uploaded into the worker's scratch, as appendLatentCache's.
+  void appendIndexerCache(const AppendIndexerCacheParams& p) override {
+    typename Rt::OpScope scope("appendIndexerCache");
+    WorkerContext<Rt>& ctx = worker();
+    StagingSlot& slot = ctx.staging(p.slotMapping.nbytes() + 16);
+    copyBytes(slot.pinned, p.slotMapping.data, p.slotMapping.nbytes());
+    uint8_t* dev = ctx.deviceScratch(p.slotMapping.nbytes() + 16);
+    check<Rt>(Rt::cudaMemcpyAsync(dev, slot.pinned, p.slotMapping.nbytes(), cudaMemcpyHostToDevice, ctx.stream), "appendIndexerCache upload");
+    ctx.staged(slot);
+    const IndexerAppendArgs a = indexerAppendArgs(p, dev);
+    Rt::runOp("appendIndexerCache", indexerAppendOutputs(p), [&](auto record) {
+      check<Rt>(Rt::launchIndexerAppend(a, ctx.stream), "appendIndexerCache launch");
+      if (a.numTokens) record();
+    });
+  }
+  // The block table and lengths are uploaded into the worker's scratch, followed by the score rows of a pass.
+  void lightningIndexer(const LightningIndexerParams& p) override {
+    typename Rt::OpScope scope("lightningIndexer");
+    WorkerContext<Rt>& ctx = worker();
+    const size_t tableBytes = align16(p.blockTable.nbytes()), uploadBytes = tableBytes + align16(p.seqLens.nbytes());
+    StagingSlot& slot = ctx.staging(uploadBytes + 16);
+    uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
+    copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
+    copyBytes(stage + tableBytes, p.seqLens.data, p.seqLens.nbytes());
+    uint8_t* dev = ctx.deviceScratch(uploadBytes + indexerWorkBytes(p) + 16);
+    check<Rt>(Rt::cudaMemcpyAsync(dev, stage, uploadBytes, cudaMemcpyHostToDevice, ctx.stream), "lightningIndexer upload");
+    ctx.staged(slot);
+    const IndexerArgs a = indexerArgs(p, dev, dev + tableBytes, reinterpret_cast<float*>(dev + uploadBytes));
+    Rt::runOp("lightningIndexer", {{p.indices.data, p.indices.nbytes()}, {p.scores.data, p.scores.nbytes()}},
+              [&](auto record) { enqueueIndexer(a, ctx.stream, record); });
+  }
   void checkSupported(const UpProjectKvParams& p) const override {
     elemOf(p.kvC, "upProjectKv");
     if (p.kvLoraRank % 8 != 0 || p.nopeDim % 2 != 0 || p.vHeadDim % 2 != 0)
@@ -630,6 +667,7 @@ class DeviceBackend final : public Backend {
     GatherArgs g{};
     g.elem = elemOf(p.kvC, "gatherLatentCache");
     g.cacheFp8 = isFp8(p.cache);
+    g.cacheDsMla = isDsMla(p.cache);
     g.cacheScale = p.cacheScale;
     g.cache = p.cache.data;
     g.blockTable = reinterpret_cast<const int32_t*>(table);
@@ -679,6 +717,7 @@ class DeviceBackend final : public Backend {
   [[noreturn]] void unsupported(const std::string& msg) const { throw Error(ErrorCode::Unsupported, std::string(Rt::kName) + ": " + msg); }
 
   static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
+  static bool isDsMla(const TensorView& t) { return t.dtype == DType::FP8DSMLA; }
 
   SparseDecodeArgs sparseDecodeArgs(const MlaSparseDecodeParams& p, const int32_t* indicesOnDevice) const {
     SparseDecodeArgs a{};
@@ -702,8 +741,74 @@ class DeviceBackend final : public Backend {
     a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
     return a;
   }
+  // --- the lightning indexer ---
+  static IndexerAppendArgs indexerAppendArgs(const AppendIndexerCacheParams& p, const uint8_t* slotsOnDevice) {
+    IndexerAppendArgs a{};
+    a.elem = p.k.dtype == DType::BF16 ? ElemType::BF16 : ElemType::F16;
+    a.cacheFp8 = isFp8(p.cache) ? 1 : 0;
+    a.k = p.k.data;
+    a.slotMapping = reinterpret_cast<const int32_t*>(slotsOnDevice);
+    a.cache = p.cache.data;
+    a.scales = a.cacheFp8 ? p.scales.as<float>() : nullptr;
+    a.numTokens = static_cast<int>(p.numTokens);
+    a.indexDim = static_cast<int>(p.indexDim);
+    return a;
+  }
+  static std::vector<OpOutput> indexerAppendOutputs(const AppendIndexerCacheParams& p) {
+    std::vector<OpOutput> out{{p.cache.data, p.cache.nbytes()}};
+    if (isFp8(p.cache)) out.push_back({p.scales.data, p.scales.nbytes()});
+    return out;
+  }
+  // Score rows of every position a sequence can have (so a graph's replay with other lengths fits), in passes of at
+  // most kIndexerPassBytes (at least one row).
+  static constexpr size_t kIndexerPassBytes = size_t{64} << 20;
+  static int64_t indexerStride(const LightningIndexerParams& p) { return p.maxBlocksPerSeq * p.blockSize; }
+  static int64_t indexerRowsPerPass(const LightningIndexerParams& p) {
+    const int64_t rowBytes = std::max<int64_t>(1, indexerStride(p) * int64_t{4});
+    return std::max<int64_t>(1, std::min<int64_t>(p.batch * p.queryLen, static_cast<int64_t>(kIndexerPassBytes) / rowBytes));
+  }
+  static size_t indexerWorkBytes(const LightningIndexerParams& p) { return align16(static_cast<size_t>(indexerRowsPerPass(p) * indexerStride(p)) * 4); }
+  static IndexerArgs indexerArgs(const LightningIndexerParams& p, const uint8_t* table, const uint8_t* lens, float* work) {
+    IndexerArgs a{};
+    a.elem = p.q.dtype == DType::BF16 ? ElemType::BF16 : ElemType::F16;
+    a.cacheFp8 = isFp8(p.cache) ? 1 : 0;
+    a.q = p.q.data;
+    a.weights = p.weights.as<const float>();
+    a.cache = p.cache.data;
+    a.scales = a.cacheFp8 ? p.scales.as<const float>() : nullptr;
+    a.blockTable = reinterpret_cast<const int32_t*>(table);
+    a.seqLens = reinterpret_cast<const int32_t*>(lens);
+    a.work = work;
+    a.indices = p.indices.as<int32_t>();
+    a.scores = p.scores.as<float>();
+    a.numRows = static_cast<int>(p.batch * p.queryLen);  // all rows; enqueueIndexer runs them in passes
+    a.queryLen = static_cast<int>(p.queryLen);
+    a.numHeads = static_cast<int>(p.numHeads);
+    a.indexDim = static_cast<int>(p.indexDim);
+    a.blockSize = static_cast<int>(p.blockSize);
+    a.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
+    a.topk = static_cast<int>(p.topk);
+    a.causal = p.causal ? 1 : 0;
+    a.workStride = indexerStride(p);
+    return a;
+  }
+  template <class Record>
+  static void enqueueIndexer(const IndexerArgs& all, cudaStream_t stream, Record record) {
+    const int64_t perPass = std::max<int64_t>(1, static_cast<int64_t>(kIndexerPassBytes) / std::max<int64_t>(1, all.workStride * 4));
+    for (int64_t row0 = 0; row0 < all.numRows; row0 += perPass) {
+      IndexerArgs a = all;
+      a.rowBase = static_cast<int>(row0);
+      a.numRows = static_cast<int>(std::min<int64_t>(perPass, all.numRows - row0));
+      check<Rt>(Rt::launchIndexerScores(a, stream), "lightningIndexer scores launch");
+      record();
+      check<Rt>(Rt::launchIndexerTopk(a, stream), "lightningIndexer top-k launch");
+      record();
+    }
+  }
+
   void noDsMla(const TensorView& cache, const char* op) const {
-    if (cache.dtype == DType::FP8DSMLA) unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read and written on the cpu backend only in this version");
+    if (cache.dtype == DType::FP8DSMLA)
+      unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read on the device by mlaSparseDecode and gatherLatentCache only in this version");
   }
 
   ElemType elemOf(const TensorView& t, const char* op) const {
@@ -756,6 +861,7 @@ class DeviceBackend final : public Backend {
     AppendArgs a{};
     a.elem = elemOf(p.kvC, "appendLatentCache");
     a.cacheFp8 = isFp8(p.cache);
+    a.cacheDsMla = isDsMla(p.cache);
     a.cacheScale = p.cacheScale;
     a.cache = p.cache.data;
     a.kvC = p.kvC.data;
@@ -879,6 +985,8 @@ class DeviceBackend final : public Backend {
     size_t prefillCounts = 0, prefillWork = 0;
     size_t gatherTable = 0, gatherCu = 0, gatherStarts = 0;  // gatherLatentCache
     size_t sparseIndices = 0;                                // mlaSparseDecode / mlaSparsePrefill: host indices
+    size_t indexerSlots = 0;                                 // appendIndexerCache
+    size_t indexerTable = 0, indexerLens = 0;                // lightningIndexer
   };
   // The sparse decode an operation is (a sparse prefill's, made into `made`), or null.
   static const MlaSparseDecodeParams* sparseOf(const GraphOp& op, MlaSparseDecodeParams& made) {
@@ -941,6 +1049,12 @@ class DeviceBackend final : public Backend {
         if (p->seqStarts.present()) l.gatherStarts = take(p->seqStarts.nbytes());
       } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
         if (p->indicesOnHost()) l.sparseIndices = take(p->indices.nbytes());
+      } else if (const auto* p = std::get_if<AppendIndexerCacheParams>(&ops[i])) {
+        l.indexerSlots = take(p->slotMapping.nbytes());
+      } else if (const auto* p = std::get_if<LightningIndexerParams>(&ops[i])) {
+        l.indexerTable = take(p->blockTable.nbytes());
+        l.indexerLens = take(p->seqLens.nbytes());
+        partialBytes = std::max(partialBytes, indexerWorkBytes(*p));
       }
     }
     // The operations of one graph run one after another, so the decodes share one area for partial results.
@@ -981,6 +1095,10 @@ class DeviceBackend final : public Backend {
         } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
           const int32_t* indices = p->indicesOnHost() ? reinterpret_cast<const int32_t*>(base + l.sparseIndices) : p->indices.as<const int32_t>();
           check<Rt>(Rt::launchSparseDecode(sparseDecodeArgs(*p, indices), ctx.stream), "mlaSparseDecode launch (graph capture)");
+        } else if (const auto* p = std::get_if<AppendIndexerCacheParams>(&ops[i])) {
+          check<Rt>(Rt::launchIndexerAppend(indexerAppendArgs(*p, base + l.indexerSlots), ctx.stream), "appendIndexerCache launch (graph capture)");
+        } else if (const auto* p = std::get_if<LightningIndexerParams>(&ops[i])) {
+          enqueueIndexer(indexerArgs(*p, base + l.indexerTable, base + l.indexerLens, reinterpret_cast<float*>(partials)), ctx.stream, [] {});
         }
       }
     } catch (...) {

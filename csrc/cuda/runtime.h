@@ -32,7 +32,10 @@ namespace mla::cuda {
   static constexpr auto launchGather = &ns::launchGather;           \
   static constexpr auto launchGemmNt = &ns::launchGemmNt;           \
   static constexpr auto launchMerge = &ns::launchMerge;             \
-  static constexpr auto launchSparseDecode = &ns::launchSparseDecode;
+  static constexpr auto launchSparseDecode = &ns::launchSparseDecode; \
+  static constexpr auto launchIndexerAppend = &ns::launchIndexerAppend; \
+  static constexpr auto launchIndexerScores = &ns::launchIndexerScores; \
+  static constexpr auto launchIndexerTopk = &ns::launchIndexerTopk;
 
 // An output of an operation: what runOp compares between thread orders under emulation.
 struct OpOutput {

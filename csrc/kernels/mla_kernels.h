@@ -96,6 +96,8 @@ struct CombineArgs {
 struct AppendArgs {
   ElemType elem;            // of kvC and kPe (and of the cache, unless cacheFp8)
   int cacheFp8;             // the cache is fp8 e4m3: rows are stored as e4m3(value / cacheScale)
+  int cacheDsMla;           // the cache is fp8_ds_mla: per 128 latent values e4m3(value / tile scale), the tile scales
+                            // (f32) after the latent, then the rope part as bf16 (core/dtype.h's dsMlaRowBytes)
   float cacheScale;
   void* cache;              // [numSlots, rowWidth]
   const void* kvC;          // [numTokens, kvLoraRank]
@@ -164,10 +166,11 @@ struct PrefillArgs {
 // Copies each sequence's cached rows to dense kvC and kPe (an fp8 cache dequantised); rows past the last sequence's
 // are zero. The index arrays are on the device.
 struct GatherArgs {
-  ElemType elem;  // of kvC and kPe (and of the cache, unless cacheFp8)
+  ElemType elem;  // of kvC and kPe (and of the cache, unless cacheFp8 or cacheDsMla)
   int cacheFp8;
+  int cacheDsMla;             // fp8_ds_mla rows (AppendArgs's): each value its e4m3 times its tile's scale, rope bf16
   float cacheScale;
-  const void* cache;          // [numBlocks * blockSize, kvLoraRank + ropeDim]
+  const void* cache;          // [numBlocks * blockSize, kvLoraRank + ropeDim] (fp8_ds_mla: its row bytes)
   const int32_t* blockTable;  // [batch, maxBlocksPerSeq]
   const int32_t* cuSeqLens;   // [batch + 1]
   const int32_t* seqStarts;   // [batch], or null (every sequence from position 0)
@@ -227,6 +230,39 @@ struct SparseDecodeArgs {
   float scaleLog2;           // softmaxScale · log2(e)
 };
 
+
+// --- lightning indexer (indexer.cu): DeepSeek-V3.2's key-cache append, index scores and top-k ---
+// The largest indexer the scores kernel takes (its queries wait in shared memory as f32): V3.2's 64 heads of 128.
+inline constexpr int kIndexerMaxHeads = 64;
+inline constexpr int kIndexerMaxDim = 128;
+struct IndexerAppendArgs {
+  ElemType elem;             // of k (and of the cache unless cacheFp8)
+  int cacheFp8;              // e4m3(k / scale) with scale = max(amax / 448, FLT_MIN) per key, into scales
+  const void* k;             // [numTokens, indexDim]
+  const int32_t* slotMapping;  // [numTokens]; negative: skip
+  void* cache;               // [slots, indexDim]
+  float* scales;             // [slots] (fp8 only)
+  int numTokens, indexDim;
+};
+// Scores of query rows [rowBase, rowBase + numRows) (row = b * queryLen + t) into `work` [numRows, workStride], then
+// per row the topk positions of largest score (ties: the earlier position; NaN ranks as -infinity), as slots in
+// increasing position order, -1 / -infinity after them.
+struct IndexerArgs {
+  ElemType elem;             // of q (and of the cache unless cacheFp8)
+  int cacheFp8;
+  const void* q;             // [batch, queryLen, numHeads, indexDim]
+  const float* weights;      // [batch, queryLen, numHeads]
+  const void* cache;         // [slots, indexDim]
+  const float* scales;       // [slots] (fp8 only)
+  const int32_t* blockTable; // [batch, maxBlocksPerSeq] (device copy)
+  const int32_t* seqLens;    // [batch] (device copy)
+  float* work;               // [numRows, workStride] f32
+  int32_t* indices;          // [batch * queryLen, topk]
+  float* scores;             // [batch * queryLen, topk]
+  int rowBase, numRows, queryLen, numHeads, indexDim, blockSize, maxBlocksPerSeq, topk, causal;
+  int64_t workStride;        // maxBlocksPerSeq * blockSize: every position a sequence can have
+};
+
 }  // namespace kernels
 
 namespace MLA_KERNEL_NS {
@@ -257,6 +293,9 @@ cudaError_t launchGather(const GatherArgs& args, cudaStream_t stream);
 cudaError_t launchGemmNt(const GemmNtArgs& args, cudaStream_t stream);
 cudaError_t launchMerge(const MergeArgs& args, cudaStream_t stream);
 cudaError_t launchSparseDecode(const SparseDecodeArgs& args, cudaStream_t stream);
+cudaError_t launchIndexerAppend(const IndexerAppendArgs& args, cudaStream_t stream);
+cudaError_t launchIndexerScores(const IndexerArgs& args, cudaStream_t stream);
+cudaError_t launchIndexerTopk(const IndexerArgs& args, cudaStream_t stream);
 
 }  // namespace MLA_KERNEL_NS
 }  // namespace mla

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { info, mlaDecode, MlaError, Stream, Tensor } from 'mla-kernels';
+import { appendLatentCache, info, mlaDecode, MlaError, Stream, Tensor } from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { refMlaDecode } from '../../lib/reference.js';
 import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
@@ -124,4 +124,58 @@ describe('directed decode checks per path', () => {
       for (const s of streams) s.dispose();
     }
   });
+});
+
+// Append's two store kinds (non-temporal and plain; the automatic choice is a calibration per path): the same rows in
+// either, runs of consecutive slots and single rows, padding slots (-1) skipped, a cache that is not 64-byte aligned,
+// and the slots not named keep their poison. 1100 rows of 576 bf16 write 1.2 MiB, above the size from which
+// non-temporal stores may be chosen.
+describe('append on every path, with each store kind', () => {
+  it('refuses an unknown store kind and reports the automatic one', () => {
+    expect(() => addon.cpuConfigure({ appendStores: 'sideways' as 'auto' })).toThrow(/appendStores must be/);
+    const i = addon.cpuInfo() as { appendStores: string; streamAboveBytes: number };
+    expect(i.appendStores).toMatch(/^(non-temporal from \d+ KiB written, regular below|regular at every size) \(calibrated/);
+    expect(typeof i.streamAboveBytes).toBe('number');
+  });
+  for (const isa of cpu.supported) {
+    it(`${isa}: stream, regular and auto stores write the same rows`, async () => {
+      const rng = new Rng(seed + 40);
+      const width = 576, tokens = 1100, slotsN = 1300;
+      const kvC = new Uint16Array(tokens * 512), kPe = new Uint16Array(tokens * 64);
+      for (let i = 0; i < kvC.length; i++) kvC[i] = (rng.next() * 65536) & 0x7f7f;
+      for (let i = 0; i < kPe.length; i++) kPe[i] = (rng.next() * 65536) & 0x7f7f;
+      // Runs of consecutive slots in shuffled order, with a padding token now and then.
+      const slots = new Int32Array(tokens);
+      for (let i = 0; i < tokens; i++) slots[i] = i % 97 === 5 ? -1 : (i * 7 + (i >> 6) * 13) % slotsN;
+      const seen = new Set<number>();
+      for (let i = 0; i < tokens; i++) if (slots[i] >= 0) { while (seen.has(slots[i])) slots[i] = (slots[i] + 1) % slotsN; seen.add(slots[i]); }
+      const stream = new Stream('cpu');
+      addon.cpuConfigure({ isa });
+      try {
+        for (const appendStores of ['stream', 'regular', 'auto'] as const) {
+          addon.cpuConfigure({ appendStores });
+          // Shared memory is wrapped without a copy; one element of offset: the rows start 2 bytes past a 64-byte boundary.
+          const backing = new Uint16Array(new SharedArrayBuffer((slotsN * width + 1) * 2)).fill(0xffff);
+          const cacheArr = backing.subarray(1);
+          const cache = Tensor.from(cacheArr, [slotsN, 1, width], 'bf16');
+          appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, 512], 'bf16'), kPe: Tensor.from(kPe, [tokens, 64], 'bf16'), slotMapping: Tensor.from(slots, [tokens]), stream });
+          await stream.synchronize();
+          const got = (await cache.read()) as Uint16Array;
+          const want = new Uint16Array(slotsN * width).fill(0xffff);
+          for (let i = 0; i < tokens; i++) {
+            if (slots[i] < 0) continue;
+            want.set(kvC.subarray(i * 512, (i + 1) * 512), slots[i] * width);
+            want.set(kPe.subarray(i * 64, (i + 1) * 64), slots[i] * width + 512);
+          }
+          let bad = -1;
+          for (let i = 0; i < want.length && bad < 0; i++) if (got[i] !== want[i]) bad = i;
+          expect(bad, `${isa}, ${appendStores} stores: first wrong element (seed ${seed})`).toBe(-1);
+          expect(backing[0]).toBe(0xffff);
+        }
+      } finally {
+        addon.cpuConfigure({ isa: '', appendStores: 'auto' });
+        stream.dispose();
+      }
+    });
+  }
 });

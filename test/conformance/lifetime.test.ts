@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { INDEX_ROLES, OUTPUTS, ROLES } from './lifetime/prefill-roles.mjs';
 import { gatherLatentCache, memoryStats, mergeAttentionStates, mlaDecode, mlaPrefill, mlaSparseDecode, PrefillPlan, Stream, Tensor, type BackendName, type DeviceName, unabsorbOutput } from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
@@ -82,15 +83,14 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
     }, 600_000);
   });
 
-  // The prefill operations (gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates) and a captured prefill:
-  // the same mechanism, so two of the ways suffice.
+  // The prefill operations (gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates), the sparse attention's
+  // (mlaSparseDecode, mlaSparsePrefill, lightningIndexer) and a captured prefill: the same mechanism, so two of the ways
+  // suffice.
   describe.each([['transfer'], ['resize']])('prefill operations: an ordinary ArrayBuffer taken away by %s', (method) => {
     it('(cases 1-3) while a prefill operation or a graph replay that uses it is queued: the correct result, or E_DISPOSED naming the tensor', () => {
       const { result } = child('prefill.mjs', { LT_BACKEND: backend, LT_METHOD: method });
       const cases = result.results as Record<string, unknown>[];
-      const roles = { gatherLatentCache: ['cache', 'blockTable', 'kvC'], upProjectKv: ['wUk', 'v'], mlaPrefill: ['q', 'cuSeqLensQ', 'out'], mergeAttentionStates: ['lseA', 'out'] };
-      const outputs: Record<string, string> = { gatherLatentCache: 'kvC', upProjectKv: 'v', mlaPrefill: 'out', mergeAttentionStates: 'out' };
-      expect(cases.map((c) => c.case)).toEqual([...Object.entries(roles).flatMap(([op, rs]) => rs.map((r) => `${op} ${r} ${method}`)), `graph ${method}`]);
+      expect(cases.map((c) => c.case)).toEqual([...Object.entries(ROLES).flatMap(([op, rs]) => rs.map((r) => `${op} ${r} ${method}`)), `graph ${method}`]);
       for (const c of cases) {
         const said = JSON.stringify(c);
         expect(c.queuedMs as number, said).toBeGreaterThan(30);
@@ -98,11 +98,11 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
         const [op, role] = String(c.case).split(' ');
         if (op === 'graph') continue;
         expect(c.again, said).toMatch(DETACHED);
-        if (role === outputs[op]) {
+        if (role === OUTPUTS[op]) {
           expect(c.result, said).toMatch(DETACHED);
         } else {
           expect(relErrOk(c.result), said).toBe(true);
-          const index = ['blockTable', 'cuSeqLensQ'].includes(role);
+          const index = INDEX_ROLES.includes(role);
           expect(c.again, said).toContain(backend === 'cpu' || index ? `${role} was detached` : 'src was detached');
         }
       }

@@ -3,7 +3,8 @@
 // rows, indices shared across queries, every cache dtype, equal to dense decode bit for bit when it selects every
 // row), sparse prefill, the lightning indexer and its key cache (exact on integer data, ties to the earlier
 // position, causal, topk past the sequence), the whole flow indexer -> decode on one stream and in a graph, bad
-// inputs and lifetimes. CPU on every SIMD path this processor has; the device backends refuse the ops clearly.
+// inputs and lifetimes. CPU on every SIMD path this processor has; the device kernels under cuda-sim (every thread
+// order), the indexer's against the reference exactly on integer data and its key-cache bytes against the cpu's.
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   appendIndexerCache,
@@ -11,6 +12,7 @@ import {
   dsMlaRowBytes,
   type FloatDType,
   fromFp8E4M3Bits,
+  gatherLatentCache,
   lightningIndexer,
   mlaDecode,
   mlaSparseDecode,
@@ -73,6 +75,92 @@ function randomIndices(rng: Rng, batch: number, queryLen: number, topk: number, 
   for (let k = 0; k < topk; k++) idx[(batch * queryLen - 1) * topk + k] = -1; // the last query selects nothing
   idx[1] = idx[0] = Math.max(idx[0], 0); // a slot named twice
   return idx;
+}
+
+// A lightning indexer over small integers (every score exact in f32, ties common): its key cache appended on
+// `stream`, its arguments there, and the reference's selection.
+interface IndexerCase { dtype: FloatDType; lens: number[]; queryLen: number; topk: number; causal: boolean; blockSize: number }
+function integerIndexer(rng: Rng, c: IndexerCase, stream: Stream) {
+  const on = <T extends Tensor>(t: T) => (stream.device === 'cpu' ? t : (t.to(stream.device) as T));
+  const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
+  const numBlocks = batch * maxBlocks;
+  const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
+  const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
+  const weights = Tensor.fromValues(ints(batch * c.queryLen * heads, 2), [batch, c.queryLen, heads], 'f32');
+  const keys = Tensor.fromValues(ints(numBlocks * c.blockSize * indexDim, 1), [numBlocks * c.blockSize, indexDim], c.dtype);
+  const cache = on(Tensor.zeros([numBlocks, c.blockSize, indexDim], c.dtype));
+  appendIndexerCache({ cache, k: on(keys), slotMapping: intTensor(Array.from({ length: numBlocks * c.blockSize }, (_, i) => i)), stream });
+  const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const ref = refLightningIndexer({
+    q: { data: exactValues(q), shape: q.shape },
+    weights: { data: exactValues(weights), shape: weights.shape },
+    cache: { data: exactValues(keys), shape: cache.shape },
+    blockTable: { data: table, shape: [batch, maxBlocks] },
+    seqLens: { data: c.lens, shape: [batch] },
+    topk: c.topk,
+    causal: c.causal,
+  });
+  const args = { q: on(q), weights: on(weights), cache, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(c.lens), topk: c.topk, causal: c.causal, stream };
+  return { args, ref, batch, heads, indexDim, maxBlocks };
+}
+
+// The indexer's selection against the reference's scores where f32 rounding may reorder near-ties: every selected
+// position scores within rounding of the topk-th best, every one left out no better, in increasing position order.
+function expectNearTopk(
+  gotIdx: Int32Array,
+  gotScores: Float32Array,
+  all: Float64Array[],
+  o: { lens: number[]; table: number[]; maxBlocks: number; blockSize: number; topk: number; queryLen: number },
+) {
+  const { lens, table, maxBlocks, blockSize, topk, queryLen } = o;
+  for (let row = 0; row < all.length; row++) {
+    const b = Math.floor(row / queryLen);
+    const scoresOfRow = all[row];
+    const positionOf = new Map<number, number>();
+    for (let p = 0; p < lens[b]; p++) positionOf.set(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize), p);
+    const sorted = Array.from(scoresOfRow).sort((x, y) => y - x);
+    const tau = sorted[Math.min(topk, scoresOfRow.length) - 1];
+    const tol = 1e-4 * Math.max(1, Math.abs(sorted[0] ?? 0));
+    const chosen: number[] = [];
+    for (let j = 0; j < topk; j++) {
+      const slot = gotIdx[row * topk + j];
+      if (j >= scoresOfRow.length) {
+        expect(slot).toBe(-1);
+        expect(gotScores[row * topk + j]).toBe(-Infinity);
+        continue;
+      }
+      const p = positionOf.get(slot)!;
+      expect(p, `row ${row} slot ${slot}, seed ${seed}`).toBeLessThan(scoresOfRow.length);
+      expect(scoresOfRow[p]).toBeGreaterThanOrEqual(tau - tol);
+      expect(Math.abs(gotScores[row * topk + j] - scoresOfRow[p])).toBeLessThanOrEqual(tol);
+      chosen.push(p);
+    }
+    expect(chosen).toEqual([...chosen].sort((x, y) => x - y));
+    expect(new Set(chosen).size).toBe(chosen.length);
+    for (let p = 0; p < scoresOfRow.length; p++) if (!chosen.includes(p)) expect(scoresOfRow[p], `seed ${seed}`).toBeLessThanOrEqual(tau + tol);
+  }
+}
+
+// The fp8 key cache appended on `stream` from random bf16 keys, the indexer over it (causal, two query positions),
+// its selection checked against the reference on the cache's values; returns the keys and the cache's bytes.
+async function fp8IndexerCase(rng: Rng, stream: Stream, heads: number, indexDim: number) {
+  const on = <T extends Tensor>(t: T) => (stream.device === 'cpu' ? t : (t.to(stream.device) as T));
+  const batch = 2, queryLen = 2, blockSize = 8, lens = [70, 33], maxBlocks = 10, topk = 16;
+  const numBlocks = batch * maxBlocks;
+  const q = randomTensor(rng, [batch, queryLen, heads, indexDim], 'bf16');
+  const weights = randomTensor(rng, [batch, queryLen, heads], 'f32');
+  const k = randomTensor(rng, [numBlocks * blockSize, indexDim], 'bf16', 2);
+  const cache = on(Tensor.zeros([numBlocks, blockSize, indexDim], 'fp8_e4m3'));
+  const scales = on(Tensor.zeros([numBlocks, blockSize], 'f32'));
+  appendIndexerCache({ cache, scales, k: on(k.t), slotMapping: intTensor(Array.from({ length: numBlocks * blockSize }, (_, i) => i)), stream });
+  const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const { indices, scores } = lightningIndexer({ q: on(q.t), weights: on(weights.t), cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream });
+  const bytes = (await cache.read()) as Uint8Array;
+  const scaleValues = (await scales.read()) as Float32Array;
+  const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
+  const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
+  expectNearTopk((await indices.read()) as Int32Array, await scores.toFloat32(), ref.all, { lens, table, maxBlocks, blockSize, topk, queryLen });
+  return { keys: k.dense.data, bytes, scaleValues, numKeys: numBlocks * blockSize };
 }
 
 describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
@@ -204,26 +292,8 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
   ];
   it.each(indexerCases)('lightningIndexer is exact on integer data: $name', async (c) => {
     const s = stream();
-    const rng = new Rng(seed + 5);
-    const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
-    const numBlocks = batch * maxBlocks;
-    const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
-    const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
-    const weights = Tensor.fromValues(ints(batch * c.queryLen * heads, 2), [batch, c.queryLen, heads], 'f32');
-    const keys = Tensor.fromValues(ints(numBlocks * c.blockSize * indexDim, 1), [numBlocks * c.blockSize, indexDim], c.dtype);
-    const cache = Tensor.zeros([numBlocks, c.blockSize, indexDim], c.dtype);
-    appendIndexerCache({ cache, k: keys, slotMapping: intTensor(Array.from({ length: numBlocks * c.blockSize }, (_, i) => i)), stream: s });
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const { indices, scores } = lightningIndexer({ q, weights, cache, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(c.lens), topk: c.topk, causal: c.causal, stream: s });
-    const ref = refLightningIndexer({
-      q: { data: exactValues(q), shape: q.shape },
-      weights: { data: exactValues(weights), shape: weights.shape },
-      cache: { data: exactValues(keys), shape: cache.shape },
-      blockTable: { data: table, shape: [batch, maxBlocks] },
-      seqLens: { data: c.lens, shape: [batch] },
-      topk: c.topk,
-      causal: c.causal,
-    });
+    const { args, ref } = integerIndexer(new Rng(seed + 5), c, s);
+    const { indices, scores } = lightningIndexer(args);
     expect(Array.from((await indices.read()) as Int32Array), `seed ${seed}`).toEqual(Array.from(ref.indices));
     expect(Array.from(await scores.toFloat32())).toEqual(Array.from(ref.scores));
     s.dispose();
@@ -231,106 +301,86 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
 
   it('lightningIndexer over an fp8 key cache: the selection within f32 rounding of the reference\'s', async () => {
     const s = stream();
-    const rng = new Rng(seed + 6);
-    const batch = 2, queryLen = 2, heads = 8, indexDim = 32, blockSize = 8, lens = [70, 33], maxBlocks = 10, topk = 16;
-    const numBlocks = batch * maxBlocks;
-    const q = randomTensor(rng, [batch, queryLen, heads, indexDim], 'bf16');
-    const weights = randomTensor(rng, [batch, queryLen, heads], 'f32');
-    const k = randomTensor(rng, [numBlocks * blockSize, indexDim], 'bf16', 2);
-    const cache = Tensor.zeros([numBlocks, blockSize, indexDim], 'fp8_e4m3');
-    const scales = Tensor.zeros([numBlocks, blockSize], 'f32');
-    appendIndexerCache({ cache, scales, k: k.t, slotMapping: intTensor(Array.from({ length: numBlocks * blockSize }, (_, i) => i)), stream: s });
-    const bytes = (await cache.read()) as Uint8Array;
-    const scaleValues = (await scales.read()) as Float32Array;
+    const indexDim = 32;
+    const { keys, bytes, scaleValues, numKeys } = await fp8IndexerCase(new Rng(seed + 6), s, 8, indexDim);
     // The key cache holds each key as the encoder writes it, byte for byte, with its scale.
-    for (let i = 0; i < numBlocks * blockSize; i++) {
-      const e = encodeIndexerKey(k.dense.data.slice(i * indexDim, (i + 1) * indexDim) as ArrayLike<number>);
+    for (let i = 0; i < numKeys; i++) {
+      const e = encodeIndexerKey(keys.slice(i * indexDim, (i + 1) * indexDim) as ArrayLike<number>);
       expect(Array.from(bytes.subarray(i * indexDim, (i + 1) * indexDim)), `key ${i}`).toEqual(Array.from(e.bytes));
       expect(scaleValues[i]).toBe(e.scale);
-    }
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const { indices, scores } = lightningIndexer({ q: q.t, weights: weights.t, cache, scales, blockTable: intTensor(table, [batch, maxBlocks]), seqLens: intTensor(lens), topk, causal: true, stream: s });
-    const keyValues = Float64Array.from(bytes, (b, i) => fromFp8E4M3Bits(b) * scaleValues[Math.floor(i / indexDim)]);
-    const ref = refLightningIndexer({ q: q.dense, weights: weights.dense, cache: { data: keyValues, shape: cache.shape }, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: lens, shape: [batch] }, topk, causal: true });
-    const gotIdx = (await indices.read()) as Int32Array, gotScores = await scores.toFloat32();
-    for (let row = 0; row < batch * queryLen; row++) {
-      const b = Math.floor(row / queryLen);
-      const all = ref.all[row];
-      const positionOf = new Map<number, number>();
-      for (let p = 0; p < lens[b]; p++) positionOf.set(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize), p);
-      const sorted = Array.from(all).sort((x, y) => y - x);
-      const tau = sorted[Math.min(topk, all.length) - 1];
-      const tol = 1e-4 * Math.max(1, Math.abs(sorted[0] ?? 0));
-      const chosen: number[] = [];
-      for (let j = 0; j < topk; j++) {
-        const slot = gotIdx[row * topk + j];
-        if (j >= all.length) {
-          expect(slot).toBe(-1);
-          continue;
-        }
-        const p = positionOf.get(slot)!;
-        expect(p, `row ${row} slot ${slot}`).toBeLessThan(all.length);
-        expect(all[p]).toBeGreaterThanOrEqual(tau - tol);
-        expect(Math.abs(gotScores[row * topk + j] - all[p])).toBeLessThanOrEqual(tol);
-        chosen.push(p);
-      }
-      expect(chosen).toEqual([...chosen].sort((x, y) => x - y));
-      expect(new Set(chosen).size).toBe(chosen.length);
-      for (let p = 0; p < all.length; p++) if (!chosen.includes(p)) expect(all[p], `seed ${seed}`).toBeLessThanOrEqual(tau + tol);
     }
     s.dispose();
   });
 });
 
-describe('sparse attention flow on cpu', () => {
-  // DeepSeek-V3.2's step: append the latent row and the indexer key, select with the indexer, attend to the selection.
-  function flow(rng: Rng, dtype: FloatDType) {
-    const batch = 2, heads = 4, indexerHeads = 4, rank = 128, ropeDim = 16, indexDim = 16, blockSize = 8, maxBlocks = 6, topk = 10;
-    const lens = [37, 20];
-    const numBlocks = batch * maxBlocks;
-    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-    const slotMapping: number[] = [];
-    lens.forEach((len, b) => {
-      for (let p = 0; p < len; p++) slotMapping.push(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize));
-    });
-    const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
-    const tokens = slotMapping.length;
-    return {
-      lens, table, topk, rank,
-      latent: Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla'),
-      kvC: randomTensor(rng, [tokens, rank], dtype).t,
-      kPe: randomTensor(rng, [tokens, ropeDim], dtype).t,
-      keyCache: Tensor.zeros([numBlocks, blockSize, indexDim], dtype),
-      keys: Tensor.fromValues(ints(tokens * indexDim, 1), [tokens, indexDim], dtype),
-      slotMapping: intTensor(slotMapping),
-      indexQ: Tensor.fromValues(ints(batch * indexerHeads * indexDim, 2), [batch, 1, indexerHeads, indexDim], dtype),
-      weights: Tensor.fromValues(ints(batch * indexerHeads, 2), [batch, 1, indexerHeads], 'f32'),
-      q: randomTensor(rng, [batch, 1, heads, rank + ropeDim], dtype, 0.3).t,
-      blockTable: intTensor(table, [batch, maxBlocks]),
-      seqLens: intTensor(lens),
-    };
-  }
-  type Flow = ReturnType<typeof flow>;
-  function step(f: Flow, stream: Stream) {
-    appendLatentCache({ cache: f.latent, kvC: f.kvC, kPe: f.kPe, slotMapping: f.slotMapping, stream });
-    appendIndexerCache({ cache: f.keyCache, k: f.keys, slotMapping: f.slotMapping, stream });
-    const { indices } = lightningIndexer({ q: f.indexQ, weights: f.weights, cache: f.keyCache, blockTable: f.blockTable, seqLens: f.seqLens, topk: f.topk, stream });
-    return { indices, ...mlaSparseDecode({ q: f.q, cache: f.latent, indices, softmaxScale: 0.1, kvLoraRank: f.rank, stream }) };
-  }
-  async function reference(f: Flow) {
-    await f.keyCache.read(); // appended after the latent rows: every append has run
-    const ref = refLightningIndexer({
-      q: { data: exactValues(f.indexQ), shape: f.indexQ.shape },
-      weights: { data: exactValues(f.weights), shape: f.weights.shape },
-      cache: { data: exactValues(f.keyCache), shape: f.keyCache.shape },
-      blockTable: { data: f.table, shape: f.blockTable.shape },
-      seqLens: { data: f.lens, shape: [f.lens.length] },
-      topk: f.topk,
-    });
-    const values = unpackDsMlaCache((await f.latent.read()) as Uint8Array, f.latent.shape, f.rank);
-    return { indices: ref.indices, ...refMlaSparseDecode({ q: { data: exactValues(f.q), shape: f.q.shape }, cache: values, indices: { data: ref.indices, shape: [f.lens.length, 1, f.topk] }, softmaxScale: 0.1, kvLoraRank: f.rank }) };
-  }
+// DeepSeek-V3.2's step: append the latent row (fp8_ds_mla) and the indexer key, select with the indexer, attend to
+// the selection. On a device backend (`device`) the inputs and caches live there.
+function flow(rng: Rng, dtype: FloatDType, device?: Stream) {
+  const batch = 2, heads = 4, indexerHeads = 4, rank = 128, ropeDim = 16, indexDim = 16, blockSize = 8, maxBlocks = 6, topk = 10;
+  const lens = [37, 20];
+  const numBlocks = batch * maxBlocks;
+  const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const slotMapping: number[] = [];
+  lens.forEach((len, b) => {
+    for (let p = 0; p < len; p++) slotMapping.push(table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize));
+  });
+  const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
+  const tokens = slotMapping.length;
+  const at = <T extends Tensor>(t: T) => (device ? (t.to(device.device) as T) : t);
+  const host = {
+    q: randomTensor(rng, [batch, 1, heads, rank + ropeDim], dtype, 0.3).t,
+    indexQ: Tensor.fromValues(ints(batch * indexerHeads * indexDim, 2), [batch, 1, indexerHeads, indexDim], dtype),
+    weights: Tensor.fromValues(ints(batch * indexerHeads, 2), [batch, 1, indexerHeads], 'f32'),
+  };
+  return {
+    lens, table, topk, rank, host,
+    latent: at(Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla')) as Tensor,
+    kvC: at(randomTensor(rng, [tokens, rank], dtype).t),
+    kPe: at(randomTensor(rng, [tokens, ropeDim], dtype).t),
+    keyCache: at(Tensor.zeros([numBlocks, blockSize, indexDim], dtype)),
+    keys: at(Tensor.fromValues(ints(tokens * indexDim, 1), [tokens, indexDim], dtype)),
+    slotMapping: intTensor(slotMapping),
+    indexQ: at(host.indexQ),
+    weights: at(host.weights),
+    q: at(host.q),
+    blockTable: intTensor(table, [batch, maxBlocks]),
+    seqLens: intTensor(lens),
+  };
+}
+type Flow = ReturnType<typeof flow>;
+function step(f: Flow, stream: Stream) {
+  appendLatentCache({ cache: f.latent, kvC: f.kvC, kPe: f.kPe, slotMapping: f.slotMapping, stream });
+  appendIndexerCache({ cache: f.keyCache, k: f.keys, slotMapping: f.slotMapping, stream });
+  const { indices } = lightningIndexer({ q: f.indexQ, weights: f.weights, cache: f.keyCache, blockTable: f.blockTable, seqLens: f.seqLens, topk: f.topk, stream });
+  return { indices, ...mlaSparseDecode({ q: f.q, cache: f.latent, indices, softmaxScale: 0.1, kvLoraRank: f.rank, stream }) };
+}
+async function reference(f: Flow) {
+  const keys = Float64Array.from(await f.keyCache.toFloat32()); // appended after the latent rows: every append has run
+  const ref = refLightningIndexer({
+    q: { data: exactValues(f.host.indexQ), shape: f.indexQ.shape },
+    weights: { data: exactValues(f.host.weights), shape: f.weights.shape },
+    cache: { data: keys, shape: f.keyCache.shape },
+    blockTable: { data: f.table, shape: f.blockTable.shape },
+    seqLens: { data: f.lens, shape: [f.lens.length] },
+    topk: f.topk,
+  });
+  const values = unpackDsMlaCache((await f.latent.read()) as Uint8Array, f.latent.shape, f.rank);
+  return { indices: ref.indices, ...refMlaSparseDecode({ q: { data: exactValues(f.host.q), shape: f.q.shape }, cache: values, indices: { data: ref.indices, shape: [f.lens.length, 1, f.topk] }, softmaxScale: 0.1, kvLoraRank: f.rank }) };
+}
 
+// The step captured as a graph on `stream` and replayed: the indices and outputs of the step run directly.
+async function expectReplayedLike(f: Flow, stream: Stream, wantIdx: number[], want: Float32Array) {
+  let captured: ReturnType<typeof step> | undefined;
+  const graph = stream.capture(() => {
+    captured = step(f, stream);
+  });
+  graph.replay();
+  expect(Array.from((await captured!.indices.read()) as Int32Array)).toEqual(wantIdx);
+  expect(Array.from(await captured!.out.toFloat32())).toEqual(Array.from(want));
+  graph.dispose();
+}
+
+describe('sparse attention flow on cpu', () => {
   it.each(['bf16', 'f32'] as const)('append, indexer and sparse decode queued on one stream read each other\'s outputs in order (%s)', async (dtype) => {
     const stream = new Stream('cpu');
     const f = flow(new Rng(seed + 7), dtype);
@@ -347,15 +397,7 @@ describe('sparse attention flow on cpu', () => {
     const f = flow(new Rng(seed + 8), 'bf16');
     const direct = step(f, stream);
     const want = await direct.out.toFloat32();
-    const wantIdx = Array.from((await direct.indices.read()) as Int32Array);
-    let captured: ReturnType<typeof step> | undefined;
-    const graph = stream.capture(() => {
-      captured = step(f, stream);
-    });
-    graph.replay();
-    expect(Array.from((await captured!.indices.read()) as Int32Array)).toEqual(wantIdx);
-    expect(Array.from(await captured!.out.toFloat32())).toEqual(Array.from(want));
-    graph.dispose();
+    await expectReplayedLike(f, stream, Array.from((await direct.indices.read()) as Int32Array), want);
     stream.dispose();
   });
 
@@ -415,35 +457,51 @@ describe('sparse attention: bad inputs and lifetimes', () => {
     expectMlaError(() => mlaSparsePrefill({ q: Tensor.zeros([2, heads, 40], 'f32'), kv: Tensor.zeros([5, 40], 'f32'), indices: intTensor([0, 5], [2, 1]), softmaxScale: 0.1, kvLoraRank: 32 }), 'E_RANGE', 'indices[1][0] = 5', 'a row of kv');
   });
 
-  it('appendLatentCache into fp8_ds_mla and the indexer ops refuse bad inputs', () => {
+  it('appendLatentCache into fp8_ds_mla refuses bad inputs', () => {
     const cache = Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(rank, ropeDim)], 'fp8_ds_mla');
     const kvC = Tensor.zeros([2, rank], 'bf16'), kPe = Tensor.zeros([2, ropeDim], 'bf16');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 12]) }), 'E_RANGE', 'slotMapping[1] = 12');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe, slotMapping: intTensor([0, 1]), cacheScale: 0.5 } as never), 'E_ARGUMENT', 'cacheScale is not an option');
     expectMlaError(() => appendLatentCache({ cache, kvC, kPe: Tensor.zeros([2, 8], 'bf16'), slotMapping: intTensor([0, 1]) }), 'E_SHAPE', 'cache');
 
-    const keyCache = Tensor.zeros([numBlocks, blockSize, 16], 'fp8_e4m3');
-    const k = Tensor.zeros([2, 16], 'bf16');
-    expectMlaError(() => appendIndexerCache({ cache: keyCache, k, slotMapping: intTensor([0, 1]) }), 'E_ARGUMENT', 'scales is required');
-    expectMlaError(() => appendIndexerCache({ cache: Tensor.zeros([numBlocks, blockSize, 16], 'bf16'), scales: Tensor.zeros([numBlocks, blockSize], 'f32'), k, slotMapping: intTensor([0, 1]) }), 'E_ARGUMENT', 'scales applies to an fp8_e4m3');
-    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales: Tensor.zeros([numBlocks, blockSize], 'f32'), k, slotMapping: intTensor([3, 3]) }), 'E_RANGE', 'repeats');
-    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales: Tensor.zeros([numBlocks], 'f32'), k, slotMapping: intTensor([0, 1]) }), 'E_SHAPE', 'scales');
+  });
+
+  const indexerBackends = ['cpu', ...suiteBackends().filter((b) => b.available && b.name !== 'cpu').map((b) => b.name)];
+  it.each(indexerBackends)('the indexer ops refuse bad inputs on %s, naming the argument, before anything is queued', (name) => {
+    const stream = new Stream(name as never);
+    const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
+    const keyCache = dev(Tensor.zeros([numBlocks, blockSize, 16], 'fp8_e4m3'));
+    const k = dev(Tensor.zeros([2, 16], 'bf16'));
+    const scales = dev(Tensor.zeros([numBlocks, blockSize], 'f32'));
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, k, slotMapping: intTensor([0, 1]), stream }), 'E_ARGUMENT', 'scales is required');
+    expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([numBlocks, blockSize, 16], 'bf16')), scales, k, slotMapping: intTensor([0, 1]), stream }), 'E_ARGUMENT', 'scales applies to an fp8_e4m3');
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales, k, slotMapping: intTensor([3, 3]), stream }), 'E_RANGE', 'repeats');
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales, k, slotMapping: intTensor([0, 12]), stream }), 'E_RANGE', 'slotMapping[1] = 12');
+    expectMlaError(() => appendIndexerCache({ cache: keyCache, scales: dev(Tensor.zeros([numBlocks], 'f32')), k, slotMapping: intTensor([0, 1]), stream }), 'E_SHAPE', 'scales');
 
     const ix = {
-      q: Tensor.zeros([1, 1, 2, 16], 'bf16'),
-      weights: Tensor.zeros([1, 1, 2], 'f32'),
-      cache: Tensor.zeros([numBlocks, blockSize, 16], 'bf16'),
+      q: dev(Tensor.zeros([1, 1, 2, 16], 'bf16')),
+      weights: dev(Tensor.zeros([1, 1, 2], 'f32')),
+      cache: dev(Tensor.zeros([numBlocks, blockSize, 16], 'bf16')),
       blockTable: intTensor([0, 1], [1, 2]),
       seqLens: intTensor([8]),
       topk: 4,
+      stream,
     };
     expectMlaError(() => lightningIndexer({ ...ix, seqLens: intTensor([9]) }), 'E_RANGE', 'seqLens[0] = 9');
     expectMlaError(() => lightningIndexer({ ...ix, blockTable: intTensor([0, 3], [1, 2]) }), 'E_RANGE', 'blockTable[0][1] = 3');
     expectMlaError(() => lightningIndexer({ ...ix, topk: 0 }), 'E_RANGE', 'topk');
-    expectMlaError(() => lightningIndexer({ ...ix, weights: Tensor.zeros([1, 1, 3], 'f32') }), 'E_SHAPE', 'weights');
-    expectMlaError(() => lightningIndexer({ ...ix, cache: Tensor.zeros([numBlocks, blockSize, 8], 'bf16') }), 'E_SHAPE', 'cache');
+    expectMlaError(() => lightningIndexer({ ...ix, weights: dev(Tensor.zeros([1, 1, 3], 'f32')) }), 'E_SHAPE', 'weights');
+    expectMlaError(() => lightningIndexer({ ...ix, cache: dev(Tensor.zeros([numBlocks, blockSize, 8], 'bf16')) }), 'E_SHAPE', 'cache');
     expectMlaError(() => lightningIndexer({ ...ix, causal: 1 as never }), 'E_ARGUMENT', 'causal');
-    expectMlaError(() => lightningIndexer({ ...ix, indices: intTensor([0, 0, 0], [1, 1, 3]) }), 'E_SHAPE', 'indices');
+    expectMlaError(() => lightningIndexer({ ...ix, indices: dev(intTensor([0, 0, 0], [1, 1, 3])) }), 'E_SHAPE', 'indices');
+    expectMlaError(() => lightningIndexer({ ...ix, scales }), 'E_ARGUMENT', 'scales');
+    if (name !== 'cpu') {
+      // Tensors where the stream's kernels cannot reach them.
+      expectMlaError(() => lightningIndexer({ ...ix, q: Tensor.zeros([1, 1, 2, 16], 'bf16') }), 'E_DEVICE', 'q is on cpu');
+      expectMlaError(() => appendIndexerCache({ cache: keyCache, scales, k: Tensor.zeros([2, 16], 'bf16'), slotMapping: intTensor([0, 1]), stream }), 'E_DEVICE', 'k is on cpu');
+    }
+    stream.dispose();
   });
 
   it('inputs disposed and host indices overwritten right after the call: the queued ops compute what was asked', async () => {
@@ -488,20 +546,20 @@ describe('sparse attention: bad inputs and lifetimes', () => {
   });
 
   const devices = suiteBackends().filter((b) => b.available && b.name !== 'cpu');
-  it.each(devices.map((b) => b.name))('%s refuses the indexer ops and fp8_ds_mla appends and dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
+  it.each(devices.map((b) => b.name))('%s refuses f32 and too wide indexers, f32 fp8_ds_mla appends and fp8_ds_mla dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
     const stream = new Stream(name as never);
     const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
     const o = make();
-    expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([2, 2, 16], 'bf16')), k: dev(Tensor.zeros([1, 16], 'bf16')), slotMapping: intTensor([0]), stream }), 'E_UNSUPPORTED', 'appendIndexerCache');
+    expectMlaError(() => appendIndexerCache({ cache: dev(Tensor.zeros([2, 2, 16], 'f32')), k: dev(Tensor.zeros([1, 16], 'f32')), slotMapping: intTensor([0]), stream }), 'E_UNSUPPORTED', 'appendIndexerCache', 'bf16 or f16');
+    const indexer = (heads: number, dim: number, dtype: 'bf16' | 'f32') => () =>
+      lightningIndexer({ q: dev(Tensor.zeros([1, 1, heads, dim], dtype)), weights: dev(Tensor.zeros([1, 1, heads], 'f32')), cache: dev(Tensor.zeros([2, 2, dim], dtype)), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([2]), topk: 1, stream });
+    expectMlaError(indexer(2, 16, 'f32'), 'E_UNSUPPORTED', 'lightningIndexer', 'bf16 or f16');
+    expectMlaError(indexer(65, 16, 'bf16'), 'E_UNSUPPORTED', 'lightningIndexer', 'at most 64 indexer heads of at most 128 values, got 65 of 16');
+    expectMlaError(indexer(2, 136, 'bf16'), 'E_UNSUPPORTED', 'got 2 of 136');
     expectMlaError(
-      () => lightningIndexer({ q: dev(Tensor.zeros([1, 1, 2, 16], 'bf16')), weights: dev(Tensor.zeros([1, 1, 2], 'f32')), cache: dev(Tensor.zeros([2, 2, 16], 'bf16')), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([2]), topk: 1, stream }),
+      () => appendLatentCache({ cache: dev(o.cache), kvC: dev(Tensor.zeros([1, rank], 'f32')), kPe: dev(Tensor.zeros([1, ropeDim], 'f32')), slotMapping: intTensor([0]), stream }),
       'E_UNSUPPORTED',
-      'lightningIndexer',
-    );
-    expectMlaError(
-      () => appendLatentCache({ cache: dev(o.cache), kvC: dev(Tensor.zeros([1, rank], 'bf16')), kPe: dev(Tensor.zeros([1, ropeDim], 'bf16')), slotMapping: intTensor([0]), stream }),
-      'E_UNSUPPORTED',
-      'fp8_ds_mla',
+      'bf16 or f16',
     );
     expectMlaError(() => mlaDecode({ q: dev(o.q), cache: dev(o.cache), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 0.1, kvLoraRank: rank, stream }), 'E_UNSUPPORTED', 'fp8_ds_mla');
     const indices = intTensor([0, 1, -1], [1, 1, 3]);
@@ -552,6 +610,76 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     stream.dispose();
   });
 
+  it.each([['bf16', false], ['f16', true]] as const)('appendLatentCache into fp8_ds_mla on the device (%s, rope %s): the cpu\'s bytes, ±448 saturation, zero tiles', async (dtype, rope) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 22);
+    const rank = 256, ropeDim = 16, blockSize = 3, numBlocks = 4, tokens = 6, maxPos = 10;
+    const rowBytes = dsMlaRowBytes(rank, ropeDim);
+    const kvValues = rng.normal(tokens * rank, 3);
+    for (let c = 0; c < 128; c++) kvValues[c] = c % 2 ? 3000 : -3000; // f16's range: still every byte ±448
+    for (let c = 128; c < 256; c++) kvValues[c] = 0;
+    const kvC = Tensor.fromValues(kvValues, [tokens, rank], dtype);
+    const kPe = randomTensor(rng, [tokens, ropeDim], dtype, 2).t;
+    const slots = rng.shuffle(Array.from({ length: numBlocks * blockSize }, (_, i) => i)).slice(0, tokens);
+    slots[2] = -1;
+    const angles = Array.from({ length: maxPos * (ropeDim / 2) }, (_, i) => Math.floor(i / (ropeDim / 2)) * 0.37 * (1 + (i % (ropeDim / 2))));
+    const ropeOption = rope ? { positions: intTensor(Array.from({ length: tokens }, (_, i) => (i * 3) % maxPos)), cos: Tensor.fromValues(angles.map(Math.cos), [maxPos, ropeDim / 2], 'f32'), sin: Tensor.fromValues(angles.map(Math.sin), [maxPos, ropeDim / 2], 'f32'), style: 'neox' as const } : undefined;
+    const initial = Uint8Array.from({ length: numBlocks * blockSize * rowBytes }, () => rng.int(0, 255));
+    const run = async (s: Stream) => {
+      const on = <T extends Tensor>(t: T) => t.to(s.device) as T;
+      const cache = on(Tensor.from(initial.slice(), [numBlocks, blockSize, rowBytes], 'fp8_ds_mla'));
+      const r = ropeOption && { ...ropeOption, cos: on(ropeOption.cos), sin: on(ropeOption.sin) };
+      appendLatentCache({ cache, kvC: on(kvC), kPe: on(kPe), slotMapping: intTensor(slots), rope: r, stream: s });
+      return (await cache.read()) as Uint8Array;
+    };
+    const want = await run(new Stream('cpu'));
+    const got = await run(stream);
+    const ropeAt = rank + 4 * (rank / 128);
+    for (let slot = 0; slot < numBlocks * blockSize; slot++) {
+      const g = got.subarray(slot * rowBytes, (slot + 1) * rowBytes), w = want.subarray(slot * rowBytes, (slot + 1) * rowBytes);
+      // The latent and its scales byte for byte; the rope part (rotated in f32 on both, contracted differently) within
+      // one bf16 step.
+      expect(Buffer.from(g.subarray(0, ropeAt)).equals(Buffer.from(w.subarray(0, ropeAt))), `slot ${slot}, seed ${seed}`).toBe(true);
+      const gr = new Uint16Array(g.slice(ropeAt).buffer), wr = new Uint16Array(w.slice(ropeAt).buffer);
+      for (let c = 0; c < ropeDim; c++) expect(Math.abs(gr[c] - wr[c]), `slot ${slot} rope ${c}`).toBeLessThanOrEqual(rope ? 1 : 0);
+    }
+    const row0 = got.subarray(slots[0] * rowBytes);
+    for (let c = 0; c < 128; c++) expect(row0[c]).toBe(c % 2 ? 0x7e : 0xfe);
+    stream.dispose();
+  });
+
+  it.each(['bf16', 'f16'] as const)('gatherLatentCache from fp8_ds_mla on the device (%s rows): the cpu\'s values bit for bit, zero rows past the gathered', async (dtype) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 23);
+    const rank = 256, ropeDim = 32, blockSize = 4, numBlocks = 6, lens = [9, 0, 6], maxBlocks = 3, numRows = 17;
+    const { cache, values } = latentCache(rng, 'fp8_ds_mla', dtype, numBlocks, blockSize, rank, ropeDim);
+    const table = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i)).concat([0, 1, 2]).slice(0, lens.length * maxBlocks);
+    const cu = lens.reduce((acc, n) => [...acc, acc[acc.length - 1] + n], [0]);
+    const run = (s: Stream) => {
+      const kvC = poisoned([numRows, rank], dtype).to(s.device), kPe = poisoned([numRows, ropeDim], dtype).to(s.device);
+      gatherLatentCache({ cache: cache.to(s.device), blockTable: intTensor(table, [lens.length, maxBlocks]), cuSeqLens: intTensor(cu), kvLoraRank: rank, kvC, kPe, stream: s });
+      return Promise.all([kvC.read(), kPe.read()]);
+    };
+    const [wantC, wantP] = await run(new Stream('cpu'));
+    const [gotC, gotP] = await run(stream);
+    expect(Buffer.from(gotC.buffer).equals(Buffer.from(wantC.buffer)), `seed ${seed}`).toBe(true);
+    expect(Buffer.from(gotP.buffer).equals(Buffer.from(wantP.buffer))).toBe(true);
+    // Against the decoded cache: row r of sequence b is its position r - cu[b].
+    const width = rank + ropeDim, want: number[] = [];
+    lens.forEach((n, b) => {
+      for (let p = 0; p < n; p++) {
+        const slot = table[b * maxBlocks + Math.floor(p / blockSize)] * blockSize + (p % blockSize);
+        want.push(...values.data.slice(slot * width, slot * width + rank));
+      }
+    });
+    const got = await Tensor.from(gotC as Uint16Array, [numRows, rank], dtype).toFloat32();
+    expect(relErr(got.subarray(0, want.length), want), `seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+    expect(got.subarray(want.length).every((x) => x === 0)).toBe(true);
+    stream.dispose();
+  });
+
   it('a captured sparse decode reads its host indices again at each replay; sparse prefill on the device', async () => {
     const stream = new Stream('cuda-sim');
     const rng = new Rng(seed + 21);
@@ -582,6 +710,98 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     expect(relErr(await out.toFloat32(), ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
     const gotLse = await lse.toFloat32();
     expectLse(Float32Array.from({ length: tokens * heads }, (_, i) => gotLse[(i % tokens) * heads + Math.floor(i / tokens)]), ref.lse, 'prefill');
+    stream.dispose();
+  });
+});
+
+describe.runIf(sim)('lightning indexer on cuda-sim (every thread order checked by the emulator)', () => {
+  afterAll(() => addon.simConfigure?.({ checkOrders: true }));
+
+  it.each([['bf16', false], ['f16', true]] as const)('appendIndexerCache (%s keys, fp8 cache: %s) writes the cpu\'s bytes, skips negative slots, touches nothing else', async (dtype, fp8) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 30);
+    const numBlocks = 4, blockSize = 3, indexDim = 40, tokens = 7;
+    const k = randomTensor(rng, [tokens, indexDim], dtype, 3);
+    const slots = rng.shuffle(Array.from({ length: numBlocks * blockSize }, (_, i) => i)).slice(0, tokens);
+    slots[2] = -1;
+    const cacheDtype = fp8 ? 'fp8_e4m3' : dtype;
+    const initial = Tensor.fromValues(rng.normal(numBlocks * blockSize * indexDim), [numBlocks, blockSize, indexDim], cacheDtype);
+    const initialScales = Tensor.fromValues(rng.normal(numBlocks * blockSize), [numBlocks, blockSize], 'f32');
+    const run = async (s: Stream) => {
+      const cache = initial.to(s.device);
+      const scales = fp8 ? initialScales.to(s.device) : undefined;
+      appendIndexerCache({ cache, scales, k: k.t.to(s.device), slotMapping: intTensor(slots), stream: s });
+      return { bytes: Buffer.from((await cache.read()).buffer), scales: scales ? Array.from((await scales.read()) as Float32Array) : [] };
+    };
+    const want = await run(new Stream('cpu'));
+    const got = await run(stream);
+    expect(got.bytes.equals(want.bytes), `seed ${seed}`).toBe(true);
+    expect(got.scales).toEqual(want.scales);
+    if (fp8) {
+      const e = encodeIndexerKey(k.dense.data.slice(0, indexDim) as ArrayLike<number>);
+      expect(Array.from(got.bytes.subarray(slots[0] * indexDim, (slots[0] + 1) * indexDim))).toEqual(Array.from(e.bytes));
+      expect(got.scales[slots[0]]).toBe(e.scale);
+    }
+    stream.dispose();
+  });
+
+  // Integer data: every score is exact in f32 on both sides, so the selection is the reference's exactly, ties (many:
+  // small integers, ReLU zeros, negative weights) to the earlier position; rows past 256 positions give each thread
+  // of the top-k CTA several positions.
+  const cases = [
+    { name: 'bf16, one query per sequence, topk past a sequence, an empty one', dtype: 'bf16' as const, lens: [40, 3, 0], queryLen: 1, topk: 12, causal: false, blockSize: 5 },
+    { name: 'f16, causal, 3 query positions', dtype: 'f16' as const, lens: [29, 64], queryLen: 3, topk: 7, causal: true, blockSize: 16 },
+    { name: 'bf16, 600 positions, topk 100', dtype: 'bf16' as const, lens: [600], queryLen: 1, topk: 100, causal: false, blockSize: 64 },
+  ];
+  it.each(cases)('lightningIndexer is the reference exactly on integer data: $name', async (c) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const { args, ref, batch, heads, indexDim, maxBlocks } = integerIndexer(new Rng(seed + 31), c, stream);
+    const indices = intTensor(new Array(batch * c.queryLen * c.topk).fill(-2), [batch, c.queryLen, c.topk]).to(stream.device);
+    const scores = poisoned([batch, c.queryLen, c.topk], 'f32').to(stream.device);
+    lightningIndexer({ ...args, indices, scores });
+    const got = Array.from((await indices.read()) as Int32Array);
+    const rec = addon.simLastOp!();
+    expect(got.filter((x) => x === -2).length, 'unwritten indices').toBe(0);
+    // Traffic (emulator counts). Scores: per CTA (query row × 64 positions) its sequence's length; where it has
+    // positions, the row's queries and weights once; per visible position its block-table entry and key once.
+    // Top-k: the length; the visible scores read once when they all fit, else six times (four radix passes, the
+    // count, the write); a table entry per selected position; indices and scores written once.
+    const visible = c.lens.flatMap((len) => Array.from({ length: c.queryLen }, (_, t) => (c.causal ? Math.max(0, Math.min(len, len - c.queryLen + 1 + t)) : len)));
+    const chunks = Math.ceil((maxBlocks * c.blockSize) / 64);
+    const sum = (f: (v: number) => number) => visible.reduce((acc, v) => acc + f(v), 0);
+    const [scoresLaunch, topkLaunch] = rec.launches;
+    expect(scoresLaunch.bytesRead, JSON.stringify(rec.launches.map((l) => l.kernel))).toBe(visible.length * chunks * 4 + sum((v) => Math.ceil(v / 64) * heads * (indexDim * 2 + 4) + v * (4 + indexDim * 2)));
+    expect(scoresLaunch.bytesWritten).toBe(sum((v) => v * 4));
+    expect(topkLaunch.bytesRead).toBe(sum((v) => 4 + (v <= c.topk ? v * 4 : 6 * v * 4) + Math.min(v, c.topk) * 4));
+    expect(topkLaunch.bytesWritten).toBe(visible.length * c.topk * 8);
+    expect(got, `seed ${seed}`).toEqual(Array.from(ref.indices));
+    const gotScores = await scores.toFloat32();
+    expect(countNaN(gotScores), 'unwritten scores').toBe(0);
+    expect(Array.from(gotScores)).toEqual(Array.from(ref.scores));
+    stream.dispose();
+  });
+
+  it('lightningIndexer over an fp8 key cache written on the device (40 heads of 128): the selection within f32 rounding of the reference\'s', async () => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    await fp8IndexerCase(new Rng(seed + 32), stream, 40, 128);
+    stream.dispose();
+  });
+
+  it('append, indexer and sparse decode on one device stream, then captured as a graph: the reference, and the replay the same', async () => {
+    addon.simConfigure!({ checkOrders: false });
+    const stream = new Stream('cuda-sim');
+    const f = flow(new Rng(seed + 33), 'bf16', stream);
+    const got = step(f, stream);
+    const ref = await reference(f);
+    const wantIdx = Array.from((await got.indices.read()) as Int32Array);
+    expect(wantIdx, `seed ${seed}`).toEqual(Array.from(ref.indices));
+    const want = await got.out.toFloat32();
+    expect(relErr(want, ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND.bf16);
+    expectLse(await got.lse.toFloat32(), ref.lse, 'device flow');
+    await expectReplayedLike(f, stream, wantIdx, want);
     stream.dispose();
   });
 });

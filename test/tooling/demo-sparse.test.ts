@@ -4,7 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { CONFIGS, parseArgs } from '../../demo/main.js';
 import { type DemoOptions } from '../../demo/run.js';
+import { suiteBackends } from '../helpers.js';
 import { runTinyDemo } from './demo-run.js';
+
+const sim = suiteBackends().some((b) => b.name === 'cuda-sim' && b.available);
 
 const run = (o: Partial<DemoOptions>) => runTinyDemo(o, {}, 5);
 
@@ -28,11 +31,23 @@ describe('demo: --sparse-topk', () => {
     expect(text).toMatch(/sparse decode \(top-3\): attended \d+ of \d+ cached rows/);
   });
 
-  it('parses --sparse-topk: the cpu backend, the MHA comparison off unless asked, GPU backends refused', () => {
-    const p = parseArgs(['--sparse-topk', '8']);
+  it('parses --sparse-topk: the MHA comparison off unless asked, any backend', () => {
+    const p = parseArgs(['--sparse-topk', '8', '--device', 'cpu']);
     expect(p.options).toMatchObject({ sparseTopk: 8, backend: 'cpu', mhaCompare: false });
     expect(parseArgs(['--sparse-topk=8', '--mha-compare']).options.mhaCompare).toBe(true);
-    expect(() => parseArgs(['--sparse-topk', '8', '--device', 'cuda-sim'])).toThrow(/cpu backend/);
+    if (sim) expect(parseArgs(['--sparse-topk', '8', '--device', 'cuda-sim']).options).toMatchObject({ sparseTopk: 8, backend: 'cuda-sim', config: { dtype: 'bf16' } });
     expect(() => parseArgs(['--sparse-topk', '-1'])).toThrow(/whole number/);
+  });
+
+  it('on cuda-sim (the device indexer and sparse decode under emulation, bf16) when this build has it', async (ctx) => {
+    if (!sim) ctx.skip();
+    const lens = { backend: 'cuda-sim' as const, promptLens: [5, 2], newTokens: [3, 2] };
+    const small = await runTinyDemo({ ...lens, sparseTopk: 3, mhaCompare: false }, { dtype: 'bf16' }, 5);
+    expect(small.result.device).toBe('cuda-sim:0');
+    expect(small.result.sparse!.selectedRows, small.text).toBe(3 * (2 + 1) * CONFIGS.tiny.layers);
+    expect(small.result.mla.stats.blocksInUse).toBe(0);
+    const all = await runTinyDemo({ ...lens, sparseTopk: 64 }, { dtype: 'bf16' }, 5);
+    expect(all.result.sparse!.selectedRows).toBe(all.result.sparse!.cachedRows);
+    expect(all.result.agreement?.pass, all.text).toBe(true);
   });
 });

@@ -1,12 +1,14 @@
-// The abuse run (test/conformance/abuse.test.ts): for LT_SECONDS, random interleavings of operations, graph
-// captures and replays, tensor, graph and stream disposal, detached, transferred and shrunk buffers and Worker
-// terminations, on several streams of each backend in LT_BACKENDS, from seed LT_SEED. Jobs whose inputs are left
-// alone must match the reference; abused ones may end in an MlaError, never in anything else. Reports the counts.
+// The abuse run (test/conformance/abuse.test.ts): for LT_SECONDS, random interleavings of operations (the sparse
+// attention's indexer and decode among them), graph captures and replays, tensor, graph and stream disposal, detached,
+// transferred and shrunk buffers and Worker terminations, on several streams of each backend in LT_BACKENDS, from seed
+// LT_SEED. Jobs whose inputs are left alone must match the reference; abused ones may end in an MlaError, never in
+// anything else. Reports the counts.
 import { Worker } from 'node:worker_threads';
 import { DETACH, churn, endScribbler, mla, report, rng } from './common.mjs';
-import { refAbsorbQuery, refAppendLatentCache, refGatherLatentCache, refMlaDecode, refMlaPrefill, refUnabsorbOutput, refUpProjectKv } from '../../../dist/reference.js';
+import { refAbsorbQuery, refAppendLatentCache, refGatherLatentCache, refLightningIndexer, refMlaDecode, refMlaPrefill, refMlaSparseDecode, refUnabsorbOutput, refUpProjectKv } from '../../../dist/reference.js';
 
-const { Tensor, Stream, MlaError, mlaDecode, absorbQuery, unabsorbOutput, appendLatentCache, gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates } = mla;
+const { Tensor, Stream, MlaError, mlaDecode, absorbQuery, unabsorbOutput, appendLatentCache, gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates, lightningIndexer, mlaSparseDecode } =
+  mla;
 const seconds = Number(process.env.LT_SECONDS ?? 60);
 const seed = Number(process.env.LT_SEED ?? 1);
 const backends = (process.env.LT_BACKENDS ?? 'cpu').split(',');
@@ -65,7 +67,7 @@ function attempt(fn) {
 // abused job a list of things done to it at random moments while it is queued.
 async function job(device) {
   const abused = chance(0.4);
-  const kind = pick(['chain', 'append', 'graph', 'prefill']);
+  const kind = pick(['chain', 'append', 'graph', 'prefill', 'sparse']);
   const dtype = device === 'cpu' && chance(0.5) ? 'f32' : 'bf16';
   const heads = int(1, 3), rank = 16 * int(1, 2), rope = 16, nope = 16, vDim = 8 * int(1, 2), blockSize = int(1, 3) * 8;
   const width = rank + rope, batch = int(1, 2), lens = Array.from({ length: batch }, () => int(0, 40));
@@ -125,8 +127,36 @@ async function job(device) {
       causal: true,
     }).out;
   }
+  // sparse: the lightning indexer over a key cache of small integers (its selection exact, ties included) and the
+  // sparse decode over the rows it selects; captured and replayed now and then.
+  const indexerHeads = int(1, 4), indexDim = 16, topk = int(1, 12);
+  const smallInts = (n, m) => Array.from({ length: n }, () => int(-m, m));
+  let iq, iw, keys, sq, sparseRef;
+  if (kind === 'sparse') {
+    const iqV = smallInts(batch * indexerHeads * indexDim, 2), iwV = smallInts(batch * indexerHeads, 2), keyV = smallInts(numBlocks * blockSize * indexDim, 1);
+    const sqV = normal(batch * heads * width);
+    iq = host(iqV, [batch, 1, indexerHeads, indexDim]);
+    iw = host(iwV, [batch, 1, indexerHeads], 'f32');
+    keys = host(keyV, [numBlocks, blockSize, indexDim]);
+    sq = host(sqV, [batch, 1, heads, width]);
+    const selected = refLightningIndexer({
+      q: { data: iqV, shape: [batch, 1, indexerHeads, indexDim] },
+      weights: { data: iwV, shape: [batch, 1, indexerHeads] },
+      cache: { data: keyV, shape: [numBlocks, blockSize, indexDim] },
+      blockTable: { data: table, shape: [batch, blocksPer] },
+      seqLens: { data: lens, shape: [batch] },
+      topk,
+    }).indices;
+    sparseRef = refMlaSparseDecode({
+      q: dense(sqV, [batch, 1, heads, width]),
+      cache: { data: rounded(cacheRef, dtype), shape: [numBlocks, blockSize, width] },
+      indices: { data: selected, shape: [batch, 1, topk] },
+      softmaxScale: scale,
+      kvLoraRank: rank,
+    }).out;
+  }
   const oLat = refMlaDecode({ q: { data: rounded(q, dtype), shape: [batch, 1, heads, width] }, cache: { data: rounded(cacheRef, dtype), shape: [numBlocks, blockSize, width] }, blockTable: { data: table, shape: [batch, blocksPer] }, seqLens: { data: lens, shape: [batch] }, softmaxScale: scale, kvLoraRank: rank }).out;
-  const ref = kind === 'prefill' ? prefillRef : refUnabsorbOutput({ oLat: { data: rounded(oLat, dtype), shape: [batch, 1, heads, rank] }, wUv: dense(wUvV, [heads, vDim, rank]) });
+  const ref = kind === 'prefill' ? prefillRef : kind === 'sparse' ? sparseRef : refUnabsorbOutput({ oLat: { data: rounded(oLat, dtype), shape: [batch, 1, heads, rank] }, wUv: dense(wUvV, [heads, vDim, rank]) });
 
   // Everything queued at once (a clean job must not meet a stream the run disposes between two of its calls).
   let graph = null;
@@ -147,6 +177,16 @@ async function job(device) {
         graph = sB.capture(() => steps(sB, sB, sB));
         for (let i = int(1, 3); i > 0; i--) graph.replay();
       } else steps(sA, sB, sC);
+    } else if (kind === 'sparse') {
+      const [dIq, dIw, dKeys, dSq] = [iq, iw, keys, sq].map((h) => upload(h, sA));
+      const steps = (s1, s2) => {
+        const { indices } = lightningIndexer({ q: dIq, weights: dIw, cache: dKeys, blockTable: blockTable.t, seqLens: seqLens.t, topk, stream: s1 });
+        out = mlaSparseDecode({ q: dSq, cache: devCache, indices, softmaxScale: scale, kvLoraRank: rank, stream: s2 }).out;
+      };
+      if (chance(0.5)) {
+        graph = sB.capture(() => steps(sB, sB));
+        for (let i = int(1, 3); i > 0; i--) graph.replay();
+      } else steps(sA, sB);
     } else if (kind === 'graph') {
       const [dNope, dPe, dWuk, dWuv] = [qNope, qPe, wUk, wUv].map((h) => upload(h, sB));
       graph = sB.capture(() => {

@@ -1,17 +1,23 @@
-// Issue 16's cases 1-3 for the prefill operations: the ordinary ArrayBuffer of an input, an index tensor or an output
-// of gatherLatentCache, upProjectKv, mlaPrefill or mergeAttentionStates is transferred or shrunk while the operation
-// is queued, and a captured prefill is replayed while its lengths' arrays are taken away. LT_BACKEND, LT_METHOD (a key
+// Issue 16's cases 1-3 for the prefill and sparse-attention operations: the ordinary ArrayBuffer of an input, an index
+// tensor or an output of gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates, mlaSparseDecode,
+// mlaSparsePrefill or lightningIndexer is transferred or shrunk while the operation is queued, and a captured prefill is replayed while its lengths' arrays are taken away. LT_BACKEND, LT_METHOD (a key
 // of DETACH). Each case reports as detach.mjs's do.
 import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, device, endScribbler, mla, onDevice, outcome, plainArray, relErr, report, rng, settled, thrown } from './common.mjs';
-import { refGatherLatentCache, refMergeAttentionStates, refMlaPrefill, refUpProjectKv } from '../../../dist/reference.js';
+import { ROLES } from './prefill-roles.mjs';
+import { refGatherLatentCache, refLightningIndexer, refMergeAttentionStates, refMlaPrefill, refMlaSparseDecode, refUpProjectKv } from '../../../dist/reference.js';
 
 const method = process.env.LT_METHOD ?? 'transfer';
 const resizable = method === 'resize';
-const { Tensor, Stream, gatherLatentCache, mergeAttentionStates, mlaPrefill, upProjectKv } = mla;
+const { Tensor, Stream, gatherLatentCache, lightningIndexer, mergeAttentionStates, mlaPrefill, mlaSparseDecode, mlaSparsePrefill, upProjectKv } = mla;
 const random = rng(Number(process.env.LT_SEED ?? 1) + 7);
 const HEADS = 2, NOPE = 16, ROPE = 16, V_DIM = 16, RANK = 32, BLOCK = 16;
 // Two sequences: 5 new tokens over 20 keys and 3 over 9 (causal), their cached rows in blocks 1-2 and 3.
 const CU_Q = [0, 5, 8], CU_KV = [0, 20, 29], TABLE = [1, 2, 3, 0], TOTAL_Q = 8, TOTAL_KV = 29;
+// Sparse attention: top-8 slots of the 4-block cache per decode query (duplicates, padding), rows of the 29 per prefill
+// token; an indexer of 2 heads of 16 over the same two sequences' 20 and 9 positions.
+const TOPK = 8, INDEXER_HEADS = 2, INDEX_DIM = 16;
+const DECODE_INDICES = [3, 3, -1, 17, 40, 63, 0, 22, 5, -1, 9, 9, 31, 48, 12, 60];
+const PREFILL_INDICES = Array.from({ length: TOTAL_Q * TOPK }, (_, i) => (i % 5 === 4 ? -1 : (i * 7) % TOTAL_KV));
 
 // A caller's array over an ordinary (or resizable) ArrayBuffer and the values the reference reads.
 const numel = (shape) => shape.reduce((a, b) => a * b, 1);
@@ -56,9 +62,35 @@ const OPS = {
     const ref = refMergeAttentionStates({ outA: dense(inputs.outA), lseA: dense(inputs.lseA), outB: dense(inputs.outB), lseB: dense(inputs.lseB) }).out;
     return { inputs, output: ['out', [TOTAL_Q, HEADS, V_DIM], 'bf16'], call: mergeAttentionStates, ref };
   },
+  mlaSparseDecode: () => {
+    const inputs = { q: bf16([2, 1, HEADS, RANK + ROPE]), cache: bf16([4, BLOCK, RANK + ROPE]), indices: i32(DECODE_INDICES, [2, 1, TOPK]) };
+    const ref = refMlaSparseDecode({ q: dense(inputs.q), cache: dense(inputs.cache), indices: dense(inputs.indices), softmaxScale: 0.2, kvLoraRank: RANK }).out;
+    return { inputs, output: ['out', [2, 1, HEADS, RANK], 'bf16'], call: (a) => mlaSparseDecode({ ...a, softmaxScale: 0.2, kvLoraRank: RANK }), ref };
+  },
+  mlaSparsePrefill: () => {
+    const inputs = { q: bf16([TOTAL_Q, HEADS, RANK + ROPE]), kv: bf16([TOTAL_KV, RANK + ROPE]), indices: i32(PREFILL_INDICES, [TOTAL_Q, TOPK]) };
+    // The prefill is the sparse decode of one sequence over a cache of one-row blocks.
+    const ref = refMlaSparseDecode({
+      q: { ...dense(inputs.q), shape: [1, TOTAL_Q, HEADS, RANK + ROPE] },
+      cache: { ...dense(inputs.kv), shape: [TOTAL_KV, 1, RANK + ROPE] },
+      indices: { ...dense(inputs.indices), shape: [1, TOTAL_Q, TOPK] },
+      softmaxScale: 0.2,
+      kvLoraRank: RANK,
+    }).out;
+    return { inputs, output: ['out', [TOTAL_Q, HEADS, RANK], 'bf16'], call: (a) => mlaSparsePrefill({ ...a, softmaxScale: 0.2, kvLoraRank: RANK }), ref };
+  },
+  lightningIndexer: () => {
+    const inputs = {
+      q: bf16([2, 1, INDEXER_HEADS, INDEX_DIM]),
+      weights: f32([2, 1, INDEXER_HEADS]),
+      cache: bf16([4, BLOCK, INDEX_DIM]),
+      blockTable: i32(TABLE, [2, 2]),
+      seqLens: i32([CU_KV[1], CU_KV[2] - CU_KV[1]]),
+    };
+    const ref = refLightningIndexer({ ...Object.fromEntries(Object.entries(inputs).map(([k, a]) => [k, dense(a)])), topk: TOPK }).scores;
+    return { inputs, output: ['scores', [2, 1, TOPK], 'f32'], call: (a) => lightningIndexer({ ...a, topk: TOPK }), ref };
+  },
 };
-// The roles taken away: an input and (where the op has one) an index tensor, then the checked output.
-const ROLES = { gatherLatentCache: ['cache', 'blockTable', 'kvC'], upProjectKv: ['wUk', 'v'], mlaPrefill: ['q', 'cuSeqLensQ', 'out'], mergeAttentionStates: ['lseA', 'out'] };
 
 const tensorOf = (a) => Tensor.from(a.array, a.shape, a.dtype);
 
