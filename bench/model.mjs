@@ -9,8 +9,10 @@
 // the cache (warm-up steps first, then the median of the timed ones), end to end (ours: Decoder.forward; llama.cpp:
 // one batched llama_decode through node-llama-cpp's controlledEvaluate). Tokens/s = batch / step time.
 // Time in attention: for both, the step time at the context minus the step time at context 1 (the same batch), i.e.
-// what attending over the context costs; for ours also the four kernels measured directly (absorbQuery,
-// appendLatentCache, mlaDecode, unabsorbOutput with their inputs' conversion and the output's readback, per step).
+// what attending over the context costs; for ours also the four kernels measured directly (appendLatentCache,
+// absorbQuery, mlaDecode, unabsorbOutput per layer, replayed as one captured graph per layer, with the inputs'
+// conversion to bf16, the wait for the output and its readback), and the same graphs replayed back to back after the
+// timed steps with one wait at the end (the kernels alone, without the wait per layer a step needs).
 // How the contexts get into the caches: llama.cpp prefills sequence 0 with its own prompt processing and loads that
 // state into the other sequences (sequence state files); ours appends random latent rows straight into the paged
 // cache with appendLatentCache (a decode step's cost does not depend on the cache's values, and the demo's TypeScript
@@ -135,7 +137,8 @@ async function ours(file) {
         }
       }
       const st = dec.stats();
-      rows.push({ context: ctx, batch, stepMs: times, medianMs: median(times), attentionMs: median(attn), poolBytes: dec.poolBytes, cacheBytesPerToken: st.cacheBytesPerToken });
+      const kernelsMs = (await dec.timeReplayedKernels(batch, steps)) * 1000;
+      rows.push({ context: ctx, batch, stepMs: times, medianMs: median(times), attentionMs: median(attn), kernelsMs, poolBytes: dec.poolBytes, cacheBytesPerToken: st.cacheBytesPerToken });
       mem = { f32WeightBytes: weights.parameters * 4, cacheBytesPerToken: st.cacheBytesPerToken };
       dec.dispose();
     }
@@ -231,6 +234,7 @@ function tableRows(model) {
         oursStep: o.medianMs,
         llamaStep: l.medianMs,
         oursKernels: o.attentionMs,
+        oursBackToBack: o.kernelsMs,
         oursAttn: oAttn,
         llamaAttn: lAttn,
         // Conservative: ours as measured includes the parts that do not grow with the context; llama.cpp's does not.
@@ -246,12 +250,12 @@ function tableRows(model) {
 
 function markdownTable(model) {
   const lines = [
-    '| context | batch | tokens/s ours | tokens/s llama.cpp | ours / llama.cpp | step ms ours | step ms llama.cpp | attention ms ours (4 kernels, measured) | attention ms ours (by subtraction) | attention ms llama.cpp (by subtraction) | llama.cpp (by subtraction) / ours (measured), attention | cache MiB ours / llama.cpp |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| context | batch | tokens/s ours | tokens/s llama.cpp | ours / llama.cpp | step ms ours | step ms llama.cpp | attention ms ours (4 kernels, measured) | ours: kernels back to back | attention ms ours (by subtraction) | attention ms llama.cpp (by subtraction) | llama.cpp (by subtraction) / ours (measured), attention | cache MiB ours / llama.cpp |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of tableRows(model))
     lines.push(
-      `| ${r.ctx} | ${r.batch} | ${fmt(r.oursTps)} | ${fmt(r.llamaTps)} | ${fmt(r.oursTps / r.llamaTps, 2)}× | ${fmt(r.oursStep)} | ${fmt(r.llamaStep)} | ${fmt(r.oursKernels)} | ${fmt(r.oursAttn)} | ${fmt(r.llamaAttn)}${Object.keys(model.llama).length > 1 ? ` (FA ${r.fa})` : ''} | ${fmt(r.attnRatio, 1)}× | ${mb(r.oursCache)} / ${mb(r.llamaKvPerToken * r.batch * r.ctx)} |`,
+      `| ${r.ctx} | ${r.batch} | ${fmt(r.oursTps)} | ${fmt(r.llamaTps)} | ${fmt(r.oursTps / r.llamaTps, 2)}× | ${fmt(r.oursStep)} | ${fmt(r.llamaStep)} | ${fmt(r.oursKernels)} | ${fmt(r.oursBackToBack)} | ${fmt(r.oursAttn)} | ${fmt(r.llamaAttn)}${Object.keys(model.llama).length > 1 ? ` (FA ${r.fa})` : ''} | ${fmt(r.attnRatio, 1)}× | ${mb(r.oursCache)} / ${mb(r.llamaKvPerToken * r.batch * r.ctx)} |`,
     );
   return lines;
 }
@@ -262,7 +266,7 @@ function printModel(name, model) {
   const base = model.ours.rows.filter((x) => x.context === 1);
   const lbase = Object.values(model.llama)[0].rows.filter((x) => x.context === 1);
   console.log(
-    `  at context 1 (no attention to speak of): ours ${base.map((x) => `batch ${x.batch} ${fmt(x.medianMs)} ms/step (kernels ${fmt(x.attentionMs)})`).join(', ')}; ` +
+    `  at context 1 (no attention to speak of): ours ${base.map((x) => `batch ${x.batch} ${fmt(x.medianMs)} ms/step (kernels ${fmt(x.attentionMs)}, back to back ${fmt(x.kernelsMs)})`).join(', ')}; ` +
       `llama.cpp ${lbase.map((x) => `batch ${x.batch} ${fmt(x.medianMs)} ms/step`).join(', ')}`,
   );
   const lm = Object.values(model.llama)[0];
@@ -282,8 +286,11 @@ function whereTimeGoes(model) {
   const rest = o.medianMs - o.attentionMs;
   const gmacs = (batch * model.ours.tsMacsPerToken) / (rest * 1e6);
   const lAttn = l.medianMs - l.base.medianMs;
+  const handOff = o.attentionMs - (o.kernelsMs ?? NaN);
   return [
-    `where a step goes at context ${ctx}, batch ${batch}: ours ${fmt(o.medianMs)} ms = attention kernels ${fmt(o.attentionMs)} ms (${fmt((100 * o.attentionMs) / o.medianMs, 0)}%) + ` +
+    `where a step goes at context ${ctx}, batch ${batch}: ours ${fmt(o.medianMs)} ms = attention kernels ${fmt(o.attentionMs)} ms (${fmt((100 * o.attentionMs) / o.medianMs, 0)}%` +
+      (o.kernelsMs === undefined ? '' : `: the kernels back to back ${fmt(o.kernelsMs)} ms + ${fmt(handOff)} ms of converting each layer's inputs and output and waiting for it`) +
+      `) + ` +
       `TypeScript ${fmt(rest)} ms (${fmt((100 * rest) / o.medianMs, 0)}%: projections, MLP, LM head, ${(model.ours.tsMacsPerToken / 1e6).toFixed(1)} M multiply-adds per token at ${fmt(gmacs, 2)} GMAC/s); ` +
       `llama.cpp ${fmt(l.medianMs)} ms = attention over the context ${fmt(lAttn)} ms (${fmt((100 * lAttn) / l.medianMs, 0)}%) + the rest ${fmt(l.base.medianMs)} ms`,
   ];

@@ -69,6 +69,16 @@ export function toBits(a: Float32Array, n: number, dtype: 'bf16' | 'f16', bits: 
   } else for (let i = 0; i < n; i++) bits[i] = toF16Bits(a[i]);
 }
 
+/** Writes the values of the first n bf16 / f16 bit patterns of `bits` into `out` (exact). */
+export function fromBits(bits: Uint16Array, n: number, dtype: 'bf16' | 'f16', out: Float32Array): void {
+  if (dtype === 'bf16') {
+    for (let i = 0; i < n; i++) {
+      u32[0] = bits[i] << 16;
+      out[i] = f32[0];
+    }
+  } else for (let i = 0; i < n; i++) out[i] = fromF16Bits(bits[i]);
+}
+
 /**
  * y[rows × n] (+)= x[rows × k] · wᵀ with w[n × k] (a linear layer's weight as [out, in], PyTorch's layout). Dot
  * products in registers over tiles of 4 rows × 2 outputs (1 × 4 for the rows left), each weight load used

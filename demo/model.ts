@@ -20,9 +20,10 @@ import {
   upProjectKv,
   type DeviceName,
   type FloatDType,
+  type Graph,
   type Stream,
 } from 'mla-kernels';
-import { Rng, matmul, rmsNorm, roundInPlace, ropeInPlace, swiglu, toBits, type ModelDType } from './math.js';
+import { Rng, fromBits, matmul, rmsNorm, roundInPlace, ropeInPlace, swiglu, toBits, type ModelDType } from './math.js';
 import { checkMoeConfig, isMoeLayer, moeForward, randomMoeLayer, type MoeConfig, type MoeLayerWeights } from './moe.js';
 import { PagedCacheManager } from './paged.js';
 import { ropeTablesFor, softmaxScaleFor, type RopeScaling } from './rope.js';
@@ -405,10 +406,32 @@ export interface PrefillFormsStats {
   maxRelErr: number;
 }
 
+/** A float tensor's host storage in the model dtype: bf16/f16 bit patterns, or f32 values. */
+type FloatStorage = Uint16Array | Float32Array;
+
+/**
+ * What a CPU decode step of one batch size reuses: the attention's inputs and output as host tensors over shared
+ * memory, written and read in place (no tensor, mirror copy or conversion buffer is made per call), and each layer's
+ * four operations captured once as a graph, replayed each step (one queued task and one completion per layer).
+ */
+interface DecodeGraphs {
+  qNope: FloatStorage; // [B, 1, H, nope]
+  qPe: FloatStorage; // [B, 1, H, rope]
+  kvC: FloatStorage; // [B, kvLoraRank]
+  kPe: FloatStorage; // [B, rope]
+  out: FloatStorage; // [B, 1, H, v]
+  slots: Int32Array;
+  positions: Int32Array;
+  blockTable: Int32Array; // [B, the pool's blocks]: wide enough for any length, unused entries −1
+  seqLens: Int32Array;
+  graphs: Graph[];
+  tensors: Tensor[];
+}
+
 /**
  * MLA on the addon. Decode steps (one token per sequence) run absorbed: per layer absorbQuery (with q_pe, so it
  * yields decode's q), appendLatentCache (RoPE of the rope key fused), mlaDecode over the paged latent cache,
- * unabsorbOutput. Prefill steps run in multi-head form by default: appendLatentCache, then the new tokens' latent rows
+ * unabsorbOutput (on the CPU, dense: replayed as one captured graph per layer, DecodeGraphs). Prefill steps run in multi-head form by default: appendLatentCache, then the new tokens' latent rows
  * gathered back (rotated) and up-projected, mlaPrefill over them (causal), and each sequence's earlier context
  * (a chunked prompt's previous chunks) gathered and attended in chunks, merged by log-sum-exp. One stream; the host
  * waits once per layer, for the output.
@@ -424,6 +447,9 @@ export class MlaDecoder extends Decoder {
   readonly #dtype: FloatDType;
   #bits = new Map<string, Uint16Array>();
   #tables: { blockTable: Tensor<'i32'>; seqLens: Tensor<'i32'>; plan: ReturnType<typeof planDecode> } | null = null;
+  // Per batch size, for CPU decode steps (dense attention); the current step's, or null when it runs op by op.
+  #decodeGraphs = new Map<number, DecodeGraphs>();
+  #replaying: DecodeGraphs | null = null;
   readonly #prefill: Required<MlaPrefillOptions>;
   readonly prefillForms: PrefillFormsStats = { multiHeadSeconds: 0, absorbedSeconds: 0, tokens: 0, maxRelErr: 0 };
   readonly sparseStats: SparseStats | null;
@@ -493,6 +519,12 @@ export class MlaDecoder extends Decoder {
   }
 
   protected override beginStep(step: Step): void {
+    this.#replaying = null;
+    if (this.device === 'cpu' && step.queryLen === 1 && !this.#indexer) {
+      this.#replaying = this.#replayStep(step);
+      this.#tables = null;
+      return;
+    }
     const { blockTable, maxBlocks, seqLens } = this.cache.table(step.seqIds);
     const seqLensT = Tensor.from(seqLens, [step.seqIds.length]);
     this.#tables = {
@@ -503,7 +535,88 @@ export class MlaDecoder extends Decoder {
     };
   }
 
+  /** The batch size's decode graphs (captured at its first step), with this step's index arrays written into them. */
+  #replayStep(step: Step): DecodeGraphs {
+    const B = step.seqIds.length, width = this.cache.pool.numBlocks;
+    let g = this.#decodeGraphs.get(B);
+    const fresh = !g;
+    if (!g) {
+      const c = this.c, H = c.heads;
+      const floats = (n: number): FloatStorage => (this.#dtype === 'f32' ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Uint16Array(new SharedArrayBuffer(2 * n)));
+      const ints = (n: number) => new Int32Array(new SharedArrayBuffer(4 * n));
+      g = { qNope: floats(B * H * c.nopeDim), qPe: floats(B * H * c.ropeDim), kvC: floats(B * c.kvLoraRank), kPe: floats(B * c.ropeDim), out: floats(B * H * c.vHeadDim), slots: ints(B), positions: ints(B), blockTable: ints(B * width), seqLens: ints(B), graphs: [], tensors: [] };
+      this.#decodeGraphs.set(B, g);
+      this.extraActivationBytes += [g.qNope, g.qPe, g.kvC, g.kPe, g.out, g.slots, g.positions, g.blockTable, g.seqLens].reduce((n, a) => n + a.byteLength, 0);
+    }
+    step.seqIds.forEach((id, b) => {
+      const blocks = this.cache.blocksOf(id);
+      g!.blockTable.fill(-1, b * width, (b + 1) * width);
+      g!.blockTable.set(blocks, b * width);
+      g!.seqLens[b] = this.cache.length(id);
+      g!.positions[b] = step.positions[b];
+      g!.slots[b] = this.cache.slot(id, step.positions[b]);
+    });
+    if (fresh) this.#capture(g, B, width);
+    return g;
+  }
+
+  // Records each layer's append, absorb, decode and unabsorb over g's tensors (the index arrays hold a valid step).
+  #capture(g: DecodeGraphs, B: number, width: number): void {
+    const c = this.c, H = c.heads, dt = this.#dtype, stream = this.stream;
+    const keep = <X extends Tensor>(t: X): X => (g.tensors.push(t), t);
+    const wrap = (a: FloatStorage, shape: number[]) => keep(Tensor.from(a as never, shape, dt as never) as Tensor<FloatDType>);
+    const kvC = wrap(g.kvC, [B, c.kvLoraRank]), kPe = wrap(g.kPe, [B, c.ropeDim]);
+    const qNope = wrap(g.qNope, [B, 1, H, c.nopeDim]), qPe = wrap(g.qPe, [B, 1, H, c.ropeDim]), o = wrap(g.out, [B, 1, H, c.vHeadDim]);
+    const slotMapping = keep(Tensor.from(g.slots, [B])), positions = keep(Tensor.from(g.positions, [B]));
+    const blockTable = keep(Tensor.from(g.blockTable, [B, width])), seqLens = keep(Tensor.from(g.seqLens, [B]));
+    const q = keep(Tensor.empty([B, 1, H, c.kvLoraRank + c.ropeDim], dt)), oLat = keep(Tensor.empty([B, 1, H, c.kvLoraRank], dt)), lse = keep(Tensor.empty([B, H, 1], 'f32'));
+    // Replays replan when the lengths change.
+    const plan = planDecode({ seqLens, numHeads: H, queryLen: 1, stream });
+    const softmaxScale = softmaxScaleFor(c);
+    for (let l = 0; l < c.layers; l++)
+      g.graphs.push(
+        stream.capture(() => {
+          appendLatentCache({ cache: this.caches[l], kvC, kPe, slotMapping, rope: { positions, cos: this.#cos, sin: this.#sin, style: 'interleaved' }, stream });
+          absorbQuery({ qNope, qPe, wUk: this.#wUk[l], out: q, stream });
+          mlaDecode({ q, cache: this.caches[l], blockTable, seqLens, softmaxScale, kvLoraRank: c.kvLoraRank, plan, out: oLat, lse, stream });
+          unabsorbOutput({ oLat, wUv: this.#wUv[l], out: o, stream });
+        }),
+      );
+  }
+
+  // A decode step's layer through its graph: the inputs converted straight into the shared tensors, the output read
+  // straight out of its own.
+  async #attendReplayed(l: number, g: DecodeGraphs, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
+    const dt = this.#dtype;
+    const put = (src: Float32Array, dst: FloatStorage) => (dt === 'f32' ? (dst as Float32Array).set(src.subarray(0, dst.length)) : toBits(src, dst.length, dt, dst as Uint16Array));
+    put(ckv, g.kvC);
+    put(kpe, g.kPe);
+    put(qNope, g.qNope);
+    put(qPe, g.qPe);
+    g.graphs[l].replay();
+    await this.stream.synchronize();
+    if (dt === 'f32') out.set(g.out as Float32Array);
+    else fromBits(g.out as Uint16Array, g.out.length, dt, out);
+  }
+
+  /**
+   * For benchmarks, after the last decode step of `batch` sequences: replays every layer's graph of that step `times`
+   * times back to back, waiting once at the end; returns the seconds per step, i.e. the four kernels of every layer
+   * without the wait per layer a real step needs (its next layer's inputs come from this one's output). The replays
+   * rewrite that step's cache rows (with the last layer's inputs): do not decode those sequences further.
+   */
+  async timeReplayedKernels(batch: number, times: number): Promise<number> {
+    const g = this.#decodeGraphs.get(batch);
+    if (!g) throw new Error(`no decode step of batch ${batch} has run on the CPU`);
+    await this.stream.synchronize();
+    const t0 = performance.now();
+    for (let i = 0; i < times; i++) for (const graph of g.graphs) graph.replay();
+    await this.stream.synchronize();
+    return (performance.now() - t0) / 1000 / times;
+  }
+
   protected async attend(l: number, step: Step, slots: Int32Array, qNope: Float32Array, qPe: Float32Array, ckv: Float32Array, kpe: Float32Array, out: Float32Array): Promise<void> {
+    if (this.#replaying) return this.#attendReplayed(l, this.#replaying, qNope, qPe, ckv, kpe, out);
     this.#append(l, step, slots, ckv, kpe);
     if (step.queryLen === 1 || this.#prefill.form === 'absorbed') return this.#attendAbsorbed(l, step, qNope, qPe, out, ckv);
     const t0 = performance.now();
@@ -637,6 +750,10 @@ export class MlaDecoder extends Decoder {
   }
 
   dispose(): void {
+    for (const g of this.#decodeGraphs.values()) {
+      for (const graph of g.graphs) graph.dispose();
+      for (const t of g.tensors) t.dispose();
+    }
     for (const t of [...this.caches, ...this.#wUk, ...this.#wUv, this.#cos, this.#sin]) t.dispose();
     if (this.#indexer) for (const t of [...this.#indexer.keys, ...this.#indexer.scales]) t.dispose();
   }
