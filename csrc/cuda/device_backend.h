@@ -231,8 +231,13 @@ class DeviceBackend final : public Backend {
   // An fp8 cache is written from, and read against, bf16 or f16 tensors.
   void checkSupported(const AppendLatentCacheParams& p) const override { elemOf(isFp8(p.cache) || isDsMla(p.cache) ? p.kvC : p.cache, "appendLatentCache"); }
   void checkSupported(const MlaDecodeParams& p) const override {
-    noDsMla(p.cache, "mlaDecode");
     elemOf(p.q, "mlaDecode");
+    if (isDsMla(p.cache)) {  // read by the sparse decode kernel in its dense mode
+      if (p.headDim > kSparseMaxHeadDim || p.kvLoraRank > kSparseMaxKvLoraRank)
+        unsupported("mlaDecode over an fp8_ds_mla cache: rows of at most " + std::to_string(kSparseMaxHeadDim) + " values with kvLoraRank at most " +
+                    std::to_string(kSparseMaxKvLoraRank) + ", got " + std::to_string(p.headDim) + " and " + std::to_string(p.kvLoraRank));
+      return;
+    }
     if (p.headDim % 16 != 0)
       unsupported("mlaDecode: q's last dimension (kvLoraRank + ropeDim = " + std::to_string(p.headDim) + ") must be a multiple of 16");
     if (p.kvLoraRank % 16 != 0 || p.kvLoraRank > 512)
@@ -323,6 +328,7 @@ class DeviceBackend final : public Backend {
   void mlaDecode(const MlaDecodeParams& p) override {
     typename Rt::OpScope scope("mlaDecode");
     WorkerContext<Rt>& ctx = worker();
+    if (isDsMla(p.cache)) return dsMlaDecode(p, ctx);
     const DecodeConfig config = chooseConfig(static_cast<int>(p.headDim));
     DecodePlan made;
     const DecodePlan& plan = planFor(p, config, made);
@@ -376,7 +382,12 @@ class DeviceBackend final : public Backend {
     MlaSparseDecodeParams sparse;
     for (size_t i = 0; i < ops.size(); ++i) {
       const GraphOpLayout& l = graph.layout[i];
-      if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
+      if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i]); p && isDsMla(p->cache)) {
+        copyBytes(stage + l.dsMlaTable, p->blockTable.data, p->blockTable.nbytes());
+        copyBytes(stage + l.dsMlaLens, p->seqLens.data, p->seqLens.nbytes());
+        outputs.push_back({p->out.data, p->out.nbytes()});
+        outputs.push_back({p->lse.data, p->lse.nbytes()});
+      } else if (p) {
         DecodePlan made;
         const DecodePlan& plan = planFor(*p, l.config, made);
         try {
@@ -741,6 +752,47 @@ class DeviceBackend final : public Backend {
     a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
     return a;
   }
+  // Dense decode over an fp8_ds_mla cache: the sparse kernel's dense mode, every visible row of each sequence from the
+  // block table and lengths (device copies). One CTA per query and 16 heads on CUDA cores, no split: the simple route.
+  SparseDecodeArgs dsMlaDecodeArgs(const MlaDecodeParams& p, const uint8_t* tableOnDevice, const uint8_t* lensOnDevice) const {
+    SparseDecodeArgs a{};
+    a.elem = elemOf(p.q, "mlaDecode");
+    a.cacheKind = SparseCache::Fp8DsMla;
+    a.q = p.q.data;
+    a.cache = p.cache.data;
+    a.out = p.out.data;
+    a.lse = p.lse.as<float>();
+    a.numQueries = static_cast<int>(p.batch * p.queryLen);
+    a.queryLen = static_cast<int>(p.queryLen);
+    a.numHeads = static_cast<int>(p.numHeads);
+    a.headDim = static_cast<int>(p.headDim);
+    a.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    a.numSlots = p.numBlocks * p.blockSize;
+    a.rowBytes = p.cache.dim(2);
+    a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+    a.blockTable = reinterpret_cast<const int32_t*>(tableOnDevice);
+    a.seqLens = reinterpret_cast<const int32_t*>(lensOnDevice);
+    a.blockSize = static_cast<int>(p.blockSize);
+    a.maxBlocksPerSeq = static_cast<int>(p.maxBlocksPerSeq);
+    a.causal = p.causal ? 1 : 0;
+    return a;
+  }
+  // The block table and lengths are uploaded into the worker's scratch (a plan, if given, is not needed).
+  void dsMlaDecode(const MlaDecodeParams& p, WorkerContext<Rt>& ctx) {
+    const size_t tableBytes = align16(p.blockTable.nbytes()), uploadBytes = tableBytes + align16(p.seqLens.nbytes());
+    StagingSlot& slot = ctx.staging(uploadBytes + 16);
+    uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
+    copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
+    copyBytes(stage + tableBytes, p.seqLens.data, p.seqLens.nbytes());
+    uint8_t* dev = ctx.deviceScratch(uploadBytes + 16);
+    check<Rt>(Rt::cudaMemcpyAsync(dev, stage, uploadBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
+    ctx.staged(slot);
+    const SparseDecodeArgs a = dsMlaDecodeArgs(p, dev, dev + tableBytes);
+    Rt::runOp("mlaDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
+      check<Rt>(Rt::launchSparseDecode(a, ctx.stream), "mlaDecode launch (fp8_ds_mla)");
+      if (a.numQueries && a.numHeads) record();
+    });
+  }
   // --- the lightning indexer ---
   static IndexerAppendArgs indexerAppendArgs(const AppendIndexerCacheParams& p, const uint8_t* slotsOnDevice) {
     IndexerAppendArgs a{};
@@ -804,11 +856,6 @@ class DeviceBackend final : public Backend {
       check<Rt>(Rt::launchIndexerTopk(a, stream), "lightningIndexer top-k launch");
       record();
     }
-  }
-
-  void noDsMla(const TensorView& cache, const char* op) const {
-    if (cache.dtype == DType::FP8DSMLA)
-      unsupported(std::string(op) + ": an fp8_ds_mla cache (" + cache.name + ") is read on the device by mlaSparseDecode and gatherLatentCache only in this version");
   }
 
   ElemType elemOf(const TensorView& t, const char* op) const {
@@ -979,6 +1026,7 @@ class DeviceBackend final : public Backend {
     DecodeConfig config = DecodeConfig::Large;  // mlaDecode: its tiles, and its workspace's upload at `decode`, sized by
     DecodeWorkspace workspace;                   // the capacity of any plan of its shapes
     size_t decode = 0;
+    size_t dsMlaTable = 0, dsMlaLens = 0;        // mlaDecode over an fp8_ds_mla cache
     size_t slots = 0, positions = 0;             // appendLatentCache
     PrefillConfig prefillConfig = PrefillConfig::Large;  // mlaPrefill: counts [work items, usedQ], then the work list
     int prefillCapacity = 0;
@@ -1023,7 +1071,10 @@ class DeviceBackend final : public Backend {
     MlaSparseDecodeParams sparse;
     for (size_t i = 0; i < ops.size(); ++i) {
       GraphOpLayout& l = g->layout[i];
-      if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
+      if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i]); p && isDsMla(p->cache)) {
+        l.dsMlaTable = take(p->blockTable.nbytes());
+        l.dsMlaLens = take(p->seqLens.nbytes());
+      } else if (p) {
         l.config = chooseConfig(static_cast<int>(p->headDim));
         const DecodePlanCapacity capacity =
             decodePlanCapacity(static_cast<int>(p->batch), static_cast<int>(p->queryLen), static_cast<int>(p->numHeads),
@@ -1068,7 +1119,9 @@ class DeviceBackend final : public Backend {
       for (size_t i = 0; i < ops.size(); ++i) {
         const GraphOpLayout& l = g->layout[i];
         const uint8_t* base = g->index;
-        if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i])) {
+        if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i]); p && isDsMla(p->cache)) {
+          check<Rt>(Rt::launchSparseDecode(dsMlaDecodeArgs(*p, base + l.dsMlaTable, base + l.dsMlaLens), ctx.stream), "mlaDecode launch (graph capture)");
+        } else if (p) {
           enqueueDecode(*p, l.config, l.workspace, base + l.decode, partials, true, ctx.stream, [] {});
         } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
           const AppendArgs a = appendArgs(*p, base + l.slots, p->ropeStyle != RopeStyle::None ? base + l.positions : nullptr);

@@ -229,6 +229,12 @@ struct SparseDecodeArgs {
   int64_t numSlots, rowBytes;
   int lseTokenMajor;
   float scaleLog2;           // softmaxScale · log2(e)
+  // Dense mode (mlaDecode over a cache the dense kernel does not read): with blockTable set, indices and topk are
+  // unused and query t of sequence b attends to its first visible rows (seqLens[b], less queryLen - 1 - t when causal),
+  // slot blockTable[b][k / blockSize] * blockSize + k % blockSize.
+  const int32_t* blockTable; // [batch, maxBlocksPerSeq] (device copy), or null
+  const int32_t* seqLens;    // [batch] (device copy)
+  int blockSize, maxBlocksPerSeq, causal;
 };
 
 

@@ -3,7 +3,8 @@
 // f32, and per selected slot the CTA reads the row once (dequantised to f32 in shared memory, whatever the cache's
 // format), then each warp scores its 4 heads against it (lanes over the row, a warp sum) and folds the row into its
 // heads' outputs with an online softmax (each lane owns 16 columns of the 512 per head). A slot outside the cache, -1
-// included, adds nothing; a query with no slot gets zeros and lse -infinity.
+// included, adds nothing; a query with no slot gets zeros and lse -infinity. In dense mode (blockTable set) the slots
+// are every visible position of the query's sequence, read from the block table.
 #include "mla_device.cuh"
 
 namespace mla {
@@ -39,11 +40,20 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
     for (int c = 0; c < kColsPerLane; ++c) o[j][c] = 0.f;
   }
 
-  const int32_t* indices = args.indices + static_cast<size_t>(query) * args.topk;
-  for (int k = 0; k < args.topk; ++k) {
+  const int b = query / args.queryLen, t = query % args.queryLen;
+  const bool dense = args.blockTable != nullptr;
+  const int32_t* indices = dense ? nullptr : args.indices + static_cast<size_t>(query) * args.topk;
+  const int32_t* table = dense ? args.blockTable + static_cast<size_t>(b) * args.maxBlocksPerSeq : nullptr;
+  int count = args.topk;
+  if (dense) {
+    const int seqLen = ld_global(args.seqLens + b);
+    count = min(seqLen, max(0, args.causal ? seqLen - args.queryLen + 1 + t : seqLen));
+  }
+  for (int k = 0; k < count; ++k) {
     __syncthreads();  // the previous row is consumed (and, at k = 0, the queries are stored)
     if (threadIdx.x == 0) {
-      const int64_t slot = ld_global(indices + k);
+      const int64_t slot = dense ? static_cast<int64_t>(ld_global(table + k / args.blockSize)) * args.blockSize + k % args.blockSize
+                                 : static_cast<int64_t>(ld_global(indices + k));
       st_shared(&slotShared, slot >= 0 && slot < args.numSlots ? slot : int64_t{-1});
     }
     __syncthreads();
@@ -81,7 +91,6 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
     }
   }
 
-  const int b = query / args.queryLen, t = query % args.queryLen;
 #pragma unroll
   for (int j = 0; j < kHeadsPerWarp; ++j) {
     const int hl = warp * kHeadsPerWarp + j;

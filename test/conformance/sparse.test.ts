@@ -4,7 +4,7 @@
 // row), sparse prefill, the lightning indexer and its key cache (exact on integer data, ties to the earlier
 // position, causal, topk past the sequence), the whole flow indexer -> decode on one stream and in a graph, bad
 // inputs and lifetimes. CPU on every SIMD path this processor has; the device kernels under cuda-sim (every thread
-// order), the indexer's against the reference exactly on integer data and its key-cache bytes against the cpu's.
+// order; dense decode over fp8_ds_mla direct, planned and captured), the indexer's against the reference exactly on integer data and its key-cache bytes against the cpu's.
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   appendIndexerCache,
@@ -17,6 +17,7 @@ import {
   mlaDecode,
   mlaSparseDecode,
   mlaSparsePrefill,
+  planDecode,
   Stream,
   Tensor,
   toFp8E4M3Array,
@@ -546,7 +547,7 @@ describe('sparse attention: bad inputs and lifetimes', () => {
   });
 
   const devices = suiteBackends().filter((b) => b.available && b.name !== 'cpu');
-  it.each(devices.map((b) => b.name))('%s refuses f32 and too wide indexers, f32 fp8_ds_mla appends and fp8_ds_mla dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
+  it.each(devices.map((b) => b.name))('%s refuses f32 and too wide indexers, f32 fp8_ds_mla appends and f32 or too wide fp8_ds_mla dense decodes with E_UNSUPPORTED before queueing anything', (name) => {
     const stream = new Stream(name as never);
     const dev = <T extends Tensor>(t: T) => t.to(stream.device) as T;
     const o = make();
@@ -561,7 +562,10 @@ describe('sparse attention: bad inputs and lifetimes', () => {
       'E_UNSUPPORTED',
       'bf16 or f16',
     );
-    expectMlaError(() => mlaDecode({ q: dev(o.q), cache: dev(o.cache), blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 0.1, kvLoraRank: rank, stream }), 'E_UNSUPPORTED', 'fp8_ds_mla');
+    const dense = { blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 0.1, stream };
+    expectMlaError(() => mlaDecode({ ...dense, q: dev(Tensor.zeros([1, 1, heads, rank + ropeDim], 'f32')), cache: dev(o.cache), kvLoraRank: rank }), 'E_UNSUPPORTED', 'mlaDecode', 'bf16 or f16');
+    const wide = dev(Tensor.zeros([numBlocks, blockSize, dsMlaRowBytes(640, ropeDim)], 'fp8_ds_mla'));
+    expectMlaError(() => mlaDecode({ ...dense, q: dev(Tensor.zeros([1, 1, heads, 640 + ropeDim], 'bf16')), cache: wide, kvLoraRank: 640 }), 'E_UNSUPPORTED', 'fp8_ds_mla', 'kvLoraRank at most 512, got 704 and 640');
     const indices = intTensor([0, 1, -1], [1, 1, 3]);
     expectMlaError(() => mlaSparseDecode({ ...o, indices, q: dev(Tensor.zeros([1, 1, heads, 640], 'bf16')), kvLoraRank: 576, cache: dev(Tensor.zeros([2, 2, 640], 'bf16')), stream }), 'E_UNSUPPORTED', 'kvLoraRank at most 512');
     expectMlaError(() => mlaSparseDecode({ ...o, q: dev(Tensor.zeros([1, 1, heads, rank + ropeDim], 'f32')), cache: dev(o.cache), stream }), 'E_UNSUPPORTED', 'bf16 or f16');
@@ -677,6 +681,55 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     const got = await Tensor.from(gotC as Uint16Array, [numRows, rank], dtype).toFloat32();
     expect(relErr(got.subarray(0, want.length), want), `seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
     expect(got.subarray(want.length).every((x) => x === 0)).toBe(true);
+    stream.dispose();
+  });
+
+  // The sparse kernel's dense mode: every visible row of each sequence from the block table (a page size of 7, ragged
+  // and empty sequences, causal queries that see nothing), directly, with a plan and in a graph whose replays read new
+  // lengths; the reference, and the cpu's result.
+  it.each([['bf16', 2, true], ['f16', 1, false]] as const)('dense mlaDecode over fp8_ds_mla on the device (%s, queryLen %d, causal %s): direct, planned, captured', async (dtype, queryLen, causal) => {
+    addon.simConfigure!({ checkOrders: true });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 24);
+    const heads = 20, rank = 256, ropeDim = 64, blockSize = 7, maxBlocks = 4, lens = [23, 0, 1, 17], batch = lens.length;
+    const { cache, values } = latentCache(rng, 'fp8_ds_mla', dtype, batch * maxBlocks, blockSize, rank, ropeDim);
+    const table = rng.shuffle(Array.from({ length: batch * maxBlocks }, (_, i) => i));
+    const q = randomTensor(rng, [batch, queryLen, heads, rank + ropeDim], dtype, 0.3);
+    const blockTable = intTensor(table, [batch, maxBlocks]), seqLens = intTensor(lens);
+    const devQ = q.t.to(stream.device), devCache = cache.to(stream.device);
+    const args = { blockTable, seqLens, softmaxScale: 0.11, kvLoraRank: rank, causal };
+    const check = async (got: { out: Tensor; lse: Tensor }, now: number[], what: string) => {
+      const ref = refMlaDecode({ q: q.dense, cache: values, blockTable: { data: table, shape: [batch, maxBlocks] }, seqLens: { data: now, shape: [batch] }, ...args });
+      const out = await got.out.toFloat32();
+      expect(countNaN(out), `${what}: unwritten outputs`).toBe(0);
+      expect(relErr(out, ref.out), `${what}, seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+      const lse = await got.lse.toFloat32();
+      expectLse(lse, ref.lse, what);
+      return { out, lse };
+    };
+    const poisonedOut = () => ({ out: poisoned([batch, queryLen, heads, rank], dtype).to(stream.device), lse: poisoned([batch, heads, queryLen], 'f32').to(stream.device) });
+    const direct = poisonedOut();
+    mlaDecode({ q: devQ, cache: devCache, ...args, ...direct, stream });
+    const got = await check(direct, lens, 'direct');
+    const cpu = new Stream('cpu');
+    const onCpu = mlaDecode({ q: q.t, cache, ...args, stream: cpu });
+    expect(relErr(got.out, await onCpu.out.toFloat32()), `against the cpu, seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+    const cpuLse = await onCpu.lse.toFloat32();
+    expectLse(got.lse, Float64Array.from(cpuLse), 'against the cpu');
+    cpu.dispose();
+
+    const planned = poisonedOut();
+    mlaDecode({ q: devQ, cache: devCache, ...args, ...planned, plan: planDecode({ seqLens, numHeads: heads, queryLen, stream }), stream });
+    await check(planned, lens, 'planned');
+
+    const captured = poisonedOut();
+    const graph = stream.capture(() => void mlaDecode({ q: devQ, cache: devCache, ...args, ...captured, stream }));
+    for (const now of [lens, [5, 28, 0, 9]]) {
+      arrayOf(seqLens).set(now);
+      graph.replay();
+      await check(captured, now, `replay ${now}`);
+    }
+    graph.dispose();
     stream.dispose();
   });
 
