@@ -730,46 +730,39 @@ class DeviceBackend final : public Backend {
   static bool isFp8(const TensorView& t) { return t.dtype == DType::FP8E4M3; }
   static bool isDsMla(const TensorView& t) { return t.dtype == DType::FP8DSMLA; }
 
-  SparseDecodeArgs sparseDecodeArgs(const MlaSparseDecodeParams& p, const int32_t* indicesOnDevice) const {
+  // The sparse kernel's arguments both a sparse decode and a dense decode over fp8_ds_mla give alike.
+  template <class Params>
+  SparseDecodeArgs sparseKernelArgs(const Params& p, const char* op) const {
     SparseDecodeArgs a{};
-    a.elem = elemOf(p.q, "mlaSparseDecode");
-    a.cacheKind = p.cache.dtype == DType::FP8DSMLA ? SparseCache::Fp8DsMla : isFp8(p.cache) ? SparseCache::Fp8 : SparseCache::Elem;
-    a.cacheScale = p.cacheScale;
+    a.elem = elemOf(p.q, op);
+    a.cacheKind = isDsMla(p.cache) ? SparseCache::Fp8DsMla : isFp8(p.cache) ? SparseCache::Fp8 : SparseCache::Elem;
     a.q = p.q.data;
     a.cache = p.cache.data;
-    a.indices = indicesOnDevice;
     a.out = p.out.data;
-    a.lse = p.lse.as<float>();
+    a.lse = p.lse.template as<float>();
     a.numQueries = static_cast<int>(p.batch * p.queryLen);
     a.queryLen = static_cast<int>(p.queryLen);
     a.numHeads = static_cast<int>(p.numHeads);
     a.headDim = static_cast<int>(p.headDim);
     a.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    a.rowBytes = p.cache.dim(2) * static_cast<int64_t>(dtypeSize(p.cache.dtype));
+    a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
+    return a;
+  }
+  SparseDecodeArgs sparseDecodeArgs(const MlaSparseDecodeParams& p, const int32_t* indicesOnDevice) const {
+    SparseDecodeArgs a = sparseKernelArgs(p, "mlaSparseDecode");
+    a.cacheScale = p.cacheScale;
+    a.indices = indicesOnDevice;
     a.topk = static_cast<int>(p.topk);
     a.numSlots = p.numSlots();
-    a.rowBytes = p.cache.dim(2) * static_cast<int64_t>(dtypeSize(p.cache.dtype));
     a.lseTokenMajor = p.lseTokenMajor ? 1 : 0;
-    a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
     return a;
   }
   // Dense decode over an fp8_ds_mla cache: the sparse kernel's dense mode, every visible row of each sequence from the
   // block table and lengths (device copies). One CTA per query and 16 heads on CUDA cores, no split: the simple route.
   SparseDecodeArgs dsMlaDecodeArgs(const MlaDecodeParams& p, const uint8_t* tableOnDevice, const uint8_t* lensOnDevice) const {
-    SparseDecodeArgs a{};
-    a.elem = elemOf(p.q, "mlaDecode");
-    a.cacheKind = SparseCache::Fp8DsMla;
-    a.q = p.q.data;
-    a.cache = p.cache.data;
-    a.out = p.out.data;
-    a.lse = p.lse.as<float>();
-    a.numQueries = static_cast<int>(p.batch * p.queryLen);
-    a.queryLen = static_cast<int>(p.queryLen);
-    a.numHeads = static_cast<int>(p.numHeads);
-    a.headDim = static_cast<int>(p.headDim);
-    a.kvLoraRank = static_cast<int>(p.kvLoraRank);
+    SparseDecodeArgs a = sparseKernelArgs(p, "mlaDecode");
     a.numSlots = p.numBlocks * p.blockSize;
-    a.rowBytes = p.cache.dim(2);
-    a.scaleLog2 = p.softmaxScale * 1.4426950408889634f;
     a.blockTable = reinterpret_cast<const int32_t*>(tableOnDevice);
     a.seqLens = reinterpret_cast<const int32_t*>(lensOnDevice);
     a.blockSize = static_cast<int>(p.blockSize);
