@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// A/B of the CPU decode kernels between two builds of the addon (say, build-cmake's before a change, copied aside, and
+// after it), on DeepSeek's shape (kvLoraRank 512 + rope 64, blocks of 64 in a shuffled order). The two run alternately
+// in fresh processes, the order swapped every round, so that other work on a shared machine falls on both alike; each
+// side's figure is the median over the rounds, and the ratio the median of the rounds' ratios. Each side's output
+// checksum is printed: a change that keeps the reduction order keeps it bit for bit.
+//
+//   node bench/decode-ab.mjs --before <addon.node> [--after <addon.node>] [--rounds 7] [--reps 15] 'bf16 16 8 4096' ...
+//
+// A row is "dtype heads batch context" (queryLen 1). --after defaults to MLA_ADDON_PATH or build-cmake's addon;
+// MLA_CPU_ISA and MLA_NUM_THREADS pass through to both sides.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const KV = 512, WIDTH = 576, BLOCK = 64;
+
+if (process.argv[2] === '--child') {
+  // One side: times `reps` decodes of one row after warm-up, prints {ms, checksum}.
+  const { Stream, Tensor, mlaDecode } = await import(path.join(here, 'dist/index.js'));
+  const [dtype, heads, batch, context, reps] = process.argv.slice(3).map((x, i) => (i ? +x : x));
+  const Ctor = dtype === 'f32' ? Float32Array : Uint16Array;
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  // Shared memory: Tensor.from wraps it without a copy per call.
+  const fill = (n, seed) => {
+    const a = new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
+    let s = seed >>> 0;
+    for (let i = 0; i < n; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      const x = s / 2 ** 32 - 0.5;
+      if (dtype === 'f32') a[i] = x;
+      else if (dtype === 'bf16') { f[0] = x; a[i] = u[0] >>> 16; }
+      else a[i] = 0x3800 ^ (s & 0x83ff); // f16 of magnitude in [0.5, 1), either sign
+    }
+    return a;
+  };
+  const numBlocks = (batch * context) / BLOCK;
+  const perm = Int32Array.from({ length: numBlocks }, (_, i) => i);
+  for (let i = numBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
+  const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH, 5), [numBlocks, BLOCK, WIDTH], dtype);
+  const q = Tensor.from(fill(batch * heads * WIDTH, 7), [batch, 1, heads, WIDTH], dtype);
+  const blockTable = Tensor.from(perm, [batch, context / BLOCK]);
+  const seqLens = Tensor.from(new Int32Array(batch).fill(context), [batch]);
+  const out = Tensor.empty([batch, 1, heads, KV], dtype), lse = Tensor.empty([batch, heads, 1], 'f32');
+  const stream = new Stream('cpu');
+  const run = async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.07, kvLoraRank: KV, out, lse, stream }); await stream.synchronize(); };
+  for (let i = 0; i < 3; i++) await run();
+  const ms = [];
+  for (let i = 0; i < reps; i++) { const t0 = process.hrtime.bigint(); await run(); ms.push(Number(process.hrtime.bigint() - t0) / 1e6); }
+  ms.sort((a, b) => a - b);
+  const o = await out.toFloat32();
+  let checksum = 0;
+  for (let i = 0; i < o.length; i += 97) checksum += o[i];
+  console.log(JSON.stringify({ ms: ms[ms.length >> 1], checksum }));
+  process.exit(0);
+}
+
+const args = process.argv.slice(2);
+const take = (name, fallback) => {
+  const i = args.indexOf(name);
+  if (i < 0) return fallback;
+  const [, value] = args.splice(i, 2);
+  return value;
+};
+const before = take('--before', null);
+const after = take('--after', process.env.MLA_ADDON_PATH ?? path.join(here, 'build-cmake/Release/mla_kernels.node'));
+const rounds = Number(take('--rounds', 7));
+const reps = Number(take('--reps', 15));
+if (!before || args.length === 0) {
+  console.error("usage: node bench/decode-ab.mjs --before <addon.node> [--after <addon.node>] [--rounds N] [--reps N] 'bf16 16 8 4096' ...");
+  process.exit(2);
+}
+const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+for (const row of args) {
+  const [dtype, heads, batch, context] = row.split(/\s+/).map((x, i) => (i ? +x : x));
+  const ms = { before: [], after: [] }, checksum = {};
+  for (let r = 0; r < rounds; r++)
+    for (const side of r % 2 ? ['after', 'before'] : ['before', 'after']) {
+      const p = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', dtype, heads, batch, context, reps].map(String), {
+        encoding: 'utf8',
+        env: { ...process.env, MLA_ADDON_PATH: side === 'before' ? before : after },
+      });
+      if (p.status !== 0) throw new Error(`${side}: ${p.stderr}`);
+      const j = JSON.parse(p.stdout.trim().split('\n').pop());
+      ms[side].push(j.ms);
+      checksum[side] = j.checksum;
+    }
+  const ratio = median(ms.before.map((b, i) => b / ms.after[i]));
+  const bytes = batch * context * WIDTH * (dtype === 'f32' ? 4 : 2), flops = 2 * batch * heads * context * (WIDTH + KV);
+  const a = median(ms.after);
+  console.log(
+    `${row}: before ${median(ms.before).toFixed(3)} ms, after ${a.toFixed(3)} ms, before/after ${ratio.toFixed(3)} ` +
+      `(after: ${(bytes / a / 1e6).toFixed(1)} GB/s, ${(flops / a / 1e6).toFixed(0)} GFLOP/s); checksums ${checksum.before === checksum.after ? 'equal' : `differ: ${checksum.before} ${checksum.after}`}`,
+  );
+}
