@@ -11,6 +11,7 @@
 // MLA_CPU_ISA and MLA_NUM_THREADS pass through to both sides.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -56,23 +57,19 @@ if (process.argv[2] === '--child') {
   process.exit(0);
 }
 
-const args = process.argv.slice(2);
-const take = (name, fallback) => {
-  const i = args.indexOf(name);
-  if (i < 0) return fallback;
-  const [, value] = args.splice(i, 2);
-  return value;
-};
-const before = take('--before', null);
-const after = take('--after', process.env.MLA_ADDON_PATH ?? path.join(here, 'build-cmake/Release/mla_kernels.node'));
-const rounds = Number(take('--rounds', 7));
-const reps = Number(take('--reps', 15));
-if (!before || args.length === 0) {
+const { values, positionals: rows } = parseArgs({
+  allowPositionals: true,
+  options: { before: { type: 'string' }, after: { type: 'string' }, rounds: { type: 'string', default: '7' }, reps: { type: 'string', default: '15' } },
+});
+const before = values.before;
+const after = values.after ?? process.env.MLA_ADDON_PATH ?? path.join(here, 'build-cmake/Release/mla_kernels.node');
+const rounds = Number(values.rounds), reps = Number(values.reps);
+if (!before || rows.length === 0) {
   console.error("usage: node bench/decode-ab.mjs --before <addon.node> [--after <addon.node>] [--rounds N] [--reps N] 'bf16 16 8 4096' ...");
   process.exit(2);
 }
 const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
-for (const row of args) {
+for (const row of rows) {
   const [dtype, heads, batch, context] = row.split(/\s+/).map((x, i) => (i ? +x : x));
   const ms = { before: [], after: [] }, checksum = {};
   for (let r = 0; r < rounds; r++)
