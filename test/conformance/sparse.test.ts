@@ -22,7 +22,6 @@ import {
   Tensor,
   toFp8E4M3Array,
 } from 'mla-kernels';
-import { native } from '../../lib/native.js';
 import {
   type Dense,
   encodeDsMlaRow,
@@ -32,12 +31,9 @@ import {
   refMlaSparseDecode,
   unpackDsMlaCache,
 } from '../../lib/reference.js';
-import { arrayOf, countNaN, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
+import { arrayOf, countNaN, exactValues, expectMlaError, hookedSuite, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends } from '../helpers.js';
 
-const seed = testSeed('sparse');
-const addon = native();
-const isas = (addon.cpuInfo?.().supported ?? ['portable']) as string[];
-afterAll(() => addon.cpuConfigure?.({ isa: '', splitRows: 0 }));
+const { seed, addon, isas } = hookedSuite('sparse');
 
 type CacheKind = 'q' | 'fp8_e4m3' | 'fp8_ds_mla';
 

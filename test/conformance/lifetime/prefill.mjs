@@ -2,7 +2,7 @@
 // tensor or an output of gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates, mlaSparseDecode,
 // mlaSparsePrefill or lightningIndexer is transferred or shrunk while the operation is queued, and a captured prefill is replayed while its lengths' arrays are taken away. LT_BACKEND, LT_METHOD (a key
 // of DETACH). Each case reports as detach.mjs's do.
-import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, device, endScribbler, mla, onDevice, outcome, plainArray, relErr, report, rng, settled, thrown } from './common.mjs';
+import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, detachOutput, device, endScribbler, mla, onDevice, outcome, plainArray, relErr, report, rng, settled, thrown } from './common.mjs';
 import { ROLES } from './prefill-roles.mjs';
 import { refGatherLatentCache, refLightningIndexer, refMergeAttentionStates, refMlaPrefill, refMlaSparseDecode, refUpProjectKv } from '../../../dist/reference.js';
 
@@ -107,22 +107,7 @@ async function roleCase(op, role) {
   let again;
   let detachedAt;
   if (role === outName) {
-    const outArray = plainArray(outDType === 'f32' ? Float32Array : Uint16Array, new Array(numel(outShape)).fill(0x7fc0), resizable);
-    let target;
-    if (device === 'cpu') {
-      target = Tensor.from(outArray, outShape, outDType);
-      p.call({ ...args, [outName]: target });
-      again = () => p.call({ ...args, [outName]: target });
-    } else {
-      // On a device, a caller's array is written by the copy back to the host.
-      const out = p.call(args)[outName];
-      target = Tensor.from(outArray, outShape, outDType).copyFrom(out, { stream });
-      again = () => target.copyFrom(out, { stream });
-    }
-    DETACH[method](outArray);
-    detachedAt = performance.now();
-    churn();
-    read = target.read().then(() => 'read resolved');
+    ({ read, again, detachedAt } = detachOutput(method, resizable, stream, { name: outName, shape: outShape, dtype: outDType, call: (extra) => p.call({ ...args, ...extra }) }));
   } else {
     const out = p.call(args)[outName];
     DETACH[method](p.inputs[role].array);
