@@ -7,7 +7,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+// @ts-expect-error plain .mjs modules of the benchmark, without types
 import { resultKey } from '../../bench/cpu-results.mjs';
+// @ts-expect-error
 import { cpuModel } from '../../bench/machine.mjs';
 import { native } from '../../lib/native.js';
 
