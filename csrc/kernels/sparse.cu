@@ -4,7 +4,8 @@
 // format), then each warp scores its 4 heads against it (lanes over the row, a warp sum) and folds the row into its
 // heads' outputs with an online softmax (each lane owns 16 columns of the 512 per head). A slot outside the cache, -1
 // included, adds nothing; a query with no slot gets zeros and lse -infinity. In dense mode (blockTable set) the slots
-// are every visible position of the query's sequence, read from the block table.
+// are every visible position of the query's sequence, read from the block table. Split (numSplits > 1), the CTAs of a
+// query and head group take contiguous chunks of its slots and leave fp32 partials for the combine kernel.
 #include "mla_device.cuh"
 
 namespace mla {
@@ -12,6 +13,7 @@ namespace MLA_KERNEL_NS {
 namespace {
 
 constexpr int kWarps = 4, kHeadsPerWarp = 4, kHeadsPerCta = kWarps * kHeadsPerWarp;
+static_assert(kHeadsPerCta == kSparseHeadsPerCta);
 constexpr int kColsPerLane = kSparseMaxKvLoraRank / 32;
 constexpr int kDsTile = 128;  // latent values per f32 scale of an FP8DsMla row (core/dtype.h's kDsMlaTile)
 
@@ -22,7 +24,7 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
   __shared__ float row[kSparseMaxHeadDim];
   __shared__ float tileScales[kSparseMaxKvLoraRank / kDsTile];
   __shared__ int64_t slotShared;
-  const int query = blockIdx.x, h0 = blockIdx.y * kHeadsPerCta;
+  const int query = blockIdx.x, h0 = blockIdx.y * kHeadsPerCta, split = blockIdx.z;
   const int D = args.headDim, V = args.kvLoraRank, H = args.numHeads;
   const int heads = min(kHeadsPerCta, H - h0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -49,7 +51,9 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
     const int seqLen = ld_global(args.seqLens + b);
     count = min(seqLen, max(0, args.causal ? seqLen - args.queryLen + 1 + t : seqLen));
   }
-  for (int k = 0; k < count; ++k) {
+  const int kBegin = args.numSplits > 1 ? min(count, split * args.splitRows) : 0;
+  const int kEnd = args.numSplits > 1 ? min(count, kBegin + args.splitRows) : count;
+  for (int k = kBegin; k < kEnd; ++k) {
     __syncthreads();  // the previous row is consumed (and, at k = 0, the queries are stored)
     if (threadIdx.x == 0) {
       const int64_t slot = dense ? static_cast<int64_t>(ld_global(table + k / args.blockSize)) * args.blockSize + k % args.blockSize
@@ -98,6 +102,14 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
     const int h = h0 + hl;
     const bool empty = runSum[j] == 0.f;
     const float inv = empty ? 0.f : 1.f / runSum[j];
+    if (args.numSplits > 1) {
+      const size_t partial = (static_cast<size_t>(query) * args.numSplits + split) * H + h;
+#pragma unroll
+      for (int c = 0; c < kColsPerLane; ++c)
+        if (lane + 32 * c < V) st_global(args.partialOut + partial * V + lane + 32 * c, o[j][c] * inv);
+      if (lane == 0) st_global(args.partialLse + partial, empty ? neg_inf() : runMax[j] + log2f(runSum[j]));
+      continue;
+    }
     T* out = static_cast<T*>(args.out) + (static_cast<size_t>(query) * H + h) * V;
 #pragma unroll
     for (int c = 0; c < kColsPerLane; ++c)
@@ -111,7 +123,8 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
 
 template <ElemType E>
 cudaError_t launchFor(const SparseDecodeArgs& args, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(args.numQueries), static_cast<unsigned>((args.numHeads + kHeadsPerCta - 1) / kHeadsPerCta));
+  const dim3 grid(static_cast<unsigned>(args.numQueries), static_cast<unsigned>((args.numHeads + kHeadsPerCta - 1) / kHeadsPerCta),
+                  static_cast<unsigned>(args.numSplits > 1 ? args.numSplits : 1));
   const dim3 block(32 * kWarps);
   switch (args.cacheKind) {
     case SparseCache::Fp8: return mla_launch(mlaSparseDecodeKernel<E, SparseCache::Fp8>, "mlaSparseDecodeKernel", grid, block, 0, stream, args);
