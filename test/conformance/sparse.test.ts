@@ -620,12 +620,13 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
   });
 
   // Split over the selected slots (chunks of 5 of 24, the last shorter; a chunk of padding only): fp32 partials merged
-  // by the decode's combine kernel, the reference's result; a sparse prefill's token-major lse too.
-  it.each([['fp8_ds_mla', 'bf16', false], ['q', 'f16', true]] as const)('a %s cache, %s queries, split over the slots (a prefill, token-major lse: %s)', async (kind, dtype, prefill) => {
+  // by the decode's combine kernel, the reference's result; a sparse prefill's token-major lse too, and rows of 376
+  // bytes (not 16-byte pieces: copied to shared memory without cp.async).
+  it.each([['fp8_ds_mla', 'bf16', false, 64], ['q', 'f16', true, 60]] as const)('a %s cache, %s queries, split over the slots (a prefill, token-major lse: %s; ropeDim %d)', async (kind, dtype, prefill, ropeDim) => {
     addon.simConfigure!({ checkOrders: true, splitRows: 5 });
     const stream = new Stream('cuda-sim');
     const rng = new Rng(seed + 25);
-    const tokens = 4, heads = 20, rank = 128, ropeDim = 64, blockSize = 7, numBlocks = 6, topk = 24, slots = numBlocks * blockSize;
+    const tokens = 4, heads = 20, rank = 128, blockSize = 7, numBlocks = 6, topk = 24, slots = numBlocks * blockSize;
     const { cache, values } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
     const indices = randomIndices(rng, 1, tokens, topk, slots);
     for (let k = 5; k < 10; k++) indices[k] = -1; // the second chunk of the first query is padding only
