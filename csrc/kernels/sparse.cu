@@ -2,9 +2,9 @@
 // indices name. One CTA per query position and group of up to 16 heads: the heads' queries wait in shared memory as
 // f32, and per selected slot the CTA reads the row once (gathered into shared memory in double-buffered stages of
 // kStageRows rows by cp.async, the next stage in flight while this one is scored; dequantised to f32 in shared memory,
-// whatever the cache's format), then each warp scores its 4 heads against it (lanes over the row, a warp sum) and folds the row into its
-// heads' outputs with an online softmax (each lane owns 16 columns of the 512 per head). A slot outside the cache, -1
-// included, adds nothing; a query with no slot gets zeros and lse -infinity. In dense mode (blockTable set) the slots
+// whatever the cache's format), then each warp scores its 4 heads against it (lanes over the row, a warp sum) and
+// folds the row into its heads' outputs with an online softmax (each lane owns 16 columns of the 512 per head). A slot
+// outside the cache, -1 included, adds nothing; a query with no slot gets zeros and lse -infinity. In dense mode (blockTable set) the slots
 // are every visible position of the query's sequence, read from the block table. Split (numSplits > 1), the CTAs of a
 // query and head group take contiguous chunks of its slots and leave fp32 partials for the combine kernel.
 #include "mla_device.cuh"
@@ -90,48 +90,48 @@ __global__ void __launch_bounds__(32 * kWarps) mlaSparseDecodeKernel(const Spars
   };
   const int numStages = (kEnd - kBegin + kStageRows - 1) / kStageRows;
   if (numStages > 0) issue(kBegin, 0);
-  for (int s = 0; s < numStages; ++s) {
-    const int buf = s & 1;
-    if (s + 1 < numStages) {
-      issue(kBegin + (s + 1) * kStageRows, buf ^ 1);
+  for (int stageIndex = 0; stageIndex < numStages; ++stageIndex) {
+    const int buf = stageIndex & 1;
+    if (stageIndex + 1 < numStages) {
+      issue(kBegin + (stageIndex + 1) * kStageRows, buf ^ 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
-    __syncthreads();  // stage s's rows (every thread's pieces) and, at s = 0, the queries are in shared memory
+    __syncthreads();  // this stage's rows (every thread's pieces) and, at the first, the queries are in shared memory
     for (int r = 0; r < kStageRows; ++r) {
-    const int64_t slot = ld_shared(&stageSlots[buf][r]);
-    if (slot < 0) continue;  // the same for every thread: padding (or past the chunk) adds nothing
-    const uint8_t* src = stage[buf][r];
-    if constexpr (kCache == SparseCache::Fp8DsMla) {
-      const float* tileScales = reinterpret_cast<const float*>(src + V);
-      const uint8_t* rope = src + V + 4 * (V / kDsTile);
-      for (int c = threadIdx.x; c < D; c += 32 * kWarps)
-        st_shared(&row[c], c < V ? fp8e4m3ToFloat(ld_shared(src + c)) * ld_shared(&tileScales[c / kDsTile])
-                                 : __bfloat162float(ld_shared(reinterpret_cast<const __nv_bfloat16*>(rope) + (c - V))));
-    } else if constexpr (kCache == SparseCache::Fp8) {
-      for (int c = threadIdx.x; c < D; c += 32 * kWarps) st_shared(&row[c], fp8e4m3ToFloat(ld_shared(src + c)) * args.cacheScale);
-    } else {
-      for (int c = threadIdx.x; c < D; c += 32 * kWarps) st_shared(&row[c], Elem<E>::toFloat(ld_shared(reinterpret_cast<const T*>(src) + c)));
-    }
-    __syncthreads();
+      const int64_t slot = ld_shared(&stageSlots[buf][r]);
+      if (slot < 0) continue;  // the same for every thread: padding (or past the chunk) adds nothing
+      const uint8_t* src = stage[buf][r];
+      if constexpr (kCache == SparseCache::Fp8DsMla) {
+        const float* tileScales = reinterpret_cast<const float*>(src + V);
+        const uint8_t* rope = src + V + 4 * (V / kDsTile);
+        for (int c = threadIdx.x; c < D; c += 32 * kWarps)
+          st_shared(&row[c], c < V ? fp8e4m3ToFloat(ld_shared(src + c)) * ld_shared(&tileScales[c / kDsTile])
+                                   : __bfloat162float(ld_shared(reinterpret_cast<const __nv_bfloat16*>(rope) + (c - V))));
+      } else if constexpr (kCache == SparseCache::Fp8) {
+        for (int c = threadIdx.x; c < D; c += 32 * kWarps) st_shared(&row[c], fp8e4m3ToFloat(ld_shared(src + c)) * args.cacheScale);
+      } else {
+        for (int c = threadIdx.x; c < D; c += 32 * kWarps) st_shared(&row[c], Elem<E>::toFloat(ld_shared(reinterpret_cast<const T*>(src) + c)));
+      }
+      __syncthreads();
 #pragma unroll
-    for (int j = 0; j < kHeadsPerWarp; ++j) {
-      const int h = warp * kHeadsPerWarp + j;
-      if (h >= heads) break;  // the same for the whole warp
-      float dot = 0.f;
-      for (int c = lane; c < D; c += 32) dot += ld_shared(&qs[h][c]) * ld_shared(&row[c]);
-      for (int s = 16; s >= 1; s /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, s);
-      const float score = dot * args.scaleLog2;
-      const float newMax = fmaxf(runMax[j], score);
-      const float alpha = exp2f(runMax[j] - newMax), p = exp2f(score - newMax);
-      runMax[j] = newMax;
-      runSum[j] = runSum[j] * alpha + p;
+      for (int j = 0; j < kHeadsPerWarp; ++j) {
+        const int h = warp * kHeadsPerWarp + j;
+        if (h >= heads) break;  // the same for the whole warp
+        float dot = 0.f;
+        for (int c = lane; c < D; c += 32) dot += ld_shared(&qs[h][c]) * ld_shared(&row[c]);
+        for (int s = 16; s >= 1; s /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, s);
+        const float score = dot * args.scaleLog2;
+        const float newMax = fmaxf(runMax[j], score);
+        const float alpha = exp2f(runMax[j] - newMax), p = exp2f(score - newMax);
+        runMax[j] = newMax;
+        runSum[j] = runSum[j] * alpha + p;
 #pragma unroll
-      for (int c = 0; c < kColsPerLane; ++c)
-        if (lane + 32 * c < V) o[j][c] = o[j][c] * alpha + p * ld_shared(&row[lane + 32 * c]);
-    }
-    __syncthreads();  // the row is consumed before the next is converted
+        for (int c = 0; c < kColsPerLane; ++c)
+          if (lane + 32 * c < V) o[j][c] = o[j][c] * alpha + p * ld_shared(&row[lane + 32 * c]);
+      }
+      __syncthreads();  // the row is consumed before the next is converted
     }
     __syncthreads();  // every thread is past this stage's slots and rows before issue() refills the buffer
   }
