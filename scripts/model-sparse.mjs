@@ -5,16 +5,20 @@
 //
 // Inputs: cuda-sim's counts of one CTA of each real kernel, per barrier interval (global bytes, shared-memory bytes,
 // fp8 values converted), taken on small runs and scaled, since the emulator would take minutes on the full shapes:
-//   - sparse decode: one CTA (up to 16 heads) over T1 and T2 selected rows; the per-row intervals are the difference,
-//     the rest is the CTA's fixed work; the step runs ceil(heads / 16) such CTAs, each on its own SM.
+//   - sparse decode: one CTA (up to 16 heads) over T1 and T2 selected rows; the intervals of the T2 - T1 rows between
+//     (whole stages of rows) are the difference, the rest is the CTA's fixed work. The step runs ceil(heads / 16) head
+//     groups times the split over the rows (plan.cc's sparseDecodeSplit, mirrored in sparseSplits and checked against
+//     a launch of the real plan), one CTA per SM at a time, then the decode's combine kernel over the partials.
 //   - indexer scores: one CTA of 64 keys (every CTA of the grid does the same); the grid has ceil(context / 64).
 //   - indexer top-k: one CTA per query row over V1 and V2 visible scores (topk below both, so the radix select runs);
 //     each interval's counts are affine in the visible count, so they are extrapolated to the context.
 // Clocks, per barrier interval: its slowest on-chip pipe (shared memory at 128 B/clock, the fp8 conversions' integer
-// work), plus its memory round trips, plus the barrier drain. These kernels do not prefetch (no cp.async, nothing
-// loaded ahead across a barrier): a thread waits for its loads, which overlap only as far as the compiler unrolls the
-// loop issuing them, taken as nvcc's default unrolling by LOADS_OVERLAPPED; so an interval costs ceil(global loads
-// per thread / LOADS_OVERLAPPED) round trips (cuda-sim counts the loads per interval). The sparse decode and the top-k
+// work), plus its memory round trips, plus the barrier drain. A thread waits for its plain loads, which overlap only
+// as far as the compiler unrolls the loop issuing them, taken as nvcc's default unrolling by LOADS_OVERLAPPED; so an
+// interval costs ceil(plain global loads per thread / LOADS_OVERLAPPED) round trips (cuda-sim counts the loads per
+// interval). The sparse decode's rows come by cp.async (16-byte pieces, asyncCopyBytes) one stage ahead: their round
+// trip overlaps the stage before, so its stages take the longer of their intervals and one round trip each. The
+// sparse decode and the top-k
 // run one CTA per SM, so their time is that chain; the indexer's scores run many CTAs per SM, so there an SM's time is
 // its CTAs' shared-memory work or their chains (the resident ones overlapping theirs), whichever is longer.
 // These kernels use CUDA cores only (no mma): their FP32 FMAs and warp shuffles are not counted by cuda-sim; every FMA
@@ -42,7 +46,7 @@ function staticSmem(kernel, arch) {
 }
 
 const sum = (xs) => xs.reduce((a, b) => a + b, 0);
-const KEYS = ['bytesRead', 'bytesWritten', 'loads', 'sharedLoadBytes', 'sharedStoreBytes', 'converted'];
+const KEYS = ['bytesRead', 'bytesWritten', 'loads', 'sharedLoadBytes', 'sharedStoreBytes', 'asyncCopyBytes', 'converted'];
 const pick = (p) => Object.fromEntries(KEYS.map((k) => [k, p[k]]));
 
 function simOn(addon, computeCapability, smemOptin) {
@@ -67,7 +71,7 @@ export async function measureSparseDecode({ api, addon }, { computeCapability, s
     return launch;
   };
   // One CTA's counts (its heads: as many as a launch over one head group gives it), over t1 and t2 rows.
-  const [t1, t2] = [4, 8];
+  const [t1, t2] = [8, 16];
   const probe = await run(1, 1);
   const ctaHeads = await (async () => { let h = 1; while ((await run(1, h * 2)).grid[1] === 1 && h < 256) h *= 2; return h; })();
   const a = await run(t1, ctaHeads), b = await run(t2, ctaHeads);
@@ -76,13 +80,15 @@ export async function measureSparseDecode({ api, addon }, { computeCapability, s
   for (const heads of new Set(SPARSE_SHAPES.map((x) => x.heads))) ctasPerQuery[heads] = (await run(1, heads)).grid[1];
   stream.dispose();
   if (probe.grid[1] !== 1) throw new Error('model: sparse decode: one head took more than one CTA');
-  const perRow = (b.profile.length - a.profile.length) / (t2 - t1);
-  if (!Number.isInteger(perRow) || perRow < 1) throw new Error(`model: sparse decode (${cache}): ${a.profile.length} and ${b.profile.length} barrier intervals for ${t1} and ${t2} rows`);
-  const mid = Math.floor((b.profile.length - perRow) / 2);
-  const phases = b.profile.slice(mid, mid + perRow).map(pick);
-  const row = Object.fromEntries(KEYS.map((k) => [k, sum(phases.map((p) => p[k]))]));
+  // The t2 - t1 rows' intervals (whole stages), taken from the middle of the longer run.
+  const period = b.profile.length - a.profile.length;
+  if (period < 1) throw new Error(`model: sparse decode (${cache}): ${a.profile.length} and ${b.profile.length} barrier intervals for ${t1} and ${t2} rows`);
+  const mid = Math.floor((b.profile.length - period) / 2);
+  const phases = b.profile.slice(mid, mid + period).map(pick);
+  const periodRows = t2 - t1;
+  const row = Object.fromEntries(KEYS.map((k) => [k, sum(phases.map((p) => p[k])) / periodRows]));
   const fixed = Object.fromEntries(KEYS.map((k) => [k, sum(b.profile.map((p) => p[k])) - t2 * row[k]]));
-  return { kernel: 'mlaSparseDecodeKernel', cache, threads: b.threads, ctaHeads, ctasPerQuery, perRow, phases, row, fixed, fixedIntervals: b.profile.length - t2 * perRow };
+  return { kernel: 'mlaSparseDecodeKernel', cache, threads: b.threads, ctaHeads, ctasPerQuery, periodRows, phases, row, fixed, fixedIntervals: b.profile.length - (t2 / periodRows) * period };
 }
 
 /** The indexer's counts: one scores CTA (64 keys), and the top-k CTA's intervals as a + b * visible. */
@@ -129,7 +135,8 @@ function intervalParts(t, p, threads) {
   const memLatencyClk = MODEL_ASSUMPTIONS.memLatencyNs * 1e-9 * t.clockMHz * 1e6;
   const fp8Instr = MODEL_ASSUMPTIONS.fp8DecodeInstrPerValue[fp8DecodePath(t.arch)];
   const onchip = Math.max((p.sharedLoadBytes + p.sharedStoreBytes) / COMMON_LIMITS.smemBytesPerClk, (p.converted * fp8Instr) / COMMON_LIMITS.aluPerClk);
-  const roundTrips = p.loads > 0 ? Math.max(1, Math.ceil(p.loads / threads / LOADS_OVERLAPPED)) : 0;
+  const plainLoads = p.loads - (p.asyncCopyBytes ?? 0) / 16;  // cp.async pieces do not wait here
+  const roundTrips = plainLoads > 0 ? Math.max(1, Math.ceil(plainLoads / threads / LOADS_OVERLAPPED)) : 0;
   return { onchip, wait: roundTrips * memLatencyClk + MODEL_ASSUMPTIONS.phaseLatencyClk };
 }
 function intervalClocks(t, p, threads) {
@@ -137,16 +144,57 @@ function intervalClocks(t, p, threads) {
   return onchip + wait;
 }
 
-/** The modelled sparse decode of one sequence: ceil(heads / 16) CTAs, one per SM, each over topk rows. */
+/**
+ * The sparse decode's split over `rows` rows per query: plan.cc's sparseDecodeSplit (two CTAs per SM, chunks of at
+ * least 64 rows, at most 256 splits), mirrored here; measureSplit checks it against the plan of a real launch.
+ */
+export function sparseSplits(numQueries, ctasPerQuery, rows, sms) {
+  const want = Math.ceil((2 * sms) / Math.max(1, numQueries * ctasPerQuery));
+  const chunk = Math.max(64, Math.ceil(rows / want), Math.ceil(rows / 256));
+  return Math.ceil(rows / chunk);
+}
+
+/** The real plan's split of one query of 16 heads over `rows` rows on `sms` SMs (a launch under cuda-sim). */
+export async function measureSplit({ api, addon }, rows, sms) {
+  const { Stream, Tensor, mlaSparseDecode } = api;
+  const stream = new Stream('cuda-sim:0');
+  addon.simConfigure({ checkOrders: false, numSms: sms, splitRows: 0, batchInvariant: false, profileBlock: 0 });
+  const cacheT = Tensor.zeros([Math.ceil(rows / BLOCK_SIZE), BLOCK_SIZE, WIDTH], 'bf16', { device: stream.device });
+  const q = Tensor.zeros([1, 1, 16, WIDTH], 'bf16', { device: stream.device });
+  const indices = Tensor.from(Int32Array.from({ length: rows }, (_, i) => i), [1, 1, rows]);
+  mlaSparseDecode({ q, cache: cacheT, indices, softmaxScale: 0.07, kvLoraRank: KV_LORA_RANK, stream });
+  await stream.synchronize();
+  const launches = addon.simLastOp().launches;
+  for (const t of [cacheT, q, indices]) t.dispose();
+  stream.dispose();
+  // split, the kernel writes only its partials: per split, 16 heads' fp32 rows and lse
+  const written = launches.find((l) => l.kernel === 'mlaSparseDecodeKernel').bytesWritten;
+  const got = launches.some((l) => l.kernel === 'mlaCombineKernel') ? written / (16 * (KV_LORA_RANK + 1) * 4) : 1;
+  const want = sparseSplits(1, 1, rows, sms);
+  if (got !== want) throw new Error(`model: the plan split ${rows} rows on ${sms} SMs ${got} ways, sparseSplits says ${want}`);
+}
+
+/** The modelled sparse decode of one sequence: ceil(heads / 16) head groups times its splits, one CTA per SM at a time. */
 export function modelSparseDecode(t, shape, c) {
   const rows = Math.min(SPARSE_TOPK, shape.context);
-  const perRowClk = sum(c.phases.map((p) => intervalClocks(t, p, c.threads)));
-  const ctas = shape.batch * c.ctasPerQuery[shape.heads];
+  const groups = c.ctasPerQuery[shape.heads];
+  const splits = sparseSplits(shape.batch, groups, rows, t.sms);
+  const rowsPerCta = Math.ceil(rows / splits);
+  // A stage's rows arrive one round trip after they were issued, a stage earlier: each stage takes the longer of its
+  // intervals and that round trip.
+  const memLatencyClk = MODEL_ASSUMPTIONS.memLatencyNs * 1e-9 * t.clockMHz * 1e6;
+  const stages = c.phases.filter((p) => p.asyncCopyBytes > 0).length;
+  const periodClk = Math.max(sum(c.phases.map((p) => intervalClocks(t, p, c.threads))), stages * memLatencyClk);
+  const perRowClk = periodClk / c.periodRows;
+  const ctas = shape.batch * groups * splits;
   // the fixed rest (queries in, outputs out) as one interval plus the drains of its other barriers
   const fixedClk = intervalClocks(t, c.fixed, c.threads) + Math.max(0, c.fixedIntervals - 1) * MODEL_ASSUMPTIONS.phaseLatencyClk;
   const waves = Math.ceil(ctas / t.sms);
-  const us = (waves * (fixedClk + rows * perRowClk)) / (t.clockMHz * 1e6) * 1e6;
-  return { ctas, smsUsed: Math.min(ctas, t.sms), perRowClk, us, bytes: ctas * (c.fixed.bytesRead + c.fixed.bytesWritten) + ctas * rows * c.row.bytesRead };
+  let us = (waves * (fixedClk + rowsPerCta * perRowClk)) / (t.clockMHz * 1e6) * 1e6;
+  // Split: fp32 partials out and the combine kernel reading them back, through HBM, after a kernel gap.
+  const partialBytes = splits > 1 ? shape.batch * splits * shape.heads * (KV_LORA_RANK + 1) * 4 : 0;
+  if (splits > 1) us += MODEL_ASSUMPTIONS.kernelGapUs + (2 * partialBytes) / (MODEL_ASSUMPTIONS.hbmEfficiency * t.hbmGBps * 1e9) * 1e6;
+  return { ctas, splits, smsUsed: Math.min(ctas, t.sms), perRowClk, us, bytes: ctas * (c.fixed.bytesRead + c.fixed.bytesWritten) + shape.batch * groups * rows * c.row.bytesRead + 2 * partialBytes };
 }
 
 /** The modelled indexer of one query row over `context` keys: the scores kernel, then the top-k kernel. */
@@ -204,6 +252,7 @@ export async function runSparseModel({ targets, quick = false, ctx, denseUs, log
     log(`measuring sm_${t.arch}'s sparse decode and indexer kernels under cuda-sim`);
     const c = { sparse: {}, indexer: null };
     for (const cache of SPARSE_CACHES) c.sparse[cache] = await measureSparseDecode(ctx, { computeCapability: t.arch, smemOptin: t.smemOptin, cache });
+    await measureSplit(ctx, 512, t.sms);
     c.indexer = await measureIndexer(ctx, { computeCapability: t.arch, smemOptin: t.smemOptin });
     counts[t.arch] = c;
     for (const shape of SPARSE_SHAPES.filter((x) => !quick || x.quick)) {

@@ -764,7 +764,7 @@ class DeviceBackend final : public Backend {
     return a;
   }
   // Dense decode over an fp8_ds_mla cache: the sparse kernel's dense mode, every visible row of each sequence from the
-  // block table and lengths (device copies). One CTA per query and 16 heads on CUDA cores, no split: the simple route.
+  // block table and lengths (device copies). CUDA cores, split over the capacity of the block table's rows.
   SparseDecodeArgs dsMlaDecodeArgs(const MlaDecodeParams& p, const uint8_t* tableOnDevice, const uint8_t* lensOnDevice) const {
     SparseDecodeArgs a = sparseKernelArgs(p, "mlaDecode");
     a.numSlots = p.numBlocks * p.blockSize;
