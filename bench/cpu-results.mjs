@@ -60,6 +60,49 @@ export function targetLines(result) {
 }
 
 /**
+ * The sparse table of a result: per row the indexer, the sparse decode over its top-k and the dense decode of the same
+ * context, each with its fraction of the roofline, and the step's speed-up over dense. Rows merged in from a separate
+ * `--rows ... --merge` run (their `run` names it in `sparseRuns`) get a line saying which machine state produced them.
+ */
+export function sparseTableLines(result) {
+  const rows = result.sparseRows ?? [];
+  if (!rows.length) return [];
+  const G = (x) => (x / 1e9).toFixed(x >= 1e11 ? 0 : 1);
+  const lines = [];
+  for (const run of result.sparseRuns ?? []) {
+    if (!rows.some((r) => r.run === run.machine.date)) continue;
+    const m = run.machine, l = run.limits;
+    lines.push(`Sparse rows measured ${m.date.slice(0, 16).replace('T', ' ')} UTC in their own run (\`--rows sparse --merge\`): ${m.cpu} (family ${m.family}, model ${m.model}), ` +
+      `\`${m.isa}\` path, ${m.threads} threads; load average ${m.loadBefore} before, ${m.loadAfter} after; its limits: read ${G(l.readBytesPerSec)} GB/s, bf16 peak ${G(l.peakFlops)} GFLOP/s (${l.peakFrom}).`, '');
+  }
+  const topk = rows[0].topk;
+  lines.push(`| sparse decode (top-${topk}, one sequence) | heads | context | indexer ms (roofline) | sparse decode ms (roofline) | indexer + sparse ms (indexer's share) | dense decode ms (roofline) | speed-up over dense: indexer + sparse / sparse alone |`);
+  lines.push('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const step = r.indexer.ms + r.sparse.ms;
+    lines.push(`| ${r.dtype}, fp8 index keys | ${r.heads} | ${r.context} | ${r.indexer.ms.toFixed(2)} (${r.indexer.roofline.toFixed(2)}) | ${r.sparse.ms.toFixed(2)} (${r.sparse.roofline.toFixed(2)}) | ` +
+      `${step.toFixed(2)} (${(100 * r.indexer.ms / step).toFixed(0)}%) | ${r.dense.ms.toFixed(2)} (${r.dense.roofline.toFixed(2)}) | ${(r.dense.ms / step).toFixed(2)}x / ${(r.dense.ms / r.sparse.ms).toFixed(2)}x |`);
+  }
+  return lines;
+}
+
+/** A stored table text with its sparse section (and the line naming its run) replaced by `sparseLines`. */
+export function withSparseTable(table, sparseLines) {
+  const lines = String(table).split('\n');
+  const head = lines.findIndex((l) => l.startsWith('| sparse decode ('));
+  if (head >= 0) {
+    let from = head, to = head;
+    while (to < lines.length && lines[to].startsWith('|')) to++;
+    while (from > 0 && (lines[from - 1] === '' || lines[from - 1].startsWith('Sparse rows measured'))) from--;
+    lines.splice(from, to - from);
+  }
+  const t = lines.findIndex((l) => l.startsWith('targets:'));
+  const at = t < 0 ? lines.length : t;
+  lines.splice(at, 0, '', ...sparseLines, '');
+  return lines.join('\n').replace(/\n{3,}/g, '\n\n');
+}
+
+/**
  * The chart's Vega-Lite specification: per decode row, our fraction of the roofline beside each peer's, one panel per
  * dtype × heads, with the decode goal as a rule.
  */

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex>] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex> [--merge]] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
 // all measured in this run. Prints a table and writes bench/results/cpu-latest-<processor>-<path>.json (cpu-quick-latest-…
 // for --quick; the key is bench/cpu-results.mjs's resultKey) and an SVG chart beside it: per row, our fraction of the
 // roofline beside each peer's, one panel per dtype × heads.
@@ -27,7 +27,7 @@ import { native } from '../dist/native.js';
 import { refMlaDecode, refMlaSparseDecode } from '../dist/reference.js';
 import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
 import { cpuModel, load } from './machine.mjs';
-import { chartSvg, resultKey, targetLines, writeDocs } from './cpu-results.mjs';
+import { chartSvg, resultKey, sparseTableLines, targetLines, withSparseTable, writeDocs } from './cpu-results.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -40,7 +40,12 @@ const rowFilter = args.includes('--rows') ? new RegExp(args[args.indexOf('--rows
 // seconds to minutes (seen here: one core's decode at 78 ms for 3 s, then 54 ms, while an FMA loop measured
 // 192-217 GFLOP/s throughout); a row timed once can fall in one. The limits are taken the same way (best sample).
 const rounds = args.includes('--rounds') ? Math.max(1, Math.floor(+args[args.indexOf('--rounds') + 1]) || 1) : quick || rowFilter ? 1 : 2;
-if (rowFilter && args.includes('--docs')) throw new Error('--docs takes a full run: drop --rows');
+// --merge (with --rows matching sparse rows only): the rows measured go into the stored result of this machine type
+// (its full result, else its quick one), replacing rows of the same label and keeping every other row, so the sparse
+// grid can be measured on its own and shown with the rest; --docs then rewrites the docs from the stored results.
+const merge = args.includes('--merge');
+if (merge && !rowFilter) throw new Error('--merge takes --rows <regex> (the sparse rows to measure)');
+if (rowFilter && !merge && args.includes('--docs')) throw new Error('--docs takes a full run (or --rows ... --merge): drop --rows');
 if (args.includes('--results') && args.includes('--docs')) throw new Error('--docs points at bench/results: drop --results');
 const addon = native();
 const cpu = addon.cpuInfo();
@@ -193,6 +198,8 @@ const skipped = [];
 total = shapes.length * rounds + 2;
 const stream = new Stream('cpu');
 
+if (merge && shapes.some((sh) => rowFilter.test(`${sh.dtype} h${sh.heads} q${sh.queryLen} b${sh.batch} ctx${sh.context}`)))
+  throw new Error('--merge stores sparse rows only: the --rows regex matches decode rows');
 const rowOf = new Map(); // label -> row, filled over the rounds
 let group = null;
 for (let round = 0; round < rounds; round++)
@@ -341,6 +348,7 @@ const prefillShapes = [];
 for (const dtype of prefillGrid.dtypes) for (const heads of prefillGrid.heads) for (const tokens of prefillGrid.prompts) prefillShapes.push({ dtype, heads, tokens });
 const prefillLabel = (sh) => `prefill ${sh.dtype} h${sh.heads} n${sh.tokens}`;
 const prefillWanted = prefillShapes.filter((sh) => !rowFilter || rowFilter.test(prefillLabel(sh)));
+if (merge && prefillWanted.length) throw new Error('--merge stores sparse rows only: the --rows regex matches prefill rows');
 total += prefillWanted.length;
 const prefillRows = [];
 if (prefillWanted.length) {
@@ -493,7 +501,8 @@ for (const sh of sparseWanted) {
   const label = sparseLabel(sh);
   progress(label);
   const numBlocks = context / BLOCK;
-  const mk = (n, seed) => { const a = new Uint16Array(n); fillRandom(a, dtype, seed); return a; };
+  // Shared memory, as the decode rows': an ordinary array would be copied into its mirror at every call (the whole cache).
+  const mk = (n, seed) => { const a = sharedArray(Uint16Array, n); fillRandom(a, dtype, seed); return a; };
   const cacheArr = mk(numBlocks * BLOCK * WIDTH, 7 + context);
   const cache = Tensor.from(cacheArr, [numBlocks, BLOCK, WIDTH], dtype);
   const qArr = mk(heads * WIDTH, 11 + heads);
@@ -648,14 +657,7 @@ if (prefillRows.length) {
     lines.push(`| ${r.dtype} | ${r.heads} | ${r.tokens} | ${r.ms.toFixed(1)} | ${r.attentionMs.toFixed(1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.flopsPerSec)} (${G(r.attentionFlopsPerSec)}) | ${r.roofline.toFixed(2)} / ${r.rooflineFp32.toFixed(2)} | ` +
       `${r.decodePath ? r.decodePath.ms.toFixed(1) : '—'} | ${r.decodePath ? `${r.decodePath.speedup.toFixed(2)}x` : '—'} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
 }
-if (sparseRows.length) {
-  lines.push('');
-  lines.push(`| sparse decode (top-${SPARSE_TOPK}, one sequence) | heads | context | indexer ms (roofline) | sparse decode ms (roofline) | indexer + sparse ms | dense decode ms (roofline) | speed-up over dense |`);
-  lines.push('|---|---|---|---|---|---|---|---|');
-  for (const r of sparseRows)
-    lines.push(`| ${r.dtype}, fp8 index keys | ${r.heads} | ${r.context} | ${r.indexer.ms.toFixed(2)} (${r.indexer.roofline.toFixed(2)}) | ${r.sparse.ms.toFixed(2)} (${r.sparse.roofline.toFixed(2)}) | ` +
-      `${(r.indexer.ms + r.sparse.ms).toFixed(2)} | ${r.dense.ms.toFixed(2)} (${r.dense.roofline.toFixed(2)}) | ${(r.dense.ms / (r.indexer.ms + r.sparse.ms)).toFixed(2)}x |`);
-}
+if (sparseRows.length) lines.push('', ...sparseTableLines({ sparseRows }));
 // Targets (the goals: bench/cpu-results.mjs's GOALS).
 lines.push('');
 lines.push(...targetLines({ rows, appendRows }));
@@ -679,6 +681,25 @@ function ortVersion() {
 const dir = args.includes('--results') ? path.resolve(args[args.indexOf('--results') + 1]) : path.join(root, 'bench', 'results');
 mkdirSync(dir, { recursive: true });
 const result = { machine, limits, quick, rounds, rows, prefillRows, sparseRows, appendRows, skipped, notes, table: lines.join('\n') };
+if (merge) {
+  const key = resultKey(machine);
+  const target = [`cpu-latest-${key}.json`, `cpu-quick-latest-${key}.json`].map((f) => path.join(dir, f)).find((f) => existsSync(f));
+  if (!target) throw new Error(`--merge: no stored result of ${key} in ${dir} to merge into (a full or quick run makes one)`);
+  const stored = JSON.parse(readFileSync(target, 'utf8'));
+  const byLabel = new Map((stored.sparseRows ?? []).map((r) => [r.label, r]));
+  for (const r of sparseRows) byLabel.set(r.label, { ...r, run: machine.date });
+  stored.sparseRows = [...byLabel.values()].sort((a, b) => a.heads - b.heads || a.context - b.context);
+  const { samples, ...runLimits } = limits;
+  stored.sparseRuns = [...(stored.sparseRuns ?? []).filter((x) => stored.sparseRows.some((r) => r.run === x.machine.date)), { machine, limits: runLimits, limitSamples: samples }];
+  stored.table = withSparseTable(stored.table, sparseTableLines(stored));
+  writeFileSync(target, JSON.stringify(stored, null, 2));
+  console.log(`\nmerged ${sparseRows.length} sparse rows into ${path.relative(root, target).startsWith('..') ? target : path.relative(root, target)} (its other rows kept)`);
+  if (args.includes('--docs')) {
+    writeDocs(dir);
+    console.log('updated the benchmark block of docs/performance-cpu.md');
+  }
+  process.exit(0);
+}
 // The latest whole run of each machine type (processor and SIMD path) stays in the repository under its key; a
 // --rows run is a development run, stamped with its date, and leaves the latest results alone.
 const base = rowFilter ? `cpu-rows-${machine.date.slice(0, 19).replace(/[:T]/g, '-')}` : `cpu${quick ? '-quick' : ''}-latest-${resultKey(machine)}`;

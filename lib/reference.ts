@@ -97,23 +97,40 @@ export interface RefDecodeOptions {
   causal?: boolean;
 }
 
-/** Absorbed decode: out [batch, queryLen, heads, kvLoraRank], lse [batch, heads, queryLen]. */
-export function refMlaDecode(o: RefDecodeOptions): { out: Float64Array; lse: Float64Array } {
-  const [batch, queryLen, heads, dim] = o.q.shape;
-  const V = o.kvLoraRank;
+/**
+ * Absorbed attention of every query q[b, t, h, :] over the cache rows rowsOf(b, t) (values their first V entries):
+ * out [batch, queryLen, heads, V], lse [batch, heads, queryLen]. The dense and the sparse decode differ only in rowsOf.
+ */
+function attendQueries(q: Dense, V: number, softmaxScale: number, rowsOf: (b: number, t: number) => number[][]): { out: Float64Array; lse: Float64Array } {
+  const [batch, queryLen, heads, dim] = q.shape;
   const out = new Float64Array(batch * queryLen * heads * V);
   const lse = new Float64Array(batch * heads * queryLen);
-  for (let b = 0; b < batch; b++) {
-    const len = o.seqLens.data[b];
-    const rows = Array.from({ length: len }, (_, s) => cacheRow(o.cache, o.blockTable, b, s));
-    for (let t = 0; t < queryLen; t++)
+  for (let b = 0; b < batch; b++)
+    for (let t = 0; t < queryLen; t++) {
+      const rows = rowsOf(b, t);
       for (let h = 0; h < heads; h++) {
-        const r = attendRows(o.q, ((b * queryLen + t) * heads + h) * dim, rows.slice(0, visibleRows(len, queryLen, t, o.causal ?? false)), o.softmaxScale, V);
+        const r = attendRows(q, ((b * queryLen + t) * heads + h) * dim, rows, softmaxScale, V);
         out.set(r.out, ((b * queryLen + t) * heads + h) * V);
         lse[(b * heads + h) * queryLen + t] = r.lse;
       }
-  }
+    }
   return { out, lse };
+}
+
+/** Absorbed decode: out [batch, queryLen, heads, kvLoraRank], lse [batch, heads, queryLen]. */
+export function refMlaDecode(o: RefDecodeOptions): { out: Float64Array; lse: Float64Array } {
+  const queryLen = o.q.shape[1];
+  // One sequence's rows at a time, read once for all its queries.
+  let rowsB = -1;
+  let rows: number[][] = [];
+  return attendQueries(o.q, o.kvLoraRank, o.softmaxScale, (b, t) => {
+    const len = o.seqLens.data[b];
+    if (rowsB !== b) {
+      rows = Array.from({ length: len }, (_, s) => cacheRow(o.cache, o.blockTable, b, s));
+      rowsB = b;
+    }
+    return rows.slice(0, visibleRows(len, queryLen, t, o.causal ?? false));
+  });
 }
 
 /** q_lat[..., h, :] = W_uk[h]ᵀ q_nope[..., h, :], followed by q_pe when given. */
@@ -405,27 +422,17 @@ export interface RefSparseDecodeOptions {
 
 /** Sparse decode: query t of sequence b over the cache slots indices[b, t, :] (a slot named twice counts twice). out [batch, queryLen, heads, kvLoraRank], lse [batch, heads, queryLen]. */
 export function refMlaSparseDecode(o: RefSparseDecodeOptions): { out: Float64Array; lse: Float64Array } {
-  const [batch, queryLen, heads, dim] = o.q.shape;
+  const [, queryLen, , dim] = o.q.shape;
   const topk = o.indices.shape[2];
-  const V = o.kvLoraRank;
-  const out = new Float64Array(batch * queryLen * heads * V);
-  const lse = new Float64Array(batch * heads * queryLen);
   const row = (slot: number) => Array.from({ length: dim }, (_, k) => o.cache.data[slot * dim + k]);
-  for (let b = 0; b < batch; b++)
-    for (let t = 0; t < queryLen; t++) {
-      const slots: number[] = [];
-      for (let k = 0; k < topk; k++) {
-        const slot = o.indices.data[(b * queryLen + t) * topk + k];
-        if (slot >= 0) slots.push(slot);
-      }
-      const rows = slots.map(row);
-      for (let h = 0; h < heads; h++) {
-        const r = attendRows(o.q, ((b * queryLen + t) * heads + h) * dim, rows, o.softmaxScale, V);
-        out.set(r.out, ((b * queryLen + t) * heads + h) * V);
-        lse[(b * heads + h) * queryLen + t] = r.lse;
-      }
+  return attendQueries(o.q, o.kvLoraRank, o.softmaxScale, (b, t) => {
+    const slots: number[] = [];
+    for (let k = 0; k < topk; k++) {
+      const slot = o.indices.data[(b * queryLen + t) * topk + k];
+      if (slot >= 0) slots.push(slot);
     }
-  return { out, lse };
+    return slots.map(row);
+  });
 }
 
 export interface RefLightningIndexerOptions {

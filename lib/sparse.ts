@@ -125,15 +125,7 @@ export function mlaSparseDecode<D extends FloatDType>(options: MlaSparseDecodeOp
   const op = 'mlaSparseDecode';
   const o = checkOptions(op, options, SPARSE_DECODE_OPTIONS);
   const stream = streamArg(op, o);
-  const inputs: SparseDecodeInputs = [
-    tensorArg(op, o.q, 'q'),
-    tensorArg(op, o.cache, 'cache'),
-    tensorArg(op, o.indices, 'indices'),
-    numberArg(op, o.softmaxScale, 'softmaxScale'),
-    numberArg(op, o.kvLoraRank, 'kvLoraRank'),
-    options.cache.dtype === 'fp8_e4m3' ? options.cache.scale : 1,
-    writtenByOperation(o.indices, stream),
-  ];
+  const inputs: SparseDecodeInputs = [...leadingArgs(op, o, 'cache'), options.cache.dtype === 'fp8_e4m3' ? options.cache.scale : 1, writtenByOperation(o.indices, stream)];
   const { out, lse } = outputs(op, inputs, options, stream);
   const params: SparseDecodeParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.q, options.cache, options.indices], [out, lse], (s, after) => native().mlaSparseDecode(s, params, after));
@@ -148,18 +140,16 @@ export function mlaSparsePrefill<D extends FloatDType>(options: MlaSparsePrefill
   const op = 'mlaSparsePrefill';
   const o = checkOptions(op, options, SPARSE_PREFILL_OPTIONS);
   const stream = streamArg(op, o);
-  const inputs: SparsePrefillInputs = [
-    tensorArg(op, o.q, 'q'),
-    tensorArg(op, o.kv, 'kv'),
-    tensorArg(op, o.indices, 'indices'),
-    numberArg(op, o.softmaxScale, 'softmaxScale'),
-    numberArg(op, o.kvLoraRank, 'kvLoraRank'),
-    writtenByOperation(o.indices, stream),
-  ];
+  const inputs: SparsePrefillInputs = [...leadingArgs(op, o, 'kv'), writtenByOperation(o.indices, stream)];
   const { out, lse } = outputs(op, inputs, options, stream);
   const params: SparsePrefillParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.q, options.kv, options.indices], [out, lse], (s, after) => native().mlaSparsePrefill(s, params, after));
   return { out, lse };
+}
+
+// What both sparse attentions take first: q, the rows it attends over (`rows`: the cache or kv), indices, softmaxScale, kvLoraRank.
+function leadingArgs(op: 'mlaSparseDecode' | 'mlaSparsePrefill', o: Record<string, unknown>, rows: 'cache' | 'kv') {
+  return [tensorArg(op, o.q, 'q'), tensorArg(op, o[rows], rows), tensorArg(op, o.indices, 'indices'), numberArg(op, o.softmaxScale, 'softmaxScale'), numberArg(op, o.kvLoraRank, 'kvLoraRank')] as const;
 }
 
 // Indices an operation wrote (the indexer's, queued or captured) are read when the decode runs, in stream order;

@@ -15,6 +15,8 @@
 // HBM bandwidth, or the memory latency over the pipeline depth, whichever is longest; CTAs start in launch order on
 // free SM slots and share HBM while they run; a split decode adds the combine kernel and the gap between launches.
 //
+// It also models DeepSeek-V3.2's decode step (the device sparse decode and lightning indexer against this dense decode)
+// on sm_90 and sm_80: scripts/model-sparse.mjs, its table in docs/sparse.md.
 //   node scripts/model-gpu.mjs [--quick] [--arch 90,86] [--json file] [--markdown] [--write-docs]
 // Needs a cmake-js build with cuda-sim (MLA_ADDON_PATH or build-cmake/Release) and `npm run build:ts`.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,6 +24,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { COMMON_LIMITS, FLASHMLA, GPU_TARGETS, MODEL_ASSUMPTIONS, fp8DecodePath, mmaClkPerSm } from './gpu-targets.mjs';
 import { BLOCK_SIZE, GPU_SHAPES, KV_LORA_RANK, ROPE_DIM, shapeKey, shapeWork } from '../bench/gpu-shapes.mjs';
+import { runSparseModel, sparseMarkdownTable } from './model-sparse.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WIDTH = KV_LORA_RANK + ROPE_DIM;
@@ -231,13 +234,13 @@ export function modelShape(t, shape, plan, countsOf) {
 }
 
 /** Models the shapes on the targets; counts are measured once per (smem opt-in, rows per CTA, cache). */
-export async function runModel({ archs = Object.keys(GPU_TARGETS).map(Number), quick = false, log = () => {}, ctx } = {}) {
+export async function runModel({ archs = Object.keys(GPU_TARGETS).map(Number), quick = false, log = () => {}, ctx, shapes = GPU_SHAPES } = {}) {
   ctx ??= await loadApi();
   const cache = new Map();
   const results = [];
   for (const arch of archs) {
     const t = GPU_TARGETS[arch];
-    for (const shape of GPU_SHAPES.filter((s) => !quick || s.quick)) {
+    for (const shape of shapes.filter((s) => !quick || s.quick)) {
       const plan = ctx.addon.decodePlan({ queryLen: 1, numHeads: shape.heads, seqLens: new Array(shape.batch).fill(shape.context), numSms: t.sms, smemOptin: t.smemOptin });
       const countsOf = (rows) => {
         const key = `${t.arch}/${rows}/${shape.cache}`;
@@ -284,6 +287,27 @@ export function markdownTable(results) {
   return lines.join('\n');
 }
 
+/**
+ * The sparse decode step's model (scripts/model-sparse.mjs) on the targets `archs` (default sm_90 and sm_80), with the
+ * dense decode of the same context (one sequence, bf16 cache) from this file's model.
+ */
+export async function runSparse({ archs = [90, 80], quick = false, log = () => {}, ctx } = {}) {
+  ctx ??= await loadApi();
+  const denseUs = async (t, shape) => {
+    const dense = { heads: shape.heads, batch: shape.batch, context: shape.context, cache: 'bf16', quick: true };
+    const { results } = await runModel({ archs: [t.arch], shapes: [dense], ctx });
+    return results[0].us;
+  };
+  try {
+    return await runSparseModel({ targets: archs.map((a) => GPU_TARGETS[a]), quick, ctx, denseUs, log });
+  } finally {
+    ctx.addon.simConfigure({ checkOrders: true, numSms: 8, splitRows: 0, smemOptin: 0, computeCapability: 0, profileBlock: -1 });
+  }
+}
+
+export const SPARSE_DOC_START = '<!-- sparse-model:start -->';
+export const SPARSE_DOC_END = '<!-- sparse-model:end -->';
+
 export const DOC_START = '<!-- model:start -->';
 export const DOC_END = '<!-- model:end -->';
 
@@ -292,11 +316,17 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const opt = (name) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const archs = opt('--arch')?.split(',').map(Number);
   const { results, counts } = await runModel({ archs, quick: args.includes('--quick'), log: (m) => console.error(m) });
+  const sparseArchs = (archs ?? [90, 80]).filter((a) => a === 80 || a === 90);
+  const sparse = sparseArchs.length ? await runSparse({ archs: sparseArchs, quick: args.includes('--quick'), log: (m) => console.error(m) }) : { rows: [], counts: {} };
   console.log('GPU decode performance MODEL (no GPU has measured any of these figures; see docs/gpu.md)\n');
   console.log(markdownTable(results));
+  if (sparse.rows.length) {
+    console.log('\nDeepSeek-V3.2 decode step (top-2048, one sequence) performance MODEL (no GPU has measured any of these figures; see docs/sparse.md)\n');
+    console.log(sparseMarkdownTable(sparse.rows));
+  }
   const out = opt('--json') ?? path.join(root, 'bench', 'results', 'gpu-model.json');
   mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, JSON.stringify({ kind: 'model', assumptions: MODEL_ASSUMPTIONS, targets: GPU_TARGETS, flashmla: { gbps: FLASHMLA.gbps, tflops: FLASHMLA.tflops, bandwidthFraction: FLASHMLA.bandwidthFraction, computeFraction: FLASHMLA.computeFraction }, results, counts }, null, 2));
+  writeFileSync(out, JSON.stringify({ kind: 'model', assumptions: MODEL_ASSUMPTIONS, targets: GPU_TARGETS, flashmla: { gbps: FLASHMLA.gbps, tflops: FLASHMLA.tflops, bandwidthFraction: FLASHMLA.bandwidthFraction, computeFraction: FLASHMLA.computeFraction }, results, counts, sparse }, null, 2));
   console.error(`wrote ${out}`);
   if (args.includes('--write-docs')) {
     const doc = path.join(root, 'docs', 'gpu.md');
@@ -305,5 +335,13 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     if (a < 0 || b < a) throw new Error(`${doc}: no ${DOC_START} ... ${DOC_END} block`);
     writeFileSync(doc, text.slice(0, a + DOC_START.length) + '\n' + markdownTable(results) + '\n' + text.slice(b));
     console.error(`updated ${doc}`);
+    if (sparse.rows.length) {
+      const sdoc = path.join(root, 'docs', 'sparse.md');
+      const st = readFileSync(sdoc, 'utf8');
+      const sa = st.indexOf(SPARSE_DOC_START), sb = st.indexOf(SPARSE_DOC_END);
+      if (sa < 0 || sb < sa) throw new Error(`${sdoc}: no ${SPARSE_DOC_START} ... ${SPARSE_DOC_END} block`);
+      writeFileSync(sdoc, st.slice(0, sa + SPARSE_DOC_START.length) + '\n' + sparseMarkdownTable(sparse.rows) + '\n' + st.slice(sb));
+      console.error(`updated ${sdoc}`);
+    }
   }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // npm test: builds what the tests need, then runs
-//   1. the whole vitest suite on the cmake-js build (cpu and cuda-sim backends, emulator self-tests),
+//   1. the whole vitest suite on the cmake-js build (cpu and cuda-sim backends, emulator self-tests; its CUDA backend
+//      compiled for sm_90 alone, as no test runs device code: 4 and 5's prebuild compile every architecture),
 //   2. the conformance suites (test/conformance/) again on the node-gyp build (binding.gyp), CPU only, proving both
 //      source lists build the same addon,
 //   3. the conformance suites and the cpu and cuda-sim backend suites again on an AddressSanitizer +
@@ -12,7 +13,7 @@
 //      prebuild and no compiler on PATH, and without the prebuild (node-gyp builds the CPU addon),
 //   6. the linux-arm64 install test (test/tooling/install/arm64.mjs): the tarball installed and run under qemu-user
 //      by an arm64 Node (skipped, saying why, where the cross tools cannot be had),
-// (5 and 6 share one npm pack), and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
+// (5 and 6 share one npm pack), then names every failed test and check, and ends with one line "N passed, N failed". `npm test -- <files>` runs only step 1 on those files.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -53,12 +54,13 @@ function newestSource() {
 }
 
 must(run(bin('tsc'), ['-p', 'tsconfig.json']), 'TypeScript build');
-must(run(process.execPath, ['scripts/build-native.mjs']), 'cmake-js build');
+// MLA_CUDA_ARCHS set by the caller wins.
+must(run(process.execPath, ['scripts/build-native.mjs'], { MLA_CUDA_ARCHS: process.env.MLA_CUDA_ARCHS || '90' }), 'cmake-js build');
 
 // npm install built build/Release with node-gyp (the install script); rebuild it if the sources changed since.
 const gypAddon = path.join(root, 'build', 'Release', 'mla_kernels.node');
 if (!existsSync(gypAddon) || statSync(gypAddon).mtimeMs < newestSource())
-  must(run(bin('node-gyp'), ['rebuild']), 'node-gyp build');
+  must(run(bin('node-gyp'), ['rebuild'], { JOBS: 'max' }), 'node-gyp build');
 
 const results = path.join(root, 'test', '.tmp');
 mkdirSync(results, { recursive: true });
@@ -66,14 +68,20 @@ mkdirSync(results, { recursive: true });
 function vitest(label, env, files) {
   const json = path.join(results, `${label}.json`);
   const status = run(bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`, ...files], env);
-  if (!existsSync(json)) return { passed: 0, failed: 1, status };
+  if (!existsSync(json)) return { passed: 0, failed: 1, status, names: [`${label}: vitest wrote no ${path.relative(root, json)} (exit ${status})`] };
   const r = JSON.parse(readFileSync(json, 'utf8'));
   // A file that failed to load counts as a failure even when it ran no test.
-  const brokenFiles = r.testResults.filter((f) => f.status === 'failed' && f.assertionResults.length === 0).length;
-  return { passed: r.numPassedTests, failed: r.numFailedTests + brokenFiles, status };
+  const broken = r.testResults.filter((f) => f.status === 'failed' && f.assertionResults.length === 0);
+  const names = r.testResults.flatMap((f) => {
+    const file = path.relative(root, f.name);
+    if (broken.includes(f)) return [`${label}: ${file} (did not run: ${(f.message ?? '').split('\n')[0].slice(0, 200)})`];
+    return f.assertionResults.filter((a) => a.status === 'failed').map((a) => `${label}: ${[file, ...a.ancestorTitles, a.title].join(' > ')}`);
+  });
+  return { passed: r.numPassedTests, failed: r.numFailedTests + broken.length, status, names, what: `${label} vitest` };
 }
 
-const full = vitest('cmake', { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') }, extra);
+// MLA_ISA_CHOSEN_COVERED: cpu-isa leaves out the child of the SIMD path test/conformance/ runs on in the same run.
+const full = vitest('cmake', { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node'), MLA_ISA_CHOSEN_COVERED: extra.length ? '0' : '1' }, extra);
 const gyp = extra.length
   ? { passed: 0, failed: 0, status: 0 }
   : vitest('gyp', { MLA_ADDON_PATH: gypAddon, MLA_TEST_BACKENDS: 'cpu', MLA_ABUSE_SECONDS: '20' }, ['test/conformance/', 'test/lib/facts.test.ts']);
@@ -86,7 +94,7 @@ let installArm64 = none;
 if (!extra.length) {
   // The sanitizers' runtimes go first into node (which is not instrumented itself).
   const gcc = (lib) => spawnSync('gcc', [`-print-file-name=${lib}`], { encoding: 'utf8' }).stdout.trim();
-  if (run(process.execPath, ['scripts/build-native.mjs'], { MLA_SANITIZE: '1', MLA_CUDA: 'OFF' }) !== 0) asan = { passed: 0, failed: 1, status: 1 };
+  if (run(process.execPath, ['scripts/build-native.mjs'], { MLA_SANITIZE: '1', MLA_CUDA: 'OFF' }) !== 0) asan = { passed: 0, failed: 1, status: 1, names: ['asan: the ASan+UBSan build (scripts/build-native.mjs, MLA_SANITIZE=1)'] };
   else
     asan = vitest('asan', {
       MLA_ADDON_PATH: path.join(root, 'build-asan', 'RelWithDebInfo', 'mla_kernels.node'),
@@ -94,9 +102,10 @@ if (!extra.length) {
       LD_PRELOAD: `${gcc('libasan.so')} ${gcc('libubsan.so')}`,
       ASAN_OPTIONS: 'detect_leaks=0',
       MLA_ISA_PREFILL: '0',
+      MLA_ISA_CHOSEN_COVERED: '1',
     }, ['test/conformance/', 'test/backends/cuda-sim.test.ts', 'test/backends/cpu-isa.test.ts']);
   const status = run(process.execPath, ['scripts/check-cuda.mjs'], { MLA_ADDON_PATH: path.join(root, 'build-cmake', 'Release', 'mla_kernels.node') });
-  staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status };
+  staticCuda = status === 0 ? { passed: 1, failed: 0, status } : { passed: 0, failed: 1, status, names: ['static CUDA checks (scripts/check-cuda.mjs): see its problems above'] };
   // One npm pack (its prepack builds every prebuild: minutes) for both install tests; each packs itself without it.
   const packDir = path.join(results, 'pack');
   rmSync(packDir, { recursive: true, force: true });
@@ -120,7 +129,9 @@ function installStep(json, script, env) {
   const file = path.join(results, json);
   rmSync(file, { force: true });
   const status = run(process.execPath, [script], env);
-  return existsSync(file) ? { ...JSON.parse(readFileSync(file, 'utf8')), status } : { passed: 0, failed: 1, status };
+  if (!existsSync(file)) return { passed: 0, failed: 1, status, names: [`${script}: wrote no ${json} (exit ${status})`] };
+  const r = JSON.parse(readFileSync(file, 'utf8'));
+  return { ...r, status, what: script, names: (r.checks ?? []).filter((c) => !c.ok).map((c) => `${script}: ${c.name}${c.detail ? ` — ${c.detail}` : ''}`) };
 }
 
 const parts = [full, gyp, asan, install, installArm64];
@@ -130,5 +141,8 @@ console.log(`\ncmake-js build: ${full.passed} passed, ${full.failed} failed; nod
 console.log(`ASan+UBSan (cpu and cuda-sim suites): ${asan.passed} passed, ${asan.failed} failed; static CUDA checks: ${staticCuda.failed ? 'failed' : staticCuda.passed ? 'passed' : 'not run'}`);
 console.log(`install tests (packed tarball): ${install.passed} passed, ${install.failed} failed`);
 console.log(`linux-arm64 install tests (under qemu): ${installArm64.skipped ? `skipped: ${installArm64.skipped}` : `${installArm64.passed} passed, ${installArm64.failed} failed`}`);
+// What failed, by name, so a red CI's tail says it without scrolling back.
+const failedNames = [...parts, staticCuda].flatMap((p) => p.names?.length ? p.names : p.failed || p.status !== 0 ? [`${p.what}: failed (exit ${p.status}), no test named`] : []);
+if (failedNames.length) console.log(`\nfailed:\n${failedNames.map((n) => `  ${n}`).join('\n')}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -117,7 +117,10 @@ inline T* dynamic_smem() {
 inline void count_read(size_t n) {
   tctx.traffic.bytes_read += n;
   tctx.traffic.loads += 1;
-  if (tctx.phase) tctx.phase->bytes_read += n;
+  if (tctx.phase) {
+    tctx.phase->bytes_read += n;
+    tctx.phase->loads += 1;
+  }
 }
 inline void count_write(size_t n) {
   tctx.traffic.bytes_written += n;

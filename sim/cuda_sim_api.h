@@ -50,6 +50,7 @@ struct Traffic {
 // completed __syncthreads (the first interval starts at the block's start, the last ends at its exit).
 struct PhaseCounts {
   uint64_t bytes_read = 0, bytes_written = 0;
+  uint64_t loads = 0;  // global load instructions (per thread), as Traffic's
   uint64_t smem_ldmatrix_bytes = 0, smem_ldmatrix_wavefronts = 0, smem_load_bytes = 0, smem_store_bytes = 0,
            smem_async_bytes = 0;
   uint64_t converted = 0;

@@ -464,6 +464,8 @@ void test_onchip_counters() {
     CHECK(p1.smem_ldmatrix_bytes == 640 && p1.smem_ldmatrix_wavefronts == 12 && p1.smem_load_bytes == 256, "interval 1");
     CHECK(p1.mma_per_warp.size() == 2 && p1.mma_per_warp[0] == 2 && p1.mma_per_warp[1] == 1, "interval 1: mma per warp");
     CHECK(p2.bytes_written == 256 && p2.mma_per_warp.empty(), "interval 2");
+    CHECK(p0.loads > 0 && 2 * p0.loads == c.loads && p1.loads == 0 && p2.loads == 0, "global loads per interval: %" PRIu64 " %" PRIu64 " %" PRIu64 " of %" PRIu64,
+          p0.loads, p1.loads, p2.loads, c.loads);
   }
   note("cp.async, st_shared / ld_shared, ldmatrix passes (one bank-conflicted x1), mma per warp and barriers, per launch and per barrier interval of the profiled block");
 }

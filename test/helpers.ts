@@ -1,8 +1,9 @@
 // Shared test tools: seeded random data (the seed is printed), error norms, poison, backend list.
 import { createRequire } from 'node:module';
-import { expect } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import { backends, bf16ToFloat32, f16ToFloat32, MlaError, Tensor, type BackendName, type DeviceName, type ErrorCode, type FloatDType } from '../lib/index.js';
 import type { Storage } from '../lib/dtypes.js';
+import { native } from '../lib/native.js';
 import type { Dense } from '../lib/reference.js';
 
 /** The seed of this test file: MLA_TEST_SEED to replay a failure, else fresh per run. */
@@ -10,6 +11,20 @@ export function testSeed(file: string): number {
   const seed = process.env.MLA_TEST_SEED ? Number(process.env.MLA_TEST_SEED) : (Math.random() * 2 ** 32) >>> 0;
   console.log(`[${file}] seed ${seed} (replay with MLA_TEST_SEED=${seed})`);
   return seed;
+}
+
+/**
+ * A suite that forces the addon's test hooks: its seed (testSeed), the addon, the CPU paths this processor has, and the
+ * hooks (CPU path and split size, cuda-sim's split size and thread orders) put back to their defaults after its tests.
+ */
+export function hookedSuite(file: string) {
+  const seed = testSeed(file);
+  const addon = native();
+  afterAll(() => {
+    addon.simConfigure?.({ splitRows: 0, checkOrders: true });
+    addon.cpuConfigure?.({ isa: '', splitRows: 0 });
+  });
+  return { seed, addon, isas: (addon.cpuInfo?.().supported ?? ['portable']) as string[] };
 }
 
 /** mulberry32: small, fast, good enough for test data. */

@@ -5,6 +5,7 @@
 #pragma once
 #include <napi.h>
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -34,6 +35,24 @@ struct OpSpec {
   // Why a stream cannot capture the op, for ops that are no GraphOp (core/backend.h).
   const char* notCapturable = nullptr;
 };
+
+// One tensor argument of an op, by role: its place in lib/'s array, its name in messages, the params member it
+// fills, whether it may be absent, and whether it is an output (read only withOutputs).
+template <class Params>
+struct TensorArg {
+  TensorView Params::*member;
+  uint32_t index;
+  const char* name;
+  bool optional = false;
+  bool output = false;
+};
+
+// Reads an op's tensor arguments in the order `args` lists them (the order their errors are raised in).
+template <class Params>
+void readTensors(const Napi::Array& params, Retained* keepAlive, bool withOutputs, Params& p, std::initializer_list<TensorArg<Params>> args) {
+  for (const TensorArg<Params>& a : args)
+    if (!a.output || withOutputs) p.*a.member = toView(params, a.index, a.name, a.optional, keepAlive);
+}
 
 template <class Params>
 Napi::Value enqueueOp(const Napi::CallbackInfo& info, const OpSpec<Params>& op) {

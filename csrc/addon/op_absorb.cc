@@ -7,11 +7,11 @@ namespace {
 namespace arg { enum : uint32_t { qNope, wUk, qPe, out }; }
 
 AbsorbQueryParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  AbsorbQueryParams p;
-  p.qNope = toView(o, arg::qNope, "qNope", false, keepAlive);
-  p.wUk = toView(o, arg::wUk, "wUk", false, keepAlive);
-  p.qPe = toView(o, arg::qPe, "qPe", true, keepAlive);
-  if (withOutputs) p.out = toView(o, arg::out, "out", false, keepAlive);
+  using P = AbsorbQueryParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::qNope, arg::qNope, "qNope"}, {&P::wUk, arg::wUk, "wUk"}, {&P::qPe, arg::qPe, "qPe", true},
+                  {&P::out, arg::out, "out", false, true}});
   return p;
 }
 

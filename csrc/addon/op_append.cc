@@ -7,11 +7,11 @@ namespace {
 namespace arg { enum : uint32_t { cache, kvC, kPe, slotMapping, cacheScale, ropeStyle, positions, cos, sin }; }
 
 AppendLatentCacheParams read(const Napi::Array& o, Retained* keepAlive, bool) {
-  AppendLatentCacheParams p;
-  p.cache = toView(o, arg::cache, "cache", false, keepAlive);
-  p.kvC = toView(o, arg::kvC, "kvC", false, keepAlive);
-  p.kPe = toView(o, arg::kPe, "kPe", false, keepAlive);
-  p.slotMapping = toView(o, arg::slotMapping, "slotMapping", false, keepAlive);
+  using P = AppendLatentCacheParams;
+  P p;
+  readTensors<P>(o, keepAlive, false, p,
+                 {{&P::cache, arg::cache, "cache"}, {&P::kvC, arg::kvC, "kvC"}, {&P::kPe, arg::kPe, "kPe"},
+                  {&P::slotMapping, arg::slotMapping, "slotMapping"}});
   p.cacheScale = static_cast<float>(getNumber(o, arg::cacheScale, "cacheScale"));
   Napi::Value style = o.Get(arg::ropeStyle);
   if (style.IsString()) {
@@ -20,9 +20,8 @@ AppendLatentCacheParams read(const Napi::Array& o, Retained* keepAlive, bool) {
     else if (s == "neox") p.ropeStyle = RopeStyle::Neox;
     else throw Error(ErrorCode::Argument, "rope.style must be 'interleaved' or 'neox', got '" + s + "'");
     // As the caller spelled them.
-    p.positions = toView(o, arg::positions, "rope.positions", false, keepAlive);
-    p.cos = toView(o, arg::cos, "rope.cos", false, keepAlive);
-    p.sin = toView(o, arg::sin, "rope.sin", false, keepAlive);
+    readTensors<P>(o, keepAlive, false, p,
+                   {{&P::positions, arg::positions, "rope.positions"}, {&P::cos, arg::cos, "rope.cos"}, {&P::sin, arg::sin, "rope.sin"}});
   }
   return p;
 }

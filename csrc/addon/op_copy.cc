@@ -7,9 +7,9 @@ namespace {
 namespace arg { enum : uint32_t { src, dst }; }
 
 CopyParams read(const Napi::Array& o, Retained* keepAlive, bool) {
-  CopyParams p;
-  p.src = toView(o, arg::src, "src", false, keepAlive);
-  p.dst = toView(o, arg::dst, "dst", false, keepAlive);
+  using P = CopyParams;
+  P p;
+  readTensors<P>(o, keepAlive, false, p, {{&P::src, arg::src, "src"}, {&P::dst, arg::dst, "dst"}});
   return p;
 }
 

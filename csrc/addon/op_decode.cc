@@ -14,15 +14,11 @@ namespace planArg { enum : uint32_t { seqLens, numHeads, queryLen, batchInvarian
 using PlanRef = std::shared_ptr<const DecodePlanHandle>;
 
 MlaDecodeParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  MlaDecodeParams p;
-  p.q = toView(o, arg::q, "q", false, keepAlive);
-  p.cache = toView(o, arg::cache, "cache", false, keepAlive);
-  p.blockTable = toView(o, arg::blockTable, "blockTable", false, keepAlive);
-  p.seqLens = toView(o, arg::seqLens, "seqLens", false, keepAlive);
-  if (withOutputs) {
-    p.out = toView(o, arg::out, "out", false, keepAlive);
-    p.lse = toView(o, arg::lse, "lse", false, keepAlive);
-  }
+  using P = MlaDecodeParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::q, arg::q, "q"}, {&P::cache, arg::cache, "cache"}, {&P::blockTable, arg::blockTable, "blockTable"},
+                  {&P::seqLens, arg::seqLens, "seqLens"}, {&P::out, arg::out, "out", false, true}, {&P::lse, arg::lse, "lse", false, true}});
   p.softmaxScale = static_cast<float>(getNumber(o, arg::softmaxScale, "softmaxScale"));
   p.cacheScale = static_cast<float>(getNumber(o, arg::cacheScale, "cacheScale"));
   double rank = getNumber(o, arg::kvLoraRank, "kvLoraRank");

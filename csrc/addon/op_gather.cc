@@ -10,21 +10,18 @@ namespace {
 namespace arg { enum : uint32_t { cache, blockTable, cuSeqLens, seqStarts, kvLoraRank, cacheScale, numRows, kvC, kPe }; }
 
 GatherLatentCacheParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  GatherLatentCacheParams p;
-  p.cache = toView(o, arg::cache, "cache", false, keepAlive);
-  p.blockTable = toView(o, arg::blockTable, "blockTable", false, keepAlive);
-  p.cuSeqLens = toView(o, arg::cuSeqLens, "cuSeqLens", false, keepAlive);
-  p.seqStarts = toView(o, arg::seqStarts, "seqStarts", true, keepAlive);
+  using P = GatherLatentCacheParams;
+  P p;
+  readTensors<P>(o, keepAlive, false, p,
+                 {{&P::cache, arg::cache, "cache"}, {&P::blockTable, arg::blockTable, "blockTable"}, {&P::cuSeqLens, arg::cuSeqLens, "cuSeqLens"},
+                  {&P::seqStarts, arg::seqStarts, "seqStarts", true}});
   p.kvLoraRank = positiveInteger(o, arg::kvLoraRank, "kvLoraRank");
   p.cacheScale = static_cast<float>(getNumber(o, arg::cacheScale, "cacheScale"));
   const double rows = getNumber(o, arg::numRows, "numRows");  // -1: as many as the sequences have
   if (rows != -1 && (!(rows >= 0 && rows <= 0x7fffffff) || std::floor(rows) != rows))
     throw Error(ErrorCode::Range, "numRows must be an integer >= 0, got " + std::to_string(rows));
   p.requestedRows = static_cast<int64_t>(rows);
-  if (withOutputs) {
-    p.kvC = toView(o, arg::kvC, "kvC", false, keepAlive);
-    p.kPe = toView(o, arg::kPe, "kPe", false, keepAlive);
-  }
+  readTensors<P>(o, keepAlive, withOutputs, p, {{&P::kvC, arg::kvC, "kvC", false, true}, {&P::kPe, arg::kPe, "kPe", false, true}});
   return p;
 }
 

@@ -12,26 +12,22 @@ namespace appendArg { enum : uint32_t { cache, scales, k, slotMapping }; }
 namespace indexerArg { enum : uint32_t { q, weights, cache, scales, blockTable, seqLens, topk, causal, indices, scores }; }
 
 AppendIndexerCacheParams readAppend(const Napi::Array& o, Retained* keepAlive, bool) {
-  AppendIndexerCacheParams p;
-  p.cache = toView(o, appendArg::cache, "cache", false, keepAlive);
-  p.scales = toView(o, appendArg::scales, "scales", true, keepAlive);
-  p.k = toView(o, appendArg::k, "k", false, keepAlive);
-  p.slotMapping = toView(o, appendArg::slotMapping, "slotMapping", false, keepAlive);
+  using P = AppendIndexerCacheParams;
+  P p;
+  readTensors<P>(o, keepAlive, false, p,
+                 {{&P::cache, appendArg::cache, "cache"}, {&P::scales, appendArg::scales, "scales", true}, {&P::k, appendArg::k, "k"},
+                  {&P::slotMapping, appendArg::slotMapping, "slotMapping"}});
   return p;
 }
 
 LightningIndexerParams readIndexer(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  LightningIndexerParams p;
-  p.q = toView(o, indexerArg::q, "q", false, keepAlive);
-  p.weights = toView(o, indexerArg::weights, "weights", false, keepAlive);
-  p.cache = toView(o, indexerArg::cache, "cache", false, keepAlive);
-  p.scales = toView(o, indexerArg::scales, "scales", true, keepAlive);
-  p.blockTable = toView(o, indexerArg::blockTable, "blockTable", false, keepAlive);
-  p.seqLens = toView(o, indexerArg::seqLens, "seqLens", false, keepAlive);
-  if (withOutputs) {
-    p.indices = toView(o, indexerArg::indices, "indices", false, keepAlive);
-    p.scores = toView(o, indexerArg::scores, "scores", false, keepAlive);
-  }
+  using P = LightningIndexerParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::q, indexerArg::q, "q"}, {&P::weights, indexerArg::weights, "weights"}, {&P::cache, indexerArg::cache, "cache"},
+                  {&P::scales, indexerArg::scales, "scales", true}, {&P::blockTable, indexerArg::blockTable, "blockTable"},
+                  {&P::seqLens, indexerArg::seqLens, "seqLens"}, {&P::indices, indexerArg::indices, "indices", false, true},
+                  {&P::scores, indexerArg::scores, "scores", false, true}});
   p.topk = positiveInteger(o, indexerArg::topk, "topk");
   p.causal = o.Get(indexerArg::causal).ToBoolean().Value();
   return p;

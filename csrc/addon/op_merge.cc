@@ -8,15 +8,11 @@ namespace {
 namespace arg { enum : uint32_t { outA, lseA, outB, lseB, out, lse }; }
 
 MergeAttentionStatesParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  MergeAttentionStatesParams p;
-  p.outA = toView(o, arg::outA, "outA", false, keepAlive);
-  p.lseA = toView(o, arg::lseA, "lseA", false, keepAlive);
-  p.outB = toView(o, arg::outB, "outB", false, keepAlive);
-  p.lseB = toView(o, arg::lseB, "lseB", false, keepAlive);
-  if (withOutputs) {
-    p.out = toView(o, arg::out, "out", false, keepAlive);
-    p.lse = toView(o, arg::lse, "lse", false, keepAlive);
-  }
+  using P = MergeAttentionStatesParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::outA, arg::outA, "outA"}, {&P::lseA, arg::lseA, "lseA"}, {&P::outB, arg::outB, "outB"}, {&P::lseB, arg::lseB, "lseB"},
+                  {&P::out, arg::out, "out", false, true}, {&P::lse, arg::lse, "lse", false, true}});
   return p;
 }
 

@@ -14,17 +14,12 @@ using PlanRef = std::shared_ptr<const PrefillPlanHandle>;
 constexpr napi_type_tag kPlanTag = {0x6d6c612d70726566ull, 0x696c6c2d706c616eull};
 
 MlaPrefillParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  MlaPrefillParams p;
-  p.q = toView(o, arg::q, "q", false, keepAlive);
-  p.kNope = toView(o, arg::kNope, "kNope", false, keepAlive);
-  p.kPe = toView(o, arg::kPe, "kPe", false, keepAlive);
-  p.v = toView(o, arg::v, "v", false, keepAlive);
-  p.cuSeqLensQ = toView(o, arg::cuSeqLensQ, "cuSeqLensQ", false, keepAlive);
-  p.cuSeqLensKv = toView(o, arg::cuSeqLensKv, "cuSeqLensKv", false, keepAlive);
-  if (withOutputs) {
-    p.out = toView(o, arg::out, "out", false, keepAlive);
-    p.lse = toView(o, arg::lse, "lse", false, keepAlive);
-  }
+  using P = MlaPrefillParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::q, arg::q, "q"}, {&P::kNope, arg::kNope, "kNope"}, {&P::kPe, arg::kPe, "kPe"}, {&P::v, arg::v, "v"},
+                  {&P::cuSeqLensQ, arg::cuSeqLensQ, "cuSeqLensQ"}, {&P::cuSeqLensKv, arg::cuSeqLensKv, "cuSeqLensKv"},
+                  {&P::out, arg::out, "out", false, true}, {&P::lse, arg::lse, "lse", false, true}});
   p.softmaxScale = static_cast<float>(getNumber(o, arg::softmaxScale, "softmaxScale"));
   p.causal = o.Get(arg::causal).ToBoolean().Value();
   Napi::Value plan = o.Get(arg::plan);

@@ -10,14 +10,11 @@ namespace decodeArg { enum : uint32_t { q, cache, indices, softmaxScale, kvLoraR
 namespace prefillArg { enum : uint32_t { q, kv, indices, softmaxScale, kvLoraRank, indicesInPlace, out, lse }; }
 
 MlaSparseDecodeParams readDecode(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  MlaSparseDecodeParams p;
-  p.q = toView(o, decodeArg::q, "q", false, keepAlive);
-  p.cache = toView(o, decodeArg::cache, "cache", false, keepAlive);
-  p.indices = toView(o, decodeArg::indices, "indices", false, keepAlive);
-  if (withOutputs) {
-    p.out = toView(o, decodeArg::out, "out", false, keepAlive);
-    p.lse = toView(o, decodeArg::lse, "lse", false, keepAlive);
-  }
+  using P = MlaSparseDecodeParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::q, decodeArg::q, "q"}, {&P::cache, decodeArg::cache, "cache"}, {&P::indices, decodeArg::indices, "indices"},
+                  {&P::out, decodeArg::out, "out", false, true}, {&P::lse, decodeArg::lse, "lse", false, true}});
   p.softmaxScale = static_cast<float>(getNumber(o, decodeArg::softmaxScale, "softmaxScale"));
   p.kvLoraRank = positiveInteger(o, decodeArg::kvLoraRank, "kvLoraRank");
   p.cacheScale = static_cast<float>(getNumber(o, decodeArg::cacheScale, "cacheScale"));
@@ -26,14 +23,11 @@ MlaSparseDecodeParams readDecode(const Napi::Array& o, Retained* keepAlive, bool
 }
 
 MlaSparsePrefillParams readPrefill(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  MlaSparsePrefillParams p;
-  p.q = toView(o, prefillArg::q, "q", false, keepAlive);
-  p.kv = toView(o, prefillArg::kv, "kv", false, keepAlive);
-  p.indices = toView(o, prefillArg::indices, "indices", false, keepAlive);
-  if (withOutputs) {
-    p.out = toView(o, prefillArg::out, "out", false, keepAlive);
-    p.lse = toView(o, prefillArg::lse, "lse", false, keepAlive);
-  }
+  using P = MlaSparsePrefillParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::q, prefillArg::q, "q"}, {&P::kv, prefillArg::kv, "kv"}, {&P::indices, prefillArg::indices, "indices"},
+                  {&P::out, prefillArg::out, "out", false, true}, {&P::lse, prefillArg::lse, "lse", false, true}});
   p.softmaxScale = static_cast<float>(getNumber(o, prefillArg::softmaxScale, "softmaxScale"));
   p.kvLoraRank = positiveInteger(o, prefillArg::kvLoraRank, "kvLoraRank");
   p.indicesInPlace = o.Get(prefillArg::indicesInPlace).ToBoolean().Value();

@@ -7,10 +7,9 @@ namespace {
 namespace arg { enum : uint32_t { oLat, wUv, out }; }
 
 UnabsorbOutputParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  UnabsorbOutputParams p;
-  p.oLat = toView(o, arg::oLat, "oLat", false, keepAlive);
-  p.wUv = toView(o, arg::wUv, "wUv", false, keepAlive);
-  if (withOutputs) p.out = toView(o, arg::out, "out", false, keepAlive);
+  using P = UnabsorbOutputParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p, {{&P::oLat, arg::oLat, "oLat"}, {&P::wUv, arg::wUv, "wUv"}, {&P::out, arg::out, "out", false, true}});
   return p;
 }
 

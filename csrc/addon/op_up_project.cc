@@ -8,14 +8,11 @@ namespace {
 namespace arg { enum : uint32_t { kvC, wUk, wUv, kNope, v }; }
 
 UpProjectKvParams read(const Napi::Array& o, Retained* keepAlive, bool withOutputs) {
-  UpProjectKvParams p;
-  p.kvC = toView(o, arg::kvC, "kvC", false, keepAlive);
-  p.wUk = toView(o, arg::wUk, "wUk", false, keepAlive);
-  p.wUv = toView(o, arg::wUv, "wUv", false, keepAlive);
-  if (withOutputs) {
-    p.kNope = toView(o, arg::kNope, "kNope", false, keepAlive);
-    p.v = toView(o, arg::v, "v", false, keepAlive);
-  }
+  using P = UpProjectKvParams;
+  P p;
+  readTensors<P>(o, keepAlive, withOutputs, p,
+                 {{&P::kvC, arg::kvC, "kvC"}, {&P::wUk, arg::wUk, "wUk"}, {&P::wUv, arg::wUv, "wUv"}, {&P::kNope, arg::kNope, "kNope", false, true},
+                  {&P::v, arg::v, "v", false, true}});
   return p;
 }
 

@@ -109,6 +109,37 @@ void requireNoOverlap(const TensorView& out, std::initializer_list<const TensorV
       fail(ErrorCode::Argument, std::string(out.name) + " shares memory with " + in->name + "; outputs must not alias inputs");
 }
 
+// An output of `like`'s dtype and the given shape.
+void requireOutput(const TensorView& t, const TensorView& like, const std::vector<int64_t>& shape) {
+  requirePresent(t);
+  requireSameDType(t, like);
+  requireShape(t, shape);
+}
+
+// A log-sum-exp output: f32 of the given shape.
+void requireLseOutput(const TensorView& t, const std::vector<int64_t>& shape) {
+  requirePresent(t);
+  requireDType(t, DType::F32);
+  requireShape(t, shape);
+}
+
+// An index tensor the kernels may read where it is: on the host or on the stream's device.
+void requireIndexDevice(const TensorView& t, const Device& device) {
+  if (t.device.kind != DeviceKind::Cpu && t.device != device)
+    fail(ErrorCode::Device, std::string(t.name) + " is on " + t.device.str() + " but the stream runs on " + device.str() + " (it may be on the host or there)");
+}
+
+// An op's tensors against the stream's device and each other: `onDevice` there, `indices` on the host or there, no
+// output sharing memory with what it reads (`reads`) nor with an earlier output, in that order.
+using Tensors = std::initializer_list<const TensorView*>;
+void requireOperands(const Device& device, Tensors onDevice, Tensors indices, Tensors outputs, Tensors reads) {
+  for (const TensorView* t : onDevice) requireDevice(*t, device);
+  for (const TensorView* t : indices) requireIndexDevice(*t, device);
+  for (const TensorView* out : outputs) requireNoOverlap(*out, reads);
+  for (auto later = outputs.begin(); later != outputs.end(); ++later)
+    for (auto earlier = outputs.begin(); earlier != later; ++earlier) requireNoOverlap(**later, {*earlier});
+}
+
 std::vector<int64_t> leadingDims(const TensorView& t, int trailing) {
   return std::vector<int64_t>(t.shape, t.shape + t.ndim - trailing);
 }
@@ -332,34 +363,22 @@ void mlaDecodeOutShapes(MlaDecodeParams& p, std::vector<int64_t>* outShape, std:
 
 void validate(AbsorbQueryParams& p, const Device& device) {
   std::vector<int64_t> want = absorbQueryOutShape(p);
-  requirePresent(p.out);
-  requireSameDType(p.out, p.qNope);
-  requireShape(p.out, want);
-  for (const TensorView* t : {&p.qNope, &p.wUk, &p.qPe, &p.out}) requireDevice(*t, device);
-  requireNoOverlap(p.out, {&p.qNope, &p.wUk, &p.qPe});
+  requireOutput(p.out, p.qNope, want);
+  requireOperands(device, {&p.qNope, &p.wUk, &p.qPe, &p.out}, {}, {&p.out}, {&p.qNope, &p.wUk, &p.qPe});
 }
 
 void validate(UnabsorbOutputParams& p, const Device& device) {
   std::vector<int64_t> want = unabsorbOutputOutShape(p);
-  requirePresent(p.out);
-  requireSameDType(p.out, p.oLat);
-  requireShape(p.out, want);
-  for (const TensorView* t : {&p.oLat, &p.wUv, &p.out}) requireDevice(*t, device);
-  requireNoOverlap(p.out, {&p.oLat, &p.wUv});
+  requireOutput(p.out, p.oLat, want);
+  requireOperands(device, {&p.oLat, &p.wUv, &p.out}, {}, {&p.out}, {&p.oLat, &p.wUv});
 }
 
 void validate(MlaDecodeParams& p, const Device& device) {
   std::vector<int64_t> outShape, lseShape;
   mlaDecodeOutShapes(p, &outShape, &lseShape);
-  requirePresent(p.out);
-  requireSameDType(p.out, p.q);
-  requireShape(p.out, outShape);
-  requirePresent(p.lse);
-  requireDType(p.lse, DType::F32);
-  requireShape(p.lse, lseShape);
-  for (const TensorView* t : {&p.q, &p.cache, &p.out, &p.lse}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.cache, &p.blockTable, &p.seqLens});
-  requireNoOverlap(p.lse, {&p.out});
+  requireOutput(p.out, p.q, outShape);
+  requireLseOutput(p.lse, lseShape);
+  requireOperands(device, {&p.q, &p.cache, &p.out, &p.lse}, {}, {&p.out, &p.lse}, {&p.q, &p.cache, &p.blockTable, &p.seqLens});
 }
 
 void validate(CopyParams& p, const Device& device) {
@@ -411,8 +430,7 @@ void validate(AppendLatentCacheParams& p, const Device& device) {
   requireRank(p.slotMapping, 1, "[numTokens]");
   requireHostIndex(p.slotMapping);
   requireDim(p.slotMapping, 0, p.numTokens, "numTokens, from kvC");
-  for (const TensorView* t : {&p.cache, &p.kvC, &p.kPe}) requireDevice(*t, device);
-  requireNoOverlap(p.cache, {&p.kvC, &p.kPe, &p.slotMapping, &p.positions, &p.cos, &p.sin});
+  requireOperands(device, {&p.cache, &p.kvC, &p.kPe}, {}, {&p.cache}, {&p.kvC, &p.kPe, &p.slotMapping, &p.positions, &p.cos, &p.sin});
 
   if (p.ropeStyle != RopeStyle::None) {
     if (p.ropeDim % 2 != 0)
@@ -462,20 +480,6 @@ void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store) {
 
 // --- prefill -----------------------------------------------------------------------------------------------------
 namespace {
-
-// An output of `like`'s dtype and the given shape.
-void requireOutput(const TensorView& t, const TensorView& like, const std::vector<int64_t>& shape) {
-  requirePresent(t);
-  requireSameDType(t, like);
-  requireShape(t, shape);
-}
-
-// A log-sum-exp output: f32 of the given shape.
-void requireLseOutput(const TensorView& t, const std::vector<int64_t>& shape) {
-  requirePresent(t);
-  requireDType(t, DType::F32);
-  requireShape(t, shape);
-}
 
 int64_t requireDimAtLeast(const TensorView& t, int axis, int64_t least, const char* what) {
   if (t.dim(axis) < least)
@@ -650,9 +654,7 @@ void validate(MlaPrefillParams& p, const Device& device) {
   mlaPrefillOutShapes(p, &outShape, &lseShape);
   requireOutput(p.out, p.q, outShape);
   requireLseOutput(p.lse, lseShape);
-  for (const TensorView* t : {&p.q, &p.kNope, &p.kPe, &p.v, &p.out, &p.lse}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &p.kNope, &p.kPe, &p.v, &p.cuSeqLensQ, &p.cuSeqLensKv});
-  requireNoOverlap(p.lse, {&p.out});
+  requireOperands(device, {&p.q, &p.kNope, &p.kPe, &p.v, &p.out, &p.lse}, {}, {&p.out, &p.lse}, {&p.q, &p.kNope, &p.kPe, &p.v, &p.cuSeqLensQ, &p.cuSeqLensKv});
 }
 
 void validatePlan(const MlaPrefillParams& p, const std::string& backend) {
@@ -695,9 +697,7 @@ void validate(GatherLatentCacheParams& p, const Device& device) {
   requireRank(p.kPe, 2, "[numRows, ropeDim]");
   requireSameDType(p.kPe, p.kvC);
   requireShape(p.kPe, {p.numRows, p.ropeDim});
-  for (const TensorView* t : {&p.cache, &p.kvC, &p.kPe}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.kvC, &p.kPe}) requireNoOverlap(*t, {&p.cache, &p.blockTable, &p.cuSeqLens, &p.seqStarts});
-  requireNoOverlap(p.kPe, {&p.kvC});
+  requireOperands(device, {&p.cache, &p.kvC, &p.kPe}, {}, {&p.kvC, &p.kPe}, {&p.cache, &p.blockTable, &p.cuSeqLens, &p.seqStarts});
 }
 
 void upProjectKvOutShapes(UpProjectKvParams& p, std::vector<int64_t>* kNopeShape, std::vector<int64_t>* vShape) {
@@ -711,9 +711,7 @@ void validate(UpProjectKvParams& p, const Device& device) {
   upProjectKvOutShapes(p, &kNopeShape, &vShape);
   requireOutput(p.kNope, p.kvC, kNopeShape);
   requireOutput(p.v, p.kvC, vShape);
-  for (const TensorView* t : {&p.kvC, &p.wUk, &p.wUv, &p.kNope, &p.v}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.kNope, &p.v}) requireNoOverlap(*t, {&p.kvC, &p.wUk, &p.wUv});
-  requireNoOverlap(p.v, {&p.kNope});
+  requireOperands(device, {&p.kvC, &p.wUk, &p.wUv, &p.kNope, &p.v}, {}, {&p.kNope, &p.v}, {&p.kvC, &p.wUk, &p.wUv});
 }
 
 void mergeAttentionStatesOutShapes(MergeAttentionStatesParams& p, std::vector<int64_t>* outShape, std::vector<int64_t>* lseShape) {
@@ -727,9 +725,7 @@ void validate(MergeAttentionStatesParams& p, const Device& device) {
   mergeAttentionStatesOutShapes(p, &outShape, &lseShape);
   requireOutput(p.out, p.outA, outShape);
   requireLseOutput(p.lse, lseShape);
-  for (const TensorView* t : {&p.outA, &p.lseA, &p.outB, &p.lseB, &p.out, &p.lse}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.outA, &p.lseA, &p.outB, &p.lseB});
-  requireNoOverlap(p.lse, {&p.out});
+  requireOperands(device, {&p.outA, &p.lseA, &p.outB, &p.lseB, &p.out, &p.lse}, {}, {&p.out, &p.lse}, {&p.outA, &p.lseA, &p.outB, &p.lseB});
 }
 
 void snapshotIndexTensors(MlaPrefillParams& p, IndexSnapshot& store) {
@@ -767,12 +763,6 @@ void requireRowIndices(const TensorView& t, bool inPlace, int64_t limit, const s
     if (v[i] < -1 || v[i] >= limit)
       fail(ErrorCode::Range, std::string(t.name) + elementAt(t, i) + " = " + std::to_string(v[i]) + " is neither -1 (padding) nor " + rows + " ([0, " +
                                  std::to_string(limit) + "))");
-}
-
-// An index tensor the kernels may read where it is: on the host or on the stream's device.
-void requireIndexDevice(const TensorView& t, const Device& device) {
-  if (t.device.kind != DeviceKind::Cpu && t.device != device)
-    fail(ErrorCode::Device, std::string(t.name) + " is on " + t.device.str() + " but the stream runs on " + device.str() + " (it may be on the host or there)");
 }
 
 int64_t requireKvLoraRank(int64_t kvLoraRank, int64_t headDim) {
@@ -882,10 +872,7 @@ void validateSparse(Params& p, const TensorView& rows, const Device& device, voi
   outShapes(p, &outShape, &lseShape);
   requireOutput(p.out, p.q, outShape);
   requireLseOutput(p.lse, lseShape);
-  for (const TensorView* t : std::initializer_list<const TensorView*>{&p.q, &rows, &p.out, &p.lse}) requireDevice(*t, device);
-  requireIndexDevice(p.indices, device);
-  for (const TensorView* t : {&p.out, &p.lse}) requireNoOverlap(*t, {&p.q, &rows, &p.indices});
-  requireNoOverlap(p.lse, {&p.out});
+  requireOperands(device, {&p.q, &rows, &p.out, &p.lse}, {&p.indices}, {&p.out, &p.lse}, {&p.q, &rows, &p.indices});
 }
 }  // namespace
 
@@ -931,9 +918,7 @@ void validate(AppendIndexerCacheParams& p, const Device& device) {
   requireRank(p.slotMapping, 1, "[numTokens]");
   requireHostIndex(p.slotMapping);
   requireDim(p.slotMapping, 0, p.numTokens, "numTokens, from k");
-  for (const TensorView* t : {&p.cache, &p.scales, &p.k}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.cache, &p.scales}) requireNoOverlap(*t, {&p.k, &p.slotMapping});
-  requireNoOverlap(p.scales, {&p.cache});
+  requireOperands(device, {&p.cache, &p.scales, &p.k}, {}, {&p.cache, &p.scales}, {&p.k, &p.slotMapping});
   requireSlotMapping(p.slotMapping, p.numTokens, p.numBlocks * p.blockSize, p.cache.name, [](int64_t) {});
 }
 
@@ -950,9 +935,8 @@ void validate(LightningIndexerParams& p, const Device& device) {
   requireDType(p.indices, DType::I32);
   requireShape(p.indices, indicesShape);
   requireLseOutput(p.scores, scoresShape);
-  for (const TensorView* t : {&p.q, &p.weights, &p.cache, &p.scales, &p.indices, &p.scores}) requireDevice(*t, device);
-  for (const TensorView* t : {&p.indices, &p.scores}) requireNoOverlap(*t, {&p.q, &p.weights, &p.cache, &p.scales, &p.blockTable, &p.seqLens});
-  requireNoOverlap(p.scores, {&p.indices});
+  requireOperands(device, {&p.q, &p.weights, &p.cache, &p.scales, &p.indices, &p.scores}, {}, {&p.indices, &p.scores},
+                  {&p.q, &p.weights, &p.cache, &p.scales, &p.blockTable, &p.seqLens});
 }
 
 void snapshotIndexTensors(MlaSparseDecodeParams& p, IndexSnapshot& store) {

@@ -385,6 +385,7 @@ class DeviceBackend final : public Backend {
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i]); p && isDsMla(p->cache)) {
         copyBytes(stage + l.dsMlaTable, p->blockTable.data, p->blockTable.nbytes());
         copyBytes(stage + l.dsMlaLens, p->seqLens.data, p->seqLens.nbytes());
+        stageSparseItems(dsMlaDecodeArgs(*p, nullptr, nullptr), l.sparse, stage + l.sparseItems);
         outputs.push_back({p->out.data, p->out.nbytes()});
         outputs.push_back({p->lse.data, p->lse.nbytes()});
       } else if (p) {
@@ -429,6 +430,7 @@ class DeviceBackend final : public Backend {
         outputs.push_back({p->lse.data, p->lse.nbytes()});
       } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
         if (p->indicesOnHost()) copyBytes(stage + l.sparseIndices, p->indices.data, p->indices.nbytes());
+        stageSparseItems(sparseDecodeArgs(*p, nullptr), l.sparse, stage + l.sparseItems);
         outputs.push_back({p->out.data, p->out.nbytes()});
         outputs.push_back({p->lse.data, p->lse.nbytes()});
       } else if (const auto* p = std::get_if<AppendIndexerCacheParams>(&ops[i])) {
@@ -477,19 +479,22 @@ class DeviceBackend final : public Backend {
   void mlaSparseDecode(const MlaSparseDecodeParams& p) override {
     typename Rt::OpScope scope("mlaSparseDecode");
     WorkerContext<Rt>& ctx = worker();
-    const int32_t* indices = p.indices.as<const int32_t>();
-    if (p.indicesOnHost()) {
-      StagingSlot& slot = ctx.staging(p.indices.nbytes() + 16);
-      copyBytes(slot.pinned, p.indices.data, p.indices.nbytes());
-      uint8_t* dev = ctx.deviceScratch(p.indices.nbytes() + 16);
-      check<Rt>(Rt::cudaMemcpyAsync(dev, slot.pinned, p.indices.nbytes(), cudaMemcpyHostToDevice, ctx.stream), "mlaSparseDecode upload");
+    SparseDecodeArgs a = sparseDecodeArgs(p, p.indices.as<const int32_t>());
+    const SparseRoom room = sparseRoom(a, a.topk);
+    // Scratch: the upload [host indices | combine items], then the partials of a split.
+    const size_t indexBytes = p.indicesOnHost() ? align16(p.indices.nbytes()) : 0, uploadBytes = indexBytes + room.itemBytes;
+    uint8_t* dev = ctx.deviceScratch(uploadBytes + room.partialBytes + 16);
+    if (uploadBytes) {
+      StagingSlot& slot = ctx.staging(uploadBytes + 16);
+      uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
+      if (indexBytes) copyBytes(stage, p.indices.data, p.indices.nbytes());
+      stageSparseItems(a, room, stage + indexBytes);
+      check<Rt>(Rt::cudaMemcpyAsync(dev, stage, uploadBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaSparseDecode upload");
       ctx.staged(slot);
-      indices = reinterpret_cast<const int32_t*>(dev);
+      if (indexBytes) a.indices = reinterpret_cast<const int32_t*>(dev);
     }
-    const SparseDecodeArgs a = sparseDecodeArgs(p, indices);
     Rt::runOp("mlaSparseDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
-      check<Rt>(Rt::launchSparseDecode(a, ctx.stream), "mlaSparseDecode launch");
-      if (a.numQueries) record();
+      enqueueSparse(a, room, dev + indexBytes, dev + uploadBytes, ctx.stream, record);
     });
   }
   // The slot mapping is uploaded into the worker's scratch, as appendLatentCache's.
@@ -759,7 +764,7 @@ class DeviceBackend final : public Backend {
     return a;
   }
   // Dense decode over an fp8_ds_mla cache: the sparse kernel's dense mode, every visible row of each sequence from the
-  // block table and lengths (device copies). One CTA per query and 16 heads on CUDA cores, no split: the simple route.
+  // block table and lengths (device copies). CUDA cores, split over the capacity of the block table's rows.
   SparseDecodeArgs dsMlaDecodeArgs(const MlaDecodeParams& p, const uint8_t* tableOnDevice, const uint8_t* lensOnDevice) const {
     SparseDecodeArgs a = sparseKernelArgs(p, "mlaDecode");
     a.numSlots = p.numBlocks * p.blockSize;
@@ -770,20 +775,80 @@ class DeviceBackend final : public Backend {
     a.causal = p.causal ? 1 : 0;
     return a;
   }
+  // How the sparse kernel splits a launch over `rows` rows per query (plan.h's sparseDecodeSplit), and the room a split
+  // takes: its combine items (one per query, uploaded) and its partials [partialOut | partialLse].
+  struct SparseRoom {
+    SparseSplit split;
+    size_t itemBytes = 0, partialLse = 0, partialBytes = 0;
+  };
+  SparseRoom sparseRoom(const SparseDecodeArgs& a, int rows) const {
+    SparseRoom r;
+    r.split = SparseSplit{1, rows};
+    if (a.numQueries == 0 || a.numHeads == 0) return r;
+    DecodePlanOptions opt = Rt::planOptions();
+    Rt::cudaDeviceGetAttribute(&opt.numSms, cudaDevAttrMultiProcessorCount, device_);
+    r.split = sparseDecodeSplit(a.numQueries, a.numHeads, a.kvLoraRank, rows, opt);
+    if (r.split.numSplits <= 1) return r;
+    const size_t partials = static_cast<size_t>(a.numQueries) * r.split.numSplits * a.numHeads;
+    r.itemBytes = align16(static_cast<size_t>(a.numQueries) * sizeof(CombineItem));
+    r.partialLse = align16(partials * a.kvLoraRank * sizeof(float));
+    r.partialBytes = r.partialLse + align16(partials * sizeof(float));
+    return r;
+  }
+  // A split's combine items: one per query, rows of its heads. A token-major lse is the combine's lse of queries as
+  // sequences of one position.
+  static void stageSparseItems(const SparseDecodeArgs& a, const SparseRoom& r, uint8_t* upload) {
+    if (r.split.numSplits <= 1) return;
+    for (int query = 0; query < a.numQueries; ++query) {
+      const CombineItem item{a.lseTokenMajor ? query : query / a.queryLen, a.lseTokenMajor ? 0 : query % a.queryLen, query * r.split.numSplits,
+                             r.split.numSplits};
+      std::memcpy(upload + query * sizeof(CombineItem), &item, sizeof item);
+    }
+  }
+  // Queues the sparse kernel and, split, the decode's combine over `items` (device) and `partials`; record() follows each
+  // launch that has work (runOp's).
+  template <class Record>
+  void enqueueSparse(SparseDecodeArgs a, const SparseRoom& r, const uint8_t* items, uint8_t* partials, cudaStream_t stream, Record&& record) const {
+    a.numSplits = r.split.numSplits;
+    a.splitRows = r.split.splitRows;
+    if (a.numSplits > 1) {
+      a.partialOut = reinterpret_cast<float*>(partials);
+      a.partialLse = reinterpret_cast<float*>(partials + r.partialLse);
+    }
+    check<Rt>(Rt::launchSparseDecode(a, stream), "sparse decode launch");
+    if (a.numQueries && a.numHeads) record();
+    if (a.numSplits <= 1) return;
+    CombineArgs c{};
+    c.elem = a.elem;
+    c.partialOut = a.partialOut;
+    c.partialLse = a.partialLse;
+    c.items = reinterpret_cast<const CombineItem*>(items);
+    c.numItems = a.numQueries;
+    c.blockM = a.numHeads;
+    c.out = a.out;
+    c.lse = a.lse;
+    c.queryLen = a.lseTokenMajor ? 1 : a.queryLen;
+    c.numHeads = a.numHeads;
+    c.kvLoraRank = a.kvLoraRank;
+    check<Rt>(Rt::launchCombine(c, stream), "sparse decode combine launch");
+    record();
+  }
   // The block table and lengths are uploaded into the worker's scratch (a plan, if given, is not needed).
   void dsMlaDecode(const MlaDecodeParams& p, WorkerContext<Rt>& ctx) {
-    const size_t tableBytes = align16(p.blockTable.nbytes()), uploadBytes = tableBytes + align16(p.seqLens.nbytes());
+    const size_t tableBytes = align16(p.blockTable.nbytes()), itemsAt = tableBytes + align16(p.seqLens.nbytes());
+    const SparseRoom room = sparseRoom(dsMlaDecodeArgs(p, nullptr, nullptr), static_cast<int>(p.maxBlocksPerSeq * p.blockSize));
+    const size_t uploadBytes = itemsAt + room.itemBytes;  // [table | lengths | combine items], then a split's partials
     StagingSlot& slot = ctx.staging(uploadBytes + 16);
     uint8_t* stage = static_cast<uint8_t*>(slot.pinned);
     copyBytes(stage, p.blockTable.data, p.blockTable.nbytes());
     copyBytes(stage + tableBytes, p.seqLens.data, p.seqLens.nbytes());
-    uint8_t* dev = ctx.deviceScratch(uploadBytes + 16);
+    uint8_t* dev = ctx.deviceScratch(uploadBytes + room.partialBytes + 16);
+    const SparseDecodeArgs a = dsMlaDecodeArgs(p, dev, dev + tableBytes);
+    stageSparseItems(a, room, stage + itemsAt);
     check<Rt>(Rt::cudaMemcpyAsync(dev, stage, uploadBytes, cudaMemcpyHostToDevice, ctx.stream), "mlaDecode upload");
     ctx.staged(slot);
-    const SparseDecodeArgs a = dsMlaDecodeArgs(p, dev, dev + tableBytes);
     Rt::runOp("mlaDecode", {{p.out.data, p.out.nbytes()}, {p.lse.data, p.lse.nbytes()}}, [&](auto record) {
-      check<Rt>(Rt::launchSparseDecode(a, ctx.stream), "mlaDecode launch (fp8_ds_mla)");
-      if (a.numQueries && a.numHeads) record();
+      enqueueSparse(a, room, dev + itemsAt, dev + uploadBytes, ctx.stream, record);
     });
   }
   // --- the lightning indexer ---
@@ -1026,6 +1091,8 @@ class DeviceBackend final : public Backend {
     size_t prefillCounts = 0, prefillWork = 0;
     size_t gatherTable = 0, gatherCu = 0, gatherStarts = 0;  // gatherLatentCache
     size_t sparseIndices = 0;                                // mlaSparseDecode / mlaSparsePrefill: host indices
+    SparseRoom sparse;                                       // the sparse kernel (sparse decodes, fp8_ds_mla decodes):
+    size_t sparseItems = 0;                                  // its split and combine items
     size_t indexerSlots = 0;                                 // appendIndexerCache
     size_t indexerTable = 0, indexerLens = 0;                // lightningIndexer
   };
@@ -1067,6 +1134,9 @@ class DeviceBackend final : public Backend {
       if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i]); p && isDsMla(p->cache)) {
         l.dsMlaTable = take(p->blockTable.nbytes());
         l.dsMlaLens = take(p->seqLens.nbytes());
+        l.sparse = sparseRoom(dsMlaDecodeArgs(*p, nullptr, nullptr), static_cast<int>(p->maxBlocksPerSeq * p->blockSize));
+        l.sparseItems = take(l.sparse.itemBytes);
+        partialBytes = std::max(partialBytes, l.sparse.partialBytes);
       } else if (p) {
         l.config = chooseConfig(static_cast<int>(p->headDim));
         const DecodePlanCapacity capacity =
@@ -1093,6 +1163,10 @@ class DeviceBackend final : public Backend {
         if (p->seqStarts.present()) l.gatherStarts = take(p->seqStarts.nbytes());
       } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
         if (p->indicesOnHost()) l.sparseIndices = take(p->indices.nbytes());
+        const SparseDecodeArgs a = sparseDecodeArgs(*p, nullptr);
+        l.sparse = sparseRoom(a, a.topk);
+        l.sparseItems = take(l.sparse.itemBytes);
+        partialBytes = std::max(partialBytes, l.sparse.partialBytes);
       } else if (const auto* p = std::get_if<AppendIndexerCacheParams>(&ops[i])) {
         l.indexerSlots = take(p->slotMapping.nbytes());
       } else if (const auto* p = std::get_if<LightningIndexerParams>(&ops[i])) {
@@ -1113,7 +1187,7 @@ class DeviceBackend final : public Backend {
         const GraphOpLayout& l = g->layout[i];
         const uint8_t* base = g->index;
         if (const auto* p = std::get_if<MlaDecodeParams>(&ops[i]); p && isDsMla(p->cache)) {
-          check<Rt>(Rt::launchSparseDecode(dsMlaDecodeArgs(*p, base + l.dsMlaTable, base + l.dsMlaLens), ctx.stream), "mlaDecode launch (graph capture)");
+          enqueueSparse(dsMlaDecodeArgs(*p, base + l.dsMlaTable, base + l.dsMlaLens), l.sparse, base + l.sparseItems, partials, ctx.stream, [] {});
         } else if (p) {
           enqueueDecode(*p, l.config, l.workspace, base + l.decode, partials, true, ctx.stream, [] {});
         } else if (const auto* p = std::get_if<AppendLatentCacheParams>(&ops[i])) {
@@ -1140,7 +1214,7 @@ class DeviceBackend final : public Backend {
           check<Rt>(Rt::launchMerge(mergeArgs(*p), ctx.stream), "mergeAttentionStates launch (graph capture)");
         } else if (const MlaSparseDecodeParams* p = sparseOf(ops[i], sparse)) {
           const int32_t* indices = p->indicesOnHost() ? reinterpret_cast<const int32_t*>(base + l.sparseIndices) : p->indices.as<const int32_t>();
-          check<Rt>(Rt::launchSparseDecode(sparseDecodeArgs(*p, indices), ctx.stream), "mlaSparseDecode launch (graph capture)");
+          enqueueSparse(sparseDecodeArgs(*p, indices), l.sparse, base + l.sparseItems, partials, ctx.stream, [] {});
         } else if (const auto* p = std::get_if<AppendIndexerCacheParams>(&ops[i])) {
           check<Rt>(Rt::launchIndexerAppend(indexerAppendArgs(*p, base + l.indexerSlots), ctx.stream), "appendIndexerCache launch (graph capture)");
         } else if (const auto* p = std::get_if<LightningIndexerParams>(&ops[i])) {

@@ -164,4 +164,17 @@ DecodePlan makeDecodePlan(int batch, int queryLen, int numHeads, const int32_t* 
   return plan;
 }
 
+SparseSplit sparseDecodeSplit(int numQueries, int numHeads, int kvLoraRank, int rows, const DecodePlanOptions& options) {
+  if (rows <= 0 || kvLoraRank % 4 != 0) return SparseSplit{1, rows};  // the combine reads partial rows as float4
+  int64_t chunk = fixedSplitRows(options);
+  if (chunk == 0) {
+    const int64_t ctas = std::max<int64_t>(1, int64_t{numQueries} * ((numHeads + kSparseHeadsPerCta - 1) / kSparseHeadsPerCta));
+    const int64_t want = (2 * int64_t{std::max(1, options.numSms)} + ctas - 1) / ctas;
+    chunk = std::max<int64_t>(kSparseMinSplitRows, (rows + want - 1) / want);
+  }
+  chunk = std::max<int64_t>(chunk, (rows + kMaxDecodeSplits - 1) / kMaxDecodeSplits);  // the combine's limit
+  const int splits = static_cast<int>((rows + chunk - 1) / chunk);
+  return splits > 1 ? SparseSplit{splits, static_cast<int>(chunk)} : SparseSplit{1, rows};
+}
+
 }  // namespace mla::cuda

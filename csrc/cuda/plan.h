@@ -60,6 +60,16 @@ struct DecodeWorkspace {
 };
 DecodeWorkspace decodeWorkspace(const DecodePlanCapacity& room, size_t blockTableBytes, int blockM, int64_t kvLoraRank);
 
+// The sparse decode's split over the rows of a query (its top-k, or a dense fp8_ds_mla decode's longest context):
+// chunks of splitRows, from the shape and the device alone, so every call of a shape, and a captured graph's replays,
+// split alike. Enough CTAs for two per SM, chunks of at least kSparseMinSplitRows rows; fixed chunks when asked for
+// (splitRows) or batch-invariant. One split: no partials, no combine.
+struct SparseSplit {
+  int numSplits = 1, splitRows = 0;
+};
+inline constexpr int kSparseMinSplitRows = 64;
+SparseSplit sparseDecodeSplit(int numQueries, int numHeads, int kvLoraRank, int rows, const DecodePlanOptions& options);
+
 // Fills the upload laid out by `ws`: how many work and combine items `plan` has, the block table, its items.
 // Throws mla::Error (E_INTERNAL) when the plan exceeds the workspace's room.
 void stageDecode(uint8_t* upload, const DecodeWorkspace& ws, const DecodePlan& plan, const void* blockTable, size_t blockTableBytes);

@@ -268,6 +268,7 @@ Value lastOp() {
     for (const cudasim::PhaseCounts& ph : l.profile) {
       Value::Record y = onChip(ph);
       y.emplace_back("bytesRead", ph.bytes_read);
+      y.emplace_back("loads", ph.loads);
       y.emplace_back("bytesWritten", ph.bytes_written);
       y.emplace_back("mmaPerWarp", Value::List(ph.mma_per_warp.begin(), ph.mma_per_warp.end()));
       y.emplace_back("mmaChainPerWarp", Value::List(ph.mma_chain_per_warp.begin(), ph.mma_chain_per_warp.end()));

@@ -211,6 +211,7 @@ struct MergeArgs {
 // registers): DeepSeek's 512 + 64.
 inline constexpr int kSparseMaxHeadDim = 576;
 inline constexpr int kSparseMaxKvLoraRank = 512;
+inline constexpr int kSparseHeadsPerCta = 16;  // the heads one CTA scores against each row it reads
 enum class SparseCache : int {
   Elem = 0,      // of q's dtype
   Fp8 = 1,       // fp8 e4m3, values the stored ones times cacheScale
@@ -235,6 +236,12 @@ struct SparseDecodeArgs {
   const int32_t* blockTable; // [batch, maxBlocksPerSeq] (device copy), or null
   const int32_t* seqLens;    // [batch] (device copy)
   int blockSize, maxBlocksPerSeq, causal;
+  // Split over the rows (numSplits > 1): CTA z takes rows [z·splitRows, (z+1)·splitRows) of its query's and writes
+  // fp32 partials, partial (query·numSplits + z) rows [numHeads] of [kvLoraRank] and their lse (base 2), which the
+  // decode's combine kernel merges into out and lse.
+  int numSplits, splitRows;
+  float* partialOut;
+  float* partialLse;
 };
 
 

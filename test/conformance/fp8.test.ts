@@ -2,7 +2,7 @@
 // e4m3(value / scale) on every backend and CPU path, decode reading the cache dequantised (against the
 // reference on the dequantised cache, split or not, causal, empty sequences, odd block sizes), the scale travelling
 // with the cache tensor, the traffic it saves under cuda-sim, and the errors of every misuse.
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   absorbQuery,
   appendLatentCache,
@@ -16,16 +16,10 @@ import {
   toFp8E4M3Array,
   toFp8E4M3Bits,
 } from 'mla-kernels';
-import { native } from '../../lib/native.js';
 import { refAppendLatentCache, refMlaDecode } from '../../lib/reference.js';
-import { countNaN, expectMlaError, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
+import { countNaN, expectMlaError, hookedSuite, intTensor, onDevice, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends } from '../helpers.js';
 
-const seed = testSeed('fp8');
-const addon = native();
-afterAll(() => {
-  addon.simConfigure?.({ splitRows: 0, checkOrders: true });
-  addon.cpuConfigure?.({ isa: '', splitRows: 0 });
-});
+const { seed, addon, isas } = hookedSuite('fp8');
 
 describe('fp8 e4m3 conversions', () => {
   it('every bit pattern decodes to its value and encodes back', () => {
@@ -77,7 +71,7 @@ interface Case {
 const cases: Case[] = [];
 for (const b of suiteBackends()) {
   if (!b.available) continue;
-  if (b.name === 'cpu') for (const isa of (addon.cpuInfo?.().supported ?? ['portable']) as string[]) cases.push({ backend: 'cpu', isa });
+  if (b.name === 'cpu') for (const isa of isas) cases.push({ backend: 'cpu', isa });
   else cases.push({ backend: b.name });
 }
 for (const b of suiteBackends().filter((x) => !x.available)) it.skip(`${b.name} backend: unavailable in this build (${b.reason})`, () => {});

@@ -84,8 +84,8 @@ describe.each(backendsHere.map((b) => [b.name as BackendName]))('lifetime on %s'
   });
 
   // The prefill operations (gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates), the sparse attention's
-  // (mlaSparseDecode, mlaSparsePrefill, lightningIndexer) and a captured prefill: the same mechanism, so two of the ways
-  // suffice.
+  // (mlaSparseDecode, mlaSparsePrefill, lightningIndexer, the dense mlaDecode over an fp8_ds_mla cache) and a captured
+  // prefill: the same mechanism, so two of the ways suffice.
   describe.each([['transfer'], ['resize']])('prefill operations: an ordinary ArrayBuffer taken away by %s', (method) => {
     it('(cases 1-3) while a prefill operation or a graph replay that uses it is queued: the correct result, or E_DISPOSED naming the tensor', () => {
       const { result } = child('prefill.mjs', { LT_BACKEND: backend, LT_METHOD: method });

@@ -22,7 +22,6 @@ import {
   Tensor,
   toFp8E4M3Array,
 } from 'mla-kernels';
-import { native } from '../../lib/native.js';
 import {
   type Dense,
   encodeDsMlaRow,
@@ -32,12 +31,9 @@ import {
   refMlaSparseDecode,
   unpackDsMlaCache,
 } from '../../lib/reference.js';
-import { arrayOf, countNaN, exactValues, expectMlaError, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends, testSeed } from '../helpers.js';
+import { arrayOf, countNaN, exactValues, expectMlaError, hookedSuite, intTensor, poisoned, randomTensor, REL_BOUND, relErr, Rng, suiteBackends } from '../helpers.js';
 
-const seed = testSeed('sparse');
-const addon = native();
-const isas = (addon.cpuInfo?.().supported ?? ['portable']) as string[];
-afterAll(() => addon.cpuConfigure?.({ isa: '', splitRows: 0 }));
+const { seed, addon, isas } = hookedSuite('sparse');
 
 type CacheKind = 'q' | 'fp8_e4m3' | 'fp8_ds_mla';
 
@@ -580,7 +576,7 @@ describe('sparse attention: bad inputs and lifetimes', () => {
 
 const sim = suiteBackends().find((b) => b.name === 'cuda-sim' && b.available);
 describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by the emulator)', () => {
-  afterAll(() => addon.simConfigure?.({ checkOrders: true }));
+  afterAll(() => addon.simConfigure?.({ checkOrders: true, splitRows: 0 }));
   const kinds: [CacheKind, 'bf16' | 'f16', boolean][] = [
     ['q', 'bf16', false],
     ['q', 'f16', true],
@@ -616,6 +612,34 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     const read = batch * queryLen * heads * (rank + ropeDim) * 2 + (indices.length * 4 + valid * rowBytes) * groups;
     expect(rec.bytesRead, JSON.stringify(rec.launches)).toBe(read);
     expect(rec.bytesWritten).toBe(batch * queryLen * heads * (rank * 2 + 4));
+    stream.dispose();
+  });
+
+  // Split over the selected slots (chunks of 5 of 24, the last shorter; a chunk of padding only): fp32 partials merged
+  // by the decode's combine kernel, the reference's result; a sparse prefill's token-major lse too, and rows of 376
+  // bytes (not 16-byte pieces: copied to shared memory without cp.async).
+  it.each([['fp8_ds_mla', 'bf16', false, 64], ['q', 'f16', true, 60]] as const)('a %s cache, %s queries, split over the slots (a prefill, token-major lse: %s; ropeDim %d)', async (kind, dtype, prefill, ropeDim) => {
+    addon.simConfigure!({ checkOrders: true, splitRows: 5 });
+    const stream = new Stream('cuda-sim');
+    const rng = new Rng(seed + 25);
+    const tokens = 4, heads = 20, rank = 128, blockSize = 7, numBlocks = 6, topk = 24, slots = numBlocks * blockSize;
+    const { cache, values } = latentCache(rng, kind, dtype, numBlocks, blockSize, rank, ropeDim);
+    const indices = randomIndices(rng, 1, tokens, topk, slots);
+    for (let k = 5; k < 10; k++) indices[k] = -1; // the second chunk of the first query is padding only
+    const q = randomTensor(rng, prefill ? [tokens, heads, rank + ropeDim] : [1, tokens, heads, rank + ropeDim], dtype, 0.3);
+    const out = poisoned(prefill ? [tokens, heads, rank] : [1, tokens, heads, rank], dtype).to(stream.device);
+    const lse = poisoned(prefill ? [tokens, heads] : [1, heads, tokens], 'f32').to(stream.device);
+    const common = { q: q.t.to(stream.device), softmaxScale: 0.12, kvLoraRank: rank, out, lse, stream };
+    if (prefill) mlaSparsePrefill({ ...common, kv: Tensor.from((await cache.read()) as Uint16Array, [slots, rank + ropeDim], dtype).to(stream.device), indices: intTensor(indices, [tokens, topk]) });
+    else mlaSparseDecode({ ...common, cache: cache.to(stream.device), indices: intTensor(indices, [1, tokens, topk]) });
+    const got = await out.toFloat32();
+    expect(addon.simLastOp!().launches.map((l) => l.kernel)).toEqual(['mlaSparseDecodeKernel', 'mlaCombineKernel']);
+    const ref = refMlaSparseDecode({ q: { data: q.dense.data, shape: [1, tokens, heads, rank + ropeDim] }, cache: values, indices: { data: indices, shape: [1, tokens, topk] }, softmaxScale: 0.12, kvLoraRank: rank });
+    expect(countNaN(got), 'unwritten outputs').toBe(0);
+    expect(relErr(got, ref.out), `seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
+    const gotLse = await lse.toFloat32();
+    expectLse(prefill ? Float32Array.from({ length: tokens * heads }, (_, i) => gotLse[(i % tokens) * heads + Math.floor(i / tokens)]) : gotLse, ref.lse, kind);
+    addon.simConfigure!({ splitRows: 0 });
     stream.dispose();
   });
 
@@ -692,8 +716,8 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
   // The sparse kernel's dense mode: every visible row of each sequence from the block table (a page size of 7, ragged
   // and empty sequences, causal queries that see nothing), directly, with a plan and in a graph whose replays read new
   // lengths; the reference, and the cpu's result.
-  it.each([['bf16', 2, true], ['f16', 1, false]] as const)('dense mlaDecode over fp8_ds_mla on the device (%s, queryLen %d, causal %s): direct, planned, captured', async (dtype, queryLen, causal) => {
-    addon.simConfigure!({ checkOrders: true });
+  it.each([['bf16', 2, true, 0], ['f16', 1, false, 0], ['bf16', 2, true, 6]] as const)('dense mlaDecode over fp8_ds_mla on the device (%s, queryLen %d, causal %s, split every %d rows): direct, planned, captured', async (dtype, queryLen, causal, splitRows) => {
+    addon.simConfigure!({ checkOrders: true, splitRows });
     const stream = new Stream('cuda-sim');
     const rng = new Rng(seed + 24);
     const heads = 20, rank = 256, ropeDim = 64, blockSize = 7, maxBlocks = 4, lens = [23, 0, 1, 17], batch = lens.length;
@@ -716,6 +740,7 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
     const direct = poisonedOut();
     mlaDecode({ q: devQ, cache: devCache, ...args, ...direct, stream });
     const got = await check(direct, lens, 'direct');
+    if (splitRows) expect(addon.simLastOp!().launches.map((l) => l.kernel)).toEqual(['mlaSparseDecodeKernel', 'mlaCombineKernel']);
     const cpu = new Stream('cpu');
     const onCpu = mlaDecode({ q: q.t, cache, ...args, stream: cpu });
     expect(relErr(got.out, await onCpu.out.toFloat32()), `against the cpu, seed ${seed}`).toBeLessThan(REL_BOUND[dtype]);
@@ -735,6 +760,7 @@ describe.runIf(sim)('sparse decode on cuda-sim (every thread order checked by th
       await check(captured, now, `replay ${now}`);
     }
     graph.dispose();
+    addon.simConfigure!({ splitRows: 0 });
     stream.dispose();
   });
 

@@ -8,7 +8,9 @@ import * as api from 'mla-kernels';
 import { native } from '../../lib/native.js';
 import { backends } from '../../lib/index.js';
 // @ts-expect-error plain ESM scripts without type declarations
-import { markdownTable, modelForDevice, runModel } from '../../scripts/model-gpu.mjs';
+import { markdownTable, modelForDevice, runModel, runSparse } from '../../scripts/model-gpu.mjs';
+// @ts-expect-error
+import { sparseMarkdownTable } from '../../scripts/model-sparse.mjs';
 
 const sim = backends().find((b) => b.name === 'cuda-sim')!;
 
@@ -36,6 +38,28 @@ describe.runIf(sim.available)('GPU performance model (quick shapes)', () => {
     const doc = readFileSync(path.join(__dirname, '..', '..', 'docs', 'gpu.md'), 'utf8');
     expect(doc).toMatch(/No GPU has measured/);
     for (const row of markdownTable(results).split('\n').slice(2)) expect(doc, 'docs/gpu.md is out of date: node scripts/model-gpu.mjs --write-docs').toContain(row);
+  });
+
+  it('models the sparse decode step (top-2048, 16 heads, 8k) on sm_90 from cuda-sim counts, and docs/sparse.md holds the row', async () => {
+    const { rows, counts } = await runSparse({ archs: [90], quick: true, ctx: { api, addon: native() } });
+    expect(rows).toHaveLength(1);
+    const r = rows[0];
+    for (const cache of ['bf16', 'fp8_ds_mla']) {
+      const c = counts[90].sparse[cache];
+      // Each selected row is read once per CTA (its bytes and its index), and the CTA takes 16 heads.
+      expect(c.row.bytesRead, cache).toBe((cache === 'bf16' ? 576 * 2 : api.dsMlaRowBytes(512, 64)) + 4);
+      expect(c.ctaHeads).toBe(16);
+      expect(c.ctasPerQuery).toEqual({ 16: 1, 128: 8 });
+      expect(r.sparse[cache].us).toBeGreaterThan(r.sparse[cache].boundUs);
+    }
+    const ix = counts[90].indexer;
+    expect(ix.scores.keysPerCta).toBe(64);
+    expect(ix.scores.cta.bytesRead).toBeGreaterThanOrEqual(64 * 128); // its 64 fp8 keys at least
+    for (const k of ['us', 'scoresUs', 'topkUs']) expect(r.indexer[k]).toBeGreaterThan(0);
+    expect(r.denseUs).toBeGreaterThan(0);
+    const doc = readFileSync(path.join(__dirname, '..', '..', 'docs', 'sparse.md'), 'utf8');
+    expect(doc).toMatch(/No GPU has measured the sparse decode or the indexer/);
+    expect(doc, 'docs/sparse.md is out of date: node scripts/model-gpu.mjs --write-docs').toContain(sparseMarkdownTable(rows).split('\n')[2]);
   });
 
   it('bench:gpu models the device it runs on (its architecture, its SM count), or says why not', async () => {

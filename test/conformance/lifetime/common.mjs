@@ -136,6 +136,30 @@ export const DETACH = {
   },
   resize: (a) => a.buffer.resize(0),
 };
+/**
+ * The output case of issue 16's cases 1-3: the caller's own array (poisoned) as the output `name` of `call(extra)` —
+ * given as the output on the CPU, written by a copy back to the host from a device — taken away by `method` while
+ * queued on `stream`. Returns the read of that output, how to use it again and when it was taken.
+ */
+export function detachOutput(method, resizable, stream, { name, shape, dtype, call }) {
+  const outArray = plainArray(dtype === 'f32' ? Float32Array : Uint16Array, new Array(shape.reduce((a, b) => a * b, 1)).fill(0x7fc0), resizable);
+  let target;
+  let again;
+  if (device === 'cpu') {
+    target = mla.Tensor.from(outArray, shape, dtype);
+    call({ [name]: target });
+    again = () => call({ [name]: target });
+  } else {
+    const out = call({})[name];
+    target = mla.Tensor.from(outArray, shape, dtype).copyFrom(out, { stream });
+    again = () => target.copyFrom(out, { stream });
+  }
+  DETACH[method](outArray);
+  const detachedAt = performance.now();
+  churn();
+  return { read: target.read().then(() => 'read resolved'), again, detachedAt };
+}
+
 /** Ends the scribbling Worker (its transferred buffers are freed with it). */
 export async function endScribbler() {
   const w = scribbler;

@@ -2,7 +2,7 @@
 // or shrunk while an operation or a graph replay that uses it is queued. LT_BACKEND, LT_METHOD (a key of DETACH).
 // Each case reports the stream's outcome, the result (error against the reference, or how reading it ended) and
 // what using the tensor again gives.
-import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, device, endScribbler, mla, onDevice, outcome, plainArray, problem, relErr, report, settled, thrown } from './common.mjs';
+import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, detachOutput, device, endScribbler, mla, onDevice, outcome, plainArray, problem, relErr, report, settled, thrown } from './common.mjs';
 
 const method = process.env.LT_METHOD ?? 'transfer';
 const resizable = method === 'resize';
@@ -32,22 +32,7 @@ async function roleCase(role, i) {
   let again;
   let detachedAt;
   if (role === 'out') {
-    const outArray = plainArray(Uint16Array, new Array(p.ref.out.length).fill(0x7fc0), resizable);
-    let target;
-    if (device === 'cpu') {
-      target = Tensor.from(outArray, p.shapes.out, 'bf16');
-      mlaDecode({ ...args, out: target });
-      again = () => mlaDecode({ ...args, out: target });
-    } else {
-      // On a device, a caller's array is written by the copy back to the host.
-      const { out } = mlaDecode(args);
-      target = Tensor.from(outArray, p.shapes.out, 'bf16').copyFrom(out, { stream });
-      again = () => target.copyFrom(out, { stream });
-    }
-    DETACH[method](outArray);
-    detachedAt = performance.now();
-    churn();
-    read = target.read().then(() => 'read resolved');
+    ({ read, again, detachedAt } = detachOutput(method, resizable, stream, { name: 'out', shape: p.shapes.out, dtype: 'bf16', call: (extra) => mlaDecode({ ...args, ...extra }) }));
   } else {
     const { out } = mlaDecode(args);
     DETACH[method](p.arrays[role]);

@@ -8,6 +8,8 @@ export const ROLES = {
   mlaSparseDecode: ['q', 'indices', 'out'],
   mlaSparsePrefill: ['kv', 'indices', 'out'],
   lightningIndexer: ['cache', 'seqLens', 'scores'],
+  // the dense mlaDecode over an fp8_ds_mla cache (on a device: the sparse decode kernel's dense mode)
+  mlaDecodeDsMla: ['cache', 'blockTable', 'out'],
 };
 export const OUTPUTS = Object.fromEntries(Object.entries(ROLES).map(([op, roles]) => [op, roles[roles.length - 1]]));
 // Roles that are index tensors (on the host on every backend).

@@ -1,14 +1,14 @@
 // Issue 16's cases 1-3 for the prefill and sparse-attention operations: the ordinary ArrayBuffer of an input, an index
 // tensor or an output of gatherLatentCache, upProjectKv, mlaPrefill, mergeAttentionStates, mlaSparseDecode,
-// mlaSparsePrefill or lightningIndexer is transferred or shrunk while the operation is queued, and a captured prefill is replayed while its lengths' arrays are taken away. LT_BACKEND, LT_METHOD (a key
+// mlaSparsePrefill, lightningIndexer or mlaDecode over an fp8_ds_mla cache is transferred or shrunk while the operation is queued, and a captured prefill is replayed while its lengths' arrays are taken away. LT_BACKEND, LT_METHOD (a key
 // of DETACH). Each case reports as detach.mjs's do.
-import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, device, endScribbler, mla, onDevice, outcome, plainArray, relErr, report, rng, settled, thrown } from './common.mjs';
+import { BF16_BOUND, DETACH, backend, busy, calibrateBusy, churn, detachOutput, device, endScribbler, mla, onDevice, outcome, plainArray, relErr, report, rng, settled, thrown } from './common.mjs';
 import { ROLES } from './prefill-roles.mjs';
-import { refGatherLatentCache, refLightningIndexer, refMergeAttentionStates, refMlaPrefill, refMlaSparseDecode, refUpProjectKv } from '../../../dist/reference.js';
+import { encodeDsMlaRow, refGatherLatentCache, refLightningIndexer, refMergeAttentionStates, refMlaDecode, refMlaPrefill, refMlaSparseDecode, refUpProjectKv, unpackDsMlaCache } from '../../../dist/reference.js';
 
 const method = process.env.LT_METHOD ?? 'transfer';
 const resizable = method === 'resize';
-const { Tensor, Stream, gatherLatentCache, lightningIndexer, mergeAttentionStates, mlaPrefill, mlaSparseDecode, mlaSparsePrefill, upProjectKv } = mla;
+const { Tensor, Stream, gatherLatentCache, lightningIndexer, mergeAttentionStates, mlaDecode, mlaPrefill, mlaSparseDecode, mlaSparsePrefill, upProjectKv } = mla;
 const random = rng(Number(process.env.LT_SEED ?? 1) + 7);
 const HEADS = 2, NOPE = 16, ROPE = 16, V_DIM = 16, RANK = 32, BLOCK = 16;
 // Two sequences: 5 new tokens over 20 keys and 3 over 9 (causal), their cached rows in blocks 1-2 and 3.
@@ -31,6 +31,16 @@ const f32 = (shape) => {
 };
 const i32 = (values, shape = [values.length]) => ({ array: plainArray(Int32Array, values, resizable), shape, values: Int32Array.from(values), index: true });
 const dense = (a) => ({ data: Float64Array.from(a.values), shape: a.shape });
+// An fp8_ds_mla cache of random rows (the TypeScript encoder's bytes) and the values it holds: its rank a whole tile.
+const DS_RANK = 128;
+function dsMlaCache(shape) {
+  const [blocks, blockSize] = shape;
+  const rows = Array.from({ length: blocks * blockSize }, () => encodeDsMlaRow(random.normal(DS_RANK).map((x) => 2 * x), random.normal(ROPE)));
+  const bytes = new Uint8Array(rows.length * rows[0].length);
+  rows.forEach((r, i) => bytes.set(r, i * r.length));
+  const full = [blocks, blockSize, rows[0].length];
+  return { array: plainArray(Uint8Array, bytes, resizable), shape: full, dtype: 'fp8_ds_mla', values: unpackDsMlaCache(bytes, full, DS_RANK).data };
+}
 
 // Each op: its inputs, the output checked (name, shape, dtype), the call, and the output's reference.
 const OPS = {
@@ -90,6 +100,11 @@ const OPS = {
     const ref = refLightningIndexer({ ...Object.fromEntries(Object.entries(inputs).map(([k, a]) => [k, dense(a)])), topk: TOPK }).scores;
     return { inputs, output: ['scores', [2, 1, TOPK], 'f32'], call: (a) => lightningIndexer({ ...a, topk: TOPK }), ref };
   },
+  mlaDecodeDsMla: () => {
+    const inputs = { q: bf16([2, 2, HEADS, DS_RANK + ROPE], 0.3), cache: dsMlaCache([4, BLOCK]), blockTable: i32(TABLE, [2, 2]), seqLens: i32([CU_KV[1], CU_KV[2] - CU_KV[1]]) };
+    const ref = refMlaDecode({ ...Object.fromEntries(Object.entries(inputs).map(([k, a]) => [k, dense(a)])), cache: { data: Float64Array.from(inputs.cache.values), shape: [4, BLOCK, DS_RANK + ROPE] }, softmaxScale: 0.1, kvLoraRank: DS_RANK, causal: true }).out;
+    return { inputs, output: ['out', [2, 2, HEADS, DS_RANK], 'bf16'], call: (a) => mlaDecode({ ...a, softmaxScale: 0.1, kvLoraRank: DS_RANK, causal: true }), ref };
+  },
 };
 
 const tensorOf = (a) => Tensor.from(a.array, a.shape, a.dtype);
@@ -107,22 +122,7 @@ async function roleCase(op, role) {
   let again;
   let detachedAt;
   if (role === outName) {
-    const outArray = plainArray(outDType === 'f32' ? Float32Array : Uint16Array, new Array(numel(outShape)).fill(0x7fc0), resizable);
-    let target;
-    if (device === 'cpu') {
-      target = Tensor.from(outArray, outShape, outDType);
-      p.call({ ...args, [outName]: target });
-      again = () => p.call({ ...args, [outName]: target });
-    } else {
-      // On a device, a caller's array is written by the copy back to the host.
-      const out = p.call(args)[outName];
-      target = Tensor.from(outArray, outShape, outDType).copyFrom(out, { stream });
-      again = () => target.copyFrom(out, { stream });
-    }
-    DETACH[method](outArray);
-    detachedAt = performance.now();
-    churn();
-    read = target.read().then(() => 'read resolved');
+    ({ read, again, detachedAt } = detachOutput(method, resizable, stream, { name: outName, shape: outShape, dtype: outDType, call: (extra) => p.call({ ...args, ...extra }) }));
   } else {
     const out = p.call(args)[outName];
     DETACH[method](p.inputs[role].array);

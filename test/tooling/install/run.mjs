@@ -162,7 +162,11 @@ function consumers(dir, pathDirs, expectAddon, label) {
 
 // ---- 2. install with the prebuild, no compiler --------------------------------------------------------------
 let prebuilt = null;
-const installArgs = ['install', '--no-audit', '--no-fund', '--foreground-scripts'];
+// --prefer-offline: the dependencies npm ci (or an earlier run) left in npm's cache are taken without asking the
+// registry again; what the cache lacks is still fetched.
+const installArgs = ['install', '--no-audit', '--no-fund', '--foreground-scripts', '--prefer-offline'];
+// node-gyp's make on every core (JOBS, which node-gyp reads): the source builds below compile the same files a user's would.
+const buildEnv = (dirs) => userEnv(dirs, { JOBS: 'max' });
 if (tarball) {
   const app = newProject('app-prebuild');
   // The README's install commands, as written (the package's name standing for the tarball).
@@ -193,7 +197,7 @@ if (tarball) {
 
   // ---- 4. forced source builds, as the README says -----------------------------------------------------------
   if (r.status === 0) {
-    const rebuild = sh('npm', ['rebuild', pkg.name, '--build-from-source', '--foreground-scripts'], { cwd: app, env: userEnv([withCompiler]) });
+    const rebuild = sh('npm', ['rebuild', pkg.name, '--build-from-source', '--foreground-scripts'], { cwd: app, env: buildEnv([withCompiler]) });
     const gypBuilt = existsSync(path.join(installed, 'build', 'Release', 'mla_kernels.node'));
     check('npm rebuild mla-kernels --build-from-source builds the CPU addon with node-gyp', rebuild.status === 0 && gypBuilt);
     if (gypBuilt) {
@@ -226,7 +230,7 @@ if (tarball) {
   const bare = path.join(tmp, `${pkg.name}-${pkg.version}-noprebuild.tgz`);
   execFileSync('tar', ['czf', bare, '-C', unpacked, 'package']);
   const app = newProject('app-source');
-  const r = sh('npm', [...installArgs, bare, '@types/node@20'], { cwd: app, env: userEnv([withCompiler]) });
+  const r = sh('npm', [...installArgs, bare, '@types/node@20'], { cwd: app, env: buildEnv([withCompiler]) });
   const installed = path.join(app, 'node_modules', pkg.name);
   check('no prebuild: npm install builds the CPU addon from binding.gyp with node-gyp (no cmake, no nvcc on PATH)',
     r.status === 0 && existsSync(path.join(installed, 'build', 'Release', 'mla_kernels.node')) && !existsSync(path.join(installed, 'prebuilds')));
