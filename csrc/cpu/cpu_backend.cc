@@ -532,20 +532,53 @@ void appendCpu(const AppendLatentCacheParams& p) {
   const int64_t rowBytes = width * static_cast<int64_t>(es);
   const int64_t perTask = std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(1, rowBytes));
   const int64_t tasks = (p.numTokens + perTask - 1) / perTask;
-  // Rows are built in a staging buffer in L1 and streamed out a run of consecutive slots at a time. Streamed row by
-  // row, every row boundary that is not 64-byte aligned (a typed array's data need not be) shares a line between a
-  // plain store and a streaming one, which costs more than the row: append ran at under half the copy bandwidth.
+  const bool stream = streamStores(p.numTokens * rowBytes, path.isa->name, k);
+  const int64_t kvBytes = p.kvLoraRank * static_cast<int64_t>(es), ropeBytes = p.ropeDim * static_cast<int64_t>(es);
+  const bool rope = p.ropeStyle != RopeStyle::None;
+  const int32_t* positions = rope ? p.positions.as<const int32_t>() : nullptr;
+  const float* cos = rope ? p.cos.as<const float>() : nullptr;
+  const float* sin = rope ? p.sin.as<const float>() : nullptr;
+  auto write = [&](char* dst, const void* src, int64_t bytes) {
+    if (bytes <= 0) return;  // an empty kvC or kPe (kvLoraRank or ropeDim 0) may have no data at all
+    if (stream) k.streamCopy(dst, src, bytes);
+    else std::memcpy(dst, src, static_cast<size_t>(bytes));
+  };
+  // Rows go straight from kvC and kPe to their slots (the RoPE part through a buffer in L1) where every part of a row
+  // is a whole number of 64-byte lines: then, however the cache is aligned (a typed array's data need not be), each
+  // line is written wholly by streaming stores or wholly by plain ones (the partial lines at the parts' ends), never
+  // both, which costs more than the row. Else rows are built in a staging buffer in L1 and written out a run of
+  // consecutive slots at a time. Staging cost more than the copy itself: 0.34 of one core's copy bandwidth against
+  // 0.63 direct (Zen 5, docs/performance-cpu.md).
+  const bool direct = rowBytes % 64 == 0 && kvBytes % 64 == 0;
   constexpr int64_t kStageBytes = 16 << 10;
   const int64_t stageRows = std::max<int64_t>(1, kStageBytes / rowBytes);
-  const bool stream = streamStores(p.numTokens * rowBytes, path.isa->name, k);
   parallelFor(tasks, [&](int64_t task) {
     const int64_t i1 = std::min(p.numTokens, (task + 1) * perTask);
-    const int64_t kvBytes = p.kvLoraRank * static_cast<int64_t>(es), ropeBytes = p.ropeDim * static_cast<int64_t>(es);
+    auto ropeRow = [&](int64_t i, char* out) {
+      const int64_t pos = positions[i];
+      k.rope(e, p.ropeStyle == RopeStyle::Interleaved, kPe + i * ropeBytes, cos + pos * half, sin + pos * half, out, p.ropeDim);
+    };
+    if (direct) {
+      char* peRow = reinterpret_cast<char*>(scratchFloats(static_cast<size_t>((ropeBytes + 63) / 4 + 16)));
+      peRow += (64 - reinterpret_cast<uintptr_t>(peRow) % 64) % 64;
+      for (int64_t i = task * perTask; i < i1; ++i) {
+        if (slots[i] < 0) continue;
+        char* dst = cache + static_cast<int64_t>(slots[i]) * rowBytes;
+        write(dst, kvC + i * kvBytes, kvBytes);
+        if (rope) {
+          ropeRow(i, peRow);
+          write(dst + kvBytes, peRow, ropeBytes);
+        } else {
+          write(dst + kvBytes, kPe + i * ropeBytes, ropeBytes);
+        }
+      }
+      if (stream) k.streamFence();
+      return;
+    }
     char* stage = reinterpret_cast<char*>(scratchFloats(static_cast<size_t>((stageRows * rowBytes + 3) / 4)));
     int64_t runSlot = -1, runRows = 0;  // the run of consecutive slots staged so far
     auto flush = [&] {
-      if (runRows > 0 && stream) k.streamCopy(cache + runSlot * rowBytes, stage, runRows * rowBytes);
-      else if (runRows > 0) std::memcpy(cache + runSlot * rowBytes, stage, static_cast<size_t>(runRows * rowBytes));
+      if (runRows > 0) write(cache + runSlot * rowBytes, stage, runRows * rowBytes);
       runRows = 0;
     };
     for (int64_t i = task * perTask; i < i1; ++i) {
@@ -553,16 +586,9 @@ void appendCpu(const AppendLatentCacheParams& p) {
       if (runRows == stageRows || (runRows > 0 && slots[i] != runSlot + runRows)) flush();
       if (runRows == 0) runSlot = slots[i];
       char* row = stage + runRows * rowBytes;
-      // An empty kvC or kPe (kvLoraRank or ropeDim 0) may have no data at all, which memcpy may not be given.
       if (kvBytes > 0) std::memcpy(row, kvC + i * kvBytes, static_cast<size_t>(kvBytes));
-      const char* src = kPe + i * ropeBytes;
-      if (p.ropeStyle != RopeStyle::None) {
-        const int64_t pos = p.positions.as<const int32_t>()[i];
-        k.rope(e, p.ropeStyle == RopeStyle::Interleaved, src, p.cos.as<const float>() + pos * half, p.sin.as<const float>() + pos * half,
-               row + kvBytes, p.ropeDim);
-      } else if (ropeBytes > 0) {
-        std::memcpy(row + kvBytes, src, static_cast<size_t>(ropeBytes));
-      }
+      if (rope) ropeRow(i, row + kvBytes);
+      else if (ropeBytes > 0) std::memcpy(row + kvBytes, kPe + i * ropeBytes, static_cast<size_t>(ropeBytes));
       ++runRows;
     }
     flush();

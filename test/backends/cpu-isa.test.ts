@@ -146,10 +146,12 @@ describe('append on every path, with each store kind', () => {
     expect(typeof i.streamAboveBytes).toBe('number');
   });
   for (const isa of cpu.supported) {
-    it(`${isa}: stream, regular and auto stores write the same rows`, async () => {
+    // kvLoraRank 512: rows of whole 64-byte lines, written straight from kvC and kPe; 500: rows built in a staging buffer.
+    for (const kv of [512, 500])
+    it(`${isa}: stream, regular and auto stores write the same rows (kvLoraRank ${kv})`, async () => {
       const rng = new Rng(seed + 40);
-      const width = 576, tokens = 1100, slotsN = 1300;
-      const kvC = new Uint16Array(tokens * 512), kPe = new Uint16Array(tokens * 64);
+      const width = kv + 64, tokens = 1100, slotsN = 1300;
+      const kvC = new Uint16Array(tokens * kv), kPe = new Uint16Array(tokens * 64);
       for (let i = 0; i < kvC.length; i++) kvC[i] = (rng.next() * 65536) & 0x7f7f;
       for (let i = 0; i < kPe.length; i++) kPe[i] = (rng.next() * 65536) & 0x7f7f;
       // Runs of consecutive slots in shuffled order, with a padding token now and then.
@@ -166,18 +168,18 @@ describe('append on every path, with each store kind', () => {
           const backing = new Uint16Array(new SharedArrayBuffer((slotsN * width + 1) * 2)).fill(0xffff);
           const cacheArr = backing.subarray(1);
           const cache = Tensor.from(cacheArr, [slotsN, 1, width], 'bf16');
-          appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, 512], 'bf16'), kPe: Tensor.from(kPe, [tokens, 64], 'bf16'), slotMapping: Tensor.from(slots, [tokens]), stream });
+          appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, kv], 'bf16'), kPe: Tensor.from(kPe, [tokens, 64], 'bf16'), slotMapping: Tensor.from(slots, [tokens]), stream });
           await stream.synchronize();
           const got = (await cache.read()) as Uint16Array;
           const want = new Uint16Array(slotsN * width).fill(0xffff);
           for (let i = 0; i < tokens; i++) {
             if (slots[i] < 0) continue;
-            want.set(kvC.subarray(i * 512, (i + 1) * 512), slots[i] * width);
-            want.set(kPe.subarray(i * 64, (i + 1) * 64), slots[i] * width + 512);
+            want.set(kvC.subarray(i * kv, (i + 1) * kv), slots[i] * width);
+            want.set(kPe.subarray(i * 64, (i + 1) * 64), slots[i] * width + kv);
           }
           let bad = -1;
           for (let i = 0; i < want.length && bad < 0; i++) if (got[i] !== want[i]) bad = i;
-          expect(bad, `${isa}, ${appendStores} stores: first wrong element (seed ${seed})`).toBe(-1);
+          expect(bad, `${isa}, kvLoraRank ${kv}, ${appendStores} stores: first wrong element (seed ${seed})`).toBe(-1);
           expect(backing[0]).toBe(0xffff);
         }
       } finally {
