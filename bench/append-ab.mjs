@@ -15,7 +15,7 @@ import { cpuModel, load } from './machine.mjs';
 
 const { values } = parseArgs({ options: {
   tokens: { type: 'string', default: '32768' }, rounds: { type: 'string', default: '9' }, reps: { type: 'string', default: '9' },
-  dtype: { type: 'string', default: 'bf16' }, rope: { type: 'string', default: 'interleaved' }, only: { type: 'string' }, maxpos: { type: 'string', default: '4096' },
+  dtype: { type: 'string', default: 'bf16' }, rope: { type: 'string', default: 'interleaved' }, only: { type: 'string' }, maxpos: { type: 'string', default: '4096' }, offset: { type: 'string', default: '0' },
 } });
 const tokens = +values.tokens, rounds = +values.rounds, reps = +values.reps, dtype = values.dtype;
 const KV = 512, ROPE = 64, WIDTH = KV + ROPE, BLOCK = 64, MAXPOS = +values.maxpos;
@@ -35,7 +35,8 @@ const fill = (n) => {
   return a;
 };
 const numBlocks = Math.ceil(tokens / BLOCK);
-const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH), [numBlocks, BLOCK, WIDTH], dtype);
+// --offset elements: the cache's rows start that far past the allocation (whose alignment the allocator decides).
+const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH + +values.offset).subarray(+values.offset), [numBlocks, BLOCK, WIDTH], dtype);
 const copySrc = Tensor.from(fill(numBlocks * BLOCK * WIDTH), [numBlocks, BLOCK, WIDTH], dtype);
 const kvC = Tensor.from(fill(tokens * KV), [tokens, KV], dtype);
 const kPe = Tensor.from(fill(tokens * ROPE), [tokens, ROPE], dtype);

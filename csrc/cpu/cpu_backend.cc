@@ -149,7 +149,7 @@ std::string& forcedStores = neverDestroyed<std::string>();  // by cpuConfigure: 
 // copied, not 3) but leave nothing in the caches, and their cost against plain stores differs between processors
 // (docs/performance-cpu.md has the measurement). Appends writing less than kStreamMinBytes (a decode step's few rows,
 // read again by the next decode) use plain stores; larger ones use the kind a one-time calibration per path found
-// faster: an L1 staging buffer copied over a destination far larger than L2, as append does.
+// faster: an L1 buffer copied over a destination far larger than L2.
 constexpr int64_t kStreamMinBytes = int64_t{1} << 20;
 
 struct StoreCalibration {
