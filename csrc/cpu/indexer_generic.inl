@@ -60,12 +60,23 @@ void indexerScoresGeneric(const IndexerItem& it, float* scratch) {
     Prefetch pf(next, nextRows, rowBytes, roundUp(rows, 16) * D * (L.mp / VO::W));
     qkTile<0>(kt, L.dp, rows, qt, L.mp, D, s, pf, nullptr);
     pf.rest();
+    // The weighted ReLU sum over heads, a vector of heads at a time (it cost as much as Q·K done a head at a time);
+    // max(x, 0) as a select so that a NaN score counts 0 on every path, as the scalar tail's.
+    const int64_t hv = H / VO::W * VO::W;
     for (int64_t r = 0; r < rows; ++r) {
       const float* sr = s + r * L.mp;
       const float scale = it.scales ? it.scales[slots[r]] : 1.f;
       for (int64_t t = 0; t < it.t1 - it.t0; ++t) {
+        VO::V sum = VO::zero();
+        for (int64_t h = 0; h < hv; h += VO::W) {
+          const VO::V x = VO::load(sr + t * H + h);
+          sum = VO::fma(VO::selectLt(VO::zero(), x, x, VO::zero()), VO::load(w + t * H + h), sum);
+        }
+        alignas(64) float lanes[VO::W];
+        VO::store(lanes, sum);
         float acc = 0.f;
-        for (int64_t h = 0; h < H; ++h) {
+        for (int l = 0; l < VO::W; ++l) acc += lanes[l];
+        for (int64_t h = hv; h < H; ++h) {
           const float x = sr[t * H + h];
           acc += w[t * H + h] * (x > 0.f ? x : 0.f);
         }
