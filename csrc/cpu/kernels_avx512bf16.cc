@@ -353,7 +353,9 @@ void indexerScoresBf16(const IndexerItem& it, float* scratch) {
         _mm256_mask_storeu_epi16(kt + r * D + c, live, (__m256i)_mm512_cvtneps_pbh(VO::loadFp8(reinterpret_cast<const uint8_t*>(src) + c, live)));
       }
     }
-    if (D == 128) qkTileBf16<128>(kt, D, rows, qp, L.mp, L.pairs, 1.f, s, pf);  // DeepSeek-V3.2's index dim: constant row offsets
+    if (D == 128 && L.mp % 64 == 0) {
+      for (int64_t v = 0; v < L.mp; v += 64) qkColumnsBf16<4, 4, 128>(kt, D, rows, qp + v, L.mp, L.pairs, 1.f, s + v, pf);
+    } else if (D == 128) qkTileBf16<128>(kt, D, rows, qp, L.mp, L.pairs, 1.f, s, pf);  // DeepSeek-V3.2's index dim: constant row offsets
     else qkTileBf16<0>(kt, D, rows, qp, L.mp, L.pairs, 1.f, s, pf);
     pf.rest();
     indexerWeightedSum(it, s, L.mp, n, rows, slots);

@@ -315,6 +315,12 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
     }
     s.dispose();
   });
+
+  it('lightningIndexer at DeepSeek-V3.2\'s index dim (128) with 64 query lanes (32 heads × 2 positions): the selection within f32 rounding', async () => {
+    const s = stream();
+    await fp8IndexerCase(new Rng(seed + 7), s, 32, 128);
+    s.dispose();
+  });
 });
 
 // DeepSeek-V3.2's step: append the latent row (fp8_ds_mla) and the indexer key, select with the indexer, attend to
