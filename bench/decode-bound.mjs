@@ -18,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { randomArray } from './decode-data.mjs';
 import { cpuModel, load } from './machine.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,19 +31,7 @@ if (process.argv[2] === '--child') {
   const { native } = await import(path.join(here, 'dist/native.js'));
   const addon = native();
   const [layout, dtype, heads, queryLen, batch, context, reps] = process.argv.slice(3).map((x, i) => (i > 1 ? +x : x));
-  const Ctor = dtype === 'f32' ? Float32Array : Uint16Array;
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  const fill = (n, seed) => {
-    const a = new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
-    let s = seed >>> 0;
-    for (let i = 0; i < n; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      const x = s / 2 ** 32 - 0.5;
-      if (dtype === 'f32') a[i] = x;
-      else { f[0] = x; a[i] = u[0] >>> 16; }
-    }
-    return a;
-  };
+  const fill = (n, seed) => randomArray(dtype, n, seed);
   const tableBlocks = (batch * context) / BLOCK;
   // The resident layout allocates one block; the real one a block per table entry, shuffled.
   const numBlocks = layout === 'resident' ? 1 : tableBlocks;
