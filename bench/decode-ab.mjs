@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { randomArray } from './decode-data.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const KV = 512, WIDTH = 576, BLOCK = 64;
@@ -21,21 +22,7 @@ if (process.argv[2] === '--child') {
   // One side: times `reps` decodes of one row after warm-up, prints {ms, checksum}.
   const { Stream, Tensor, mlaDecode } = await import(path.join(here, 'dist/index.js'));
   const [dtype, heads, batch, context, reps] = process.argv.slice(3).map((x, i) => (i ? +x : x));
-  const Ctor = dtype === 'f32' ? Float32Array : Uint16Array;
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  // Shared memory: Tensor.from wraps it without a copy per call.
-  const fill = (n, seed) => {
-    const a = new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT));
-    let s = seed >>> 0;
-    for (let i = 0; i < n; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      const x = s / 2 ** 32 - 0.5;
-      if (dtype === 'f32') a[i] = x;
-      else if (dtype === 'bf16') { f[0] = x; a[i] = u[0] >>> 16; }
-      else a[i] = 0x3800 ^ (s & 0x83ff); // f16 of magnitude in [0.5, 1), either sign
-    }
-    return a;
-  };
+  const fill = (n, seed) => randomArray(dtype, n, seed);
   const numBlocks = (batch * context) / BLOCK;
   const perm = Int32Array.from({ length: numBlocks }, (_, i) => i);
   for (let i = numBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }

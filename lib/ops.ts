@@ -223,6 +223,22 @@ export function appendLatentCache<D extends FloatDType>(options: AppendLatentCac
 }
 
 /**
+ * The `out` and `lse` given, or those missing allocated on the stream's device in the shapes the addon derives from the
+ * inputs (`shapes` runs only when one is missing).
+ * @internal
+ */
+export function outAndLse<D extends FloatDType>(
+  shapes: () => { out: number[]; lse: number[] },
+  given: { out?: Tensor<D>; lse?: Tensor<'f32'> },
+  dtype: D,
+  stream: Stream,
+): { out: Tensor<D>; lse: Tensor<'f32'> } {
+  if (given.out !== undefined && given.lse !== undefined) return { out: given.out, lse: given.lse };
+  const s = shapes();
+  return { out: given.out ?? Tensor.empty(s.out, dtype, { device: stream.device }), lse: given.lse ?? Tensor.empty(s.lse, 'f32', { device: stream.device }) };
+}
+
+/**
  * Absorbed MLA decode attention over the paged latent cache. Returns at once; `out` and `lse` are written
  * when the stream reaches the operation (`await out.read()` waits for it).
  */
@@ -244,13 +260,7 @@ export function mlaDecode<D extends FloatDType>(options: MlaDecodeOptions<D>): M
     (o.plan as DecodePlan | undefined)?._handle,
   ];
   const stream = streamArg(op, o);
-  let out = options.out;
-  let lse = options.lse;
-  if (out === undefined || lse === undefined) {
-    const shapes = native().outputShapes(op, inputs);
-    out ??= Tensor.empty(shapes.out, options.q.dtype, { device: stream.device });
-    lse ??= Tensor.empty(shapes.lse, 'f32', { device: stream.device });
-  }
+  const { out, lse } = outAndLse(() => native().outputShapes(op, inputs), options, options.q.dtype, stream);
   const params: DecodeParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.q, options.cache, options.blockTable, options.seqLens], [out, lse], (s, after) => native().mlaDecode(s, params, after));
   return { out, lse };

@@ -13,7 +13,7 @@ import {
   type UpProjectInputs,
   type UpProjectParams,
 } from './native.js';
-import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type StreamOptions } from './ops.js';
+import { checkOptions, numberArg, optionSet, outAndLse, streamArg, tensorArg, type StreamOptions } from './ops.js';
 import type { Stream } from './stream.js';
 import { Tensor } from './tensor.js';
 
@@ -211,13 +211,7 @@ export function mlaPrefill<D extends FloatDType>(options: MlaPrefillOptions<D>):
     (o.plan as PrefillPlan | undefined)?._handle,
   ];
   const stream = streamArg(op, o);
-  let out = options.out;
-  let lse = options.lse;
-  if (out === undefined || lse === undefined) {
-    const shapes = native().outputShapes(op, inputs);
-    out ??= Tensor.empty(shapes.out, options.q.dtype, { device: stream.device });
-    lse ??= Tensor.empty(shapes.lse, 'f32', { device: stream.device });
-  }
+  const { out, lse } = outAndLse(() => native().outputShapes(op, inputs), options, options.q.dtype, stream);
   const params: PrefillParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   const used = [options.q, options.kNope, options.kPe, options.v, options.cuSeqLensQ, options.cuSeqLensKv];
   stream._submit(used, [out, lse], (s, after) => native().mlaPrefill(s, params, after));
@@ -295,13 +289,7 @@ export function mergeAttentionStates<D extends FloatDType>(options: MergeAttenti
   const o = checkOptions(op, options, MERGE_OPTIONS);
   const inputs: MergeInputs = [tensorArg(op, o.outA, 'outA'), tensorArg(op, o.lseA, 'lseA'), tensorArg(op, o.outB, 'outB'), tensorArg(op, o.lseB, 'lseB')];
   const stream = streamArg(op, o);
-  let out = options.out;
-  let lse = options.lse;
-  if (out === undefined || lse === undefined) {
-    const shapes = native().outputShapes(op, inputs);
-    out ??= Tensor.empty(shapes.out, options.outA.dtype, { device: stream.device });
-    lse ??= Tensor.empty(shapes.lse, 'f32', { device: stream.device });
-  }
+  const { out, lse } = outAndLse(() => native().outputShapes(op, inputs), options, options.outA.dtype, stream);
   const params: MergeParams = [...inputs, tensorArg(op, out, 'out'), tensorArg(op, lse, 'lse')];
   stream._submit([options.outA, options.lseA, options.outB, options.lseB], [out, lse], (s, after) => native().mergeAttentionStates(s, params, after));
   return { out, lse };

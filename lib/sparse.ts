@@ -13,7 +13,7 @@ import {
   type SparsePrefillInputs,
   type SparsePrefillParams,
 } from './native.js';
-import { checkOptions, numberArg, optionSet, streamArg, tensorArg, type LatentAttentionOptions, type MlaDecodeResult, type StreamOptions } from './ops.js';
+import { checkOptions, numberArg, optionSet, outAndLse, streamArg, tensorArg, type LatentAttentionOptions, type MlaDecodeResult, type StreamOptions } from './ops.js';
 import type { Stream } from './stream.js';
 import { Tensor, isTensor } from './tensor.js';
 
@@ -158,19 +158,14 @@ function writtenByOperation(indices: unknown, stream: Stream): boolean {
   return isTensor(indices) && (indices._lastWrite() !== null || stream._captures(indices));
 }
 
-// The out and lse given, or allocated on the stream's device in the shapes the addon derives from the inputs.
 function outputs<D extends FloatDType>(
   op: 'mlaSparseDecode' | 'mlaSparsePrefill',
   inputs: SparseDecodeInputs | SparsePrefillInputs,
   given: { q: Tensor<D>; out?: Tensor<D>; lse?: Tensor<'f32'> },
   stream: Stream,
 ): { out: Tensor<D>; lse: Tensor<'f32'> } {
-  if (given.out !== undefined && given.lse !== undefined) return { out: given.out, lse: given.lse };
-  const shapes = op === 'mlaSparseDecode' ? native().outputShapes(op, inputs as SparseDecodeInputs) : native().outputShapes(op, inputs as SparsePrefillInputs);
-  return {
-    out: given.out ?? Tensor.empty(shapes.out, given.q.dtype, { device: stream.device }),
-    lse: given.lse ?? Tensor.empty(shapes.lse, 'f32', { device: stream.device }),
-  };
+  const shapes = () => (op === 'mlaSparseDecode' ? native().outputShapes(op, inputs as SparseDecodeInputs) : native().outputShapes(op, inputs as SparsePrefillInputs));
+  return outAndLse(shapes, given, given.q.dtype, stream);
 }
 
 /** Writes each new token's indexer key into its slot of the indexer key cache (an fp8 cache: e4m3 with a scale per key). */

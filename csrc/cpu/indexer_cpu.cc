@@ -4,10 +4,10 @@
 // Scores are computed in passes of query rows whose score rows fit a fixed buffer: each pass runs work items of
 // (query positions sharing the lanes of one Q·K block) × (a chunk of the keys), then selects each row's top-k.
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <utility>
 #include <vector>
 
 #include "prefill_cpu.h"
@@ -19,11 +19,6 @@ namespace {
 constexpr int64_t kMaxLanes = 128;           // query rows (positions × heads) of one item, as decode's head groups
 constexpr int64_t kKeyChunk = 1024;          // keys per item
 constexpr int64_t kPassFloats = int64_t{16} << 20;  // score buffer of a pass: 64 MiB
-
-// a before b: the larger score, then the earlier position (NaN ranks as -infinity).
-bool better(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-  return a.first > b.first || (a.first == b.first && a.second < b.second);
-}
 
 }  // namespace
 
@@ -117,24 +112,35 @@ void lightningIndexerCpu(const LightningIndexerParams& p, const KernelSet& k) {
       const int64_t r = row0 + i, b = r / p.queryLen, t = r % p.queryLen;
       const int64_t visible = p.visibleRows(lens[b], t);
       const float* scores = buffer.data() + offset[static_cast<size_t>(i)];
-      thread_local std::vector<std::pair<float, int32_t>> ranked;
-      ranked.clear();
-      for (int64_t s = 0; s < visible; ++s) ranked.emplace_back(std::isnan(scores[s]) ? -std::numeric_limits<float>::infinity() : scores[s], static_cast<int32_t>(s));
+      // The topk-th best score by selection over a copy (NaN as -infinity), then one pass in position order takes
+      // every better score and the earliest of the ties: the order of the output, with no sort and no pairs.
+      const float kNaNRank = -std::numeric_limits<float>::infinity();
+      auto rankOf = [&](int64_t s) { return std::isnan(scores[s]) ? kNaNRank : scores[s]; };
+      const int64_t taken = std::min(visible, topk);
+      float tau = kNaNRank;
+      int64_t ties = 0;  // how many scores equal to tau are taken, the earliest first
       if (visible > topk) {
-        std::nth_element(ranked.begin(), ranked.begin() + topk, ranked.end(), better);
-        ranked.resize(static_cast<size_t>(topk));
-        std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& c) { return a.second < c.second; });
+        thread_local std::vector<float> ranks;
+        ranks.resize(static_cast<size_t>(visible));
+        for (int64_t s = 0; s < visible; ++s) ranks[static_cast<size_t>(s)] = rankOf(s);
+        std::nth_element(ranks.begin(), ranks.begin() + (topk - 1), ranks.end(), std::greater<float>());
+        tau = ranks[static_cast<size_t>(topk - 1)];
+        int64_t above = 0;
+        for (int64_t j = 0; j < topk - 1; ++j) above += ranks[static_cast<size_t>(j)] > tau;
+        ties = topk - above;
       }
       const int32_t* tableRow = table + b * p.maxBlocksPerSeq;
-      for (int64_t j = 0; j < topk; ++j) {
-        if (j < static_cast<int64_t>(ranked.size())) {
-          const int64_t pos = ranked[static_cast<size_t>(j)].second;
-          outIdx[r * topk + j] = static_cast<int32_t>(static_cast<int64_t>(tableRow[pos / p.blockSize]) * p.blockSize + pos % p.blockSize);
-          outScores[r * topk + j] = scores[pos];
-        } else {
-          outIdx[r * topk + j] = -1;
-          outScores[r * topk + j] = -std::numeric_limits<float>::infinity();
-        }
+      int64_t j = 0;
+      for (int64_t s = 0; s < visible && j < taken; ++s) {
+        const float x = rankOf(s);
+        if (visible > topk && !(x > tau || (x == tau && ties-- > 0))) continue;
+        outIdx[r * topk + j] = static_cast<int32_t>(static_cast<int64_t>(tableRow[s / p.blockSize]) * p.blockSize + s % p.blockSize);
+        outScores[r * topk + j] = scores[s];
+        ++j;
+      }
+      for (; j < topk; ++j) {
+        outIdx[r * topk + j] = -1;
+        outScores[r * topk + j] = -std::numeric_limits<float>::infinity();
       }
     });
     row0 = row1;

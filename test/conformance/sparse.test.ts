@@ -76,10 +76,10 @@ function randomIndices(rng: Rng, batch: number, queryLen: number, topk: number, 
 
 // A lightning indexer over small integers (every score exact in f32, ties common): its key cache appended on
 // `stream`, its arguments there, and the reference's selection.
-interface IndexerCase { dtype: FloatDType; lens: number[]; queryLen: number; topk: number; causal: boolean; blockSize: number }
+interface IndexerCase { dtype: FloatDType; lens: number[]; queryLen: number; topk: number; causal: boolean; blockSize: number; heads?: number }
 function integerIndexer(rng: Rng, c: IndexerCase, stream: Stream) {
   const on = <T extends Tensor>(t: T) => (stream.device === 'cpu' ? t : (t.to(stream.device) as T));
-  const batch = c.lens.length, heads = 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
+  const batch = c.lens.length, heads = c.heads ?? 4, indexDim = 24, maxBlocks = Math.ceil(Math.max(...c.lens) / c.blockSize) + 1;
   const numBlocks = batch * maxBlocks;
   const ints = (n: number, m: number) => Array.from({ length: n }, () => rng.int(-m, m));
   const q = Tensor.fromValues(ints(batch * c.queryLen * heads * indexDim, 2), [batch, c.queryLen, heads, indexDim], c.dtype);
@@ -291,6 +291,8 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
   const indexerCases = [
     { name: 'bf16, one query per sequence, topk past the sequence', dtype: 'bf16' as const, lens: [40, 3, 0], queryLen: 1, topk: 12, causal: false, blockSize: 5 },
     { name: 'f32, causal, 3 query positions', dtype: 'f32' as const, lens: [29, 64], queryLen: 3, topk: 7, causal: true, blockSize: 16 },
+    // 20 heads: SIMD vectors of heads and a scalar tail on every CPU path; many ties at the topk-th score.
+    { name: 'bf16, 20 heads, 600 positions, topk 100', dtype: 'bf16' as const, lens: [600, 150], queryLen: 1, topk: 100, causal: false, blockSize: 64, heads: 20 },
   ];
   it.each(indexerCases)('lightningIndexer is exact on integer data: $name', async (c) => {
     const s = stream();
@@ -304,13 +306,19 @@ describe.each(isas)('sparse attention on cpu (%s)', (isa) => {
   it('lightningIndexer over an fp8 key cache: the selection within f32 rounding of the reference\'s', async () => {
     const s = stream();
     const indexDim = 32;
-    const { keys, bytes, scaleValues, numKeys } = await fp8IndexerCase(new Rng(seed + 6), s, 8, indexDim);
+    const { keys, bytes, scaleValues, numKeys } = await fp8IndexerCase(new Rng(seed + 6), s, 20, indexDim);
     // The key cache holds each key as the encoder writes it, byte for byte, with its scale.
     for (let i = 0; i < numKeys; i++) {
       const e = encodeIndexerKey(keys.slice(i * indexDim, (i + 1) * indexDim) as ArrayLike<number>);
       expect(Array.from(bytes.subarray(i * indexDim, (i + 1) * indexDim)), `key ${i}`).toEqual(Array.from(e.bytes));
       expect(scaleValues[i]).toBe(e.scale);
     }
+    s.dispose();
+  });
+
+  it('lightningIndexer at DeepSeek-V3.2\'s index dim (128) with 64 query lanes (32 heads × 2 positions): the selection within f32 rounding', async () => {
+    const s = stream();
+    await fp8IndexerCase(new Rng(seed + 7), s, 32, 128);
     s.dispose();
   });
 });

@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+// What bounds a decode row: the same decode timed twice, on the real cache (every block a different one, in a shuffled
+// order, as bench/decode-ab.mjs lays it out) and on a resident one (every block-table entry points at cache block 0:
+// the same instructions, the same tiles read in place, but the context stays in L2 and no byte comes from DRAM). Both
+// are rated as a fraction of the same roofline, min(peak, read bandwidth × FLOP/B), with the limits measured here on the
+// same threads. Where the resident figure is close to the real one, the row is bound by its instruction stream on the
+// core, not by memory; where the resident run is much faster, by the memory traffic.
+//
+//   taskset -c 1 node bench/decode-bound.mjs [--addon <addon.node>] [--rounds 5] [--reps 9] ['bf16 16 1 8 4096' ...]
+//
+// A row is "dtype heads queryLen batch context" (DeepSeek's shape: kvLoraRank 512 + rope 64, blocks of 64); the
+// default rows are the goal rows at batch 8, context 4096. The two layouts run alternately in fresh processes, the
+// order swapped every round, so other work on a shared machine falls on both alike; each figure is the median over
+// the rounds. MLA_NUM_THREADS defaults to 1 here (pin the process with taskset: the ratios of a compute-bound row
+// carry over to more threads); MLA_CPU_ISA passes through.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { randomArray } from './decode-data.mjs';
+import { cpuModel, load } from './machine.mjs';
+
+const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const KV = 512, WIDTH = 576, BLOCK = 64;
+process.env.MLA_NUM_THREADS ??= '1';
+
+if (process.argv[2] === '--child') {
+  // One side: times `reps` decodes of one row after warm-up; prints {ms, peak (best of the dot/FMA loop before and after)}.
+  const { Stream, Tensor, mlaDecode } = await import(path.join(here, 'dist/index.js'));
+  const { native } = await import(path.join(here, 'dist/native.js'));
+  const addon = native();
+  const [layout, dtype, heads, queryLen, batch, context, reps] = process.argv.slice(3).map((x, i) => (i > 1 ? +x : x));
+  const fill = (n, seed) => randomArray(dtype, n, seed);
+  const tableBlocks = (batch * context) / BLOCK;
+  // The resident layout allocates one block; the real one a block per table entry, shuffled.
+  const numBlocks = layout === 'resident' ? 1 : tableBlocks;
+  const perm = new Int32Array(tableBlocks);
+  if (layout !== 'resident') {
+    for (let i = 0; i < tableBlocks; i++) perm[i] = i;
+    for (let i = tableBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
+  }
+  const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH, 5), [numBlocks, BLOCK, WIDTH], dtype);
+  const q = Tensor.from(fill(batch * queryLen * heads * WIDTH, 7), [batch, queryLen, heads, WIDTH], dtype);
+  const blockTable = Tensor.from(perm, [batch, context / BLOCK]);
+  const seqLens = Tensor.from(new Int32Array(batch).fill(context), [batch]);
+  const out = Tensor.empty([batch, queryLen, heads, KV], dtype), lse = Tensor.empty([batch, heads, queryLen], 'f32');
+  const stream = new Stream('cpu');
+  const run = async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.07, kvLoraRank: KV, causal: queryLen > 1, out, lse, stream }); await stream.synchronize(); };
+  const peak = () => { const l = addon.cpuLimits(4 * 2 ** 20); return dtype === 'bf16' && addon.cpuInfo().simd === 'avx512-bf16' ? Math.max(l.fmaFlops, l.bf16DotFlops) : l.fmaFlops; };
+  const peakBefore = peak();
+  for (let i = 0; i < 3; i++) await run();
+  const ms = [];
+  for (let i = 0; i < reps; i++) { const t0 = process.hrtime.bigint(); await run(); ms.push(Number(process.hrtime.bigint() - t0) / 1e6); }
+  ms.sort((a, b) => a - b);
+  console.log(JSON.stringify({ ms: ms[ms.length >> 1], peak: Math.max(peakBefore, peak()) }));
+  process.exit(0);
+}
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { addon: { type: 'string' }, rounds: { type: 'string', default: '5' }, reps: { type: 'string', default: '9' } },
+});
+const addonPath = values.addon ?? process.env.MLA_ADDON_PATH ?? path.join(here, 'build-cmake/Release/mla_kernels.node');
+process.env.MLA_ADDON_PATH = addonPath;
+const rounds = Number(values.rounds), reps = Number(values.reps);
+const rows = positionals.length ? positionals : ['bf16', 'f32'].flatMap((d) => [16, 128].flatMap((h) => [1, 2].map((ql) => `${d} ${h} ${ql} 8 4096`)));
+
+const { native } = await import(path.join(here, 'dist/native.js'));
+const addon = native();
+const cpu = addon.cpuInfo();
+const limits = addon.cpuLimits(256 * 2 ** 20);
+const G = (x) => (x / 1e9).toFixed(0);
+const affinity = (() => { const p = spawnSync('taskset', ['-pc', String(process.pid)], { encoding: 'utf8' }); return p.status === 0 ? p.stdout.trim().split(': ').pop() : 'unknown'; })();
+const cpuinfo = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
+const cpuinfoField = (name) => cpuinfo.match(new RegExp(`^${name}\\s*:\\s*(\\S+)`, 'm'))?.[1] ?? '?';
+console.log(`decode-bound, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${cpuModel} (family ${cpuinfoField('cpu family')}, model ${cpuinfoField('model')}), path ${cpu.simd}, ` +
+  `${cpu.threads} thread(s) on CPUs ${affinity}; load average ${load()}`);
+console.log(`limits on these threads: read ${G(limits.readBytesPerSec)} GB/s, fp32 FMA ${G(limits.fmaFlops)} GFLOP/s, bf16 dot ${G(limits.bf16DotFlops)} GFLOP/s` +
+  ` (each row is rated against the best peak its children measured around it)`);
+console.log('| row (dtype heads qLen batch ctx) | real ms | resident ms | real / resident time | roofline: real | resident |');
+console.log('|---|---|---|---|---|---|');
+const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+for (const row of rows) {
+  const [dtype, heads, queryLen, batch, context] = row.split(/\s+/).map((x, i) => (i ? +x : x));
+  const ms = { real: [], resident: [] };
+  let peak = 0;
+  for (let r = 0; r < rounds; r++)
+    for (const layout of r % 2 ? ['resident', 'real'] : ['real', 'resident']) {
+      const p = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', layout, dtype, heads, queryLen, batch, context, reps].map(String), { encoding: 'utf8' });
+      if (p.status !== 0) throw new Error(`${row} ${layout}: ${p.stderr}`);
+      const j = JSON.parse(p.stdout.trim().split('\n').pop());
+      ms[layout].push(j.ms);
+      peak = Math.max(peak, j.peak);
+    }
+  const bytes = batch * context * WIDTH * (dtype === 'f32' ? 4 : 2), flops = 2 * batch * heads * queryLen * context * (WIDTH + KV);
+  const bound = Math.max(bytes / limits.readBytesPerSec, flops / peak) * 1e3; // ms
+  const real = median(ms.real), resident = median(ms.resident);
+  console.log(`| ${row} | ${real.toFixed(3)} | ${resident.toFixed(3)} | ${median(ms.real.map((x, i) => x / ms.resident[i])).toFixed(2)} | ` +
+    `${(bound / real).toFixed(2)} | ${(bound / resident).toFixed(2)} |`);
+}
