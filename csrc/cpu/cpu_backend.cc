@@ -543,11 +543,12 @@ void appendCpu(const AppendLatentCacheParams& p) {
     if (stream) k.streamCopy(dst, src, bytes);
     else std::memcpy(dst, src, static_cast<size_t>(bytes));
   };
-  // Rows go straight from kvC and kPe to their slots (the RoPE part through a buffer in L1) where every part of a row
-  // is a whole number of 64-byte lines: then, however the cache is aligned (a typed array's data need not be), each
-  // line is written wholly by streaming stores or wholly by plain ones (the partial lines at the parts' ends), never
-  // both, which costs more than the row. Else rows are built in a staging buffer in L1 and written out a run of
-  // consecutive slots at a time. Staging cost more than the copy itself: 0.34 of one core's copy bandwidth against
+  // Rows go straight from kvC and kPe to their slots where every part of a row is a whole number of 64-byte lines:
+  // then, however the cache is aligned (a typed array's data need not be), each line is written wholly by streaming
+  // stores or wholly by plain ones (the partial lines at the parts' ends), never both, which costs more than the row.
+  // A rotated RoPE part is built in L1 and copied with plain stores: streamed from the buffer just written, its
+  // append took 1.7x as long (two threads, Zen 5). Else rows are built in a staging buffer in L1 and written out a run
+  // of consecutive slots at a time. Staging cost more than the copy itself: 0.34 of one core's copy bandwidth against
   // 0.63 direct (Zen 5, docs/performance-cpu.md).
   const bool direct = rowBytes % 64 == 0 && kvBytes % 64 == 0;
   constexpr int64_t kStageBytes = 16 << 10;
@@ -567,7 +568,7 @@ void appendCpu(const AppendLatentCacheParams& p) {
         write(dst, kvC + i * kvBytes, kvBytes);
         if (rope) {
           ropeRow(i, peRow);
-          write(dst + kvBytes, peRow, ropeBytes);
+          std::memcpy(dst + kvBytes, peRow, static_cast<size_t>(ropeBytes));
         } else {
           write(dst + kvBytes, kPe + i * ropeBytes, ropeBytes);
         }

@@ -92,17 +92,26 @@ struct VO {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     for (; i < n; ++i) d[i] = e == Elem::BF16 ? sF32ToBf16(src[i]) : sF32ToF16(src[i]);
   }
+  // Under 32 bytes in fixed-size moves the compiler inlines: a memcpy call per end of every row cost more than the
+  // row's streaming stores.
+  static inline void copyShort(char* d, const char* s, int64_t n) {
+    if (n & 16) __builtin_memcpy(d, s, 16), d += 16, s += 16;
+    if (n & 8) __builtin_memcpy(d, s, 8), d += 8, s += 8;
+    if (n & 4) __builtin_memcpy(d, s, 4), d += 4, s += 4;
+    if (n & 2) __builtin_memcpy(d, s, 2), d += 2, s += 2;
+    if (n & 1) *d = *s;
+  }
   static inline void streamCopy(void* dst, const void* src, int64_t bytes) {
     char* d = static_cast<char*>(dst);
     const char* s = static_cast<const char*>(src);
     int64_t head = static_cast<int64_t>((32 - (reinterpret_cast<uintptr_t>(d) & 31)) & 31);
     if (head > bytes) head = bytes;
     if (bytes <= 0) return;  // an empty tensor's data may be null, which memcpy may not name
-    __builtin_memcpy(d, s, static_cast<size_t>(head));
+    copyShort(d, s, head);
     int64_t i = head;
     for (; i + 32 <= bytes; i += 32)
       _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
-    if (i < bytes) __builtin_memcpy(d + i, s + i, static_cast<size_t>(bytes - i));
+    if (i < bytes) copyShort(d + i, s + i, bytes - i);
   }
   static inline void streamFence() { _mm_sfence(); }
 };
