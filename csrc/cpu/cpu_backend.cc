@@ -565,6 +565,13 @@ void appendCpu(const AppendLatentCacheParams& p) {
       for (int64_t i = task * perTask; i < i1; ++i) {
         if (slots[i] < 0) continue;
         char* dst = cache + static_cast<int64_t>(slots[i]) * rowBytes;
+        if (i + 2 < i1 && slots[i + 2] >= 0) {
+          // The lines a later row writes with plain stores, owned early: each would otherwise wait for its read.
+          char* later = cache + static_cast<int64_t>(slots[i + 2]) * rowBytes;
+          __builtin_prefetch(later, 1, 3);
+          for (int64_t o = kvBytes - 1; o < rowBytes; o += 64) __builtin_prefetch(later + o, 1, 3);
+          __builtin_prefetch(later + rowBytes - 1, 1, 3);
+        }
         write(dst, kvC + i * kvBytes, kvBytes);
         if (rope) {
           ropeRow(i, peRow);

@@ -468,8 +468,25 @@ float dotGeneric(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// Interleaved RoPE by the path's VO where it has a kernel of its own (ropePairs: f32, bf16 or f16, half a multiple of 8).
+template <class T, class = void>
+struct HasRopePairs { static constexpr bool value = false; };
+template <class T>
+struct HasRopePairs<T, decltype(void(T::kRopePairs))> { static constexpr bool value = T::kRopePairs; };
+template <class T>
+inline bool ropePairsOf(Elem e, bool interleaved, const void* src, const float* cosRow, const float* sinRow, void* dst, int64_t half) {
+  if constexpr (HasRopePairs<T>::value) {
+    if (interleaved && half % 8 == 0 && (e == Elem::F32 || e == Elem::BF16 || e == Elem::F16)) {
+      T::ropePairs(e, src, cosRow, sinRow, dst, half);
+      return true;
+    }
+  }
+  return false;
+}
+
 void ropeGeneric(Elem e, bool interleaved, const void* src, const float* cosRow, const float* sinRow, void* dst, int64_t ropeDim) {
   const int64_t half = ropeDim / 2;
+  if (ropePairsOf<VO>(e, interleaved, src, cosRow, sinRow, dst, half)) return;
   // In place in one buffer per chunk, so the compiler vectorises the rotation (no gather / scatter passes).
   float x[128], y[64];
   for (int64_t j0 = 0; j0 < half; j0 += 64) {

@@ -86,6 +86,26 @@ struct VO {
     r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
     return _mm512_cvtepi32_epi16(r);
   }
+  // RoPE of interleaved pairs of f32, bf16 or f16, 8 pairs per vector: (a, b) -> (a c - b s, b c + a s), rounded
+  // once to the element type (in the generic loop a call to load, one to store and the pairs' shuffles cost several
+  // times the row's copy). half: a multiple of 8.
+  static constexpr bool kRopePairs = true;
+  static inline void ropePairs(Elem e, const void* src, const float* c, const float* s, void* dst, int64_t half) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    for (int64_t j = 0; j < half; j += 8) {
+      const __m512 x = e == Elem::F32 ? _mm512_loadu_ps(static_cast<const float*>(src) + 2 * j)  // a0 b0 a1 b1 ...
+                       : e == Elem::BF16 ? loadBf16(static_cast<const uint16_t*>(src) + 2 * j, 0xffff)
+                                         : _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(src) + 2 * j)));
+      const __m512 cc = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(c + j)));
+      const __m512 ss = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(s + j)));
+      const __m512 t = _mm512_mul_ps(_mm512_permute_ps(x, 0xB1), ss);               // b0 s0, a0 s0, ...
+      const __m512 r = _mm512_fmadd_ps(x, cc, _mm512_mask_sub_ps(t, 0x5555, _mm512_setzero_ps(), t));  // + (-(b s), a s)
+      if (e == Elem::F32) _mm512_storeu_ps(static_cast<float*>(dst) + 2 * j, r);
+      else
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + 2 * j),
+                            e == Elem::BF16 ? toBf16(r) : _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  }
   static inline void storeElems(Elem e, const float* src, void* dst, int64_t n) {
     int64_t i = 0;
     if (e == Elem::FP8E4M3) {  // append only: the scalar rounding

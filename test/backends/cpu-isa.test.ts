@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { appendLatentCache, info, mlaDecode, MlaError, Stream, Tensor } from 'mla-kernels';
+import { fromBf16Bits, fromF16Bits, toBf16Bits, toF16Bits } from '../../lib/half.js';
 import { native } from '../../lib/native.js';
 import { refMlaDecode } from '../../lib/reference.js';
 import { dense, intTensor, randomTensor, REL_BOUND, relErr, Rng, testSeed } from '../helpers.js';
@@ -188,4 +189,52 @@ describe('append on every path, with each store kind', () => {
       }
     });
   }
+});
+
+// RoPE on every path (AVX-512 rotates interleaved pairs with a kernel of its own where the rope width is a multiple of
+// 16): each rotated value within a rounding to its dtype of the float64 rotation of the same inputs.
+const ROPE_DTYPES = [
+  { dtype: 'bf16' as const, rel: 2 ** -8, Ctor: Uint16Array, enc: toBf16Bits, dec: fromBf16Bits },
+  { dtype: 'f16' as const, rel: 2 ** -11, Ctor: Uint16Array, enc: toF16Bits, dec: fromF16Bits },
+  { dtype: 'f32' as const, rel: 2 ** -23, Ctor: Float32Array, enc: Math.fround, dec: (x: number) => x },
+];
+describe('append RoPE on every path', () => {
+  for (const isa of cpu.supported)
+    it(`${isa}: interleaved and neox RoPE of f32, bf16 and f16 rows (rope widths 64 and 24, direct and staged rows)`, async () => {
+      const rng = new Rng(seed + 41);
+      const stream = new Stream('cpu');
+      addon.cpuConfigure({ isa });
+      try {
+        for (const d of ROPE_DTYPES)
+          for (const style of ['interleaved', 'neox'] as const)
+            for (const [kv, ropeDim] of [[512, 64], [40, 24]]) {
+              const width = kv + ropeDim, half = ropeDim / 2, tokens = 120, maxPos = 50;
+              const stored = (n: number) => d.Ctor.from({ length: n }, () => d.enc((rng.next() - 0.5) * 4));
+              const kvC = stored(tokens * kv), kPe = stored(tokens * ropeDim);
+              const angle = Float64Array.from({ length: maxPos * half }, () => rng.next() * 2 * Math.PI);
+              const cos = Float32Array.from(angle, Math.cos), sin = Float32Array.from(angle, Math.sin);
+              const positions = Int32Array.from({ length: tokens }, () => rng.int(0, maxPos - 1));
+              const cache = Tensor.zeros([tokens, 1, width], d.dtype);
+              appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, kv], d.dtype), kPe: Tensor.from(kPe, [tokens, ropeDim], d.dtype), slotMapping: intTensor(Array.from({ length: tokens }, (_, i) => i)),
+                rope: { positions: Tensor.from(positions, [tokens]), cos: Tensor.from(cos, [maxPos, half]), sin: Tensor.from(sin, [maxPos, half]), style }, stream });
+              const got = (await cache.read()) as Uint16Array | Float32Array;
+              for (let t = 0; t < tokens; t++)
+                for (let j = 0; j < half; j++) {
+                  const [ia, ib] = style === 'interleaved' ? [2 * j, 2 * j + 1] : [j, j + half];
+                  const a = d.dec(kPe[t * ropeDim + ia]), b = d.dec(kPe[t * ropeDim + ib]);
+                  const c = cos[positions[t] * half + j], s = sin[positions[t] * half + j];
+                  const want = [a * c - b * s, b * c + a * s];
+                  [ia, ib].forEach((i, k) => {
+                    const v = d.dec(got[t * width + kv + i]);
+                    const tol = d.rel * Math.abs(want[k]) + 2 ** -22 * (Math.abs(a) + Math.abs(b));
+                    expect(Math.abs(v - want[k]), `${isa} ${d.dtype} ${style} ropeDim ${ropeDim} token ${t} value ${i} (seed ${seed})`).toBeLessThanOrEqual(tol);
+                  });
+                }
+              expect(Array.from(got.subarray(0, kv))).toEqual(Array.from(kvC.subarray(0, kv)));
+            }
+      } finally {
+        addon.cpuConfigure({ isa: '' });
+        stream.dispose();
+      }
+    });
 });
