@@ -238,3 +238,71 @@ describe('append RoPE on every path', () => {
       }
     });
 });
+
+// Streamed appends write a run of consecutive slots line by line (the lines around each row's RoPE part assembled in
+// L1); these runs start and end at every alignment a typed array may have, break at gaps, -1 slots and task
+// boundaries (a task is ~256 KiB of rows), and must leave every byte outside their rows as it was.
+describe('streamed runs of consecutive slots', () => {
+  for (const isa of cpu.supported)
+    it(`${isa}: rows with interleaved RoPE streamed in runs equal the regular stores' rows, at every cache alignment`, async () => {
+      const rng = new Rng(seed + 42);
+      const stream = new Stream('cpu');
+      addon.cpuConfigure({ isa });
+      try {
+        for (const [dtype, kv, offsets] of [['bf16', 512, [0, 1, 8, 24, 31]], ['f32', 512, [0, 3, 12]], ['bf16', 500, [0, 5]]] as const) {
+          const Ctor = dtype === 'f32' ? Float32Array : Uint16Array, width = kv + 64, tokens = 700, slotsN = 900, maxPos = 64;
+          const stored = (n: number) => Ctor.from({ length: n }, () => (dtype === 'f32' ? Math.fround(rng.next() - 0.5) : toBf16Bits(rng.next() - 0.5)));
+          const kvC = stored(tokens * kv), kPe = stored(tokens * 64);
+          // Chunks of consecutive slots (lengths 1 to 300) in shuffled order, a gap of 1-3 slots and a -1 token now and then.
+          const chunks: number[][] = [];
+          for (let slot = 0, t = 0; t < tokens;) {
+            const chunk: number[] = [];
+            for (let n = rng.int(1, 300); n > 0 && t < tokens; n--, t++) {
+              if (rng.next() < 0.01) { chunk.push(-1); continue; }
+              if (rng.next() < 0.01) slot += rng.int(1, 3);
+              chunk.push(slot++);
+            }
+            chunks.push(chunk);
+          }
+          for (let i = chunks.length - 1; i > 0; i--) { const j = rng.int(0, i); [chunks[i], chunks[j]] = [chunks[j], chunks[i]]; }
+          const slots = Int32Array.from(chunks.flat());
+          expect(Math.max(...slots)).toBeLessThan(slotsN);
+          const angle = Float64Array.from({ length: maxPos * 32 }, () => rng.next() * 2 * Math.PI);
+          const rope = { positions: Tensor.from(Int32Array.from({ length: tokens }, () => rng.int(0, maxPos - 1)), [tokens]),
+            cos: Tensor.from(Float32Array.from(angle, Math.cos), [maxPos, 32]), sin: Tensor.from(Float32Array.from(angle, Math.sin), [maxPos, 32]), style: 'interleaved' as const };
+          for (const offset of offsets) {
+            const poison = dtype === 'f32' ? NaN : 0xffff;
+            const results: Record<string, Uint16Array | Float32Array> = {};
+            for (const appendStores of ['regular', 'stream'] as const) {
+              addon.cpuConfigure({ appendStores });
+              const backing = new Ctor(new SharedArrayBuffer((slotsN * width + offset + 40) * Ctor.BYTES_PER_ELEMENT)).fill(poison);
+              const cache = Tensor.from(backing.subarray(offset, offset + slotsN * width), [slotsN, 1, width], dtype);
+              appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, kv], dtype), kPe: Tensor.from(kPe, [tokens, 64], dtype), slotMapping: Tensor.from(slots, [tokens]), rope, stream });
+              await stream.synchronize();
+              results[appendStores] = backing;
+            }
+            const [regular, streamed] = [results.regular, results.stream];
+            const written = new Uint8Array(slotsN);
+            for (const s of slots) if (s >= 0) written[s] = 1;
+            let bad = -1;
+            const same = (a: number, b: number) => a === b || (Number.isNaN(a) && Number.isNaN(b));
+            for (let i = 0; i < streamed.length && bad < 0; i++) {
+              const slot = Math.floor((i - offset) / width);
+              if (i < offset || slot >= slotsN || !written[slot]) { if (!same(streamed[i], poison)) bad = i; }
+              else if (!same(streamed[i], regular[i])) bad = i;
+            }
+            expect(bad, `${isa} ${dtype} kvLoraRank ${kv} offset ${offset}: first wrong element (seed ${seed})`).toBe(-1);
+            // The regular rows themselves: kvC exact, RoPE rotated (its values are checked by the RoPE test above).
+            for (let t = 0; t < tokens; t++) {
+              if (slots[t] < 0) continue;
+              const at = offset + slots[t] * width;
+              if (!Array.from(kvC.subarray(t * kv, (t + 1) * kv)).every((x, c) => same(x, regular[at + c]))) expect.fail(`${isa} ${dtype} offset ${offset}: token ${t}'s kvC (seed ${seed})`);
+            }
+          }
+        }
+      } finally {
+        addon.cpuConfigure({ isa: '', appendStores: 'auto' });
+        stream.dispose();
+      }
+    });
+});
