@@ -9,11 +9,11 @@
 //
 // A row is "dtype heads batch context" (queryLen 1). --after defaults to MLA_ADDON_PATH or build-cmake's addon;
 // MLA_CPU_ISA and MLA_NUM_THREADS pass through to both sides.
-import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { randomArray } from './decode-data.mjs';
+import { alternate, lastJson, median, processor, runNode } from './machine.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const KV = 512, WIDTH = 576, BLOCK = 64;
@@ -55,21 +55,13 @@ if (!before || rows.length === 0) {
   console.error("usage: node bench/decode-ab.mjs --before <addon.node> [--after <addon.node>] [--rounds N] [--reps N] 'bf16 16 8 4096' ...");
   process.exit(2);
 }
-const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+console.log(`${processor}; ${rounds} rounds alternated`);
 for (const row of rows) {
   const [dtype, heads, batch, context] = row.split(/\s+/).map((x, i) => (i ? +x : x));
-  const ms = { before: [], after: [] }, checksum = {};
-  for (let r = 0; r < rounds; r++)
-    for (const side of r % 2 ? ['after', 'before'] : ['before', 'after']) {
-      const p = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', dtype, heads, batch, context, reps].map(String), {
-        encoding: 'utf8',
-        env: { ...process.env, MLA_ADDON_PATH: side === 'before' ? before : after },
-      });
-      if (p.status !== 0) throw new Error(`${side}: ${p.stderr}`);
-      const j = JSON.parse(p.stdout.trim().split('\n').pop());
-      ms[side].push(j.ms);
-      checksum[side] = j.checksum;
-    }
+  const runs = alternate(rounds, ['before', 'after'], (side) =>
+    lastJson(runNode([fileURLToPath(import.meta.url), '--child', dtype, heads, batch, context, reps], { ...process.env, MLA_ADDON_PATH: side === 'before' ? before : after }, `${row} ${side}`)));
+  const ms = { before: runs.before.map((j) => j.ms), after: runs.after.map((j) => j.ms) };
+  const checksum = { before: runs.before.at(-1).checksum, after: runs.after.at(-1).checksum };
   const ratio = median(ms.before.map((b, i) => b / ms.after[i]));
   const bytes = batch * context * WIDTH * (dtype === 'f32' ? 4 : 2), flops = 2 * batch * heads * context * (WIDTH + KV);
   const a = median(ms.after);

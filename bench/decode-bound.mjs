@@ -14,12 +14,11 @@
 // the rounds. MLA_NUM_THREADS defaults to 1 here (pin the process with taskset: the ratios of a compute-bound row
 // carry over to more threads); MLA_CPU_ISA passes through.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { randomArray } from './decode-data.mjs';
-import { cpuModel, load } from './machine.mjs';
+import { alternate, lastJson, load, median, processor, runNode } from './machine.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const KV = 512, WIDTH = 576, BLOCK = 64;
@@ -72,27 +71,18 @@ const cpu = addon.cpuInfo();
 const limits = addon.cpuLimits(256 * 2 ** 20);
 const G = (x) => (x / 1e9).toFixed(0);
 const affinity = (() => { const p = spawnSync('taskset', ['-pc', String(process.pid)], { encoding: 'utf8' }); return p.status === 0 ? p.stdout.trim().split(': ').pop() : 'unknown'; })();
-const cpuinfo = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
-const cpuinfoField = (name) => cpuinfo.match(new RegExp(`^${name}\\s*:\\s*(\\S+)`, 'm'))?.[1] ?? '?';
-console.log(`decode-bound, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${cpuModel} (family ${cpuinfoField('cpu family')}, model ${cpuinfoField('model')}), path ${cpu.simd}, ` +
+console.log(`decode-bound, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${processor}, path ${cpu.simd}, ` +
   `${cpu.threads} thread(s) on CPUs ${affinity}; load average ${load()}`);
 console.log(`limits on these threads: read ${G(limits.readBytesPerSec)} GB/s, fp32 FMA ${G(limits.fmaFlops)} GFLOP/s, bf16 dot ${G(limits.bf16DotFlops)} GFLOP/s` +
   ` (each row is rated against the best peak its children measured around it)`);
 console.log('| row (dtype heads qLen batch ctx) | real ms | resident ms | real / resident time | roofline: real | resident |');
 console.log('|---|---|---|---|---|---|');
-const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
 for (const row of rows) {
   const [dtype, heads, queryLen, batch, context] = row.split(/\s+/).map((x, i) => (i ? +x : x));
-  const ms = { real: [], resident: [] };
-  let peak = 0;
-  for (let r = 0; r < rounds; r++)
-    for (const layout of r % 2 ? ['resident', 'real'] : ['real', 'resident']) {
-      const p = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', layout, dtype, heads, queryLen, batch, context, reps].map(String), { encoding: 'utf8' });
-      if (p.status !== 0) throw new Error(`${row} ${layout}: ${p.stderr}`);
-      const j = JSON.parse(p.stdout.trim().split('\n').pop());
-      ms[layout].push(j.ms);
-      peak = Math.max(peak, j.peak);
-    }
+  const runs = alternate(rounds, ['real', 'resident'], (layout) =>
+    lastJson(runNode([fileURLToPath(import.meta.url), '--child', layout, dtype, heads, queryLen, batch, context, reps], process.env, `${row} ${layout}`)));
+  const ms = { real: runs.real.map((j) => j.ms), resident: runs.resident.map((j) => j.ms) };
+  const peak = Math.max(...runs.real.map((j) => j.peak), ...runs.resident.map((j) => j.peak));
   const bytes = batch * context * WIDTH * (dtype === 'f32' ? 4 : 2), flops = 2 * batch * heads * queryLen * context * (WIDTH + KV);
   const bound = Math.max(bytes / limits.readBytesPerSec, flops / peak) * 1e3; // ms
   const real = median(ms.real), resident = median(ms.resident);

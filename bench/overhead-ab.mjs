@@ -9,10 +9,9 @@
 // Each checkout runs with its own dist/ and its own node-gyp addon (build/Release/mla_kernels.node; MLA_ADDON_PATH
 // overrides this checkout's). Prints, per op, the wall-clock median per call (the calls alone) and the main
 // thread's CPU time per call (completions included).
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { alternate, median, processor, runNode } from './machine.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -36,26 +35,17 @@ const line = /^(\w+).*?: ([\d.]+) µs per call .*main thread CPU ([\d.]+) µs pe
 
 function measure(side) {
   const { dist, addon } = sides[side];
-  const r = spawnSync(process.execPath, [path.join(here, 'bench/overhead.mjs'), '--dist', dist, ...args], { encoding: 'utf8', env: { ...process.env, MLA_ADDON_PATH: addon } });
-  if (r.status !== 0) throw new Error(`${side}: bench/overhead.mjs failed\n${r.stderr}`);
+  const stdout = runNode([path.join(here, 'bench/overhead.mjs'), '--dist', dist, ...args], { ...process.env, MLA_ADDON_PATH: addon }, `${side}: bench/overhead.mjs`);
   const found = {};
-  for (const l of r.stdout.split('\n')) {
+  for (const l of stdout.split('\n')) {
     const m = line.exec(l);
     if (m) found[m[1]] = { wall: Number(m[2]), cpu: Number(m[3]) };
   }
   return found;
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const samples = { before: [], after: [] };
-for (let i = 0; i < rounds; i++)
-  for (const side of i % 2 ? ['after', 'before'] : ['before', 'after']) samples[side].push(measure(side));
+const samples = alternate(rounds, ['before', 'after'], measure);
 
-const cpu = readFileSync('/proc/cpuinfo', 'utf8');
-const processor = `${cpu.match(/model name\s*:\s*(.*)/)?.[1]} (family ${cpu.match(/cpu family\s*:\s*(\d+)/)?.[1]}, model ${cpu.match(/model\s*:\s*(\d+)/)?.[1]})`;
 console.log(`${processor}; ${rounds} rounds alternated; flags: ${args.join(' ') || '(none)'}`);
 console.log('| op | before: wall / CPU µs per call | after: wall / CPU µs per call | after / before (wall, CPU) |');
 console.log('|---|---|---|---|');

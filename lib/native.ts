@@ -134,6 +134,8 @@ export interface NativeAddon {
   prefillKernelShapes?(dims: { nopeDim: number; ropeDim: number; vHeadDim: number }): Record<'large' | 'small', { blockM: number; heads: number; blockN: number; stages: number; threads: number; smemBytes: number }>;
   /** The decode plan the CUDA backend makes on a device of that SM count and shared memory (the GPU performance model). */
   decodePlan?(shape: { queryLen: number; numHeads: number; seqLens: number[]; numSms: number; smemOptin: number; batchInvariant?: boolean; splitRows?: number }): SimDecodePlan;
+  /** How the sparse decode splits each query's `rows` selected rows on a device of that SM count (the GPU performance model). */
+  sparseDecodePlan?(shape: { numQueries: number; numHeads: number; kvLoraRank: number; rows: number; numSms: number; batchInvariant?: boolean; splitRows?: number }): { numSplits: number; splitRows: number };
 }
 
 export interface SimDecodePlan {

@@ -7,8 +7,8 @@
 // fp8 values converted), taken on small runs and scaled, since the emulator would take minutes on the full shapes:
 //   - sparse decode: one CTA (up to 16 heads) over T1 and T2 selected rows; the intervals of the T2 - T1 rows between
 //     (whole stages of rows) are the difference, the rest is the CTA's fixed work. The step runs ceil(heads / 16) head
-//     groups times the split over the rows (plan.cc's sparseDecodeSplit, mirrored in sparseSplits and checked against
-//     a launch of the real plan), one CTA per SM at a time, then the decode's combine kernel over the partials.
+//     groups times the split over the rows (plan.cc's sparseDecodeSplit itself, through cuda-sim's sparseDecodePlan
+//     hook), one CTA per SM at a time, then the decode's combine kernel over the partials.
 //   - indexer scores: one CTA of 64 keys (every CTA of the grid does the same); the grid has ceil(context / 64).
 //   - indexer top-k: one CTA per query row over V1 and V2 visible scores (topk below both, so the radix select runs);
 //     each interval's counts are affine in the visible count, so they are extrapolated to the context.
@@ -145,40 +145,12 @@ function intervalClocks(t, p, threads) {
 }
 
 /**
- * The sparse decode's split over `rows` rows per query: plan.cc's sparseDecodeSplit (two CTAs per SM, chunks of at
- * least 64 rows, at most 256 splits), mirrored here; measureSplit checks it against the plan of a real launch.
+ * The modelled sparse decode of one sequence: ceil(heads / 16) head groups times `splits` (the real plan's split of
+ * its rows on this target), one CTA per SM at a time.
  */
-export function sparseSplits(numQueries, ctasPerQuery, rows, sms) {
-  const want = Math.ceil((2 * sms) / Math.max(1, numQueries * ctasPerQuery));
-  const chunk = Math.max(64, Math.ceil(rows / want), Math.ceil(rows / 256));
-  return Math.ceil(rows / chunk);
-}
-
-/** The real plan's split of one query of 16 heads over `rows` rows on `sms` SMs (a launch under cuda-sim). */
-export async function measureSplit({ api, addon }, rows, sms) {
-  const { Stream, Tensor, mlaSparseDecode } = api;
-  const stream = new Stream('cuda-sim:0');
-  addon.simConfigure({ checkOrders: false, numSms: sms, splitRows: 0, batchInvariant: false, profileBlock: 0 });
-  const cacheT = Tensor.zeros([Math.ceil(rows / BLOCK_SIZE), BLOCK_SIZE, WIDTH], 'bf16', { device: stream.device });
-  const q = Tensor.zeros([1, 1, 16, WIDTH], 'bf16', { device: stream.device });
-  const indices = Tensor.from(Int32Array.from({ length: rows }, (_, i) => i), [1, 1, rows]);
-  mlaSparseDecode({ q, cache: cacheT, indices, softmaxScale: 0.07, kvLoraRank: KV_LORA_RANK, stream });
-  await stream.synchronize();
-  const launches = addon.simLastOp().launches;
-  for (const t of [cacheT, q, indices]) t.dispose();
-  stream.dispose();
-  // split, the kernel writes only its partials: per split, 16 heads' fp32 rows and lse
-  const written = launches.find((l) => l.kernel === 'mlaSparseDecodeKernel').bytesWritten;
-  const got = launches.some((l) => l.kernel === 'mlaCombineKernel') ? written / (16 * (KV_LORA_RANK + 1) * 4) : 1;
-  const want = sparseSplits(1, 1, rows, sms);
-  if (got !== want) throw new Error(`model: the plan split ${rows} rows on ${sms} SMs ${got} ways, sparseSplits says ${want}`);
-}
-
-/** The modelled sparse decode of one sequence: ceil(heads / 16) head groups times its splits, one CTA per SM at a time. */
-export function modelSparseDecode(t, shape, c) {
+export function modelSparseDecode(t, shape, c, splits) {
   const rows = Math.min(SPARSE_TOPK, shape.context);
   const groups = c.ctasPerQuery[shape.heads];
-  const splits = sparseSplits(shape.batch, groups, rows, t.sms);
   const rowsPerCta = Math.ceil(rows / splits);
   // A stage's rows arrive one round trip after they were issued, a stage earlier: each stage takes the longer of its
   // intervals and that round trip.
@@ -252,11 +224,11 @@ export async function runSparseModel({ targets, quick = false, ctx, denseUs, log
     log(`measuring sm_${t.arch}'s sparse decode and indexer kernels under cuda-sim`);
     const c = { sparse: {}, indexer: null };
     for (const cache of SPARSE_CACHES) c.sparse[cache] = await measureSparseDecode(ctx, { computeCapability: t.arch, smemOptin: t.smemOptin, cache });
-    await measureSplit(ctx, 512, t.sms);
     c.indexer = await measureIndexer(ctx, { computeCapability: t.arch, smemOptin: t.smemOptin });
     counts[t.arch] = c;
     for (const shape of SPARSE_SHAPES.filter((x) => !quick || x.quick)) {
-      const sparse = Object.fromEntries(SPARSE_CACHES.map((cache) => [cache, { ...modelSparseDecode(t, shape, c.sparse[cache]), boundUs: sparseBoundUs(t, shape, cache) }]));
+      const plan = ctx.addon.sparseDecodePlan({ numQueries: shape.batch, numHeads: shape.heads, kvLoraRank: KV_LORA_RANK, rows: Math.min(SPARSE_TOPK, shape.context), numSms: t.sms });
+      const sparse = Object.fromEntries(SPARSE_CACHES.map((cache) => [cache, { ...modelSparseDecode(t, shape, c.sparse[cache], plan.numSplits), boundUs: sparseBoundUs(t, shape, cache) }]));
       rows.push({ arch: t.arch, gpu: t.gpu, ...shape, topk: SPARSE_TOPK, sparse, indexer: modelIndexer(t, shape.context, c.indexer), denseUs: await denseUs(t, shape) });
     }
   }

@@ -2,7 +2,7 @@
 // kernels of csrc/kernels/ compiled for the SIMT emulator of sim/, on host memory. For tests: each operation runs
 // under every thread order (forward, reverse, seeded random) and must write the same bits; the global-memory traffic
 // of the last operation is recorded. Hooks: simConfigure(settings), simLastOp(), decodeKernelShapes(headDim),
-// prefillKernelShapes(dims), decodePlan(shape).
+// prefillKernelShapes(dims), decodePlan(shape), sparseDecodePlan(shape).
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -334,12 +334,14 @@ Value prefillKernelShapes(const Value& dims) {
 // makes for a device with that SM count and shared memory (the config it picks for DeepSeek's rows): { config, blockM,
 // blockN, work: [batch, mTile, rowBegin, rowEnd, seqLen, partial][], combine: [batch, mTile, firstPartial,
 // numPartials][], numPartials }. For the GPU performance model.
+int requiredInt(const Value& o, const char* hook, const char* key) {
+  const Value* v = o.get(key);
+  if (!v || !v->isNumber()) throw Error(ErrorCode::Argument, std::string(hook) + ": " + key + " must be a number");
+  return static_cast<int>(v->number());
+}
+
 Value decodePlan(const Value& o) {
-  const auto integer = [&](const char* key) {
-    const Value* v = o.get(key);
-    if (!v || !v->isNumber()) throw Error(ErrorCode::Argument, std::string("decodePlan: ") + key + " must be a number");
-    return static_cast<int>(v->number());
-  };
+  const auto integer = [&](const char* key) { return requiredInt(o, "decodePlan", key); };
   std::vector<int32_t> seqLens;
   const Value* lens = o.get("seqLens");
   if (const auto* list = lens ? std::get_if<Value::List>(&lens->v) : nullptr)
@@ -360,6 +362,18 @@ Value decodePlan(const Value& o) {
                        {"numPartials", plan.numPartials},      {"work", std::move(work)}, {"combine", std::move(combine)}};
 }
 
+// sparseDecodePlan({numQueries, numHeads, kvLoraRank, rows, numSms, batchInvariant, splitRows}) -> { numSplits, splitRows }: how the
+// sparse decode splits each query's selected rows on a device with that SM count. For the GPU performance model.
+Value sparseDecodePlan(const Value& o) {
+  const auto integer = [&](const char* key) { return requiredInt(o, "sparseDecodePlan", key); };
+  DecodePlanOptions opt;
+  opt.numSms = integer("numSms");
+  opt.batchInvariant = flagOr(o, "batchInvariant", false);
+  opt.splitRows = static_cast<int>(numberOr(o, "splitRows", 0));
+  const SparseSplit s = sparseDecodeSplit(integer("numQueries"), integer("numHeads"), integer("kvLoraRank"), integer("rows"), opt);
+  return Value::Record{{"numSplits", s.numSplits}, {"splitRows", s.splitRows}};
+}
+
 class CudaSimProvider final : public BackendProvider {
  public:
   DeviceKind kind() const override { return DeviceKind::CudaSim; }
@@ -374,7 +388,8 @@ class CudaSimProvider final : public BackendProvider {
   }
   std::vector<BackendHook> hooks() override {
     return {{"simConfigure", configure}, {"simLastOp", [](const Value&) { return lastOp(); }}, {"decodeKernelShapes", decodeKernelShapes},
-            {"prefillKernelShapes", prefillKernelShapes}, {"decodePlan", decodePlan}};
+            {"prefillKernelShapes", prefillKernelShapes}, {"decodePlan", decodePlan},
+            {"sparseDecodePlan", sparseDecodePlan}};
   }
 };
 

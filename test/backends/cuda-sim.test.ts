@@ -253,6 +253,26 @@ describe.runIf(sim.available)('decode planner (csrc/cuda/plan.cc, the plan each 
     for (const w of long.work) expect(w[2] % long.blockN).toBe(0);
   });
 
+  it('the sparse decode splits a query\'s rows only while its CTAs leave SMs idle, into near-equal chunks of at least 64 rows', () => {
+    const sparse = (numQueries: number, numHeads: number, rows: number, numSms = H100.numSms) =>
+      native().sparseDecodePlan!({ numQueries, numHeads, kvLoraRank: 512, rows, numSms });
+    const rng = new Rng(seed + 11);
+    for (let trial = 0; trial < 100; trial++) {
+      const queries = rng.int(1, 80), heads = rng.pick([16, 64, 128]), rows = rng.int(1, 2048), sms = rng.pick([46, 108, 132, 148]);
+      const s = sparse(queries, heads, rows, sms);
+      const ctas = queries * Math.ceil(heads / 16);
+      expect(s.numSplits * s.splitRows).toBeGreaterThanOrEqual(rows);
+      if (s.numSplits > 1) {
+        expect((s.numSplits - 1) * s.splitRows).toBeLessThan(rows);
+        expect(s.splitRows).toBeGreaterThanOrEqual(64);
+        expect(ctas * (s.numSplits - 1)).toBeLessThan(2 * sms); // one split fewer would not have filled two CTAs per SM
+      }
+    }
+    expect(sparse(1, 16, 2048)).toEqual({ numSplits: 32, splitRows: 64 });
+    expect(sparse(64, 128, 2048).numSplits).toBe(1);
+    expect(() => native().sparseDecodePlan!({ numQueries: 1, numHeads: 16, kvLoraRank: 512, rows: 64 } as never)).toThrow(/sparseDecodePlan: numSms/);
+  });
+
   it('every plan covers each sequence\'s rows exactly once per m-tile, with the combine\'s partials, within the captured capacity', () => {
     const rng = new Rng(seed + 7);
     for (let trial = 0; trial < 200; trial++) {
