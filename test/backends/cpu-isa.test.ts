@@ -244,14 +244,14 @@ describe('append RoPE on every path', () => {
 // boundaries (a task is ~256 KiB of rows), and must leave every byte outside their rows as it was.
 describe('streamed runs of consecutive slots', () => {
   for (const isa of cpu.supported)
-    it(`${isa}: rows with interleaved RoPE streamed in runs equal the regular stores' rows, at every cache alignment`, async () => {
+    it(`${isa}: streamed rows with interleaved RoPE (bf16 and f16 in runs, f32 per row) equal the regular stores' rows, at every cache alignment`, async () => {
       const rng = new Rng(seed + 42);
       const stream = new Stream('cpu');
       addon.cpuConfigure({ isa });
       try {
-        for (const [dtype, kv, offsets] of [['bf16', 512, [0, 1, 8, 24, 31]], ['f32', 512, [0, 3, 12]], ['bf16', 500, [0, 5]]] as const) {
+        for (const [dtype, kv, offsets] of [['bf16', 512, [0, 1, 8, 24, 31]], ['f32', 512, [0, 3, 12]], ['bf16', 500, [0, 5]], ['f16', 512, [0, 7]]] as const) {
           const Ctor = dtype === 'f32' ? Float32Array : Uint16Array, width = kv + 64, tokens = 700, slotsN = 900, maxPos = 64;
-          const stored = (n: number) => Ctor.from({ length: n }, () => (dtype === 'f32' ? Math.fround(rng.next() - 0.5) : toBf16Bits(rng.next() - 0.5)));
+          const stored = (n: number) => Ctor.from({ length: n }, () => (dtype === 'f32' ? Math.fround(rng.next() - 0.5) : dtype === 'f16' ? toF16Bits(rng.next() - 0.5) : toBf16Bits(rng.next() - 0.5)));
           const kvC = stored(tokens * kv), kPe = stored(tokens * 64);
           // Chunks of consecutive slots (lengths 1 to 300) in shuffled order, a gap of 1-3 slots and a -1 token now and then.
           const chunks: number[][] = [];
