@@ -267,6 +267,7 @@ float* scratchFloats(size_t n) {
 // --- decode ------------------------------------------------------------------------------------------------------
 constexpr int64_t kMaxGroupRows = 128;  // query rows sharing one pass over the cache (128 heads: QT, O and a tile fit a 1 MiB L2)
 constexpr int64_t kMinChunkRows = 256;  // shortest KV chunk worth a split
+constexpr int64_t kMaxUnsplitShortRows = 4096;  // longest unit left whole to save splits' fixed work (runDecodeCpu)
 
 // A decode's work as the split sees it: query rows [m0, m1) of sequence b against its len cache rows, found through
 // its block-table row or (sparse decode) listed as slots.
@@ -319,6 +320,14 @@ void runDecodeCpu(const DecodeItem& base, const std::vector<DecodeUnit>& units, 
   }
   int64_t chunk = splitRows > 0 ? splitRows : std::max<int64_t>(kMinChunkRows, (totalRows + 4 * threads - 1) / (4 * threads));
   if (splitRows <= 0) chunk = (chunk + 63) / 64 * 64;
+  // Short units of one length that already come in a multiple of the threads' count are not split: each split adds a
+  // pass's fixed work (the group's Q packing, its output and the merge), which a short pass does not amortise.
+  if (splitRows <= 0 && !units.empty()) {
+    const int64_t len = units.front().len;
+    bool equal = len <= kMaxUnsplitShortRows;
+    for (const DecodeUnit& u : units) equal = equal && u.len == len;
+    if (equal && (static_cast<int64_t>(units.size()) * numGroups) % threads == 0) chunk = std::max(chunk, len);
+  }
 
   struct SplitSeq {
     int64_t b, m0, m1, parts, first;  // first: index of its first partial
