@@ -268,6 +268,7 @@ float* scratchFloats(size_t n) {
 constexpr int64_t kMaxGroupRows = 128;  // query rows sharing one pass over the cache (128 heads: QT, O and a tile fit a 1 MiB L2)
 constexpr int64_t kMinChunkRows = 256;  // shortest KV chunk worth a split
 constexpr int64_t kMaxUnsplitShortRows = 4096;  // longest unit left whole to save splits' fixed work (runDecodeCpu)
+constexpr int64_t kInvariantChunkRows = 1024;    // a batch-invariant plan's KV chunk: a sequence's split by its own length
 
 // A decode's work as the split sees it: query rows [m0, m1) of sequence b against its len cache rows, found through
 // its block-table row or (sparse decode) listed as slots.
@@ -299,8 +300,9 @@ DecodeItem decodeBase(const TensorView& q, const TensorView& cache, const Tensor
 }
 
 // Splits the units three ways (units × head groups of at most kMaxGroupRows rows × KV chunks), runs the items longest
-// first, and merges split units by log-sum-exp.
-void runDecodeCpu(const DecodeItem& base, const std::vector<DecodeUnit>& units, int64_t unitRows) {
+// first, and merges split units by log-sum-exp. batchInvariant: KV chunks of a fixed length, so that a unit's split,
+// and so its bits, depend on its own length only.
+void runDecodeCpu(const DecodeItem& base, const std::vector<DecodeUnit>& units, int64_t unitRows, bool batchInvariant = false) {
   const KernelSet& k = kernels();
   const int threads = poolThreads();
   const int64_t V = base.V, M = base.queryLen * base.numHeads;
@@ -318,6 +320,7 @@ void runDecodeCpu(const DecodeItem& base, const std::vector<DecodeUnit>& units, 
     std::lock_guard<std::mutex> lock(configMu);
     splitRows = forcedSplitRows;
   }
+  if (splitRows <= 0 && batchInvariant) splitRows = kInvariantChunkRows;
   int64_t chunk = splitRows > 0 ? splitRows : std::max<int64_t>(kMinChunkRows, (totalRows + 4 * threads - 1) / (4 * threads));
   if (splitRows <= 0) chunk = (chunk + 63) / 64 * 64;
   // Short units of one length that already come in a multiple of the threads' count are not split: each split adds a
@@ -425,7 +428,7 @@ void mlaDecodeCpu(const MlaDecodeParams& p) {
   const int64_t M = p.queryLen * p.numHeads;
   std::vector<DecodeUnit> units;
   for (int64_t b = 0; b < p.batch; ++b) units.push_back({b, 0, M, lens[b], p.blockTable.as<const int32_t>() + b * p.maxBlocksPerSeq, nullptr});
-  runDecodeCpu(base, units, M);
+  runDecodeCpu(base, units, M, p.plan && p.plan->batchInvariant);
 }
 
 // Sparse decode: each query position a unit of its heads over the slots it selects, padding left out (it adds

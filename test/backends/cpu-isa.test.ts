@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { appendLatentCache, info, mlaDecode, MlaError, Stream, Tensor } from 'mla-kernels';
+import { appendLatentCache, info, mlaDecode, MlaError, planDecode, Stream, Tensor } from 'mla-kernels';
 import { fromBf16Bits, fromF16Bits, toBf16Bits, toF16Bits } from '../../lib/half.js';
 import { native } from '../../lib/native.js';
 import { refMlaDecode } from '../../lib/reference.js';
@@ -305,4 +305,36 @@ describe('streamed runs of consecutive slots', () => {
         stream.dispose();
       }
     });
+});
+
+// A batch-invariant plan splits each sequence by its own length only; the automatic split depends on the whole
+// batch's rows (here: 8 chunks of 384 rows alone, 3 of 1000 in the batch), so without it the bits would differ.
+it('a batch-invariant plan gives a sequence the same bits alone and batched with others, near the reference', async () => {
+  const rng = new Rng(seed + 77);
+  const stream = new Stream('cpu');
+  const width = 80, rank = 64, heads = 16, block = 16, lens = [40, 3000, 5000];
+  const blocksOf = lens.map((l) => Math.ceil(l / block));
+  const maxBlocks = Math.max(...blocksOf);
+  const cache = randomTensor(rng, [blocksOf.reduce((a, b) => a + b, 0), block, width], 'bf16');
+  const qBits = Uint16Array.from({ length: 3 * heads * width }, () => toBf16Bits(rng.next() - 0.5));
+  const tables: number[][] = [];
+  for (let b = 0, next = 0; b < 3; b++) tables.push(Array.from({ length: maxBlocks }, (_, i) => (i < blocksOf[b] ? next++ : 0)));
+  const decodeOf = async (batch: number[]) => {
+    const q = Tensor.from(Uint16Array.from(batch.flatMap((b) => Array.from(qBits.subarray(b * heads * width, (b + 1) * heads * width)))), [batch.length, 1, heads, width], 'bf16');
+    const seqLens = intTensor(batch.map((b) => lens[b]));
+    const blockTable = intTensor(batch.flatMap((b) => tables[b]), [batch.length, maxBlocks]);
+    const plan = planDecode({ seqLens, numHeads: heads, batchInvariant: true, stream });
+    const bits = (await mlaDecode({ q, cache: cache.t, blockTable, seqLens, softmaxScale: 0.1, kvLoraRank: rank, plan, stream }).out.read()) as Uint16Array;
+    const at = batch.indexOf(1) * heads * rank;
+    return { bits: bits.slice(at, at + heads * rank), q, blockTable, seqLens };
+  };
+  try {
+    const alone = await decodeOf([1]);
+    const batched = await decodeOf([0, 1, 2]);
+    expect(Buffer.compare(Buffer.from(alone.bits.buffer), Buffer.from(batched.bits.buffer)), `seed ${seed}`).toBe(0);
+    const ref = refMlaDecode({ q: dense(alone.q), cache: cache.dense, blockTable: dense(alone.blockTable), seqLens: dense(alone.seqLens), softmaxScale: 0.1, kvLoraRank: rank });
+    expect(relErr(Array.from(alone.bits, fromBf16Bits), ref.out), `seed ${seed}`).toBeLessThanOrEqual(REL_BOUND.bf16);
+  } finally {
+    stream.dispose();
+  }
 });
