@@ -11,7 +11,8 @@
 import { parseArgs } from 'node:util';
 import { Stream, Tensor, appendLatentCache } from '../dist/index.js';
 import { native } from '../dist/native.js';
-import { cpuModel, load } from './machine.mjs';
+import { randomArray } from './decode-data.mjs';
+import { cpuModel, load, median as medianOf } from './machine.mjs';
 
 const { values } = parseArgs({ options: {
   tokens: { type: 'string', default: '32768' }, rounds: { type: 'string', default: '9' }, reps: { type: 'string', default: '9' },
@@ -21,19 +22,10 @@ const tokens = +values.tokens, rounds = +values.rounds, reps = +values.reps, dty
 const KV = 512, ROPE = 64, WIDTH = KV + ROPE, BLOCK = 64, MAXPOS = +values.maxpos;
 const addon = native();
 const eb = dtype === 'f32' ? 4 : 2;
-const Ctor = dtype === 'f32' ? Float32Array : Uint16Array;
 // Shared memory throughout: Tensor.from wraps it without a copy per call.
 const shared = (Ctor, n, f) => { const a = new Ctor(new SharedArrayBuffer(n * Ctor.BYTES_PER_ELEMENT)); for (let i = 0; i < n; i++) a[i] = f(i); return a; };
 let seed = 12345;
-const fill = (n) => {
-  const a = new Ctor(new SharedArrayBuffer(n * eb)), f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  for (let i = 0; i < n; i++) {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    f[0] = seed / 2 ** 32 - 0.5;
-    a[i] = dtype === 'f32' ? f[0] : u[0] >>> 16;
-  }
-  return a;
-};
+const fill = (n) => randomArray(dtype, n, seed++);
 const numBlocks = Math.ceil(tokens / BLOCK);
 // --offset elements: the cache's rows start that far past the allocation (whose alignment the allocator decides).
 const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH + +values.offset).subarray(+values.offset), [numBlocks, BLOCK, WIDTH], dtype);
@@ -55,7 +47,6 @@ const runs = {
   tiny: async () => { addon.cpuConfigure({ appendStores: 'auto' }); appendLatentCache({ cache, kvC: one.kvC, kPe: one.kPe, slotMapping: one.slotMapping, rope: rope?.(one.positions), stream }); await stream.synchronize(); },
 };
 if (values.only) for (const k of Object.keys(runs)) if (!values.only.split(',').includes(k)) runs[k] = async () => {};
-const medianOf = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const perRound = Object.fromEntries(Object.keys(runs).map((k) => [k, []]));
 for (const run of Object.values(runs)) for (let i = 0; i < 2; i++) await run();
 for (let r = 0; r < rounds; r++)

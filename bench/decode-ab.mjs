@@ -12,35 +12,20 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { randomArray } from './decode-data.mjs';
+import { decodeRow, KV_LORA_RANK as KV, medianMs, WIDTH } from './decode-data.mjs';
 import { alternate, lastJson, median, processor, runNode } from './machine.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const KV = 512, WIDTH = 576, BLOCK = 64;
 
 if (process.argv[2] === '--child') {
   // One side: times `reps` decodes of one row after warm-up, prints {ms, checksum}.
-  const { Stream, Tensor, mlaDecode } = await import(path.join(here, 'dist/index.js'));
   const [dtype, heads, batch, context, reps] = process.argv.slice(3).map((x, i) => (i ? +x : x));
-  const fill = (n, seed) => randomArray(dtype, n, seed);
-  const numBlocks = (batch * context) / BLOCK;
-  const perm = Int32Array.from({ length: numBlocks }, (_, i) => i);
-  for (let i = numBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
-  const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH, 5), [numBlocks, BLOCK, WIDTH], dtype);
-  const q = Tensor.from(fill(batch * heads * WIDTH, 7), [batch, 1, heads, WIDTH], dtype);
-  const blockTable = Tensor.from(perm, [batch, context / BLOCK]);
-  const seqLens = Tensor.from(new Int32Array(batch).fill(context), [batch]);
-  const out = Tensor.empty([batch, 1, heads, KV], dtype), lse = Tensor.empty([batch, heads, 1], 'f32');
-  const stream = new Stream('cpu');
-  const run = async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.07, kvLoraRank: KV, out, lse, stream }); await stream.synchronize(); };
-  for (let i = 0; i < 3; i++) await run();
-  const ms = [];
-  for (let i = 0; i < reps; i++) { const t0 = process.hrtime.bigint(); await run(); ms.push(Number(process.hrtime.bigint() - t0) / 1e6); }
-  ms.sort((a, b) => a - b);
+  const { run, out } = decodeRow(await import(path.join(here, 'dist/index.js')), { dtype, heads, batch, context });
+  const ms = await medianMs(run, reps);
   const o = await out.toFloat32();
   let checksum = 0;
   for (let i = 0; i < o.length; i += 97) checksum += o[i];
-  console.log(JSON.stringify({ ms: ms[ms.length >> 1], checksum }));
+  console.log(JSON.stringify({ ms, checksum }));
   process.exit(0);
 }
 

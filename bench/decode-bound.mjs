@@ -17,42 +17,22 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { randomArray } from './decode-data.mjs';
+import { decodeRow, KV_LORA_RANK as KV, medianMs, WIDTH } from './decode-data.mjs';
 import { alternate, lastJson, load, median, processor, runNode } from './machine.mjs';
 
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const KV = 512, WIDTH = 576, BLOCK = 64;
 process.env.MLA_NUM_THREADS ??= '1';
 
 if (process.argv[2] === '--child') {
   // One side: times `reps` decodes of one row after warm-up; prints {ms, peak (best of the dot/FMA loop before and after)}.
-  const { Stream, Tensor, mlaDecode } = await import(path.join(here, 'dist/index.js'));
   const { native } = await import(path.join(here, 'dist/native.js'));
   const addon = native();
   const [layout, dtype, heads, queryLen, batch, context, reps] = process.argv.slice(3).map((x, i) => (i > 1 ? +x : x));
-  const fill = (n, seed) => randomArray(dtype, n, seed);
-  const tableBlocks = (batch * context) / BLOCK;
-  // The resident layout allocates one block; the real one a block per table entry, shuffled.
-  const numBlocks = layout === 'resident' ? 1 : tableBlocks;
-  const perm = new Int32Array(tableBlocks);
-  if (layout !== 'resident') {
-    for (let i = 0; i < tableBlocks; i++) perm[i] = i;
-    for (let i = tableBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
-  }
-  const cache = Tensor.from(fill(numBlocks * BLOCK * WIDTH, 5), [numBlocks, BLOCK, WIDTH], dtype);
-  const q = Tensor.from(fill(batch * queryLen * heads * WIDTH, 7), [batch, queryLen, heads, WIDTH], dtype);
-  const blockTable = Tensor.from(perm, [batch, context / BLOCK]);
-  const seqLens = Tensor.from(new Int32Array(batch).fill(context), [batch]);
-  const out = Tensor.empty([batch, queryLen, heads, KV], dtype), lse = Tensor.empty([batch, heads, queryLen], 'f32');
-  const stream = new Stream('cpu');
-  const run = async () => { mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.07, kvLoraRank: KV, causal: queryLen > 1, out, lse, stream }); await stream.synchronize(); };
+  const { run } = decodeRow(await import(path.join(here, 'dist/index.js')), { dtype, heads, queryLen, batch, context, resident: layout === 'resident' });
   const peak = () => { const l = addon.cpuLimits(4 * 2 ** 20); return dtype === 'bf16' && addon.cpuInfo().simd === 'avx512-bf16' ? Math.max(l.fmaFlops, l.bf16DotFlops) : l.fmaFlops; };
   const peakBefore = peak();
-  for (let i = 0; i < 3; i++) await run();
-  const ms = [];
-  for (let i = 0; i < reps; i++) { const t0 = process.hrtime.bigint(); await run(); ms.push(Number(process.hrtime.bigint() - t0) / 1e6); }
-  ms.sort((a, b) => a - b);
-  console.log(JSON.stringify({ ms: ms[ms.length >> 1], peak: Math.max(peakBefore, peak()) }));
+  const ms = await medianMs(run, reps);
+  console.log(JSON.stringify({ ms, peak: Math.max(peakBefore, peak()) }));
   process.exit(0);
 }
 

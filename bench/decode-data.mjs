@@ -16,3 +16,41 @@ export function randomArray(dtype, n, seed) {
   }
   return a;
 }
+
+export const KV_LORA_RANK = 512, WIDTH = 576, BLOCK = 64;
+
+/**
+ * One decode row as the A/B scripts time it: DeepSeek's shape (kvLoraRank 512 + rope 64, blocks of 64 rows), the
+ * batch's blocks in a shuffled order, or (resident) every block-table entry at block 0, the same instructions on a
+ * cache that stays in L2. `api` is the package's module. Returns `run` (one decode, synchronised) and `out`.
+ */
+export function decodeRow(api, { dtype, heads, queryLen = 1, batch, context, resident = false }) {
+  const { Stream, Tensor, mlaDecode } = api;
+  const tableBlocks = (batch * context) / BLOCK;
+  const numBlocks = resident ? 1 : tableBlocks;
+  const perm = new Int32Array(tableBlocks);
+  if (!resident) {
+    for (let i = 0; i < tableBlocks; i++) perm[i] = i;
+    for (let i = tableBlocks - 1; i > 0; i--) { const j = (i * 2654435761) % (i + 1); [perm[i], perm[j]] = [perm[j], perm[i]]; }
+  }
+  const cache = Tensor.from(randomArray(dtype, numBlocks * BLOCK * WIDTH, 5), [numBlocks, BLOCK, WIDTH], dtype);
+  const q = Tensor.from(randomArray(dtype, batch * queryLen * heads * WIDTH, 7), [batch, queryLen, heads, WIDTH], dtype);
+  const blockTable = Tensor.from(perm, [batch, context / BLOCK]);
+  const seqLens = Tensor.from(new Int32Array(batch).fill(context), [batch]);
+  const out = Tensor.empty([batch, queryLen, heads, KV_LORA_RANK], dtype), lse = Tensor.empty([batch, heads, queryLen], 'f32');
+  const stream = new Stream('cpu');
+  const run = async () => {
+    mlaDecode({ q, cache, blockTable, seqLens, softmaxScale: 0.07, kvLoraRank: KV_LORA_RANK, causal: queryLen > 1, out, lse, stream });
+    await stream.synchronize();
+  };
+  return { run, out };
+}
+
+/** The median time of `reps` calls of `run` after three warm-up calls, in ms. */
+export async function medianMs(run, reps) {
+  for (let i = 0; i < 3; i++) await run();
+  const ms = [];
+  for (let i = 0; i < reps; i++) { const t0 = process.hrtime.bigint(); await run(); ms.push(Number(process.hrtime.bigint() - t0) / 1e6); }
+  ms.sort((a, b) => a - b);
+  return ms[ms.length >> 1];
+}
