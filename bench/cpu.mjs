@@ -15,7 +15,7 @@
 // sampled before and after its group): where the two ratios differ, the machine's speed moved during the run.
 // Append (rows "append bf16", "append f32": 32768 tokens of DeepSeek's row, interleaved RoPE) counts as bytes the rows
 // read and written and the slot and position indices (the cos/sin tables, 1 MiB, stay in the caches: not counted). Its
-// "of copy" figure is paired: 8 times, append and the copy limit's memcpy of as many bytes (same pool threads) run side by
+// "of copy" figure is paired: 8 times, append and the copy limit's memcpy of 256 MiB (same pool threads) run side by
 // side, and the row shows the median of the 8 ratios; the ratio against the run's best copy sample stays beside it.
 // Peers run the same shapes on the same data, are checked against our output first, and are printed as our speed-up:
 // the naive TypeScript reference (small shapes), onnxruntime-node (an ONNX graph built here), PyTorch (Debian's
@@ -558,6 +558,10 @@ for (const sh of sparseWanted) {
 const appendLabel = (dtype) => `append ${dtype}`;
 const appendWanted = ['bf16', 'f32'].filter((dtype) => !rowFilter || rowFilter.test(appendLabel(dtype)));
 const APPEND_PAIRS = 8;
+// The copy beside each append: the smallest buffer whose copy the caches no longer speed up (Zen 5, two threads: a copy
+// the size of append's rows, 38-75 MB, ran at 57-105 GB/s from one call to the next, with the L3 holding part of it;
+// 128 MiB 39-42 GB/s; 256 MiB 31-32; 604 MB 26-33; the 1 GiB limit samples 27-32). About 1.8 s a pair.
+const PAIR_COPY_BYTES = 256 * 2 ** 20;
 if (appendWanted.length) {
   progress('measuring limits before append');
   sampleLimits('before append');
@@ -593,8 +597,8 @@ for (const dtype of appendWanted) {
       try { ms[mode] = Math.min(ms[mode], (await timeIt(run, 0.3)).median * 1e3); } finally { addon.cpuConfigure({ appendStores: 'auto' }); }
     }
   // Paired with the copy limit: APPEND_PAIRS times, append (best of 5 calls after 2 warm-up calls) and the copy limit's
-  // memcpy (best of 5, on the same pool threads) of as many bytes as append's rows (read + written, the same working
-  // set against the same caches), in alternating order; the row's figure is the median of the per-pair ratios.
+  // memcpy (best of 5, on the same pool threads) of PAIR_COPY_BYTES, in alternating order; the row's figure is the
+  // median of the per-pair ratios.
   const pairs = [];
   const appendBest = async () => {
     const times = [];
@@ -603,8 +607,8 @@ for (const dtype of appendWanted) {
   };
   for (let k = 0; k < APPEND_PAIRS; k++) {
     let appendMs, copyBytesPerSec;
-    if (k % 2 === 0) { appendMs = await appendBest(); copyBytesPerSec = addon.cpuLimits(rowBytes).copyBytesPerSec; }
-    else { copyBytesPerSec = addon.cpuLimits(rowBytes).copyBytesPerSec; appendMs = await appendBest(); }
+    if (k % 2 === 0) { appendMs = await appendBest(); copyBytesPerSec = addon.cpuLimits(PAIR_COPY_BYTES).copyBytesPerSec; }
+    else { copyBytesPerSec = addon.cpuLimits(PAIR_COPY_BYTES).copyBytesPerSec; appendMs = await appendBest(); }
     pairs.push({ appendMs, copyBytesPerSec, ratio: bytes / (appendMs / 1e3) / copyBytesPerSec });
   }
   const written = rowBytes;
