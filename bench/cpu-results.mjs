@@ -62,6 +62,20 @@ export function targetLines(result) {
   ];
 }
 
+const G = (x) => (x / 1e9).toFixed(x >= 1e11 ? 0 : 1);
+
+/** The line naming each `--rows <rowsArg> --merge` run that measured some of `rows` (its machine state and `limitsText`). */
+function ownRunLines(runs, rows, what, rowsArg, limitsText) {
+  const lines = [];
+  for (const run of runs ?? []) {
+    if (!rows.some((r) => r.run === run.machine.date)) continue;
+    const m = run.machine;
+    lines.push(`${what} rows measured ${m.date.slice(0, 16).replace('T', ' ')} UTC in their own run (\`--rows ${rowsArg} --merge\`): ${m.cpu} (family ${m.family}, model ${m.model}), ` +
+      `\`${m.isa}\` path, ${m.threads} threads; load average ${m.loadBefore} before, ${m.loadAfter} after; ${limitsText(run.limits)}.`, '');
+  }
+  return lines;
+}
+
 /** An append row's figure against the goal: paired with the copy beside it where measured so (older rows: best-of-run). */
 export const appendOfCopy = (a) => a.ofCopyPaired ?? a.ofCopy;
 const pairedHow = (appendRows) => (appendRows.some((a) => a.ofCopyPaired != null) ? 'median of append / copy measured beside it' : 'against the best copy sample of the run');
@@ -75,14 +89,7 @@ const pairedHow = (appendRows) => (appendRows.some((a) => a.ofCopyPaired != null
 export function appendTableLines(result) {
   const rows = result.appendRows ?? [];
   if (!rows.length) return [];
-  const G = (x) => (x / 1e9).toFixed(x >= 1e11 ? 0 : 1);
-  const lines = [];
-  for (const run of result.appendRuns ?? []) {
-    if (!rows.some((a) => a.run === run.machine.date)) continue;
-    const m = run.machine;
-    lines.push(`Append rows measured ${m.date.slice(0, 16).replace('T', ' ')} UTC in their own run (\`--rows '^append' --merge\`): ${m.cpu} (family ${m.family}, model ${m.model}), ` +
-      `\`${m.isa}\` path, ${m.threads} threads; load average ${m.loadBefore} before, ${m.loadAfter} after; that run's best copy sample ${G(run.limits.copyBytesPerSec)} GB/s.`, '');
-  }
+  const lines = ownRunLines(result.appendRuns, rows, 'Append', "'^append'", (l) => `that run's best copy sample ${G(l.copyBytesPerSec)} GB/s`);
   lines.push('| append | tokens | ms | GB/s | of copy: paired median (range over pairs) / best copy sample of the run | copy beside it, GB/s (median) | stores chosen | ms: non-temporal / regular stores |');
   lines.push('|---|---|---|---|---|---|---|---|');
   for (const a of rows) {
@@ -136,14 +143,7 @@ export function withTargets(table, targets) {
 export function sparseTableLines(result) {
   const rows = result.sparseRows ?? [];
   if (!rows.length) return [];
-  const G = (x) => (x / 1e9).toFixed(x >= 1e11 ? 0 : 1);
-  const lines = [];
-  for (const run of result.sparseRuns ?? []) {
-    if (!rows.some((r) => r.run === run.machine.date)) continue;
-    const m = run.machine, l = run.limits;
-    lines.push(`Sparse rows measured ${m.date.slice(0, 16).replace('T', ' ')} UTC in their own run (\`--rows sparse --merge\`): ${m.cpu} (family ${m.family}, model ${m.model}), ` +
-      `\`${m.isa}\` path, ${m.threads} threads; load average ${m.loadBefore} before, ${m.loadAfter} after; its limits: read ${G(l.readBytesPerSec)} GB/s, bf16 peak ${G(l.peakFlops)} GFLOP/s (${l.peakFrom}).`, '');
-  }
+  const lines = ownRunLines(result.sparseRuns, rows, 'Sparse', 'sparse', (l) => `its limits: read ${G(l.readBytesPerSec)} GB/s, bf16 peak ${G(l.peakFlops)} GFLOP/s (${l.peakFrom})`);
   const topk = rows[0].topk;
   lines.push(`| sparse decode (top-${topk}, one sequence) | heads | context | indexer ms (roofline) | sparse decode ms (roofline) | indexer + sparse ms (indexer's share) | dense decode ms (roofline) | speed-up over dense: indexer + sparse / sparse alone |`);
   lines.push('|---|---|---|---|---|---|---|---|');
