@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex> [--merge]] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex> [--merge]] [-- --pairs N] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
 // all measured in this run. Prints a table and writes bench/results/cpu-latest-<processor>-<path>.json (cpu-quick-latest-…
 // for --quick; the key is bench/cpu-results.mjs's resultKey) and an SVG chart beside it: per row, our fraction of the
 // roofline beside each peer's, one panel per dtype × heads.
@@ -557,7 +557,8 @@ for (const sh of sparseWanted) {
 // append's own window rates one fast moment of the copy against an average one of append.
 const appendLabel = (dtype) => `append ${dtype}`;
 const appendWanted = ['bf16', 'f32'].filter((dtype) => !rowFilter || rowFilter.test(appendLabel(dtype)));
-const APPEND_PAIRS = 8;
+// --pairs N: append / copy pairs per append row (default 8; the test of the merge passes 2 for CI's time).
+const APPEND_PAIRS = args.includes('--pairs') ? Math.max(1, Math.floor(+args[args.indexOf('--pairs') + 1]) || 8) : 8;
 // The copy beside each append: the smallest buffer whose copy the caches no longer speed up (Zen 5, two threads: a copy
 // the size of append's rows, 38-75 MB, ran at 57-105 GB/s from one call to the next, with the L3 holding part of it;
 // 128 MiB 39-42 GB/s; 256 MiB 31-32; 604 MB 26-33; the 1 GiB limit samples 27-32). About 1.8 s a pair.
