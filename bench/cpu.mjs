@@ -559,9 +559,10 @@ const appendLabel = (dtype) => `append ${dtype}`;
 const appendWanted = ['bf16', 'f32'].filter((dtype) => !rowFilter || rowFilter.test(appendLabel(dtype)));
 // --pairs N: append / copy pairs per append row (default 8; the test of the merge passes 2 for CI's time).
 const APPEND_PAIRS = args.includes('--pairs') ? Math.max(1, Math.floor(+args[args.indexOf('--pairs') + 1]) || 8) : 8;
-// The copy beside each append: the smallest buffer whose copy the caches no longer speed up (Zen 5, two threads: a copy
-// the size of append's rows, 38-75 MB, ran at 57-105 GB/s from one call to the next, with the L3 holding part of it;
-// 128 MiB 39-42 GB/s; 256 MiB 31-32; 604 MB 26-33; the 1 GiB limit samples 27-32). About 1.8 s a pair.
+// The copy beside each append: 256 MiB, far past the caches (Zen 5, two threads: a copy the size of append's rows,
+// 38-75 MB, ran at 57-105 GB/s from one call to the next, the L3 holding part of it), and like the run's 1 GiB limit
+// samples past glibc 2.36's non-temporal threshold there (127 MiB per memcpy; each thread copies half), so both copy
+// with non-temporal stores, as append does. About 1.8 s a pair, mostly mapping the buffers' pages.
 const PAIR_COPY_BYTES = 256 * 2 ** 20;
 if (appendWanted.length) {
   progress('measuring limits before append');
