@@ -86,11 +86,31 @@ struct VO {
     r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
     return _mm512_cvtepi32_epi16(r);
   }
+  // bf16 pairs 16 at a time, a pair per 32-bit lane: a = the low half moved up, b = the high half masked, so cos and
+  // sin need no duplicating permute, nor the values a widening or narrowing one; the same products and the same
+  // rounding as toBf16 (round to nearest even, NaN kept quiet), each result put back in its own half.
+  static inline void ropePairsBf16(const uint16_t* src, const float* c, const float* s, uint16_t* dst, int64_t half) {
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u)), one = _mm512_set1_epi32(1);
+    const __m512i bias = _mm512_set1_epi32(0x7fff), absMask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    for (int64_t j = 0; j < half; j += 16) {
+      const __m512i x = _mm512_loadu_si512(src + 2 * j);
+      const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), b = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+      const __m512 cc = _mm512_loadu_ps(c + j), ss = _mm512_loadu_ps(s + j);
+      const __m512i ua = _mm512_castps_si512(_mm512_fmadd_ps(a, cc, _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(b, ss))));
+      const __m512i ub = _mm512_castps_si512(_mm512_fmadd_ps(b, cc, _mm512_mul_ps(a, ss)));
+      __m512i ra = _mm512_srli_epi32(_mm512_add_epi32(ua, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ua, 16), one), bias)), 16);
+      __m512i rb = _mm512_and_si512(_mm512_add_epi32(ub, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ub, 16), one), bias)), high);
+      ra = _mm512_mask_or_epi32(ra, _mm512_cmpgt_epu32_mask(_mm512_and_si512(ua, absMask), inf), _mm512_srli_epi32(ua, 16), _mm512_set1_epi32(0x40));
+      rb = _mm512_mask_or_epi32(rb, _mm512_cmpgt_epu32_mask(_mm512_and_si512(ub, absMask), inf), _mm512_and_si512(ub, high), _mm512_set1_epi32(0x400000));
+      _mm512_storeu_si512(dst + 2 * j, _mm512_or_si512(ra, rb));
+    }
+  }
   // RoPE of interleaved pairs of f32, bf16 or f16, 8 pairs per vector: (a, b) -> (a c - b s, b c + a s), rounded
   // once to the element type (in the generic loop a call to load, one to store and the pairs' shuffles cost several
   // times the row's copy). half: a multiple of 8.
   static constexpr bool kRopePairs = true;
   static inline void ropePairs(Elem e, const void* src, const float* c, const float* s, void* dst, int64_t half) {
+    if (e == Elem::BF16 && half % 16 == 0) return ropePairsBf16(static_cast<const uint16_t*>(src), c, s, static_cast<uint16_t*>(dst), half);
     const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (int64_t j = 0; j < half; j += 8) {
       const __m512 x = e == Elem::F32 ? _mm512_loadu_ps(static_cast<const float*>(src) + 2 * j)  // a0 b0 a1 b1 ...
