@@ -448,6 +448,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
                   for (int odd = 0; odd < 2; ++odd) {
                     const uint32_t sel = odd ? 0x3131u : 0x2020u;
                     const uint32_t b[2] = {cvt_f16x2_e4m3x2(__byte_perm(v8[2 * c], 0u, sel)), cvt_f16x2_e4m3x2(__byte_perm(v8[2 * c + 1], 0u, sel))};
+                    count_fp8_permuted(4);
 #pragma unroll
                     for (int i = 0; i < Tr::kMt; ++i)
                       if (i < mtUsed) C::mma(o[i][j + 2 * c + odd], a[i], b);

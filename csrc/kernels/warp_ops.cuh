@@ -498,6 +498,14 @@ MLA_DEVICE_INLINE void count_fp8_converted(int values) {
   (void)values;
 #endif
 }
+// The same for the values a byte permute gathers into a cvt_f16x2_e4m3x2 operand.
+MLA_DEVICE_INLINE void count_fp8_permuted(int values) {
+#if !defined(__CUDACC__)
+  ::cudasim::detail::count_permuted(static_cast<uint64_t>(values));
+#else
+  (void)values;
+#endif
+}
 
 // 16-byte vector forms (pointers 16-byte aligned).
 MLA_DEVICE_INLINE uint4 ld_global_16(const void* p) { return ld_global(static_cast<const uint4*>(p)); }
