@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
     int qShift = 0;
     if constexpr (E == ElemType::BF16) {  // bf16 exponents reach past f16's
       uint32_t most = 0;
-      for (int gi = threadIdx.x; gi < Tr::kBlockM * kSteps; gi += Tr::kThreads)
+      for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const uint4 v = ld_shared(reinterpret_cast<const uint4*>(sQ + swizzled(gi / kSteps, 2 * (gi % kSteps) + h, stride)));
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
     }
     const float qMul = __int_as_float((127 + qShift) << 23);
     qkScale *= __int_as_float((127 - qShift) << 23);
-    for (int gi = threadIdx.x; gi < Tr::kBlockM * kSteps; gi += Tr::kThreads) {
+    for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads) {  // padding rows are zeros in both types
       const int r = gi / kSteps, ks = gi % kSteps;
       uint32_t in[8], out[8];
 #pragma unroll
