@@ -307,21 +307,21 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
               for (int i = 0; i < Tr::kQkMt; ++i)
                 if (i < qkMtUsed) C::mma(acc[i][j], a[i], b);
             }
-            continue;
-          }
+          } else {
 #pragma unroll
-          for (int j = 0; j < Tr::kQkNt; j += 2) {
-            uint32_t b[4];
-            if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
-              ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
-            else
-              ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
+            for (int j = 0; j < Tr::kQkNt; j += 2) {
+              uint32_t b[4];
+              if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
+                ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
+              else
+                ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
 #pragma unroll
-            for (int i = 0; i < Tr::kQkMt; ++i)
-              if (i < qkMtUsed) {
-                C::mma(acc[i][j], a[i], {b[0], b[1]});
-                if constexpr (Tr::kQkNt % 2 == 0) C::mma(acc[i][j + 1], a[i], {b[2], b[3]});
-              }
+              for (int i = 0; i < Tr::kQkMt; ++i)
+                if (i < qkMtUsed) {
+                  C::mma(acc[i][j], a[i], {b[0], b[1]});
+                  if constexpr (Tr::kQkNt % 2 == 0) C::mma(acc[i][j + 1], a[i], {b[2], b[3]});
+                }
+            }
           }
         }
       }
@@ -455,19 +455,19 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
                   }
             }
           }
-          continue;
-        }
+        } else {
 #pragma unroll
-        for (int j = 0; j < Tr::kVNt; j += 2) {
-          if (j < vNtUsed) {
-            uint32_t b[4];  // n8 tiles j and j + 1: k rows 0..15 by lanes 0-15, columns +8 by lanes 16-31
-            ldmatrix_x4_trans(b, tile + swizzled(16 * ks + lane % 16, (vCol0 + 8 * j) / 8 + lane / 16, stride));
+          for (int j = 0; j < Tr::kVNt; j += 2) {
+            if (j < vNtUsed) {
+              uint32_t b[4];  // n8 tiles j and j + 1: k rows 0..15 by lanes 0-15, columns +8 by lanes 16-31
+              ldmatrix_x4_trans(b, tile + swizzled(16 * ks + lane % 16, (vCol0 + 8 * j) / 8 + lane / 16, stride));
 #pragma unroll
-            for (int i = 0; i < Tr::kMt; ++i)
-              if (i < mtUsed) {
-                C::mma(o[i][j], a[i], {b[0], b[1]});
-                C::mma(o[i][j + 1], a[i], {b[2], b[3]});
-              }
+              for (int i = 0; i < Tr::kMt; ++i)
+                if (i < mtUsed) {
+                  C::mma(o[i][j], a[i], {b[0], b[1]});
+                  C::mma(o[i][j + 1], a[i], {b[2], b[3]});
+                }
+            }
           }
         }
       }
