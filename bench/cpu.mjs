@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex> [--merge]] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
+// npm run bench [-- --quick] [-- --no-peers] [-- --docs] [-- --rows <regex> [--merge]] [-- --pairs N] [-- --results <dir>]: CPU decode, prefill, sparse decode and append against this machine's limits and against peers,
 // all measured in this run. Prints a table and writes bench/results/cpu-latest-<processor>-<path>.json (cpu-quick-latest-…
 // for --quick; the key is bench/cpu-results.mjs's resultKey) and an SVG chart beside it: per row, our fraction of the
 // roofline beside each peer's, one panel per dtype × heads.
@@ -13,6 +13,10 @@
 // the most it reaches. Ratios are computed once every sample is in; the JSON keeps all samples. Each row is also rated
 // against the limits measured next to it (the arithmetic peak just before and after the row, the read bandwidth
 // sampled before and after its group): where the two ratios differ, the machine's speed moved during the run.
+// Append (rows "append bf16", "append f32": 32768 tokens of DeepSeek's row, interleaved RoPE) counts as bytes the rows
+// read and written and the slot and position indices (the cos/sin tables, 1 MiB, stay in the caches: not counted). Its
+// "of copy" figure is paired: 8 times, append and the copy limit's memcpy of 256 MiB (same pool threads) run side by
+// side, and the row shows the median of the 8 ratios; the ratio against the run's best copy sample stays beside it.
 // Peers run the same shapes on the same data, are checked against our output first, and are printed as our speed-up:
 // the naive TypeScript reference (small shapes), onnxruntime-node (an ONNX graph built here), PyTorch (Debian's
 // python3-torch, when /usr/bin/python3 can import torch).
@@ -27,24 +31,26 @@ import { native } from '../dist/native.js';
 import { refMlaDecode, refMlaSparseDecode } from '../dist/reference.js';
 import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
 import { cpuModel, load } from './machine.mjs';
-import { chartSvg, resultKey, sparseTableLines, targetLines, withSparseTable, writeDocs } from './cpu-results.mjs';
+import { appendTableLines, chartSvg, resultKey, sparseTableLines, targetLines, withAppendTable, withSparseTable, withTargets, writeDocs } from './cpu-results.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const noPeers = args.includes('--no-peers');
-// --rows <regex>: only the decode rows whose label ("bf16 h16 q1 b8 ctx4096") matches, for development; not --docs.
+// --rows <regex>: only the rows whose label ("bf16 h16 q1 b8 ctx4096", "prefill bf16 h16 n2048", "sparse bf16 h16 ctx8192",
+// "append bf16") matches, for development; not --docs.
 const rowFilter = args.includes('--rows') ? new RegExp(args[args.indexOf('--rows') + 1]) : null;
 // --rounds N: the grid is timed N times over, minutes apart (default: 2 for a full run, 1 for --quick or --rows). Each
 // row keeps, for us and for every peer alike, its round with the lowest median. A shared VM has slow phases lasting
 // seconds to minutes (seen here: one core's decode at 78 ms for 3 s, then 54 ms, while an FMA loop measured
 // 192-217 GFLOP/s throughout); a row timed once can fall in one. The limits are taken the same way (best sample).
 const rounds = args.includes('--rounds') ? Math.max(1, Math.floor(+args[args.indexOf('--rounds') + 1]) || 1) : quick || rowFilter ? 1 : 2;
-// --merge (with --rows matching sparse rows only): the rows measured go into the stored result of this machine type
-// (its full result, else its quick one), replacing rows of the same label and keeping every other row, so the sparse
-// grid can be measured on its own and shown with the rest; --docs then rewrites the docs from the stored results.
+// --merge (with --rows matching sparse or append rows only, e.g. '^append'): the rows measured go into the stored result
+// of this machine type (its full result, else its quick one), replacing rows of the same label and keeping every other
+// row, so the sparse grid or the append rows can be measured on their own and shown with the rest; --docs then rewrites
+// the docs from the stored results.
 const merge = args.includes('--merge');
-if (merge && !rowFilter) throw new Error('--merge takes --rows <regex> (the sparse rows to measure)');
+if (merge && !rowFilter) throw new Error('--merge takes --rows <regex> (the sparse or append rows to measure)');
 if (rowFilter && !merge && args.includes('--docs')) throw new Error('--docs takes a full run (or --rows ... --merge): drop --rows');
 if (args.includes('--results') && args.includes('--docs')) throw new Error('--docs points at bench/results: drop --results');
 const addon = native();
@@ -141,6 +147,8 @@ function relErr(a, b) {
   return Math.sqrt(num / (den || 1));
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+// The true median (of an even count, the mean of the middle two).
+const middle = (xs) => { const s = [...xs].sort((a, b) => a - b), h = s.length >> 1; return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2; };
 
 const WARMUP_SEC = 0.03;
 async function timeIt(run, budgetSec) {
@@ -199,7 +207,7 @@ total = shapes.length * rounds + 2;
 const stream = new Stream('cpu');
 
 if (merge && shapes.some((sh) => rowFilter.test(`${sh.dtype} h${sh.heads} q${sh.queryLen} b${sh.batch} ctx${sh.context}`)))
-  throw new Error('--merge stores sparse rows only: the --rows regex matches decode rows');
+  throw new Error('--merge stores sparse and append rows only: the --rows regex matches decode rows');
 const rowOf = new Map(); // label -> row, filled over the rounds
 let group = null;
 for (let round = 0; round < rounds; round++)
@@ -348,7 +356,7 @@ const prefillShapes = [];
 for (const dtype of prefillGrid.dtypes) for (const heads of prefillGrid.heads) for (const tokens of prefillGrid.prompts) prefillShapes.push({ dtype, heads, tokens });
 const prefillLabel = (sh) => `prefill ${sh.dtype} h${sh.heads} n${sh.tokens}`;
 const prefillWanted = prefillShapes.filter((sh) => !rowFilter || rowFilter.test(prefillLabel(sh)));
-if (merge && prefillWanted.length) throw new Error('--merge stores sparse rows only: the --rows regex matches prefill rows');
+if (merge && prefillWanted.length) throw new Error('--merge stores sparse and append rows only: the --rows regex matches prefill rows');
 total += prefillWanted.length;
 const prefillRows = [];
 if (prefillWanted.length) {
@@ -544,11 +552,26 @@ for (const sh of sparseWanted) {
 }
 
 // --- append --------------------------------------------------------------------------------------------------------
-progress('measuring limits before append');
-sampleLimits('before append');
+// Rows "append bf16" and "append f32" (--rows matches these labels too). Each row is rated against a copy measured right
+// beside it: the machine's memory speed swings by a third from minute to minute, so the run's best copy sample against
+// append's own window rates one fast moment of the copy against an average one of append.
+const appendLabel = (dtype) => `append ${dtype}`;
+const appendWanted = ['bf16', 'f32'].filter((dtype) => !rowFilter || rowFilter.test(appendLabel(dtype)));
+// --pairs N: append / copy pairs per append row (default 8; the test of the merge passes 2 for CI's time).
+const APPEND_PAIRS = args.includes('--pairs') ? Math.max(1, Math.floor(+args[args.indexOf('--pairs') + 1]) || 8) : 8;
+// The copy beside each append: 256 MiB, far past the caches (Zen 5, two threads: a copy the size of append's rows,
+// 38-75 MB, ran at 57-105 GB/s from one call to the next, the L3 holding part of it), and like the run's 1 GiB limit
+// samples past glibc 2.36's non-temporal threshold there (127 MiB per memcpy; each thread copies half), so both copy
+// with non-temporal stores, as append does. About 1.8 s a pair, mostly mapping the buffers' pages.
+const PAIR_COPY_BYTES = 256 * 2 ** 20;
+if (appendWanted.length) {
+  progress('measuring limits before append');
+  sampleLimits('before append');
+}
+total += appendWanted.length - 2;
 const appendRows = [];
-for (const dtype of ['bf16', 'f32']) {
-  progress(`append ${dtype}`);
+for (const dtype of appendWanted) {
+  progress(appendLabel(dtype));
   const tokens = quick ? 8192 : 32768, eb = dtype === 'f32' ? 4 : 2;
   const numBlocks = tokens / BLOCK;
   const mk = (n) => { const a = sharedArray(dtype === 'f32' ? Float32Array : Uint16Array, n); fillRandom(a, dtype, n); return a; };
@@ -563,6 +586,10 @@ for (const dtype of ['bf16', 'f32']) {
   const sin = Tensor.from(table(Math.sin), [maxPos, ROPE / 2]);
   const positions = Tensor.from(Int32Array.from({ length: tokens }, (_, i) => i % maxPos), [tokens]);
   const run = async () => { appendLatentCache({ cache, kvC, kPe, slotMapping, rope: { positions, cos, sin, style: 'interleaved' }, stream }); await stream.synchronize(); };
+  // Bytes counted are memory traffic: the rows read (kvC, kPe) and written (cache), and the slot and position indices.
+  // The cos/sin tables (4096 positions, 1 MiB) are read from the caches, not memory, and are not counted.
+  const rowBytes = tokens * WIDTH * eb;
+  const bytes = 2 * rowBytes + tokens * 4 * 2;
   // The automatic store choice, and each store kind forced, alternated three times over (best median of each): the
   // comparison the run-time rule rests on, on this processor and path.
   const ms = { auto: Infinity, stream: Infinity, regular: Infinity };
@@ -571,10 +598,26 @@ for (const dtype of ['bf16', 'f32']) {
       addon.cpuConfigure({ appendStores: mode });
       try { ms[mode] = Math.min(ms[mode], (await timeIt(run, 0.3)).median * 1e3); } finally { addon.cpuConfigure({ appendStores: 'auto' }); }
     }
-  const bytes = tokens * WIDTH * eb * 2 + tokens * 4 * 2 + tokens * ROPE * 4; // rows read + written, slots/positions, cos/sin
-  const written = tokens * WIDTH * eb;
-  appendRows.push({ dtype, tokens, ms: ms.auto, bytesPerSec: bytes / (ms.auto / 1e3), ofCopy: null,
+  // Paired with the copy limit: APPEND_PAIRS times, append (best of 5 calls after 2 warm-up calls) and the copy limit's
+  // memcpy (best of 5, on the same pool threads) of PAIR_COPY_BYTES, in alternating order; the row's figure is the
+  // median of the per-pair ratios.
+  const pairs = [];
+  const appendBest = async () => {
+    const times = [];
+    for (let i = 0; i < 7; i++) { const t = performance.now(); await run(); if (i >= 2) times.push(performance.now() - t); }
+    return Math.min(...times);
+  };
+  for (let k = 0; k < APPEND_PAIRS; k++) {
+    let appendMs, copyBytesPerSec;
+    if (k % 2 === 0) { appendMs = await appendBest(); copyBytesPerSec = addon.cpuLimits(PAIR_COPY_BYTES).copyBytesPerSec; }
+    else { copyBytesPerSec = addon.cpuLimits(PAIR_COPY_BYTES).copyBytesPerSec; appendMs = await appendBest(); }
+    pairs.push({ appendMs, copyBytesPerSec, ratio: bytes / (appendMs / 1e3) / copyBytesPerSec });
+  }
+  const written = rowBytes;
+  appendRows.push({ label: appendLabel(dtype), dtype, tokens, ms: ms.auto, bytes, bytesCounted: 'rows read + written, slot and position indices (cos/sin tables: cached, not counted)',
+    bytesPerSec: bytes / (ms.auto / 1e3), ofCopyPaired: middle(pairs.map((x) => x.ratio)), pairs, ofCopy: null,
     stores: cpu.streamAboveBytes >= 0 && written >= cpu.streamAboveBytes ? 'stream' : 'regular', streamMs: ms.stream, regularMs: ms.regular });
+  for (const t of [cache, kvC, kPe, slotMapping, cos, sin, positions]) t.dispose();
   done++;
 }
 progress('measuring limits at the end');
@@ -615,12 +658,8 @@ for (const r of prefillRows) {
 }
 for (const r of sparseRows)
   for (const part of [r.sparse, r.dense, r.indexer]) part.roofline = Math.max(part.bytes / lim.readBytesPerSec, part.flops / peak) / (part.ms / 1e3);
-// Append runs between the 'before append' and 'end' samples.
-const appendCopy = Math.max(...limitSamples.slice(-2).map((x) => x.copyBytesPerSec));
-for (const a of appendRows) {
-  a.ofCopy = a.bytesPerSec / lim.copyBytesPerSec;
-  a.ofCopyAdjacent = a.bytesPerSec / appendCopy;
-}
+// Beside the paired figure, append's best median against the run's best copy sample (the figure before the pairs).
+for (const a of appendRows) a.ofCopy = a.bytesPerSec / lim.copyBytesPerSec;
 stream.dispose();
 torch?.proc.stdin.end();
 rmSync(shm, { recursive: true, force: true });
@@ -645,10 +684,7 @@ if (rows.length) lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|--
 for (const r of rows)
   lines.push(`| ${r.dtype} | ${r.heads} | ${r.queryLen} | ${r.batch} | ${r.context} | ${r.ms.toFixed(r.ms < 10 ? 3 : 1)} | ${r.tokensPerSec.toFixed(0)} | ${G(r.cacheBytesPerSec)} | ${G(r.flopsPerSec)} | ${r.flopPerByte.toFixed(0)} | ${r.roofline.toFixed(2)} / ${r.adjacent.roofline.toFixed(2)} (${r.bound}) | ${ratio(r.peers.reference)} | ${ratio(r.peers.onnxruntime)} | ${ratio(r.peers.pytorch)} |`);
 if (rows.length) lines.push('');
-lines.push('| append | tokens | ms | GB/s | of copy bandwidth: best / adjacent | stores chosen | ms: non-temporal / regular stores |');
-lines.push('|---|---|---|---|---|---|---|');
-for (const a of appendRows)
-  lines.push(`| ${a.dtype}, interleaved RoPE | ${a.tokens} | ${a.ms.toFixed(2)} | ${G(a.bytesPerSec)} | ${a.ofCopy.toFixed(2)} / ${a.ofCopyAdjacent.toFixed(2)} | ${a.stores} | ${a.streamMs.toFixed(2)} / ${a.regularMs.toFixed(2)} |`);
+if (appendRows.length) lines.push(...appendTableLines({ appendRows }));
 if (prefillRows.length) {
   lines.push('');
   lines.push('| prefill (causal prompt, one layer) | heads | tokens | ms: up-projection + attention | attention ms | tokens/s | GFLOP/s (attention) | roofline: peak / fp32 FMA | decode path ms | speed-up over the decode path | vs onnxruntime | vs PyTorch |');
@@ -686,14 +722,26 @@ if (merge) {
   const target = [`cpu-latest-${key}.json`, `cpu-quick-latest-${key}.json`].map((f) => path.join(dir, f)).find((f) => existsSync(f));
   if (!target) throw new Error(`--merge: no stored result of ${key} in ${dir} to merge into (a full or quick run makes one)`);
   const stored = JSON.parse(readFileSync(target, 'utf8'));
-  const byLabel = new Map((stored.sparseRows ?? []).map((r) => [r.label, r]));
-  for (const r of sparseRows) byLabel.set(r.label, { ...r, run: machine.date });
-  stored.sparseRows = [...byLabel.values()].sort((a, b) => a.heads - b.heads || a.context - b.context);
-  const { samples, ...runLimits } = limits;
-  stored.sparseRuns = [...(stored.sparseRuns ?? []).filter((x) => stored.sparseRows.some((r) => r.run === x.machine.date)), { machine, limits: runLimits, limitSamples: samples }];
-  stored.table = withSparseTable(stored.table, sparseTableLines(stored));
+  if (sparseRows.length) {
+    const byLabel = new Map((stored.sparseRows ?? []).map((r) => [r.label, r]));
+    for (const r of sparseRows) byLabel.set(r.label, { ...r, run: machine.date });
+    stored.sparseRows = [...byLabel.values()].sort((a, b) => a.heads - b.heads || a.context - b.context);
+    const { samples, ...runLimits } = limits;
+    stored.sparseRuns = [...(stored.sparseRuns ?? []).filter((x) => stored.sparseRows.some((r) => r.run === x.machine.date)), { machine, limits: runLimits, limitSamples: samples }];
+    stored.table = withSparseTable(stored.table, sparseTableLines(stored));
+  }
+  if (appendRows.length) {
+    const byDtype = new Map((stored.appendRows ?? []).map((a) => [a.dtype, a]));
+    for (const a of appendRows) byDtype.set(a.dtype, { ...a, run: machine.date });
+    stored.appendRows = ['bf16', 'f32'].filter((d) => byDtype.has(d)).map((d) => byDtype.get(d));
+    const { samples, ...runLimits } = limits;
+    stored.appendRuns = [...(stored.appendRuns ?? []).filter((x) => stored.appendRows.some((a) => a.run === x.machine.date)), { machine, limits: runLimits, limitSamples: samples }];
+    stored.table = withAppendTable(stored.table, appendTableLines(stored));
+  }
+  stored.table = withTargets(stored.table, targetLines(stored));
   writeFileSync(target, JSON.stringify(stored, null, 2));
-  console.log(`\nmerged ${sparseRows.length} sparse rows into ${path.relative(root, target).startsWith('..') ? target : path.relative(root, target)} (its other rows kept)`);
+  const what = [sparseRows.length && `${sparseRows.length} sparse rows`, appendRows.length && `${appendRows.length} append rows`].filter(Boolean).join(' and ');
+  console.log(`\nmerged ${what} into ${path.relative(root, target).startsWith('..') ? target : path.relative(root, target)} (its other rows kept)`);
   if (args.includes('--docs')) {
     writeDocs(dir);
     console.log('updated the benchmark block of docs/performance-cpu.md');

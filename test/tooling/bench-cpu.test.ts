@@ -35,13 +35,8 @@ describe('bench/cpu.mjs', () => {
       expect(row.peers.reference.relErr).toBeLessThan(REL_BOUND.bf16);
       if (hasOrt) expect(row.peers.onnxruntime.relErr).toBeLessThan(REL_BOUND.bf16);
       for (const p of Object.values(row.peers) as { roofline: number; speedup: number }[]) expect(p.roofline).toBeCloseTo(row.roofline / p.speedup, 6);
-      expect(result.appendRows.map((a: { dtype: string }) => a.dtype)).toEqual(['bf16', 'f32']);
-      for (const a of result.appendRows) {
-        expect(a.ofCopy).toBeGreaterThan(0);
-        expect(a.streamMs).toBeGreaterThan(0);
-        expect(a.regularMs).toBeGreaterThan(0);
-        expect(['stream', 'regular']).toContain(a.stores);
-      }
+      // --rows picks append rows by their labels too ("append bf16"): none here (test/tooling/bench-append.test.ts).
+      expect(result.appendRows).toEqual([]);
       // The chart is Vega's SVG, with a panel per dtype × heads.
       expect(readFileSync(path.join(dir, json!.replace(/\.json$/, '.svg')), 'utf8')).toMatch(/^<svg[^>]*>.*bf16, 16 heads/s);
     } finally {

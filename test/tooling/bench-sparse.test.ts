@@ -9,19 +9,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error plain .mjs modules of the benchmark, without types
 import { resultKey } from '../../bench/cpu-results.mjs';
-// @ts-expect-error
-import { cpuModel } from '../../bench/machine.mjs';
-import { native } from '../../lib/native.js';
+import { thisMachine } from './bench-machine.js';
 
 const root = path.resolve(__dirname, '..', '..');
-
-/** The machine fields resultKey reads, as bench/cpu.mjs fills them. */
-function thisMachine() {
-  const cpuinfo = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
-  const field = (name: string) => { const m = cpuinfo.match(new RegExp(`^${name}\\s*:\\s*(\\d+)`, 'm')); return m ? +m[1] : undefined; };
-  const isa = (native().cpuInfo!() as { simd: string }).simd;
-  return { cpu: cpuModel, family: field('cpu family'), model: field('model'), isa };
-}
 
 describe('bench/cpu.mjs sparse rows', () => {
   it('prints the sparse table and merges the row into the stored result, keeping its other rows', () => {
