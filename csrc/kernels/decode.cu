@@ -10,9 +10,10 @@
 //   B3  every warp rescales and accumulates its columns of O for all the CTA's rows: O += P·V.
 // Warps whose query rows are all padding (heads x queryLen not a multiple of 16) skip their mma and ldmatrix work.
 // Shared rows are XOR-swizzled in 16-byte chunks (chunk c of row r at c ^ (r % 8)), so ldmatrix and cp.async are
-// bank-conflict free without padding. An fp8 cache lands in the first half of each row of a stage and is converted in
-// place (fp8x4ToElem) by the warps that loaded it: during the previous tile's P·V when the loader warps are not QK warps
-// (Large, Wide), else just before B1.
+// bank-conflict free without padding. An fp8 cache lands in the first half of each row of a stage. Where the target
+// has cvt.rn.f16x2.e4m3x2 (sm_89+) it stays there and Q·K / P·V convert their fragments in registers (kFp8Cvt below);
+// elsewhere the warps that loaded it convert it in place (fp8x4ToElem): during the previous tile's P·V when the
+// loader warps are not QK warps (Large, Wide), else just before B1.
 #include "mla_device.cuh"
 
 #include <atomic>
