@@ -210,6 +210,8 @@ export interface SimCounters {
   mma: number;
   /** fp8 values converted (per thread). */
   converted: number;
+  /** Of them, values a byte permute gathered before a conversion instruction (per thread). */
+  permuted: number;
   barriers: number;
 }
 

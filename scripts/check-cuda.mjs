@@ -76,6 +76,8 @@ function shortName(full) {
     .replace(/\(mla::kernels::ElemType\)0/, 'bf16')
     .replace(/\(mla::kernels::ElemType\)1/, 'f16')
     .replace(/\(mla::kernels::SparseCache\)(\d)/, (_, k) => ['q-dtype cache', 'fp8 cache', 'fp8_ds_mla cache'][+k])
+    // decode: fp8 cache, DeepSeek's dims, fp8 converted in registers where the target has the instruction (sm_89+)
+    .replace(/, (true|false), (true|false), (true|false)>$/, (_, fp8, deepSeek) => `${fp8 === 'true' ? ', fp8 cache' : ''}${deepSeek === 'true' ? ', 576/512' : ''}>`)
     .replace(/, (true|false), (true|false)>$/, (_, fp8, deepSeek) => `${fp8 === 'true' ? ', fp8 cache' : ''}${deepSeek === 'true' ? ', 576/512' : ''}>`)
     .replace(/, true>$/, ', fp8 cache>')
     .replace(/, false>$/, '>');

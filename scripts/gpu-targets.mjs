@@ -58,8 +58,12 @@ export const MODEL_ASSUMPTIONS = {
   kernelGapPdlUs: 0.3, // the same with programmatic dependent launch (the second's launch overlaps the first's tail)
   // fp8 decode, in integer-operation slots (64 per clock per SM) per value: 'bitwise' (fp8x4ToElem): per pair a byte
   // permute and three integer operations (2 per value) and a b16x2 multiply at twice that rate (0.25 per value);
-  // 'software', the decode before: 209 PTX instructions per 16 bytes (issue 23's count).
-  fp8DecodeInstrPerValue: { bitwise: 2.25, software: 13 },
+  // 'software', the decode before: 209 PTX instructions per 16 bytes (issue 23's count); 'cvt' (the dense decode on
+  // sm_89+): one cvt.rn.f16x2.e4m3x2 per pair, whose rate no vendor publishes, taken as the guide's 16 per clock per SM
+  // for conversions not listed otherwise (4 slots per pair, 2 per value).
+  fp8DecodeInstrPerValue: { bitwise: 2.25, software: 13, cvt: 2 },
+  // Values a byte permute gathers into a cvt operand (V's pairs of tokens): one integer slot per pair.
+  fp8PermuteInstrPerValue: 0.5,
   warpToSmsp: 'warp % 4', // how warps are spread over the sub-partitions
   l2Rereads: 'CTAs that read the same cache rows (other m-tiles of one split) run together: only the first read reaches HBM',
 };
@@ -82,10 +86,14 @@ export const FLASHMLA = {
   },
 };
 
-// How the decode kernel turns an fp8 cache tile into bf16 / f16 (the same on every architecture): decode.cu's
-// convertTile, with fp8x4ToElem's bit operations.
+// How the sparse decode turns an fp8 cache tile into bf16 / f16 (the same on every architecture): fp8x4ToElem's bit
+// operations.
 export function fp8DecodePath() {
   return 'bitwise';
+}
+// How the dense decode (decode.cu) does: the same on sm_80 / sm_86; on sm_89+ cvt.rn.f16x2.e4m3x2 in registers.
+export function denseFp8DecodePath(arch) {
+  return arch >= 89 ? 'cvt' : 'bitwise';
 }
 
 // The clocks per SM of one mma.sync m16n8k16 (4096 FLOP) on a target.

@@ -7,7 +7,7 @@
 //     split sequences (addon.decodePlan, the planner's own code);
 //   - what the kernels issue, counted by cuda-sim (the emulator running the same kernel source): per cache tile, each
 //     barrier interval's ldmatrix passes, shared-memory loads and stores, mma.sync per warp and its longest chain of
-//     dependent mma, fp8 values converted,
+//     dependent mma, fp8 values converted (and byte-permuted before a conversion instruction),
 //     and the tile's global bytes and cp.async bytes; per CTA the fixed rest (Q, epilogue); per split the combine's
 //     bytes. Measured once per (configuration, query rows per CTA, cache dtype) on a short sequence.
 // Clocks: a barrier interval takes its slowest pipe — shared memory (128 B/clock), the busiest sub-partition's tensor
@@ -22,7 +22,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { COMMON_LIMITS, FLASHMLA, GPU_TARGETS, MODEL_ASSUMPTIONS, fp8DecodePath, mmaClkPerSm } from './gpu-targets.mjs';
+import { COMMON_LIMITS, FLASHMLA, GPU_TARGETS, MODEL_ASSUMPTIONS, denseFp8DecodePath, mmaClkPerSm } from './gpu-targets.mjs';
 import { BLOCK_SIZE, GPU_SHAPES, KV_LORA_RANK, ROPE_DIM, shapeKey, shapeWork } from '../bench/gpu-shapes.mjs';
 import { runSparseModel, sparseMarkdownTable } from './model-sparse.mjs';
 
@@ -39,7 +39,7 @@ async function loadApi() {
 }
 
 const sum = (xs) => xs.reduce((a, b) => a + b, 0);
-const PHASE_KEYS = ['bytesRead', 'bytesWritten', 'ldmatrixBytes', 'ldmatrixWavefronts', 'sharedLoadBytes', 'sharedStoreBytes', 'asyncCopyBytes', 'converted'];
+const PHASE_KEYS = ['bytesRead', 'bytesWritten', 'ldmatrixBytes', 'ldmatrixWavefronts', 'sharedLoadBytes', 'sharedStoreBytes', 'asyncCopyBytes', 'converted', 'permuted'];
 
 /** The counts cuda-sim gives for one CTA of `rows` query rows streaming tiles of the configuration `smemOptin` selects. */
 export async function measureCounts({ api, addon }, { smemOptin, computeCapability, rows, cache }) {
@@ -71,7 +71,7 @@ export async function measureCounts({ api, addon }, { smemOptin, computeCapabili
   // Every tile issues the same work, so any perTile consecutive intervals of the steady state are one tile's, rotated.
   const mid = Math.floor((b.profile.length - perTile) / 2);
   const phases = b.profile.slice(mid, mid + perTile).map((p) => ({ ...p }));
-  const total = { ...b.counters, bytesRead: b.bytesRead, bytesWritten: b.bytesWritten, converted: b.counters.converted };
+  const total = { ...b.counters, bytesRead: b.bytesRead, bytesWritten: b.bytesWritten };
   const tile = {};
   for (const k of PHASE_KEYS) tile[k] = sum(phases.map((p) => p[k]));
   tile.mma = sum(phases.map((p) => sum(p.mmaPerWarp)));
@@ -108,7 +108,7 @@ function tileClocks(t, counts, fp8Cost) {
     p.mmaPerWarp.forEach((n, w) => (per[w % COMMON_LIMITS.smsp] += n));
     return per;
   };
-  const aluOf = (p) => (p.converted * fp8Cost.instr) / fp8Cost.perClk;
+  const aluOf = (p) => (p.converted * fp8Cost.instr + (p.permuted ?? 0) * MODEL_ASSUMPTIONS.fp8PermuteInstrPerValue) / fp8Cost.perClk;
   // A warp's longest chain of dependent mma (each waiting for the previous result) takes its latency per link.
   const chainOf = (p) => Math.max(0, ...(p.mmaChainPerWarp ?? [])) * MODEL_ASSUMPTIONS.mmaLatencyClk;
   let work = 0;
@@ -126,7 +126,7 @@ function tileClocks(t, counts, fp8Cost) {
 
 function fp8CostFor(t, cache) {
   if (cache === 'bf16') return { instr: 0, perClk: 1 };
-  return { instr: MODEL_ASSUMPTIONS.fp8DecodeInstrPerValue[fp8DecodePath(t.arch)], perClk: COMMON_LIMITS.aluPerClk };
+  return { instr: MODEL_ASSUMPTIONS.fp8DecodeInstrPerValue[denseFp8DecodePath(t.arch)], perClk: COMMON_LIMITS.aluPerClk };
 }
 
 /** The modelled run of one shape on one target. */

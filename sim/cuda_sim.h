@@ -148,6 +148,10 @@ inline void count_converted(uint64_t values) {
   tctx.traffic.converted += values;
   if (tctx.phase) tctx.phase->converted += values;
 }
+inline void count_permuted(uint64_t values) {
+  tctx.traffic.permuted += values;
+  if (tctx.phase) tctx.phase->permuted += values;
+}
 // One warp-level mma, counted for the warp of the calling thread (the lane that completes the collective).
 inline void count_mma() {
   tctx.traffic.mma += 1;

@@ -43,6 +43,7 @@ struct Traffic {
   uint64_t smem_async_bytes = 0;         // cp.async destination bytes (copied and zero-filled)
   uint64_t mma = 0;                      // warp-level mma.sync instructions (m16n8k16)
   uint64_t converted = 0;                // fp8 values converted (the fp8 cache conversions, per thread)
+  uint64_t permuted = 0;                 // of them, values a byte permute gathered before a conversion instruction
   uint64_t barriers = 0;                 // completed __syncthreads, once per block
 };
 
@@ -53,7 +54,7 @@ struct PhaseCounts {
   uint64_t loads = 0;  // global load instructions (per thread), as Traffic's
   uint64_t smem_ldmatrix_bytes = 0, smem_ldmatrix_wavefronts = 0, smem_load_bytes = 0, smem_store_bytes = 0,
            smem_async_bytes = 0;
-  uint64_t converted = 0;
+  uint64_t converted = 0, permuted = 0;
   std::vector<uint32_t> mma_per_warp;  // indexed by warp (linear thread index / 32)
   std::vector<uint32_t> mma_chain_per_warp;  // the longest chain of dependent mma (each accumulating the previous
                                              // one's result) a warp issued in this interval

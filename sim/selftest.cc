@@ -189,6 +189,31 @@ void test_ldmatrix(int count, bool trans) {
   note(fmts("x%d%s: 32 lanes x %d registers match the PTX layout", count, trans ? ".trans" : "", count));
 }
 
+// cvt.rn.f16x2.e4m3x2 on every byte in both halves: each e4m3 value (sign, 4-bit exponent of bias 7, 3-bit mantissa,
+// subnormals m * 2^-9, 0x7F / 0xFF NaN) decoded here by its definition must equal the f16 the emulation returns
+// (every e4m3 value is an f16), and NaN gives 0x7FFF.
+void test_cvt_e4m3x2() {
+  std::vector<uint16_t> in(256);
+  for (int i = 0; i < 256; ++i) in[i] = static_cast<uint16_t>(i | ((255 - i) << 8));
+  std::vector<uint32_t> out(256, 0);
+  run_cvt_e4m3x2(in.data(), out.data(), 256);
+  auto want = [](int b) -> uint32_t {
+    const int mag = b & 0x7f, e = mag >> 3, m = mag & 7;
+    if (mag == 0x7f) return 0x7fffu;
+    const double v = (b & 0x80 ? -1.0 : 1.0) * (e == 0 ? std::ldexp(m, -9) : std::ldexp(8 + m, e - 10));
+    const _Float16 h = static_cast<_Float16>(v);
+    CHECK(static_cast<double>(h) == v, "byte 0x%02x: %g is not an f16", b, v);
+    uint16_t bits;
+    std::memcpy(&bits, &h, 2);
+    return bits;
+  };
+  for (int i = 0; i < 256; ++i) {
+    const uint32_t expect = want(i) | (want(255 - i) << 16);
+    CHECK(out[i] == expect, "bytes 0x%02x, 0x%02x: 0x%08x, want 0x%08x", i, 255 - i, out[i], expect);
+  }
+  note("256 byte pairs: every e4m3 value (both halves, subnormals, signed zeros, NaN) to its f16");
+}
+
 // Reference shuffle per the CUDA programming guide / PTX shfl.sync; returns the source lane, or -1 for "own value".
 int shfl_src(int mode, int lane, int operand, int width) {
   const int lo = lane & ~(width - 1), hi = lo + width - 1;
@@ -749,6 +774,7 @@ std::vector<Test> tests() {
       {"mma_f16", "pass", "mma m16n8k16 f16 == scalar product of the PTX-layout fragments", [] { test_mma(true); }, {}},
       {"mma_ldmatrix_bf16", "pass", "ldmatrix x4 / x2.trans feeding mma (bf16) == A*B", [] { test_mma_ldmatrix_gemm(false); }, {}},
       {"mma_ldmatrix_f16", "pass", "ldmatrix x4 / x2.trans feeding mma (f16) == A*B", [] { test_mma_ldmatrix_gemm(true); }, {}},
+      {"cvt_e4m3x2", "pass", "cvt.rn.f16x2.e4m3x2: every e4m3 byte to its f16, low byte to the low half", test_cvt_e4m3x2, {}},
       {"ldmatrix_x1", "pass", "ldmatrix x1 per-lane layout", [] { test_ldmatrix(1, false); }, {}},
       {"ldmatrix_x2", "pass", "ldmatrix x2 per-lane layout", [] { test_ldmatrix(2, false); }, {}},
       {"ldmatrix_x4", "pass", "ldmatrix x4 per-lane layout", [] { test_ldmatrix(4, false); }, {}},

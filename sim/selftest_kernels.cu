@@ -95,6 +95,15 @@ cudaError_t run_ldmatrix(int count, bool trans, const uint16_t* mats, const int*
 }
 
 // ----------------------------------------------------------------------------------------------------------------
+__global__ void cvt_e4m3x2_kernel(const uint16_t* in, uint32_t* out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) st_global(out + i, cvt_f16x2_e4m3x2(ld_global(in + i)));
+}
+
+cudaError_t run_cvt_e4m3x2(const uint16_t* in, uint32_t* out, int n) {
+  return mla_launch(cvt_e4m3x2_kernel, "cvt_e4m3x2", dim3((n + 127) / 128), dim3(128), 0, nullptr, in, out, n);
+}
+
 __global__ void shfl_kernel(int mode, int width, unsigned mask, const int* in, const int* op, int* out) {
   const int tid = threadIdx.x;
   const int lane = tid % 32;

@@ -18,6 +18,8 @@ cudaError_t run_mma_ldmatrix_gemm(bool f16, const uint16_t* A, const uint16_t* B
 // One warp: `mats` holds 4 matrices of 8x8 b16 (row-major, 64 elements each); row_of_lane[l] is the row (0..7)
 // lane l points at in its matrix. out[4*l + j] = register j of lane l.
 cudaError_t run_ldmatrix(int count, bool trans, const uint16_t* mats, const int* row_of_lane, uint32_t* out);
+// cvt.rn.f16x2.e4m3x2: thread i of n writes out[i] = the f16x2 of the two e4m3 bytes in[i] (low byte: low half).
+cudaError_t run_cvt_e4m3x2(const uint16_t* in, uint32_t* out, int n);
 // Shuffles: block of `threads`; lanes in `mask` (per warp) shuffle in[tid] with operand op[tid]; others write -1.
 // mode: 0 idx, 1 up, 2 down, 3 xor.
 cudaError_t run_shfl(int mode, int width, unsigned mask, int threads, const int* in, const int* op, int* out);

@@ -901,6 +901,7 @@ LaunchRecord launch_impl(const char* name, dim3 grid, dim3 block, size_t dynamic
                            now.smem_async_bytes - before.smem_async_bytes,
                            now.mma - before.mma,
                            now.converted - before.converted,
+                           now.permuted - before.permuted,
                            now.barriers - before.barriers};
     if (L.profile_block >= 0) rec.profile = std::move(tl_profile);
     tl_profile.clear();

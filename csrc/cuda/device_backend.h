@@ -988,6 +988,10 @@ class DeviceBackend final : public Backend {
     d.config = config;
     d.cacheFp8 = isFp8(p.cache);
     d.cacheScale = p.cacheScale;  // on V in the kernel's epilogue, on K through the score scale below
+    int major = 0, minor = 0;
+    Rt::cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_);
+    Rt::cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_);
+    d.fp8Cvt = d.cacheFp8 && 10 * major + minor >= 89;
     d.q = p.q.data;
     d.cache = p.cache.data;
     d.blockTable = blockTableOnDevice;

@@ -248,7 +248,8 @@ template <class Counts>
 Value::Record onChip(const Counts& t) {
   return Value::Record{{"ldmatrixBytes", t.smem_ldmatrix_bytes},   {"ldmatrixWavefronts", t.smem_ldmatrix_wavefronts},
                        {"sharedLoadBytes", t.smem_load_bytes},     {"sharedStoreBytes", t.smem_store_bytes},
-                       {"asyncCopyBytes", t.smem_async_bytes},     {"converted", t.converted}};
+                       {"asyncCopyBytes", t.smem_async_bytes},     {"converted", t.converted},
+                       {"permuted", t.permuted}};
 }
 
 // simLastOp() -> the traffic, launches (with their on-chip counters and the profiled block's barrier intervals) and

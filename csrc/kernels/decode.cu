@@ -10,9 +10,10 @@
 //   B3  every warp rescales and accumulates its columns of O for all the CTA's rows: O += P·V.
 // Warps whose query rows are all padding (heads x queryLen not a multiple of 16) skip their mma and ldmatrix work.
 // Shared rows are XOR-swizzled in 16-byte chunks (chunk c of row r at c ^ (r % 8)), so ldmatrix and cp.async are
-// bank-conflict free without padding. An fp8 cache lands in the first half of each row of a stage and is converted in
-// place (fp8x4ToElem) by the warps that loaded it: during the previous tile's P·V when the loader warps are not QK warps
-// (Large, Wide), else just before B1.
+// bank-conflict free without padding. An fp8 cache lands in the first half of each row of a stage. Where the target
+// has cvt.rn.f16x2.e4m3x2 (sm_89+) it stays there and Q·K / P·V convert their fragments in registers (kFp8Cvt below);
+// elsewhere the warps that loaded it convert it in place (fp8x4ToElem): during the previous tile's P·V when the
+// loader warps are not QK warps (Large, Wide), else just before B1.
 #include "mla_device.cuh"
 
 #include <atomic>
@@ -75,9 +76,14 @@ __device__ __forceinline__ int swizzledP(int r, int c) {
 
 // kDeepSeekDims: headDim and kvLoraRank are DeepSeek's 576 and 512, known at compile time (the k-loops have constant
 // trip counts and every warp's O columns are real: no runtime guards); otherwise they are read from args.
-template <class Tr, ElemType E, bool kFp8, bool kDeepSeekDims>
+// kFp8Cvt (an fp8 cache, on a target with cvt.rn.f16x2.e4m3x2): the fp8 bytes stay as they landed and the mma
+// fragments are converted in registers, K and V both, with f16 operands (Q scaled by a power of two into f16, P in
+// f16); without it (sm_80, sm_86) the loader warps convert each tile in place to the element type.
+template <class Tr, ElemType E, bool kFp8, bool kDeepSeekDims, bool kFp8Cvt = kFp8>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKernel(const DecodeArgs args) {
   using T = typename Elem<E>::T;
+  constexpr bool kCvt = kFp8 && kFp8Cvt && kArchHasFp8Cvt, kInPlace = kFp8 && !kCvt;
+  using C = Elem<kCvt ? ElemType::F16 : E>;  // the mma operands' type (and P's)
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
   if (args.numWorkOnDevice && static_cast<int>(blockIdx.x) >= *args.numWorkOnDevice) return;  // the whole CTA leaves
   griddep_launch_dependents();  // the combine may be scheduled once every CTA has started (it waits for them to end)
@@ -169,11 +175,59 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
     }
   if (isLoader) cp_async_wait<Tr::kStages - 2>();  // Q and tile 0
   else cp_async_wait_all();                          // Q
-  if constexpr (kFp8 && Tr::kConvertEarly)
+  if constexpr (kInPlace && Tr::kConvertEarly)
     if (isLoader && numTiles > 0) {
       __syncwarp();
       convertTile(0);
     }
+  // With the cache read in registers, Q becomes f16 times 2^qShift (the largest |q| of the CTA lands in [2^14, 2^15);
+  // the logits are scaled back below), its features permuted within each k-step of 16 so that a K fragment's four
+  // consecutive fp8 features of a key (ldmatrix gives lane 4g + t bytes 4t..4t+3 of key row g) meet them: features
+  // 4t, 4t+1 at mma k 2t, 2t+1 and 4t + 2, 4t + 3 at k 2t + 8, 2t + 9 (feature pair j to pair j / 2, or 4 + j / 2 if odd).
+  float qkScale = args.scaleLog2;
+  if constexpr (kCvt) {
+    __syncthreads();  // every thread's copies of Q have landed
+    const int kSteps = D / 16;
+    int qShift = 0;
+    if constexpr (E == ElemType::BF16) {  // bf16 exponents reach past f16's
+      uint32_t most = 0;
+      for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint4 v = ld_shared(reinterpret_cast<const uint4*>(sQ + swizzled(gi / kSteps, 2 * (gi % kSteps) + h, stride)));
+          const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int k = 0; k < 4; ++k) most = max(most, max(w[k] & 0x7fffu, (w[k] >> 16) & 0x7fffu));
+        }
+      most = __reduce_max_sync(0xffffffffu, most);
+      if (lane == 0) st_shared(reinterpret_cast<uint32_t*>(sAlpha) + warp, most);
+      __syncthreads();
+      most = 0;
+      for (int w = 0; w < Tr::kWarps; ++w) most = max(most, ld_shared(reinterpret_cast<const uint32_t*>(sAlpha) + w));
+      qShift = min(100, max(-100, 14 - (static_cast<int>(most >> 7) - 127)));  // all-zero (or tiny) Q: any shift
+    }
+    const float qMul = __int_as_float((127 + qShift) << 23);
+    qkScale *= __int_as_float((127 - qShift) << 23);
+    for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads) {  // padding rows are zeros in both types
+      const int r = gi / kSteps, ks = gi % kSteps;
+      uint32_t in[8], out[8];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4 v = ld_shared(reinterpret_cast<const uint4*>(sQ + swizzled(r, 2 * ks + h, stride)));
+        in[4 * h] = v.x, in[4 * h + 1] = v.y, in[4 * h + 2] = v.z, in[4 * h + 3] = v.w;
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        uint32_t w = in[j];
+        if constexpr (E == ElemType::BF16)
+          w = Elem<ElemType::F16>::pack2(__uint_as_float(w << 16) * qMul, __uint_as_float(w & 0xffff0000u) * qMul);
+        out[j % 2 ? 4 + j / 2 : j / 2] = w;
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        st_shared(reinterpret_cast<uint4*>(sQ + swizzled(r, 2 * ks + h, stride)), make_uint4(out[4 * h], out[4 * h + 1], out[4 * h + 2], out[4 * h + 3]));
+    }
+  }
 
   // A QK thread's query rows: fragment rows g and g + 8 of each of its m16 tiles, and how many cache rows each sees.
   const int qkWm = warp / Tr::kQkWarpsN, qkWn = warp % Tr::kQkWarpsN;
@@ -203,9 +257,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
     for (int j = 0; j < Tr::kVNt; ++j) o[i][j][0] = o[i][j][1] = o[i][j][2] = o[i][j][3] = 0.f;
 
   for (int it = 0; it < numTiles; ++it) {
-    if (isLoader && !(kFp8 && Tr::kConvertEarly)) {
+    if (isLoader && !(kInPlace && Tr::kConvertEarly)) {
       cp_async_wait<Tr::kStages - 2>();  // this thread's copies of tile `it` have landed
-      if constexpr (kFp8) {
+      if constexpr (kInPlace) {
         __syncwarp();
         convertTile(it);
       }
@@ -242,19 +296,33 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 #pragma unroll
           for (int i = 0; i < Tr::kQkMt; ++i)
             if (i < qkMtUsed) ldmatrix_x4(a[i], sQ + swizzled(qRow + 16 * i, 2 * ks + lane / 16, stride));
+          if constexpr (kCvt) {  // n8 tile j: 8 keys x 16 fp8 bytes, one b16 matrix (lanes 8j..8j+7 its rows)
+            uint32_t k8[Tr::kQkNt];
+            if constexpr (Tr::kQkNt == 4) ldmatrix_x4(k8, tile + swizzled(kRow + lane, ks, stride));
+            else if constexpr (Tr::kQkNt == 2) ldmatrix_x2(k8, tile + swizzled(kRow + (lane & 15), ks, stride));
+            else ldmatrix_x1(k8[0], tile + swizzled(kRow + (lane & 7), ks, stride));
 #pragma unroll
-          for (int j = 0; j < Tr::kQkNt; j += 2) {
-            uint32_t b[4];
-            if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
-              ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
-            else
-              ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
+            for (int j = 0; j < Tr::kQkNt; ++j) {
+              const uint32_t b[2] = {cvt_f16x2_e4m3x2(k8[j]), cvt_f16x2_e4m3x2(k8[j] >> 16)};
 #pragma unroll
-            for (int i = 0; i < Tr::kQkMt; ++i)
-              if (i < qkMtUsed) {
-                Elem<E>::mma(acc[i][j], a[i], {b[0], b[1]});
-                if constexpr (Tr::kQkNt % 2 == 0) Elem<E>::mma(acc[i][j + 1], a[i], {b[2], b[3]});
-              }
+              for (int i = 0; i < Tr::kQkMt; ++i)
+                if (i < qkMtUsed) C::mma(acc[i][j], a[i], b);
+            }
+          } else {
+#pragma unroll
+            for (int j = 0; j < Tr::kQkNt; j += 2) {
+              uint32_t b[4];
+              if constexpr (Tr::kQkNt % 2 == 0)  // two n8 tiles: rows +0..7 / +8..15, k halves by lanes 8-15 / 24-31
+                ldmatrix_x4(b, tile + swizzled(kRow + 8 * j + (lane & 7) + ((lane >> 4) << 3), 2 * ks + ((lane >> 3) & 1), stride));
+              else
+                ldmatrix_x2(b[0], b[1], tile + swizzled(kRow + 8 * j + (lane & 7), 2 * ks + ((lane >> 3) & 1), stride));
+#pragma unroll
+              for (int i = 0; i < Tr::kQkMt; ++i)
+                if (i < qkMtUsed) {
+                  C::mma(acc[i][j], a[i], {b[0], b[1]});
+                  if constexpr (Tr::kQkNt % 2 == 0) C::mma(acc[i][j + 1], a[i], {b[2], b[3]});
+                }
+            }
           }
         }
       }
@@ -274,7 +342,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int row = tileRow0 + qkWn * Tr::kQkCols + j * 8 + tig * 2 + (e % 2);
-            s[i][j][e] = row < limit[2 * i + e / 2] ? s[i][j][e] * args.scaleLog2 : neg_inf();
+            s[i][j][e] = row < limit[2 * i + e / 2] ? s[i][j][e] * qkScale : neg_inf();
             tileMax[e / 2] = fmaxf(tileMax[e / 2], s[i][j][e]);
           }
 #pragma unroll
@@ -313,8 +381,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
             partSum[e / 2] += p[e];
           }
           const int r = qkWm * Tr::kQkRows + 16 * i + g, col = qkWn * Tr::kQkCols + j * 8 + tig * 2;
-          st_shared(reinterpret_cast<uint32_t*>(sP + swizzledP<Tr>(r, col / 8) + col % 8), Elem<E>::pack2(p[0], p[1]));
-          st_shared(reinterpret_cast<uint32_t*>(sP + swizzledP<Tr>(r + 8, col / 8) + col % 8), Elem<E>::pack2(p[2], p[3]));
+          st_shared(reinterpret_cast<uint32_t*>(sP + swizzledP<Tr>(r, col / 8) + col % 8), C::pack2(p[0], p[1]));
+          st_shared(reinterpret_cast<uint32_t*>(sP + swizzledP<Tr>(r + 8, col / 8) + col % 8), C::pack2(p[2], p[3]));
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -326,7 +394,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
     }
     __syncthreads();  // B3
 
-    if constexpr (kFp8 && Tr::kConvertEarly)
+    if constexpr (kInPlace && Tr::kConvertEarly)
       if (isLoader && it + 1 < numTiles) {  // the next tile, issued at B1: converted beside P·V (which leaves shared
         cp_async_wait<0>();                  // memory bandwidth to spare, where Q·Kᵀ has none)
         __syncwarp();
@@ -362,17 +430,45 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 #pragma unroll
         for (int i = 0; i < Tr::kMt; ++i)
           if (i < mtUsed) ldmatrix_x4(a[i], sP + swizzledP<Tr>(16 * i + lane % 16, 2 * ks + lane / 16));
+        if constexpr (kCvt) {
+          // 16 fp8 columns (a b16 matrix of 8 tokens x 8 byte pairs) per chunk: .trans gives lane 4g + t tokens 2t,
+          // 2t + 1 of byte pair g, features 2g (bytes 0, 2) and 2g + 1 (bytes 1, 3): B fragments of n8 tile 2c (its
+          // column n is feature 16c + 2n) and 2c + 1 (16c + 2n + 1). Chunks c, c + 1: tiles j..j + 3.
 #pragma unroll
-        for (int j = 0; j < Tr::kVNt; j += 2) {
-          if (j < vNtUsed) {
-            uint32_t b[4];  // n8 tiles j and j + 1: k rows 0..15 by lanes 0-15, columns +8 by lanes 16-31
-            ldmatrix_x4_trans(b, tile + swizzled(16 * ks + lane % 16, (vCol0 + 8 * j) / 8 + lane / 16, stride));
+          for (int j = 0; j < Tr::kVNt; j += 4) {
+            if (j < vNtUsed) {
+              uint32_t v8[4];
+              const uint32_t* vRow = reinterpret_cast<const uint32_t*>(tile + swizzled(16 * ks + lane % 16, vCol0 / 16 + j / 2 + lane / 16, stride));
+              const bool two = kDeepSeekDims || j + 2 < vNtUsed;
+              if (two) ldmatrix_x4_trans(v8, vRow);
+              else ldmatrix_x2_trans(v8[0], v8[1], vRow);
 #pragma unroll
-            for (int i = 0; i < Tr::kMt; ++i)
-              if (i < mtUsed) {
-                Elem<E>::mma(o[i][j], a[i], {b[0], b[1]});
-                Elem<E>::mma(o[i][j + 1], a[i], {b[2], b[3]});
-              }
+              for (int c = 0; c < 2; ++c)
+                if (c == 0 || two)
+#pragma unroll
+                  for (int odd = 0; odd < 2; ++odd) {
+                    const uint32_t sel = odd ? 0x3131u : 0x2020u;
+                    const uint32_t b[2] = {cvt_f16x2_e4m3x2(__byte_perm(v8[2 * c], 0u, sel)), cvt_f16x2_e4m3x2(__byte_perm(v8[2 * c + 1], 0u, sel))};
+                    count_fp8_permuted(4);
+#pragma unroll
+                    for (int i = 0; i < Tr::kMt; ++i)
+                      if (i < mtUsed) C::mma(o[i][j + 2 * c + odd], a[i], b);
+                  }
+            }
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < Tr::kVNt; j += 2) {
+            if (j < vNtUsed) {
+              uint32_t b[4];  // n8 tiles j and j + 1: k rows 0..15 by lanes 0-15, columns +8 by lanes 16-31
+              ldmatrix_x4_trans(b, tile + swizzled(16 * ks + lane % 16, (vCol0 + 8 * j) / 8 + lane / 16, stride));
+#pragma unroll
+              for (int i = 0; i < Tr::kMt; ++i)
+                if (i < mtUsed) {
+                  C::mma(o[i][j], a[i], {b[0], b[1]});
+                  C::mma(o[i][j + 1], a[i], {b[2], b[3]});
+                }
+            }
           }
         }
       }
@@ -399,14 +495,30 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
       const float inv = sum > 0.f ? args.cacheScale / sum : 0.f;  // an fp8 cache's scale applies to V here
       if (item.partial < 0) {
         T* outRow = static_cast<T*>(args.out) + (static_cast<size_t>(item.batch) * M + m) * V;
+        if constexpr (kCvt) {  // tiles j, j + 1 hold features 8j + 4t + {0, 2} and {1, 3} of the warp's columns
 #pragma unroll
-        for (int j = 0; j < Tr::kVNt; ++j)
-          if (j < vNtUsed) st_global(reinterpret_cast<uint32_t*>(outRow + vCol0 + j * 8 + tig * 2), Elem<E>::pack2(o[i][j][2 * h] * inv, o[i][j][2 * h + 1] * inv));
+          for (int j = 0; j < Tr::kVNt; j += 2)
+            if (j < vNtUsed)
+              st_global(reinterpret_cast<uint2*>(outRow + vCol0 + j * 8 + tig * 4),
+                        make_uint2(Elem<E>::pack2(o[i][j][2 * h] * inv, o[i][j + 1][2 * h] * inv), Elem<E>::pack2(o[i][j][2 * h + 1] * inv, o[i][j + 1][2 * h + 1] * inv)));
+        } else {
+#pragma unroll
+          for (int j = 0; j < Tr::kVNt; ++j)
+            if (j < vNtUsed) st_global(reinterpret_cast<uint32_t*>(outRow + vCol0 + j * 8 + tig * 2), Elem<E>::pack2(o[i][j][2 * h] * inv, o[i][j][2 * h + 1] * inv));
+        }
       } else {
         float* pRow = args.partialOut + (static_cast<size_t>(item.partial) * Tr::kBlockM + r) * V;
+        if constexpr (kCvt) {
 #pragma unroll
-        for (int j = 0; j < Tr::kVNt; ++j)
-          if (j < vNtUsed) st_global(reinterpret_cast<float2*>(pRow + vCol0 + j * 8 + tig * 2), make_float2(o[i][j][2 * h] * inv, o[i][j][2 * h + 1] * inv));
+          for (int j = 0; j < Tr::kVNt; j += 2)
+            if (j < vNtUsed)
+              st_global(reinterpret_cast<float4*>(pRow + vCol0 + j * 8 + tig * 4),
+                        make_float4(o[i][j][2 * h] * inv, o[i][j + 1][2 * h] * inv, o[i][j][2 * h + 1] * inv, o[i][j + 1][2 * h + 1] * inv));
+        } else {
+#pragma unroll
+          for (int j = 0; j < Tr::kVNt; ++j)
+            if (j < vNtUsed) st_global(reinterpret_cast<float2*>(pRow + vCol0 + j * 8 + tig * 2), make_float2(o[i][j][2 * h] * inv, o[i][j][2 * h + 1] * inv));
+        }
       }
     }
   // The log-sum-exp of each real row, by the thread that kept its statistics.
@@ -497,10 +609,10 @@ auto withTraits(DecodeConfig config, F&& f) {
   }
 }
 
-template <class Tr, ElemType E, bool kFp8>
+template <class Tr, ElemType E, bool kFp8, bool kFp8Cvt = kFp8>
 cudaError_t launchWith(const DecodeArgs& args, cudaStream_t stream) {
   const bool deepSeek = args.headDim == kDeepSeekHeadDim && args.kvLoraRank == kDeepSeekKvLoraRank;
-  return mla_launch(deepSeek ? mlaDecodeKernel<Tr, E, kFp8, true> : mlaDecodeKernel<Tr, E, kFp8, false>, "mlaDecodeKernel",
+  return mla_launch(deepSeek ? mlaDecodeKernel<Tr, E, kFp8, true, kFp8Cvt> : mlaDecodeKernel<Tr, E, kFp8, false, kFp8Cvt>, "mlaDecodeKernel",
                     dim3(args.numWork), dim3(Tr::kThreads), static_cast<size_t>(Tr::smemBytes(args.headDim)), stream, args);
 }
 
@@ -551,6 +663,10 @@ cudaError_t launchDecode(const DecodeArgs& args, cudaStream_t stream) {
   return withTraits(args.config, [&](auto tr) {
     using Tr = decltype(tr);
     const bool bf16 = args.elem == ElemType::BF16;
+#if !defined(__CUDACC__)  // the emulator runs the path of the simulated device (on the GPU each target's code has its own)
+    if (args.cacheFp8 && !args.fp8Cvt)
+      return bf16 ? launchWith<Tr, ElemType::BF16, true, false>(args, stream) : launchWith<Tr, ElemType::F16, true, false>(args, stream);
+#endif
     if (args.cacheFp8) return bf16 ? launchWith<Tr, ElemType::BF16, true>(args, stream) : launchWith<Tr, ElemType::F16, true>(args, stream);
     return bf16 ? launchWith<Tr, ElemType::BF16, false>(args, stream) : launchWith<Tr, ElemType::F16, false>(args, stream);
   });

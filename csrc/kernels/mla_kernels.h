@@ -52,6 +52,7 @@ struct DecodeArgs {
   ElemType elem;            // of q and out (and of the cache, unless cacheFp8)
   DecodeConfig config;
   int cacheFp8;             // the cache is fp8 e4m3: its values are the stored ones times cacheScale
+  int fp8Cvt;               // the device converts fp8 with cvt.rn.f16x2.e4m3x2 (sm_89+): the cache read in registers
   float cacheScale;
   const void* q;            // [batch, queryLen, numHeads, headDim]
   const void* cache;        // [numBlocks, blockSize, headDim]

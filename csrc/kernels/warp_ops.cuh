@@ -447,11 +447,61 @@ MLA_DEVICE_INLINE void griddep_launch_dependents() {
 #endif
 }
 
+// Whether the code being compiled may use the sm_89+ fp8 conversion instructions (cvt_f16x2_e4m3x2): the device pass
+// of an sm_89+ target, and the emulator (which runs both decode paths, chosen by the simulated compute capability).
+#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+inline constexpr bool kArchHasFp8Cvt = true;
+#else
+inline constexpr bool kArchHasFp8Cvt = false;
+#endif
+#else
+inline constexpr bool kArchHasFp8Cvt = true;
+#endif
+
+// cvt.rn.f16x2.e4m3x2 (sm_89+): two e4m3 bytes (byte 0 = the low half of the result) to f16x2, exactly; an e4m3 NaN
+// (0x7F, 0xFF) gives the f16 NaN 0x7FFF. Only where kArchHasFp8Cvt (elsewhere it traps). Emulated: counts 2 values
+// converted (the model's conversion work).
+MLA_DEVICE_INLINE uint32_t cvt_f16x2_e4m3x2(uint32_t two) {
+#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint32_t d;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(d) : "h"(static_cast<unsigned short>(two)));
+  return d;
+#else
+  (void)two;
+  __trap();
+  return 0;
+#endif
+#else
+  auto one = [](uint32_t b) -> uint32_t {
+    const uint32_t mag = b & 0x7fu, sign = (b & 0x80u) << 8;
+    if (mag == 0x7fu) return 0x7fffu;
+    if (mag >= 8u) return sign | (((mag >> 3) + 8u) << 10) | ((mag & 7u) << 7);  // normal: exponent bias 7 -> 15
+    if (mag == 0u) return sign;
+    int e = 0;  // subnormal m * 2^-9: normalise the 3-bit mantissa
+    uint32_t m = mag;
+    while (!(m & 8u)) { m <<= 1; ++e; }
+    return sign | ((9u - static_cast<uint32_t>(e)) << 10) | ((m & 7u) << 7);  // 2^(3-e-9), f16 bias 15
+  };
+  ::cudasim::detail::count_converted(2);
+  return one(two & 0xffu) | (one((two >> 8) & 0xffu) << 16);
+#endif
+}
+
 // The emulator's count of fp8 values a kernel converts in software (the performance model's conversion work); no
-// code on the GPU.
+// code on the GPU. cvt_f16x2_e4m3x2 counts its own.
 MLA_DEVICE_INLINE void count_fp8_converted(int values) {
 #if !defined(__CUDACC__)
   ::cudasim::detail::count_converted(static_cast<uint64_t>(values));
+#else
+  (void)values;
+#endif
+}
+// The same for the values a byte permute gathers into a cvt_f16x2_e4m3x2 operand.
+MLA_DEVICE_INLINE void count_fp8_permuted(int values) {
+#if !defined(__CUDACC__)
+  ::cudasim::detail::count_permuted(static_cast<uint64_t>(values));
 #else
   (void)values;
 #endif

@@ -17,7 +17,7 @@ function configure(s: SimSettings): void {
 const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, smemOptin: 0, computeCapability: 0, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
 
 /** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
-function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; fp8Cache?: boolean; device?: `cuda-sim:${number}` }) {
+function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; fp8Cache?: boolean; qScale?: number; device?: `cuda-sim:${number}` }) {
   const dtype = o.dtype ?? 'bf16';
   const width = o.kvLoraRank + o.ropeDim;
   const queryLen = o.queryLen ?? 1;
@@ -35,7 +35,7 @@ function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: nu
     return { t: Tensor.from(bytes, shape).to(o.device ?? SIM_DEVICE), dense: { data: Float64Array.from(bytes, fromFp8E4M3Bits), shape } };
   };
   const cache = o.fp8Cache ? fp8([numBlocks, o.blockSize, width]) : toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
-  const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype));
+  const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype, o.qScale));
   const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
   const seqLens = intTensor(o.lens);
   const softmaxScale = 1 / Math.sqrt(width);
@@ -192,8 +192,22 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
       const { record } = await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 64, ropeDim: 16, lens: [70, 5, 0], blockSize: 3 }));
       expect(record.launches.find((l) => l.kernel === 'mlaDecodeKernel')!.threads).toBe(threads);
       await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 32, ropeDim: 0, lens: [50, 17], blockSize: 16, dtype: 'f16' }), true);
-      for (const dtype of ['bf16', 'f16'] as const) // fp8: converted in place by the loader warps (before B1 in small)
-        await decodeAndCheck(problem(rng, { heads: 17, kvLoraRank: 128, ropeDim: 32, lens: [300, 9], blockSize: 32, dtype, fp8Cache: true }));
+      // fp8: converted in place by the loader warps (before B1 in small) where the device lacks cvt.rn.f16x2.e4m3x2
+      // (sm_80, sm_86, or an sm_80 build's PTX on a newer GPU), else converted in registers from ldmatrix'ed bytes
+      // (sm_89+), which stores no converted tile in shared memory.
+      const stores: Record<number, number> = {};
+      for (const computeCapability of [80, 89]) {
+        configure({ ...DEFAULTS, smemOptin, computeCapability });
+        for (const dtype of ['bf16', 'f16'] as const) {
+          const { record: r } = await decodeAndCheck(problem(rng, { heads: 17, kvLoraRank: 128, ropeDim: 32, lens: [300, 9], blockSize: 32, dtype, fp8Cache: true }));
+          stores[computeCapability] = r.launches.find((l) => l.kernel === 'mlaDecodeKernel')!.counters.sharedStoreBytes;
+        }
+        // a warp's last 16 columns alone (kvLoraRank 80), a Q past f16's range and one far below it
+        await decodeAndCheck(problem(rng, { heads: 5, kvLoraRank: 80, ropeDim: 16, lens: [40], blockSize: 16, dtype: 'f16', fp8Cache: true }));
+        for (const qScale of [2 ** 20, 2 ** -30])
+          await decodeAndCheck(problem(rng, { heads: 9, kvLoraRank: 64, ropeDim: 32, lens: [70], blockSize: 16, fp8Cache: true, qScale }));
+      }
+      expect(stores[89], config).toBeLessThan(stores[80] / 2);
     }
     configure(DEFAULTS);
   });
@@ -204,7 +218,11 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
       configure({ ...DEFAULTS, smemOptin, splitRows: 64 });
       await decodeAndCheck(problem(rng, { heads: 20, kvLoraRank: 512, ropeDim: 64, lens: [150, 0, 37], blockSize: 64 }));
       await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 512, ropeDim: 64, lens: [70], blockSize: 16, dtype: 'f16' }), true);
-      await decodeAndCheck(problem(rng, { heads: 16, kvLoraRank: 512, ropeDim: 64, lens: [100, 9], blockSize: 64, fp8Cache: true }));
+      for (const computeCapability of [80, 120]) {
+        configure({ ...DEFAULTS, smemOptin, splitRows: 64, computeCapability });
+        await decodeAndCheck(problem(rng, { heads: 16, kvLoraRank: 512, ropeDim: 64, lens: [100, 9], blockSize: 64, fp8Cache: true }));
+        await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 512, ropeDim: 64, lens: [70], blockSize: 16, dtype: 'f16', fp8Cache: true }), true);
+      }
     }
     configure(DEFAULTS);
   });

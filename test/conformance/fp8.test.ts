@@ -299,24 +299,36 @@ describe.each(cases.map((c) => [`${c.backend}${c.isa ? ` (${c.isa})` : ''}`, c] 
 });
 
 describe.runIf(suiteBackends().some((b) => b.name === 'cuda-sim' && b.available))('fp8 decode under cuda-sim', () => {
-  it('reads every e4m3 value exactly, into bf16 and f16 (the CUDA kernels\' bit conversion); a NaN byte reads as +-480', async () => {
-    addon.simConfigure!({ splitRows: 0, checkOrders: true });
-    const stream = new Stream('cuda-sim');
+  it('reads every e4m3 value exactly, into bf16 and f16: by bit operations in place (sm_80, sm_86: a NaN byte reads as +-480), by cvt.rn.f16x2.e4m3x2 in registers (sm_89+: NaN)', async () => {
     const rank = 256, width = rank + 16;
     const row = new Uint8Array(width);
     for (let b = 0; b < 256; b++) row[b] = b;
-    const cache = onDevice(Tensor.from(row, [1, 1, width], 'fp8_e4m3'), stream);
-    for (const dtype of ['bf16', 'f16'] as const) {
-      const out = onDevice(poisoned([1, 1, 1, rank], dtype), stream);
-      // One cache row: softmax weight 1, so the output is the row's first kvLoraRank values (times the cache's scale, 1).
-      mlaDecode({ q: onDevice(Tensor.zeros([1, 1, 1, width], dtype), stream), cache, blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 1, kvLoraRank: rank, out, stream });
-      const got = await out.toFloat32();
-      for (let b = 0; b < 256; b++) {
-        const want = (b & 0x7f) === 0x7f ? (b & 0x80 ? -480 : 480) : fromFp8E4M3Bits(b);
-        expect(got[b] === want, `${dtype}: byte 0x${b.toString(16)} read as ${got[b]}, want ${want}`).toBe(true); // (-0 sums to +0)
+    const noNaN = row.map((b) => ((b & 0x7f) === 0x7f ? 0 : b));
+    const stream = new Stream('cuda-sim');
+    try {
+      for (const [computeCapability, nan] of [[86, 480], [90, NaN]] as const) {
+        addon.simConfigure!({ splitRows: 0, checkOrders: true, computeCapability });
+        for (const bytes of nan === 480 ? [row] : [row, noNaN]) {
+          const cache = onDevice(Tensor.from(bytes, [1, 1, width], 'fp8_e4m3'), stream);
+          // A NaN in sm_89+'s K makes every logit NaN (as on the CPU backend), so every output is NaN: then the output
+          // starts as zeros instead of the (NaN) poison.
+          const hasNaN = bytes.some((b) => (b & 0x7f) === 0x7f);
+          for (const dtype of ['bf16', 'f16'] as const) {
+            const out = onDevice(Number.isNaN(nan) && hasNaN ? Tensor.zeros([1, 1, 1, rank], dtype) : poisoned([1, 1, 1, rank], dtype), stream);
+            // One cache row: softmax weight 1, so the output is the row's first kvLoraRank values (times the cache's scale, 1).
+            mlaDecode({ q: onDevice(Tensor.zeros([1, 1, 1, width], dtype), stream), cache, blockTable: intTensor([0], [1, 1]), seqLens: intTensor([1]), softmaxScale: 1, kvLoraRank: rank, out, stream });
+            const got = await out.toFloat32();
+            for (let b = 0; b < 256; b++) {
+              const want = Number.isNaN(nan) && hasNaN ? NaN : (bytes[b] & 0x7f) === 0x7f ? (bytes[b] & 0x80 ? -nan : nan) : fromFp8E4M3Bits(bytes[b]);
+              expect(Object.is(got[b], want) || got[b] === want, `sm_${computeCapability} ${dtype}: byte 0x${bytes[b].toString(16)} read as ${got[b]}, want ${want}`).toBe(true); // (-0 sums to +0)
+            }
+          }
+        }
       }
+    } finally {
+      addon.simConfigure!({ splitRows: 0, checkOrders: true, computeCapability: 0 });
+      stream.dispose();
     }
-    stream.dispose();
   });
 
 
