@@ -30,7 +30,7 @@ import { Stream, Tensor, absorbQuery, appendIndexerCache, appendLatentCache, inf
 import { native } from '../dist/native.js';
 import { refMlaDecode, refMlaSparseDecode } from '../dist/reference.js';
 import { attentionOnnx, mlaDecodeOnnx } from './onnx-graph.mjs';
-import { cpuModel, load } from './machine.mjs';
+import { cpuModel, load, median as middle } from './machine.mjs';
 import { appendTableLines, chartSvg, resultKey, sparseTableLines, targetLines, withAppendTable, withSparseTable, withTargets, writeDocs } from './cpu-results.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -147,8 +147,6 @@ function relErr(a, b) {
   return Math.sqrt(num / (den || 1));
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-// The true median (of an even count, the mean of the middle two).
-const middle = (xs) => { const s = [...xs].sort((a, b) => a - b), h = s.length >> 1; return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2; };
 
 const WARMUP_SEC = 0.03;
 async function timeIt(run, budgetSec) {
