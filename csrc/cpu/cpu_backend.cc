@@ -565,11 +565,33 @@ void appendCpu(const AppendLatentCacheParams& p) {
   const bool direct = rowBytes % 64 == 0 && kvBytes % 64 == 0;
   constexpr int64_t kStageBytes = 16 << 10;
   const int64_t stageRows = std::max<int64_t>(1, kStageBytes / rowBytes);
-  // kvC at least 128 bytes: a row's block never reaches the next row's. f32 rows keep the per-row path: the run path
-  // measured 5-8% slower for them (Zen 5, one and two threads; bf16 1.2-1.4x faster).
+  // kvC at least 128 bytes: a row's block never reaches the next row's. f32 rows (where the kernel set has no run loop)
+  // keep the per-row path: the run path measured 5-8% slower for them (Zen 5, one and two threads; bf16 1.2-1.4x faster).
   const bool runs = stream && es == 2 && kvBytes >= 128 && ropeBytes > 0;
+  // Where the kernel set has the whole run loop for these rows it writes each run instead: no block built in L1, no
+  // call per row part, every line one streaming store (the run's two end lines aside). Alternated against the paths
+  // below (Zen 5, one thread, fresh processes, medians): f32 1.07x, bf16 1.01-1.05x.
+  const bool kernelRuns = stream && p.ropeStyle != RopeStyle::Neox && k.appendRunFits(e, rope, kvBytes, p.ropeDim);
   parallelFor(tasks, [&](int64_t task) {
     const int64_t i1 = std::min(p.numTokens, (task + 1) * perTask);
+    auto runEnd = [&](int64_t i) {  // the end of the run of consecutive slots from token i
+      int64_t j = i + 1;
+      while (j < i1 && slots[j] == slots[j - 1] + 1) ++j;
+      return j;
+    };
+    if (kernelRuns) {
+      for (int64_t i = task * perTask; i < i1;) {
+        if (slots[i] < 0) {
+          ++i;
+          continue;
+        }
+        const int64_t j = runEnd(i);
+        k.appendRun({e, rope, kvC, kPe, kvBytes, p.ropeDim, positions, cos, sin, i, j, cache + static_cast<int64_t>(slots[i]) * rowBytes});
+        i = j;
+      }
+      k.streamFence();
+      return;
+    }
     auto ropeRow = [&](int64_t i, char* out) {
       const int64_t pos = positions[i];
       k.rope(e, p.ropeStyle == RopeStyle::Interleaved, kPe + i * ropeBytes, cos + pos * half, sin + pos * half, out, p.ropeDim);
@@ -598,9 +620,8 @@ void appendCpu(const AppendLatentCacheParams& p) {
           ++i;
           continue;
         }
-        int64_t j = i + 1;
-        while (j < i1 && slots[j] == slots[j - 1] + 1) ++j;
-        char* const runEnd = cache + (static_cast<int64_t>(slots[i]) + (j - i)) * rowBytes;
+        const int64_t j = runEnd(i);
+        char* const runStop = cache + (static_cast<int64_t>(slots[i]) + (j - i)) * rowBytes;
         // kvC row i from `from` on (the bytes before it went with the previous block) ends at the RoPE part.
         char* from = cache + static_cast<int64_t>(slots[i]) * rowBytes;
         char *pendingAt = nullptr, *pending = nullptr;  // the previous row's block, not yet streamed
@@ -609,7 +630,7 @@ void appendCpu(const AppendLatentCacheParams& p) {
           char* const ropeAt = cache + static_cast<int64_t>(slots[i]) * rowBytes + kvBytes;
           char* const rowEnd = ropeAt + ropeBytes;
           char* const b0 = down(ropeAt);
-          char* const b1 = std::min(up(rowEnd), runEnd);
+          char* const b1 = std::min(up(rowEnd), runStop);
           k.streamCopy(from, kvC + i * kvBytes + (from - (ropeAt - kvBytes)), b0 - from);
           if (pending) k.streamCopy(pendingAt, pending, pendingBytes);
           char* const block = blocks + (i & 1) * blockBytes;

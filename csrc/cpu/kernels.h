@@ -89,6 +89,21 @@ struct GemmBlock {
   int64_t m0, m1, n0, n1;
 };
 
+// A run of appended rows whose slots are consecutive: rows [row0, row1) of kvC and kPe go to one destination byte range
+// starting at dst, each row kvBytes of kvC then ropeDim elements of kPe (rotated by interleaved RoPE when rotate).
+struct AppendRun {
+  Elem elem;
+  bool rotate;
+  const char* kvC;
+  const char* kPe;
+  int64_t kvBytes, ropeDim;
+  const int32_t* positions;  // rotate: the row's position picks its cos/sin row (ropeDim / 2 floats each)
+  const float* cos;
+  const float* sin;
+  int64_t row0, row1;
+  char* dst;
+};
+
 // A kernel set: one instruction set's implementation of the hot loops.
 struct KernelSet {
   const char* name;
@@ -109,6 +124,11 @@ struct KernelSet {
   // streamFence orders those stores before the caller reports completion.
   void (*streamCopy)(void* dst, const void* src, int64_t bytes);
   void (*streamFence)();
+  // A whole run of streamed append rows in one call (no per-row calls or staging): every 64-byte line of the range
+  // written once, by a streaming store, but for the range's partial first and last lines (plain masked stores).
+  // appendRunFits says whether this set has such a loop for the rows' shape; the run is then written only when it does.
+  bool (*appendRunFits)(Elem e, bool rotate, int64_t kvBytes, int64_t ropeDim);
+  void (*appendRun)(const AppendRun& run);
   // The machine-limit loops of the benchmark: `iters` rounds of a dense FMA (f32) or dot-product (bf16) loop with
   // enough independent accumulators; returns the FLOPs done (0 when this set has no such loop).
   double (*fmaLoop)(int64_t iters);
@@ -134,7 +154,7 @@ template <class Functions>
 KernelSet kernelSet(const char* name) {
   return KernelSet{name,          Functions::decodeScratch, Functions::decode,     Functions::load,
                    Functions::store, Functions::axpy,       Functions::dot,        Functions::rope,
-                   Functions::streamCopy, Functions::streamFence, Functions::fmaLoop, Functions::bf16DotLoop,
+                   Functions::streamCopy, Functions::streamFence, Functions::appendRunFits, Functions::appendRun, Functions::fmaLoop, Functions::bf16DotLoop,
                    Functions::prefillScratch, Functions::prefill, Functions::gemmScratch, Functions::gemmNT,
                    Functions::indexerScratch, Functions::indexerScores};
 }

@@ -515,6 +515,22 @@ void ropeGeneric(Elem e, bool interleaved, const void* src, const float* cosRow,
   }
 }
 
+// The run loop of append where the path's VO has one (appendRunOf: kAppendRun), else none (the backend's own path).
+template <class T, class = void>
+struct HasAppendRun { static constexpr bool value = false; };
+template <class T>
+struct HasAppendRun<T, decltype(void(T::kAppendRun))> { static constexpr bool value = T::kAppendRun; };
+template <class T>
+bool appendRunFitsOf(Elem e, bool rotate, int64_t kvBytes, int64_t ropeDim) {
+  if constexpr (HasAppendRun<T>::value) return T::appendRunFits(e, rotate, kvBytes, ropeDim);
+  else return false;
+}
+template <class T>
+void appendRunOf(const AppendRun& run) {
+  if constexpr (HasAppendRun<T>::value) T::appendRun(run);
+  else (void)run;
+}
+
 double fmaLoopGeneric(int64_t iters) {
   using V = VO::V;
   constexpr int kAcc = VO::kQkRegs;  // independent accumulators, enough to cover the FMA latency
@@ -552,6 +568,8 @@ struct GenericKernels {
   static constexpr auto rope = ropeGeneric;
   static constexpr auto streamCopy = VO::streamCopy;
   static constexpr auto streamFence = VO::streamFence;
+  static constexpr auto appendRunFits = appendRunFitsOf<VO>;
+  static constexpr auto appendRun = appendRunOf<VO>;
   static constexpr auto fmaLoop = fmaLoopGeneric;
   static constexpr auto bf16DotLoop = noBf16DotLoop;
   static constexpr auto prefillScratch = prefillScratchGeneric;

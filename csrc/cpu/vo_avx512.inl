@@ -89,21 +89,29 @@ struct VO {
   // bf16 pairs 16 at a time, a pair per 32-bit lane: a = the low half moved up, b = the high half masked, so cos and
   // sin need no duplicating permute, nor the values a widening or narrowing one; the same products and the same
   // rounding as toBf16 (round to nearest even, NaN kept quiet), each result put back in its own half.
-  static inline void ropePairsBf16(const uint16_t* src, const float* c, const float* s, uint16_t* dst, int64_t half) {
+  static inline __m512i ropeVecBf16(__m512i x, __m512 cc, __m512 ss) {
     const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u)), one = _mm512_set1_epi32(1);
     const __m512i bias = _mm512_set1_epi32(0x7fff), absMask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-    for (int64_t j = 0; j < half; j += 16) {
-      const __m512i x = _mm512_loadu_si512(src + 2 * j);
-      const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), b = _mm512_castsi512_ps(_mm512_and_si512(x, high));
-      const __m512 cc = _mm512_loadu_ps(c + j), ss = _mm512_loadu_ps(s + j);
-      const __m512i ua = _mm512_castps_si512(_mm512_fmadd_ps(a, cc, _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(b, ss))));
-      const __m512i ub = _mm512_castps_si512(_mm512_fmadd_ps(b, cc, _mm512_mul_ps(a, ss)));
-      __m512i ra = _mm512_srli_epi32(_mm512_add_epi32(ua, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ua, 16), one), bias)), 16);
-      __m512i rb = _mm512_and_si512(_mm512_add_epi32(ub, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ub, 16), one), bias)), high);
-      ra = _mm512_mask_or_epi32(ra, _mm512_cmpgt_epu32_mask(_mm512_and_si512(ua, absMask), inf), _mm512_srli_epi32(ua, 16), _mm512_set1_epi32(0x40));
-      rb = _mm512_mask_or_epi32(rb, _mm512_cmpgt_epu32_mask(_mm512_and_si512(ub, absMask), inf), _mm512_and_si512(ub, high), _mm512_set1_epi32(0x400000));
-      _mm512_storeu_si512(dst + 2 * j, _mm512_or_si512(ra, rb));
-    }
+    const __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), b = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+    const __m512i ua = _mm512_castps_si512(_mm512_fmadd_ps(a, cc, _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(b, ss))));
+    const __m512i ub = _mm512_castps_si512(_mm512_fmadd_ps(b, cc, _mm512_mul_ps(a, ss)));
+    __m512i ra = _mm512_srli_epi32(_mm512_add_epi32(ua, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ua, 16), one), bias)), 16);
+    __m512i rb = _mm512_and_si512(_mm512_add_epi32(ub, _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(ub, 16), one), bias)), high);
+    ra = _mm512_mask_or_epi32(ra, _mm512_cmpgt_epu32_mask(_mm512_and_si512(ua, absMask), inf), _mm512_srli_epi32(ua, 16), _mm512_set1_epi32(0x40));
+    rb = _mm512_mask_or_epi32(rb, _mm512_cmpgt_epu32_mask(_mm512_and_si512(ub, absMask), inf), _mm512_and_si512(ub, high), _mm512_set1_epi32(0x400000));
+    return _mm512_or_si512(ra, rb);
+  }
+  static inline void ropePairsBf16(const uint16_t* src, const float* c, const float* s, uint16_t* dst, int64_t half) {
+    for (int64_t j = 0; j < half; j += 16)
+      _mm512_storeu_si512(dst + 2 * j, ropeVecBf16(_mm512_loadu_si512(src + 2 * j), _mm512_loadu_ps(c + j), _mm512_loadu_ps(s + j)));
+  }
+  // 8 interleaved f32 pairs (a0 b0 a1 b1 ...) with their 8 cos and sin values, unrounded.
+  static inline __m512 ropeVecF32(__m512 x, const float* c, const float* s) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512 cc = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(c)));
+    const __m512 ss = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(s)));
+    const __m512 t = _mm512_mul_ps(_mm512_permute_ps(x, 0xB1), ss);               // b0 s0, a0 s0, ...
+    return _mm512_fmadd_ps(x, cc, _mm512_mask_sub_ps(t, 0x5555, _mm512_setzero_ps(), t));  // + (-(b s), a s)
   }
   // RoPE of interleaved pairs of f32, bf16 or f16, 8 pairs per vector: (a, b) -> (a c - b s, b c + a s), rounded
   // once to the element type (in the generic loop a call to load, one to store and the pairs' shuffles cost several
@@ -111,15 +119,11 @@ struct VO {
   static constexpr bool kRopePairs = true;
   static inline void ropePairs(Elem e, const void* src, const float* c, const float* s, void* dst, int64_t half) {
     if (e == Elem::BF16 && half % 16 == 0) return ropePairsBf16(static_cast<const uint16_t*>(src), c, s, static_cast<uint16_t*>(dst), half);
-    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     for (int64_t j = 0; j < half; j += 8) {
       const __m512 x = e == Elem::F32 ? _mm512_loadu_ps(static_cast<const float*>(src) + 2 * j)  // a0 b0 a1 b1 ...
                        : e == Elem::BF16 ? loadBf16(static_cast<const uint16_t*>(src) + 2 * j, 0xffff)
                                          : _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(src) + 2 * j)));
-      const __m512 cc = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(c + j)));
-      const __m512 ss = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(s + j)));
-      const __m512 t = _mm512_mul_ps(_mm512_permute_ps(x, 0xB1), ss);               // b0 s0, a0 s0, ...
-      const __m512 r = _mm512_fmadd_ps(x, cc, _mm512_mask_sub_ps(t, 0x5555, _mm512_setzero_ps(), t));  // + (-(b s), a s)
+      const __m512 r = ropeVecF32(x, c + j, s + j);
       if (e == Elem::F32) _mm512_storeu_ps(static_cast<float*>(dst) + 2 * j, r);
       else
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + 2 * j),
@@ -170,4 +174,51 @@ struct VO {
     }
   }
   static inline void streamFence() { _mm_sfence(); }
+  // The append run loop (kernels.h's AppendRun) for bf16 and f32 rows whose kvC and kPe parts are whole 64-byte
+  // vectors: a row is read as vectors (kvC's loaded, kPe's loaded and rotated in registers) and each destination line
+  // is two neighbouring vectors shifted by the destination's offset in its line, so every line is stored once, whole,
+  // by a streaming store however the cache is aligned.
+  static constexpr bool kAppendRun = true;
+  static inline bool appendRunFits(Elem e, bool, int64_t kvBytes, int64_t ropeDim) {
+    const int64_t es = e == Elem::F32 ? 4 : 2;
+    return (e == Elem::F32 || e == Elem::BF16) && kvBytes > 0 && kvBytes % 64 == 0 && ropeDim > 0 && ropeDim * es % 64 == 0;
+  }
+  template <bool kWords>  // shift by 16-bit words (an offset of 2 mod 4 bytes) or 32-bit ones
+  static inline void appendRunShifted(const AppendRun& r, int64_t offset) {
+    const __m512i idx = kWords ? _mm512_add_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                  _mm512_set1_epi16(static_cast<int16_t>(32 - offset / 2)))
+                               : _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int32_t>(16 - offset / 4)));
+    char* line = r.dst - offset;
+    __m512i prev = _mm512_setzero_si512();
+    bool first = offset != 0;  // the first line's bytes before dst are not the run's: a masked plain store
+    auto emit = [&](__m512i cur) {
+      const __m512i out = kWords ? _mm512_permutex2var_epi16(prev, idx, cur) : _mm512_permutex2var_epi32(prev, idx, cur);
+      if (first) _mm512_mask_storeu_epi8(line, ~0ull << offset, out), first = false;
+      else _mm512_stream_si512(reinterpret_cast<__m512i*>(line), out);
+      prev = cur;
+      line += 64;
+    };
+    const int64_t es = r.elem == Elem::F32 ? 4 : 2, ropeBytes = r.ropeDim * es, half = r.ropeDim / 2;
+    for (int64_t i = r.row0; i < r.row1; ++i) {
+      const char* kv = r.kvC + i * r.kvBytes;
+      for (int64_t o = 0; o < r.kvBytes; o += 64) emit(_mm512_loadu_si512(kv + o));
+      const char* pe = r.kPe + i * ropeBytes;
+      if (!r.rotate) {
+        for (int64_t o = 0; o < ropeBytes; o += 64) emit(_mm512_loadu_si512(pe + o));
+        continue;
+      }
+      const float* c = r.cos + static_cast<int64_t>(r.positions[i]) * half;
+      const float* s = r.sin + static_cast<int64_t>(r.positions[i]) * half;
+      if (r.elem == Elem::BF16)
+        for (int64_t j = 0; j < half; j += 16) emit(ropeVecBf16(_mm512_loadu_si512(pe + 4 * j), _mm512_loadu_ps(c + j), _mm512_loadu_ps(s + j)));
+      else
+        for (int64_t j = 0; j < half; j += 8) emit(_mm512_castps_si512(ropeVecF32(_mm512_loadu_ps(reinterpret_cast<const float*>(pe) + 2 * j), c + j, s + j)));
+    }
+    if (offset) _mm512_mask_storeu_epi8(line, (1ull << offset) - 1, kWords ? _mm512_permutex2var_epi16(prev, idx, prev) : _mm512_permutex2var_epi32(prev, idx, prev));
+  }
+  static inline void appendRun(const AppendRun& r) {
+    const int64_t offset = static_cast<int64_t>(reinterpret_cast<uintptr_t>(r.dst) & 63);
+    if (offset % 4 == 0) appendRunShifted<false>(r, offset);
+    else appendRunShifted<true>(r, offset);
+  }
 };

@@ -239,12 +239,12 @@ describe('append RoPE on every path', () => {
     });
 });
 
-// Streamed appends write a run of consecutive slots line by line (the lines around each row's RoPE part assembled in
-// L1); these runs start and end at every alignment a typed array may have, break at gaps, -1 slots and task
+// Streamed appends write a run of consecutive slots line by line (AVX-512: each line two source vectors shifted to the
+// cache's alignment; else the lines around each row's RoPE part assembled in L1); these runs start and end at every alignment a typed array may have, break at gaps, -1 slots and task
 // boundaries (a task is ~256 KiB of rows), and must leave every byte outside their rows as it was.
 describe('streamed runs of consecutive slots', () => {
   for (const isa of cpu.supported)
-    it(`${isa}: streamed rows with interleaved RoPE (bf16 and f16 in runs, f32 per row) equal the regular stores' rows, at every cache alignment`, async () => {
+    it(`${isa}: streamed rows with interleaved RoPE (bf16, f16 and f32) equal the regular stores' rows, at every cache alignment`, async () => {
       const rng = new Rng(seed + 42);
       const stream = new Stream('cpu');
       addon.cpuConfigure({ isa });
