@@ -461,9 +461,11 @@ namespace {
 void snapshot(TensorView& t, IndexSnapshot& store) {
   if (!t.present() || t.device.kind != DeviceKind::Cpu) return;  // validation refuses it
   const uint8_t* src = t.as<const uint8_t>();
-  store.emplace_back(src, src + t.nbytes());
+  if (store.used == store.buffers.size()) store.buffers.emplace_back();
+  std::vector<uint8_t>& copy = store.buffers[store.used++];  // moving the outer vector keeps each buffer in place
+  copy.assign(src, src + t.nbytes());
   if (!t.source) t.source = t.data;
-  t.data = store.back().data();
+  t.data = copy.data();
 }
 }  // namespace
 

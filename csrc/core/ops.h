@@ -251,7 +251,11 @@ struct CopyParams {
 // Copies of the host index tensors an operation reads (slot mapping, positions, block table, sequence lengths),
 // taken before validation and used by the kernels in place of the caller's arrays: the caller may change those as
 // soon as the call returns, and the values checked must be the values used.
-using IndexSnapshot = std::vector<std::vector<uint8_t>>;
+// A store may be reused: its first `used` buffers hold this operation's copies, the rest keep their capacity.
+struct IndexSnapshot {
+  std::vector<std::vector<uint8_t>> buffers;
+  size_t used = 0;
+};
 void snapshotIndexTensors(AppendLatentCacheParams& p, IndexSnapshot& store);
 void snapshotIndexTensors(MlaDecodeParams& p, IndexSnapshot& store);
 void snapshotIndexTensors(MlaPrefillParams& p, IndexSnapshot& store);
