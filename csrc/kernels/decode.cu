@@ -209,35 +209,48 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
   auto shiftFor = [](uint32_t most) { return min(100, max(-100, 14 - (static_cast<int>(most >> 7) - 127))); };
   float qkScale = args.scaleLog2;
   if constexpr (kQRowStaged) {
-    // DeepSeek's dims: each warp takes whole rows straight from global memory (lane l: k-steps l and l + 32), scales
-    // each by its own power of two (one warp reduction; a row far below the CTA's largest keeps its precision) and
-    // stores it once. The rows' exponents of 2^-shift go to sAlpha (first written after the loop's B2).
-    constexpr int kSteps = kDeepSeekHeadDim / 16, kStepsPerLane = (kSteps + 31) / 32;
-#pragma unroll 1
-    for (int r = warp; r < min(Tr::kBlockM, (mRows + 15) / 16 * 16); r += Tr::kWarps) {  // the m16 tiles QK reads
-      const int m = item.mTile * Tr::kBlockM + r;
-      uint32_t w[kStepsPerLane][8];
+    // DeepSeek's dims: each warp takes its rows (warp + kWarps j) straight from global memory, all in one round trip
+    // (lane l: k-step l of each row, and one of the rows' last kSteps - 32 k-steps), scales each row by its own power
+    // of two (one warp reduction per row; a row far below the CTA's largest keeps its precision) and stores it once.
+    // The rows' exponents of 2^-shift go to sAlpha (first written after the loop's B2).
+    constexpr int kSteps = kDeepSeekHeadDim / 16, kRows = Tr::kBlockM / Tr::kWarps, kTail = kSteps - 32;
+    static_assert(Tr::kBlockM % Tr::kWarps == 0 && kTail > 0 && kTail * kRows <= 32, "the k-steps past 32 of a warp's rows: one per lane");
+    const int rowsUsed = (mRows + 15) / 16 * 16;  // the m16 tiles QK reads (their padding rows zeros)
+    const int tailJ = lane / kTail, tailKs = 32 + lane % kTail;
+    const bool hasTail = lane < kTail * kRows;
+    uint32_t w[kRows + 1][8];  // the rows' k-step `lane`, then the tail's
+    auto load = [&](uint32_t (&dst)[8], int j, int ks, bool valid) {
+      const int m = item.mTile * Tr::kBlockM + warp + Tr::kWarps * j;
 #pragma unroll
-      for (int k = 0; k < kStepsPerLane; ++k)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int ks = lane + 32 * k;
-          uint4 v = make_uint4(0u, 0u, 0u, 0u);  // padding rows are zeros
-          if (m < M && ks < kSteps) v = ld_global_nc_16(qSeq + static_cast<size_t>(m) * D + ks * 16 + h * 8);
-          w[k][4 * h] = v.x, w[k][4 * h + 1] = v.y, w[k][4 * h + 2] = v.z, w[k][4 * h + 3] = v.w;
-        }
-      int shift = 0;
-      if constexpr (E == ElemType::BF16) {
-        uint32_t most = 0;
-#pragma unroll
-        for (int k = 0; k < kStepsPerLane; ++k) most = mostBits(most, w[k]);
-        shift = shiftFor(__reduce_max_sync(0xffffffffu, most));
+      for (int h = 0; h < 2; ++h) {
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);  // padding rows are zeros
+        if (valid && m < M) v = ld_global_nc_16(qSeq + static_cast<size_t>(m) * D + ks * 16 + h * 8);
+        dst[4 * h] = v.x, dst[4 * h + 1] = v.y, dst[4 * h + 2] = v.z, dst[4 * h + 3] = v.w;
       }
-      if (lane == 0) st_shared(reinterpret_cast<int*>(sAlpha) + r, 127 - shift);
+    };
 #pragma unroll
-      for (int k = 0; k < kStepsPerLane; ++k)
-        if (lane + 32 * k < kSteps) permuteStep(w[k], __int_as_float((127 + shift) << 23), r, lane + 32 * k);
+    for (int j = 0; j < kRows; ++j) load(w[j], j, lane, true);
+    load(w[kRows], tailJ, tailKs, hasTail);
+    int shift[kRows], tailShift = 0;
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) shift[j] = 0;
+    if constexpr (E == ElemType::BF16) {
+      const uint32_t tailMost = mostBits(0u, w[kRows]);
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) {
+        shift[j] = shiftFor(__reduce_max_sync(0xffffffffu, mostBits(tailJ == j ? tailMost : 0u, w[j])));
+        tailShift = tailJ == j ? shift[j] : tailShift;
+      }
     }
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      const int r = warp + Tr::kWarps * j;
+      if (r < rowsUsed) {
+        if (lane == 0) st_shared(reinterpret_cast<int*>(sAlpha) + r, 127 - shift[j]);
+        permuteStep(w[j], __int_as_float((127 + shift[j]) << 23), r, lane);
+      }
+    }
+    if (hasTail && warp + Tr::kWarps * tailJ < rowsUsed) permuteStep(w[kRows], __int_as_float((127 + tailShift) << 23), warp + Tr::kWarps * tailJ, tailKs);
   } else if constexpr (kCvt) {
     // Runtime dims (whose wide kernels have no registers to hold a row): one scale for the CTA (its largest |q|), Q
     // converted where it landed.
@@ -308,9 +321,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 
   if constexpr (kQRowStaged) {
     __syncthreads();  // the rows' exponents
-    if (isQk)
 #pragma unroll
-      for (int i = 0; i < 2 * Tr::kQkMt; ++i)
+    for (int i = 0; i < 2 * Tr::kQkMt; ++i)
+      if (i / 2 < qkMtUsed)  // m16 tiles of real rows: those staged
         qkExp |= static_cast<uint32_t>(ld_shared(reinterpret_cast<const int*>(sAlpha) + qkWm * Tr::kQkRows + (i / 2) * 16 + g + 8 * (i % 2))) << (8 * i);
   }
   for (int it = 0; it < numTiles; ++it) {

@@ -236,14 +236,14 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
 
   it('fp8 on sm_89+: Q rows of very different magnitudes in one CTA (2^20 beside 2^-30), a scale per row at DeepSeek dims, one per CTA at runtime dims', async () => {
     const rng = new Rng(seed + 11);
-    const qRowScales = [2 ** 20, 2 ** -30, 1, 2 ** -12];
+    const qRowScales = [2 ** 20, 2 ** -30, 1, 2 ** -12, 2 ** 7]; // 5: a warp's rows (kWarps apart) differ too
     for (const smemOptin of [232448, 166912, 101376]) {
       configure({ ...DEFAULTS, smemOptin, computeCapability: 89 });
       // DeepSeek's dims stage Q a row per warp, each row scaled into f16 by its own power of two: with a softmax
       // scale of 2^30 the 2^-30 rows' logits are of order 1 (a CTA-wide scale set by the 2^20 rows leaves them zero in
       // f16, their softmax uniform) and the other rows' are one-hot.
       for (const softmaxScale of [undefined, 2 ** 30 / 24])
-        await decodeAndCheck(problem(rng, { heads: 12, kvLoraRank: 512, ropeDim: 64, lens: [90, 33], blockSize: 16, fp8Cache: true, qRowScales, softmaxScale }));
+        await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 512, ropeDim: 64, lens: [90, 33], blockSize: 16, fp8Cache: true, qRowScales, softmaxScale }));
       // Runtime dims scale the CTA's Q by its largest |q|: the small rows lose precision, not their (near-uniform) softmax.
       await decodeAndCheck(problem(rng, { heads: 12, kvLoraRank: 64, ropeDim: 32, lens: [90, 33], blockSize: 16, fp8Cache: true, qRowScales }));
     }
