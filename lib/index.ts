@@ -1,5 +1,5 @@
 /**
- * Multi-head Latent Attention (the attention of DeepSeek-V2/V3/R1) for Node.js: tensors on the CPU or a GPU, streams
+ * Multi-head Latent Attention (the attention of DeepSeek-V2/V3/R1/V3.2) for Node.js: tensors on the CPU or a GPU, streams
  * and captured graphs, and the operations of an MLA layer — the paged latent-cache append, the absorbed decode, the
  * per-head absorb and unabsorb products. The guide is docs/README.md in the package.
  * @module mla-kernels

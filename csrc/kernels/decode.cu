@@ -83,6 +83,7 @@ template <class Tr, ElemType E, bool kFp8, bool kDeepSeekDims, bool kFp8Cvt = kF
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKernel(const DecodeArgs args) {
   using T = typename Elem<E>::T;
   constexpr bool kCvt = kFp8 && kFp8Cvt && kArchHasFp8Cvt, kInPlace = kFp8 && !kCvt;
+  constexpr bool kQRowStaged = kCvt && kDeepSeekDims;  // Q staged a row per warp, each row with its own scale (below)
   using C = Elem<kCvt ? ElemType::F16 : E>;  // the mma operands' type (and P's)
   MLA_DYNAMIC_SHARED(uint4, smemRaw);  // one declared type for every instantiation (nvcc requires it)
   if (args.numWorkOnDevice && static_cast<int>(blockIdx.x) >= *args.numWorkOnDevice) return;  // the whole CTA leaves
@@ -157,75 +158,133 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
     }
   };
 
-  // Q rows of this CTA (zero rows past M), then the first stages of cache rows.
-  {
-    const T* q = static_cast<const T*>(args.q) + static_cast<size_t>(item.batch) * M * D;
+  // Q rows of this CTA (zero rows past M), then the first stages of cache rows. Q staged row by row in registers
+  // (below) is not copied here.
+  const T* const qSeq = static_cast<const T*>(args.q) + static_cast<size_t>(item.batch) * M * D;
+  if constexpr (!kQRowStaged) {
     const int chunksPerRow = D / 8;
     for (int c = threadIdx.x; c < Tr::kBlockM * chunksPerRow; c += Tr::kThreads) {
       const int r = c / chunksPerRow, chunk = c % chunksPerRow;
       const int m = item.mTile * Tr::kBlockM + r;
-      cp_async_16_pred(sQ + swizzled(r, chunk, stride), q + static_cast<size_t>(m < M ? m : 0) * D + chunk * 8, m < M);
+      cp_async_16_pred(sQ + swizzled(r, chunk, stride), qSeq + static_cast<size_t>(m < M ? m : 0) * D + chunk * 8, m < M);
     }
-    cp_async_commit();
   }
+  cp_async_commit();
   if (isLoader)
     for (int s = 0; s < Tr::kStages - 1; ++s) {
       if (s < numTiles) loadTile(s);
       cp_async_commit();
     }
-  if (isLoader) cp_async_wait<Tr::kStages - 2>();  // Q and tile 0
+  if (isLoader) cp_async_wait<Tr::kStages - 2>();  // Q (unless staged in registers) and tile 0
   else cp_async_wait_all();                          // Q
   if constexpr (kInPlace && Tr::kConvertEarly)
     if (isLoader && numTiles > 0) {
       __syncwarp();
       convertTile(0);
     }
-  // With the cache read in registers, Q becomes f16 times 2^qShift (the largest |q| of the CTA lands in [2^14, 2^15);
-  // the logits are scaled back below), its features permuted within each k-step of 16 so that a K fragment's four
-  // consecutive fp8 features of a key (ldmatrix gives lane 4g + t bytes 4t..4t+3 of key row g) meet them: features
-  // 4t, 4t+1 at mma k 2t, 2t+1 and 4t + 2, 4t + 3 at k 2t + 8, 2t + 9 (feature pair j to pair j / 2, or 4 + j / 2 if odd).
+  // With the cache read in registers, Q becomes f16 times a power of two (bf16 exponents reach past f16's; the logits
+  // are scaled back below), its features permuted within each k-step of 16 so that a K fragment's four consecutive
+  // fp8 features of a key (ldmatrix gives lane 4g + t bytes 4t..4t+3 of key row g) meet them: features 4t, 4t+1 at mma
+  // k 2t, 2t+1 and 4t + 2, 4t + 3 at k 2t + 8, 2t + 9 (feature pair j to pair j / 2, or 4 + j / 2 if odd).
+  auto permuteStep = [&](const uint32_t (&in)[8], float qMul, int r, int ks) {
+    uint32_t out[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      uint32_t w = in[j];
+      if constexpr (E == ElemType::BF16)
+        w = Elem<ElemType::F16>::pack2(__uint_as_float(w << 16) * qMul, __uint_as_float(w & 0xffff0000u) * qMul);
+      out[j % 2 ? 4 + j / 2 : j / 2] = w;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      st_shared(reinterpret_cast<uint4*>(sQ + swizzled(r, 2 * ks + h, stride)), make_uint4(out[4 * h], out[4 * h + 1], out[4 * h + 2], out[4 * h + 3]));
+  };
+  // The largest bf16 exponent among these words' 16-bit halves (as |bits|, which order as the magnitudes do).
+  auto mostBits = [](uint32_t most, const uint32_t (&w)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) most = max(most, max(w[j] & 0x7fffu, (w[j] >> 16) & 0x7fffu));
+    return most;
+  };
+  // The shift putting a largest |q| of `most` into [2^14, 2^15) (an all-zero or tiny Q: any shift).
+  auto shiftFor = [](uint32_t most) { return min(100, max(-100, 14 - (static_cast<int>(most >> 7) - 127))); };
   float qkScale = args.scaleLog2;
-  if constexpr (kCvt) {
+  if constexpr (kQRowStaged) {
+    // DeepSeek's dims: each warp takes its rows (warp + kWarps j) straight from global memory, all in one round trip
+    // (lane l: k-step l of each row, and one of the rows' last kSteps - 32 k-steps), scales each row by its own power
+    // of two (one warp reduction per row; a row far below the CTA's largest keeps its precision) and stores it once.
+    // The rows' exponents of 2^-shift go to sAlpha (first written after the loop's B2).
+    constexpr int kSteps = kDeepSeekHeadDim / 16, kRows = Tr::kBlockM / Tr::kWarps, kTail = kSteps - 32;
+    static_assert(Tr::kBlockM % Tr::kWarps == 0 && kTail > 0 && kTail * kRows <= 32, "the k-steps past 32 of a warp's rows: one per lane");
+    const int rowsUsed = (mRows + 15) / 16 * 16;  // the m16 tiles QK reads (their padding rows zeros)
+    const int tailJ = lane / kTail, tailKs = 32 + lane % kTail;
+    const bool hasTail = lane < kTail * kRows;
+    uint32_t w[kRows + 1][8];  // the rows' k-step `lane`, then the tail's
+    auto load = [&](uint32_t (&dst)[8], int j, int ks, bool valid) {
+      const int m = item.mTile * Tr::kBlockM + warp + Tr::kWarps * j;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);  // padding rows are zeros
+        if (valid && m < M) v = ld_global_nc_16(qSeq + static_cast<size_t>(m) * D + ks * 16 + h * 8);
+        dst[4 * h] = v.x, dst[4 * h + 1] = v.y, dst[4 * h + 2] = v.z, dst[4 * h + 3] = v.w;
+      }
+    };
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) load(w[j], j, lane, true);
+    load(w[kRows], tailJ, tailKs, hasTail);
+    int shift[kRows], tailShift = 0;
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) shift[j] = 0;
+    if constexpr (E == ElemType::BF16) {
+      const uint32_t tailMost = mostBits(0u, w[kRows]);
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) {
+        shift[j] = shiftFor(__reduce_max_sync(0xffffffffu, mostBits(tailJ == j ? tailMost : 0u, w[j])));
+        tailShift = tailJ == j ? shift[j] : tailShift;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      const int r = warp + Tr::kWarps * j;
+      if (r < rowsUsed) {
+        if (lane == 0) st_shared(reinterpret_cast<int*>(sAlpha) + r, 127 - shift[j]);
+        permuteStep(w[j], __int_as_float((127 + shift[j]) << 23), r, lane);
+      }
+    }
+    if (hasTail && warp + Tr::kWarps * tailJ < rowsUsed) permuteStep(w[kRows], __int_as_float((127 + tailShift) << 23), warp + Tr::kWarps * tailJ, tailKs);
+  } else if constexpr (kCvt) {
+    // Runtime dims (whose wide kernels have no registers to hold a row): one scale for the CTA (its largest |q|), Q
+    // converted where it landed.
     __syncthreads();  // every thread's copies of Q have landed
     const int kSteps = D / 16;
     int qShift = 0;
-    if constexpr (E == ElemType::BF16) {  // bf16 exponents reach past f16's
+    if constexpr (E == ElemType::BF16) {
       uint32_t most = 0;
-      for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads)
+      for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads) {
+        uint32_t w[8];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const uint4 v = ld_shared(reinterpret_cast<const uint4*>(sQ + swizzled(gi / kSteps, 2 * (gi % kSteps) + h, stride)));
-          const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-          for (int k = 0; k < 4; ++k) most = max(most, max(w[k] & 0x7fffu, (w[k] >> 16) & 0x7fffu));
+          w[4 * h] = v.x, w[4 * h + 1] = v.y, w[4 * h + 2] = v.z, w[4 * h + 3] = v.w;
         }
+        most = mostBits(most, w);
+      }
       most = __reduce_max_sync(0xffffffffu, most);
       if (lane == 0) st_shared(reinterpret_cast<uint32_t*>(sAlpha) + warp, most);
       __syncthreads();
       most = 0;
       for (int w = 0; w < Tr::kWarps; ++w) most = max(most, ld_shared(reinterpret_cast<const uint32_t*>(sAlpha) + w));
-      qShift = min(100, max(-100, 14 - (static_cast<int>(most >> 7) - 127)));  // all-zero (or tiny) Q: any shift
+      qShift = shiftFor(most);
     }
-    const float qMul = __int_as_float((127 + qShift) << 23);
     qkScale *= __int_as_float((127 - qShift) << 23);
     for (int gi = threadIdx.x; gi < mRows * kSteps; gi += Tr::kThreads) {  // padding rows are zeros in both types
       const int r = gi / kSteps, ks = gi % kSteps;
-      uint32_t in[8], out[8];
+      uint32_t in[8];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint4 v = ld_shared(reinterpret_cast<const uint4*>(sQ + swizzled(r, 2 * ks + h, stride)));
         in[4 * h] = v.x, in[4 * h + 1] = v.y, in[4 * h + 2] = v.z, in[4 * h + 3] = v.w;
       }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        uint32_t w = in[j];
-        if constexpr (E == ElemType::BF16)
-          w = Elem<ElemType::F16>::pack2(__uint_as_float(w << 16) * qMul, __uint_as_float(w & 0xffff0000u) * qMul);
-        out[j % 2 ? 4 + j / 2 : j / 2] = w;
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        st_shared(reinterpret_cast<uint4*>(sQ + swizzled(r, 2 * ks + h, stride)), make_uint4(out[4 * h], out[4 * h + 1], out[4 * h + 2], out[4 * h + 3]));
+      permuteStep(in, __int_as_float((127 + qShift) << 23), r, ks);
     }
   }
 
@@ -233,6 +292,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
   const int qkWm = warp / Tr::kQkWarpsN, qkWn = warp % Tr::kQkWarpsN;
   int limit[2 * Tr::kQkMt];
   float rowMax[2 * Tr::kQkMt], rowSum[2 * Tr::kQkMt];
+  // Row-staged Q: the exponents of the rows' logit scales 2^-shift, a byte each (the wide kernel has no registers to
+  // spare).
+  uint32_t qkExp = 0;
+  static_assert(2 * Tr::kQkMt <= 4, "a byte per row");
 #pragma unroll
   for (int i = 0; i < 2 * Tr::kQkMt; ++i) {
     const int m = item.mTile * Tr::kBlockM + qkWm * Tr::kQkRows + (i / 2) * 16 + g + 8 * (i % 2);
@@ -256,6 +319,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 #pragma unroll
     for (int j = 0; j < Tr::kVNt; ++j) o[i][j][0] = o[i][j][1] = o[i][j][2] = o[i][j][3] = 0.f;
 
+  if constexpr (kQRowStaged) {
+    __syncthreads();  // the rows' exponents
+#pragma unroll
+    for (int i = 0; i < 2 * Tr::kQkMt; ++i)
+      if (i / 2 < qkMtUsed)  // m16 tiles of real rows: those staged
+        qkExp |= static_cast<uint32_t>(ld_shared(reinterpret_cast<const int*>(sAlpha) + qkWm * Tr::kQkRows + (i / 2) * 16 + g + 8 * (i % 2))) << (8 * i);
+  }
   for (int it = 0; it < numTiles; ++it) {
     if (isLoader && !(kInPlace && Tr::kConvertEarly)) {
       cp_async_wait<Tr::kStages - 2>();  // this thread's copies of tile `it` have landed
@@ -342,7 +412,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSm) mlaDecodeKe
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int row = tileRow0 + qkWn * Tr::kQkCols + j * 8 + tig * 2 + (e % 2);
-            s[i][j][e] = row < limit[2 * i + e / 2] ? s[i][j][e] * qkScale : neg_inf();
+            const float scale = kQRowStaged ? args.scaleLog2 * __int_as_float(((qkExp >> (8 * (2 * i + e / 2))) & 0xffu) << 23) : qkScale;
+            s[i][j][e] = row < limit[2 * i + e / 2] ? s[i][j][e] * scale : neg_inf();
             tileMax[e / 2] = fmaxf(tileMax[e / 2], s[i][j][e]);
           }
 #pragma unroll

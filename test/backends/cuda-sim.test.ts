@@ -17,7 +17,7 @@ function configure(s: SimSettings): void {
 const DEFAULTS: SimSettings = { checkOrders: true, seed, smallConfig: false, smemOptin: 0, computeCapability: 0, numSms: 8, splitRows: 0, batchInvariant: false, deviceMemoryBytes: 4 * 2 ** 30, numDevices: 2 };
 
 /** A paged decode problem with contiguous-but-shuffled blocks; returns the inputs and a runner. */
-function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; fp8Cache?: boolean; qScale?: number; device?: `cuda-sim:${number}` }) {
+function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: number; ropeDim: number; lens: number[]; blockSize: number; dtype?: 'bf16' | 'f16'; fp8Cache?: boolean; qScale?: number; qRowScales?: number[]; softmaxScale?: number; device?: `cuda-sim:${number}` }) {
   const dtype = o.dtype ?? 'bf16';
   const width = o.kvLoraRank + o.ropeDim;
   const queryLen = o.queryLen ?? 1;
@@ -35,11 +35,18 @@ function problem(rng: Rng, o: { heads: number; queryLen?: number; kvLoraRank: nu
     return { t: Tensor.from(bytes, shape).to(o.device ?? SIM_DEVICE), dense: { data: Float64Array.from(bytes, fromFp8E4M3Bits), shape } };
   };
   const cache = o.fp8Cache ? fp8([numBlocks, o.blockSize, width]) : toSim(randomTensor(rng, [numBlocks, o.blockSize, width], dtype));
-  const q = toSim(randomTensor(rng, [o.lens.length, queryLen, o.heads, width], dtype, o.qScale));
+  const qShape = [o.lens.length, queryLen, o.heads, width];
+  let qHost = randomTensor(rng, qShape, dtype, o.qScale);
+  if (o.qRowScales) {  // head h's rows times qRowScales[h % length] (powers of two: exact)
+    const s = o.qRowScales;
+    const t = Tensor.fromValues(Float64Array.from(qHost.dense.data, (x, i) => x * s[Math.floor(i / width) % o.heads % s.length]), qShape, dtype);
+    qHost = { t, dense: { data: exactValues(t), shape: qShape } };
+  }
+  const q = toSim(qHost);
   const blockTable = intTensor(table, [o.lens.length, maxBlocks]);
   const seqLens = intTensor(o.lens);
-  const softmaxScale = 1 / Math.sqrt(width);
-  return { cache, q, blockTable, seqLens, softmaxScale, dtype, queryLen, width, ...o };
+  const softmaxScale = o.softmaxScale ?? 1 / Math.sqrt(width);
+  return { ...o, cache, q, blockTable, seqLens, softmaxScale, dtype, queryLen, width };
 }
 
 describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
@@ -223,6 +230,22 @@ describe.runIf(sim.available)('cuda-sim: CUDA kernels under emulation', () => {
         await decodeAndCheck(problem(rng, { heads: 16, kvLoraRank: 512, ropeDim: 64, lens: [100, 9], blockSize: 64, fp8Cache: true }));
         await decodeAndCheck(problem(rng, { heads: 3, queryLen: 2, kvLoraRank: 512, ropeDim: 64, lens: [70], blockSize: 16, dtype: 'f16', fp8Cache: true }), true);
       }
+    }
+    configure(DEFAULTS);
+  });
+
+  it('fp8 on sm_89+: Q rows of very different magnitudes in one CTA (2^20 beside 2^-30), a scale per row at DeepSeek dims, one per CTA at runtime dims', async () => {
+    const rng = new Rng(seed + 11);
+    const qRowScales = [2 ** 20, 2 ** -30, 1, 2 ** -12, 2 ** 7]; // 5: a warp's rows (kWarps apart) differ too
+    for (const smemOptin of [232448, 166912, 101376]) {
+      configure({ ...DEFAULTS, smemOptin, computeCapability: 89 });
+      // DeepSeek's dims stage Q a row per warp, each row scaled into f16 by its own power of two: with a softmax
+      // scale of 2^30 the 2^-30 rows' logits are of order 1 (a CTA-wide scale set by the 2^20 rows leaves them zero in
+      // f16, their softmax uniform) and the other rows' are one-hot.
+      for (const softmaxScale of [undefined, 2 ** 30 / 24])
+        await decodeAndCheck(problem(rng, { heads: 40, kvLoraRank: 512, ropeDim: 64, lens: [90, 33], blockSize: 16, fp8Cache: true, qRowScales, softmaxScale }));
+      // Runtime dims scale the CTA's Q by its largest |q|: the small rows lose precision, not their (near-uniform) softmax.
+      await decodeAndCheck(problem(rng, { heads: 12, kvLoraRank: 64, ropeDim: 32, lens: [90, 33], blockSize: 16, fp8Cache: true, qRowScales }));
     }
     configure(DEFAULTS);
   });
