@@ -244,7 +244,7 @@ describe('append RoPE on every path', () => {
 // boundaries (a task is ~256 KiB of rows), and must leave every byte outside their rows as it was.
 describe('streamed runs of consecutive slots', () => {
   for (const isa of cpu.supported)
-    it(`${isa}: streamed rows with interleaved RoPE (bf16, f16 and f32) equal the regular stores' rows, at every cache alignment`, async () => {
+    it(`${isa}: streamed rows with interleaved RoPE and without RoPE (bf16, f16 and f32) equal the regular stores' rows, at every cache alignment`, async () => {
       const rng = new Rng(seed + 42);
       const stream = new Stream('cpu');
       addon.cpuConfigure({ isa });
@@ -270,14 +270,14 @@ describe('streamed runs of consecutive slots', () => {
           const angle = Float64Array.from({ length: maxPos * 32 }, () => rng.next() * 2 * Math.PI);
           const rope = { positions: Tensor.from(Int32Array.from({ length: tokens }, () => rng.int(0, maxPos - 1)), [tokens]),
             cos: Tensor.from(Float32Array.from(angle, Math.cos), [maxPos, 32]), sin: Tensor.from(Float32Array.from(angle, Math.sin), [maxPos, 32]), style: 'interleaved' as const };
-          for (const offset of offsets) {
+          for (const offset of offsets) for (const rotate of [true, false]) {
             const poison = dtype === 'f32' ? NaN : 0xffff;
             const results: Record<string, Uint16Array | Float32Array> = {};
             for (const appendStores of ['regular', 'stream'] as const) {
               addon.cpuConfigure({ appendStores });
               const backing = new Ctor(new SharedArrayBuffer((slotsN * width + offset + 40) * Ctor.BYTES_PER_ELEMENT)).fill(poison);
               const cache = Tensor.from(backing.subarray(offset, offset + slotsN * width), [slotsN, 1, width], dtype);
-              appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, kv], dtype), kPe: Tensor.from(kPe, [tokens, 64], dtype), slotMapping: Tensor.from(slots, [tokens]), rope, stream });
+              appendLatentCache({ cache, kvC: Tensor.from(kvC, [tokens, kv], dtype), kPe: Tensor.from(kPe, [tokens, 64], dtype), slotMapping: Tensor.from(slots, [tokens]), rope: rotate ? rope : undefined, stream });
               await stream.synchronize();
               results[appendStores] = backing;
             }
@@ -291,12 +291,13 @@ describe('streamed runs of consecutive slots', () => {
               if (i < offset || slot >= slotsN || !written[slot]) { if (!same(streamed[i], poison)) bad = i; }
               else if (!same(streamed[i], regular[i])) bad = i;
             }
-            expect(bad, `${isa} ${dtype} kvLoraRank ${kv} offset ${offset}: first wrong element (seed ${seed})`).toBe(-1);
-            // The regular rows themselves: kvC exact, RoPE rotated (its values are checked by the RoPE test above).
+            expect(bad, `${isa} ${dtype} kvLoraRank ${kv} offset ${offset}${rotate ? '' : ' without RoPE'}: first wrong element (seed ${seed})`).toBe(-1);
+            // The regular rows themselves: kvC exact, kPe exact without RoPE (rotated values are checked by the RoPE test above).
             for (let t = 0; t < tokens; t++) {
               if (slots[t] < 0) continue;
               const at = offset + slots[t] * width;
               if (!Array.from(kvC.subarray(t * kv, (t + 1) * kv)).every((x, c) => same(x, regular[at + c]))) expect.fail(`${isa} ${dtype} offset ${offset}: token ${t}'s kvC (seed ${seed})`);
+              if (!rotate && !Array.from(kPe.subarray(t * 64, (t + 1) * 64)).every((x, c) => same(x, regular[at + kv + c]))) expect.fail(`${isa} ${dtype} offset ${offset} without RoPE: token ${t}'s kPe (seed ${seed})`);
             }
           }
         }
