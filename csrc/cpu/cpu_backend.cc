@@ -571,7 +571,10 @@ void appendCpu(const AppendLatentCacheParams& p) {
   // Where the kernel set has the whole run loop for these rows it writes each run instead: no block built in L1, no
   // call per row part, every line one streaming store (the run's two end lines aside). Alternated against the paths
   // below (Zen 5, one thread, fresh processes, medians): f32 1.07x, bf16 1.01-1.05x.
-  const bool kernelRuns = stream && p.ropeStyle != RopeStyle::Neox && k.appendRunFits(e, rope, kvBytes, p.ropeDim);
+  // (The loop shifts lines by whole elements: a cache not aligned to its element size, which a typed array never is,
+  // takes the paths below.)
+  const bool kernelRuns = stream && p.ropeStyle != RopeStyle::Neox && reinterpret_cast<uintptr_t>(cache) % es == 0 &&
+                          k.appendRunFits(e, rope, kvBytes, p.ropeDim);
   parallelFor(tasks, [&](int64_t task) {
     const int64_t i1 = std::min(p.numTokens, (task + 1) * perTask);
     auto runEnd = [&](int64_t i) {  // the end of the run of consecutive slots from token i
