@@ -565,12 +565,14 @@ void appendCpu(const AppendLatentCacheParams& p) {
   const bool direct = rowBytes % 64 == 0 && kvBytes % 64 == 0;
   constexpr int64_t kStageBytes = 16 << 10;
   const int64_t stageRows = std::max<int64_t>(1, kStageBytes / rowBytes);
-  // kvC at least 128 bytes: a row's block never reaches the next row's. f32 rows (where the kernel set has no run loop)
-  // keep the per-row path: the run path measured 5-8% slower for them (Zen 5, one and two threads; bf16 1.2-1.4x faster).
+  // kvC at least 128 bytes: a row's block never reaches the next row's. f32 rows (where the kernel set has no run loop:
+  // portable, NEON) keep the per-row path: the run path measured 5-8% slower for them (Zen 5, one and two threads; bf16
+  // 1.2-1.4x faster).
   const bool runs = stream && es == 2 && kvBytes >= 128 && ropeBytes > 0;
-  // Where the kernel set has the whole run loop for these rows it writes each run instead: no block built in L1, no
-  // call per row part, every line one streaming store (the run's two end lines aside). Alternated against the paths
-  // below (Zen 5, one thread, fresh processes, medians): f32 1.07x, bf16 1.01-1.05x.
+  // Where the kernel set has the whole run loop for these rows (AVX-512 and AVX2) it writes each run instead: no block
+  // built in L1, no call per row part, every 64-byte line (AVX2: 32-byte unit) one streaming store (the run's two end
+  // ones aside). Alternated against the paths below (Zen 5, one thread, fresh processes, medians): AVX-512 f32 1.07x,
+  // bf16 1.01-1.05x.
   // (The loop shifts lines by whole elements: a cache not aligned to its element size, which a typed array never is,
   // takes the paths below.)
   const bool kernelRuns = stream && p.ropeStyle != RopeStyle::Neox && reinterpret_cast<uintptr_t>(cache) % es == 0 &&

@@ -124,8 +124,9 @@ struct KernelSet {
   // streamFence orders those stores before the caller reports completion.
   void (*streamCopy)(void* dst, const void* src, int64_t bytes);
   void (*streamFence)();
-  // A whole run of streamed append rows in one call (no per-row calls or staging): every 64-byte line of the range
-  // written once, by a streaming store, but for the range's partial first and last lines (plain masked stores).
+  // A whole run of streamed append rows in one call (no per-row calls or staging): every line of the range (64 bytes;
+  // AVX2: 32-byte units) written once, by a streaming store, but for the range's partial first and last ones (plain
+  // stores of their bytes only). dst is aligned to the element size.
   // appendRunFits says whether this set has such a loop for the rows' shape; the run is then written only when it does.
   bool (*appendRunFits)(Elem e, bool rotate, int64_t kvBytes, int64_t ropeDim);
   void (*appendRun)(const AppendRun& run);

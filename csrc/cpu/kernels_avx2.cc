@@ -114,6 +114,103 @@ struct VO {
     if (i < bytes) copyShort(d + i, s + i, bytes - i);
   }
   static inline void streamFence() { _mm_sfence(); }
+  // RoPE of 4 interleaved f32 pairs (a0 b0 a1 b1 ...) with their 4 cos and sin values: ropeGeneric's arithmetic as
+  // compiled for this set, (a c - round(b s), b c + round(a s)) with one rounding in each FMA; fmaddsub subtracts in
+  // the even lanes and adds in the odd ones.
+  static inline __m256 ropeVecF32(__m256 x, const float* c, const float* s) {
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256 cc = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(c)), dup);
+    const __m256 ss = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(s)), dup);
+    return _mm256_fmaddsub_ps(x, cc, _mm256_mul_ps(_mm256_permute_ps(x, 0xB1), ss));  // x c -+ (b0 s0, a0 s0, ...)
+  }
+  // 8 bf16 pairs, a pair per 32-bit lane (a = the low half moved up, b = the high half masked, so cos and sin need no
+  // duplicating): the products above, then sF32ToBf16's rounding (nearest even, NaN kept quiet), each result put back
+  // in its own half.
+  static inline __m256i ropeVecBf16(__m256i x, __m256 cc, __m256 ss) {
+    const __m256i high = _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u)), one = _mm256_set1_epi32(1);
+    const __m256i bias = _mm256_set1_epi32(0x7fff), absMask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256 a = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)), b = _mm256_castsi256_ps(_mm256_and_si256(x, high));
+    const __m256i ua = _mm256_castps_si256(_mm256_fmsub_ps(a, cc, _mm256_mul_ps(b, ss)));
+    const __m256i ub = _mm256_castps_si256(_mm256_fmadd_ps(b, cc, _mm256_mul_ps(a, ss)));
+    // Magnitudes above infinity's bits are NaN (a signed compare suffices: both sides are non-negative).
+    const __m256i nanA = _mm256_cmpgt_epi32(_mm256_and_si256(ua, absMask), inf), nanB = _mm256_cmpgt_epi32(_mm256_and_si256(ub, absMask), inf);
+    const __m256i ra = _mm256_blendv_epi8(_mm256_srli_epi32(_mm256_add_epi32(ua, _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(ua, 16), one), bias)), 16),
+                                          _mm256_or_si256(_mm256_srli_epi32(ua, 16), _mm256_set1_epi32(0x40)), nanA);
+    const __m256i rb = _mm256_blendv_epi8(_mm256_and_si256(_mm256_add_epi32(ub, _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(ub, 16), one), bias)), high),
+                                          _mm256_or_si256(_mm256_and_si256(ub, high), _mm256_set1_epi32(0x400000)), nanB);
+    return _mm256_or_si256(ra, rb);
+  }
+  // Bytes [32 - kOff, 64 - kOff) of prev then cur: the 32-byte unit at a destination kOff bytes past a unit's start.
+  // alignr shifts within 128-bit lanes, so the middle pair of lanes (prev's high, cur's low) is formed first.
+  template <int kOff>
+  static inline __m256i shiftIn(__m256i prev, __m256i cur) {
+    const __m256i mid = _mm256_permute2x128_si256(prev, cur, 0x21);
+    if constexpr (kOff <= 16) return _mm256_alignr_epi8(cur, mid, 16 - kOff);
+    else return _mm256_alignr_epi8(mid, prev, 32 - kOff);
+  }
+  // The append run loop (kernels.h's AppendRun) for bf16 and f32 rows whose kvC and kPe parts are whole 32-byte
+  // vectors: a row is read as vectors (kvC's loaded, kPe's loaded and rotated in registers) and each destination unit
+  // is two neighbouring vectors shifted by the destination's offset in its unit (kOff, a template argument: alignr
+  // takes an immediate), so every unit is stored once, whole, by a streaming store; the run's partial first and last
+  // units by byte-exact plain copies.
+  static constexpr bool kAppendRun = true;
+  static inline bool appendRunFits(Elem e, bool, int64_t kvBytes, int64_t ropeDim) {
+    const int64_t es = e == Elem::F32 ? 4 : 2;
+    return (e == Elem::F32 || e == Elem::BF16) && kvBytes > 0 && kvBytes % 32 == 0 && ropeDim > 0 && ropeDim * es % 32 == 0;
+  }
+  template <int kOff>
+  static void appendRunAt(const AppendRun& r) {
+    char* unit = r.dst - kOff;
+    __m256i prev = _mm256_setzero_si256();
+    bool first = kOff != 0;  // the first unit's bytes before dst are not the run's
+    auto emit = [&](__m256i cur) {
+      if constexpr (kOff == 0) {
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(unit), cur);
+      } else {
+        const __m256i out = shiftIn<kOff>(prev, cur);
+        if (first) {
+          alignas(32) char t[32];
+          _mm256_store_si256(reinterpret_cast<__m256i*>(t), out);
+          copyShort(unit + kOff, t + kOff, 32 - kOff);
+          first = false;
+        } else {
+          _mm256_stream_si256(reinterpret_cast<__m256i*>(unit), out);
+        }
+        prev = cur;
+      }
+      unit += 32;
+    };
+    const int64_t es = r.elem == Elem::F32 ? 4 : 2, ropeBytes = r.ropeDim * es, half = r.ropeDim / 2;
+    for (int64_t i = r.row0; i < r.row1; ++i) {
+      const char* kv = r.kvC + i * r.kvBytes;
+      for (int64_t o = 0; o < r.kvBytes; o += 32) emit(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kv + o)));
+      const char* pe = r.kPe + i * ropeBytes;
+      if (!r.rotate) {
+        for (int64_t o = 0; o < ropeBytes; o += 32) emit(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pe + o)));
+        continue;
+      }
+      const float* c = r.cos + static_cast<int64_t>(r.positions[i]) * half;
+      const float* s = r.sin + static_cast<int64_t>(r.positions[i]) * half;
+      if (r.elem == Elem::BF16)
+        for (int64_t j = 0; j < half; j += 8)
+          emit(ropeVecBf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pe + 4 * j)), _mm256_loadu_ps(c + j), _mm256_loadu_ps(s + j)));
+      else
+        for (int64_t j = 0; j < half; j += 4) emit(_mm256_castps_si256(ropeVecF32(_mm256_loadu_ps(reinterpret_cast<const float*>(pe) + 2 * j), c + j, s + j)));
+    }
+    if constexpr (kOff != 0) {  // the last unit's first kOff bytes
+      alignas(32) char t[32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t), shiftIn<kOff>(prev, prev));
+      copyShort(unit, t, kOff);
+    }
+  }
+  // dst is aligned to the element size (the backend's condition), so its offset in a unit is even.
+  static inline void appendRun(const AppendRun& r) {
+    using Run = void (*)(const AppendRun&);
+    static constexpr Run kRuns[16] = {appendRunAt<0>,  appendRunAt<2>,  appendRunAt<4>,  appendRunAt<6>,  appendRunAt<8>,  appendRunAt<10>,
+                                      appendRunAt<12>, appendRunAt<14>, appendRunAt<16>, appendRunAt<18>, appendRunAt<20>, appendRunAt<22>,
+                                      appendRunAt<24>, appendRunAt<26>, appendRunAt<28>, appendRunAt<30>};
+    kRuns[(reinterpret_cast<uintptr_t>(r.dst) & 31) / 2](r);
+  }
 };
 #include "kernels_generic.inl"
 

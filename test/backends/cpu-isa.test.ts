@@ -239,9 +239,11 @@ describe('append RoPE on every path', () => {
     });
 });
 
-// Streamed appends write a run of consecutive slots line by line (AVX-512: each line two source vectors shifted to the
-// cache's alignment; else the lines around each row's RoPE part assembled in L1); these runs start and end at every alignment a typed array may have, break at gaps, -1 slots and task
-// boundaries (a task is ~256 KiB of rows), and must leave every byte outside their rows as it was.
+// Streamed appends write a run of consecutive slots line by line (AVX-512 and AVX2, bf16 and f32 rows: each 64- or
+// 32-byte unit two source vectors shifted to the cache's alignment, RoPE in registers; else the lines around each
+// row's RoPE part assembled in L1); these runs start and end at every alignment a typed array may have (offsets below
+// and above half of AVX2's 32-byte unit included), break at gaps, -1 slots and task boundaries (a task is ~256 KiB of
+// rows), and must leave every byte outside their rows as it was.
 describe('streamed runs of consecutive slots', () => {
   for (const isa of cpu.supported)
     it(`${isa}: streamed rows with interleaved RoPE and without RoPE (bf16, f16 and f32) equal the regular stores' rows, at every cache alignment`, async () => {
@@ -249,7 +251,7 @@ describe('streamed runs of consecutive slots', () => {
       const stream = new Stream('cpu');
       addon.cpuConfigure({ isa });
       try {
-        for (const [dtype, kv, offsets] of [['bf16', 512, [0, 1, 8, 24, 31]], ['f32', 512, [0, 3, 12]], ['bf16', 500, [0, 5]], ['f16', 512, [0, 7]]] as const) {
+        for (const [dtype, kv, offsets] of [['bf16', 512, [0, 1, 3, 8, 11, 24, 31]], ['f32', 512, [0, 3, 5, 12]], ['bf16', 500, [0, 5]], ['f16', 512, [0, 7]]] as const) {
           const Ctor = dtype === 'f32' ? Float32Array : Uint16Array, width = kv + 64, tokens = 700, slotsN = 900, maxPos = 64;
           const stored = (n: number) => Ctor.from({ length: n }, () => (dtype === 'f32' ? Math.fround(rng.next() - 0.5) : dtype === 'f16' ? toF16Bits(rng.next() - 0.5) : toBf16Bits(rng.next() - 0.5)));
           const kvC = stored(tokens * kv), kPe = stored(tokens * 64);
