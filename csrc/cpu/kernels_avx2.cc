@@ -154,6 +154,14 @@ struct VO {
   // takes an immediate), so every unit is stored once, whole, by a streaming store; the run's partial first and last
   // units by byte-exact plain copies.
   static constexpr bool kAppendRun = true;
+  static constexpr int64_t kRunVecBytes = 32;  // appendRunVectors' vectors
+  static inline __m256i runLoad(const char* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static inline __m256i runRotateBf16(const char* p, const float* c, const float* s) {
+    return ropeVecBf16(runLoad(p), _mm256_loadu_ps(c), _mm256_loadu_ps(s));
+  }
+  static inline __m256i runRotateF32(const char* p, const float* c, const float* s) {
+    return _mm256_castps_si256(ropeVecF32(_mm256_loadu_ps(reinterpret_cast<const float*>(p)), c, s));
+  }
   static inline bool appendRunFits(Elem e, bool, int64_t kvBytes, int64_t ropeDim) {
     const int64_t es = e == Elem::F32 ? 4 : 2;
     return (e == Elem::F32 || e == Elem::BF16) && kvBytes > 0 && kvBytes % 32 == 0 && ropeDim > 0 && ropeDim * es % 32 == 0;
@@ -180,23 +188,7 @@ struct VO {
       }
       unit += 32;
     };
-    const int64_t es = r.elem == Elem::F32 ? 4 : 2, ropeBytes = r.ropeDim * es, half = r.ropeDim / 2;
-    for (int64_t i = r.row0; i < r.row1; ++i) {
-      const char* kv = r.kvC + i * r.kvBytes;
-      for (int64_t o = 0; o < r.kvBytes; o += 32) emit(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kv + o)));
-      const char* pe = r.kPe + i * ropeBytes;
-      if (!r.rotate) {
-        for (int64_t o = 0; o < ropeBytes; o += 32) emit(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pe + o)));
-        continue;
-      }
-      const float* c = r.cos + static_cast<int64_t>(r.positions[i]) * half;
-      const float* s = r.sin + static_cast<int64_t>(r.positions[i]) * half;
-      if (r.elem == Elem::BF16)
-        for (int64_t j = 0; j < half; j += 8)
-          emit(ropeVecBf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pe + 4 * j)), _mm256_loadu_ps(c + j), _mm256_loadu_ps(s + j)));
-      else
-        for (int64_t j = 0; j < half; j += 4) emit(_mm256_castps_si256(ropeVecF32(_mm256_loadu_ps(reinterpret_cast<const float*>(pe) + 2 * j), c + j, s + j)));
-    }
+    appendRunVectors<VO>(r, emit);
     if constexpr (kOff != 0) {  // the last unit's first kOff bytes
       alignas(32) char t[32];
       _mm256_store_si256(reinterpret_cast<__m256i*>(t), shiftIn<kOff>(prev, prev));

@@ -179,6 +179,14 @@ struct VO {
   // is two neighbouring vectors shifted by the destination's offset in its line, so every line is stored once, whole,
   // by a streaming store however the cache is aligned.
   static constexpr bool kAppendRun = true;
+  static constexpr int64_t kRunVecBytes = 64;  // appendRunVectors' vectors
+  static inline __m512i runLoad(const char* p) { return _mm512_loadu_si512(p); }
+  static inline __m512i runRotateBf16(const char* p, const float* c, const float* s) {
+    return ropeVecBf16(_mm512_loadu_si512(p), _mm512_loadu_ps(c), _mm512_loadu_ps(s));
+  }
+  static inline __m512i runRotateF32(const char* p, const float* c, const float* s) {
+    return _mm512_castps_si512(ropeVecF32(_mm512_loadu_ps(reinterpret_cast<const float*>(p)), c, s));
+  }
   static inline bool appendRunFits(Elem e, bool, int64_t kvBytes, int64_t ropeDim) {
     const int64_t es = e == Elem::F32 ? 4 : 2;
     return (e == Elem::F32 || e == Elem::BF16) && kvBytes > 0 && kvBytes % 64 == 0 && ropeDim > 0 && ropeDim * es % 64 == 0;
@@ -198,22 +206,7 @@ struct VO {
       prev = cur;
       line += 64;
     };
-    const int64_t es = r.elem == Elem::F32 ? 4 : 2, ropeBytes = r.ropeDim * es, half = r.ropeDim / 2;
-    for (int64_t i = r.row0; i < r.row1; ++i) {
-      const char* kv = r.kvC + i * r.kvBytes;
-      for (int64_t o = 0; o < r.kvBytes; o += 64) emit(_mm512_loadu_si512(kv + o));
-      const char* pe = r.kPe + i * ropeBytes;
-      if (!r.rotate) {
-        for (int64_t o = 0; o < ropeBytes; o += 64) emit(_mm512_loadu_si512(pe + o));
-        continue;
-      }
-      const float* c = r.cos + static_cast<int64_t>(r.positions[i]) * half;
-      const float* s = r.sin + static_cast<int64_t>(r.positions[i]) * half;
-      if (r.elem == Elem::BF16)
-        for (int64_t j = 0; j < half; j += 16) emit(ropeVecBf16(_mm512_loadu_si512(pe + 4 * j), _mm512_loadu_ps(c + j), _mm512_loadu_ps(s + j)));
-      else
-        for (int64_t j = 0; j < half; j += 8) emit(_mm512_castps_si512(ropeVecF32(_mm512_loadu_ps(reinterpret_cast<const float*>(pe) + 2 * j), c + j, s + j)));
-    }
+    appendRunVectors<VO>(r, emit);
     if (offset) _mm512_mask_storeu_epi8(line, (1ull << offset) - 1, kWords ? _mm512_permutex2var_epi16(prev, idx, prev) : _mm512_permutex2var_epi32(prev, idx, prev));
   }
   static inline void appendRun(const AppendRun& r) {
